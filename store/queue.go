@@ -1,0 +1,146 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// OutboxItem is a stanza waiting to be written to the XMPP server.
+type OutboxItem struct {
+	ID     int64
+	Stanza string
+}
+
+// EnqueueStanza stores a stanza for domain's component stream.
+func (s *Store) EnqueueStanza(ctx context.Context, domain, stanza string) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `INSERT INTO outbox (domain, stanza, created) VALUES (?, ?, ?)`, domain, stanza, now())
+	if err != nil {
+		return 0, fmt.Errorf("failed to queue stanza: %w", err)
+	}
+	return res.LastInsertId()
+}
+
+// PendingStanzas returns up to limit queued stanzas of domain, oldest first.
+func (s *Store) PendingStanzas(ctx context.Context, domain string, limit int) ([]OutboxItem, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, stanza FROM outbox WHERE domain = ? ORDER BY id LIMIT ?`, domain, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []OutboxItem
+	for rows.Next() {
+		var it OutboxItem
+		if err := rows.Scan(&it.ID, &it.Stanza); err != nil {
+			return nil, err
+		}
+		out = append(out, it)
+	}
+	return out, rows.Err()
+}
+
+// StanzaSent removes a stanza from the queue once it has been written.
+func (s *Store) StanzaSent(ctx context.Context, id int64) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM outbox WHERE id = ?`, id)
+	return err
+}
+
+// CountStanzas returns the number of queued stanzas of domain.
+func (s *Store) CountStanzas(ctx context.Context, domain string) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM outbox WHERE domain = ?`, domain).Scan(&n)
+	return n, err
+}
+
+// Job is a delivery to a foreign network, retried until done or failed.
+type Job struct {
+	ID        int64
+	Domain    string
+	JID       string
+	Kind      string
+	Payload   []byte
+	Attempts  int
+	NextTry   time.Time
+	LastError string
+	Created   time.Time
+}
+
+// EnqueueJob stores a job due now and returns its id.
+func (s *Store) EnqueueJob(ctx context.Context, domain, jid, kind string, payload []byte) (int64, error) {
+	t := time.Now()
+	res, err := s.db.ExecContext(ctx, `INSERT INTO jobs (domain, jid, kind, payload, next_try, created) VALUES (?, ?, ?, ?, ?, ?)`,
+		domain, jid, kind, payload, t.UnixMilli(), t.Unix())
+	if err != nil {
+		return 0, fmt.Errorf("failed to queue job: %w", err)
+	}
+	return res.LastInsertId()
+}
+
+// DueJobs returns up to limit jobs of domain whose next try is not after t.
+func (s *Store) DueJobs(ctx context.Context, domain string, t time.Time, limit int) ([]Job, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, domain, jid, kind, payload, attempts, next_try, last_error, created
+		FROM jobs WHERE domain = ? AND next_try <= ? ORDER BY next_try, id LIMIT ?`, domain, t.UnixMilli(), limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Job
+	for rows.Next() {
+		var j Job
+		var next, created int64
+		if err := rows.Scan(&j.ID, &j.Domain, &j.JID, &j.Kind, &j.Payload, &j.Attempts, &next, &j.LastError, &created); err != nil {
+			return nil, err
+		}
+		j.NextTry, j.Created = time.UnixMilli(next), time.Unix(created, 0)
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
+// NextJobTime returns when the earliest job of domain is due (ok false: none).
+func (s *Store) NextJobTime(ctx context.Context, domain string) (t time.Time, ok bool, err error) {
+	var next sql.NullInt64
+	err = s.db.QueryRowContext(ctx, `SELECT min(next_try) FROM jobs WHERE domain = ?`, domain).Scan(&next)
+	if err != nil || !next.Valid {
+		return time.Time{}, false, err
+	}
+	return time.UnixMilli(next.Int64), true, nil
+}
+
+// RetryJob records a temporary failure and schedules the next try.
+func (s *Store) RetryJob(ctx context.Context, id int64, next time.Time, lastErr string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE jobs SET attempts = attempts + 1, next_try = ?, last_error = ? WHERE id = ?`,
+		next.UnixMilli(), lastErr, id)
+	return err
+}
+
+// DeleteJob removes a job (done, or failed for good).
+func (s *Store) DeleteJob(ctx context.Context, id int64) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM jobs WHERE id = ?`, id)
+	return err
+}
+
+// GetJob returns one job, or ErrNotFound.
+func (s *Store) GetJob(ctx context.Context, id int64) (*Job, error) {
+	var j Job
+	var next, created int64
+	err := s.db.QueryRowContext(ctx, `SELECT id, domain, jid, kind, payload, attempts, next_try, last_error, created FROM jobs WHERE id = ?`, id).
+		Scan(&j.ID, &j.Domain, &j.JID, &j.Kind, &j.Payload, &j.Attempts, &next, &j.LastError, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	j.NextTry, j.Created = time.UnixMilli(next), time.Unix(created, 0)
+	return &j, nil
+}
+
+// CountJobs returns the number of queued jobs of domain.
+func (s *Store) CountJobs(ctx context.Context, domain string) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM jobs WHERE domain = ?`, domain).Scan(&n)
+	return n, err
+}

@@ -1,0 +1,166 @@
+// Package store keeps Passerelle's state in SQLite: registrations, claimed
+// foreign addresses, the identity and message-id maps, and the persistent
+// queues (stanzas for the XMPP server, deliveries to foreign networks).
+//
+// The schema is embedded and versioned with PRAGMA user_version; Open applies
+// the missing migrations in one transaction and refuses a database written
+// by a newer binary.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3" // the "sqlite3" driver
+)
+
+//go:embed schema/*.sql
+var schemaFS embed.FS
+
+// ErrNewerSchema is returned by Open for a database migrated by a newer binary.
+var ErrNewerSchema = errors.New("database schema is newer than this binary")
+
+// Store is a handle on the database. It is safe for concurrent use.
+type Store struct {
+	db *sql.DB
+}
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+func migrations() ([]migration, error) {
+	entries, err := fs.ReadDir(schemaFS, "schema")
+	if err != nil {
+		return nil, err
+	}
+	var ms []migration
+	for _, e := range entries {
+		n, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(n)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("bad migration file name %q", e.Name())
+		}
+		b, err := fs.ReadFile(schemaFS, "schema/"+e.Name())
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	for i, m := range ms {
+		if m.version != i+1 {
+			return nil, fmt.Errorf("migration %s out of sequence", m.name)
+		}
+	}
+	return ms, nil
+}
+
+// LatestVersion is the schema version this binary writes.
+func LatestVersion() int {
+	ms, err := migrations()
+	if err != nil {
+		panic(err) // the embedded files are part of the binary
+	}
+	return len(ms)
+}
+
+// Open opens (creating it if needed) the database at path and migrates it.
+// path ":memory:" gives a private in-memory database (for tests).
+func Open(path string) (*Store, error) {
+	return open(path, LatestVersion())
+}
+
+func dsn(path string) string {
+	q := url.Values{}
+	q.Set("_busy_timeout", "5000")
+	q.Set("_foreign_keys", "on")
+	q.Set("_txlock", "immediate")
+	if path == ":memory:" {
+		return "file::memory:?" + q.Encode()
+	}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", "NORMAL")
+	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+}
+
+// open migrates up to version target (tests use it to build old schemas).
+func open(path string, target int) (*Store, error) {
+	db, err := sql.Open("sqlite3", dsn(path))
+	if err != nil {
+		return nil, fmt.Errorf("failed to open database %s: %w", path, err)
+	}
+	if path == ":memory:" {
+		// Every connection to ":memory:" is a new database: use one.
+		db.SetMaxOpenConns(1)
+	}
+	s := &Store{db: db}
+	if err := s.migrate(target); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (s *Store) migrate(target int) error {
+	ms, err := migrations()
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("failed to begin migration: %w", err)
+	}
+	defer tx.Rollback()
+	var current int
+	if err := tx.QueryRow("PRAGMA user_version").Scan(&current); err != nil {
+		return fmt.Errorf("failed to read schema version: %w", err)
+	}
+	if current > len(ms) {
+		return fmt.Errorf("%w (database version %d, binary knows %d)", ErrNewerSchema, current, len(ms))
+	}
+	for _, m := range ms[current:] {
+		if m.version > target {
+			break
+		}
+		if _, err := tx.Exec(m.sql); err != nil {
+			return fmt.Errorf("failed to apply migration %s: %w", m.name, err)
+		}
+		current = m.version
+	}
+	// PRAGMA takes no bound parameters; current is an integer we computed.
+	if _, err := tx.Exec(fmt.Sprintf("PRAGMA user_version = %d", current)); err != nil {
+		return fmt.Errorf("failed to set schema version: %w", err)
+	}
+	return tx.Commit()
+}
+
+// Version returns the database's schema version.
+func (s *Store) Version() (int, error) {
+	var v int
+	err := s.db.QueryRow("PRAGMA user_version").Scan(&v)
+	return v, err
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// DB exposes the handle for bridge-specific tables added by migrations.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Ping checks that the database answers (for /healthz).
+func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+func now() int64 { return time.Now().Unix() }

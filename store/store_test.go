@@ -1,0 +1,217 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func openTest(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(filepath.Join(t.TempDir(), "p.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestUpgradeFromFirstSchema(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	old, err := open(path, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := old.Version(); v != 1 {
+		t.Fatalf("version = %d, want 1", v)
+	}
+	// Data written by the first schema must survive the upgrade.
+	if err := old.PutRegistration(ctx, "sms.example.org", "a@example.org", map[string]string{"number": "+15550001111"}, []string{"+15550001111"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.EnqueueStanza(ctx, "sms.example.org", "<message/>"); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v, _ := s.Version(); v != LatestVersion() {
+		t.Fatalf("version = %d, want %d", v, LatestVersion())
+	}
+	r, err := s.GetRegistration(ctx, "sms.example.org", "a@example.org")
+	if err != nil || r.Fields["number"] != "+15550001111" || len(r.Claims) != 1 {
+		t.Fatalf("registration after upgrade: %+v, %v", r, err)
+	}
+	if n, _ := s.CountStanzas(ctx, "sms.example.org"); n != 1 {
+		t.Fatalf("queued stanzas after upgrade = %d", n)
+	}
+	// Tables of version 2 work.
+	if err := s.SetSetting(ctx, "sms.example.org", "a@example.org", "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRefusesNewerSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "new.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.Exec("PRAGMA user_version = 999"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	_, err = Open(path)
+	if !errors.Is(err, ErrNewerSchema) {
+		t.Fatalf("Open of a newer database: err = %v, want ErrNewerSchema", err)
+	}
+}
+
+func TestRegistrationClaims(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	d := "mail.example.org"
+	if err := s.PutRegistration(ctx, d, "alice@example.org", map[string]string{"address": "alice"}, []string{"alice"}); err != nil {
+		t.Fatal(err)
+	}
+	err := s.PutRegistration(ctx, d, "bob@example.org", map[string]string{"address": "alice"}, []string{"alice"})
+	if !errors.Is(err, ErrConflict) {
+		t.Fatalf("second claim: err = %v, want ErrConflict", err)
+	}
+	if _, err := s.GetRegistration(ctx, d, "bob@example.org"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("failed registration was stored: %v", err)
+	}
+	if owner, _ := s.ClaimOwner(ctx, d, "alice"); owner != "alice@example.org" {
+		t.Fatalf("owner = %q", owner)
+	}
+	// Re-registering with another claim frees the old one.
+	if err := s.PutRegistration(ctx, d, "alice@example.org", map[string]string{"address": "al"}, []string{"al"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ClaimOwner(ctx, d, "alice"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("old claim kept: %v", err)
+	}
+	s.SetSetting(ctx, d, "alice@example.org", "hold", "true")
+	s.EnqueueJob(ctx, d, "alice@example.org", "mail", []byte("x"))
+	ok, err := s.DeleteRegistration(ctx, d, "alice@example.org")
+	if !ok || err != nil {
+		t.Fatalf("delete: %v %v", ok, err)
+	}
+	if _, err := s.ClaimOwner(ctx, d, "al"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("claim kept after delete: %v", err)
+	}
+	if n, _ := s.CountJobs(ctx, d); n != 0 {
+		t.Fatalf("jobs kept after delete: %d", n)
+	}
+	if m, _ := s.Settings(ctx, d, "alice@example.org"); len(m) != 0 {
+		t.Fatalf("settings kept after delete: %v", m)
+	}
+	// Now bob may take it.
+	if err := s.PutRegistration(ctx, d, "bob@example.org", nil, []string{"al"}); err != nil {
+		t.Fatal(err)
+	}
+	ok, _ = s.DeleteRegistration(ctx, d, "nobody@example.org")
+	if ok {
+		t.Fatal("deleting a missing registration reported true")
+	}
+}
+
+func TestOutboxAndJobs(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	for _, st := range []string{"<a/>", "<b/>", "<c/>"} {
+		if _, err := s.EnqueueStanza(ctx, "d", st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.EnqueueStanza(ctx, "other", "<x/>")
+	items, _ := s.PendingStanzas(ctx, "d", 2)
+	if len(items) != 2 || items[0].Stanza != "<a/>" || items[1].Stanza != "<b/>" {
+		t.Fatalf("pending = %+v", items)
+	}
+	s.StanzaSent(ctx, items[0].ID)
+	items, _ = s.PendingStanzas(ctx, "d", 10)
+	if len(items) != 2 || items[0].Stanza != "<b/>" {
+		t.Fatalf("pending after send = %+v", items)
+	}
+
+	id, _ := s.EnqueueJob(ctx, "d", "u@x", "sms", []byte(`{}`))
+	due, _ := s.DueJobs(ctx, "d", time.Now().Add(time.Second), 10)
+	if len(due) != 1 || due[0].ID != id {
+		t.Fatalf("due = %+v", due)
+	}
+	s.RetryJob(ctx, id, time.Now().Add(time.Hour), "451 busy")
+	if due, _ := s.DueJobs(ctx, "d", time.Now(), 10); len(due) != 0 {
+		t.Fatalf("job due before its retry time: %+v", due)
+	}
+	j, _ := s.GetJob(ctx, id)
+	if j.Attempts != 1 || j.LastError != "451 busy" {
+		t.Fatalf("job = %+v", j)
+	}
+	next, ok, _ := s.NextJobTime(ctx, "d")
+	if !ok || next.Before(time.Now().Add(50*time.Minute)) {
+		t.Fatalf("next = %v %v", next, ok)
+	}
+	s.DeleteJob(ctx, id)
+	if _, err := s.GetJob(ctx, id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted job: %v", err)
+	}
+}
+
+func TestIdentityAndMessageIDs(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	s.PutIdentity(ctx, "d", "bob%example.com", "Bob@Example.com")
+	if f, _ := s.Identity(ctx, "d", "bob%example.com"); f != "Bob@Example.com" {
+		t.Fatalf("identity = %q", f)
+	}
+	if _, err := s.Identity(ctx, "d", "x"); !errors.Is(err, ErrNotFound) {
+		t.Fatal(err)
+	}
+	s.PutMessageID(ctx, MessageID{Domain: "d", JID: "u@x", XMPPID: "m1", ForeignID: "<a@b>", Thread: "t1"})
+	s.PutMessageID(ctx, MessageID{Domain: "d", JID: "u@x", XMPPID: "m2", ForeignID: "<c@b>", Thread: "t1"})
+	m, err := s.MessageByForeignID(ctx, "d", "<a@b>")
+	if err != nil || m.XMPPID != "m1" {
+		t.Fatalf("by foreign: %+v %v", m, err)
+	}
+	if m, _ := s.MessageByXMPPID(ctx, "d", "u@x", "m2"); m == nil || m.ForeignID != "<c@b>" {
+		t.Fatalf("by xmpp id: %+v", m)
+	}
+	if m, _ := s.MessageByThread(ctx, "d", "u@x", "t1"); m == nil || m.XMPPID != "m2" {
+		t.Fatalf("latest in thread: %+v", m)
+	}
+}
+
+func TestSealer(t *testing.T) {
+	clear := NewSealer("")
+	if clear.Seal("pw") != "pw" {
+		t.Fatal("clear sealer changed the value")
+	}
+	s := NewSealer("k1")
+	sealed := s.Seal("hunter2")
+	if sealed == "hunter2" || sealed == s.Seal("hunter2") {
+		t.Fatalf("sealed value not encrypted with a fresh nonce: %q", sealed)
+	}
+	if v, err := s.Open(sealed); err != nil || v != "hunter2" {
+		t.Fatalf("open = %q %v", v, err)
+	}
+	if _, err := NewSealer("k2").Open(sealed); err == nil {
+		t.Fatal("wrong key opened the value")
+	}
+	if _, err := clear.Open(sealed); !errors.Is(err, ErrNoKey) {
+		t.Fatalf("no key: %v", err)
+	}
+	if _, err := s.Open(sealedPrefix + "!!"); err == nil {
+		t.Fatal("corrupt value opened")
+	}
+	if v, _ := s.Open("plain"); v != "plain" {
+		t.Fatal("clear value not passed through")
+	}
+}
