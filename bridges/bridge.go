@@ -1,0 +1,156 @@
+// Package bridges defines the adapter every foreign network implements to
+// plug into a Passerelle component, and the services a component offers it.
+//
+// The component (package component) owns the XMPP side: the XEP-0114
+// stream, disco, registration, ad-hoc commands, the persistent outbox and one
+// goroutine per local user. A bridge owns the foreign side and translates.
+package bridges
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"passerelle/component/form"
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+	"passerelle/store"
+)
+
+// Identity is an XEP-0030 identity.
+type Identity struct {
+	Category, Type, Name string
+}
+
+// Registered is what a bridge keeps of a validated registration.
+type Registered struct {
+	Fields map[string]string // stored values, by form field var
+	Secret []string          // fields sealed at rest (PASSERELLE_STORE_KEY)
+	Claims []string          // foreign addresses owned exclusively (mailbox, number)
+}
+
+// Registration is a stored registration as bridges see it: secrets opened.
+type Registration struct {
+	JID    string
+	Fields map[string]string
+	Claims []string
+}
+
+// User is the local user a stanza comes from.
+type User struct {
+	JID  string // bare JID
+	Full string // full JID of the sending resource
+	// Registration is the user's registration with this bridge, or nil.
+	Registration *Registration
+	// Admin is true for the JIDs listed in PASSERELLE_ADMINS.
+	Admin bool
+}
+
+// Bridge is the adapter interface of a foreign network.
+type Bridge interface {
+	// Kind names the bridge: "irc", "email" or "sms".
+	Kind() string
+	// Identities and Features describe the component domain in disco#info
+	// (the component adds the protocol features it implements itself).
+	Identities() []Identity
+	Features() []string
+
+	// RegistrationRequired is true when users must register before
+	// exchanging messages through the bridge.
+	RegistrationRequired() bool
+	// RegistrationForm returns the XEP-0077 form, with the user's current
+	// values filled in (never secrets) when current is non-nil.
+	RegistrationForm(current *Registration) *form.Form
+	// Register validates submitted values against the user's current
+	// registration (nil when new). Errors should be *stanza.Error
+	// (not-acceptable, conflict, ...); others become internal-server-error.
+	Register(ctx context.Context, user string, values map[string]string, current *Registration) (*Registered, error)
+	// Unregistered is called after a user's registration was removed.
+	Unregistered(ctx context.Context, user string)
+
+	// Prompt returns the jabber:iq:gateway description and prompt.
+	Prompt() (desc, prompt string)
+	// Translate turns what a user typed into a JID localpart at this
+	// bridge's domain, or an *stanza.Error (jid-malformed, item-not-found).
+	Translate(ctx context.Context, input string) (string, error)
+
+	// Start is called once the component is set up; background work
+	// (listeners, queues) runs until ctx is done.
+	Start(ctx context.Context, host Host) error
+	// Handle processes a stanza the component does not answer itself
+	// (anything addressed to a JID with a localpart, and messages to the
+	// domain). It runs on the user's goroutine: it must not block for long.
+	Handle(ctx context.Context, u *User, st *xmlel.Element)
+}
+
+// Settings is implemented by bridges with per-user settings, shown in the
+// "settings" ad-hoc command and stored per user.
+type Settings interface {
+	// SettingsFields returns the fields with their default values.
+	SettingsFields() []form.Field
+}
+
+// Commander is implemented by bridges offering ad-hoc commands of their own,
+// on the domain (local == "") or on a JID with a localpart.
+type Commander interface {
+	Commands(u *User, local string) []*Command
+}
+
+// Connected is implemented by bridges that want to know when the component
+// stream is (re)established.
+type Connected interface {
+	Connected(ctx context.Context)
+}
+
+// Command is an ad-hoc command (XEP-0050). Execute is called with a nil form
+// for the first step, then with each submitted form; it returns the next form
+// to show (Done false) or the final note/form (Done true).
+type Command struct {
+	Node  string
+	Name  string
+	Admin bool
+	Run   func(ctx context.Context, u *User, submitted *form.Form) (*CommandResult, error)
+}
+
+// CommandResult is one step's answer.
+type CommandResult struct {
+	Done bool
+	Form *form.Form
+	Note string // informational note shown when the command completes
+}
+
+// ErrDisconnected is returned by Host.Send while the XMPP server is away.
+var ErrDisconnected = errors.New("not connected to the XMPP server")
+
+// Host is what a component offers its bridge.
+type Host interface {
+	// Domain is the component's domain.
+	Domain() string
+	// Send writes a transient stanza (presence, IQ reply); while the server
+	// is away it fails with ErrDisconnected.
+	Send(st *xmlel.Element) error
+	// SendMessage stores a message in the persistent outbox and sends it as
+	// soon as the stream is up. It returns once the message is committed.
+	SendMessage(ctx context.Context, st *xmlel.Element) error
+	// IQ sends an IQ get/set and waits for its answer.
+	IQ(ctx context.Context, iq *xmlel.Element) (*xmlel.Element, error)
+	// Post runs fn on user's goroutine (the owner of that user's state).
+	Post(user string, fn func(ctx context.Context)) error
+	// Registration returns user's registration, or store.ErrNotFound.
+	Registration(ctx context.Context, user string) (*Registration, error)
+	// Registered lists the registered users.
+	Registered(ctx context.Context) ([]string, error)
+	// Setting returns a user's setting (or its default).
+	Setting(ctx context.Context, user, key string) (string, error)
+	// Allowed reports whether a bare JID may use the gateway.
+	Allowed(user string) bool
+	Store() *store.Store
+	Log() *slog.Logger
+	// RetryMaxDelay caps the backoff of queued deliveries.
+	RetryMaxDelay() time.Duration
+}
+
+// Errorf returns a stanza error with condition and text (a convenience for
+// bridges).
+func Errorf(condition, text string) *stanza.Error { return stanza.Errorf(condition, text) }

@@ -1,0 +1,128 @@
+// Package irc bridges XMPP and IRC: channels are MUC rooms
+// #chan%server@irc-domain, users nick%server@irc-domain and networks
+// server@irc-domain.
+package irc
+
+import (
+	"context"
+	"strings"
+
+	"passerelle/bridges"
+	"passerelle/component/form"
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+	"passerelle/mapping"
+)
+
+// Options configures the IRC bridge.
+type Options struct {
+	AllowPrivate bool // allow connections to loopback/private addresses
+}
+
+// Bridge is the IRC bridge.
+type Bridge struct {
+	opts Options
+	host bridges.Host
+}
+
+// New returns an IRC bridge.
+func New(opts Options) *Bridge { return &Bridge{opts: opts} }
+
+// Kind implements bridges.Bridge.
+func (b *Bridge) Kind() string { return "irc" }
+
+// Identities implements bridges.Bridge.
+func (b *Bridge) Identities() []bridges.Identity {
+	return []bridges.Identity{
+		{Category: "conference", Type: "irc", Name: "IRC"},
+		{Category: "gateway", Type: "irc", Name: "IRC"},
+	}
+}
+
+// Features implements bridges.Bridge.
+func (b *Bridge) Features() []string { return nil }
+
+// RegistrationRequired implements bridges.Bridge: joining channels needs no
+// registration; it only stores a default nick and password.
+func (b *Bridge) RegistrationRequired() bool { return false }
+
+// RegistrationForm implements bridges.Bridge.
+func (b *Bridge) RegistrationForm(current *bridges.Registration) *form.Form {
+	nick := form.Field{Var: "nick", Type: form.TextSingle, Label: "Default IRC nick", Required: true}
+	if current != nil {
+		nick.Values = []string{current.Fields["nick"]}
+	}
+	return &form.Form{Type: "form", Title: "IRC registration",
+		Instructions: "Set the nick used on IRC networks (unless configured per network) and optionally a password (sent to NickServ/server).",
+		Fields: []form.Field{
+			{Var: "FORM_TYPE", Type: form.Hidden, Values: []string{"jabber:iq:register"}},
+			nick,
+			{Var: "password", Type: form.TextPrivate, Label: "Default password (optional)"},
+		}}
+}
+
+// ValidNick checks an IRC nick.
+func ValidNick(n string) *stanza.Error {
+	if _, err := mapping.ParseIRCLocal(n+"%irc.invalid", ""); err != nil || strings.ContainsAny(n, "%") {
+		return stanza.Errorf("not-acceptable", "“"+n+"” is not a valid IRC nick.")
+	}
+	return nil
+}
+
+// Register implements bridges.Bridge.
+func (b *Bridge) Register(ctx context.Context, user string, values map[string]string, current *bridges.Registration) (*bridges.Registered, error) {
+	nick := strings.TrimSpace(values["nick"])
+	if err := ValidNick(nick); err != nil {
+		return nil, err
+	}
+	fields := map[string]string{"nick": nick}
+	if p := values["password"]; p != "" {
+		if strings.ContainsAny(p, "\r\n\x00 ") {
+			return nil, stanza.Errorf("not-acceptable", "The password cannot contain spaces or line breaks.")
+		}
+		fields["password"] = p
+	}
+	return &bridges.Registered{Fields: fields, Secret: []string{"password"}}, nil
+}
+
+// Unregistered implements bridges.Bridge.
+func (b *Bridge) Unregistered(ctx context.Context, user string) {}
+
+// Prompt implements bridges.Bridge.
+func (b *Bridge) Prompt() (string, string) {
+	return "Enter an IRC channel or nick with its network, e.g. #go@irc.libera.chat or alice@irc.libera.chat, or a network name.", "IRC address"
+}
+
+// Translate implements bridges.Bridge: "#chan@server", "#chan%server",
+// "nick@server", "nick%server" or "server".
+func (b *Bridge) Translate(ctx context.Context, input string) (string, error) {
+	s := strings.TrimSpace(input)
+	if i := strings.LastIndexByte(s, '@'); i >= 0 && !strings.Contains(s, "%") {
+		s = s[:i] + "%" + s[i+1:]
+	}
+	a, err := mapping.ParseIRCLocal(s, "")
+	if err != nil {
+		return "", stanza.Errorf("jid-malformed", "“"+input+"” is not an IRC channel, nick or network: "+err.Error())
+	}
+	return a.Local(), nil
+}
+
+// Start implements bridges.Bridge.
+func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
+	b.host = host
+	return nil
+}
+
+// Handle implements bridges.Bridge.
+func (b *Bridge) Handle(ctx context.Context, u *bridges.User, st *xmlel.Element) {
+	if local := stanza.Local(st.Attr("to")); local != "" {
+		if _, err := mapping.ParseIRCLocal(local, ""); err != nil {
+			bridges.Refuse(b.host, st, stanza.Errorf("jid-malformed", err.Error()))
+			return
+		}
+	}
+	if bridges.AnswerContactIQ(b.host, st, bridges.Identity{Category: "client", Type: "pc", Name: "IRC"}) {
+		return
+	}
+	bridges.Refuse(b.host, st, stanza.Errorf("service-unavailable", "IRC traffic is not available on this gateway yet."))
+}

@@ -1,0 +1,75 @@
+package bridges
+
+import (
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+)
+
+// NSDiscoInfo is the disco#info namespace.
+const NSDiscoInfo = "http://jabber.org/protocol/disco#info"
+
+// Refuse answers st with the stanza error e, unless st is itself an error,
+// a result or an unavailable presence (those are never answered).
+func Refuse(h Host, st *xmlel.Element, e *stanza.Error) {
+	switch st.Attr("type") {
+	case "error", "result", "unavailable", "unsubscribed":
+		return
+	}
+	if err := h.Send(stanza.ErrorReply(st, e)); err != nil {
+		h.Log().Warn("cannot send an error reply", "to", st.Attr("from"), "err", err)
+	}
+}
+
+// AnswerContactIQ answers the IQs every foreign contact JID supports
+// (ping, disco#info with the given identity) and refuses the others with
+// service-unavailable. It reports whether st was an IQ.
+func AnswerContactIQ(h Host, st *xmlel.Element, id Identity, features ...string) bool {
+	if st.Local != "iq" {
+		return false
+	}
+	typ := st.Attr("type")
+	if typ != "get" && typ != "set" {
+		return true
+	}
+	var p *xmlel.Element
+	if len(st.Children) > 0 {
+		p = st.Children[0]
+	}
+	switch {
+	case typ == "get" && p != nil && p.Space == "urn:xmpp:ping":
+		h.Send(stanza.Result(st, nil))
+	case typ == "get" && p != nil && p.Space == NSDiscoInfo && p.Attr("node") == "":
+		q := xmlel.New(NSDiscoInfo, "query")
+		q.Add(xmlel.New(NSDiscoInfo, "identity").SetAttr("category", id.Category).SetAttr("type", id.Type).SetAttr("name", id.Name))
+		for _, f := range append([]string{NSDiscoInfo, "urn:xmpp:ping"}, features...) {
+			q.Add(xmlel.New(NSDiscoInfo, "feature").SetAttr("var", f))
+		}
+		h.Send(stanza.Result(st, q))
+	default:
+		Refuse(h, st, stanza.Errorf("service-unavailable", ""))
+	}
+	return true
+}
+
+// AnswerContactPresence gives the usual answers to presence for a foreign
+// contact without presence of its own (an email correspondent, a phone):
+// subscriptions are approved, probes get an unavailable presence,
+// everything else is ignored. It reports whether st was a presence.
+func AnswerContactPresence(h Host, st *xmlel.Element) bool {
+	if st.Local != "presence" {
+		return false
+	}
+	from, to := st.Attr("to"), stanza.Bare(st.Attr("from"))
+	if stanza.Local(from) == "" {
+		return true // the user's own presence to the gateway
+	}
+	switch st.Attr("type") {
+	case "subscribe":
+		h.Send(stanza.Presence(from, to, "subscribed"))
+	case "unsubscribe":
+		h.Send(stanza.Presence(from, to, "unsubscribed"))
+	case "probe":
+		h.Send(stanza.Presence(from, to, "unavailable"))
+	}
+	return true
+}

@@ -1,0 +1,176 @@
+// Command passerelle is an XMPP gateway to IRC, email and SMS. It runs beside
+// an XMPP server as one XEP-0114 component per bridge, configured only by
+// PASSERELLE_* environment variables (passerelle -h lists them).
+//
+// Exit codes: 0 after a clean shutdown on SIGTERM/SIGINT, 2 for bad
+// configuration, 1 for other fatal errors.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"time"
+
+	"passerelle/bridges"
+	"passerelle/bridges/email"
+	"passerelle/bridges/irc"
+	"passerelle/bridges/sms"
+	"passerelle/component"
+	"passerelle/config"
+	"passerelle/store"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "0.1.0-dev"
+}
+
+func run() int {
+	flags := flag.NewFlagSet("passerelle", flag.ContinueOnError)
+	flags.Usage = func() {
+		fmt.Fprintf(flags.Output(), "Passerelle %s: an XMPP gateway to IRC, email and SMS.\n\n", version())
+		fmt.Fprintf(flags.Output(), "Usage: passerelle  (configured by environment variables only)\n\n")
+		config.Usage(flags.Output())
+	}
+	flags.SetOutput(os.Stdout)
+	if err := flags.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	cfg, err := config.Load()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "passerelle: bad configuration: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	for _, v := range config.Unknown(os.Environ()) {
+		log.Warn("unknown variable ignored", "variable", v)
+	}
+
+	st, err := store.Open(cfg.DB)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "passerelle: %v\n", err)
+		return 1
+	}
+	defer st.Close()
+	if cfg.StoreKey == "" {
+		log.Warn("PASSERELLE_STORE_KEY is not set: foreign passwords are stored in clear in the database", "db", cfg.DB)
+	}
+	sealer := store.NewSealer(cfg.StoreKey)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	metrics := component.NewMetrics()
+	var comps []*component.Component
+	add := func(domain string, b bridges.Bridge) {
+		comps = append(comps, component.New(component.Options{
+			Domain: domain, Addr: cfg.XMPPAddr, Secret: cfg.XMPPSecret,
+			Bridge: b, Store: st, Sealer: sealer,
+			IsAdmin: cfg.IsAdmin, Allowed: cfg.Allowed,
+			RetryMaxDelay: cfg.RetryMaxDelay, Version: version(),
+			Log: log, Metrics: metrics,
+		}))
+	}
+	if cfg.IRCDomain != "" {
+		add(cfg.IRCDomain, irc.New(irc.Options{AllowPrivate: cfg.IRCAllowPrivate}))
+	}
+	if cfg.EmailDomain != "" {
+		add(cfg.EmailDomain, email.New(email.Options{Domain: cfg.EmailDomain, Listen: cfg.SMTPListen,
+			Relay: cfg.SMTPRelay, MaxSize: cfg.SMTPMaxSize}))
+	}
+	if cfg.SMSDomain != "" {
+		add(cfg.SMSDomain, sms.New(sms.Options{Numbers: cfg.SMSNumbers, Region: cfg.SMSRegion,
+			APIURL: cfg.SMSAPIURL, AccountSID: cfg.SMSAccountSID, AuthToken: cfg.SMSAuthToken,
+			WebhookListen: cfg.SMSWebhookListen, WebhookURL: cfg.SMSWebhookURL}))
+	}
+
+	if cfg.HTTPListen != "" {
+		srv, err := serveHTTP(cfg.HTTPListen, st, comps, metrics, log)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "passerelle: PASSERELLE_HTTP_LISTEN: %v\n", err)
+			return 1
+		}
+		defer srv.Close()
+	}
+
+	log.Info("starting", "version", version(), "domains", cfg.Domains(), "xmpp", cfg.XMPPAddr, "allow", cfg.AllowDefault())
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(comps))
+	for _, c := range comps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.Run(runCtx); err != nil {
+				errs <- fmt.Errorf("%s: %w", c.Domain(), err)
+				cancel() // one fatal component stops the others cleanly
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err, ok := <-errs; ok {
+		log.Error("fatal", "err", err)
+		fmt.Fprintf(os.Stderr, "passerelle: %v\n", err)
+		return 1
+	}
+	log.Info("stopped cleanly")
+	return 0
+}
+
+// serveHTTP serves /healthz (200 when the database answers and every
+// component stream is up, 503 otherwise) and Prometheus /metrics.
+func serveHTTP(addr string, st *store.Store, comps []*component.Component, m *component.Metrics, log *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := st.Ping(ctx); err != nil {
+			http.Error(w, "database: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		for _, c := range comps {
+			if !c.Connected() {
+				http.Error(w, c.Domain()+": not connected to the XMPP server", http.StatusServiceUnavailable)
+				return
+			}
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		m.WritePrometheus(w)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("HTTP listener failed", "err", err)
+		}
+	}()
+	log.Info("HTTP listening", "addr", ln.Addr().String())
+	return srv, nil
+}

@@ -1,0 +1,413 @@
+// Package component runs one XEP-0114 external component per bridge: the
+// stream to the XMPP server (with reconnection and a persistent outbox),
+// service discovery, in-band registration, the gateway prompt, ping, version
+// and ad-hoc commands. Everything foreign is delegated to a bridges.Bridge.
+//
+// Each local user's stanzas are handled on a goroutine of that user's, so a
+// slow user never blocks the stream or anyone else.
+package component
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"passerelle/bridges"
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+	"passerelle/store"
+)
+
+// Options configures a Component.
+type Options struct {
+	Domain string // component domain, e.g. irc.example.org
+	Addr   string // the server's component port
+	Secret string
+	Bridge bridges.Bridge
+	Store  *store.Store
+	Sealer *store.Sealer
+	// IsAdmin and Allowed decide rights by bare JID.
+	IsAdmin       func(string) bool
+	Allowed       func(string) bool
+	RetryMaxDelay time.Duration
+	Version       string
+	Log           *slog.Logger
+	Metrics       *Metrics
+}
+
+// Component is one bridge's XMPP component.
+type Component struct {
+	opts   Options
+	log    *slog.Logger
+	bridge bridges.Bridge
+	store  *store.Store
+	m      *DomainMetrics
+
+	runCtx     context.Context
+	started    time.Time
+	outboxWake chan struct{}
+
+	mu      sync.Mutex
+	cur     *session // the live connection, or nil
+	users   map[string]*userSession
+	pending map[string]chan *xmlel.Element // outgoing IQ id -> answer
+}
+
+// session is one connected stream with its writer queue.
+type session struct {
+	c     *conn
+	queue chan []byte
+}
+
+const (
+	writeQueueSize = 1024
+	userQueueSize  = 256
+	keepalive      = 30 * time.Second
+)
+
+// ErrBusy is returned when a user's queue is full.
+var ErrBusy = errors.New("too many stanzas waiting for this user")
+
+// New returns a component; call Run to connect it.
+func New(opts Options) *Component {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Sealer == nil {
+		opts.Sealer = store.NewSealer("")
+	}
+	if opts.IsAdmin == nil {
+		opts.IsAdmin = func(string) bool { return false }
+	}
+	if opts.Allowed == nil {
+		parent := opts.Domain
+		if i := strings.IndexByte(parent, '.'); i >= 0 {
+			parent = parent[i+1:]
+		}
+		opts.Allowed = func(j string) bool { return stanza.Domain(j) == parent }
+	}
+	if opts.RetryMaxDelay <= 0 {
+		opts.RetryMaxDelay = 10 * time.Minute
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics()
+	}
+	return &Component{
+		opts:       opts,
+		log:        opts.Log.With("component", opts.Domain),
+		bridge:     opts.Bridge,
+		store:      opts.Store,
+		m:          opts.Metrics.For(opts.Domain),
+		outboxWake: make(chan struct{}, 1),
+		users:      map[string]*userSession{},
+		pending:    map[string]chan *xmlel.Element{},
+	}
+}
+
+// Run connects to the server and serves until ctx is cancelled (then it
+// sends unavailable presence to registered users, closes the stream and
+// returns nil) or a permanent failure such as a refused secret occurs.
+func (c *Component) Run(ctx context.Context) error {
+	c.runCtx = ctx
+	c.started = time.Now()
+	if err := c.bridge.Start(ctx, c); err != nil {
+		return &PermanentError{fmt.Errorf("failed to start the %s bridge: %w", c.bridge.Kind(), err)}
+	}
+	delay := time.Duration(0)
+	for {
+		if delay > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(delay):
+			}
+		}
+		cn, err := dial(ctx, c.opts.Addr, c.opts.Domain, c.opts.Secret)
+		if err != nil {
+			var perm *PermanentError
+			if errors.As(err, &perm) {
+				return err
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			delay = nextDelay(delay)
+			c.log.Warn("cannot connect to the XMPP server; will retry", "addr", c.opts.Addr, "err", err, "retry_in", delay.Round(time.Millisecond))
+			continue
+		}
+		c.log.Info("connected to the XMPP server", "addr", c.opts.Addr)
+		delay = 0
+		err = c.serve(ctx, cn)
+		if ctx.Err() != nil {
+			return nil
+		}
+		delay = nextDelay(delay)
+		c.log.Warn("lost the XMPP server; reconnecting", "err", err, "retry_in", delay.Round(time.Millisecond))
+	}
+}
+
+// nextDelay doubles the reconnection delay (from 500 ms to 30 s) with ±25 % jitter.
+func nextDelay(d time.Duration) time.Duration {
+	const first, max = 500 * time.Millisecond, 30 * time.Second
+	d = d * 2
+	if d < first {
+		d = first
+	}
+	if d > max {
+		d = max
+	}
+	return d*3/4 + time.Duration(rand.Int64N(int64(d/2)))
+}
+
+// serve runs one connection until it breaks or ctx ends.
+func (c *Component) serve(ctx context.Context, cn *conn) error {
+	s := &session{c: cn, queue: make(chan []byte, writeQueueSize)}
+	stop := make(chan struct{})
+	writerDone := make(chan error, 1)
+	go func() { writerDone <- c.writer(s, stop) }()
+
+	c.mu.Lock()
+	c.cur = s
+	c.mu.Unlock()
+	c.m.Connected.Store(1)
+	defer func() {
+		c.mu.Lock()
+		c.cur = nil
+		c.mu.Unlock()
+		c.m.Connected.Store(0)
+		cn.nc.Close()
+	}()
+
+	in := make(chan *xmlel.Element)
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			el, err := cn.read()
+			if err != nil {
+				readErr <- err
+				return
+			}
+			select {
+			case in <- el:
+			case <-stop:
+				return
+			}
+		}
+	}()
+
+	go c.announce(ctx, "")
+	if h, ok := c.bridge.(bridges.Connected); ok {
+		go h.Connected(ctx)
+	}
+
+	for {
+		select {
+		case el := <-in:
+			c.m.StanzasIn.Add(1)
+			c.dispatch(el)
+		case err := <-readErr:
+			close(stop)
+			return err
+		case err := <-writerDone:
+			close(stop)
+			return fmt.Errorf("write failed: %w", err)
+		case <-ctx.Done():
+			c.announce(context.Background(), "unavailable")
+			close(stop)
+			select {
+			case <-writerDone:
+			case <-time.After(5 * time.Second):
+			}
+			c.log.Info("closed the stream")
+			return nil
+		}
+	}
+}
+
+// writer owns the connection's output: queued stanzas, the persistent
+// outbox, keepalives. On stop it flushes the queue and ends the stream.
+func (c *Component) writer(s *session, stop chan struct{}) error {
+	t := time.NewTicker(keepalive)
+	defer t.Stop()
+	if err := c.drainOutbox(s.c); err != nil {
+		return err
+	}
+	for {
+		select {
+		case b := <-s.queue:
+			if err := s.c.writeRaw(b); err != nil {
+				return err
+			}
+			c.m.StanzasOut.Add(1)
+		case <-c.outboxWake:
+			if err := c.drainOutbox(s.c); err != nil {
+				return err
+			}
+		case <-t.C:
+			if err := s.c.writeRaw([]byte(" ")); err != nil {
+				return err
+			}
+		case <-stop:
+			for {
+				select {
+				case b := <-s.queue:
+					if err := s.c.writeRaw(b); err != nil {
+						return err
+					}
+				default:
+					s.c.close()
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// drainOutbox writes every queued message, removing each once written.
+func (c *Component) drainOutbox(cn *conn) error {
+	ctx := context.Background()
+	for {
+		items, err := c.store.PendingStanzas(ctx, c.opts.Domain, 100)
+		if err != nil {
+			c.log.Error("cannot read the outbox", "err", err)
+			return nil
+		}
+		if len(items) == 0 {
+			return nil
+		}
+		for _, it := range items {
+			if err := cn.writeRaw([]byte(it.Stanza)); err != nil {
+				return err
+			}
+			c.m.StanzasOut.Add(1)
+			if err := c.store.StanzaSent(ctx, it.ID); err != nil {
+				c.log.Error("cannot remove a sent stanza from the outbox", "id", it.ID, "err", err)
+				return nil
+			}
+		}
+	}
+}
+
+// announce sends presence of type typ from the domain to every registered
+// user ("" available on connect, "unavailable" on shutdown).
+func (c *Component) announce(ctx context.Context, typ string) {
+	users, err := c.store.ListRegistrations(ctx, c.opts.Domain)
+	if err != nil {
+		c.log.Error("cannot list registered users", "err", err)
+		return
+	}
+	for _, u := range users {
+		if err := c.sendWait(ctx, stanza.Presence(c.opts.Domain, u, typ), 5*time.Second); err != nil {
+			return
+		}
+	}
+}
+
+// Send implements bridges.Host: a transient stanza onto the live stream.
+func (c *Component) Send(st *xmlel.Element) error { return c.sendWait(c.ctx(), st, time.Second) }
+
+func (c *Component) sendWait(ctx context.Context, st *xmlel.Element, wait time.Duration) error {
+	c.mu.Lock()
+	s := c.cur
+	c.mu.Unlock()
+	if s == nil {
+		c.m.Dropped.Add(1)
+		return bridges.ErrDisconnected
+	}
+	b := []byte(st.String())
+	select {
+	case s.queue <- b:
+		return nil
+	default:
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case s.queue <- b:
+		return nil
+	case <-t.C:
+		c.m.Dropped.Add(1)
+		return errors.New("the XMPP stream's write queue is full")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// SendMessage implements bridges.Host: store in the outbox, then send.
+func (c *Component) SendMessage(ctx context.Context, st *xmlel.Element) error {
+	if st.Attr("from") == "" {
+		st.SetAttr("from", c.opts.Domain)
+	}
+	if _, err := c.store.EnqueueStanza(ctx, c.opts.Domain, st.String()); err != nil {
+		return err
+	}
+	select {
+	case c.outboxWake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// IQ implements bridges.Host.
+func (c *Component) IQ(ctx context.Context, iq *xmlel.Element) (*xmlel.Element, error) {
+	id := iq.Attr("id")
+	if id == "" {
+		id = stanza.NewID()
+		iq.SetAttr("id", id)
+	}
+	if iq.Attr("from") == "" {
+		iq.SetAttr("from", c.opts.Domain)
+	}
+	ch := make(chan *xmlel.Element, 1)
+	c.mu.Lock()
+	c.pending[id] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.pending, id)
+		c.mu.Unlock()
+	}()
+	if err := c.Send(iq); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Domain implements bridges.Host.
+func (c *Component) Domain() string { return c.opts.Domain }
+
+// Store implements bridges.Host.
+func (c *Component) Store() *store.Store { return c.store }
+
+// Log implements bridges.Host.
+func (c *Component) Log() *slog.Logger { return c.log }
+
+// Allowed implements bridges.Host.
+func (c *Component) Allowed(user string) bool { return c.opts.Allowed(user) }
+
+// RetryMaxDelay implements bridges.Host.
+func (c *Component) RetryMaxDelay() time.Duration { return c.opts.RetryMaxDelay }
+
+// Connected reports whether the stream is up.
+func (c *Component) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cur != nil
+}
+
+func (c *Component) ctx() context.Context {
+	if c.runCtx != nil {
+		return c.runCtx
+	}
+	return context.Background()
+}

@@ -1,0 +1,137 @@
+package component
+
+import (
+	"context"
+	"runtime"
+	"strings"
+
+	"passerelle/bridges"
+	"passerelle/component/form"
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+)
+
+// Namespaces of the services the component answers itself.
+const (
+	NSDiscoInfo  = "http://jabber.org/protocol/disco#info"
+	NSDiscoItems = "http://jabber.org/protocol/disco#items"
+	NSRegister   = "jabber:iq:register"
+	NSGateway    = "jabber:iq:gateway"
+	NSPing       = "urn:xmpp:ping"
+	NSVersion    = "jabber:iq:version"
+	NSCommands   = "http://jabber.org/protocol/commands"
+)
+
+// handleDomainIQ answers IQs addressed to the component domain. It reports
+// whether it handled st.
+func (c *Component) handleDomainIQ(ctx context.Context, u *bridges.User, st *xmlel.Element) bool {
+	typ := st.Attr("type")
+	if typ != "get" && typ != "set" {
+		return false // results and errors for the bridge (or nobody)
+	}
+	if len(st.Children) == 0 {
+		c.Send(stanza.ErrorReply(st, stanza.Errorf("bad-request", "empty IQ")))
+		return true
+	}
+	p := st.Children[0]
+	switch {
+	case p.Space == NSDiscoInfo && typ == "get":
+		c.discoInfo(u, st, p.Attr("node"))
+	case p.Space == NSDiscoItems && typ == "get":
+		if p.Attr("node") == NSCommands {
+			c.commandItems(ctx, u, st, "")
+			return true
+		}
+		return c.bridgeOwnsItems(u, st)
+	case p.Space == NSRegister:
+		c.register(ctx, u, st, p)
+	case p.Space == NSGateway:
+		c.gateway(ctx, st, p)
+	case p.Space == NSPing && typ == "get":
+		c.Send(stanza.Result(st, nil))
+	case p.Space == NSVersion && typ == "get":
+		q := xmlel.New(NSVersion, "query")
+		q.AddText("name", "Passerelle")
+		q.AddText("version", c.opts.Version)
+		q.AddText("os", runtime.GOOS)
+		c.Send(stanza.Result(st, q))
+	case p.Space == NSCommands && p.Local == "command" && typ == "set":
+		c.executeCommand(ctx, u, st, p, "")
+	default:
+		return false
+	}
+	return true
+}
+
+// bridgeOwnsItems lets a bridge that answers disco#items on its domain (the
+// IRC bridge lists networks) do so; others get an empty list here.
+func (c *Component) bridgeOwnsItems(u *bridges.User, st *xmlel.Element) bool {
+	if _, ok := c.bridge.(interface{ OwnsDomainItems() bool }); ok {
+		return false
+	}
+	q := xmlel.New(NSDiscoItems, "query")
+	if n := st.Children[0].Attr("node"); n != "" {
+		q.SetAttr("node", n)
+	}
+	c.Send(stanza.Result(st, q))
+	return true
+}
+
+func (c *Component) discoInfo(u *bridges.User, st *xmlel.Element, node string) {
+	q := xmlel.New(NSDiscoInfo, "query")
+	if node != "" {
+		q.SetAttr("node", node)
+	}
+	switch {
+	case node == "":
+		for _, id := range c.bridge.Identities() {
+			q.Add(xmlel.New(NSDiscoInfo, "identity").SetAttr("category", id.Category).
+				SetAttr("type", id.Type).SetAttr("name", id.Name))
+		}
+		features := []string{NSDiscoInfo, NSDiscoItems, NSRegister, NSGateway, NSPing, NSVersion, NSCommands}
+		features = append(features, c.bridge.Features()...)
+		seen := map[string]bool{}
+		for _, f := range features {
+			if !seen[f] {
+				seen[f] = true
+				q.Add(xmlel.New(NSDiscoInfo, "feature").SetAttr("var", f))
+			}
+		}
+	case node == NSCommands:
+		q.Add(xmlel.New(NSDiscoInfo, "identity").SetAttr("category", "automation").SetAttr("type", "command-list").SetAttr("name", "Commands"))
+	default:
+		cmd := c.findCommand(u, "", node)
+		if cmd == nil {
+			c.Send(stanza.ErrorReply(st, stanza.Errorf("item-not-found", "")))
+			return
+		}
+		q.Add(xmlel.New(NSDiscoInfo, "identity").SetAttr("category", "automation").SetAttr("type", "command-node").SetAttr("name", cmd.Name))
+		q.Add(xmlel.New(NSDiscoInfo, "feature").SetAttr("var", NSCommands))
+		q.Add(xmlel.New(NSDiscoInfo, "feature").SetAttr("var", form.NS))
+	}
+	c.Send(stanza.Result(st, q))
+}
+
+// gateway implements jabber:iq:gateway (XEP-0100 §6.3).
+func (c *Component) gateway(ctx context.Context, st, p *xmlel.Element) {
+	desc, prompt := c.bridge.Prompt()
+	q := xmlel.New(NSGateway, "query")
+	if st.Attr("type") == "get" {
+		q.AddText("desc", desc)
+		q.AddText("prompt", prompt)
+		c.Send(stanza.Result(st, q))
+		return
+	}
+	input := strings.TrimSpace(p.ChildText(NSGateway, "prompt"))
+	if input == "" {
+		c.Send(stanza.ErrorReply(st, stanza.Errorf("bad-request", "Type an address into the prompt.")))
+		return
+	}
+	local, err := c.bridge.Translate(ctx, input)
+	if err != nil {
+		c.Send(stanza.ErrorReply(st, c.stanzaError(err)))
+		return
+	}
+	q.AddText("jid", local+"@"+c.opts.Domain)
+	c.Send(stanza.Result(st, q))
+}

@@ -1,0 +1,68 @@
+package component
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// Metrics holds the counters of every component, for /metrics.
+type Metrics struct {
+	mu  sync.Mutex
+	per map[string]*DomainMetrics
+}
+
+// DomainMetrics are one component's counters.
+type DomainMetrics struct {
+	Connected     atomic.Int64
+	StanzasIn     atomic.Int64
+	StanzasOut    atomic.Int64
+	Dropped       atomic.Int64 // stanzas that could not be queued (each answered or logged)
+	Refused       atomic.Int64 // stanzas from users outside PASSERELLE_ALLOW
+	Registrations atomic.Int64
+}
+
+// NewMetrics returns an empty registry.
+func NewMetrics() *Metrics { return &Metrics{per: map[string]*DomainMetrics{}} }
+
+// For returns the counters of domain, creating them.
+func (m *Metrics) For(domain string) *DomainMetrics {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d := m.per[domain]
+	if d == nil {
+		d = &DomainMetrics{}
+		m.per[domain] = d
+	}
+	return d
+}
+
+// WritePrometheus writes the counters in the Prometheus text format.
+func (m *Metrics) WritePrometheus(w io.Writer) {
+	m.mu.Lock()
+	domains := make([]string, 0, len(m.per))
+	for d := range m.per {
+		domains = append(domains, d)
+	}
+	m.mu.Unlock()
+	sort.Strings(domains)
+	series := []struct {
+		name, kind, help string
+		get              func(*DomainMetrics) int64
+	}{
+		{"passerelle_connected", "gauge", "1 while the component stream is up", func(d *DomainMetrics) int64 { return d.Connected.Load() }},
+		{"passerelle_stanzas_in_total", "counter", "stanzas received from the XMPP server", func(d *DomainMetrics) int64 { return d.StanzasIn.Load() }},
+		{"passerelle_stanzas_out_total", "counter", "stanzas written to the XMPP server", func(d *DomainMetrics) int64 { return d.StanzasOut.Load() }},
+		{"passerelle_dropped_total", "counter", "stanzas that could not be queued", func(d *DomainMetrics) int64 { return d.Dropped.Load() }},
+		{"passerelle_refused_total", "counter", "stanzas refused from users outside PASSERELLE_ALLOW", func(d *DomainMetrics) int64 { return d.Refused.Load() }},
+		{"passerelle_registrations_total", "counter", "new registrations", func(d *DomainMetrics) int64 { return d.Registrations.Load() }},
+	}
+	for _, s := range series {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", s.name, s.help, s.name, s.kind)
+		for _, d := range domains {
+			fmt.Fprintf(w, "%s{domain=%q} %d\n", s.name, d, s.get(m.For(d)))
+		}
+	}
+}

@@ -1,0 +1,191 @@
+package component
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+)
+
+const nsStreams = "http://etherx.jabber.org/streams"
+
+// ErrSecretRefused is the permanent failure of a handshake the server refused.
+var ErrSecretRefused = errors.New("the XMPP server refused the component secret (PASSERELLE_XMPP_SECRET)")
+
+// PermanentError is a connection failure retrying won't fix.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// StreamError is a <stream:error/> sent by the server.
+type StreamError struct {
+	Condition string
+	Text      string
+}
+
+func (e *StreamError) Error() string {
+	if e.Text != "" {
+		return "stream error: " + e.Condition + ": " + e.Text
+	}
+	return "stream error: " + e.Condition
+}
+
+func streamError(el *xmlel.Element) *StreamError {
+	e := &StreamError{Condition: "undefined-condition"}
+	for _, c := range el.Children {
+		if c.Local == "text" {
+			e.Text = c.Text
+		} else if c.Space == "urn:ietf:params:xml:ns:xmpp-streams" {
+			e.Condition = c.Local
+		}
+	}
+	return e
+}
+
+// conn is one authenticated XEP-0114 stream.
+type conn struct {
+	nc  net.Conn
+	dec *xml.Decoder
+
+	wmu sync.Mutex
+	bw  *bufio.Writer
+}
+
+const (
+	dialTimeout  = 10 * time.Second
+	writeTimeout = 30 * time.Second
+)
+
+// dial connects to addr and authenticates as domain with secret.
+func dial(ctx context.Context, addr, domain, secret string) (*conn, error) {
+	d := net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	c := &conn{nc: nc, dec: xml.NewDecoder(nc), bw: bufio.NewWriter(nc)}
+	if err := c.handshake(domain, secret); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *conn) handshake(domain, secret string) error {
+	c.nc.SetDeadline(time.Now().Add(dialTimeout))
+	defer c.nc.SetDeadline(time.Time{})
+	open := fmt.Sprintf(`<?xml version='1.0'?><stream:stream xmlns='%s' xmlns:stream='%s' to='%s'>`,
+		stanza.NS, nsStreams, xmlEscape(domain))
+	if _, err := io.WriteString(c.nc, open); err != nil {
+		return err
+	}
+	var id string
+	for id == "" {
+		tok, err := c.dec.Token()
+		if err != nil {
+			return fmt.Errorf("failed to read stream header: %w", err)
+		}
+		if st, ok := tok.(xml.StartElement); ok {
+			if st.Name.Space != nsStreams || st.Name.Local != "stream" {
+				return &PermanentError{fmt.Errorf("server did not open a stream (got <%s>): is %s an XMPP component port?", st.Name.Local, c.nc.RemoteAddr())}
+			}
+			for _, a := range st.Attr {
+				if a.Name.Local == "id" {
+					id = a.Value
+				}
+			}
+			if id == "" {
+				return errors.New("stream header without id")
+			}
+		}
+	}
+	sum := sha1.Sum([]byte(id + secret))
+	if _, err := io.WriteString(c.nc, "<handshake>"+hex.EncodeToString(sum[:])+"</handshake>"); err != nil {
+		return err
+	}
+	el, err := c.read()
+	if err != nil {
+		var se *StreamError
+		if errors.As(err, &se) {
+			switch se.Condition {
+			case "not-authorized":
+				return &PermanentError{ErrSecretRefused}
+			case "host-unknown", "improper-addressing", "invalid-namespace":
+				return &PermanentError{fmt.Errorf("the XMPP server does not accept component %s: %w", domain, se)}
+			}
+		}
+		return err
+	}
+	if el.Local != "handshake" {
+		return fmt.Errorf("unexpected <%s> instead of handshake", el.Local)
+	}
+	return nil
+}
+
+// read returns the next top-level element. A stream error is returned as
+// *StreamError, the end of the stream as io.EOF.
+func (c *conn) read() (*xmlel.Element, error) {
+	for {
+		tok, err := c.dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			el, err := xmlel.Read(c.dec, t)
+			if err != nil {
+				return nil, err
+			}
+			if el.Space == nsStreams && el.Local == "error" {
+				return nil, streamError(el)
+			}
+			return el, nil
+		case xml.EndElement:
+			return nil, io.EOF
+		}
+	}
+}
+
+// write serialises and writes elements, flushing once.
+func (c *conn) write(els ...*xmlel.Element) error {
+	var buf bytes.Buffer
+	for _, el := range els {
+		el.Marshal(&buf, stanza.NS)
+	}
+	return c.writeRaw(buf.Bytes())
+}
+
+func (c *conn) writeRaw(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := c.bw.Write(b); err != nil {
+		return err
+	}
+	return c.bw.Flush()
+}
+
+// close ends the stream politely, waiting briefly for the server's end.
+func (c *conn) close() {
+	c.writeRaw([]byte("</stream:stream>"))
+	c.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	c.nc.Close()
+}
+
+func xmlEscape(s string) string {
+	var b bytes.Buffer
+	xml.EscapeText(&b, []byte(s))
+	return b.String()
+}

@@ -1,0 +1,195 @@
+package component
+
+import (
+	"context"
+	"errors"
+
+	"passerelle/bridges"
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+	"passerelle/store"
+)
+
+// userSession is the goroutine that owns one local user's state: every
+// stanza from that user, and every event a bridge posts for them, runs on it.
+type userSession struct {
+	ch chan func(context.Context)
+	// commands are the user's open ad-hoc command sessions (id -> node);
+	// only touched on this user's goroutine.
+	commands map[string]string
+}
+
+// Post implements bridges.Host.
+func (c *Component) Post(user string, fn func(ctx context.Context)) error {
+	c.mu.Lock()
+	s := c.users[user]
+	if s == nil {
+		s = &userSession{ch: make(chan func(context.Context), userQueueSize), commands: map[string]string{}}
+		c.users[user] = s
+		go c.runUser(s)
+	}
+	c.mu.Unlock()
+	select {
+	case s.ch <- fn:
+		return nil
+	default:
+		c.m.Dropped.Add(1)
+		return ErrBusy
+	}
+}
+
+func (c *Component) runUser(s *userSession) {
+	ctx := c.ctx()
+	for {
+		select {
+		case fn := <-s.ch:
+			c.safely(ctx, fn)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// safely runs fn, turning a panic into a log line so one bad stanza cannot
+// take the gateway down for everyone.
+func (c *Component) safely(ctx context.Context, fn func(context.Context)) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("panic while handling a stanza", "panic", r)
+		}
+	}()
+	fn(ctx)
+}
+
+func (c *Component) userSession(user string) *userSession {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.users[user]
+}
+
+// dispatch routes one stanza from the server. It runs on the stream's
+// reader and never blocks: work goes to the sender's goroutine.
+func (c *Component) dispatch(st *xmlel.Element) {
+	typ := st.Attr("type")
+	if st.Local == "iq" && (typ == "result" || typ == "error") {
+		c.mu.Lock()
+		ch := c.pending[st.Attr("id")]
+		c.mu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- st:
+			default:
+			}
+			return
+		}
+	}
+	switch st.Local {
+	case "iq", "message", "presence":
+	default:
+		c.log.Debug("ignoring an unknown top-level element", "name", st.Local)
+		return
+	}
+	from := st.Attr("from")
+	user := stanza.Bare(from)
+	if stanza.Local(from) == "" {
+		// From a server (our own, probing or pinging us).
+		if st.Local == "iq" && (typ == "get" || typ == "set") {
+			if st.Child("urn:xmpp:ping", "ping") != nil {
+				c.Send(stanza.Result(st, nil))
+			} else {
+				c.Send(stanza.ErrorReply(st, stanza.Errorf("service-unavailable", "")))
+			}
+		}
+		return
+	}
+	if !c.opts.Allowed(user) {
+		c.log.Info("refused a user outside PASSERELLE_ALLOW", "user", user, "stanza", st.Local)
+		c.m.Refused.Add(1)
+		c.replyError(st, stanza.Errorf("forbidden", "You are not allowed to use this gateway."))
+		return
+	}
+	err := c.Post(user, func(ctx context.Context) { c.handle(ctx, st) })
+	if err != nil {
+		c.log.Warn("dropping a stanza", "user", user, "err", err)
+		e := stanza.Errorf("resource-constraint", "The gateway is busy with your earlier requests; try again.")
+		e.Type = "wait"
+		c.replyError(st, e)
+	}
+}
+
+// replyError answers st with an error unless st is an error or a result
+// (never answer errors with errors) or an unavailable presence.
+func (c *Component) replyError(st *xmlel.Element, e *stanza.Error) {
+	switch st.Attr("type") {
+	case "error", "result", "unavailable", "unsubscribed":
+		return
+	}
+	c.Send(stanza.ErrorReply(st, e))
+}
+
+// user builds the bridges.User for a stanza's sender.
+func (c *Component) user(ctx context.Context, full string) (*bridges.User, error) {
+	bare := stanza.Bare(full)
+	u := &bridges.User{JID: bare, Full: full, Admin: c.opts.IsAdmin(bare)}
+	reg, err := c.Registration(ctx, bare)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	u.Registration = reg
+	return u, nil
+}
+
+// Registration implements bridges.Host: the stored registration with its
+// secrets opened.
+func (c *Component) Registration(ctx context.Context, user string) (*bridges.Registration, error) {
+	r, err := c.store.GetRegistration(ctx, c.opts.Domain, user)
+	if err != nil {
+		return nil, err
+	}
+	out := &bridges.Registration{JID: r.JID, Fields: map[string]string{}, Claims: r.Claims}
+	for k, v := range r.Fields {
+		pt, err := c.opts.Sealer.Open(v)
+		if err != nil {
+			return nil, err
+		}
+		out.Fields[k] = pt
+	}
+	return out, nil
+}
+
+// Registered implements bridges.Host.
+func (c *Component) Registered(ctx context.Context) ([]string, error) {
+	return c.store.ListRegistrations(ctx, c.opts.Domain)
+}
+
+// handle processes one stanza on its sender's goroutine.
+func (c *Component) handle(ctx context.Context, st *xmlel.Element) {
+	u, err := c.user(ctx, st.Attr("from"))
+	if err != nil {
+		c.log.Error("cannot load the user's registration", "user", stanza.Bare(st.Attr("from")), "err", err)
+		c.replyError(st, stanza.Errorf("internal-server-error", "The gateway cannot read its database."))
+		return
+	}
+	toLocal := stanza.Local(st.Attr("to"))
+	switch st.Local {
+	case "iq":
+		if toLocal == "" && c.handleDomainIQ(ctx, u, st) {
+			return
+		}
+		if toLocal != "" && c.handleCommandIQ(ctx, u, st, toLocal) {
+			return
+		}
+	case "presence":
+		if toLocal == "" && c.handleDomainPresence(ctx, u, st) {
+			return
+		}
+	}
+	if toLocal != "" && c.bridge.RegistrationRequired() && u.Registration == nil {
+		if st.Local == "message" || (st.Local == "presence" && st.Attr("type") == "subscribe") {
+			c.replyError(st, stanza.Errorf("registration-required",
+				"Register with "+c.opts.Domain+" first (service discovery → register)."))
+			return
+		}
+	}
+	c.bridge.Handle(ctx, u, st)
+}
