@@ -1,0 +1,11 @@
+-- Version 3: SMS bridge. Inbound texts for a number nobody has claimed are
+-- kept here (and logged), never dropped.
+CREATE TABLE sms_unclaimed (
+	id          INTEGER PRIMARY KEY AUTOINCREMENT,
+	to_number   TEXT    NOT NULL,
+	from_number TEXT    NOT NULL,
+	body        TEXT    NOT NULL,
+	media       TEXT    NOT NULL DEFAULT '',   -- JSON array of media URLs
+	sid         TEXT    NOT NULL DEFAULT '',
+	received    INTEGER NOT NULL
+);
