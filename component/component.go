@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"passerelle/bridges"
@@ -38,6 +39,49 @@ type Options struct {
 	Version       string
 	Log           *slog.Logger
 	Metrics       *Metrics
+	// Group, when set, holds the process's other components: a stanza for
+	// a sibling's domain that arrives on this stream (ejabberd routes all
+	// the domains of one listener over any of its connections) goes there.
+	Group *Group
+}
+
+// Group is the set of components running in one process.
+type Group struct {
+	mu sync.Mutex
+	m  map[string]*Component
+}
+
+// NewGroup returns an empty group.
+func NewGroup() *Group { return &Group{m: map[string]*Component{}} }
+
+func (g *Group) add(c *Component) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.m[c.opts.Domain] = c
+}
+
+// anyConnected returns a live session of any component of the group.
+func (g *Group) anyConnected() *session {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, c := range g.m {
+		c.mu.Lock()
+		s := c.cur
+		c.mu.Unlock()
+		if s != nil {
+			return s
+		}
+	}
+	return nil
+}
+
+func (g *Group) get(domain string) *Component {
+	if g == nil {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.m[strings.ToLower(domain)]
 }
 
 // Component is one bridge's XMPP component.
@@ -51,6 +95,10 @@ type Component struct {
 	runCtx     context.Context
 	started    time.Time
 	outboxWake chan struct{}
+	// sharedRoutes is set once the server delivered this domain's stanzas
+	// over a sibling's stream (ejabberd): it then accepts our stanzas on
+	// any of the group's streams, which Send uses while ours is down.
+	sharedRoutes atomic.Bool
 
 	mu      sync.Mutex
 	cur     *session // the live connection, or nil
@@ -97,7 +145,7 @@ func New(opts Options) *Component {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics()
 	}
-	return &Component{
+	c := &Component{
 		opts:       opts,
 		log:        opts.Log.With("component", opts.Domain),
 		bridge:     opts.Bridge,
@@ -107,6 +155,10 @@ func New(opts Options) *Component {
 		users:      map[string]*userSession{},
 		pending:    map[string]chan *xmlel.Element{},
 	}
+	if opts.Group != nil {
+		opts.Group.add(c)
+	}
+	return c
 }
 
 // Run connects to the server and serves until ctx is cancelled (then it
@@ -315,6 +367,9 @@ func (c *Component) sendWait(ctx context.Context, st *xmlel.Element, wait time.D
 	c.mu.Lock()
 	s := c.cur
 	c.mu.Unlock()
+	if s == nil && c.sharedRoutes.Load() {
+		s = c.opts.Group.anyConnected()
+	}
 	if s == nil {
 		c.m.Dropped.Add(1)
 		return bridges.ErrDisconnected

@@ -3,6 +3,7 @@ package component
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"passerelle/bridges"
 	"passerelle/component/stanza"
@@ -70,6 +71,13 @@ func (c *Component) userSession(user string) *userSession {
 // dispatch routes one stanza from the server. It runs on the stream's
 // reader and never blocks: work goes to the sender's goroutine.
 func (c *Component) dispatch(st *xmlel.Element) {
+	if d := stanza.Domain(st.Attr("to")); !strings.EqualFold(d, c.opts.Domain) {
+		if o := c.opts.Group.get(d); o != nil {
+			o.sharedRoutes.Store(true)
+			o.dispatch(st)
+			return
+		}
+	}
 	typ := st.Attr("type")
 	if st.Local == "iq" && (typ == "result" || typ == "error") {
 		c.mu.Lock()

@@ -1,0 +1,402 @@
+package component
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"passerelle/bridges"
+	"passerelle/component/form"
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+	"passerelle/store"
+)
+
+// fakeServer is a scripted XEP-0114 server on loopback.
+type fakeServer struct {
+	t      *testing.T
+	ln     net.Listener
+	secret string
+	// streamError, when set, is sent instead of accepting the handshake.
+	streamError string
+	conns       chan *fakeConn
+}
+
+type fakeConn struct {
+	nc  net.Conn
+	in  chan *xmlel.Element
+	err chan error
+}
+
+func newFakeServer(t *testing.T, secret string) *fakeServer {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &fakeServer{t: t, ln: ln, secret: secret, conns: make(chan *fakeConn, 10)}
+	t.Cleanup(func() { ln.Close() })
+	go s.serve()
+	return s
+}
+
+func (s *fakeServer) serve() {
+	for {
+		nc, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		go s.handle(nc)
+	}
+}
+
+func (s *fakeServer) handle(nc net.Conn) {
+	s.t.Cleanup(func() { nc.Close() })
+	d := xml.NewDecoder(nc)
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return
+		}
+		if st, ok := tok.(xml.StartElement); ok && st.Name.Local == "stream" {
+			break
+		}
+	}
+	io.WriteString(nc, `<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='sid1' from='test'>`)
+	var hs *xmlel.Element
+	for hs == nil {
+		tok, err := d.Token()
+		if err != nil {
+			return
+		}
+		if st, ok := tok.(xml.StartElement); ok {
+			hs, err = xmlel.Read(d, st)
+			if err != nil {
+				return
+			}
+		}
+	}
+	sum := sha1.Sum([]byte("sid1" + s.secret))
+	if s.streamError != "" || hs.Text != hex.EncodeToString(sum[:]) {
+		cond := s.streamError
+		if cond == "" {
+			cond = "not-authorized"
+		}
+		io.WriteString(nc, `<stream:error><`+cond+` xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`)
+		nc.Close()
+		return
+	}
+	io.WriteString(nc, "<handshake/>")
+	fc := &fakeConn{nc: nc, in: make(chan *xmlel.Element, 1000), err: make(chan error, 1)}
+	s.conns <- fc
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			fc.err <- err
+			close(fc.in)
+			return
+		}
+		if st, ok := tok.(xml.StartElement); ok {
+			el, err := xmlel.Read(d, st)
+			if err != nil {
+				fc.err <- err
+				close(fc.in)
+				return
+			}
+			fc.in <- el
+		}
+	}
+}
+
+func (s *fakeServer) accept(t *testing.T) *fakeConn {
+	t.Helper()
+	select {
+	case c := <-s.conns:
+		return c
+	case <-time.After(10 * time.Second):
+		t.Fatal("the component did not connect")
+		return nil
+	}
+}
+
+func (c *fakeConn) send(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if _, err := fmt.Fprintf(c.nc, format, args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// expect returns the next stanza matching match, skipping others.
+func (c *fakeConn) expect(t *testing.T, desc string, match func(*xmlel.Element) bool) *xmlel.Element {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case el, ok := <-c.in:
+			if !ok {
+				t.Fatalf("stream closed while waiting for %s", desc)
+			}
+			if match(el) {
+				return el
+			}
+		case <-timeout:
+			t.Fatalf("timed out waiting for %s", desc)
+		}
+	}
+}
+
+// fakeBridge is a minimal bridge whose Handle is scripted by the test.
+type fakeBridge struct {
+	handle func(ctx context.Context, u *bridges.User, st *xmlel.Element)
+	host   bridges.Host
+}
+
+func (b *fakeBridge) Kind() string { return "test" }
+func (b *fakeBridge) Identities() []bridges.Identity {
+	return []bridges.Identity{{Category: "gateway", Type: "test", Name: "Test"}}
+}
+func (b *fakeBridge) Features() []string          { return nil }
+func (b *fakeBridge) RegistrationRequired() bool { return true }
+func (b *fakeBridge) RegistrationForm(cur *bridges.Registration) *form.Form {
+	return &form.Form{Type: "form", Fields: []form.Field{{Var: "name", Type: form.TextSingle, Required: true}}}
+}
+func (b *fakeBridge) Register(ctx context.Context, user string, v map[string]string, cur *bridges.Registration) (*bridges.Registered, error) {
+	if v["name"] == "fail" {
+		return nil, errors.New("database on fire")
+	}
+	return &bridges.Registered{Fields: map[string]string{"name": v["name"]}, Claims: []string{v["name"]}}, nil
+}
+func (b *fakeBridge) Unregistered(ctx context.Context, user string) {}
+func (b *fakeBridge) Prompt() (string, string)                      { return "desc", "prompt" }
+func (b *fakeBridge) Translate(ctx context.Context, in string) (string, error) {
+	return "", stanza.Errorf("jid-malformed", "no")
+}
+func (b *fakeBridge) Start(ctx context.Context, h bridges.Host) error { b.host = h; return nil }
+func (b *fakeBridge) Handle(ctx context.Context, u *bridges.User, st *xmlel.Element) {
+	if b.handle != nil {
+		b.handle(ctx, u, st)
+	}
+}
+
+func startComponent(t *testing.T, srv *fakeServer, b bridges.Bridge, secret string) (*Component, chan error, *store.Store) {
+	t.Helper()
+	st, err := store.Open(":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	c := New(Options{Domain: "test.example.org", Addr: srv.ln.Addr().String(), Secret: secret, Bridge: b, Store: st,
+		IsAdmin: func(j string) bool { return j == "admin@example.org" },
+		Log:     slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("component did not stop")
+		}
+	})
+	return c, done, st
+}
+
+func TestRefusedSecretIsPermanent(t *testing.T) {
+	srv := newFakeServer(t, "right")
+	_, done, _ := startComponent(t, srv, &fakeBridge{}, "wrong")
+	select {
+	case err := <-done:
+		var perm *PermanentError
+		if !errors.As(err, &perm) || !errors.Is(err, ErrSecretRefused) || !strings.Contains(err.Error(), "PASSERELLE_XMPP_SECRET") {
+			t.Fatalf("Run = %v, want a permanent refused-secret error naming the variable", err)
+		}
+		done <- nil // for the cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run kept going after the secret was refused")
+	}
+}
+
+func TestUnknownHostIsPermanent(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	srv.streamError = "host-unknown"
+	_, done, _ := startComponent(t, srv, &fakeBridge{}, "s")
+	select {
+	case err := <-done:
+		var perm *PermanentError
+		if !errors.As(err, &perm) || !strings.Contains(err.Error(), "test.example.org") {
+			t.Fatalf("Run = %v, want a permanent error naming the domain", err)
+		}
+		done <- nil
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run kept going after host-unknown")
+	}
+}
+
+// A message produced while the server is away waits in the outbox and is
+// sent once the component has reconnected; broken XML from the server makes
+// it reconnect rather than stop.
+func TestOutboxSurvivesReconnect(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	c, _, st := startComponent(t, srv, &fakeBridge{}, "s")
+	fc := srv.accept(t)
+	fc.send(t, "<message><unclosed") // malformed: the component drops the stream
+	fc.send(t, "</bad>")
+	select {
+	case <-fc.err:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the component kept a stream that sent malformed XML")
+	}
+	for c.Connected() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := c.Send(stanza.Message("test.example.org", "u@example.org", "chat", "", "lost?")); !errors.Is(err, bridges.ErrDisconnected) {
+		t.Fatalf("Send while disconnected = %v, want ErrDisconnected", err)
+	}
+	m := stanza.Message("", "u@example.org", "chat", "queued-1", "hello after the outage")
+	if err := c.SendMessage(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := st.CountStanzas(context.Background(), "test.example.org"); n != 1 {
+		t.Fatalf("outbox holds %d stanzas, want 1", n)
+	}
+	fc = srv.accept(t)
+	got := fc.expect(t, "the queued message", func(e *xmlel.Element) bool { return e.Attr("id") == "queued-1" })
+	if got.Attr("from") != "test.example.org" || got.ChildText("", "body") != "hello after the outage" {
+		t.Fatalf("queued message = %s", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, _ := st.CountStanzas(context.Background(), "test.example.org")
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sent message still in the outbox")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestForbiddenAndPanicsAndBusy(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	release := make(chan struct{})
+	var mu sync.Mutex
+	handled := 0
+	b := &fakeBridge{handle: func(ctx context.Context, u *bridges.User, st *xmlel.Element) {
+		switch st.ChildText("", "body") {
+		case "panic":
+			panic("boom")
+		case "block":
+			<-release
+		}
+		mu.Lock()
+		handled++
+		mu.Unlock()
+	}}
+	_, _, st := startComponent(t, srv, b, "s")
+	fc := srv.accept(t)
+	defer close(release)
+
+	// A user of another domain is refused, and nothing is stored.
+	fc.send(t, "<iq type='set' id='r1' from='eve@evil.org/x' to='test.example.org'><query xmlns='jabber:iq:register'><name>eve</name></query></iq>")
+	r := fc.expect(t, "the refusal", func(e *xmlel.Element) bool { return e.Attr("id") == "r1" })
+	if c := stanza.ErrorOf(r); c == nil || c.Condition != "forbidden" {
+		t.Fatalf("reply to a foreign user = %s", r)
+	}
+	if users, _ := st.ListRegistrations(context.Background(), "test.example.org"); len(users) != 0 {
+		t.Fatalf("a refused user was stored: %v", users)
+	}
+
+	// A bridge error during registration is an internal-server-error, logged.
+	fc.send(t, "<iq type='set' id='r2' from='u@example.org/x' to='test.example.org'><query xmlns='jabber:iq:register'><name>fail</name></query></iq>")
+	r = fc.expect(t, "internal error", func(e *xmlel.Element) bool { return e.Attr("id") == "r2" })
+	if c := stanza.ErrorOf(r); c == nil || c.Condition != "internal-server-error" || strings.Contains(c.Text, "fire") {
+		t.Fatalf("reply = %s (want a generic internal-server-error)", r)
+	}
+	fc.send(t, "<iq type='set' id='r3' from='u@example.org/x' to='test.example.org'><query xmlns='jabber:iq:register'><name>ok</name></query></iq>")
+	fc.expect(t, "registration result", func(e *xmlel.Element) bool { return e.Attr("id") == "r3" && e.Attr("type") == "result" })
+
+	// A panicking handler does not stop the user's goroutine.
+	fc.send(t, "<message from='u@example.org/x' to='c@test.example.org' id='p1'><body>panic</body></message>")
+	fc.send(t, "<message from='u@example.org/x' to='c@test.example.org' id='p2'><body>after</body></message>")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := handled
+		mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the message after a panic was not handled")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// A user whose queue is full gets resource-constraint, not silence.
+	fc.send(t, "<message from='u@example.org/x' to='c@test.example.org' id='b0'><body>block</body></message>")
+	for i := 1; i <= userQueueSize+5; i++ {
+		fc.send(t, "<message from='u@example.org/x' to='c@test.example.org' id='b%d'><body>x</body></message>", i)
+	}
+	r = fc.expect(t, "a busy error", func(e *xmlel.Element) bool { return e.Attr("type") == "error" && strings.HasPrefix(e.Attr("id"), "b") })
+	if c := stanza.ErrorOf(r); c.Condition != "resource-constraint" || c.Type != "wait" {
+		t.Fatalf("busy reply = %s", r)
+	}
+
+	// Another user is not blocked by the busy one.
+	fc.send(t, "<iq type='get' id='v1' from='w@example.org/x' to='test.example.org'><query xmlns='jabber:iq:version'/></iq>")
+	fc.expect(t, "version for another user", func(e *xmlel.Element) bool { return e.Attr("id") == "v1" && e.Attr("type") == "result" })
+}
+
+func TestAdhocSessions(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	_, _, _ = startComponent(t, srv, &fakeBridge{}, "s")
+	fc := srv.accept(t)
+	from := "u@example.org/x"
+	fc.send(t, "<iq type='set' id='a1' from='%s' to='test.example.org'><command xmlns='%s' node='nope' action='execute'/></iq>", from, NSCommands)
+	r := fc.expect(t, "unknown command", func(e *xmlel.Element) bool { return e.Attr("id") == "a1" })
+	if c := stanza.ErrorOf(r); c == nil || c.Condition != "item-not-found" {
+		t.Fatalf("unknown command = %s", r)
+	}
+	fc.send(t, "<iq type='set' id='a2' from='%s' to='test.example.org'><command xmlns='%s' node='settings' sessionid='forged' action='complete'/></iq>", from, NSCommands)
+	r = fc.expect(t, "forged session", func(e *xmlel.Element) bool { return e.Attr("id") == "a2" })
+	if c := stanza.ErrorOf(r); c == nil || c.Condition != "bad-request" || r.Child("", "error").Child(NSCommands, "bad-sessionid") == nil {
+		t.Fatalf("forged session = %s", r)
+	}
+	fc.send(t, "<iq type='set' id='a3' from='%s' to='test.example.org'><command xmlns='%s' node='settings' action='execute'/></iq>", from, NSCommands)
+	r = fc.expect(t, "settings form", func(e *xmlel.Element) bool { return e.Attr("id") == "a3" })
+	sid := r.Child(NSCommands, "command").Attr("sessionid")
+	fc.send(t, "<iq type='set' id='a4' from='%s' to='test.example.org'><command xmlns='%s' node='settings' sessionid='%s' action='cancel'/></iq>", from, NSCommands, sid)
+	r = fc.expect(t, "cancel", func(e *xmlel.Element) bool { return e.Attr("id") == "a4" })
+	if s := r.Child(NSCommands, "command").Attr("status"); s != "canceled" {
+		t.Fatalf("cancel status = %q", s)
+	}
+	fc.send(t, "<iq type='set' id='a5' from='%s' to='test.example.org'><command xmlns='%s' node='settings' sessionid='%s' action='complete'/></iq>", from, NSCommands, sid)
+	r = fc.expect(t, "cancelled session reused", func(e *xmlel.Element) bool { return e.Attr("id") == "a5" })
+	if c := stanza.ErrorOf(r); c == nil || c.Condition != "bad-request" {
+		t.Fatalf("reuse of a cancelled session = %s", r)
+	}
+	fc.send(t, "<iq type='set' id='a6' from='%s' to='test.example.org'><command xmlns='%s' node='stats' action='execute'/></iq>", from, NSCommands)
+	r = fc.expect(t, "admin command", func(e *xmlel.Element) bool { return e.Attr("id") == "a6" })
+	if c := stanza.ErrorOf(r); c == nil || c.Condition != "forbidden" {
+		t.Fatalf("stats by a non-admin = %s", r)
+	}
+	fc.send(t, "<iq type='set' id='a7' from='admin@example.org/x' to='test.example.org'><command xmlns='%s' node='stats' action='execute'/></iq>", NSCommands)
+	r = fc.expect(t, "admin stats", func(e *xmlel.Element) bool { return e.Attr("id") == "a7" })
+	if r.Attr("type") != "result" {
+		t.Fatalf("stats by an admin = %s", r)
+	}
+	// Ping from the server itself is answered.
+	fc.send(t, "<iq type='get' id='s1' from='example.org' to='test.example.org'><ping xmlns='urn:xmpp:ping'/></iq>")
+	fc.expect(t, "server ping", func(e *xmlel.Element) bool { return e.Attr("id") == "s1" && e.Attr("type") == "result" })
+}
