@@ -39,6 +39,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"golang.org/x/text/cases"
 	"golang.org/x/text/unicode/norm"
 )
 
@@ -177,7 +178,8 @@ func mappedToNothing(r rune) bool {
 
 // serverFold approximates what an XMPP server (Prosody's or ejabberd's
 // nodeprep) does to a localpart before a component sees it: delete the
-// characters mapped to nothing, lower-case and NFKC-normalise.
+// characters mapped to nothing, case-fold (ß becomes ss) and
+// NFKC-normalise.
 func serverFold(s string) string {
 	s = strings.Map(func(r rune) rune {
 		if mappedToNothing(r) {
@@ -185,7 +187,8 @@ func serverFold(s string) string {
 		}
 		return r
 	}, s)
-	return strings.ToLower(norm.NFKC.String(strings.ToLower(s)))
+	f := cases.Fold()
+	return f.String(norm.NFKC.String(f.String(s)))
 }
 
 // checkLocalText reports whether s, once escaped with EscapeLocal, can be
