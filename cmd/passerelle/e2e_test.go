@@ -39,6 +39,8 @@ type gwEnv struct {
 	gw  *harness.Gateway
 	bin string
 	env map[string]string
+	// passwords of the accounts created by dial
+	passwords map[string]string
 }
 
 func startServer(t *testing.T, kind string) harness.Server {
@@ -66,7 +68,7 @@ func baseEnv(t *testing.T, srv harness.Server) map[string]string {
 }
 
 func startGateway(t *testing.T, srv harness.Server, env map[string]string) *gwEnv {
-	e := &gwEnv{srv: srv, bin: harness.BuildBinary(t), env: env}
+	e := &gwEnv{srv: srv, bin: harness.BuildBinary(t), env: env, passwords: map[string]string{}}
 	e.gw = harness.StartGateway(t, e.bin, env)
 	for _, d := range allDomains {
 		if env[domainVar(d)] != "" {
@@ -89,6 +91,7 @@ func domainVar(d string) string {
 func (e *gwEnv) dial(t *testing.T, jid string) *harness.Client {
 	t.Helper()
 	pw := e.srv.AddUser(t, jid)
+	e.passwords[jid] = pw
 	return harness.Dial(t, e.srv.C2SAddr(), jid, pw, "test")
 }
 
