@@ -6,7 +6,10 @@ package sms
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"slices"
+	"strings"
 
 	"passerelle/bridges"
 	"passerelle/component/form"
@@ -22,18 +25,29 @@ type Options struct {
 	APIURL        string
 	AccountSID    string
 	AuthToken     string
-	WebhookListen string
-	WebhookURL    string
+	WebhookListen string // inbound and status webhooks; empty: none
+	WebhookURL    string // public base URL of WebhookListen, no trailing slash
+	// Provider sends the texts; nil: a Twilio provider at APIURL.
+	Provider Provider
 }
 
 // Bridge is the SMS bridge.
 type Bridge struct {
-	opts Options
-	host bridges.Host
+	opts     Options
+	host     bridges.Host
+	provider Provider
+	wake     chan struct{} // a text was queued
 }
 
 // New returns an SMS bridge.
-func New(opts Options) *Bridge { return &Bridge{opts: opts} }
+func New(opts Options) *Bridge {
+	opts.WebhookURL = strings.TrimRight(opts.WebhookURL, "/")
+	b := &Bridge{opts: opts, provider: opts.Provider, wake: make(chan struct{}, 1)}
+	if b.provider == nil {
+		b.provider = NewTwilio(opts.APIURL, opts.AccountSID, opts.AuthToken)
+	}
+	return b
+}
 
 // Kind implements bridges.Bridge.
 func (b *Bridge) Kind() string { return "sms" }
@@ -102,15 +116,31 @@ func errText(err error) string {
 	return "invalid"
 }
 
-// Start implements bridges.Bridge.
+// Start implements bridges.Bridge: the webhook listener and the worker
+// sending queued texts run until ctx is done.
 func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 	b.host = host
+	if b.opts.WebhookListen != "" {
+		ln, err := net.Listen("tcp", b.opts.WebhookListen)
+		if err != nil {
+			return fmt.Errorf("PASSERELLE_SMS_WEBHOOK_LISTEN: %w", err)
+		}
+		if b.opts.AuthToken == "" {
+			host.Log().Warn("PASSERELLE_SMS_AUTH_TOKEN is not set: every webhook will be refused (403)")
+		}
+		host.Log().Info("SMS webhooks listening", "addr", ln.Addr().String(), "url", b.opts.WebhookURL)
+		go b.serveWebhooks(ctx, ln)
+	} else {
+		host.Log().Warn("PASSERELLE_SMS_WEBHOOK_LISTEN is not set: no inbound texts and no delivery reports")
+	}
+	go b.worker(ctx)
 	return nil
 }
 
 // Handle implements bridges.Bridge.
 func (b *Bridge) Handle(ctx context.Context, u *bridges.User, st *xmlel.Element) {
-	if bridges.AnswerContactIQ(b.host, st, bridges.Identity{Category: "client", Type: "sms", Name: "SMS"}) {
+	if bridges.AnswerContactIQ(b.host, st, bridges.Identity{Category: "client", Type: "sms", Name: "SMS"},
+		stanza.NSReceipts, stanza.NSOOB) {
 		return
 	}
 	if bridges.AnswerContactPresence(b.host, st) {
@@ -123,5 +153,7 @@ func (b *Bridge) Handle(ctx context.Context, u *bridges.User, st *xmlel.Element)
 			return
 		}
 	}
-	bridges.Refuse(b.host, st, stanza.Errorf("service-unavailable", "Sending texts is not available on this gateway yet."))
+	if st.Local == "message" {
+		b.handleMessage(ctx, u, st)
+	}
 }

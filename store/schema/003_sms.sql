@@ -9,3 +9,13 @@ CREATE TABLE sms_unclaimed (
 	sid         TEXT    NOT NULL DEFAULT '',
 	received    INTEGER NOT NULL
 );
+
+-- Delivery reports that arrived before the provider's answer to the send
+-- (the text's SID was not known yet); applied once it is.
+CREATE TABLE sms_early_status (
+	sid           TEXT    PRIMARY KEY,
+	status        TEXT    NOT NULL,
+	error_code    TEXT    NOT NULL DEFAULT '',
+	error_message TEXT    NOT NULL DEFAULT '',
+	received      INTEGER NOT NULL
+);

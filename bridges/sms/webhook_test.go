@@ -1,0 +1,204 @@
+package sms
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"passerelle/bridges/sms/smstest"
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+)
+
+func TestInboundDelivered(t *testing.T) {
+	tb := newTestBridge(t)
+	code, body, err := tb.p.Inbound(tb.addr(), testHook, smstest.InboundParams("SMa", "(555) 765-4321", ownNumber, "Hello",
+		"https://m.test/1.jpg", "https://m.test/2.jpg"))
+	if err != nil || code != http.StatusOK || !strings.Contains(body, "<Response/>") {
+		t.Fatalf("webhook: %d %q %v", code, body, err)
+	}
+	m := tb.h.wait(t, false, "the text", func(e *xmlel.Element) bool { return e.Attr("id") == "SMa" })
+	if m.Attr("from") != "+15557654321@"+testDomain || m.Attr("to") != userJID || m.Attr("type") != "chat" {
+		t.Errorf("addressing: %s", m)
+	}
+	if b := m.ChildText("", "body"); b != "Hello\nhttps://m.test/1.jpg\nhttps://m.test/2.jpg" {
+		t.Errorf("body %q", b)
+	}
+	if xs := m.ChildrenNamed(stanza.NSOOB, "x"); len(xs) != 2 || xs[1].ChildText("", "url") != "https://m.test/2.jpg" {
+		t.Errorf("OOB: %s", m)
+	}
+	// The provider repeating the webhook does not deliver the text twice.
+	if code := tb.inbound(t, smstest.InboundParams("SMa", "+15557654321", ownNumber, "Hello")); code != http.StatusOK {
+		t.Fatalf("repeated webhook: %d", code)
+	}
+	if n := tb.h.count(false); n != 1 {
+		t.Errorf("%d messages after a repeated webhook", n)
+	}
+	// An alphanumeric sender.
+	tb.inbound(t, smstest.InboundParams("SMb", "ACME Bank", ownNumber, "Your code"))
+	m = tb.h.wait(t, false, "the text", func(e *xmlel.Element) bool { return e.Attr("id") == "SMb" })
+	if m.Attr("from") != "acmebank@"+testDomain {
+		t.Errorf("alphanumeric sender: %s", m)
+	}
+}
+
+func TestInboundRefused(t *testing.T) {
+	tb := newTestBridge(t)
+	good := smstest.InboundParams("SMx", peer, ownNumber, "forged?")
+	u := testHook + inboundPath
+	cases := []struct {
+		name   string
+		params url.Values
+		sig    string
+		want   int
+	}{
+		{"no signature", good, "", http.StatusForbidden},
+		{"bad signature", good, "bm90IGEgc2lnbmF0dXJl", http.StatusForbidden},
+		{"signed by another token", good, smstest.Sign("other", u, good), http.StatusForbidden},
+		{"signed for another URL", good, smstest.Sign(testToken, "http://"+tb.addr()+inboundPath, good), http.StatusForbidden},
+		{"body changed after signing", smstest.InboundParams("SMx", peer, ownNumber, "changed"), smstest.Sign(testToken, u, good), http.StatusForbidden},
+		{"number not the gateway's", smstest.InboundParams("SMy", peer, "+15559990000", "x"), "", http.StatusNotFound},
+		{"no From", url.Values{"MessageSid": {"SMz"}, "To": {ownNumber}, "Body": {"x"}}, "", http.StatusBadRequest},
+		{"bad To", url.Values{"MessageSid": {"SMz"}, "From": {peer}, "To": {"nowhere"}, "Body": {"x"}}, "", http.StatusBadRequest},
+		{"no sid", url.Values{"From": {peer}, "To": {ownNumber}, "Body": {"x"}}, "", http.StatusBadRequest},
+		{"empty", smstest.InboundParams("SMe", peer, ownNumber, ""), "", http.StatusBadRequest},
+		{"bad NumMedia", url.Values{"MessageSid": {"SMz"}, "From": {peer}, "To": {ownNumber}, "Body": {"x"}, "NumMedia": {"99"}}, "", http.StatusBadRequest},
+		{"media not http", smstest.InboundParams("SMm", peer, ownNumber, "x", "javascript:alert(1)"), "", http.StatusBadRequest},
+	}
+	for _, c := range cases {
+		sig := c.sig
+		if sig == "" && c.want != http.StatusForbidden {
+			sig = smstest.Sign(testToken, u, c.params)
+		}
+		code, _, err := smstest.Post(tb.addr(), u, c.params, sig)
+		if err != nil || code != c.want {
+			t.Errorf("%s: %d %v, want %d", c.name, code, err, c.want)
+		}
+	}
+	// Oversize body.
+	big := smstest.InboundParams("SMbig", peer, ownNumber, strings.Repeat("x", maxWebhookBody))
+	if code, _, _ := smstest.Post(tb.addr(), u, big, smstest.Sign(testToken, u, big)); code != http.StatusRequestEntityTooLarge {
+		t.Errorf("oversize webhook: %d", code)
+	}
+	// Not a form.
+	if resp, err := http.Post(tb.hook.URL+"/gw"+inboundPath, "application/x-www-form-urlencoded", strings.NewReader("Body=%zz")); err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("unreadable form: %v %v", resp, err)
+	}
+	// GET.
+	if resp, err := http.Get(tb.hook.URL + inboundPath); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET: %v %v", resp, err)
+	}
+	if n := tb.h.count(false); n != 0 {
+		t.Errorf("%d messages delivered from refused webhooks", n)
+	}
+}
+
+func TestInboundUnclaimed(t *testing.T) {
+	tb := newTestBridge(t)
+	if code := tb.inbound(t, smstest.InboundParams("SMu", peer, freeNumber, "anyone?", "https://m.test/u.jpg")); code != http.StatusOK {
+		t.Fatalf("webhook: %d", code)
+	}
+	var to, from, body, media, sid string
+	err := tb.h.st.DB().QueryRow(`SELECT to_number, from_number, body, media, sid FROM sms_unclaimed`).Scan(&to, &from, &body, &media, &sid)
+	if err != nil || to != freeNumber || from != peer || body != "anyone?" || media != `["https://m.test/u.jpg"]` || sid != "SMu" {
+		t.Fatalf("kept: %q %q %q %q %q %v", to, from, body, media, sid, err)
+	}
+	if n := tb.h.count(false); n != 0 {
+		t.Errorf("%d messages for an unclaimed number", n)
+	}
+}
+
+func TestInboundNotCommitted(t *testing.T) {
+	tb := newTestBridge(t)
+	tb.h.setFailSend(errors.New("disk full"))
+	// The provider is told to try again: the text is not lost.
+	if code := tb.inbound(t, smstest.InboundParams("SMf", peer, ownNumber, "x")); code != http.StatusInternalServerError {
+		t.Fatalf("webhook when the outbox fails: %d, want 500", code)
+	}
+	tb.h.setFailSend(nil)
+	if code := tb.inbound(t, smstest.InboundParams("SMf", peer, ownNumber, "x")); code != http.StatusOK {
+		t.Fatalf("webhook retried: %d", code)
+	}
+	tb.h.wait(t, false, "the text", func(e *xmlel.Element) bool { return e.Attr("id") == "SMf" })
+}
+
+func TestStatusCallbacks(t *testing.T) {
+	tb := newTestBridge(t)
+	ctx := context.Background()
+	send := func(id, body string, receipt bool) smstest.Request {
+		t.Helper()
+		st := stanza.Message(userFull, peer+"@"+testDomain, "chat", id, body)
+		if receipt {
+			st.Add(xmlel.New(stanza.NSReceipts, "request"))
+		}
+		tb.b.Handle(ctx, user(), st)
+		return tb.p.WaitRequest(t, wantWait, "text "+id, func(r smstest.Request) bool { return r.Body() == body && r.SID != "" })
+	}
+	receipt := func(id string) func(*xmlel.Element) bool {
+		return func(e *xmlel.Element) bool { return e.Child(stanza.NSReceipts, "received").Attr("id") == id }
+	}
+
+	r := send("m1", "first", true)
+	if code := tb.status(t, r.SID, "sent", ""); code != http.StatusOK {
+		t.Fatalf("sent: %d", code)
+	}
+	tb.status(t, r.SID, "delivered", "")
+	rc := tb.h.wait(t, false, "receipt", receipt("m1"))
+	if rc.Attr("from") != peer+"@"+testDomain || rc.Attr("to") != userFull {
+		t.Errorf("receipt addressing: %s", rc)
+	}
+
+	// No receipt unless asked for.
+	r = send("m2", "second", false)
+	tb.status(t, r.SID, "delivered", "")
+	r = send("m3", "third", false)
+	tb.status(t, r.SID, "undelivered", "30003")
+	e := tb.h.wait(t, false, "error for m3", func(e *xmlel.Element) bool { return e.Attr("id") == "m3" })
+	if se := stanza.ErrorOf(e); e.Attr("type") != "error" || se.Condition != "recipient-unavailable" || !strings.Contains(se.Text, "30003") {
+		t.Errorf("error: %s", e)
+	}
+	for _, m := range tb.h.allMessages() {
+		if receipt("m2")(m) {
+			t.Errorf("receipt not asked for: %s", m)
+		}
+	}
+
+	// Unknown SIDs are kept, and applied once the send's answer comes.
+	if code := tb.status(t, "SMunknown", "failed", "30005"); code != http.StatusOK {
+		t.Fatalf("status for an unknown sid: %d", code)
+	}
+	x := `{"user":"` + userFull + `","id":"m9","part":1,"parts":1}`
+	if err := tb.h.st.PutMessageID(ctx, storeMessage("m9", "SMunknown", x)); err != nil {
+		t.Fatal(err)
+	}
+	s, err := tb.b.takeEarlyStatus(ctx, "SMunknown")
+	if err != nil || s == nil || s.Status != "failed" || s.ErrorCode != "30005" {
+		t.Fatalf("early status: %+v %v", s, err)
+	}
+	// Malformed and unsigned callbacks.
+	bad := url.Values{"MessageSid": {"SM1"}}
+	u := testHook + statusPath
+	if code, _, _ := smstest.Post(tb.addr(), u, bad, smstest.Sign(testToken, u, bad)); code != http.StatusBadRequest {
+		t.Errorf("status without MessageStatus: %d", code)
+	}
+	good := smstest.StatusParams(r.SID, "failed", "1")
+	if code, _, _ := smstest.Post(tb.addr(), u, good, ""); code != http.StatusForbidden {
+		t.Errorf("unsigned status: %d", code)
+	}
+}
+
+func TestEarlyStatusAppliedBySend(t *testing.T) {
+	tb := newTestBridge(t)
+	ctx := context.Background()
+	// The fake gives SIDs in sequence: report on the first before it is sent.
+	first := "SM00000000000000000000000000000001"
+	if code := tb.status(t, first, "delivered", ""); code != http.StatusOK {
+		t.Fatalf("early status: %d", code)
+	}
+	st := stanza.Message(userFull, peer+"@"+testDomain, "chat", "e1", "early").Add(xmlel.New(stanza.NSReceipts, "request"))
+	tb.b.Handle(ctx, user(), st)
+	tb.h.wait(t, false, "receipt", func(e *xmlel.Element) bool { return e.Child(stanza.NSReceipts, "received").Attr("id") == "e1" })
+}
