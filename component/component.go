@@ -252,6 +252,7 @@ func (c *Component) serve(ctx context.Context, cn *conn) error {
 		}
 	}()
 
+	go c.pump(ctx, s, stop)
 	go c.announce(ctx, "")
 	if h, ok := c.bridge.(bridges.Connected); ok {
 		go h.Connected(ctx)
@@ -286,9 +287,6 @@ func (c *Component) serve(ctx context.Context, cn *conn) error {
 func (c *Component) writer(s *session, stop chan struct{}) error {
 	t := time.NewTicker(keepalive)
 	defer t.Stop()
-	if err := c.drainOutbox(s.c); err != nil {
-		return err
-	}
 	for {
 		select {
 		case b := <-s.queue:
@@ -296,10 +294,6 @@ func (c *Component) writer(s *session, stop chan struct{}) error {
 				return err
 			}
 			c.m.StanzasOut.Add(1)
-		case <-c.outboxWake:
-			if err := c.drainOutbox(s.c); err != nil {
-				return err
-			}
 		case <-t.C:
 			if err := s.c.writeRaw([]byte(" ")); err != nil {
 				return err
@@ -320,27 +314,59 @@ func (c *Component) writer(s *session, stop chan struct{}) error {
 	}
 }
 
-// drainOutbox writes every queued message, removing each once written.
-func (c *Component) drainOutbox(cn *conn) error {
-	ctx := context.Background()
+// pump sends the persistent outbox over session s, oldest first, until the
+// session ends. A batch leaves the outbox only once the server has shown it
+// processed it: a ping the component sends to its own domain comes back only
+// after everything written before it was routed. A batch interrupted by a
+// disconnection is sent again after reconnecting (at least once, never lost).
+func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) {
 	for {
 		items, err := c.store.PendingStanzas(ctx, c.opts.Domain, 100)
 		if err != nil {
-			c.log.Error("cannot read the outbox", "err", err)
-			return nil
-		}
-		if len(items) == 0 {
-			return nil
-		}
-		for _, it := range items {
-			if err := cn.writeRaw([]byte(it.Stanza)); err != nil {
-				return err
+			if ctx.Err() == nil {
+				c.log.Error("cannot read the outbox", "err", err)
 			}
-			c.m.StanzasOut.Add(1)
-			if err := c.store.StanzaSent(ctx, it.ID); err != nil {
-				c.log.Error("cannot remove a sent stanza from the outbox", "id", it.ID, "err", err)
-				return nil
+			items = nil
+		}
+		if len(items) > 0 {
+			for _, it := range items {
+				select {
+				case s.queue <- []byte(it.Stanza):
+				case <-stop:
+					return
+				}
 			}
+			// Any answer (even an error) proves the server got that far.
+			pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			_, err := c.IQ(pctx, stanza.IQ(c.opts.Domain, c.opts.Domain, "get", "", xmlel.New(NSPing, "ping")))
+			cancel()
+			select {
+			case <-stop:
+				return // the stream broke: the batch is sent again after reconnecting
+			default:
+			}
+			if err != nil && ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				// The stream is still up after 30 s: the server does not
+				// answer pings to the component itself; what was written
+				// has reached it.
+				c.log.Warn("the server does not answer the outbox confirmation ping", "err", err)
+			}
+			for _, it := range items {
+				if err := c.store.StanzaSent(ctx, it.ID); err != nil && ctx.Err() == nil {
+					c.log.Error("cannot remove a sent stanza from the outbox", "id", it.ID, "err", err)
+				}
+			}
+			continue
+		}
+		select {
+		case <-c.outboxWake:
+		case <-stop:
+			return
+		case <-ctx.Done():
+			return
 		}
 	}
 }

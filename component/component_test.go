@@ -12,6 +12,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,7 +30,10 @@ type fakeServer struct {
 	secret string
 	// streamError, when set, is sent instead of accepting the handshake.
 	streamError string
-	conns       chan *fakeConn
+	// ignoreSelfPings makes the server drop the component's own pings
+	// instead of routing them back (as if it died before processing).
+	ignoreSelfPings atomic.Bool
+	conns           chan *fakeConn
 }
 
 type fakeConn struct {
@@ -112,6 +116,14 @@ func (s *fakeServer) handle(nc net.Conn) {
 				close(fc.in)
 				return
 			}
+			if el.Local == "iq" && el.Attr("to") == "test.example.org" && el.Attr("from") == "test.example.org" {
+				if s.ignoreSelfPings.Load() {
+					continue
+				}
+				// Route the component's own pings back to it, as a server does.
+				io.WriteString(nc, el.String())
+				continue
+			}
 			fc.in <- el
 		}
 	}
@@ -164,7 +176,7 @@ func (b *fakeBridge) Kind() string { return "test" }
 func (b *fakeBridge) Identities() []bridges.Identity {
 	return []bridges.Identity{{Category: "gateway", Type: "test", Name: "Test"}}
 }
-func (b *fakeBridge) Features() []string          { return nil }
+func (b *fakeBridge) Features() []string         { return nil }
 func (b *fakeBridge) RegistrationRequired() bool { return true }
 func (b *fakeBridge) RegistrationForm(cur *bridges.Registration) *form.Form {
 	return &form.Form{Type: "form", Fields: []form.Field{{Var: "name", Type: form.TextSingle, Required: true}}}
@@ -399,4 +411,31 @@ func TestAdhocSessions(t *testing.T) {
 	// Ping from the server itself is answered.
 	fc.send(t, "<iq type='get' id='s1' from='example.org' to='test.example.org'><ping xmlns='urn:xmpp:ping'/></iq>")
 	fc.expect(t, "server ping", func(e *xmlel.Element) bool { return e.Attr("id") == "s1" && e.Attr("type") == "result" })
+}
+
+// A batch the server did not confirm before the stream broke is sent again
+// on the next stream: at least once, never lost.
+func TestOutboxResentWhenUnconfirmed(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	srv.ignoreSelfPings.Store(true)
+	c, _, st := startComponent(t, srv, &fakeBridge{}, "s")
+	fc := srv.accept(t)
+	if err := c.SendMessage(context.Background(), stanza.Message("", "u@example.org", "chat", "m1", "hello")); err != nil {
+		t.Fatal(err)
+	}
+	fc.expect(t, "the message on the first stream", func(e *xmlel.Element) bool { return e.Attr("id") == "m1" })
+	srv.ignoreSelfPings.Store(false)
+	fc.nc.Close() // the server dies before confirming
+	fc = srv.accept(t)
+	fc.expect(t, "the message again on the second stream", func(e *xmlel.Element) bool { return e.Attr("id") == "m1" })
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if n, _ := st.CountStanzas(context.Background(), "test.example.org"); n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("confirmed message still queued")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
