@@ -95,6 +95,8 @@ type Component struct {
 	runCtx     context.Context
 	started    time.Time
 	outboxWake chan struct{}
+	// idleProbe and probeTimeout detect a server that went silent.
+	idleProbe, probeTimeout time.Duration
 	// sharedRoutes is set once the server delivered this domain's stanzas
 	// over a sibling's stream (ejabberd): it then accepts our stanzas on
 	// any of the group's streams, which Send uses while ours is down.
@@ -116,6 +118,8 @@ const (
 	writeQueueSize = 1024
 	userQueueSize  = 256
 	keepalive      = 30 * time.Second
+	idleProbe      = 60 * time.Second
+	probeTimeout   = 30 * time.Second
 )
 
 // ErrBusy is returned when a user's queue is full.
@@ -152,8 +156,9 @@ func New(opts Options) *Component {
 		store:      opts.Store,
 		m:          opts.Metrics.For(opts.Domain),
 		outboxWake: make(chan struct{}, 1),
-		users:      map[string]*userSession{},
-		pending:    map[string]chan *xmlel.Element{},
+		idleProbe:  idleProbe, probeTimeout: probeTimeout,
+		users:   map[string]*userSession{},
+		pending: map[string]chan *xmlel.Element{},
 	}
 	if opts.Group != nil {
 		opts.Group.add(c)
@@ -258,11 +263,35 @@ func (c *Component) serve(ctx context.Context, cn *conn) error {
 		go h.Connected(ctx)
 	}
 
+	// A silent server is probed; one that does not answer within
+	// probeTimeout is dropped (a half-open TCP connection never errors).
+	probe := time.NewTicker(c.idleProbe)
+	defer probe.Stop()
+	lastIn := time.Now()
+	dead := make(chan error, 1)
 	for {
 		select {
 		case el := <-in:
+			lastIn = time.Now()
 			c.m.StanzasIn.Add(1)
 			c.dispatch(el)
+		case <-probe.C:
+			if time.Since(lastIn) >= c.idleProbe {
+				go func() {
+					pctx, cancel := context.WithTimeout(ctx, c.probeTimeout)
+					defer cancel()
+					_, err := c.IQ(pctx, stanza.IQ(c.opts.Domain, c.opts.Domain, "get", "", xmlel.New(NSPing, "ping")))
+					if err != nil && ctx.Err() == nil {
+						select {
+						case dead <- fmt.Errorf("the server did not answer a ping for %v: %w", c.probeTimeout, err):
+						default:
+						}
+					}
+				}()
+			}
+		case err := <-dead:
+			close(stop)
+			return err
 		case err := <-readErr:
 			close(stop)
 			return err

@@ -199,7 +199,7 @@ func (b *fakeBridge) Handle(ctx context.Context, u *bridges.User, st *xmlel.Elem
 	}
 }
 
-func startComponent(t *testing.T, srv *fakeServer, b bridges.Bridge, secret string) (*Component, chan error, *store.Store) {
+func startComponent(t *testing.T, srv *fakeServer, b bridges.Bridge, secret string, tune ...func(*Component)) (*Component, chan error, *store.Store) {
 	t.Helper()
 	st, err := store.Open(":memory:")
 	if err != nil {
@@ -209,6 +209,9 @@ func startComponent(t *testing.T, srv *fakeServer, b bridges.Bridge, secret stri
 	c := New(Options{Domain: "test.example.org", Addr: srv.ln.Addr().String(), Secret: secret, Bridge: b, Store: st,
 		IsAdmin: func(j string) bool { return j == "admin@example.org" },
 		Log:     slog.New(slog.NewTextHandler(io.Discard, nil))})
+	for _, f := range tune {
+		f(c)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
@@ -438,4 +441,22 @@ func TestOutboxResentWhenUnconfirmed(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// A server that stops answering without closing the connection (half-open
+// TCP) is detected by the idle probe and replaced by a new stream.
+func TestSilentServerIsDropped(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	srv.ignoreSelfPings.Store(true)
+	startComponent(t, srv, &fakeBridge{}, "s", func(c *Component) {
+		c.idleProbe, c.probeTimeout = 100*time.Millisecond, 200*time.Millisecond
+	})
+	fc := srv.accept(t)
+	select {
+	case <-fc.err: // the component gave up on the silent stream
+	case <-time.After(10 * time.Second):
+		t.Fatal("the component kept a silent stream")
+	}
+	srv.ignoreSelfPings.Store(false)
+	srv.accept(t) // and reconnected
 }
