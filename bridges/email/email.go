@@ -6,9 +6,13 @@ package email
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"passerelle/bridges"
 	"passerelle/component/form"
@@ -22,17 +26,55 @@ type Options struct {
 	Domain  string // the mail domain of hosted addresses (= component domain)
 	Listen  string // inbound SMTP listener
 	Relay   string // outbound relay URL
-	MaxSize int64
+	MaxSize int64  // largest inbound mail (default 10 MB)
+	// MaxRecipients bounds the recipients of one inbound mail (default 50).
+	MaxRecipients int
+	// MaxConnsPerClient bounds the simultaneous inbound SMTP connections
+	// of one client address (default 10).
+	MaxConnsPerClient int
+	// PollInterval is how often a mailbox without IMAP IDLE is checked
+	// (default 1 minute).
+	PollInterval time.Duration
+	// CheckTimeout bounds the mailbox check at registration (default 20 s).
+	CheckTimeout time.Duration
 }
 
 // Bridge is the email bridge.
 type Bridge struct {
-	opts Options
-	host bridges.Host
+	opts  Options
+	host  bridges.Host
+	relay *relayConfig
+	wake  chan struct{}
+	// smtpAddr is the address the SMTP listener is bound to.
+	smtpAddr string
+	runCtx   context.Context
+
+	upload   uploadService
+	httpc    *http.Client
+	noIdle   bool // poll even when the server has IDLE (tests of the fallback)
+	mu       sync.Mutex
+	watchers map[string]*watcher // mailbox watchers by user
 }
 
 // New returns an email bridge.
-func New(opts Options) *Bridge { return &Bridge{opts: opts} }
+func New(opts Options) *Bridge {
+	if opts.MaxSize <= 0 {
+		opts.MaxSize = 10 << 20
+	}
+	if opts.MaxRecipients <= 0 {
+		opts.MaxRecipients = 50
+	}
+	if opts.MaxConnsPerClient <= 0 {
+		opts.MaxConnsPerClient = 10
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = time.Minute
+	}
+	if opts.CheckTimeout <= 0 {
+		opts.CheckTimeout = 20 * time.Second
+	}
+	return &Bridge{opts: opts, wake: make(chan struct{}, 1), httpc: &http.Client{Timeout: 2 * time.Minute}, watchers: map[string]*watcher{}, runCtx: context.Background()}
+}
 
 // Kind implements bridges.Bridge.
 func (b *Bridge) Kind() string { return "email" }
@@ -43,7 +85,7 @@ func (b *Bridge) Identities() []bridges.Identity {
 }
 
 // Features implements bridges.Bridge.
-func (b *Bridge) Features() []string { return nil }
+func (b *Bridge) Features() []string { return []string{stanza.NSReceipts} }
 
 // RegistrationRequired implements bridges.Bridge: mail leaves from the
 // user's address, so there must be one.
@@ -127,6 +169,14 @@ func (b *Bridge) Register(ctx context.Context, user string, values map[string]st
 			fields[fd.Var] = v
 		}
 	}
+	if current != nil {
+		// Passwords are never shown in the form: an empty one keeps the old.
+		for _, f := range []string{"imap_password", "smtp_password"} {
+			if fields[f] == "" && current.Fields[f] != "" {
+				fields[f] = current.Fields[f]
+			}
+		}
+	}
 	for _, f := range []string{"imap_server", "smtp_server"} {
 		if v := fields[f]; v != "" {
 			if err := validHostPort(f, v); err != nil {
@@ -139,11 +189,44 @@ func (b *Bridge) Register(ctx context.Context, user string, values map[string]st
 			return nil, stanza.Errorf("not-acceptable", "email: “"+v+"” is not an email address.")
 		}
 	}
+	if fields["smtp_server"] != "" && fields["email"] == "" {
+		return nil, stanza.Errorf("not-acceptable", "email: your own address is needed to send through your SMTP server.")
+	}
+	cfg, mailbox := mailboxFromFields(fields)
+	if mailbox {
+		if cfg.IMAPUser == "" || cfg.IMAPPassword == "" {
+			return nil, stanza.Errorf("not-acceptable", "imap_username and imap_password are needed to read your mailbox.")
+		}
+		cctx, cancel := context.WithTimeout(ctx, b.opts.CheckTimeout)
+		pos, err := checkMailbox(cctx, cfg)
+		cancel()
+		if err != nil {
+			return nil, stanza.Errorf("not-acceptable", "Your mailbox could not be opened: "+err.Error())
+		}
+		// Mail from now on is forwarded (unless a position is kept already).
+		if old, ok, err := b.loadPos(ctx, user); err != nil {
+			return nil, err
+		} else if !ok || old.UIDValidity != pos.UIDValidity {
+			if err := b.savePos(ctx, user, pos); err != nil {
+				return nil, err
+			}
+		}
+		b.startWatcher(user, cfg)
+	} else {
+		b.stopWatcher(user)
+	}
 	return &bridges.Registered{Fields: fields, Secret: []string{"imap_password", "smtp_password"}, Claims: []string{addr}}, nil
 }
 
 // Unregistered implements bridges.Bridge.
-func (b *Bridge) Unregistered(ctx context.Context, user string) {}
+func (b *Bridge) Unregistered(ctx context.Context, user string) {
+	b.stopWatcher(user)
+	if b.host != nil {
+		if err := b.deletePos(ctx, user); err != nil {
+			b.host.Log().Warn("cannot forget a mailbox position", "user", user, "err", err)
+		}
+	}
+}
 
 // Prompt implements bridges.Bridge.
 func (b *Bridge) Prompt() (string, string) {
@@ -156,12 +239,46 @@ func (b *Bridge) Translate(ctx context.Context, input string) (string, error) {
 	if err != nil {
 		return "", stanza.Errorf("jid-malformed", "“"+input+"” is not an email address.")
 	}
+	if b.host != nil {
+		// Keep the spelling typed (the server may fold the localpart).
+		if addr, err := mapping.LocalToEmail(local); err == nil {
+			if err := b.host.Store().PutIdentity(ctx, b.host.Domain(), strings.ToLower(local), addr); err != nil {
+				b.host.Log().Warn("cannot store an address", "err", err)
+			}
+		}
+	}
 	return local, nil
 }
 
 // Start implements bridges.Bridge.
 func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 	b.host = host
+	b.runCtx = ctx
+	relay, err := parseRelay(b.opts.Relay)
+	if err != nil {
+		return err
+	}
+	b.relay = relay
+	if b.opts.Listen != "" {
+		if err := b.listen(ctx); err != nil {
+			return err
+		}
+	}
+	go b.runQueue(ctx)
+	users, err := host.Registered(ctx)
+	if err != nil {
+		return fmt.Errorf("failed to list the registered users: %w", err)
+	}
+	for _, u := range users {
+		r, err := host.Registration(ctx, u)
+		if err != nil {
+			host.Log().Warn("cannot read a registration", "user", u, "err", err)
+			continue
+		}
+		if cfg, ok := mailboxFromFields(r.Fields); ok {
+			b.startWatcher(u, cfg)
+		}
+	}
 	return nil
 }
 
@@ -179,5 +296,9 @@ func (b *Bridge) Handle(ctx context.Context, u *bridges.User, st *xmlel.Element)
 			return
 		}
 	}
-	bridges.Refuse(b.host, st, stanza.Errorf("service-unavailable", "Sending mail is not available on this gateway yet."))
+	if st.Local == "message" && stanza.Local(st.Attr("to")) != "" {
+		b.handleMessage(ctx, u, st)
+		return
+	}
+	bridges.Refuse(b.host, st, stanza.Errorf("service-unavailable", "Write to an address, such as bob%example.com@"+b.host.Domain()+"."))
 }

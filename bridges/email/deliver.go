@@ -1,0 +1,181 @@
+package email
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+	"passerelle/mapping"
+	"passerelle/store"
+)
+
+// maxRefs bounds the References kept per message.
+const maxRefs = 20
+
+// threadInfo is kept with each message link (store.MessageID.Extra): what an
+// answer in the thread needs for its headers.
+type threadInfo struct {
+	Subject string   `json:"s,omitempty"`
+	Refs    []string `json:"r,omitempty"` // References of an answer to this mail, oldest first
+}
+
+func (t threadInfo) encode() string {
+	b, _ := json.Marshal(t)
+	return string(b)
+}
+
+func decodeThreadInfo(s string) threadInfo {
+	var t threadInfo
+	json.Unmarshal([]byte(s), &t)
+	return t
+}
+
+// senderLocal returns the JID localpart of a mail sender and the address it
+// stands for.
+func (b *Bridge) senderLocal(p *Parsed, envFrom string) (local, addr string, err error) {
+	for _, a := range []string{p.From, envFrom} {
+		if a == "" {
+			continue
+		}
+		if l, err := mapping.EmailToLocal(a); err == nil {
+			return l, a, nil
+		}
+	}
+	return "", "", fmt.Errorf("no usable sender address (From %q, MAIL FROM %q)", p.From, envFrom)
+}
+
+// BuildInbound turns a mail for user into the message stanza she receives
+// and the link to store for answers. It never fails: a mail whose sender
+// cannot be addressed comes from the gateway domain itself, with the
+// sender's text in the body.
+func (b *Bridge) BuildInbound(ctx context.Context, user, envFrom string, raw []byte) (*xmlel.Element, store.MessageID, string, string) {
+	p, err := ParseMail(raw)
+	if err != nil {
+		p = &Parsed{Text: cleanText(string(raw))}
+	}
+	domain := b.host.Domain()
+	local, addr, err := b.senderLocal(p, envFrom)
+	from := domain
+	var body strings.Builder
+	if err == nil {
+		from = local + "@" + domain
+	} else {
+		fmt.Fprintf(&body, "Mail from %s\n\n", oneLine(firstNonEmpty(p.From, envFrom, "an unknown sender")))
+	}
+	body.WriteString(p.Text)
+	var links []string
+	if len(p.Attachments) > 0 {
+		if body.Len() > 0 {
+			body.WriteString("\n\n")
+		}
+		for i, a := range p.Attachments {
+			if i > 0 {
+				body.WriteByte('\n')
+			}
+			body.WriteString(a.Describe())
+			if url := b.tryUpload(ctx, a); url != "" {
+				body.WriteString(" " + url)
+				links = append(links, url)
+			}
+		}
+	}
+	if body.Len() == 0 {
+		body.WriteString("(empty mail)")
+	}
+	mid := p.MessageID
+	if mid == "" {
+		mid = stanza.NewID() + ".missing-id@" + domain
+	}
+	thread := b.threadFor(ctx, user, p.References, mid)
+	id := stanza.NewID()
+	msg := stanza.Message(from, user, "chat", id, body.String())
+	if p.Subject != "" {
+		msg.AddText("subject", p.Subject)
+	}
+	msg.AddText("thread", thread)
+	for _, url := range links {
+		msg.Add(xmlel.New(stanza.NSOOB, "x").Add(xmlel.New(stanza.NSOOB, "url").WithText(url)))
+	}
+	refs := append(append([]string{}, p.References...), mid)
+	if len(refs) > maxRefs {
+		refs = append(refs[:1], refs[len(refs)-maxRefs+1:]...)
+	}
+	link := store.MessageID{Domain: domain, JID: user, XMPPID: id, ForeignID: mid, Peer: addr,
+		Thread: thread, Extra: threadInfo{Subject: p.Subject, Refs: refs}.encode()}
+	return msg, link, local, addr
+}
+
+// tryUpload uploads an attachment when the server has an upload service
+// and returns its URL ("" when it stays a mere mention).
+func (b *Bridge) tryUpload(ctx context.Context, a Attachment) string {
+	if jid, _ := b.upload.get(); jid == "" || len(a.Data) == 0 {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	url, err := b.uploadAttachment(ctx, a)
+	if err != nil {
+		b.host.Log().Warn("cannot upload an attachment; it is only listed", "name", a.Name, "err", err)
+		return ""
+	}
+	return url
+}
+
+// deliverMail commits the stanza for one inbound mail to the outbox.
+func (b *Bridge) deliverMail(ctx context.Context, user, envFrom string, raw []byte) error {
+	msg, link, local, addr := b.BuildInbound(ctx, user, envFrom, raw)
+	if local != "" {
+		// The server may fold the localpart; remember the original spelling.
+		if err := b.host.Store().PutIdentity(ctx, b.host.Domain(), strings.ToLower(local), addr); err != nil {
+			return fmt.Errorf("failed to store the sender: %w", err)
+		}
+	}
+	if err := b.host.Store().PutMessageID(ctx, link); err != nil {
+		return fmt.Errorf("failed to store the message link: %w", err)
+	}
+	if err := b.host.SendMessage(ctx, msg); err != nil {
+		return fmt.Errorf("failed to queue the message: %w", err)
+	}
+	return nil
+}
+
+// threadFor returns the XMPP thread of a mail: the thread of the latest mail
+// it refers to that the user already has, else one derived from the first
+// mail of the conversation.
+func (b *Bridge) threadFor(ctx context.Context, user string, refs []string, mid string) string {
+	for i := len(refs) - 1; i >= 0; i-- {
+		m, err := b.host.Store().MessageByForeignID(ctx, b.host.Domain(), refs[i])
+		if err == nil && m.JID == user && m.Thread != "" {
+			return m.Thread
+		}
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			b.host.Log().Warn("cannot look a mail thread up", "err", err)
+		}
+	}
+	root := mid
+	if len(refs) > 0 {
+		root = refs[0]
+	}
+	return threadID(root)
+}
+
+func threadID(root string) string {
+	h := sha256.Sum256([]byte(strings.ToLower(root)))
+	return "mail-" + hex.EncodeToString(h[:10])
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

@@ -1,0 +1,151 @@
+package email
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-smtp"
+)
+
+// submit sends raw from a real SMTP client and returns the refusal, if any.
+func submit(addr, from string, to []string, raw string) error {
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Mail(from, nil); err != nil {
+		return err
+	}
+	for _, r := range to {
+		if err := c.Rcpt(r, nil); err != nil {
+			return err
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	io.WriteString(w, strings.ReplaceAll(raw, "\n", "\r\n"))
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
+func code(err error) (int, smtp.EnhancedCode) {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return se.Code, se.EnhancedCode
+	}
+	return 0, smtp.EnhancedCode{}
+}
+
+func TestInboundRefusals(t *testing.T) {
+	b, h := startBridge(t, Options{Listen: "127.0.0.1:0", MaxSize: 2000, MaxRecipients: 2},
+		map[string]string{"alice@example.org": "alice", "bob@example.org": "bob", "banned@example.org": "banned", "carol@example.org": "carol"})
+	addr := b.smtpAddr
+	ctx := context.Background()
+	if err := h.st.SetSetting(ctx, testDomain, "carol@example.org", settingAcceptMail, "false"); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		to   []string
+		raw  string
+		code int
+		enh  smtp.EnhancedCode
+	}{
+		{"unknown user", []string{"nobody@" + testDomain}, "x\n", 550, smtp.EnhancedCode{5, 1, 1}},
+		{"other domain", []string{"alice@example.net"}, "x\n", 550, smtp.EnhancedCode{5, 7, 1}},
+		{"no domain", []string{"alice"}, "x\n", 501, smtp.EnhancedCode{5, 5, 2}},
+		{"user not allowed", []string{"banned@" + testDomain}, "x\n", 550, smtp.EnhancedCode{5, 1, 1}},
+		{"mail turned off", []string{"carol@" + testDomain}, "x\n", 550, smtp.EnhancedCode{5, 2, 1}},
+		{"oversize", []string{"alice@" + testDomain}, "Subject: big\n\n" + strings.Repeat("yyyyyyyyy\n", 300) + "\n", 552, smtp.EnhancedCode{5, 3, 4}},
+		{"too many recipients", []string{"alice@" + testDomain, "bob@" + testDomain, "alice+x@" + testDomain}, "x\n", 452, smtp.EnhancedCode{4, 5, 3}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := submit(addr, "x@example.com", c.to, c.raw)
+			got, enh := code(err)
+			if got != c.code || enh != c.enh {
+				t.Fatalf("got %v, want %d %v", err, c.code, c.enh)
+			}
+		})
+	}
+	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 0 {
+		t.Fatalf("%d stanzas queued by refused mail", n)
+	}
+	// Accepted afterwards; a subaddress reaches its owner.
+	if err := submit(addr, "x@example.com", []string{"Alice+News@" + testDomain}, "From: x@example.com\n\nhello\n"); err != nil {
+		t.Fatal(err)
+	}
+	if st := h.next(t); st.Attr("to") != "alice@example.org" || st.ChildText("", "body") != "hello" {
+		t.Fatalf("got %s", st)
+	}
+
+	t.Run("store failure answers 451", func(t *testing.T) {
+		h.mu.Lock()
+		h.fail = errors.New("disk full")
+		h.mu.Unlock()
+		defer func() { h.mu.Lock(); h.fail = nil; h.mu.Unlock() }()
+		err := submit(addr, "x@example.com", []string{"alice@" + testDomain}, "From: x@example.com\n\nhello\n")
+		if c, _ := code(err); c != 451 {
+			t.Fatalf("got %v, want 451", err)
+		}
+	})
+
+	t.Run("data before recipients", func(t *testing.T) {
+		c, err := smtp.Dial(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Rcpt("alice@"+testDomain, nil); err == nil {
+			t.Fatal("RCPT before MAIL accepted")
+		}
+	})
+}
+
+func TestInboundConnectionLimit(t *testing.T) {
+	b, _ := startBridge(t, Options{Listen: "127.0.0.1:0", MaxConnsPerClient: 1}, nil)
+	first, err := net.Dial("tcp", b.smtpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	greeting, _ := bufio.NewReader(first).ReadString('\n')
+	if !strings.HasPrefix(greeting, "220") {
+		t.Fatalf("greeting %q", greeting)
+	}
+	second, err := net.Dial("tcp", b.smtpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	line, _ := bufio.NewReader(second).ReadString('\n')
+	if !strings.HasPrefix(line, "421 4.7.0") {
+		t.Fatalf("second connection got %q, want 421", line)
+	}
+	first.Close()
+	// Once the first is gone, a new connection is served.
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", b.smtpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if strings.HasPrefix(line, "220") {
+			break
+		}
+		if i > 100 {
+			t.Fatalf("still refused: %q", line)
+		}
+	}
+}

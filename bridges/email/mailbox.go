@@ -1,0 +1,353 @@
+package email
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"passerelle/component/stanza"
+	"passerelle/store"
+)
+
+// mailboxConfig is a user's own mailbox (mailbox mode).
+type mailboxConfig struct {
+	IMAPServer, IMAPUser, IMAPPassword string
+}
+
+func mailboxFromFields(f map[string]string) (mailboxConfig, bool) {
+	c := mailboxConfig{IMAPServer: f["imap_server"], IMAPUser: f["imap_username"], IMAPPassword: f["imap_password"]}
+	return c, c.IMAPServer != ""
+}
+
+// errUnregistered stops a watcher whose user has no registration.
+var errUnregistered = errors.New("the user is not registered")
+
+// authError is a refused login: retrying will not help until the
+// credentials change.
+type authError struct{ err error }
+
+func (e *authError) Error() string { return "the IMAP server refused the login: " + e.err.Error() }
+func (e *authError) Unwrap() error { return e.err }
+
+// isLoopback reports whether addr's host is a loopback address or name.
+func isLoopback(hostport string) bool {
+	host, _, _ := net.SplitHostPort(hostport)
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// dialIMAP connects and logs in: implicit TLS on port 993, STARTTLS when
+// offered, plaintext only to a loopback server.
+func dialIMAP(cfg mailboxConfig, opts *imapclient.Options) (*imapclient.Client, error) {
+	host, port, err := net.SplitHostPort(cfg.IMAPServer)
+	if err != nil {
+		return nil, err
+	}
+	opts.TLSConfig = &tls.Config{ServerName: host}
+	var c *imapclient.Client
+	if port == "993" {
+		c, err = imapclient.DialTLS(cfg.IMAPServer, opts)
+	} else {
+		c, err = imapclient.DialInsecure(cfg.IMAPServer, opts)
+		if err == nil {
+			if err = c.WaitGreeting(); err == nil && c.Caps().Has(imap.CapStartTLS) {
+				c.Close()
+				c, err = imapclient.DialStartTLS(cfg.IMAPServer, opts)
+			} else if err == nil && !isLoopback(cfg.IMAPServer) {
+				c.Close()
+				return nil, &authError{fmt.Errorf("%s offers no TLS; refusing to send the password in clear", cfg.IMAPServer)}
+			}
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to connect to %s: %w", cfg.IMAPServer, err)
+	}
+	if err := c.Login(cfg.IMAPUser, cfg.IMAPPassword).Wait(); err != nil {
+		c.Close()
+		var ie *imap.Error
+		if errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo && ie.Code != imap.ResponseCodeUnavailable {
+			return nil, &authError{err}
+		}
+		return nil, fmt.Errorf("failed to log in to %s: %w", cfg.IMAPServer, err)
+	}
+	return c, nil
+}
+
+// checkMailbox verifies a mailbox configuration at registration and
+// returns the INBOX position: mail after it is forwarded.
+func checkMailbox(ctx context.Context, cfg mailboxConfig) (imapPos, error) {
+	type result struct {
+		pos imapPos
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		c, err := dialIMAP(cfg, &imapclient.Options{})
+		if err == nil {
+			var sel *imap.SelectData
+			sel, err = c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait()
+			if err == nil {
+				r.pos = startPos(sel)
+			}
+			c.Logout().Wait()
+			c.Close()
+		}
+		r.err = err
+		done <- r
+	}()
+	select {
+	case r := <-done:
+		return r.pos, r.err
+	case <-ctx.Done():
+		return imapPos{}, ctx.Err()
+	}
+}
+
+// startPos is the position at the end of a selected mailbox.
+func startPos(sel *imap.SelectData) imapPos {
+	p := imapPos{UIDValidity: sel.UIDValidity}
+	if sel.UIDNext > 0 {
+		p.LastUID = uint32(sel.UIDNext) - 1
+	}
+	return p
+}
+
+// startWatcher (re)starts the INBOX watcher of user.
+func (b *Bridge) startWatcher(user string, cfg mailboxConfig) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if old := b.watchers[user]; old != nil {
+		old.cancel()
+	}
+	ctx, cancel := context.WithCancel(b.runCtx)
+	w := &watcher{b: b, user: user, cfg: cfg, notify: make(chan struct{}, 1), poll: b.opts.PollInterval, cancel: cancel}
+	b.watchers[user] = w
+	go w.run(ctx)
+}
+
+func (b *Bridge) stopWatcher(user string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if w := b.watchers[user]; w != nil {
+		w.cancel()
+		delete(b.watchers, user)
+	}
+}
+
+// watcher forwards new mail of one user's INBOX, once: the last forwarded
+// UID and the UIDVALIDITY are kept in imap_state.
+type watcher struct {
+	b        *Bridge
+	user     string
+	cfg      mailboxConfig
+	notify   chan struct{}
+	poll     time.Duration
+	reported bool // the user was told about a refused login
+	cancel   context.CancelFunc
+}
+
+func (w *watcher) run(ctx context.Context) {
+	log := w.b.host.Log().With("user", w.user, "imap", w.cfg.IMAPServer)
+	var delay time.Duration
+	for ctx.Err() == nil {
+		err := w.session(ctx, func() { delay = 0 })
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errUnregistered) {
+			log.Info("mailbox watcher stopped: the user is not registered")
+			w.b.mu.Lock()
+			if w.b.watchers[w.user] == w {
+				delete(w.b.watchers, w.user)
+			}
+			w.b.mu.Unlock()
+			w.cancel()
+			return
+		}
+		var ae *authError
+		if errors.As(err, &ae) {
+			if !w.reported {
+				w.reported = true
+				w.tell(ctx, "Your mailbox "+w.cfg.IMAPServer+" refused the login ("+ae.err.Error()+"). Update the password with the gateway's registration or settings; it will keep trying.")
+			}
+			delay = w.b.host.RetryMaxDelay()
+		} else {
+			delay = min(max(delay*2, time.Second), w.b.host.RetryMaxDelay())
+		}
+		log.Warn("mailbox connection ended; reconnecting", "err", err, "retry_in", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// tell sends the user a message from the gateway domain.
+func (w *watcher) tell(ctx context.Context, text string) {
+	m := stanza.Message(w.b.host.Domain(), w.user, "chat", stanza.NewID(), text)
+	if err := w.b.host.SendMessage(ctx, m); err != nil {
+		w.b.host.Log().Error("cannot tell the user about the mailbox", "user", w.user, "err", err)
+	}
+}
+
+// session runs one IMAP connection until it fails or ctx ends.
+func (w *watcher) session(ctx context.Context, connected func()) error {
+	opts := &imapclient.Options{UnilateralDataHandler: &imapclient.UnilateralDataHandler{
+		Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+			if d.NumMessages != nil {
+				select {
+				case w.notify <- struct{}{}:
+				default:
+				}
+			}
+		},
+	}}
+	c, err := dialIMAP(w.cfg, opts)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	sel, err := c.Select("INBOX", nil).Wait()
+	if err != nil {
+		return fmt.Errorf("failed to select INBOX: %w", err)
+	}
+	if w.reported {
+		w.reported = false
+		w.tell(ctx, "Your mailbox "+w.cfg.IMAPServer+" accepts the login again.")
+	}
+	connected()
+	pos, ok, err := w.b.loadPos(ctx, w.user)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !ok:
+		// First connection: forward what arrives from now on.
+		pos = startPos(sel)
+	case pos.UIDValidity != sel.UIDValidity:
+		// The UIDs were renumbered: those we knew mean nothing now, and
+		// which mail is new cannot be told; start from the new end.
+		w.b.host.Log().Warn("the mailbox changed its UIDVALIDITY", "user", w.user, "old", pos.UIDValidity, "new", sel.UIDValidity)
+		w.tell(ctx, "Your mailbox "+w.cfg.IMAPServer+" was renumbered (UIDVALIDITY changed); mail already in it is not forwarded again.")
+		pos = startPos(sel)
+	}
+	if err := w.b.savePos(ctx, w.user, pos); err != nil {
+		return err
+	}
+	idle := (c.Caps().Has(imap.CapIdle) || c.Caps().Has(imap.CapIMAP4rev2)) && !w.b.noIdle
+	for {
+		if err := w.fetchNew(ctx, c, &pos); err != nil {
+			return err
+		}
+		if idle {
+			// Updates the server held back arrive with a NOOP; some
+			// servers do not send them when IDLE starts.
+			if err := c.Noop().Wait(); err != nil {
+				return err
+			}
+			select {
+			case <-w.notify:
+				continue
+			default:
+			}
+			cmd, err := c.Idle()
+			if err != nil {
+				return fmt.Errorf("IDLE failed: %w", err)
+			}
+			ended := make(chan error, 1)
+			go func() { ended <- cmd.Wait() }()
+			// IDLE is renewed now and then: a safety net for a missed
+			// update and a check that the connection still works.
+			renew := time.NewTimer(5 * w.poll)
+			select {
+			case <-ctx.Done():
+			case <-w.notify:
+			case <-renew.C:
+			case err := <-ended:
+				renew.Stop()
+				// IDLE ends by itself only when the connection is lost.
+				return fmt.Errorf("connection lost during IDLE: %v", err)
+			}
+			renew.Stop()
+			if err := cmd.Close(); err != nil {
+				return err
+			}
+			if err := <-ended; err != nil {
+				return fmt.Errorf("IDLE failed: %w", err)
+			}
+		} else {
+			t := time.NewTimer(w.poll)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+			if err := c.Noop().Wait(); err != nil {
+				return err
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// fetchNew forwards the mail after pos, in UID order, recording each.
+func (w *watcher) fetchNew(ctx context.Context, c *imapclient.Client, pos *imapPos) error {
+	set := imap.UIDSet{imap.UIDRange{Start: imap.UID(pos.LastUID + 1), Stop: 0}}
+	msgs, err := c.Fetch(set, &imap.FetchOptions{UID: true,
+		BodySection: []*imap.FetchItemBodySection{{Peek: true}}}).Collect()
+	if err != nil {
+		return fmt.Errorf("failed to fetch new mail: %w", err)
+	}
+	if len(msgs) > 0 {
+		// Only for a registered user (a registration that failed to be
+		// saved leaves a watcher behind).
+		if _, err := w.b.host.Registration(ctx, w.user); errors.Is(err, store.ErrNotFound) {
+			return errUnregistered
+		}
+	}
+	slices.SortFunc(msgs, func(a, b *imapclient.FetchMessageBuffer) int { return int(a.UID) - int(b.UID) })
+	for _, m := range msgs {
+		if uint32(m.UID) <= pos.LastUID {
+			continue // "n:*" also returns the last mail when n is past it
+		}
+		var raw []byte
+		if len(m.BodySection) > 0 {
+			raw = m.BodySection[0].Bytes
+		}
+		if len(raw) > int(w.b.opts.MaxSize) {
+			raw = []byte(fmt.Sprintf("Subject: (mail too large: %d bytes)\r\n\r\nA mail of %d bytes in your mailbox is larger than this gateway forwards.\r\n", len(raw), len(raw)))
+		}
+		if err := w.b.deliverMail(ctx, w.user, "", raw); err != nil {
+			return err
+		}
+		pos.LastUID = uint32(m.UID)
+		if err := w.b.savePos(ctx, w.user, *pos); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mailboxAddress is the address a mailbox-mode user's mail comes from.
+func mailboxAddress(f map[string]string) string {
+	return strings.TrimSpace(f["email"])
+}

@@ -1,0 +1,297 @@
+package email
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+	"passerelle/store"
+)
+
+const (
+	firstRetry = 5 * time.Second
+	// maxAge is how long a mail is retried before it fails for good.
+	maxAge     = 24 * time.Hour
+	dialTimout = 30 * time.Second
+)
+
+// relayConfig is the parsed PASSERELLE_SMTP_RELAY.
+type relayConfig struct {
+	addr, host     string
+	implicitTLS    bool
+	requireTLS     bool // refuse a server without TLS (a user's server not on loopback)
+	user, password string
+}
+
+func parseRelay(s string) (*relayConfig, error) {
+	if s == "" {
+		return nil, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("invalid relay URL: %w", err)
+	}
+	if u.Scheme != "smtp" && u.Scheme != "smtps" {
+		return nil, fmt.Errorf("relay URL scheme must be smtp or smtps, not %q", u.Scheme)
+	}
+	if u.Port() == "" || u.Hostname() == "" {
+		return nil, fmt.Errorf("relay URL %q needs host:port", u.Redacted())
+	}
+	r := &relayConfig{addr: u.Host, host: u.Hostname(), implicitTLS: u.Scheme == "smtps"}
+	if u.User != nil {
+		r.user = u.User.Username()
+		r.password, _ = u.User.Password()
+	}
+	return r, nil
+}
+
+// sendError is a failed delivery attempt.
+type sendError struct {
+	temporary bool
+	rcpt      bool // refused at RCPT (the address), else the message or the session
+	err       error
+}
+
+func (e *sendError) Error() string   { return e.err.Error() }
+func (e *sendError) Unwrap() error   { return e.err }
+func (e *sendError) Temporary() bool { return e.temporary }
+
+func classify(err error, rcpt bool) error {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return &sendError{temporary: se.Temporary() || se.Code/100 != 5, rcpt: rcpt, err: err}
+	}
+	return &sendError{temporary: true, err: err}
+}
+
+// send delivers one mail through the relay.
+func (r *relayConfig) send(ctx context.Context, heloName, from, to string, raw []byte) error {
+	c, err := r.dial(ctx, heloName)
+	if err != nil {
+		return classify(err, false)
+	}
+	defer c.Close()
+	if r.user != "" {
+		if err := c.Auth(sasl.NewPlainClient("", r.user, r.password)); err != nil {
+			return classify(fmt.Errorf("relay refused the credentials: %w", err), false)
+		}
+	}
+	if err := c.Mail(from, nil); err != nil {
+		return classify(err, false)
+	}
+	if err := c.Rcpt(to, nil); err != nil {
+		return classify(err, true)
+	}
+	w, err := c.Data()
+	if err != nil {
+		return classify(err, false)
+	}
+	if _, err := w.Write(raw); err != nil {
+		return classify(err, false)
+	}
+	if err := w.Close(); err != nil {
+		return classify(err, false)
+	}
+	c.Quit()
+	return nil
+}
+
+func (r *relayConfig) dial(ctx context.Context, heloName string) (*smtp.Client, error) {
+	d := net.Dialer{Timeout: dialTimout}
+	tc := &tls.Config{ServerName: r.host}
+	conn, err := d.DialContext(ctx, "tcp", r.addr)
+	if err != nil {
+		return nil, err
+	}
+	if r.implicitTLS {
+		conn = tls.Client(conn, tc)
+	}
+	c := smtp.NewClient(conn)
+	c.CommandTimeout = time.Minute
+	c.SubmissionTimeout = 5 * time.Minute
+	if err := c.Hello(heloName); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if ok, _ := c.Extension("STARTTLS"); ok && !r.implicitTLS {
+		// STARTTLS when offered: start again on a fresh connection.
+		c.Close()
+		conn, err := d.DialContext(ctx, "tcp", r.addr)
+		if err != nil {
+			return nil, err
+		}
+		c, err = smtp.NewClientStartTLS(conn, tc)
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("STARTTLS with the relay failed: %w", err)
+		}
+		c.CommandTimeout = time.Minute
+		c.SubmissionTimeout = 5 * time.Minute
+		if err := c.Hello(heloName); err != nil {
+			c.Close()
+			return nil, err
+		}
+	} else if !ok && !r.implicitTLS && r.requireTLS {
+		c.Close()
+		return nil, &smtp.SMTPError{Code: 530, Message: r.addr + " offers no TLS; refusing to send the password in clear"}
+	}
+	return c, nil
+}
+
+// relayFor returns the server a job leaves through: the user's own
+// submission server in mailbox mode, else the gateway's relay.
+func (b *Bridge) relayFor(ctx context.Context, j outJob) (*relayConfig, error) {
+	if !j.Own {
+		if b.relay == nil {
+			return nil, &sendError{err: errNoRelay}
+		}
+		return b.relay, nil
+	}
+	reg, err := b.host.Registration(ctx, stanza.Bare(j.User))
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, &sendError{err: errors.New("you are no longer registered")}
+		}
+		return nil, &sendError{temporary: true, err: err}
+	}
+	f := reg.Fields
+	if f["smtp_server"] == "" {
+		return nil, &sendError{err: errors.New("your registration has no SMTP server any more")}
+	}
+	host, port, _ := net.SplitHostPort(f["smtp_server"])
+	r := &relayConfig{addr: f["smtp_server"], host: host, implicitTLS: port == "465", requireTLS: !isLoopback(f["smtp_server"]),
+		user: firstNonEmpty(f["smtp_username"], f["imap_username"]), password: firstNonEmpty(f["smtp_password"], f["imap_password"])}
+	return r, nil
+}
+
+// wakeQueue makes the queue runner look for due jobs now.
+func (b *Bridge) wakeQueue() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+// runQueue delivers queued mail until ctx is done.
+func (b *Bridge) runQueue(ctx context.Context) {
+	for {
+		b.drainQueue(ctx)
+		wait := time.Hour
+		if t, ok, err := b.host.Store().NextJobTime(ctx, b.host.Domain()); err == nil && ok {
+			wait = time.Until(t)
+		}
+		if wait < 0 {
+			wait = 0
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-b.wake:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+func (b *Bridge) drainQueue(ctx context.Context) {
+	for ctx.Err() == nil {
+		jobs, err := b.host.Store().DueJobs(ctx, b.host.Domain(), time.Now(), 16)
+		if err != nil {
+			b.host.Log().Error("cannot read the mail queue", "err", err)
+			return
+		}
+		if len(jobs) == 0 {
+			return
+		}
+		ran := 0
+		for _, j := range jobs {
+			if j.Kind != jobKind {
+				continue
+			}
+			b.runJob(ctx, j.ID, j.Attempts, j.Created, j.Payload)
+			ran++
+		}
+		if ran == 0 {
+			return
+		}
+	}
+}
+
+// backoff returns the delay before retry number attempt (0: the first).
+func backoff(attempt int, max time.Duration) time.Duration {
+	d := firstRetry
+	for i := 0; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return d*4/5 + time.Duration(rand.Int64N(int64(d)*2/5+1))
+}
+
+func (b *Bridge) runJob(ctx context.Context, id int64, attempts int, created time.Time, payload []byte) {
+	st := b.host.Store()
+	var j outJob
+	if err := json.Unmarshal(payload, &j); err != nil {
+		b.host.Log().Error("dropping an unreadable mail job", "job", id, "err", err)
+		st.DeleteJob(ctx, id)
+		return
+	}
+	relay, err := b.relayFor(ctx, j)
+	if err == nil {
+		err = relay.send(ctx, b.opts.Domain, j.From, j.To, j.Raw)
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	if err == nil {
+		b.host.Log().Info("relay accepted a mail", "to", j.To, "job", id)
+		if err := st.DeleteJob(ctx, id); err != nil {
+			b.host.Log().Error("cannot remove a delivered mail from the queue", "job", id, "err", err)
+		}
+		if j.Receipt && j.ID != "" {
+			r := stanza.New("message", j.Contact, j.User, "", stanza.NewID())
+			r.Add(xmlel.New(stanza.NSReceipts, "received").SetAttr("id", j.ID))
+			b.host.SendMessage(ctx, r)
+		}
+		return
+	}
+	var se *sendError
+	errors.As(err, &se)
+	if se != nil && se.temporary && time.Since(created) < maxAge {
+		next := time.Now().Add(backoff(attempts, b.host.RetryMaxDelay()))
+		b.host.Log().Warn("mail delivery failed; will retry", "to", j.To, "job", id, "err", err, "retry_at", next.Format(time.RFC3339))
+		if err := st.RetryJob(ctx, id, next, err.Error()); err != nil {
+			b.host.Log().Error("cannot reschedule a mail", "job", id, "err", err)
+		}
+		return
+	}
+	b.host.Log().Warn("mail delivery failed for good", "to", j.To, "job", id, "err", err)
+	cond := "not-acceptable"
+	if se != nil && se.rcpt {
+		cond = "recipient-unavailable"
+	}
+	e := stanza.Errorf(cond, "Your mail to "+j.To+" was not delivered: "+err.Error())
+	e.Type = "cancel"
+	msg := stanza.New("message", j.Contact, j.User, "error", j.ID).Add(e.Element())
+	if err := b.host.SendMessage(ctx, msg); err != nil {
+		b.host.Log().Error("cannot report a failed mail", "err", err)
+		return // keep the job: it is reported on a later try
+	}
+	if err := st.DeleteJob(ctx, id); err != nil {
+		b.host.Log().Error("cannot remove a failed mail from the queue", "job", id, "err", err)
+	}
+}

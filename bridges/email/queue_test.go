@@ -1,0 +1,231 @@
+package email
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"passerelle/bridges"
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+)
+
+// relay is a scripted SMTP relay: the local part of the recipient picks
+// the answer ("soft": 451 once, "hard": 550 at RCPT, "body": 554 at DATA).
+type relay struct {
+	addr  string
+	mu    sync.Mutex
+	soft  int
+	mails [][]byte
+	got   chan []byte
+}
+
+func startRelay(t testing.TB) *relay {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{addr: ln.Addr().String(), got: make(chan []byte, 100)}
+	s := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return &relaySession{r: r}, nil }))
+	s.AllowInsecureAuth = true
+	go s.Serve(ln)
+	t.Cleanup(func() { s.Close() })
+	return r
+}
+
+type relaySession struct {
+	r  *relay
+	to string
+}
+
+func (s *relaySession) Reset()                               {}
+func (s *relaySession) Logout() error                        { return nil }
+func (s *relaySession) Mail(string, *smtp.MailOptions) error { return nil }
+func (s *relaySession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.r.mu.Lock()
+	defer s.r.mu.Unlock()
+	s.to = to
+	switch strings.Split(to, "@")[0] {
+	case "soft":
+		if s.r.soft == 0 {
+			s.r.soft++
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "later"}
+		}
+	case "hard":
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such mailbox"}
+	}
+	return nil
+}
+func (s *relaySession) Data(rd io.Reader) error {
+	raw, _ := io.ReadAll(rd)
+	if strings.HasPrefix(s.to, "body@") {
+		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "content rejected"}
+	}
+	s.r.mu.Lock()
+	s.r.mails = append(s.r.mails, raw)
+	s.r.mu.Unlock()
+	s.r.got <- raw
+	return nil
+}
+
+func alice() *bridges.User {
+	return &bridges.User{JID: "alice@example.org", Full: "alice@example.org/phone",
+		Registration: &bridges.Registration{JID: "alice@example.org", Fields: map[string]string{"address": "alice"}}}
+}
+
+func chat(to, id, body string, extra ...*xmlel.Element) *xmlel.Element {
+	m := stanza.Message("alice@example.org/phone", to+"@"+testDomain, "chat", id, body)
+	return m.Add(extra...)
+}
+
+func errorFor(t *testing.T, h *fakeHost, id string) *stanza.Error {
+	t.Helper()
+	for {
+		st := h.next(t)
+		if st.Attr("type") == "error" && st.Attr("id") == id {
+			return stanza.ErrorOf(st)
+		}
+	}
+}
+
+func TestOutboundQueue(t *testing.T) {
+	r := startRelay(t)
+	b, h := startBridge(t, Options{Relay: "smtp://" + r.addr}, map[string]string{"alice@example.org": "alice"})
+	ctx := context.Background()
+
+	t.Run("451 then 250, once", func(t *testing.T) {
+		b.Handle(ctx, alice(), chat("soft%example.com", "m1", "hello", xmlel.New(stanza.NSReceipts, "request")))
+		raw := <-r.got
+		if !bytes.Contains(raw, []byte("hello")) {
+			t.Fatalf("mail %s", raw)
+		}
+		st := h.next(t)
+		if rc := st.Child(stanza.NSReceipts, "received"); rc == nil || rc.Attr("id") != "m1" || st.Attr("from") != "soft%example.com@"+testDomain {
+			t.Fatalf("want a receipt, got %s", st)
+		}
+		if n, _ := h.st.CountJobs(ctx, testDomain); n != 0 {
+			t.Fatalf("%d jobs left", n)
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if len(r.mails) != 1 {
+			t.Fatalf("%d mails", len(r.mails))
+		}
+	})
+	t.Run("550 at RCPT", func(t *testing.T) {
+		b.Handle(ctx, alice(), chat("hard%example.com", "m2", "hello"))
+		e := errorFor(t, h, "m2")
+		if e.Condition != "recipient-unavailable" || !strings.Contains(e.Text, "550") || !strings.Contains(e.Text, "no such mailbox") {
+			t.Fatalf("got %+v", e)
+		}
+	})
+	t.Run("554 at DATA", func(t *testing.T) {
+		b.Handle(ctx, alice(), chat("body%example.com", "m3", "hello"))
+		e := errorFor(t, h, "m3")
+		if e.Condition != "not-acceptable" || !strings.Contains(e.Text, "content rejected") {
+			t.Fatalf("got %+v", e)
+		}
+	})
+}
+
+func TestOutboundUnreachableRelay(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close()
+	b, h := startBridge(t, Options{Relay: "smtp://" + dead}, map[string]string{"alice@example.org": "alice"})
+	ctx := context.Background()
+	b.Handle(ctx, alice(), chat("bob%example.com", "m1", "hello"))
+	// The job stays queued with its error and a later try.
+	var n int
+	for i := 0; i < 200; i++ {
+		jobs, err := h.st.DueJobs(ctx, testDomain, time.Now().Add(time.Hour), 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(jobs) == 1 && jobs[0].Attempts > 0 {
+			if jobs[0].LastError == "" || !jobs[0].NextTry.After(time.Now().Add(-time.Second)) {
+				t.Fatalf("job %+v", jobs[0])
+			}
+			n = jobs[0].Attempts
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n == 0 {
+		t.Fatal("the failed mail was not rescheduled")
+	}
+	h.mu.Lock()
+	for _, st := range h.sent {
+		if st.Attr("type") == "error" {
+			t.Fatalf("a temporary failure was reported: %s", st)
+		}
+	}
+	h.mu.Unlock()
+
+	// Past the retry window, it fails for good with an error to the user.
+	jobs, _ := h.st.DueJobs(ctx, testDomain, time.Now().Add(time.Hour), 10)
+	b.runJob(ctx, jobs[0].ID, jobs[0].Attempts, time.Now().Add(-maxAge-time.Minute), jobs[0].Payload)
+	if e := errorFor(t, h, "m1"); e.Condition != "not-acceptable" {
+		t.Fatalf("got %+v", e)
+	}
+	if c, _ := h.st.CountJobs(ctx, testDomain); c != 0 {
+		t.Fatalf("%d jobs left", c)
+	}
+}
+
+func TestOutboundRefusals(t *testing.T) {
+	ctx := context.Background()
+	b, h := startBridge(t, Options{}, map[string]string{"alice@example.org": "alice"})
+	b.Handle(ctx, alice(), chat("bob%example.com", "n1", "hi"))
+	if e := errorFor(t, h, "n1"); e.Condition != "service-unavailable" {
+		t.Fatalf("no relay: %+v", e)
+	}
+	r := startRelay(t)
+	b, h = startBridge(t, Options{Relay: "smtp://" + r.addr}, nil)
+	u := alice()
+	u.Registration = nil
+	b.Handle(ctx, u, chat("bob%example.com", "n2", "hi"))
+	if e := errorFor(t, h, "n2"); e.Condition != "registration-required" {
+		t.Fatalf("unregistered: %+v", e)
+	}
+	b.Handle(ctx, alice(), chat("bob", "n3", "hi"))
+	if e := errorFor(t, h, "n3"); e.Condition != "jid-malformed" {
+		t.Fatalf("bad address: %+v", e)
+	}
+	// Chat states without a body send nothing.
+	b.Handle(ctx, alice(), chat("bob%example.com", "n4", ""))
+	if n, _ := h.st.CountJobs(ctx, testDomain); n != 0 {
+		t.Fatalf("%d jobs for an empty message", n)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	max := 10 * time.Minute
+	for i, want := range []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second} {
+		if d := backoff(i, max); d < want*4/5 || d > want*6/5 {
+			t.Errorf("attempt %d: %v, want about %v", i, d, want)
+		}
+	}
+	if d := backoff(30, max); d > max*6/5 || d < max*4/5 {
+		t.Errorf("capped: %v", d)
+	}
+}
+
+func TestParseRelay(t *testing.T) {
+	r, err := parseRelay("smtps://u:p%40ss@relay.example.org:465")
+	if err != nil || !r.implicitTLS || r.user != "u" || r.password != "p@ss" || r.addr != "relay.example.org:465" {
+		t.Fatalf("%+v %v", r, err)
+	}
+	for _, bad := range []string{"http://x:1", "smtp://x", "smtp://:25"} {
+		if _, err := parseRelay(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
