@@ -208,9 +208,10 @@ func (c *Component) Run(ctx context.Context) error {
 	}
 }
 
-// nextDelay doubles the reconnection delay (from 500 ms to 30 s) with ±25 % jitter.
+// nextDelay doubles the reconnection delay (from 500 ms to 10 s) with ±25 % jitter:
+// the server is normally near, and every second away is traffic waiting.
 func nextDelay(d time.Duration) time.Duration {
-	const first, max = 500 * time.Millisecond, 30 * time.Second
+	const first, max = 500 * time.Millisecond, 10 * time.Second
 	d = d * 2
 	if d < first {
 		d = first

@@ -5,6 +5,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -64,7 +66,19 @@ func baseEnv(t *testing.T, srv harness.Server) map[string]string {
 		"PASSERELLE_SMS_NUMBERS":  "+15550001111,+15550002222",
 		"PASSERELLE_STORE_KEY":    "test-store-key",
 		"PASSERELLE_LOG_LEVEL":    "debug",
+		"PASSERELLE_HTTP_LISTEN":  fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
 	}
+}
+
+// healthz returns the status code of the gateway's /healthz (0 when it
+// does not answer).
+func (e *gwEnv) healthz() int {
+	resp, err := http.Get("http://" + e.env["PASSERELLE_HTTP_LISTEN"] + "/healthz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func startGateway(t *testing.T, srv harness.Server, env map[string]string) *gwEnv {
@@ -439,11 +453,42 @@ func coreSuite(t *testing.T, kind string) {
 		}
 	})
 
+	t.Run("health and metrics", func(t *testing.T) {
+		if code := e.healthz(); code != http.StatusOK {
+			t.Fatalf("/healthz = %d with every stream up", code)
+		}
+		resp, err := http.Get("http://" + e.env["PASSERELLE_HTTP_LISTEN"] + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{`passerelle_connected{domain="sms.localhost"} 1`, "passerelle_stanzas_in_total", "passerelle_refused_total"} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("/metrics lacks %q:\n%s", want, body)
+			}
+		}
+	})
+
 	t.Run("server restart", func(t *testing.T) {
 		srv.Stop(t)
+		deadline := time.Now().Add(10 * time.Second)
+		for e.healthz() != http.StatusServiceUnavailable {
+			if time.Now().After(deadline) {
+				t.Fatal("/healthz still reports healthy with the XMPP server stopped")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 		srv.Start(t)
+		// Back and serving within 30 s: every stream up, every domain answering.
+		deadline = time.Now().Add(30 * time.Second)
+		for e.healthz() != http.StatusOK {
+			if time.Now().After(deadline) {
+				t.Fatalf("the gateway is not back 30 s after the server restarted")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 		c := e.dial(t, "dave@localhost")
-		deadline := time.Now().Add(30 * time.Second)
 		for _, d := range allDomains {
 			for {
 				r := c.IQ(t, "get", d, "<ping xmlns='urn:xmpp:ping'/>")
