@@ -80,6 +80,7 @@ func run() int {
 	defer stop()
 
 	metrics := component.NewMetrics()
+	group := component.NewGroup()
 	var comps []*component.Component
 	add := func(domain string, b bridges.Bridge) {
 		comps = append(comps, component.New(component.Options{
@@ -87,7 +88,7 @@ func run() int {
 			Bridge: b, Store: st, Sealer: sealer,
 			IsAdmin: cfg.IsAdmin, Allowed: cfg.Allowed,
 			RetryMaxDelay: cfg.RetryMaxDelay, Version: version(),
-			Log: log, Metrics: metrics,
+			Log: log, Metrics: metrics, Group: group,
 		}))
 	}
 	if cfg.IRCDomain != "" {
