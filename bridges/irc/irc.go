@@ -5,28 +5,46 @@ package irc
 
 import (
 	"context"
+	"net"
 	"strings"
+	"sync"
+	"time"
 
 	"passerelle/bridges"
 	"passerelle/component/form"
 	"passerelle/component/stanza"
-	"passerelle/component/xmlel"
 	"passerelle/mapping"
+	"passerelle/store"
 )
 
 // Options configures the IRC bridge.
 type Options struct {
-	AllowPrivate bool // allow connections to loopback/private addresses
+	AllowPrivate bool          // allow connections to loopback/private addresses
+	Sealer       *store.Sealer // encrypts stored IRC passwords
 }
 
 // Bridge is the IRC bridge.
 type Bridge struct {
-	opts Options
-	host bridges.Host
+	opts   Options
+	host   bridges.Host
+	ctx    context.Context
+	dialer *dialer
+
+	mu       sync.Mutex
+	sessions map[string]*session // by bare JID; each owned by its user's goroutine
+	conns    map[*conn]bool      // open connections, to QUIT on shutdown
+
+	joinTimeout time.Duration // how long a first JOIN may go unanswered
 }
 
 // New returns an IRC bridge.
-func New(opts Options) *Bridge { return &Bridge{opts: opts} }
+func New(opts Options) *Bridge {
+	if opts.Sealer == nil {
+		opts.Sealer = store.NewSealer("")
+	}
+	return &Bridge{opts: opts, sessions: map[string]*session{}, conns: map[*conn]bool{}, joinTimeout: time.Minute,
+		dialer: &dialer{allowPrivate: opts.AllowPrivate, resolver: net.DefaultResolver}}
+}
 
 // Kind implements bridges.Bridge.
 func (b *Bridge) Kind() string { return "irc" }
@@ -40,7 +58,7 @@ func (b *Bridge) Identities() []bridges.Identity {
 }
 
 // Features implements bridges.Bridge.
-func (b *Bridge) Features() []string { return nil }
+func (b *Bridge) Features() []string { return []string{nsMUC} }
 
 // RegistrationRequired implements bridges.Bridge: joining channels needs no
 // registration; it only stores a default nick and password.
@@ -110,19 +128,48 @@ func (b *Bridge) Translate(ctx context.Context, input string) (string, error) {
 // Start implements bridges.Bridge.
 func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 	b.host = host
+	b.ctx = ctx
+	go b.restore(ctx)
+	go func() {
+		<-ctx.Done()
+		b.quitAll()
+	}()
+	if b.opts.AllowPrivate {
+		host.Log().Warn("IRC connections to loopback and private addresses are allowed (PASSERELLE_IRC_ALLOW_PRIVATE)")
+	}
 	return nil
 }
 
-// Handle implements bridges.Bridge.
-func (b *Bridge) Handle(ctx context.Context, u *bridges.User, st *xmlel.Element) {
-	if local := stanza.Local(st.Attr("to")); local != "" {
-		if _, err := mapping.ParseIRCLocal(local, ""); err != nil {
-			bridges.Refuse(b.host, st, stanza.Errorf("jid-malformed", err.Error()))
+// track records an open connection (untrack when it ends).
+func (b *Bridge) track(c *conn, open bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if open {
+		b.conns[c] = true
+	} else {
+		delete(b.conns, c)
+	}
+}
+
+// quitAll sends QUIT on every connection when the gateway stops, and
+// waits a little for the lines to go out.
+func (b *Bridge) quitAll() {
+	b.mu.Lock()
+	conns := make([]*conn, 0, len(b.conns))
+	for c := range b.conns {
+		conns = append(conns, c)
+	}
+	b.mu.Unlock()
+	l, _ := buildLine("QUIT", "Gateway shutting down")
+	for _, c := range conns {
+		c.close(l)
+	}
+	deadline := time.After(2 * time.Second)
+	for _, c := range conns {
+		select {
+		case <-c.done:
+		case <-deadline:
 			return
 		}
 	}
-	if bridges.AnswerContactIQ(b.host, st, bridges.Identity{Category: "client", Type: "pc", Name: "IRC"}) {
-		return
-	}
-	bridges.Refuse(b.host, st, stanza.Errorf("service-unavailable", "IRC traffic is not available on this gateway yet."))
 }

@@ -92,7 +92,7 @@ func run() int {
 		}))
 	}
 	if cfg.IRCDomain != "" {
-		add(cfg.IRCDomain, irc.New(irc.Options{AllowPrivate: cfg.IRCAllowPrivate}))
+		add(cfg.IRCDomain, irc.New(irc.Options{AllowPrivate: cfg.IRCAllowPrivate, Sealer: sealer}))
 	}
 	if cfg.EmailDomain != "" {
 		add(cfg.EmailDomain, email.New(email.Options{Domain: cfg.EmailDomain, Listen: cfg.SMTPListen,

@@ -13,6 +13,7 @@ CREATE TABLE irc_channels (
 	channel        TEXT    NOT NULL,
 	persistent     INTEGER NOT NULL DEFAULT 0,
 	record_history INTEGER NOT NULL DEFAULT 1,
+	nick           TEXT    NOT NULL DEFAULT '',  -- the nick of the last join, for rejoining after a restart
 	PRIMARY KEY (jid, server, channel)
 );
 

@@ -1,0 +1,615 @@
+package irc
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"time"
+
+	irc "gopkg.in/irc.v4"
+
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+	"passerelle/mapping"
+)
+
+const (
+	nsMUC     = "http://jabber.org/protocol/muc"
+	nsMUCUser = "http://jabber.org/protocol/muc#user"
+)
+
+// channel is a channel a user's resources joined (or are joining).
+type channel struct {
+	name      string
+	pending   map[string]string // full JID → requested nick, waiting for the join to complete
+	resources map[string]*resource
+	joinSent  bool
+	joined    bool               // our JOIN came back
+	namesDone bool               // end of NAMES: the room is complete and its resources are in
+	listing   bool               // between our JOIN and the end of NAMES
+	members   map[string]*member // by folded nick
+	before    map[string]*member // members before a reconnection, for the diff
+	topic     string
+	settings  chanSettings
+	key       string                // channel key (+k), from the join's <password/>
+	joinGen   int                   // counts JOINs sent, for their timeouts
+	hist      map[string]historyReq // history asked for by pending joins
+}
+
+type resource struct{ nick string } // the nick the resource asked for
+
+type member struct {
+	nick  string
+	modes string // prefix modes held, e.g. "ov"
+}
+
+// live reports whether membership changes are shown to the resources.
+func (ch *channel) live() bool { return ch.namesDone && !ch.listing }
+
+func (ch *channel) jid(n *network) string {
+	return mapping.IRCAddr{Kind: mapping.IRCChannel, Name: ch.name, Server: n.server}.Local() + "@" + n.b.host.Domain()
+}
+
+// roleAffiliation maps the highest prefix mode to XEP-0045 role and
+// affiliation.
+func roleAffiliation(modes string) (role, aff string) {
+	switch {
+	case strings.ContainsAny(modes, "qa"):
+		if strings.ContainsRune(modes, 'q') {
+			return "moderator", "owner"
+		}
+		return "moderator", "owner"
+	case strings.ContainsRune(modes, 'o'):
+		return "moderator", "admin"
+	case strings.ContainsRune(modes, 'h'):
+		return "moderator", "member"
+	case strings.ContainsRune(modes, 'v'):
+		return "participant", "member"
+	}
+	return "participant", "none"
+}
+
+func mucUserX(m member, codes ...string) *xmlel.Element {
+	role, aff := roleAffiliation(m.modes)
+	x := xmlel.New(nsMUCUser, "x")
+	x.Add(xmlel.New(nsMUCUser, "item").SetAttr("affiliation", aff).SetAttr("role", role))
+	for _, c := range codes {
+		x.Add(xmlel.New(nsMUCUser, "status").SetAttr("code", c))
+	}
+	return x
+}
+
+func presenceError(from, to string, e *stanza.Error) *xmlel.Element {
+	p := stanza.Presence(from, to, "error")
+	p.Add(xmlel.New(nsMUC, "x"))
+	return p.Add(e.Element())
+}
+
+// occupantPresence is the presence of member m in ch, for resource full.
+func (n *network) occupantPresence(ch *channel, m *member, full string, codes ...string) *xmlel.Element {
+	p := stanza.Presence(ch.jid(n)+"/"+m.nick, full, "")
+	if fold(m.nick) == fold(n.nick) {
+		codes = append([]string{"110"}, codes...)
+	}
+	return p.Add(mucUserX(*m, codes...))
+}
+
+// broadcast sends a presence built per resource to every resource in ch.
+func (n *network) broadcast(ch *channel, build func(full string) *xmlel.Element) {
+	for full := range ch.resources {
+		n.b.host.Send(build(full))
+	}
+}
+
+// join handles an available presence to room/nick from full; an empty
+// full joins without a resource (a persistent channel after a restart).
+func (n *network) join(ctx context.Context, name, full, reqNick string, hist historyReq, pw string) {
+	key := fold(name)
+	ch := n.chans[key]
+	if ch == nil {
+		ch = &channel{name: name, pending: map[string]string{}, resources: map[string]*resource{}, members: map[string]*member{},
+			hist: map[string]historyReq{}}
+		cs, err := n.b.loadChanSettings(ctx, n.user, n.server, name)
+		if err != nil {
+			n.b.host.Log().Warn("cannot read irc channel settings", "user", n.user, "err", err)
+		}
+		ch.settings = cs
+		n.chans[key] = ch
+	}
+	if ch.key == "" {
+		ch.key = pw
+	}
+	if full != "" {
+		n.b.rememberNick(ctx, n.user, n.server, name, reqNick)
+		if _, in := ch.resources[full]; in {
+			return
+		}
+		if ch.namesDone {
+			ch.resources[full] = &resource{nick: reqNick}
+			n.replay(ch, full, reqNick, hist)
+			return
+		}
+		ch.pending[full] = reqNick
+		ch.hist[full] = hist
+	}
+	if n.registered && !ch.joinSent {
+		ch.joinSent = true
+		params := []string{ch.name}
+		if ch.key != "" {
+			params = append(params, ch.key)
+		}
+		if err := n.send("JOIN", params...); err != nil {
+			n.b.host.Send(presenceError(ch.jid(n)+"/"+reqNick, full, stanza.Errorf("recipient-unavailable", "Cannot join: "+err.Error())))
+			delete(ch.pending, full)
+		} else {
+			n.watchJoin(ch)
+		}
+	}
+}
+
+// flushJoins sends the joins queued before registration, batched
+// ("JOIN #a,#b key1,key2": channels with keys first).
+func (n *network) flushJoins() {
+	var chans []*channel
+	for _, ch := range n.chans {
+		if !ch.joinSent {
+			ch.joinSent = true
+			chans = append(chans, ch)
+		}
+	}
+	sort.Slice(chans, func(i, j int) bool {
+		if (chans[i].key != "") != (chans[j].key != "") {
+			return chans[i].key != ""
+		}
+		return chans[i].name < chans[j].name
+	})
+	for len(chans) > 0 {
+		var names, keys []string
+		size := 0
+		for len(chans) > 0 && (len(names) == 0 || size+len(chans[0].name)+len(chans[0].key)+2 < 400) {
+			size += len(chans[0].name) + len(chans[0].key) + 2
+			names = append(names, chans[0].name)
+			if chans[0].key != "" {
+				keys = append(keys, chans[0].key)
+			}
+			chans = chans[1:]
+		}
+		params := []string{strings.Join(names, ",")}
+		if len(keys) > 0 {
+			params = append(params, strings.Join(keys, ","))
+		}
+		if err := n.send("JOIN", params...); err != nil {
+			n.b.host.Log().Warn("cannot send a JOIN", "user", n.user, "server", n.server, "err", err)
+		}
+		for _, name := range names {
+			n.watchJoin(n.chans[fold(name)])
+		}
+	}
+}
+
+// replay sends the whole room to one resource: the other occupants, its
+// own presence, then the subject.
+func (n *network) replay(ch *channel, full, reqNick string, hist historyReq) {
+	nicks := make([]string, 0, len(ch.members))
+	for k := range ch.members {
+		nicks = append(nicks, k)
+	}
+	sort.Strings(nicks)
+	self := fold(n.nick)
+	for _, k := range nicks {
+		if k != self {
+			n.b.host.Send(n.occupantPresence(ch, ch.members[k], full))
+		}
+	}
+	me := ch.members[self]
+	if me == nil {
+		me = &member{nick: n.nick}
+	}
+	codes := []string{"100"}
+	if reqNick != n.nick {
+		codes = append(codes, "210")
+	}
+	n.b.host.Send(n.occupantPresence(ch, me, full, codes...))
+	n.sendHistory(ch, full, hist)
+	subj := stanza.New("message", ch.jid(n), full, "groupchat", stanza.NewID())
+	subj.AddText("subject", xmlel.CleanText(ch.topic))
+	n.b.host.Send(subj)
+}
+
+// leave handles an unavailable presence to the room from full.
+func (n *network) leave(name, full string) {
+	ch := n.chans[fold(name)]
+	if ch == nil {
+		return
+	}
+	if req, ok := ch.pending[full]; ok {
+		delete(ch.pending, full)
+		n.b.host.Send(stanza.Presence(ch.jid(n)+"/"+req, full, "unavailable"))
+	}
+	if _, ok := ch.resources[full]; ok {
+		delete(ch.resources, full)
+		p := stanza.Presence(ch.jid(n)+"/"+n.nick, full, "unavailable")
+		me := member{nick: n.nick}
+		if m := ch.members[fold(n.nick)]; m != nil {
+			me = *m
+		}
+		n.b.host.Send(p.Add(mucUserX(me, "110")))
+	}
+	if len(ch.resources) == 0 && len(ch.pending) == 0 && !ch.settings.Persistent {
+		n.part(ch)
+	}
+}
+
+// part leaves ch on IRC and forgets it.
+func (n *network) part(ch *channel) {
+	if ch.joinSent && n.c != nil {
+		n.send("PART", ch.name)
+	}
+	delete(n.chans, fold(ch.name))
+	n.maybeClose()
+}
+
+// onJoin handles a JOIN.
+func (n *network) onJoin(m *irc.Message) {
+	for _, name := range strings.Split(m.Param(0), ",") {
+		ch := n.chans[fold(name)]
+		if ch == nil {
+			continue
+		}
+		if fold(m.Name) == fold(n.nick) {
+			ch.joined, ch.listing = true, true
+			ch.members = map[string]*member{fold(n.nick): {nick: n.nick}}
+			if m.User != "" {
+				n.user0 = m.User + "@" + m.Host
+			}
+			continue
+		}
+		mem := &member{nick: m.Name}
+		ch.members[fold(m.Name)] = mem
+		if ch.live() {
+			n.broadcast(ch, func(full string) *xmlel.Element { return n.occupantPresence(ch, mem, full) })
+		}
+	}
+}
+
+// onNames handles 353 (RPL_NAMREPLY).
+func (n *network) onNames(m *irc.Message) {
+	if len(m.Params) < 4 {
+		return
+	}
+	ch := n.chans[fold(m.Params[2])]
+	if ch == nil || !ch.listing {
+		return
+	}
+	for _, e := range strings.Fields(m.Trailing()) {
+		modes := ""
+		for e != "" {
+			i := strings.IndexByte(n.prefixSym, e[0])
+			if i < 0 {
+				break
+			}
+			modes += n.prefixMode[i : i+1]
+			e = e[1:]
+		}
+		if nick, _, _ := strings.Cut(e, "!"); nick != "" {
+			ch.members[fold(nick)] = &member{nick: nick, modes: modes}
+		}
+	}
+}
+
+// onEndOfNames handles 366: the join is complete; answer the waiting
+// resources.
+func (n *network) onEndOfNames(m *irc.Message) {
+	ch := n.chans[fold(m.Param(1))]
+	if ch == nil || !ch.listing {
+		return
+	}
+	ch.listing = false
+	if ch.namesDone {
+		n.resync(ch)
+		if n.allJoined() {
+			n.prevNick = ""
+		}
+	}
+	ch.namesDone = true
+	for full, req := range ch.pending {
+		ch.resources[full] = &resource{nick: req}
+		n.replay(ch, full, req, ch.hist[full])
+	}
+	ch.pending = map[string]string{}
+	ch.hist = map[string]historyReq{}
+}
+
+// onJoinError handles the numerics refusing a JOIN.
+func (n *network) onJoinError(m *irc.Message) {
+	ch := n.chans[fold(m.Param(1))]
+	if ch == nil || ch.joined {
+		n.status(n.b.ctx, decodeText(m.Trailing()))
+		return
+	}
+	cond := map[string]string{"403": "item-not-found", "405": "resource-constraint", "471": "service-unavailable",
+		"473": "registration-required", "474": "forbidden", "475": "not-authorized", "477": "registration-required"}[m.Command]
+	if cond == "" {
+		cond = "not-allowed"
+	}
+	e := stanza.Errorf(cond, "Cannot join "+ch.name+": "+decodeText(m.Trailing()))
+	for full, req := range ch.pending {
+		n.b.host.Send(presenceError(ch.jid(n)+"/"+req, full, e))
+	}
+	delete(n.chans, fold(ch.name))
+	n.maybeClose()
+}
+
+// onPart handles a PART.
+func (n *network) onPart(m *irc.Message) {
+	for _, name := range strings.Split(m.Param(0), ",") {
+		ch := n.chans[fold(name)]
+		if ch == nil {
+			continue
+		}
+		if fold(m.Name) == fold(n.nick) {
+			// Parted by the server (or another client): we are out.
+			n.removeAll(ch, "")
+			continue
+		}
+		n.memberGone(ch, m.Name, func(p *xmlel.Element) {
+			if r := m.Param(1); r != "" {
+				p.AddText("status", decodeText(r))
+			}
+		})
+	}
+}
+
+// memberGone sends an unavailable presence for nick.
+func (n *network) memberGone(ch *channel, nick string, decorate func(*xmlel.Element), codes ...string) {
+	mem := ch.members[fold(nick)]
+	if mem == nil {
+		return
+	}
+	delete(ch.members, fold(nick))
+	if !ch.live() {
+		return
+	}
+	n.broadcast(ch, func(full string) *xmlel.Element {
+		p := stanza.Presence(ch.jid(n)+"/"+mem.nick, full, "unavailable")
+		p.Add(mucUserX(*mem, codes...))
+		if decorate != nil {
+			decorate(p)
+		}
+		return p
+	})
+}
+
+// removeAll takes every resource out of ch (we were kicked or parted).
+func (n *network) removeAll(ch *channel, status string, codes ...string) {
+	me := member{nick: n.nick}
+	if m := ch.members[fold(n.nick)]; m != nil {
+		me = *m
+	}
+	n.broadcast(ch, func(full string) *xmlel.Element {
+		p := stanza.Presence(ch.jid(n)+"/"+n.nick, full, "unavailable")
+		p.Add(mucUserX(me, append([]string{"110"}, codes...)...))
+		if status != "" {
+			p.AddText("status", status)
+		}
+		return p
+	})
+	delete(n.chans, fold(ch.name))
+	n.maybeClose()
+}
+
+// onQuit handles a QUIT.
+func (n *network) onQuit(m *irc.Message) {
+	for _, ch := range n.chans {
+		n.memberGone(ch, m.Name, func(p *xmlel.Element) {
+			if r := m.Param(0); r != "" {
+				p.AddText("status", decodeText(r))
+			}
+		})
+	}
+}
+
+// onKick handles a KICK: status 307 with the actor and reason.
+func (n *network) onKick(m *irc.Message) {
+	ch := n.chans[fold(m.Param(0))]
+	if ch == nil {
+		return
+	}
+	victim, reason := m.Param(1), decodeText(m.Param(2))
+	decorate := func(x *xmlel.Element) {
+		item := x.Child(nsMUCUser, "item")
+		item.Add(xmlel.New(nsMUCUser, "actor").SetAttr("nick", m.Name))
+		if reason != "" {
+			item.AddText("reason", reason)
+		}
+	}
+	if fold(victim) == fold(n.nick) {
+		me := member{nick: n.nick}
+		n.broadcast(ch, func(full string) *xmlel.Element {
+			p := stanza.Presence(ch.jid(n)+"/"+n.nick, full, "unavailable")
+			x := mucUserX(me, "110", "307")
+			decorate(x)
+			return p.Add(x)
+		})
+		delete(n.chans, fold(ch.name))
+		n.maybeClose()
+		return
+	}
+	mem := ch.members[fold(victim)]
+	if mem == nil {
+		return
+	}
+	delete(ch.members, fold(victim))
+	n.broadcast(ch, func(full string) *xmlel.Element {
+		p := stanza.Presence(ch.jid(n)+"/"+mem.nick, full, "unavailable")
+		x := mucUserX(*mem, "307")
+		decorate(x)
+		return p.Add(x)
+	})
+}
+
+// onNick handles a NICK: 303 with the new nick, then the new presence.
+func (n *network) onNick(m *irc.Message) {
+	old, nw := m.Name, m.Param(0)
+	self := fold(old) == fold(n.nick)
+	if self {
+		n.nick = nw
+	}
+	for _, ch := range n.chans {
+		mem := ch.members[fold(old)]
+		if mem == nil {
+			continue
+		}
+		delete(ch.members, fold(old))
+		prev := *mem
+		mem.nick = nw
+		ch.members[fold(nw)] = mem
+		if !ch.live() {
+			continue
+		}
+		n.broadcast(ch, func(full string) *xmlel.Element {
+			p := stanza.Presence(ch.jid(n)+"/"+prev.nick, full, "unavailable")
+			x := mucUserX(prev, "303")
+			if self {
+				x = mucUserX(prev, "303", "110")
+			}
+			x.Child(nsMUCUser, "item").SetAttr("nick", nw)
+			return p.Add(x)
+		})
+		n.broadcast(ch, func(full string) *xmlel.Element { return n.occupantPresence(ch, mem, full) })
+	}
+}
+
+// onMode handles channel MODE changes: prefix modes change roles; every
+// change is shown as a message from the room.
+func (n *network) onMode(ctx context.Context, m *irc.Message) {
+	ch := n.chans[fold(m.Param(0))]
+	if ch == nil || len(m.Params) < 2 {
+		return
+	}
+	args := m.Params[2:]
+	plus := true
+	changed := map[string]*member{}
+	for _, c := range m.Params[1] {
+		switch {
+		case c == '+':
+			plus = true
+		case c == '-':
+			plus = false
+		case strings.ContainsRune(n.prefixMode, c):
+			if len(args) == 0 {
+				break
+			}
+			nick := args[0]
+			args = args[1:]
+			mem := ch.members[fold(nick)]
+			if mem == nil {
+				break
+			}
+			if plus && !strings.ContainsRune(mem.modes, c) {
+				mem.modes += string(c)
+			} else if !plus {
+				mem.modes = strings.ReplaceAll(mem.modes, string(c), "")
+			}
+			changed[fold(nick)] = mem
+		case strings.ContainsRune("beIkfl", c) && (plus || strings.ContainsRune("beIk", c)):
+			if len(args) > 0 {
+				args = args[1:]
+			}
+		}
+	}
+	if !ch.live() {
+		return
+	}
+	for _, mem := range changed {
+		n.broadcast(ch, func(full string) *xmlel.Element { return n.occupantPresence(ch, mem, full) })
+	}
+	text := "Mode " + ch.name + " [" + strings.Join(m.Params[1:], " ") + "] by " + m.Name
+	n.roomMessage(ctx, ch, "", text, nil)
+}
+
+// onTopic handles TOPIC and 332.
+func (n *network) onTopic(ctx context.Context, ch *channel, by, topic string) {
+	old := ch.topic
+	ch.topic = decodeText(stripFormatting(topic))
+	if !ch.namesDone || (ch.listing && old == ch.topic) {
+		return
+	}
+	for full := range ch.resources {
+		from := ch.jid(n)
+		if by != "" {
+			from += "/" + by
+		}
+		msg := stanza.New("message", from, full, "groupchat", stanza.NewID())
+		msg.AddText("subject", xmlel.CleanText(ch.topic))
+		if err := n.b.host.SendMessage(ctx, msg); err != nil {
+			n.b.host.Log().Warn("cannot queue a subject", "user", n.user, "err", err)
+		}
+	}
+}
+
+// resync shows the differences between the room before a reconnection
+// and after the rejoin, so that resources see no duplicate presences.
+func (n *network) resync(ch *channel) {
+	if prev := n.prevNick; prev != "" && fold(prev) != fold(n.nick) {
+		// We came back under another nick: a nick change (303).
+		me := member{nick: prev}
+		if m := ch.before[fold(prev)]; m != nil {
+			me = *m
+		}
+		delete(ch.before, fold(prev))
+		n.broadcast(ch, func(full string) *xmlel.Element {
+			x := mucUserX(me, "303", "110")
+			x.Child(nsMUCUser, "item").SetAttr("nick", n.nick)
+			return stanza.Presence(ch.jid(n)+"/"+prev, full, "unavailable").Add(x)
+		})
+	}
+	for k, old := range ch.before {
+		if _, still := ch.members[k]; !still && k != fold(n.nick) {
+			gone := *old
+			n.broadcast(ch, func(full string) *xmlel.Element {
+				return stanza.Presence(ch.jid(n)+"/"+gone.nick, full, "unavailable").Add(mucUserX(gone))
+			})
+		}
+	}
+	for k, mem := range ch.members {
+		if old := ch.before[k]; old == nil || old.modes != mem.modes || old.nick != mem.nick {
+			n.broadcast(ch, func(full string) *xmlel.Element { return n.occupantPresence(ch, mem, full) })
+		}
+	}
+	ch.before = nil
+}
+
+// allJoined reports whether every channel is joined again after a
+// reconnection.
+func (n *network) allJoined() bool {
+	for _, ch := range n.chans {
+		if !ch.joined || ch.listing {
+			return false
+		}
+	}
+	return true
+}
+
+// watchJoin answers the resources waiting to join ch with an error if
+// the server never answers the JOIN.
+func (n *network) watchJoin(ch *channel) {
+	if ch == nil || ch.namesDone {
+		return
+	}
+	ch.joinGen++
+	gen := ch.joinGen
+	time.AfterFunc(n.b.joinTimeout, func() {
+		n.b.post(n.user, func(ctx context.Context) {
+			if n.chans[fold(ch.name)] != ch || ch.joinGen != gen || ch.namesDone || ch.joined {
+				return
+			}
+			e := stanza.Errorf("remote-server-timeout", n.server+" did not answer the join of "+ch.name+".")
+			for full, req := range ch.pending {
+				n.b.host.Send(presenceError(ch.jid(n)+"/"+req, full, e))
+			}
+			delete(n.chans, fold(ch.name))
+			n.maybeClose()
+		})
+	})
+}

@@ -1,0 +1,389 @@
+package irc
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+
+	irc "gopkg.in/irc.v4"
+
+	"passerelle/bridges"
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+)
+
+// handle processes one message from the IRC server.
+func (n *network) handle(ctx context.Context, m *irc.Message) {
+	if label, ok := m.Tags["label"]; ok && n.labeledResponse(ctx, label, m) {
+		return
+	}
+	switch m.Command {
+	case "CAP":
+		n.handleCap(m)
+	case "001":
+		n.welcome(ctx, m)
+	case "005":
+		if len(m.Params) > 2 {
+			n.isupport(m)
+		}
+	case "433", "436", "432", "464", "465":
+		switch {
+		case !n.registered:
+			n.registrationError(m)
+		case m.Command == "464" || m.Command == "465":
+			n.status(ctx, decodeText(m.Trailing()))
+		default:
+			n.nickError(m)
+		}
+	case "AUTHENTICATE":
+		n.authenticate(m)
+	case "900", "901", "902", "903", "904", "905", "906", "907", "908":
+		n.saslResult(m)
+	case "JOIN":
+		n.onJoin(m)
+	case "353":
+		n.onNames(m)
+	case "366":
+		n.onEndOfNames(m)
+	case "332":
+		if ch := n.chans[fold(m.Param(1))]; ch != nil {
+			n.onTopic(ctx, ch, "", m.Trailing())
+		}
+	case "TOPIC":
+		if ch := n.chans[fold(m.Param(0))]; ch != nil {
+			n.onTopic(ctx, ch, m.Name, m.Param(1))
+		}
+	case "403", "405", "471", "473", "474", "475", "477":
+		n.onJoinError(m)
+	case "PART":
+		n.onPart(m)
+	case "QUIT":
+		n.onQuit(m)
+	case "KICK":
+		n.onKick(m)
+	case "NICK":
+		n.onNick(m)
+	case "MODE":
+		n.onMode(ctx, m)
+	case "PRIVMSG", "NOTICE":
+		n.onMessage(ctx, m)
+	case "322":
+		n.onList(m)
+	case "323":
+		n.onListEnd()
+	case "401", "404":
+		// No such nick / cannot send to channel: an error from that address.
+		if len(m.Params) > 2 {
+			from := n.userJID(m.Param(1))
+			if ch := n.chans[fold(m.Param(1))]; ch != nil {
+				from = ch.jid(n)
+			}
+			e := stanza.New("message", from, n.user, "error", stanza.NewID())
+			e.Add(stanza.Errorf("recipient-unavailable", decodeText(m.Param(1)+": "+m.Trailing())).Element())
+			n.b.host.Send(e)
+		}
+	case "ERROR":
+		n.status(ctx, "Error from "+n.server+": "+decodeText(m.Trailing()))
+	default:
+		if len(m.Command) == 3 && (m.Command[0] == '4' || m.Command[0] == '5') && len(m.Params) > 1 {
+			n.status(ctx, decodeText(strings.Join(m.Params[1:], " ")))
+		}
+	}
+}
+
+// nickError reports a refused NICK change to the resources in every room.
+func (n *network) nickError(m *irc.Message) {
+	e := stanza.Errorf("conflict", "The nick "+m.Param(1)+" is already in use on "+n.server+".")
+	if m.Command == "432" {
+		e = stanza.Errorf("not-acceptable", "The nick "+m.Param(1)+" is not accepted by "+n.server+".")
+	}
+	for _, ch := range n.chans {
+		n.broadcast(ch, func(full string) *xmlel.Element { return presenceError(ch.jid(n)+"/"+m.Param(1), full, e) })
+	}
+}
+
+// onMessage handles PRIVMSG and NOTICE.
+func (n *network) onMessage(ctx context.Context, m *irc.Message) {
+	target, text := m.Param(0), decodeText(m.Param(1))
+	notice := m.Command == "NOTICE"
+	if cmd, arg, ok := ctcp(text); ok {
+		switch {
+		case cmd == "ACTION":
+			text = "/me " + arg
+		case notice:
+			if n.ctcpReply(m.Name, cmd, arg) {
+				return
+			}
+			text = "CTCP " + cmd + " reply: " + arg
+		default:
+			n.answerCTCP(m.Name, cmd, arg)
+			return
+		}
+	}
+	body := stripFormatting(text)
+	if n.labeled() && fold(m.Name) == fold(n.nick) {
+		// An echo without a label we know: sent by another client of
+		// ours (or a private message echo); show channel ones as ours.
+		if ch := n.chans[fold(target)]; ch != nil && ch.namesDone && m.Command == "PRIVMSG" {
+			n.reflect(ctx, ch, stanza.NewID(), body)
+		}
+		return
+	}
+	if target == "" || m.Name == "" || (m.User == "" && strings.Contains(m.Name, ".")) || target == "*" || target == "AUTH" {
+		n.status(ctx, body)
+		return
+	}
+	if strings.ContainsRune(n.chantypes, rune(target[0])) {
+		ch := n.chans[fold(target)]
+		if ch == nil || !ch.namesDone {
+			return
+		}
+		if notice {
+			body = "[notice] " + body
+		}
+		n.roomMessage(ctx, ch, m.Name, body, m)
+		return
+	}
+	if notice {
+		body = "[notice] " + body
+	}
+	msg := stanza.Message(n.userJID(m.Name), n.user, "chat", stanza.NewID(), body)
+	addDelay(msg, m, n.server)
+	if err := n.b.host.SendMessage(ctx, msg); err != nil {
+		n.b.host.Log().Warn("cannot queue a private message", "user", n.user, "err", err)
+	}
+}
+
+// answerCTCP answers VERSION, PING and TIME requests.
+func (n *network) answerCTCP(nick, cmd, arg string) {
+	var reply string
+	switch cmd {
+	case "VERSION":
+		reply = "VERSION Passerelle XMPP gateway"
+	case "PING":
+		reply = "PING " + arg
+	case "TIME":
+		reply = "TIME " + time.Now().UTC().Format(time.RFC1123)
+	default:
+		return
+	}
+	reply = strings.Map(func(r rune) rune {
+		if r == 1 || r == '\r' || r == '\n' || r == 0 {
+			return -1
+		}
+		return r
+	}, reply)
+	n.send("NOTICE", nick, "\x01"+reply+"\x01")
+}
+
+// roomMessage sends a groupchat message from ch (or ch/nick) to every
+// resource in it.
+func (n *network) roomMessage(ctx context.Context, ch *channel, nick, body string, m *irc.Message) {
+	from := ch.jid(n)
+	sid := stanza.NewID()
+	if nick != "" {
+		from += "/" + nick
+		sid = n.record(ctx, ch, nick, body)
+	}
+	for full := range ch.resources {
+		msg := stanza.Message(from, full, "groupchat", stanza.NewID(), body)
+		msg.Add(xmlel.New(stanza.NSStanzaID, "stanza-id").SetAttr("id", sid).SetAttr("by", ch.jid(n)))
+		if m != nil {
+			addDelay(msg, m, n.server)
+		}
+		if err := n.b.host.SendMessage(ctx, msg); err != nil {
+			n.b.host.Log().Warn("cannot queue a groupchat message", "user", n.user, "err", err)
+		}
+	}
+}
+
+// addDelay adds an XEP-0203 delay from the server-time tag.
+func addDelay(msg *xmlel.Element, m *irc.Message, server string) {
+	if t, ok := m.Tags["time"]; ok {
+		if ts, err := time.Parse(time.RFC3339Nano, t); err == nil && time.Since(ts) > 5*time.Second {
+			msg.Add(xmlel.New(stanza.NSDelay, "delay").SetAttr("from", server).SetAttr("stamp", ts.UTC().Format(time.RFC3339)))
+		}
+	}
+}
+
+// lineBudget is the room for text in "PRIVMSG target :text" so that the
+// line as relayed to others (with our prefix) fits in 512 bytes.
+func (n *network) lineBudget(cmd, target string) int {
+	prefix := len(n.nick) + 2 + 10 + 1 + 63 // ":nick!user@host" with the longest user/host
+	if n.user0 != "" {
+		prefix = len(n.nick) + 2 + len(n.user0)
+	}
+	return maxLine - prefix - 1 - len(cmd) - 1 - len(target) - 2 - 2
+}
+
+// textLines turns an XMPP body into IRC message texts ("/me" as ACTION).
+func (n *network) textLines(target, body string) ([]string, *stanza.Error) {
+	action := false
+	if rest, ok := strings.CutPrefix(body, "/me "); ok {
+		action, body = true, rest
+	}
+	budget := n.lineBudget("PRIVMSG", target)
+	if action {
+		budget -= len("\x01ACTION \x01")
+	}
+	lines := splitText(body, budget)
+	if len(lines) == 0 {
+		return nil, stanza.Errorf("not-acceptable", "The message is empty.")
+	}
+	if len(lines) > maxLinesPerMessage {
+		return nil, stanza.Errorf("not-acceptable", "The message is too long for IRC: it would take "+
+			strconv.Itoa(len(lines))+" lines, and at most "+strconv.Itoa(maxLinesPerMessage)+" are allowed.")
+	}
+	if action {
+		for i, l := range lines {
+			lines[i] = "\x01ACTION " + l + "\x01"
+		}
+	}
+	return lines, nil
+}
+
+// sendText sends lines to target, refusing everything when they do not
+// all fit in the queue. With echo-message and labeled-response, every
+// line carries a label and p (when not nil) waits for their echoes.
+func (n *network) sendText(target string, lines []string, p *pendingEcho) *stanza.Error {
+	if n.c == nil || !n.registered {
+		return stanza.Errorf("recipient-unavailable", "Not connected to "+n.server+".")
+	}
+	if n.c.room() < len(lines) {
+		e := stanza.Errorf("resource-constraint", "Too many messages are waiting to be sent to "+n.server+"; try again.")
+		e.Type = "wait"
+		return e
+	}
+	base := stanza.NewID()
+	for i, l := range lines {
+		line, err := buildLine("PRIVMSG", target, l)
+		if err == nil && n.labeled() {
+			label := base + "." + strconv.Itoa(i)
+			line = "@label=" + label + " " + line
+			if p != nil {
+				p.labels = append(p.labels, label)
+				n.echoes[label] = p
+			}
+		}
+		if err == nil {
+			err = n.c.send(line)
+		}
+		if err != nil {
+			return stanza.Errorf("recipient-unavailable", "Cannot send to "+n.server+": "+err.Error())
+		}
+	}
+	return nil
+}
+
+// groupchat handles a groupchat message from a resource to ch.
+func (b *Bridge) groupchat(ctx context.Context, u *bridges.User, st *xmlel.Element, n *network, ch *channel) {
+	if _, ok := ch.resources[u.Full]; !ok {
+		bridges.Refuse(b.host, st, stanza.Errorf("not-acceptable", "Join the room before sending messages to it."))
+		return
+	}
+	body := st.ChildText("", "body")
+	if subj := st.Child("", "subject"); subj != nil && body == "" {
+		topic := strings.Join(strings.Fields(strings.ReplaceAll(subj.Text, "\x00", "")), " ")
+		if n.c == nil || !n.registered {
+			bridges.Refuse(b.host, st, stanza.Errorf("recipient-unavailable", "Not connected to "+n.server+"."))
+			return
+		}
+		if err := n.send("TOPIC", ch.name, topic); err != nil {
+			bridges.Refuse(b.host, st, stanza.Errorf("recipient-unavailable", err.Error()))
+		}
+		return
+	}
+	if body == "" {
+		return // chat states and the like
+	}
+	lines, e := n.textLines(ch.name, body)
+	var p *pendingEcho
+	if n.labeled() {
+		p = &pendingEcho{st: st, channel: fold(ch.name), body: body}
+	}
+	if e == nil {
+		e = n.sendText(ch.name, lines, p)
+	}
+	if e != nil {
+		n.dropEcho(p)
+		bridges.Refuse(b.host, st, e)
+		return
+	}
+	if p == nil {
+		n.reflect(ctx, ch, st.Attr("id"), body)
+	}
+}
+
+// reflect sends the user's own message back to every resource in the
+// room, with the original id.
+func (n *network) reflect(ctx context.Context, ch *channel, id, body string) {
+	sid := n.record(ctx, ch, n.nick, body)
+	from := ch.jid(n) + "/" + n.nick
+	for full := range ch.resources {
+		msg := stanza.Message(from, full, "groupchat", id, body)
+		msg.Add(xmlel.New(stanza.NSStanzaID, "stanza-id").SetAttr("id", sid).SetAttr("by", ch.jid(n)))
+		if err := n.b.host.SendMessage(ctx, msg); err != nil {
+			n.b.host.Log().Warn("cannot queue a reflection", "user", n.user, "err", err)
+		}
+	}
+}
+
+// private handles a chat message to an IRC user.
+func (b *Bridge) private(ctx context.Context, u *bridges.User, st *xmlel.Element, server, nick string) {
+	body := st.ChildText("", "body")
+	if body == "" {
+		return
+	}
+	n := b.sessionFor(u.JID).nets[server]
+	if n == nil {
+		bridges.Refuse(b.host, st, stanza.Errorf("recipient-unavailable", "Not connected to "+server+": join a channel there first."))
+		return
+	}
+	lines, e := n.textLines(nick, body)
+	if e == nil {
+		e = n.sendText(nick, lines, nil)
+	}
+	if e != nil {
+		bridges.Refuse(b.host, st, e)
+	}
+}
+
+// raw handles a chat message to the network JID: each line is sent as a
+// raw IRC line.
+func (b *Bridge) raw(ctx context.Context, u *bridges.User, st *xmlel.Element, server string) {
+	body := st.ChildText("", "body")
+	if body == "" {
+		return
+	}
+	n := b.sessionFor(u.JID).nets[server]
+	if n == nil || n.c == nil || !n.registered {
+		bridges.Refuse(b.host, st, stanza.Errorf("recipient-unavailable", "Not connected to "+server+": join a channel there first."))
+		return
+	}
+	lines := splitText(body, 1<<20)
+	if len(lines) > maxLinesPerMessage {
+		bridges.Refuse(b.host, st, stanza.Errorf("not-acceptable", "At most 20 raw lines at a time."))
+		return
+	}
+	for _, l := range lines {
+		if len(l)+2 > maxLine {
+			bridges.Refuse(b.host, st, stanza.Errorf("not-acceptable", "A raw IRC line is limited to 510 bytes."))
+			return
+		}
+		if _, err := parseLine(l); err != nil {
+			bridges.Refuse(b.host, st, stanza.Errorf("not-acceptable", "Not an IRC line: "+err.Error()))
+			return
+		}
+	}
+	if n.c.room() < len(lines) {
+		bridges.Refuse(b.host, st, stanza.Errorf("resource-constraint", "Too many lines are waiting to be sent; try again."))
+		return
+	}
+	for _, l := range lines {
+		if err := n.c.send(l); err != nil {
+			bridges.Refuse(b.host, st, stanza.Errorf("recipient-unavailable", err.Error()))
+			return
+		}
+	}
+}

@@ -1,0 +1,253 @@
+package irc
+
+import (
+	"context"
+	"encoding/base64"
+	"strings"
+	"time"
+
+	gosasl "github.com/emersion/go-sasl"
+	irc "gopkg.in/irc.v4"
+
+	"passerelle/component/stanza"
+)
+
+// wantedCaps are the capabilities requested when the server offers them.
+var wantedCaps = []string{"multi-prefix", "server-time", "message-tags"}
+
+// capState tracks capability negotiation during registration.
+type capState struct {
+	ls       []string // offered, accumulated over multi-line LS
+	enabled  map[string]bool
+	done     bool // CAP END sent (or never needed)
+	awaiting int  // outstanding REQ answers
+}
+
+func (n *network) startRegistration() {
+	n.caps = capState{enabled: map[string]bool{}}
+	n.send("CAP", "LS", "302")
+	if n.cfg.Password != "" {
+		n.send("PASS", n.cfg.Password)
+	}
+	username := n.cfg.Username
+	if username == "" {
+		username = strings.Map(func(r rune) rune {
+			if r < 0x80 && r != ' ' && r != '@' && r != '!' && r != ':' {
+				return r
+			}
+			return -1
+		}, n.nick)
+		if username == "" {
+			username = "passerelle"
+		}
+	}
+	realname := n.cfg.Realname
+	if realname == "" {
+		realname = n.nick
+	}
+	n.send("NICK", n.nick)
+	n.send("USER", username, "0", "*", realname)
+}
+
+// handleCap processes CAP LS/ACK/NAK during registration.
+func (n *network) handleCap(m *irc.Message) {
+	if len(m.Params) < 3 {
+		return
+	}
+	sub := strings.ToUpper(m.Params[1])
+	switch sub {
+	case "LS":
+		more := len(m.Params) > 3 && m.Params[2] == "*"
+		n.caps.ls = append(n.caps.ls, strings.Fields(m.Trailing())...)
+		if more || n.caps.done {
+			return
+		}
+		var req []string
+		sasl := false
+		for _, c := range n.caps.ls {
+			name, val, _ := strings.Cut(c, "=")
+			for _, w := range wantedCaps {
+				if name == w {
+					req = append(req, name)
+				}
+			}
+			if name == "sasl" && n.cfg.SASLPassword != "" && (val == "" || hasToken(val, "PLAIN")) {
+				sasl = true
+				req = append(req, name)
+			}
+		}
+		if offered(n.caps.ls, "echo-message") && offered(n.caps.ls, "labeled-response") {
+			req = append(req, "echo-message", "labeled-response")
+		}
+		if n.cfg.SASLPassword != "" && !sasl {
+			n.saslFailed(n.server + " does not offer SASL PLAIN authentication, but a SASL password is configured.")
+			return
+		}
+		if len(req) == 0 {
+			n.capEnd()
+			return
+		}
+		n.caps.awaiting = 1
+		n.send("CAP", "REQ", strings.Join(req, " "))
+	case "ACK":
+		for _, c := range strings.Fields(m.Trailing()) {
+			if !strings.HasPrefix(c, "-") {
+				n.caps.enabled[c] = true
+			}
+		}
+		if n.caps.enabled["sasl"] && !n.registered {
+			n.send("AUTHENTICATE", "PLAIN")
+			return // CAP END after the SASL outcome
+		}
+		n.capAnswered()
+	case "NAK":
+		if n.cfg.SASLPassword != "" {
+			n.saslFailed(n.server + " refused the SASL capability.")
+			return
+		}
+		n.capAnswered()
+	}
+}
+
+func offered(ls []string, name string) bool {
+	for _, c := range ls {
+		if n, _, _ := strings.Cut(c, "="); n == name {
+			return true
+		}
+	}
+	return false
+}
+
+func hasToken(list, tok string) bool {
+	for _, t := range strings.Split(list, ",") {
+		if strings.EqualFold(t, tok) {
+			return true
+		}
+	}
+	return false
+}
+
+// authenticate answers the server's AUTHENTICATE challenge (PLAIN).
+func (n *network) authenticate(m *irc.Message) {
+	if m.Param(0) != "+" || n.cfg.SASLPassword == "" {
+		n.send("AUTHENTICATE", "*")
+		return
+	}
+	user := n.cfg.Username
+	if user == "" {
+		user = n.nick
+	}
+	_, ir, _ := gosasl.NewPlainClient("", user, n.cfg.SASLPassword).Start()
+	enc := base64.StdEncoding.EncodeToString(ir)
+	for len(enc) >= 400 {
+		n.send("AUTHENTICATE", enc[:400])
+		enc = enc[400:]
+	}
+	if enc == "" {
+		enc = "+"
+	}
+	n.send("AUTHENTICATE", enc)
+}
+
+// saslResult handles 900-908.
+func (n *network) saslResult(m *irc.Message) {
+	switch m.Command {
+	case "903":
+		n.capAnswered()
+	case "902", "904", "905", "906", "908":
+		n.saslFailed("SASL authentication with " + n.server + " failed: " + decodeText(m.Trailing()))
+	}
+}
+
+// saslFailed is a permanent failure: reported, not retried.
+func (n *network) saslFailed(text string) {
+	n.b.host.Log().Info("irc sasl authentication failed", "user", n.user, "server", n.server)
+	n.status(n.b.ctx, text)
+	n.failWith(stanza.Errorf("not-authorized", text))
+}
+
+func (n *network) capAnswered() {
+	if n.caps.awaiting > 0 {
+		n.caps.awaiting--
+		if n.caps.awaiting == 0 {
+			n.capEnd()
+		}
+	}
+}
+
+func (n *network) capEnd() {
+	if !n.caps.done {
+		n.caps.done = true
+		n.send("CAP", "END")
+	}
+}
+
+// welcome handles 001: registration is complete.
+func (n *network) welcome(ctx context.Context, m *irc.Message) {
+	n.registered = true
+	n.caps.done = true
+	n.attempts = 0
+	n.nickTries = 0
+	n.connectedAt = time.Now()
+	if nick := m.Param(0); nick != "" {
+		n.nick = nick
+	}
+	link := "not encrypted"
+	if n.c != nil && n.c.encrypted {
+		link = "encrypted with TLS"
+	}
+	n.b.host.Log().Info("irc connection registered", "user", n.user, "server", n.server, "encrypted", n.c != nil && n.c.encrypted)
+	n.status(ctx, "Connected to "+n.server+" as "+n.nick+" (the link is "+link+").")
+	for _, ch := range n.chans {
+		if ch.namesDone {
+			n.roomMessage(ctx, ch, "", "Connected to "+n.server+" again (the link is "+link+"); rejoining.", nil)
+		}
+	}
+	n.flushJoins()
+}
+
+// isupport handles 005.
+func (n *network) isupport(m *irc.Message) {
+	for _, tok := range m.Params[1 : len(m.Params)-1] {
+		k, v, _ := strings.Cut(tok, "=")
+		switch k {
+		case "CHANTYPES":
+			if v != "" {
+				n.chantypes = v
+			}
+		case "PREFIX":
+			if i := strings.IndexByte(v, ')'); strings.HasPrefix(v, "(") && i > 0 && len(v[1:i]) == len(v[i+1:]) {
+				n.prefixMode, n.prefixSym = v[1:i], v[i+1:]
+			}
+		}
+	}
+}
+
+// registrationError handles the numerics that end a registration
+// attempt: 433 (nick in use), 432 (erroneous nick), 464 (bad password),
+// 465 (banned), SASL failures.
+func (n *network) registrationError(m *irc.Message) {
+	text := m.Trailing()
+	if (m.Command == "433" || m.Command == "436") && n.hasJoined() && n.nickTries < 3 {
+		// Reconnecting while our old connection may still be there: take
+		// another nick rather than leave every room.
+		n.nickTries++
+		n.nick += "_"
+		n.send("NICK", n.nick)
+		return
+	}
+	var e *stanza.Error
+	switch m.Command {
+	case "433", "436":
+		e = stanza.Errorf("conflict", "The nick "+m.Param(1)+" is already in use on "+n.server+".")
+	case "432":
+		e = stanza.Errorf("not-acceptable", "The nick "+m.Param(1)+" is not accepted by "+n.server+": "+text)
+	case "464":
+		e = stanza.Errorf("not-authorized", n.server+" refused the password: "+text)
+	default:
+		e = stanza.Errorf("forbidden", n.server+" refused the connection: "+text)
+	}
+	n.b.host.Log().Info("irc registration failed", "user", n.user, "server", n.server, "numeric", m.Command)
+	n.status(n.b.ctx, e.Text)
+	n.failWith(e)
+}

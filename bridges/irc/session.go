@@ -1,0 +1,325 @@
+package irc
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	irc "gopkg.in/irc.v4"
+
+	"passerelle/bridges"
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+	"passerelle/mapping"
+)
+
+// session is one local user's IRC state. It is only touched on that
+// user's goroutine (Handle, or a function given to host.Post).
+type session struct {
+	jid  string
+	nets map[string]*network // by server
+}
+
+// network is a user's connection to one IRC server, shared by all the
+// user's resources.
+type network struct {
+	b      *Bridge
+	user   string
+	server string
+	cfg    netConfig
+	c      *conn // nil while connecting
+	// registered is set on 001; before it, joins are queued.
+	registered  bool
+	nick        string // the nick we asked for, then the one the server gave
+	user0       string // user@host part of our prefix, once known
+	chantypes   string
+	prefixMode  string // e.g. "qaohv"
+	prefixSym   string // e.g. "~&@%+"
+	caps        capState
+	chans       map[string]*channel // by folded name
+	started     time.Time
+	attempts    int    // failed connection attempts since the last 001
+	nickTries   int    // alternative nicks tried while reconnecting
+	prevNick    string // our nick before the connection was lost
+	connectedAt time.Time
+	listReqs    []*xmlel.Element // disco#items waiting for the LIST reply
+	listBuf     []listEntry
+	echoes      map[string]*pendingEcho     // by label
+	ctcpWait    map[string][]*xmlel.Element // IQs waiting for a CTCP reply, by "nick CMD"
+	retryAt     time.Time
+}
+
+// sessionFor returns user's session, creating it.
+func (b *Bridge) sessionFor(user string) *session {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.sessions[user]
+	if s == nil {
+		s = &session{jid: user, nets: map[string]*network{}}
+		b.sessions[user] = s
+	}
+	return s
+}
+
+// fold is the IRC case folding (rfc1459).
+func fold(s string) string {
+	s = strings.ToLower(s)
+	return strings.NewReplacer("[", "{", "]", "}", "\\", "|", "~", "^").Replace(s)
+}
+
+// network returns the user's network for server, connecting when new.
+// nick is the nick of the join that opens it (the lowest precedence).
+func (b *Bridge) network(ctx context.Context, u *bridges.User, server, nick string) (*network, error) {
+	s := b.sessionFor(u.JID)
+	if n := s.nets[server]; n != nil {
+		return n, nil
+	}
+	cfg, err := b.loadNetConfig(ctx, u.JID, server)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.Nick != "":
+		nick = cfg.Nick
+	case u.Registration != nil && u.Registration.Fields["nick"] != "":
+		nick = u.Registration.Fields["nick"]
+	}
+	if cfg.Password == "" && u.Registration != nil {
+		cfg.Password = u.Registration.Fields["password"]
+	}
+	n := &network{b: b, user: u.JID, server: server, cfg: cfg, nick: nick,
+		chantypes: mapping.DefaultChanTypes, prefixMode: "ov", prefixSym: "@+",
+		chans: map[string]*channel{}, started: time.Now(), echoes: map[string]*pendingEcho{}}
+	s.nets[server] = n
+	b.connect(n)
+	return n, nil
+}
+
+// connect dials in the background and posts the outcome to the user's
+// goroutine.
+func (b *Bridge) connect(n *network) {
+	user, server, cfg := n.user, n.server, n.cfg
+	go func() {
+		nc, encrypted, err := b.dialer.dial(b.ctx, server, cfg)
+		b.post(user, func(ctx context.Context) {
+			cur := b.sessionFor(user).nets[server]
+			if cur != n {
+				if nc != nil {
+					nc.Close()
+				}
+				return
+			}
+			if err != nil {
+				b.host.Log().Info("irc connection failed", "user", user, "server", server, "err", err)
+				var ce *connError
+				if n.hasJoined() && !(errors.As(err, &ce) && ce.permanent) {
+					n.scheduleReconnect("Cannot connect to " + server + ": " + err.Error())
+					return
+				}
+				n.fail("Cannot connect to " + server + ": " + err.Error())
+				return
+			}
+			c := newConn(nc, encrypted, float64(cfg.ThrottleLimit))
+			n.c = c
+			b.track(c, true)
+			c.run(func(m *irc.Message) {
+				b.post(user, func(ctx context.Context) {
+					if n.c == c && b.sessionFor(user).nets[server] == n {
+						n.handle(ctx, m)
+					}
+				})
+			}, func(err error) {
+				b.track(c, false)
+				b.post(user, func(ctx context.Context) {
+					if n.c == c && b.sessionFor(user).nets[server] == n {
+						n.lost(err)
+					}
+				})
+			})
+			n.startRegistration()
+		})
+	}()
+}
+
+// post runs fn on user's goroutine, waiting while the user's queue is
+// full (the IRC reader then stops reading: backpressure, not loss).
+func (b *Bridge) post(user string, fn func(context.Context)) {
+	for {
+		if err := b.host.Post(user, fn); err == nil {
+			return
+		}
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// networkJID is the JID of the network itself.
+func (n *network) networkJID() string {
+	return mapping.IRCAddr{Kind: mapping.IRCServer, Server: n.server}.Local() + "@" + n.b.host.Domain()
+}
+
+// userJID is the JID of an IRC user on this network.
+func (n *network) userJID(nick string) string {
+	return mapping.IRCAddr{Kind: mapping.IRCUser, Name: nick, Server: n.server}.Local() + "@" + n.b.host.Domain()
+}
+
+// status sends a status line from the network JID to the user.
+func (n *network) status(ctx context.Context, text string) {
+	m := stanza.Message(n.networkJID(), n.user, "chat", stanza.NewID(), text)
+	if err := n.b.host.SendMessage(ctx, m); err != nil {
+		n.b.host.Log().Warn("cannot queue an irc status message", "user", n.user, "err", err)
+	}
+}
+
+// send builds and queues a line.
+func (n *network) send(cmd string, params ...string) error {
+	l, err := buildLine(cmd, params...)
+	if err != nil {
+		return err
+	}
+	if n.c == nil {
+		return errClosed
+	}
+	return n.c.send(l)
+}
+
+// fail reports a failure to connect or register to every resource waiting
+// to join, and forgets the network.
+func (n *network) fail(reason string) {
+	n.failWith(stanza.Errorf("item-not-found", reason))
+}
+
+func (n *network) failWith(e *stanza.Error) {
+	for _, ch := range n.chans {
+		for full, req := range ch.pending {
+			n.b.host.Send(presenceError(ch.jid(n)+"/"+req, full, e))
+		}
+		for full, r := range ch.resources {
+			p := stanza.Presence(ch.jid(n)+"/"+r.nick, full, "unavailable")
+			p.Add(mucUserX(member{nick: n.nick}, "110", "332"))
+			p.AddText("status", e.Text)
+			n.b.host.Send(p)
+		}
+	}
+	n.forget()
+}
+
+// dropListRequests answers the disco#items waiting for a LIST reply.
+func (n *network) dropListRequests() {
+	for _, st := range n.listReqs {
+		bridges.Refuse(n.b.host, st, stanza.Errorf("recipient-unavailable", "The connection to "+n.server+" was lost."))
+	}
+	n.listReqs, n.listBuf = nil, nil
+}
+
+// failEchoes reports the messages whose echo never came.
+func (n *network) failEchoes() {
+	seen := map[*pendingEcho]bool{}
+	for _, p := range n.echoes {
+		if !seen[p] {
+			seen[p] = true
+			bridges.Refuse(n.b.host, p.st, stanza.Errorf("recipient-unavailable", "The connection to "+n.server+" was lost before the message was confirmed."))
+		}
+	}
+	n.echoes = map[string]*pendingEcho{}
+}
+
+// forget closes the connection and drops the network from the session.
+func (n *network) forget() {
+	n.dropListRequests()
+	n.failEchoes()
+	if n.c != nil {
+		l, _ := buildLine("QUIT", "Passerelle")
+		n.c.close(l)
+		n.c = nil
+	}
+	s := n.b.sessionFor(n.user)
+	if s.nets[n.server] == n {
+		delete(s.nets, n.server)
+	}
+}
+
+// lost handles the end of the connection: rooms that were joined are
+// kept, and the network reconnects with backoff.
+func (n *network) lost(err error) {
+	n.c = nil
+	n.registered = false
+	n.dropListRequests()
+	n.failEchoes()
+	reason := "The connection to " + n.server + " was lost"
+	if err != nil {
+		reason += ": " + err.Error()
+	}
+	n.b.host.Log().Info("irc connection lost", "user", n.user, "server", n.server, "err", err)
+	if !n.hasJoined() {
+		n.status(n.b.ctx, reason)
+		n.fail(reason)
+		return
+	}
+	n.scheduleReconnect(reason)
+}
+
+// hasJoined reports whether some resource is in a room of this network.
+func (n *network) hasJoined() bool {
+	for _, ch := range n.chans {
+		if ch.namesDone {
+			return true
+		}
+	}
+	return false
+}
+
+// backoff returns the delay before attempt (0-based): doubling from
+// 1 s to 5 min, with ±50% jitter; the first attempt is immediate.
+func backoff(attempt int) time.Duration {
+	if attempt == 0 {
+		return 0
+	}
+	d := time.Second << min(attempt-1, 9)
+	d = min(d, 5*time.Minute)
+	return d/2 + time.Duration(rand.Int64N(int64(d)))
+}
+
+// scheduleReconnect keeps the rooms and connects again after a backoff.
+func (n *network) scheduleReconnect(reason string) {
+	d := backoff(n.attempts)
+	n.attempts++
+	n.registered = false
+	if n.prevNick == "" {
+		n.prevNick = n.nick
+	}
+	for _, ch := range n.chans {
+		ch.joinSent, ch.joined, ch.listing = false, false, false
+		if ch.before == nil && ch.namesDone {
+			ch.before = ch.members
+		}
+	}
+	text := reason + "; reconnecting in " + d.Round(time.Second).String() + "."
+	n.status(n.b.ctx, text)
+	for _, ch := range n.chans {
+		if ch.namesDone {
+			n.roomMessage(n.b.ctx, ch, "", text, nil)
+		}
+	}
+	n.retryAt = time.Now().Add(d)
+	time.AfterFunc(d, func() {
+		n.b.post(n.user, func(ctx context.Context) {
+			if n.b.sessionFor(n.user).nets[n.server] == n && n.c == nil {
+				n.b.connect(n)
+			}
+		})
+	})
+}
+
+// maybeClose quits when no channel is left.
+func (n *network) maybeClose() {
+	if len(n.chans) == 0 {
+		n.b.host.Log().Info("irc connection closed: no channel left", "user", n.user, "server", n.server)
+		n.forget()
+	}
+}
