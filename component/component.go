@@ -464,6 +464,26 @@ func (c *Component) SendMessage(ctx context.Context, st *xmlel.Element) error {
 	return nil
 }
 
+// SendMessages stores several messages in the outbox in one transaction
+// (all or none), then sends them.
+func (c *Component) SendMessages(ctx context.Context, sts []*xmlel.Element) error {
+	raw := make([]string, len(sts))
+	for i, st := range sts {
+		if st.Attr("from") == "" {
+			st.SetAttr("from", c.opts.Domain)
+		}
+		raw[i] = st.String()
+	}
+	if err := c.store.EnqueueStanzas(ctx, c.opts.Domain, raw); err != nil {
+		return err
+	}
+	select {
+	case c.outboxWake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
 // IQ implements bridges.Host.
 func (c *Component) IQ(ctx context.Context, iq *xmlel.Element) (*xmlel.Element, error) {
 	id := iq.Attr("id")

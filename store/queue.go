@@ -23,6 +23,26 @@ func (s *Store) EnqueueStanza(ctx context.Context, domain, stanza string) (int64
 	return res.LastInsertId()
 }
 
+// EnqueueStanzas stores several stanzas for domain's component stream in
+// one transaction: all of them or none.
+func (s *Store) EnqueueStanzas(ctx context.Context, domain string, stanzas []string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("failed to queue stanzas: %w", err)
+	}
+	defer tx.Rollback()
+	created := now()
+	for _, st := range stanzas {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (domain, stanza, created) VALUES (?, ?, ?)`, domain, st, created); err != nil {
+			return fmt.Errorf("failed to queue stanzas: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("failed to queue stanzas: %w", err)
+	}
+	return nil
+}
+
 // PendingStanzas returns up to limit queued stanzas of domain, oldest first.
 func (s *Store) PendingStanzas(ctx context.Context, domain string, limit int) ([]OutboxItem, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, stanza FROM outbox WHERE domain = ? ORDER BY id LIMIT ?`, domain, limit)

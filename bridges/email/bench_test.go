@@ -70,3 +70,13 @@ func BenchmarkMailboxWatcher(b *testing.B) {
 		br.stopWatcher(fmt.Sprintf("u%d@example.org", i))
 	}
 }
+
+// BenchmarkHTMLToTextManyTags is a hostile HTML part: many block tags in
+// 256 kB (the largest part read). The work must stay linear.
+func BenchmarkHTMLToTextManyTags(b *testing.B) {
+	s := strings.Repeat("x<br>", 50000)
+	b.SetBytes(int64(len(s)))
+	for b.Loop() {
+		HTMLToText(s)
+	}
+}

@@ -130,18 +130,50 @@ func (b *Bridge) tryUpload(ctx context.Context, a Attachment) string {
 
 // deliverMail commits the stanza for one inbound mail to the outbox.
 func (b *Bridge) deliverMail(ctx context.Context, user, envFrom string, raw []byte) error {
-	msg, link, local, addr := b.BuildInbound(ctx, user, envFrom, raw)
-	if local != "" {
-		// The server may fold the localpart; remember the original spelling.
-		if err := b.host.Store().PutIdentity(ctx, b.host.Domain(), strings.ToLower(local), addr); err != nil {
-			return fmt.Errorf("failed to store the sender: %w", err)
+	return b.deliverMailTo(ctx, []string{user}, envFrom, raw)
+}
+
+// deliverMailTo commits the stanzas of one inbound mail for all its users
+// to the outbox together: a failure leaves none of them, so that the
+// sender's retry gives nobody the mail twice.
+func (b *Bridge) deliverMailTo(ctx context.Context, users []string, envFrom string, raw []byte) error {
+	msgs := make([]*xmlel.Element, 0, len(users))
+	for _, user := range users {
+		msg, link, local, addr := b.BuildInbound(ctx, user, envFrom, raw)
+		if local != "" {
+			// The server may fold the localpart; remember the original spelling.
+			if err := b.host.Store().PutIdentity(ctx, b.host.Domain(), strings.ToLower(local), addr); err != nil {
+				return fmt.Errorf("failed to store the sender: %w", err)
+			}
 		}
+		if err := b.host.Store().PutMessageID(ctx, link); err != nil {
+			return fmt.Errorf("failed to store the message link: %w", err)
+		}
+		msgs = append(msgs, msg)
 	}
-	if err := b.host.Store().PutMessageID(ctx, link); err != nil {
-		return fmt.Errorf("failed to store the message link: %w", err)
-	}
-	if err := b.host.SendMessage(ctx, msg); err != nil {
+	if err := b.sendMessages(ctx, msgs); err != nil {
 		return fmt.Errorf("failed to queue the message: %w", err)
+	}
+	return nil
+}
+
+// batchSender is a host that commits several messages at once (the
+// component does).
+type batchSender interface {
+	SendMessages(ctx context.Context, sts []*xmlel.Element) error
+}
+
+func (b *Bridge) sendMessages(ctx context.Context, msgs []*xmlel.Element) error {
+	if len(msgs) == 1 {
+		return b.host.SendMessage(ctx, msgs[0])
+	}
+	if bs, ok := b.host.(batchSender); ok {
+		return bs.SendMessages(ctx, msgs)
+	}
+	for _, m := range msgs {
+		if err := b.host.SendMessage(ctx, m); err != nil {
+			return err
+		}
 	}
 	return nil
 }

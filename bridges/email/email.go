@@ -6,6 +6,7 @@ package email
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -37,6 +38,11 @@ type Options struct {
 	PollInterval time.Duration
 	// CheckTimeout bounds the mailbox check at registration (default 20 s).
 	CheckTimeout time.Duration
+	// TLSConfig is the base TLS configuration of outbound connections (the
+	// relay, users' IMAP and SMTP servers); the server name is set per
+	// connection and certificates are always verified. nil: the system's
+	// roots. Tests give their own RootCAs here.
+	TLSConfig *tls.Config
 }
 
 // Bridge is the email bridge.
@@ -49,9 +55,12 @@ type Bridge struct {
 	smtpAddr string
 	runCtx   context.Context
 
-	upload   uploadService
-	httpc    *http.Client
-	noIdle   bool // poll even when the server has IDLE (tests of the fallback)
+	upload uploadService
+	httpc  *http.Client
+	noIdle bool // poll even when the server has IDLE (tests of the fallback)
+	// isLocal tells the servers that may be reached without TLS (loopback;
+	// tests replace it to act as if a server were remote).
+	isLocal  func(hostport string) bool
 	mu       sync.Mutex
 	watchers map[string]*watcher // mailbox watchers by user
 }
@@ -73,7 +82,7 @@ func New(opts Options) *Bridge {
 	if opts.CheckTimeout <= 0 {
 		opts.CheckTimeout = 20 * time.Second
 	}
-	return &Bridge{opts: opts, wake: make(chan struct{}, 1), httpc: &http.Client{Timeout: 2 * time.Minute}, watchers: map[string]*watcher{}, runCtx: context.Background()}
+	return &Bridge{opts: opts, wake: make(chan struct{}, 1), httpc: &http.Client{Timeout: 2 * time.Minute}, watchers: map[string]*watcher{}, runCtx: context.Background(), isLocal: isLoopback}
 }
 
 // Kind implements bridges.Bridge.
@@ -198,7 +207,7 @@ func (b *Bridge) Register(ctx context.Context, user string, values map[string]st
 			return nil, stanza.Errorf("not-acceptable", "imap_username and imap_password are needed to read your mailbox.")
 		}
 		cctx, cancel := context.WithTimeout(ctx, b.opts.CheckTimeout)
-		pos, err := checkMailbox(cctx, cfg)
+		pos, err := checkMailbox(cctx, b.secure(cfg))
 		cancel()
 		if err != nil {
 			return nil, stanza.Errorf("not-acceptable", "Your mailbox could not be opened: "+err.Error())
@@ -257,6 +266,9 @@ func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 	relay, err := parseRelay(b.opts.Relay)
 	if err != nil {
 		return err
+	}
+	if relay != nil {
+		relay.tls = b.opts.TLSConfig
 	}
 	b.relay = relay
 	if b.opts.Listen != "" {

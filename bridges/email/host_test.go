@@ -56,6 +56,27 @@ func (h *fakeHost) SendMessage(ctx context.Context, st *xmlel.Element) error {
 	h.record(st)
 	return nil
 }
+
+// SendMessages commits a batch in one transaction, as the component does.
+func (h *fakeHost) SendMessages(ctx context.Context, sts []*xmlel.Element) error {
+	h.mu.Lock()
+	fail := h.fail
+	h.mu.Unlock()
+	if fail != nil {
+		return fail
+	}
+	raw := make([]string, len(sts))
+	for i, st := range sts {
+		raw[i] = st.String()
+	}
+	if err := h.st.EnqueueStanzas(ctx, testDomain, raw); err != nil {
+		return err
+	}
+	for _, st := range sts {
+		h.record(st)
+	}
+	return nil
+}
 func (h *fakeHost) record(st *xmlel.Element) {
 	h.mu.Lock()
 	h.sent = append(h.sent, st)

@@ -1,6 +1,7 @@
 package email
 
 import (
+	"bytes"
 	"strings"
 
 	"golang.org/x/net/html"
@@ -10,26 +11,32 @@ import (
 // line breaks, links keep their target, scripts and styles are dropped.
 func HTMLToText(s string) string {
 	z := html.NewTokenizer(strings.NewReader(s))
-	var b strings.Builder
+	// Every step only looks at the end of the output: the work stays
+	// linear in the size of the HTML, whatever its tags.
+	var out []byte
 	skip := 0 // inside <script>, <style>, <head>
 	var href string
+	endsWith := func(c byte) bool { return len(out) > 0 && out[len(out)-1] == c }
 	newline := func(n int) {
-		t := strings.TrimRight(b.String(), " ")
-		b.Reset()
-		b.WriteString(t)
-		have := len(t) - len(strings.TrimRight(t, "\n"))
-		if len(t) == 0 {
+		for endsWith(' ') {
+			out = out[:len(out)-1]
+		}
+		if len(out) == 0 {
 			return
 		}
+		have := 0
+		for have < n && have < len(out) && out[len(out)-1-have] == '\n' {
+			have++
+		}
 		for ; have < n; have++ {
-			b.WriteByte('\n')
+			out = append(out, '\n')
 		}
 	}
 	for {
 		tt := z.Next()
 		switch tt {
 		case html.ErrorToken:
-			return strings.TrimSpace(b.String())
+			return strings.TrimSpace(string(out))
 		case html.TextToken:
 			if skip > 0 {
 				continue
@@ -37,17 +44,17 @@ func HTMLToText(s string) string {
 			raw := string(z.Text())
 			text := strings.Join(strings.Fields(raw), " ")
 			if text == "" {
-				if b.Len() > 0 && !strings.HasSuffix(b.String(), "\n") && !strings.HasSuffix(b.String(), " ") {
-					b.WriteByte(' ')
+				if len(out) > 0 && !endsWith('\n') && !endsWith(' ') {
+					out = append(out, ' ')
 				}
 				continue
 			}
-			if b.Len() > 0 && !strings.HasSuffix(b.String(), "\n") && !strings.HasSuffix(b.String(), " ") && strings.TrimLeft(raw, " \t\r\n") != raw {
-				b.WriteByte(' ')
+			if len(out) > 0 && !endsWith('\n') && !endsWith(' ') && strings.TrimLeft(raw, " \t\r\n") != raw {
+				out = append(out, ' ')
 			}
-			b.WriteString(text)
+			out = append(out, text...)
 			if strings.TrimRight(raw, " \t\r\n") != raw {
-				b.WriteByte(' ')
+				out = append(out, ' ')
 			}
 		case html.StartTagToken, html.EndTagToken, html.SelfClosingTagToken:
 			name, hasAttr := z.TagName()
@@ -72,11 +79,11 @@ func HTMLToText(s string) string {
 			case "tr", "li":
 				newline(1)
 				if tag == "li" && tt == html.StartTagToken {
-					b.WriteString("• ")
+					out = append(out, "• "...)
 				}
 			case "td", "th":
 				if tt == html.EndTagToken {
-					b.WriteByte(' ')
+					out = append(out, ' ')
 				}
 			case "a":
 				if tt == html.StartTagToken {
@@ -89,8 +96,8 @@ func HTMLToText(s string) string {
 						}
 					}
 				} else if tt == html.EndTagToken && href != "" {
-					if (strings.HasPrefix(href, "http://") || strings.HasPrefix(href, "https://")) && !strings.Contains(b.String()[max(0, b.Len()-len(href)-1):], href) {
-						b.WriteString(" <" + href + ">")
+					if (strings.HasPrefix(href, "http://") || strings.HasPrefix(href, "https://")) && !bytes.Contains(out[max(0, len(out)-len(href)-1):], []byte(href)) {
+						out = append(out, " <"+href+">"...)
 					}
 					href = ""
 				}

@@ -222,11 +222,13 @@ func (s *session) Data(r io.Reader) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, rc := range s.rcpts {
-		if err := s.b.deliverMail(ctx, rc.user, s.from, raw); err != nil {
-			s.b.host.Log().Error("cannot store an inbound mail", "to", rc.addr, "err", err)
-			return errTempStore
-		}
+	users := make([]string, len(s.rcpts))
+	for i, rc := range s.rcpts {
+		users[i] = rc.user
+	}
+	if err := s.b.deliverMailTo(ctx, users, s.from, raw); err != nil {
+		s.b.host.Log().Error("cannot store an inbound mail", "recipients", len(users), "err", err)
+		return errTempStore
 	}
 	s.b.host.Log().Info("accepted a mail", "client", s.client, "from", s.from, "recipients", len(s.rcpts), "size", len(raw))
 	return nil

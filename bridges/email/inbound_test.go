@@ -149,3 +149,44 @@ func TestInboundConnectionLimit(t *testing.T) {
 		}
 	}
 }
+
+// A mail for two users whose commit fails for the second one leaves
+// nothing queued: the sender's retry gives each user the mail once.
+func TestInboundTwoRecipientsAllOrNone(t *testing.T) {
+	b, h := startBridge(t, Options{Listen: "127.0.0.1:0"}, map[string]string{"alice@example.org": "alice", "bob@example.org": "bob"})
+	ctx := context.Background()
+	// The outbox refuses bob's stanza.
+	if _, err := h.st.DB().ExecContext(ctx, `CREATE TRIGGER refuse_bob BEFORE INSERT ON outbox
+		WHEN NEW.stanza LIKE '%to="bob@example.org"%' BEGIN SELECT RAISE(ABORT, 'disk full'); END`); err != nil {
+		t.Fatal(err)
+	}
+	rcpts := []string{"alice@" + testDomain, "bob@" + testDomain}
+	raw := "From: x@example.com\nSubject: both\n\nfor both of you\n"
+	if c, _ := code(submit(b.smtpAddr, "x@example.com", rcpts, raw)); c != 451 {
+		t.Fatalf("got %d, want 451", c)
+	}
+	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 0 {
+		t.Fatalf("%d stanzas queued by a failed mail", n)
+	}
+	if _, err := h.st.DB().ExecContext(ctx, `DROP TRIGGER refuse_bob`); err != nil {
+		t.Fatal(err)
+	}
+	if err := submit(b.smtpAddr, "x@example.com", rcpts, raw); err != nil {
+		t.Fatal(err)
+	}
+	items, err := h.st.PendingStanzas(ctx, testDomain, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, it := range items {
+		for _, u := range []string{"alice@example.org", "bob@example.org"} {
+			if strings.Contains(it.Stanza, `to="`+u+`"`) && strings.Contains(it.Stanza, "for both of you") {
+				got[u]++
+			}
+		}
+	}
+	if len(items) != 2 || got["alice@example.org"] != 1 || got["bob@example.org"] != 1 {
+		t.Fatalf("queued %d stanzas: %v", len(items), got)
+	}
+}

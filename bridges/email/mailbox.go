@@ -3,6 +3,7 @@ package email
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -20,6 +21,16 @@ import (
 // mailboxConfig is a user's own mailbox (mailbox mode).
 type mailboxConfig struct {
 	IMAPServer, IMAPUser, IMAPPassword string
+
+	tls        *tls.Config // base TLS configuration (Options.TLSConfig)
+	requireTLS bool        // the server is not local: no password in clear
+}
+
+// secure completes cfg with the bridge's TLS policy.
+func (b *Bridge) secure(cfg mailboxConfig) mailboxConfig {
+	cfg.tls = b.opts.TLSConfig
+	cfg.requireTLS = !b.isLocal(cfg.IMAPServer)
+	return cfg
 }
 
 func mailboxFromFields(f map[string]string) (mailboxConfig, bool) {
@@ -36,6 +47,37 @@ type authError struct{ err error }
 
 func (e *authError) Error() string { return "the IMAP server refused the login: " + e.err.Error() }
 func (e *authError) Unwrap() error { return e.err }
+
+// securityError is a server that cannot be reached safely: no TLS, or a
+// certificate that does not verify. It does not fix itself.
+type securityError struct{ err error }
+
+func (e *securityError) Error() string { return e.err.Error() }
+func (e *securityError) Unwrap() error { return e.err }
+
+// tlsFor returns the TLS configuration of a connection to host.
+func tlsFor(base *tls.Config, host string) *tls.Config {
+	c := &tls.Config{}
+	if base != nil {
+		c = base.Clone()
+	}
+	c.ServerName = host
+	c.InsecureSkipVerify = false
+	return c
+}
+
+// certError reports whether err is a certificate that failed verification,
+// and says so in words.
+func certError(err error, server string) (error, bool) {
+	var ve *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ci x509.CertificateInvalidError
+	if errors.As(err, &ve) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) {
+		return fmt.Errorf("the TLS certificate of %s is not trusted: %w", server, err), true
+	}
+	return err, false
+}
 
 // isLoopback reports whether addr's host is a loopback address or name.
 func isLoopback(hostport string) bool {
@@ -54,7 +96,7 @@ func dialIMAP(cfg mailboxConfig, opts *imapclient.Options) (*imapclient.Client, 
 	if err != nil {
 		return nil, err
 	}
-	opts.TLSConfig = &tls.Config{ServerName: host}
+	opts.TLSConfig = tlsFor(cfg.tls, host)
 	var c *imapclient.Client
 	if port == "993" {
 		c, err = imapclient.DialTLS(cfg.IMAPServer, opts)
@@ -64,13 +106,16 @@ func dialIMAP(cfg mailboxConfig, opts *imapclient.Options) (*imapclient.Client, 
 			if err = c.WaitGreeting(); err == nil && c.Caps().Has(imap.CapStartTLS) {
 				c.Close()
 				c, err = imapclient.DialStartTLS(cfg.IMAPServer, opts)
-			} else if err == nil && !isLoopback(cfg.IMAPServer) {
+			} else if err == nil && cfg.requireTLS {
 				c.Close()
-				return nil, &authError{fmt.Errorf("%s offers no TLS; refusing to send the password in clear", cfg.IMAPServer)}
+				return nil, &securityError{fmt.Errorf("%s offers no TLS; refusing to send the password in clear", cfg.IMAPServer)}
 			}
 		}
 	}
 	if err != nil {
+		if cerr, ok := certError(err, cfg.IMAPServer); ok {
+			return nil, &securityError{cerr}
+		}
 		return nil, fmt.Errorf("failed to connect to %s: %w", cfg.IMAPServer, err)
 	}
 	if err := c.Login(cfg.IMAPUser, cfg.IMAPPassword).Wait(); err != nil {
@@ -131,6 +176,7 @@ func (b *Bridge) startWatcher(user string, cfg mailboxConfig) {
 	if old := b.watchers[user]; old != nil {
 		old.cancel()
 	}
+	cfg = b.secure(cfg)
 	ctx, cancel := context.WithCancel(b.runCtx)
 	w := &watcher{b: b, user: user, cfg: cfg, notify: make(chan struct{}, 1), poll: b.opts.PollInterval, cancel: cancel}
 	b.watchers[user] = w
@@ -183,6 +229,13 @@ func (w *watcher) run(ctx context.Context) {
 				w.tell(ctx, "Your mailbox "+w.cfg.IMAPServer+" refused the login ("+ae.err.Error()+"). Update the password with the gateway's registration or settings; it will keep trying.")
 			}
 			delay = w.b.host.RetryMaxDelay()
+		} else if se := (*securityError)(nil); errors.As(err, &se) {
+			log.Error("cannot reach the mailbox safely", "err", err)
+			if !w.reported {
+				w.reported = true
+				w.tell(ctx, "Your mailbox "+w.cfg.IMAPServer+" cannot be reached safely: "+se.Error()+". Your password was not sent. Fix the server or change it in the gateway's registration or settings; it will keep trying.")
+			}
+			delay = w.b.host.RetryMaxDelay()
 		} else {
 			delay = min(max(delay*2, time.Second), w.b.host.RetryMaxDelay())
 		}
@@ -230,7 +283,7 @@ func (w *watcher) session(ctx context.Context, connected func()) error {
 	}
 	if w.reported {
 		w.reported = false
-		w.tell(ctx, "Your mailbox "+w.cfg.IMAPServer+" accepts the login again.")
+		w.tell(ctx, "Your mailbox "+w.cfg.IMAPServer+" works again.")
 	}
 	connected()
 	pos, ok, err := w.b.loadPos(ctx, w.user)

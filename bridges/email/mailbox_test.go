@@ -2,7 +2,10 @@ package email
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"strings"
 	"sync"
@@ -27,6 +30,9 @@ type memIMAP struct {
 	srv   *imapserver.Server
 	mu    sync.Mutex
 	conns []net.Conn
+	// With serverTLS the server offers STARTTLS and refuses a login in
+	// clear; clientTLS is what appendMail trusts then.
+	serverTLS, clientTLS *tls.Config
 }
 
 // trackingListener remembers accepted connections so that stop can cut
@@ -48,8 +54,12 @@ func (l trackingListener) Accept() (net.Conn, error) {
 
 func startMemIMAP(t *testing.T) *memIMAP { return startMemIMAPB(t) }
 
-func startMemIMAPB(t testing.TB) *memIMAP {
-	m := &memIMAP{mem: imapmemserver.New(), user: imapmemserver.NewUser("bob", "secret")}
+func startMemIMAPB(t testing.TB) *memIMAP { return startMemIMAPTLS(t, nil, nil) }
+
+// startMemIMAPTLS starts a server offering STARTTLS with serverTLS (none
+// when nil); the test's own client trusts clientTLS.
+func startMemIMAPTLS(t testing.TB, serverTLS, clientTLS *tls.Config) *memIMAP {
+	m := &memIMAP{mem: imapmemserver.New(), user: imapmemserver.NewUser("bob", "secret"), serverTLS: serverTLS, clientTLS: clientTLS}
 	if err := m.user.Create("INBOX", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +80,9 @@ func (m *memIMAP) serve(ln net.Listener) {
 			return m.mem.NewSession(), nil, nil
 		},
 		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}},
-		InsecureAuth: true,
+		InsecureAuth: m.serverTLS == nil,
+		TLSConfig:    m.serverTLS,
+		Logger:       log.New(io.Discard, "", 0),
 	})
 	go m.srv.Serve(trackingListener{ln, m})
 }
@@ -96,7 +108,13 @@ func (m *memIMAP) restart(t *testing.T) {
 // appendMail puts a mail into INBOX with a real IMAP client.
 func (m *memIMAP) appendMail(t *testing.T, subject, body string) {
 	t.Helper()
-	c, err := imapclient.DialInsecure(m.addr, nil)
+	var c *imapclient.Client
+	var err error
+	if m.clientTLS != nil {
+		c, err = imapclient.DialStartTLS(m.addr, &imapclient.Options{TLSConfig: m.clientTLS})
+	} else {
+		c, err = imapclient.DialInsecure(m.addr, nil)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

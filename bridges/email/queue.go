@@ -32,6 +32,7 @@ type relayConfig struct {
 	implicitTLS    bool
 	requireTLS     bool // refuse a server without TLS (a user's server not on loopback)
 	user, password string
+	tls            *tls.Config // base TLS configuration (Options.TLSConfig)
 }
 
 func parseRelay(s string) (*relayConfig, error) {
@@ -60,6 +61,7 @@ func parseRelay(s string) (*relayConfig, error) {
 type sendError struct {
 	temporary bool
 	rcpt      bool // refused at RCPT (the address), else the message or the session
+	insecure  bool // the server's certificate did not verify, or it has no TLS
 	err       error
 }
 
@@ -68,6 +70,10 @@ func (e *sendError) Unwrap() error   { return e.err }
 func (e *sendError) Temporary() bool { return e.temporary }
 
 func classify(err error, rcpt bool) error {
+	var sec *securityError
+	if errors.As(err, &sec) {
+		return &sendError{insecure: true, err: err}
+	}
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
 		return &sendError{temporary: se.Temporary() || se.Code/100 != 5, rcpt: rcpt, err: err}
@@ -107,9 +113,21 @@ func (r *relayConfig) send(ctx context.Context, heloName, from, to string, raw [
 	return nil
 }
 
+// dial connects to the relay: implicit TLS for smtps, STARTTLS when
+// offered. A certificate that does not verify is a securityError.
 func (r *relayConfig) dial(ctx context.Context, heloName string) (*smtp.Client, error) {
+	c, err := r.dialTLS(ctx, heloName)
+	if err != nil {
+		if cerr, ok := certError(err, r.addr); ok {
+			return nil, &securityError{cerr}
+		}
+	}
+	return c, err
+}
+
+func (r *relayConfig) dialTLS(ctx context.Context, heloName string) (*smtp.Client, error) {
 	d := net.Dialer{Timeout: dialTimout}
-	tc := &tls.Config{ServerName: r.host}
+	tc := tlsFor(r.tls, r.host)
 	conn, err := d.DialContext(ctx, "tcp", r.addr)
 	if err != nil {
 		return nil, err
@@ -144,7 +162,7 @@ func (r *relayConfig) dial(ctx context.Context, heloName string) (*smtp.Client, 
 		}
 	} else if !ok && !r.implicitTLS && r.requireTLS {
 		c.Close()
-		return nil, &smtp.SMTPError{Code: 530, Message: r.addr + " offers no TLS; refusing to send the password in clear"}
+		return nil, &securityError{errors.New(r.addr + " offers no TLS; refusing to send the password in clear")}
 	}
 	return c, nil
 }
@@ -170,7 +188,7 @@ func (b *Bridge) relayFor(ctx context.Context, j outJob) (*relayConfig, error) {
 		return nil, &sendError{err: errors.New("your registration has no SMTP server any more")}
 	}
 	host, port, _ := net.SplitHostPort(f["smtp_server"])
-	r := &relayConfig{addr: f["smtp_server"], host: host, implicitTLS: port == "465", requireTLS: !isLoopback(f["smtp_server"]),
+	r := &relayConfig{addr: f["smtp_server"], host: host, implicitTLS: port == "465", requireTLS: !b.isLocal(f["smtp_server"]), tls: b.opts.TLSConfig,
 		user: firstNonEmpty(f["smtp_username"], f["imap_username"]), password: firstNonEmpty(f["smtp_password"], f["imap_password"])}
 	return r, nil
 }
@@ -279,7 +297,11 @@ func (b *Bridge) runJob(ctx context.Context, id int64, attempts int, created tim
 		}
 		return
 	}
-	b.host.Log().Warn("mail delivery failed for good", "to", j.To, "job", id, "err", err)
+	if se != nil && se.insecure {
+		b.host.Log().Error("mail delivery refused: the server cannot be reached safely; fix its certificate or the trusted roots", "to", j.To, "job", id, "err", err)
+	} else {
+		b.host.Log().Warn("mail delivery failed for good", "to", j.To, "job", id, "err", err)
+	}
 	cond := "not-acceptable"
 	if se != nil && se.rcpt {
 		cond = "recipient-unavailable"

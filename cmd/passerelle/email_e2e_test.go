@@ -5,19 +5,33 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"log"
+	"math/big"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
@@ -39,17 +53,32 @@ type relaySink struct {
 type sinkMail struct {
 	from, to, user string
 	raw            []byte
+	tls            bool // received over TLS
 }
 
-func startSink(t *testing.T) *relaySink {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func startSink(t *testing.T) *relaySink { return startSinkTLS(t, nil, false) }
+
+// startSinkTLS starts a sink with TLS by cfg: implicit, or STARTTLS (AUTH
+// only after it); plain SMTP when cfg is nil.
+func startSinkTLS(t *testing.T, cfg *tls.Config, implicit bool) *relaySink {
+	var ln net.Listener
+	var err error
+	if cfg != nil && implicit {
+		ln, err = tls.Listen("tcp", "127.0.0.1:0", cfg)
+	} else {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &relaySink{addr: ln.Addr().String(), flaky: map[string]int{}, got: make(chan struct{}, 100)}
-	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return &sinkSession{s: s}, nil }))
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return &sinkSession{s: s, c: c}, nil }))
 	srv.Domain = "relay.test"
-	srv.AllowInsecureAuth = true
+	srv.AllowInsecureAuth = cfg == nil
+	if cfg != nil && !implicit {
+		srv.TLSConfig = cfg
+	}
+	srv.ErrorLog = log.New(io.Discard, "", 0)
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return s
@@ -57,6 +86,7 @@ func startSink(t *testing.T) *relaySink {
 
 type sinkSession struct {
 	s        *relaySink
+	c        *smtp.Conn
 	from, to string
 	user     string // authenticated user
 }
@@ -100,7 +130,8 @@ func (ss *sinkSession) Data(r io.Reader) error {
 		return err
 	}
 	ss.s.mu.Lock()
-	ss.s.mails = append(ss.s.mails, sinkMail{from: ss.from, to: ss.to, user: ss.user, raw: raw})
+	_, isTLS := ss.c.TLSConnectionState()
+	ss.s.mails = append(ss.s.mails, sinkMail{from: ss.from, to: ss.to, user: ss.user, raw: raw, tls: isTLS})
 	ss.s.mu.Unlock()
 	ss.s.got <- struct{}{}
 	return nil
@@ -339,6 +370,40 @@ Content-Transfer-Encoding: base64
 		alice.ExpectNone(t, 500*time.Millisecond, "a refused mail", mailFrom(bob, "0123456789abcdef"))
 	})
 
+	t.Run("accept_mail setting", func(t *testing.T) {
+		const cmdNS = "http://jabber.org/protocol/commands"
+		setAccept := func(v string) {
+			t.Helper()
+			r := alice.IQ(t, "set", mailDomain, "<command xmlns='"+cmdNS+"' node='settings' action='execute'/>")
+			wantResult(t, r, "settings execute")
+			cmd := r.Child(cmdNS, "command")
+			if cmd.Attr("status") != "executing" || formValues(r, "accept_mail") == nil {
+				t.Fatalf("settings form without accept_mail: %s", r)
+			}
+			if got := formValues(r, "address"); len(got) != 1 || got[0] != "alice" {
+				t.Fatalf("settings form address %v", got)
+			}
+			r = alice.IQ(t, "set", mailDomain, "<command xmlns='"+cmdNS+"' node='settings' sessionid='"+cmd.Attr("sessionid")+"' action='complete'>"+
+				submitForm("jabber:iq:register", "address", "alice", "accept_mail", v)+"</command>")
+			wantResult(t, r, "settings submit accept_mail="+v)
+			if st := r.Child(cmdNS, "command").Attr("status"); st != "completed" {
+				t.Fatalf("settings status %q: %s", st, r)
+			}
+		}
+		setAccept("false")
+		err := sendMail(smtpAddr, "bob@example.com", rcpt, "From: bob@example.com\nSubject: off\n\nWhile mail is off\n")
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) || se.Code != 550 || se.EnhancedCode != (smtp.EnhancedCode{5, 2, 1}) {
+			t.Fatalf("mail to an address that accepts none: want 550 5.2.1, got %v", err)
+		}
+		setAccept("true")
+		if err := sendMail(smtpAddr, "bob@example.com", rcpt, "From: bob@example.com\nSubject: on\n\nMail is on again\n"); err != nil {
+			t.Fatalf("after turning mail back on: %v", err)
+		}
+		alice.Expect(t, wait, "the mail after turning mail back on", mailFrom(bob, "Mail is on again"))
+		alice.ExpectNone(t, 500*time.Millisecond, "the refused mail", mailFrom(bob, "While mail is off"))
+	})
+
 	t.Run("reply in thread", func(t *testing.T) {
 		alice.Send(t, "<message to='%s' type='chat' id='r1'><body>Fine, thanks!</body><thread>%s</thread></message>",
 			bob, first.ChildText("", "thread"))
@@ -566,4 +631,162 @@ Content-Transfer-Encoding: base64
 	if resp.StatusCode != 200 || string(got) != content {
 		t.Fatalf("GET %s: %s, %d bytes", url, resp.Status, len(got))
 	}
+}
+
+// testCA is a throwaway certificate authority written to a PEM file (for
+// SSL_CERT_FILE).
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	file string
+}
+
+func newTestCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{cert: cert, key: key, file: file}
+}
+
+// serverTLS is a server configuration with a certificate of the CA for
+// 127.0.0.1 and localhost.
+func (ca *testCA) serverTLS(t *testing.T) *tls.Config {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), DNSNames: []string{"localhost"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+}
+
+// TestEmailTLS: the relay over implicit TLS (smtps://) with its certificate
+// verified against SSL_CERT_FILE; then a relay whose certificate comes from
+// an unknown CA: the mail is refused at the first attempt, the sender gets
+// an error and the gateway logs it as an error.
+func TestEmailTLS(t *testing.T) {
+	srv := harness.StartProsody(t, harness.ServerOptions{Domain: "localhost", Components: []string{mailDomain}})
+	ca := newTestCA(t, "Passerelle test CA")
+	sink := startSinkTLS(t, ca.serverTLS(t), true)
+	env := baseEnv(t, srv)
+	delete(env, "PASSERELLE_IRC_DOMAIN")
+	delete(env, "PASSERELLE_SMS_DOMAIN")
+	delete(env, "PASSERELLE_SMS_NUMBERS")
+	env["PASSERELLE_SMTP_RELAY"] = "smtps://relay-user:smtp-pw@" + sink.addr
+	env["SSL_CERT_FILE"] = ca.file
+	env["PASSERELLE_RETRY_MAX_DELAY"] = "1s"
+	e := startGateway(t, srv, env)
+	alice := e.dial(t, "alice@localhost")
+	wantResult(t, register(alice, t, mailDomain, "address", "alice"), "register alice")
+
+	t.Run("smtps relay", func(t *testing.T) {
+		alice.Send(t, "<message to='bob%%example.com@%s' type='chat' id='s1'><body>Sealed in TLS</body></message>", mailDomain)
+		m := sink.waitMail(t, wait, "bob@example.com", "Sealed in TLS")
+		if !m.tls || m.user != "relay-user" || m.from != "alice@"+mailDomain {
+			t.Errorf("tls %v, AUTH as %q, from %q", m.tls, m.user, m.from)
+		}
+	})
+
+	t.Run("mailbox mode over STARTTLS", func(t *testing.T) {
+		// The user's IMAP and submission servers offer STARTTLS and refuse
+		// a login in clear.
+		stls := ca.serverTLS(t)
+		mem := imapmemserver.New()
+		u := imapmemserver.NewUser("carol", "imap-pw")
+		if err := u.Create("INBOX", nil); err != nil {
+			t.Fatal(err)
+		}
+		mem.AddUser(u)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		imapSrv := imapserver.New(&imapserver.Options{
+			NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+				return mem.NewSession(), nil, nil
+			},
+			Caps:      imap.CapSet{imap.CapIMAP4rev1: {}},
+			TLSConfig: stls,
+			Logger:    log.New(io.Discard, "", 0),
+		})
+		go imapSrv.Serve(ln)
+		t.Cleanup(func() { imapSrv.Close() })
+		submission := startSinkTLS(t, stls, false)
+
+		carol := e.dial(t, "carol@localhost")
+		wantResult(t, register(carol, t, mailDomain, "address", "carol", "imap_server", ln.Addr().String(), "imap_username", "carol",
+			"imap_password", "imap-pw", "smtp_server", submission.addr, "smtp_username", "carol-smtp", "smtp_password", "smtp-pw",
+			"email", "carol@example.net"), "register with a mailbox over STARTTLS")
+		roots := x509.NewCertPool()
+		roots.AddCert(ca.cert)
+		c, err := imapclient.DialStartTLS(ln.Addr().String(), &imapclient.Options{TLSConfig: &tls.Config{RootCAs: roots}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Login("carol", "imap-pw").Wait(); err != nil {
+			t.Fatal(err)
+		}
+		raw := "From: dan@example.com\r\nSubject: Sealed\r\nMessage-ID: <tls-1@example.com>\r\n\r\nRead over STARTTLS\r\n"
+		app := c.Append("INBOX", int64(len(raw)), nil)
+		app.Write([]byte(raw))
+		app.Close()
+		if _, err := app.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		m := carol.Expect(t, wait, "the mail read over STARTTLS", mailFrom("dan%example.com@"+mailDomain, "Read over STARTTLS"))
+		carol.Send(t, "<message to='dan%%example.com@%s' type='chat' id='c1'><body>Sent over STARTTLS</body><thread>%s</thread></message>", mailDomain, m.ChildText("", "thread"))
+		out := submission.waitMail(t, wait, "dan@example.com", "Sent over STARTTLS")
+		if !out.tls || out.user != "carol-smtp" || out.from != "carol@example.net" {
+			t.Errorf("through the user's server: tls %v, AUTH as %q, from %q", out.tls, out.user, out.from)
+		}
+	})
+
+	t.Run("untrusted relay", func(t *testing.T) {
+		impostor := startSinkTLS(t, newTestCA(t, "Unknown CA").serverTLS(t), true)
+		e.gw.Signal(syscall.SIGTERM)
+		e.gw.Wait(t, wait)
+		env["PASSERELLE_SMTP_RELAY"] = "smtps://relay-user:smtp-pw@" + impostor.addr
+		e.gw = harness.StartGateway(t, e.bin, env)
+		e.gw.WaitOutput(t, wait, `msg="connected to the XMPP server" component=`+mailDomain)
+		alice.Send(t, "<message to='bob%%example.com@%s' type='chat' id='s2'><body>Not for an impostor</body></message>", mailDomain)
+		m := alice.Expect(t, wait, "the refusal", func(e *xmlel.Element) bool {
+			return harness.IsMessage(e) && e.Attr("type") == "error" && e.Attr("id") == "s2"
+		})
+		wantError(t, m, "not-acceptable", "untrusted relay")
+		if !strings.Contains(m.String(), "not trusted") {
+			t.Errorf("the error does not say why: %s", m)
+		}
+		e.gw.WaitOutput(t, wait, `level=ERROR msg="mail delivery refused`)
+		impostor.mu.Lock()
+		n := len(impostor.mails)
+		impostor.mu.Unlock()
+		if n != 0 {
+			t.Errorf("%d mails reached the impostor", n)
+		}
+	})
 }
