@@ -170,25 +170,44 @@ func startPos(sel *imap.SelectData) imapPos {
 }
 
 // startWatcher (re)starts the INBOX watcher of user.
+// The new watcher starts only once the old one has stopped, so two never
+// forward the same mail.
 func (b *Bridge) startWatcher(user string, cfg mailboxConfig) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if old := b.watchers[user]; old != nil {
-		old.cancel()
-	}
 	cfg = b.secure(cfg)
 	ctx, cancel := context.WithCancel(b.runCtx)
-	w := &watcher{b: b, user: user, cfg: cfg, notify: make(chan struct{}, 1), poll: b.opts.PollInterval, cancel: cancel}
+	w := &watcher{b: b, user: user, cfg: cfg, notify: make(chan struct{}, 1), poll: b.opts.PollInterval,
+		cancel: cancel, done: make(chan struct{})}
+	b.mu.Lock()
+	old := b.watchers[user]
 	b.watchers[user] = w
-	go w.run(ctx)
+	b.mu.Unlock()
+	go func() {
+		if old != nil {
+			old.stop()
+		}
+		w.run(ctx)
+	}()
 }
 
+// stopWatcher stops user's watcher and waits until it has.
 func (b *Bridge) stopWatcher(user string) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if w := b.watchers[user]; w != nil {
-		w.cancel()
-		delete(b.watchers, user)
+	w := b.watchers[user]
+	delete(b.watchers, user)
+	b.mu.Unlock()
+	if w != nil {
+		w.stop()
+	}
+}
+
+// stop cancels the watcher and waits for it to finish the mail it is
+// forwarding (a forwarded mail and its recorded position go together).
+func (w *watcher) stop() {
+	w.cancel()
+	select {
+	case <-w.done:
+	case <-time.After(30 * time.Second):
+		w.b.host.Log().Error("a mailbox watcher did not stop", "user", w.user)
 	}
 }
 
@@ -202,9 +221,11 @@ type watcher struct {
 	poll     time.Duration
 	reported bool // the user was told about a refused login
 	cancel   context.CancelFunc
+	done     chan struct{} // closed when run returns
 }
 
 func (w *watcher) run(ctx context.Context) {
+	defer close(w.done)
 	log := w.b.host.Log().With("user", w.user, "imap", w.cfg.IMAPServer)
 	var delay time.Duration
 	for ctx.Err() == nil {
@@ -389,11 +410,17 @@ func (w *watcher) fetchNew(ctx context.Context, c *imapclient.Client, pos *imapP
 		if len(raw) > int(w.b.opts.MaxSize) {
 			raw = []byte(fmt.Sprintf("Subject: (mail too large: %d bytes)\r\n\r\nA mail of %d bytes in your mailbox is larger than this gateway forwards.\r\n", len(raw), len(raw)))
 		}
-		if err := w.b.deliverMail(ctx, w.user, "", raw); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		// Delivering a mail and recording it go together: a stop between
+		// the two would forward the mail again.
+		dctx := context.WithoutCancel(ctx)
+		if err := w.b.deliverMail(dctx, w.user, "", raw); err != nil {
 			return err
 		}
 		pos.LastUID = uint32(m.UID)
-		if err := w.b.savePos(ctx, w.user, *pos); err != nil {
+		if err := w.b.savePos(dctx, w.user, *pos); err != nil {
 			return err
 		}
 	}

@@ -266,7 +266,7 @@ func TestMailboxWatcherWithoutRegistration(t *testing.T) {
 		if n == 0 {
 			break
 		}
-		if i > 500 {
+		if i > 1500 {
 			t.Fatal("the watcher keeps running")
 		}
 		time.Sleep(10 * time.Millisecond)
