@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/url"
 	"time"
@@ -14,13 +13,14 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"passerelle/bridges"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 	"passerelle/store"
 )
 
 const (
-	firstRetry = 5 * time.Second
+	firstRetry = bridges.FirstRetry
 	// maxAge is how long a mail is retried before it fails for good.
 	maxAge     = 24 * time.Hour
 	dialTimout = 30 * time.Second
@@ -248,17 +248,8 @@ func (b *Bridge) drainQueue(ctx context.Context) {
 	}
 }
 
-// backoff returns the delay before retry number attempt (0: the first).
-func backoff(attempt int, max time.Duration) time.Duration {
-	d := firstRetry
-	for i := 0; i < attempt && d < max; i++ {
-		d *= 2
-	}
-	if d > max {
-		d = max
-	}
-	return d*4/5 + time.Duration(rand.Int64N(int64(d)*2/5+1))
-}
+// backoff is the delay before the next try after attempt failed ones.
+func backoff(attempt int, max time.Duration) time.Duration { return bridges.RetryDelay(attempt, max) }
 
 func (b *Bridge) runJob(ctx context.Context, id int64, attempts int, created time.Time, payload []byte) {
 	st := b.host.Store()

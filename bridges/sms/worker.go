@@ -4,15 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"math/rand/v2"
 	"time"
 
+	"passerelle/bridges"
 	"passerelle/component/stanza"
 	"passerelle/store"
 )
 
 const (
-	firstRetry = 5 * time.Second
+	firstRetry = bridges.FirstRetry
 	batchSize  = 50
 )
 
@@ -132,19 +132,9 @@ func (b *Bridge) refused(ctx context.Context, t job, err error) error {
 	return b.host.SendMessage(ctx, stanza.New("message", contact, t.User, "error", t.ID).Add(e.Element()))
 }
 
-// backoff is the delay before the next try after attempts failed ones:
-// about 5 s, doubling, capped by RetryMaxDelay, minus up to 20 % jitter.
+// backoff is the delay before the next try after attempts failed ones.
 func (b *Bridge) backoff(attempts int) time.Duration {
-	limit := b.host.RetryMaxDelay()
-	d := firstRetry
-	for range min(attempts, 30) {
-		d *= 2
-		if d >= limit {
-			break
-		}
-	}
-	d = min(d, limit)
-	return d - time.Duration(rand.Int64N(int64(d/5)+1))
+	return bridges.RetryDelay(attempts, b.host.RetryMaxDelay())
 }
 
 func (b *Bridge) statusCallback() string {
