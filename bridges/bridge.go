@@ -103,6 +103,13 @@ type Connected interface {
 	Connected(ctx context.Context)
 }
 
+// Waiter is implemented by bridges with work to finish after their context
+// ended (saying goodbye to a foreign network); Wait blocks, boundedly,
+// until it is done.
+type Waiter interface {
+	Wait()
+}
+
 // Command is an ad-hoc command (XEP-0050). Execute is called with a nil form
 // for the first step, then with each submitted form; it returns the next form
 // to show (Done false) or the final note/form (Done true).

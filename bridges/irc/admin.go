@@ -21,8 +21,12 @@ const nsMUCAdmin = "http://jabber.org/protocol/muc#admin"
 // (role participant / visitor), op (role moderator, affiliation admin).
 func (b *Bridge) mucAdmin(u *bridges.User, st *xmlel.Element, n *network, ch *channel) {
 	q := st.Child(nsMUCAdmin, "query")
-	if st.Attr("type") != "set" {
-		bridges.Refuse(b.host, st, stanza.Errorf("feature-not-implemented", "IRC rooms have no lists to get."))
+	switch st.Attr("type") {
+	case "get":
+		b.mucAdminList(u, st, n, ch)
+		return
+	case "set":
+	default:
 		return
 	}
 	if n == nil || ch == nil || ch.resources[u.Full] == nil {

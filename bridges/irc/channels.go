@@ -88,7 +88,7 @@ func presenceError(from, to string, e *stanza.Error) *xmlel.Element {
 // occupantPresence is the presence of member m in ch, for resource full.
 func (n *network) occupantPresence(ch *channel, m *member, full string, codes ...string) *xmlel.Element {
 	p := stanza.Presence(ch.jid(n)+"/"+m.nick, full, "")
-	if fold(m.nick) == fold(n.nick) {
+	if n.fold(m.nick) == n.fold(n.nick) {
 		codes = append([]string{"110"}, codes...)
 	}
 	return p.Add(mucUserX(*m, codes...))
@@ -104,7 +104,7 @@ func (n *network) broadcast(ch *channel, build func(full string) *xmlel.Element)
 // join handles an available presence to room/nick from full; an empty
 // full joins without a resource (a persistent channel after a restart).
 func (n *network) join(ctx context.Context, name, full, reqNick string, hist historyReq, pw string) {
-	key := fold(name)
+	key := n.fold(name)
 	ch := n.chans[key]
 	if ch == nil {
 		ch = &channel{name: name, pending: map[string]string{}, resources: map[string]*resource{}, members: map[string]*member{},
@@ -182,7 +182,7 @@ func (n *network) flushJoins() {
 			n.b.host.Log().Warn("cannot send a JOIN", "user", n.user, "server", n.server, "err", err)
 		}
 		for _, name := range names {
-			n.watchJoin(n.chans[fold(name)])
+			n.watchJoin(n.chans[n.fold(name)])
 		}
 	}
 }
@@ -195,7 +195,7 @@ func (n *network) replay(ch *channel, full, reqNick string, hist historyReq) {
 		nicks = append(nicks, k)
 	}
 	sort.Strings(nicks)
-	self := fold(n.nick)
+	self := n.fold(n.nick)
 	for _, k := range nicks {
 		if k != self {
 			n.b.host.Send(n.occupantPresence(ch, ch.members[k], full))
@@ -218,7 +218,7 @@ func (n *network) replay(ch *channel, full, reqNick string, hist historyReq) {
 
 // leave handles an unavailable presence to the room from full.
 func (n *network) leave(name, full string) {
-	ch := n.chans[fold(name)]
+	ch := n.chans[n.fold(name)]
 	if ch == nil {
 		return
 	}
@@ -230,7 +230,7 @@ func (n *network) leave(name, full string) {
 		delete(ch.resources, full)
 		p := stanza.Presence(ch.jid(n)+"/"+n.nick, full, "unavailable")
 		me := member{nick: n.nick}
-		if m := ch.members[fold(n.nick)]; m != nil {
+		if m := ch.members[n.fold(n.nick)]; m != nil {
 			me = *m
 		}
 		n.b.host.Send(p.Add(mucUserX(me, "110")))
@@ -245,27 +245,27 @@ func (n *network) part(ch *channel) {
 	if ch.joinSent && n.c != nil {
 		n.send("PART", ch.name)
 	}
-	delete(n.chans, fold(ch.name))
+	delete(n.chans, n.fold(ch.name))
 	n.maybeClose()
 }
 
 // onJoin handles a JOIN.
 func (n *network) onJoin(m *irc.Message) {
 	for _, name := range strings.Split(m.Param(0), ",") {
-		ch := n.chans[fold(name)]
+		ch := n.chans[n.fold(name)]
 		if ch == nil {
 			continue
 		}
-		if fold(m.Name) == fold(n.nick) {
+		if n.fold(m.Name) == n.fold(n.nick) {
 			ch.joined, ch.listing = true, true
-			ch.members = map[string]*member{fold(n.nick): {nick: n.nick}}
+			ch.members = map[string]*member{n.fold(n.nick): {nick: n.nick}}
 			if m.User != "" {
 				n.user0 = m.User + "@" + m.Host
 			}
 			continue
 		}
 		mem := &member{nick: m.Name}
-		ch.members[fold(m.Name)] = mem
+		ch.members[n.fold(m.Name)] = mem
 		if ch.live() {
 			n.broadcast(ch, func(full string) *xmlel.Element { return n.occupantPresence(ch, mem, full) })
 		}
@@ -277,7 +277,7 @@ func (n *network) onNames(m *irc.Message) {
 	if len(m.Params) < 4 {
 		return
 	}
-	ch := n.chans[fold(m.Params[2])]
+	ch := n.chans[n.fold(m.Params[2])]
 	if ch == nil || !ch.listing {
 		return
 	}
@@ -292,7 +292,7 @@ func (n *network) onNames(m *irc.Message) {
 			e = e[1:]
 		}
 		if nick, _, _ := strings.Cut(e, "!"); nick != "" {
-			ch.members[fold(nick)] = &member{nick: nick, modes: modes}
+			ch.members[n.fold(nick)] = &member{nick: nick, modes: modes}
 		}
 	}
 }
@@ -300,7 +300,7 @@ func (n *network) onNames(m *irc.Message) {
 // onEndOfNames handles 366: the join is complete; answer the waiting
 // resources.
 func (n *network) onEndOfNames(m *irc.Message) {
-	ch := n.chans[fold(m.Param(1))]
+	ch := n.chans[n.fold(m.Param(1))]
 	if ch == nil || !ch.listing {
 		return
 	}
@@ -322,7 +322,7 @@ func (n *network) onEndOfNames(m *irc.Message) {
 
 // onJoinError handles the numerics refusing a JOIN.
 func (n *network) onJoinError(m *irc.Message) {
-	ch := n.chans[fold(m.Param(1))]
+	ch := n.chans[n.fold(m.Param(1))]
 	if ch == nil || ch.joined {
 		n.status(n.b.ctx, decodeText(m.Trailing()))
 		return
@@ -336,18 +336,18 @@ func (n *network) onJoinError(m *irc.Message) {
 	for full, req := range ch.pending {
 		n.b.host.Send(presenceError(ch.jid(n)+"/"+req, full, e))
 	}
-	delete(n.chans, fold(ch.name))
+	delete(n.chans, n.fold(ch.name))
 	n.maybeClose()
 }
 
 // onPart handles a PART.
 func (n *network) onPart(m *irc.Message) {
 	for _, name := range strings.Split(m.Param(0), ",") {
-		ch := n.chans[fold(name)]
+		ch := n.chans[n.fold(name)]
 		if ch == nil {
 			continue
 		}
-		if fold(m.Name) == fold(n.nick) {
+		if n.fold(m.Name) == n.fold(n.nick) {
 			// Parted by the server (or another client): we are out.
 			n.removeAll(ch, "")
 			continue
@@ -362,11 +362,11 @@ func (n *network) onPart(m *irc.Message) {
 
 // memberGone sends an unavailable presence for nick.
 func (n *network) memberGone(ch *channel, nick string, decorate func(*xmlel.Element), codes ...string) {
-	mem := ch.members[fold(nick)]
+	mem := ch.members[n.fold(nick)]
 	if mem == nil {
 		return
 	}
-	delete(ch.members, fold(nick))
+	delete(ch.members, n.fold(nick))
 	if !ch.live() {
 		return
 	}
@@ -383,7 +383,7 @@ func (n *network) memberGone(ch *channel, nick string, decorate func(*xmlel.Elem
 // removeAll takes every resource out of ch (we were kicked or parted).
 func (n *network) removeAll(ch *channel, status string, codes ...string) {
 	me := member{nick: n.nick}
-	if m := ch.members[fold(n.nick)]; m != nil {
+	if m := ch.members[n.fold(n.nick)]; m != nil {
 		me = *m
 	}
 	n.broadcast(ch, func(full string) *xmlel.Element {
@@ -394,7 +394,7 @@ func (n *network) removeAll(ch *channel, status string, codes ...string) {
 		}
 		return p
 	})
-	delete(n.chans, fold(ch.name))
+	delete(n.chans, n.fold(ch.name))
 	n.maybeClose()
 }
 
@@ -411,7 +411,7 @@ func (n *network) onQuit(m *irc.Message) {
 
 // onKick handles a KICK: status 307 with the actor and reason.
 func (n *network) onKick(m *irc.Message) {
-	ch := n.chans[fold(m.Param(0))]
+	ch := n.chans[n.fold(m.Param(0))]
 	if ch == nil {
 		return
 	}
@@ -423,7 +423,7 @@ func (n *network) onKick(m *irc.Message) {
 			item.AddText("reason", reason)
 		}
 	}
-	if fold(victim) == fold(n.nick) {
+	if n.fold(victim) == n.fold(n.nick) {
 		me := member{nick: n.nick}
 		n.broadcast(ch, func(full string) *xmlel.Element {
 			p := stanza.Presence(ch.jid(n)+"/"+n.nick, full, "unavailable")
@@ -431,15 +431,15 @@ func (n *network) onKick(m *irc.Message) {
 			decorate(x)
 			return p.Add(x)
 		})
-		delete(n.chans, fold(ch.name))
+		delete(n.chans, n.fold(ch.name))
 		n.maybeClose()
 		return
 	}
-	mem := ch.members[fold(victim)]
+	mem := ch.members[n.fold(victim)]
 	if mem == nil {
 		return
 	}
-	delete(ch.members, fold(victim))
+	delete(ch.members, n.fold(victim))
 	n.broadcast(ch, func(full string) *xmlel.Element {
 		p := stanza.Presence(ch.jid(n)+"/"+mem.nick, full, "unavailable")
 		x := mucUserX(*mem, "307")
@@ -451,19 +451,19 @@ func (n *network) onKick(m *irc.Message) {
 // onNick handles a NICK: 303 with the new nick, then the new presence.
 func (n *network) onNick(m *irc.Message) {
 	old, nw := m.Name, m.Param(0)
-	self := fold(old) == fold(n.nick)
+	self := n.fold(old) == n.fold(n.nick)
 	if self {
 		n.nick = nw
 	}
 	for _, ch := range n.chans {
-		mem := ch.members[fold(old)]
+		mem := ch.members[n.fold(old)]
 		if mem == nil {
 			continue
 		}
-		delete(ch.members, fold(old))
+		delete(ch.members, n.fold(old))
 		prev := *mem
 		mem.nick = nw
-		ch.members[fold(nw)] = mem
+		ch.members[n.fold(nw)] = mem
 		if !ch.live() {
 			continue
 		}
@@ -483,7 +483,7 @@ func (n *network) onNick(m *irc.Message) {
 // onMode handles channel MODE changes: prefix modes change roles; every
 // change is shown as a message from the room.
 func (n *network) onMode(ctx context.Context, m *irc.Message) {
-	ch := n.chans[fold(m.Param(0))]
+	ch := n.chans[n.fold(m.Param(0))]
 	if ch == nil || len(m.Params) < 2 {
 		return
 	}
@@ -502,7 +502,7 @@ func (n *network) onMode(ctx context.Context, m *irc.Message) {
 			}
 			nick := args[0]
 			args = args[1:]
-			mem := ch.members[fold(nick)]
+			mem := ch.members[n.fold(nick)]
 			if mem == nil {
 				break
 			}
@@ -511,7 +511,7 @@ func (n *network) onMode(ctx context.Context, m *irc.Message) {
 			} else if !plus {
 				mem.modes = strings.ReplaceAll(mem.modes, string(c), "")
 			}
-			changed[fold(nick)] = mem
+			changed[n.fold(nick)] = mem
 		case strings.ContainsRune("beIkfl", c) && (plus || strings.ContainsRune("beIk", c)):
 			if len(args) > 0 {
 				args = args[1:]
@@ -551,13 +551,13 @@ func (n *network) onTopic(ctx context.Context, ch *channel, by, topic string) {
 // resync shows the differences between the room before a reconnection
 // and after the rejoin, so that resources see no duplicate presences.
 func (n *network) resync(ch *channel) {
-	if prev := n.prevNick; prev != "" && fold(prev) != fold(n.nick) {
+	if prev := n.prevNick; prev != "" && n.fold(prev) != n.fold(n.nick) {
 		// We came back under another nick: a nick change (303).
 		me := member{nick: prev}
-		if m := ch.before[fold(prev)]; m != nil {
+		if m := ch.before[n.fold(prev)]; m != nil {
 			me = *m
 		}
-		delete(ch.before, fold(prev))
+		delete(ch.before, n.fold(prev))
 		n.broadcast(ch, func(full string) *xmlel.Element {
 			x := mucUserX(me, "303", "110")
 			x.Child(nsMUCUser, "item").SetAttr("nick", n.nick)
@@ -565,7 +565,7 @@ func (n *network) resync(ch *channel) {
 		})
 	}
 	for k, old := range ch.before {
-		if _, still := ch.members[k]; !still && k != fold(n.nick) {
+		if _, still := ch.members[k]; !still && k != n.fold(n.nick) {
 			gone := *old
 			n.broadcast(ch, func(full string) *xmlel.Element {
 				return stanza.Presence(ch.jid(n)+"/"+gone.nick, full, "unavailable").Add(mucUserX(gone))
@@ -601,14 +601,14 @@ func (n *network) watchJoin(ch *channel) {
 	gen := ch.joinGen
 	time.AfterFunc(n.b.joinTimeout, func() {
 		n.b.post(n.user, func(ctx context.Context) {
-			if n.chans[fold(ch.name)] != ch || ch.joinGen != gen || ch.namesDone || ch.joined {
+			if n.chans[n.fold(ch.name)] != ch || ch.joinGen != gen || ch.namesDone || ch.joined {
 				return
 			}
 			e := stanza.Errorf("remote-server-timeout", n.server+" did not answer the join of "+ch.name+".")
 			for full, req := range ch.pending {
 				n.b.host.Send(presenceError(ch.jid(n)+"/"+req, full, e))
 			}
-			delete(n.chans, fold(ch.name))
+			delete(n.chans, n.fold(ch.name))
 			n.maybeClose()
 		})
 	})

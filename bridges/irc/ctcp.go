@@ -42,7 +42,7 @@ func (b *Bridge) ctcpIQ(u *bridges.User, st *xmlel.Element, server, nick string)
 		bridges.Refuse(b.host, st, stanza.Errorf("recipient-unavailable", err.Error()))
 		return true
 	}
-	key := fold(nick) + " " + cmd
+	key := n.fold(nick) + " " + cmd
 	if n.ctcpWait == nil {
 		n.ctcpWait = map[string][]*xmlel.Element{}
 	}
@@ -64,7 +64,7 @@ func (b *Bridge) ctcpIQ(u *bridges.User, st *xmlel.Element, server, nick string)
 // ctcpReply answers the IQs waiting for a CTCP reply from nick; it
 // reports whether there were any.
 func (n *network) ctcpReply(nick, cmd, arg string) bool {
-	key := fold(nick) + " " + cmd
+	key := n.fold(nick) + " " + cmd
 	waiting := n.ctcpWait[key]
 	if len(waiting) == 0 {
 		return false

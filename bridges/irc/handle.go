@@ -66,7 +66,7 @@ func (b *Bridge) handleChannel(ctx context.Context, u *bridges.User, st *xmlel.E
 			b.host.Send(presenceError(st.Attr("to"), u.Full, stanza.Errorf("internal-server-error", "The gateway cannot read its database.")))
 			return
 		}
-		if ch := n.chans[fold(a.Name)]; ch != nil && ch.resources[u.Full] != nil {
+		if ch := n.chans[n.fold(a.Name)]; ch != nil && ch.resources[u.Full] != nil {
 			// Presence without <x/> from a joined resource: a nick change.
 			if st.Child(nsMUC, "x") == nil && nick != n.nick && n.registered {
 				if err := n.send("NICK", nick); err != nil {
@@ -85,7 +85,7 @@ func (b *Bridge) handleChannel(ctx context.Context, u *bridges.User, st *xmlel.E
 		n := b.sessionFor(u.JID).nets[a.Server]
 		var ch *channel
 		if n != nil {
-			ch = n.chans[fold(a.Name)]
+			ch = n.chans[n.fold(a.Name)]
 		}
 		if nick != "" {
 			if st.Attr("type") == "error" {
@@ -124,7 +124,7 @@ func (b *Bridge) handleChannel(ctx context.Context, u *bridges.User, st *xmlel.E
 			n := b.sessionFor(u.JID).nets[a.Server]
 			var ch *channel
 			if n != nil {
-				ch = n.chans[fold(a.Name)]
+				ch = n.chans[n.fold(a.Name)]
 			}
 			b.mucAdmin(u, st, n, ch)
 			return
@@ -132,15 +132,15 @@ func (b *Bridge) handleChannel(ctx context.Context, u *bridges.User, st *xmlel.E
 		if nick == "" && bridges.AnswerContactIQ(b.host, st, bridges.Identity{Category: "conference", Type: "irc", Name: a.Name}, nsMUC, nsMAM) {
 			return
 		}
-		if n := b.sessionFor(u.JID).nets[a.Server]; nick != "" && n != nil && fold(nick) != fold(n.nick) &&
-			n.chans[fold(a.Name)] != nil && n.chans[fold(a.Name)].resources[u.Full] != nil && b.ctcpIQ(u, st, a.Server, nick) {
+		if n := b.sessionFor(u.JID).nets[a.Server]; nick != "" && n != nil && n.fold(nick) != n.fold(n.nick) &&
+			n.chans[n.fold(a.Name)] != nil && n.chans[n.fold(a.Name)].resources[u.Full] != nil && b.ctcpIQ(u, st, a.Server, nick) {
 			return
 		}
 		if nick != "" && st.Attr("type") == "get" && st.Child("urn:xmpp:ping", "ping") != nil {
 			// XEP-0410 self-ping (and pings to occupants), answered here:
 			// fine when the sender's resource is in the room.
 			n := b.sessionFor(u.JID).nets[a.Server]
-			if n == nil || n.chans[fold(a.Name)] == nil || n.chans[fold(a.Name)].resources[u.Full] == nil {
+			if n == nil || n.chans[n.fold(a.Name)] == nil || n.chans[n.fold(a.Name)].resources[u.Full] == nil {
 				bridges.Refuse(b.host, st, stanza.Errorf("not-acceptable", "You are not in this room."))
 				return
 			}
@@ -164,6 +164,11 @@ func (b *Bridge) handleUser(ctx context.Context, u *bridges.User, st *xmlel.Elem
 	case "presence":
 		bridges.AnswerContactPresence(b.host, st)
 	case "iq":
+		if st.Child(nsMAM, "query") != nil {
+			// See mamQuery: one-to-one archives belong to the user's server.
+			bridges.Refuse(b.host, st, stanza.Errorf("service-unavailable", "Private messages are archived by your own server: query its archive, with this contact as the with filter."))
+			return
+		}
 		if b.ctcpIQ(u, st, a.Server, a.Name) {
 			return
 		}

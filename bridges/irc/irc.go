@@ -21,6 +21,7 @@ import (
 type Options struct {
 	AllowPrivate bool          // allow connections to loopback/private addresses
 	Sealer       *store.Sealer // encrypts stored IRC passwords
+	HistoryLimit int           // messages kept per user and channel (0: 10,000); older ones are pruned in the background
 }
 
 // Bridge is the IRC bridge.
@@ -34,7 +35,10 @@ type Bridge struct {
 	sessions map[string]*session // by bare JID; each owned by its user's goroutine
 	conns    map[*conn]bool      // open connections, to QUIT on shutdown
 
+	stopped     chan struct{} // closed when the connections were told to QUIT, after Start's ctx ends
 	joinTimeout time.Duration // how long a first JOIN may go unanswered
+	banTimeout  time.Duration // how long a ban list request may go unanswered
+	pruneEvery  time.Duration // how often the archive is pruned
 }
 
 // New returns an IRC bridge.
@@ -42,7 +46,7 @@ func New(opts Options) *Bridge {
 	if opts.Sealer == nil {
 		opts.Sealer = store.NewSealer("")
 	}
-	return &Bridge{opts: opts, sessions: map[string]*session{}, conns: map[*conn]bool{}, joinTimeout: time.Minute,
+	return &Bridge{opts: opts, sessions: map[string]*session{}, conns: map[*conn]bool{}, joinTimeout: time.Minute, banTimeout: 30 * time.Second, pruneEvery: pruneEvery,
 		dialer: &dialer{allowPrivate: opts.AllowPrivate, resolver: net.DefaultResolver}}
 }
 
@@ -129,10 +133,13 @@ func (b *Bridge) Translate(ctx context.Context, input string) (string, error) {
 func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 	b.host = host
 	b.ctx = ctx
+	b.stopped = make(chan struct{})
 	go b.restore(ctx)
+	go b.pruneLoop(ctx)
 	go func() {
 		<-ctx.Done()
 		b.quitAll()
+		close(b.stopped)
 	}()
 	if b.opts.AllowPrivate {
 		host.Log().Warn("IRC connections to loopback and private addresses are allowed (PASSERELLE_IRC_ALLOW_PRIVATE)")
@@ -151,6 +158,18 @@ func (b *Bridge) track(c *conn, open bool) {
 	}
 }
 
+// Wait blocks, once the context given to Start is done, until every IRC
+// connection was sent its QUIT and flushed (at most quitWait). It returns
+// at once when the bridge was never started.
+func (b *Bridge) Wait() {
+	if b.stopped != nil {
+		<-b.stopped
+	}
+}
+
+// quitWait bounds the time given to the connections to flush their QUIT.
+const quitWait = 2 * time.Second
+
 // quitAll sends QUIT on every connection when the gateway stops, and
 // waits a little for the lines to go out.
 func (b *Bridge) quitAll() {
@@ -164,7 +183,7 @@ func (b *Bridge) quitAll() {
 	for _, c := range conns {
 		c.close(l)
 	}
-	deadline := time.After(2 * time.Second)
+	deadline := time.After(quitWait)
 	for _, c := range conns {
 		select {
 		case <-c.done:

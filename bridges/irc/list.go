@@ -50,7 +50,7 @@ func (n *network) onList(m *irc.Message) {
 // onListEnd handles 323: answers every waiting disco#items.
 func (n *network) onListEnd() {
 	entries := n.listBuf
-	sort.Slice(entries, func(i, j int) bool { return fold(entries[i].name) < fold(entries[j].name) })
+	sort.Slice(entries, func(i, j int) bool { return n.fold(entries[i].name) < n.fold(entries[j].name) })
 	for _, st := range n.listReqs {
 		n.b.host.Send(stanza.Result(st, n.listPage(st, entries)))
 	}

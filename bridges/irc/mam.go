@@ -20,8 +20,32 @@ const (
 	mamMax    = 100
 )
 
+// withFilter turns the "with" field of a query on room's archive into an
+// SQL condition: room/nick selects one occupant's messages (nicks compared
+// without case), the bare room JID selects all, any other JID none (the
+// archive holds no real JIDs).
+func withFilter(with, room string) (string, []any, *stanza.Error) {
+	bare, nick, _ := strings.Cut(with, "/")
+	if bare == "" || strings.ContainsAny(with, " \t\r\n") {
+		return "", nil, stanza.Errorf("bad-request", "with is not a JID.")
+	}
+	switch {
+	case !strings.EqualFold(bare, room):
+		return "0", nil, nil
+	case nick == "":
+		return "", nil, nil
+	}
+	return "nick = ? COLLATE NOCASE", []any{nick}, nil
+}
+
 // mamQuery answers an XEP-0313 query on a room's archive (the user's own
 // archive of that channel), with RSM paging (at most 100 per page).
+//
+// Private messages are not archived here: XEP-0313 puts a user's
+// one-to-one archive on the user's own server, which already stores the
+// messages exchanged with nick%server contacts both ways; a query sent to
+// a contact's JID would ask for that contact's archive, which the gateway
+// cannot hold on the user's behalf.
 func (b *Bridge) mamQuery(ctx context.Context, u *bridges.User, st *xmlel.Element, a mapping.IRCAddr) {
 	q := st.Child(nsMAM, "query")
 	if st.Attr("type") != "set" {
@@ -29,7 +53,7 @@ func (b *Bridge) mamQuery(ctx context.Context, u *bridges.User, st *xmlel.Elemen
 			// The form of supported fields.
 			f := &form.Form{Type: "form", Fields: []form.Field{
 				{Var: "FORM_TYPE", Type: form.Hidden, Values: []string{nsMAM}},
-				{Var: "start", Type: form.TextSingle}, {Var: "end", Type: form.TextSingle}}}
+				{Var: "with", Type: form.JIDSingle}, {Var: "start", Type: form.TextSingle}, {Var: "end", Type: form.TextSingle}}}
 			b.host.Send(stanza.Result(st, xmlel.New(nsMAM, "query").Add(f.Element())))
 		}
 		return
@@ -49,9 +73,15 @@ func (b *Bridge) mamQuery(ctx context.Context, u *bridges.User, st *xmlel.Elemen
 				args = append(args, t.UnixMilli())
 			}
 		}
-		if f.Get("with") != "" {
-			bridges.Refuse(b.host, st, stanza.Errorf("feature-not-implemented", "Filtering by sender is not supported."))
-			return
+		if w := f.Get("with"); w != "" {
+			cond, arg, e := withFilter(w, room)
+			if e != nil {
+				bridges.Refuse(b.host, st, e)
+				return
+			}
+			if cond != "" {
+				where, args = append(where, cond), append(args, arg...)
+			}
 		}
 	}
 	max := mamMax

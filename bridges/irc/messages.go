@@ -18,6 +18,9 @@ func (n *network) handle(ctx context.Context, m *irc.Message) {
 	if label, ok := m.Tags["label"]; ok && n.labeledResponse(ctx, label, m) {
 		return
 	}
+	if n.banReply(m) {
+		return
+	}
 	switch m.Command {
 	case "CAP":
 		n.handleCap(m)
@@ -47,11 +50,11 @@ func (n *network) handle(ctx context.Context, m *irc.Message) {
 	case "366":
 		n.onEndOfNames(m)
 	case "332":
-		if ch := n.chans[fold(m.Param(1))]; ch != nil {
+		if ch := n.chans[n.fold(m.Param(1))]; ch != nil {
 			n.onTopic(ctx, ch, "", m.Trailing())
 		}
 	case "TOPIC":
-		if ch := n.chans[fold(m.Param(0))]; ch != nil {
+		if ch := n.chans[n.fold(m.Param(0))]; ch != nil {
 			n.onTopic(ctx, ch, m.Name, m.Param(1))
 		}
 	case "403", "405", "471", "473", "474", "475", "477":
@@ -67,7 +70,12 @@ func (n *network) handle(ctx context.Context, m *irc.Message) {
 	case "MODE":
 		n.onMode(ctx, m)
 	case "PRIVMSG", "NOTICE":
+		if len(m.Tags) > 0 && n.replayed(m) {
+			return
+		}
 		n.onMessage(ctx, m)
+	case "BATCH":
+		n.onBatch(m)
 	case "322":
 		n.onList(m)
 	case "323":
@@ -76,7 +84,7 @@ func (n *network) handle(ctx context.Context, m *irc.Message) {
 		// No such nick / cannot send to channel: an error from that address.
 		if len(m.Params) > 2 {
 			from := n.userJID(m.Param(1))
-			if ch := n.chans[fold(m.Param(1))]; ch != nil {
+			if ch := n.chans[n.fold(m.Param(1))]; ch != nil {
 				from = ch.jid(n)
 			}
 			e := stanza.New("message", from, n.user, "error", stanza.NewID())
@@ -122,10 +130,10 @@ func (n *network) onMessage(ctx context.Context, m *irc.Message) {
 		}
 	}
 	body := stripFormatting(text)
-	if n.labeled() && fold(m.Name) == fold(n.nick) {
+	if n.labeled() && n.fold(m.Name) == n.fold(n.nick) {
 		// An echo without a label we know: sent by another client of
 		// ours (or a private message echo); show channel ones as ours.
-		if ch := n.chans[fold(target)]; ch != nil && ch.namesDone && m.Command == "PRIVMSG" {
+		if ch := n.chans[n.fold(target)]; ch != nil && ch.namesDone && m.Command == "PRIVMSG" {
 			n.reflect(ctx, ch, stanza.NewID(), body)
 		}
 		return
@@ -135,7 +143,7 @@ func (n *network) onMessage(ctx context.Context, m *irc.Message) {
 		return
 	}
 	if strings.ContainsRune(n.chantypes, rune(target[0])) {
-		ch := n.chans[fold(target)]
+		ch := n.chans[n.fold(target)]
 		if ch == nil || !ch.namesDone {
 			return
 		}
@@ -300,7 +308,7 @@ func (b *Bridge) groupchat(ctx context.Context, u *bridges.User, st *xmlel.Eleme
 	lines, e := n.textLines(ch.name, body)
 	var p *pendingEcho
 	if n.labeled() {
-		p = &pendingEcho{st: st, channel: fold(ch.name), body: body}
+		p = &pendingEcho{st: st, channel: n.fold(ch.name), body: body}
 	}
 	if e == nil {
 		e = n.sendText(ch.name, lines, p)

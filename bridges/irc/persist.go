@@ -84,7 +84,7 @@ func (b *Bridge) channelCommand(ctx context.Context, u *bridges.User, a mapping.
 		return nil, err
 	}
 	if n := b.sessionFor(u.JID).nets[a.Server]; n != nil {
-		if ch := n.chans[fold(a.Name)]; ch != nil {
+		if ch := n.chans[n.fold(a.Name)]; ch != nil {
 			ch.settings = cs
 			if !cs.Persistent && len(ch.resources) == 0 && len(ch.pending) == 0 {
 				n.part(ch)

@@ -13,7 +13,7 @@ import (
 )
 
 // wantedCaps are the capabilities requested when the server offers them.
-var wantedCaps = []string{"multi-prefix", "server-time", "message-tags"}
+var wantedCaps = []string{"multi-prefix", "server-time", "message-tags", "batch"}
 
 // capState tracks capability negotiation during registration.
 type capState struct {
@@ -25,6 +25,7 @@ type capState struct {
 
 func (n *network) startRegistration() {
 	n.caps = capState{enabled: map[string]bool{}}
+	n.batch.open = nil // batches do not outlive their connection
 	n.send("CAP", "LS", "302")
 	if n.cfg.Password != "" {
 		n.send("PASS", n.cfg.Password)
@@ -211,6 +212,8 @@ func (n *network) isupport(m *irc.Message) {
 	for _, tok := range m.Params[1 : len(m.Params)-1] {
 		k, v, _ := strings.Cut(tok, "=")
 		switch k {
+		case "CASEMAPPING":
+			n.setCasemap(strings.ToLower(v))
 		case "CHANTYPES":
 			if v != "" {
 				n.chantypes = v

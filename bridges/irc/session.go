@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"strings"
 	"time"
 
 	irc "gopkg.in/irc.v4"
@@ -35,6 +34,7 @@ type network struct {
 	nick        string // the nick we asked for, then the one the server gave
 	user0       string // user@host part of our prefix, once known
 	chantypes   string
+	casemap     string // CASEMAPPING from ISUPPORT
 	prefixMode  string // e.g. "qaohv"
 	prefixSym   string // e.g. "~&@%+"
 	caps        capState
@@ -48,6 +48,8 @@ type network struct {
 	listBuf     []listEntry
 	echoes      map[string]*pendingEcho     // by label
 	ctcpWait    map[string][]*xmlel.Element // IQs waiting for a CTCP reply, by "nick CMD"
+	bans        map[string]*banList         // ban list requests, by folded channel
+	batch       batchState
 	retryAt     time.Time
 }
 
@@ -61,12 +63,6 @@ func (b *Bridge) sessionFor(user string) *session {
 		b.sessions[user] = s
 	}
 	return s
-}
-
-// fold is the IRC case folding (rfc1459).
-func fold(s string) string {
-	s = strings.ToLower(s)
-	return strings.NewReplacer("[", "{", "]", "}", "\\", "|", "~", "^").Replace(s)
 }
 
 // network returns the user's network for server, connecting when new.
@@ -90,7 +86,7 @@ func (b *Bridge) network(ctx context.Context, u *bridges.User, server, nick stri
 		cfg.Password = u.Registration.Fields["password"]
 	}
 	n := &network{b: b, user: u.JID, server: server, cfg: cfg, nick: nick,
-		chantypes: mapping.DefaultChanTypes, prefixMode: "ov", prefixSym: "@+",
+		chantypes: mapping.DefaultChanTypes, casemap: caseRFC1459, prefixMode: "ov", prefixSym: "@+",
 		chans: map[string]*channel{}, started: time.Now(), echoes: map[string]*pendingEcho{}}
 	s.nets[server] = n
 	b.connect(n)
@@ -215,6 +211,7 @@ func (n *network) dropListRequests() {
 		bridges.Refuse(n.b.host, st, stanza.Errorf("recipient-unavailable", "The connection to "+n.server+" was lost."))
 	}
 	n.listReqs, n.listBuf = nil, nil
+	n.dropBanRequests()
 }
 
 // failEchoes reports the messages whose echo never came.

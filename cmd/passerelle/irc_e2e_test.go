@@ -506,6 +506,51 @@ func TestIRC(t *testing.T) {
 		}
 		wantError(t, carol.IQ(t, "set", room, "<query xmlns='http://jabber.org/protocol/muc#admin'><item nick='bobby' role='none'/></query>"),
 			"not-acceptable", "admin by a user not in the room")
+
+		// Lists: from the occupants' modes, and the ban list from the server.
+		list := func(item string) []string {
+			r := alice.IQ(t, "get", room, "<query xmlns='http://jabber.org/protocol/muc#admin'><item "+item+"/></query>")
+			wantResult(t, r, "list "+item)
+			var out []string
+			for _, it := range r.Child("http://jabber.org/protocol/muc#admin", "query").ChildrenNamed("", "item") {
+				out = append(out, it.Attr("nick")+"|"+it.Attr("jid"))
+			}
+			return out
+		}
+		if got := strings.Join(list("affiliation='admin'"), " "); got != "alice2|alice2%"+server+"@"+ircDomain+" bobby|bobby%"+server+"@"+ircDomain {
+			t.Errorf("admin list: %q", got)
+		}
+		if got := list("affiliation='outcast'"); len(got) != 0 {
+			t.Errorf("empty ban list: %q", got)
+		}
+		bob.send(t, "MODE #go +b troll!*@*")
+		alice.Expect(t, wait, "ban mode message", harness.MessageFrom(room, "+b troll!*@*"))
+		if got := strings.Join(list("affiliation='outcast'"), " "); got != "|troll!*@*" {
+			t.Errorf("ban list: %q", got)
+		}
+		wantError(t, carol.IQ(t, "get", room, "<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='outcast'/></query>"),
+			"not-acceptable", "a list asked by a user not in the room")
+	})
+
+	t.Run("casemapping", func(t *testing.T) {
+		// ngircd announces CASEMAPPING=ascii: #cm[1] and #cm{1} differ.
+		cm := "#cm[1]%" + server + "@" + ircDomain
+		alice.Send(t, "<presence to='%s/alice2'>%s</presence>", harness.Esc(cm), mucX())
+		alice.Expect(t, wait, "joined #cm[1]", occupant(cm+"/alice2", "", "110"))
+		bob.send(t, "JOIN #CM[1],#cm{1}")
+		alice.Expect(t, wait, "bobby joins", occupant(cm+"/bobby", ""))
+		bob.send(t, "PRIVMSG #cm{1} :elsewhere")
+		bob.send(t, "PRIVMSG #CM[1] :here")
+		alice.Expect(t, wait, "the message to #CM[1]", harness.MessageFrom(cm+"/bobby", "here"))
+		for _, el := range alice.Received() {
+			if el.ChildText("", "body") == "elsewhere" {
+				t.Errorf("a message to #cm{1} shown in #cm[1]: %s", el)
+			}
+		}
+		bob.send(t, "PART #cm{1},#CM[1]")
+		alice.Expect(t, wait, "bobby leaves", occupant(cm+"/bobby", "unavailable"))
+		alice.Send(t, "<presence to='%s/alice2' type='unavailable'/>", harness.Esc(cm))
+		alice.Expect(t, wait, "left #cm[1]", occupant(cm+"/alice2", "unavailable", "110"))
 	})
 
 	t.Run("connection failure", func(t *testing.T) {
@@ -610,7 +655,9 @@ func TestIRC(t *testing.T) {
 		if code := e.gw.Wait(t, wait); code != 0 {
 			t.Fatalf("exit code %d", code)
 		}
-		bob.expect(t, " QUIT ")
+		if l := bob.expect(t, " QUIT "); !strings.Contains(l, "Gateway shutting down") {
+			t.Errorf("quit line on shutdown: %q", l)
+		}
 		e.gw = harness.StartGateway(t, e.bin, env)
 		e.gw.WaitOutput(t, wait, `msg="connected to the XMPP server" component=`+ircDomain)
 		bob.expect(t, "JOIN :#keep")
@@ -669,6 +716,28 @@ func TestIRC(t *testing.T) {
 		}
 		if b := res[0].Child("urn:xmpp:forward:0", "forwarded").Child("", "message").ChildText("", "body"); b != "after the restart" {
 			t.Errorf("second archived message: %s", res[0])
+		}
+
+		// The with filter: one occupant's messages.
+		alice.Send(t, "<message to='%s' type='groupchat' id='mine'><body>from alice</body></message>", harness.Esc(keep))
+		alice.Expect(t, wait, "reflection", withID("mine"))
+		withQuery := func(with string) []string {
+			qid := fmt.Sprintf("w%d", time.Now().UnixNano())
+			r := alice.IQ(t, "set", keep, "<query xmlns='urn:xmpp:mam:2' queryid='"+qid+"'>"+submitForm("urn:xmpp:mam:2", "with", with)+"</query>")
+			wantResult(t, r, "mam with "+with)
+			var bodies []string
+			for _, el := range alice.Received() {
+				if x := el.Child("urn:xmpp:mam:2", "result"); x != nil && x.Attr("queryid") == qid {
+					bodies = append(bodies, x.Child("urn:xmpp:forward:0", "forwarded").Child("", "message").ChildText("", "body"))
+				}
+			}
+			return bodies
+		}
+		if got := strings.Join(withQuery(keep+"/alice"), "|"); got != "from alice" {
+			t.Errorf("with alice: %q", got)
+		}
+		if got := strings.Join(withQuery(keep+"/bob"), "|"); got != "while you were away|after the restart" {
+			t.Errorf("with bob: %q", got)
 		}
 
 		// The XEP-0045 owner form shows and changes the same settings.

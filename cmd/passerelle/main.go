@@ -82,7 +82,9 @@ func run() int {
 	metrics := component.NewMetrics()
 	group := component.NewGroup()
 	var comps []*component.Component
+	var bridgeList []bridges.Bridge
 	add := func(domain string, b bridges.Bridge) {
+		bridgeList = append(bridgeList, b)
 		comps = append(comps, component.New(component.Options{
 			Domain: domain, Addr: cfg.XMPPAddr, Secret: cfg.XMPPSecret,
 			Bridge: b, Store: st, Sealer: sealer,
@@ -129,6 +131,12 @@ func run() int {
 		}()
 	}
 	wg.Wait()
+	cancel()
+	for _, b := range bridgeList {
+		if w, ok := b.(bridges.Waiter); ok {
+			w.Wait() // e.g. the IRC QUIT lines go out (bounded) before the exit
+		}
+	}
 	close(errs)
 	if err, ok := <-errs; ok {
 		log.Error("fatal", "err", err)

@@ -28,3 +28,4 @@ CREATE TABLE irc_history (
 	stamp   INTEGER NOT NULL                    -- unix milliseconds
 );
 CREATE INDEX irc_history_channel ON irc_history (jid, server, channel, stamp);
+CREATE INDEX irc_history_channel_id ON irc_history (jid, server, channel, id); -- paging and pruning by id

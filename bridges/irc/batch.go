@@ -1,0 +1,77 @@
+package irc
+
+import (
+	irc "gopkg.in/irc.v4"
+)
+
+// seenMax bounds the memory of recent messages used to drop replays.
+const seenMax = 2048
+
+// batchState tracks the IRCv3 batches open on a connection and the
+// messages recently shown, so that a batch replaying them (a bouncer's
+// or server's chathistory playback) does not show them twice.
+type batchState struct {
+	open map[string]string   // reference → batch type
+	seen map[string]struct{} // keys of messages shown
+	ring []string            // the same keys, oldest first
+}
+
+// onBatch handles BATCH +ref type … and BATCH -ref.
+func (n *network) onBatch(m *irc.Message) {
+	ref := m.Param(0)
+	if len(ref) < 2 {
+		return
+	}
+	if n.batch.open == nil {
+		n.batch.open = map[string]string{}
+	}
+	switch ref[0] {
+	case '+':
+		n.batch.open[ref[1:]] = m.Param(1)
+	case '-':
+		delete(n.batch.open, ref[1:])
+	}
+}
+
+// messageKey identifies a PRIVMSG or NOTICE across replays: its msgid,
+// else its server time, sender, target and text; "" when it has neither
+// tag.
+func messageKey(m *irc.Message) string {
+	if id := m.Tags["msgid"]; id != "" {
+		return "id " + id
+	}
+	if t := m.Tags["time"]; t != "" {
+		return "t " + t + " " + m.Name + " " + m.Param(0) + " " + m.Param(1)
+	}
+	return ""
+}
+
+// replayed reports whether m, a PRIVMSG or NOTICE, was already shown;
+// messages that can be recognised are remembered. Only messages inside
+// a playback batch (chathistory, a bouncer's, or any unknown type) are
+// checked: live ones are never dropped. The lines of netsplit and
+// netjoin batches are plain QUITs and JOINs, handled one by one.
+func (n *network) replayed(m *irc.Message) bool {
+	key := messageKey(m)
+	if key == "" {
+		return false
+	}
+	if ref, inBatch := m.Tags["batch"]; inBatch && n.batch.open[ref] != "netsplit" && n.batch.open[ref] != "netjoin" {
+		if _, ok := n.batch.seen[key]; ok {
+			return true
+		}
+	}
+	if n.batch.seen == nil {
+		n.batch.seen = map[string]struct{}{}
+	}
+	if _, ok := n.batch.seen[key]; ok {
+		return false
+	}
+	n.batch.seen[key] = struct{}{}
+	n.batch.ring = append(n.batch.ring, key)
+	if len(n.batch.ring) > seenMax {
+		delete(n.batch.seen, n.batch.ring[0])
+		n.batch.ring = n.batch.ring[1:]
+	}
+	return false
+}
