@@ -1,0 +1,340 @@
+package main
+
+// Benchmarks of the IRC bridge against biboumi, both driven identically: a
+// real Prosody, a real ngircd, the gateway process, N XMPP users in one
+// channel and a raw IRC client in that channel. Only the gateway process's
+// own counters are measured (/proc/<pid>/stat and /proc/<pid>/status), so
+// the CPU of the test process, Prosody and ngircd is excluded. Each user
+// points the gateway at ngircd with the ad-hoc "configure" command on
+// localhost@irc.localhost (plain port only, throttling off: the message
+// phases measure CPU, not the flood limit), then joins #bench%localhost.
+// Both gateways log at info level and keep their default channel archive
+// (each archives every channel message in SQLite, per user).
+//
+//	go test -run '^$' -bench BenchmarkIRCGateway -benchtime=1x ./cmd/passerelle/
+//
+// Metrics (per b.N iteration of the message phases; joins happen once):
+//
+//	join-ms              time from the first join until all N users got
+//	                     their self-presence (all joins are sent at once;
+//	                     ngircd's listen backlog is 10, so a burst of
+//	                     simultaneous connections can wait for a SYN
+//	                     retransmission, about 1 s)
+//	rss-KB/user          (VmRSS after the joins − VmRSS before the users
+//	                     configured the network) / N
+//	anon-KB/user         the same for RssAnon (without the file-backed pages,
+//	                     i.e. the executable's code paged in on first use)
+//	rss-KB               VmRSS after the joins
+//	cpu-µs/stanza        IRC→XMPP: gateway CPU / (N × M delivered stanzas)
+//	cpu-µs/msg           XMPP→IRC: gateway CPU / M messages, measured until
+//	                     the raw IRC client got all M and every user got
+//	                     every message (own reflection and the N−1 copies
+//	                     arriving over the other users' IRC connections)
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"passerelle/cmd/internal/harness"
+	"passerelle/component/xmlel"
+)
+
+const (
+	benchIRCServer = "localhost"
+	benchChannel   = "#bench"
+	benchMessages  = 100 // M, per phase
+	benchWait      = 60 * time.Second
+)
+
+func BenchmarkIRCGateway(b *testing.B) {
+	for _, gw := range []string{"passerelle", "biboumi"} {
+		for _, n := range []int{10, 50} {
+			b.Run(fmt.Sprintf("%s/users=%d", gw, n), func(b *testing.B) { benchIRCGateway(b, gw, n) })
+		}
+	}
+}
+
+func benchIRCGateway(b *testing.B, gateway string, n int) {
+	b.StopTimer()
+	srv := harness.StartProsody(b, harness.ServerOptions{Domain: "localhost", Components: []string{ircDomain}})
+	ngircd := harness.StartNgircd(b)
+	_, ircPort, _ := net.SplitHostPort(ngircd.Addr)
+
+	var pid int
+	var configure func(b *testing.B, c *harness.Client)
+	switch gateway {
+	case "passerelle":
+		env := map[string]string{
+			"PASSERELLE_XMPP_ADDR":         srv.ComponentAddr(),
+			"PASSERELLE_XMPP_SECRET":       srv.Secret(),
+			"PASSERELLE_DB":                filepath.Join(b.TempDir(), "passerelle.db"),
+			"PASSERELLE_IRC_DOMAIN":        ircDomain,
+			"PASSERELLE_IRC_ALLOW_PRIVATE": "true",
+			"PASSERELLE_STORE_KEY":         "bench-store-key",
+			"PASSERELLE_LOG_LEVEL":         "info",
+			"PASSERELLE_HTTP_LISTEN":       fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b)),
+		}
+		gw := harness.StartGateway(b, harness.BuildBinary(b), env)
+		gw.WaitOutput(b, wait, `msg="connected to the XMPP server" component=`+ircDomain)
+		pid = gw.Pid()
+		configure = func(b *testing.B, c *harness.Client) {
+			benchConfigure(b, c, submitForm("", "ports", ircPort, "tls_ports", "", "throttle_limit", "1000"))
+		}
+	case "biboumi":
+		bb := harness.StartBiboumi(b, srv, ircDomain, "log_level=1")
+		pid = bb.Pid()
+		configure = func(b *testing.B, c *harness.Client) {
+			benchConfigure(b, c, "<x xmlns='jabber:x:data' type='submit'>"+
+				"<field var='ports'><value>"+ircPort+"</value></field>"+
+				"<field var='tls_ports'/>"+
+				"<field var='throttle_limit'><value>-1</value></field></x>")
+		}
+	default:
+		b.Fatalf("unknown gateway %q", gateway)
+	}
+
+	room := benchChannel + "%" + benchIRCServer + "@" + ircDomain
+	peer := dialBenchIRC(b, ngircd.Addr, "peer")
+	peer.send(b, "JOIN %s", benchChannel)
+	peer.waitLine(b, " 366 ")
+
+	clients := make([]*harness.Client, n)
+	for i := range clients {
+		jid := fmt.Sprintf("u%d@localhost", i)
+		clients[i] = harness.Dial(b, srv.C2SAddr(), jid, srv.AddUser(b, jid), "bench")
+	}
+
+	before := procMemKB(b, pid)
+	for _, c := range clients {
+		configure(b, c)
+	}
+	t0 := time.Now()
+	for i, c := range clients {
+		c.Send(b, "<presence to='%s/u%d'>%s</presence>", harness.Esc(room), i, mucX())
+	}
+	for i, c := range clients {
+		c.Expect(b, benchWait, "self-presence", func(e *xmlel.Element) bool {
+			return harness.IsPresence(e) && e.Attr("from") == fmt.Sprintf("%s/u%d", room, i) &&
+				e.Attr("type") == "" && statusCodes(e)["110"]
+		})
+	}
+	joinMS := float64(time.Since(t0).Microseconds()) / 1000
+	// Every user's JOIN has reached the channel once the peer saw it.
+	for i := range clients {
+		peer.waitLine(b, fmt.Sprintf(":u%d!", i))
+	}
+	after := procMemKB(b, pid)
+
+	var ircToXMPP, xmppToIRC float64 // CPU seconds
+	b.StartTimer()
+	for it := range b.N {
+		// IRC→XMPP fan-out: M lines from the peer, N deliveries each.
+		cpu0 := procCPUSeconds(b, pid)
+		for k := range benchMessages {
+			peer.send(b, "PRIVMSG %s :i2x %d %d", benchChannel, it, k)
+		}
+		for _, c := range clients {
+			for k := range benchMessages {
+				c.Expect(b, benchWait, "fan-out message", groupchatBody(room+"/peer", fmt.Sprintf("i2x %d %d", it, k)))
+			}
+		}
+		ircToXMPP += procCPUSeconds(b, pid) - cpu0
+
+		// XMPP→IRC: M messages in total, spread over the users.
+		cpu0 = procCPUSeconds(b, pid)
+		for k := range benchMessages {
+			c := clients[k%n]
+			c.Send(b, "<message type='groupchat' to='%s' id='x2i-%d-%d'><body>x2i %d %d</body></message>", harness.Esc(room), it, k, it, k)
+		}
+		for k := range benchMessages {
+			peer.waitSuffix(b, fmt.Sprintf(" PRIVMSG %s :x2i %d %d", benchChannel, it, k))
+		}
+		for _, c := range clients {
+			for k := range benchMessages {
+				c.Expect(b, benchWait, "channel message", groupchatBody(fmt.Sprintf("%s/u%d", room, k%n), fmt.Sprintf("x2i %d %d", it, k)))
+			}
+		}
+		xmppToIRC += procCPUSeconds(b, pid) - cpu0
+	}
+	b.StopTimer()
+
+	b.ReportMetric(joinMS, "join-ms")
+	b.ReportMetric(float64(after.rss-before.rss)/float64(n), "rss-KB/user")
+	b.ReportMetric(float64(after.anon-before.anon)/float64(n), "anon-KB/user")
+	b.ReportMetric(float64(after.rss), "rss-KB")
+	b.ReportMetric(ircToXMPP*1e6/float64(b.N*n*benchMessages), "cpu-µs/stanza")
+	b.ReportMetric(xmppToIRC*1e6/float64(b.N*benchMessages), "cpu-µs/msg")
+}
+
+// benchConfigure runs the ad-hoc "configure" command of the IRC server
+// benchIRCServer with the given data form.
+func benchConfigure(b *testing.B, c *harness.Client, form string) {
+	b.Helper()
+	to := benchIRCServer + "@" + ircDomain
+	r := c.IQ(b, "set", to, "<command xmlns='http://jabber.org/protocol/commands' node='configure' action='execute'/>")
+	if r.Attr("type") != "result" {
+		b.Fatalf("configure, first step: %s", r)
+	}
+	sid := r.Child("http://jabber.org/protocol/commands", "command").Attr("sessionid")
+	r = c.IQ(b, "set", to, "<command xmlns='http://jabber.org/protocol/commands' node='configure' sessionid='"+
+		harness.Esc(sid)+"' action='complete'>"+form+"</command>")
+	if r.Attr("type") != "result" {
+		b.Fatalf("configure: %s", r)
+	}
+}
+
+func groupchatBody(from, body string) func(*xmlel.Element) bool {
+	return func(e *xmlel.Element) bool {
+		return harness.IsMessage(e) && e.Attr("type") == "groupchat" && e.Attr("from") == from &&
+			e.ChildText("", "body") == body
+	}
+}
+
+// procCPUSeconds is utime+stime of pid (/proc/<pid>/stat fields 14 and 15,
+// in clock ticks of 1/100 s: USER_HZ is 100 in Linux's ABI).
+func procCPUSeconds(b *testing.B, pid int) float64 {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	// f[0] is field 3 (state): utime is field 14, stime field 15.
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("/proc/%d/stat: %q", pid, s)
+	}
+	return float64(ut+st) / 100
+}
+
+// procMem is a process's resident memory in kB: VmRSS, and its anonymous
+// part RssAnon (VmRSS minus the file-backed pages, mostly the executable's
+// code and data paged in on first use, and shared memory).
+type procMem struct{ rss, anon int64 }
+
+func procMemKB(b *testing.B, pid int) procMem {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var m procMem
+	found := 0
+	for _, l := range strings.Split(string(data), "\n") {
+		name, v, _ := strings.Cut(l, ":")
+		var dst *int64
+		switch name {
+		case "VmRSS":
+			dst = &m.rss
+		case "RssAnon":
+			dst = &m.anon
+		default:
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		if err != nil {
+			b.Fatalf("/proc/%d/status: %q", pid, l)
+		}
+		*dst = kb
+		found++
+	}
+	if found != 2 {
+		b.Fatalf("/proc/%d/status: no VmRSS or RssAnon", pid)
+	}
+	return m
+}
+
+// benchIRC is a raw IRC client that remembers the lines it received.
+type benchIRC struct {
+	nc   net.Conn
+	mu   sync.Mutex
+	cond *sync.Cond
+	seen []string // lines received and not yet consumed by waitLine
+	err  error
+}
+
+func dialBenchIRC(b *testing.B, addr, nick string) *benchIRC {
+	b.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := &benchIRC{nc: nc}
+	p.cond = sync.NewCond(&p.mu)
+	b.Cleanup(func() { nc.Close() })
+	go func() {
+		r := bufio.NewReader(nc)
+		for {
+			l, err := r.ReadString('\n')
+			p.mu.Lock()
+			if err != nil {
+				p.err = err
+				p.cond.Broadcast()
+				p.mu.Unlock()
+				return
+			}
+			l = strings.TrimRight(l, "\r\n")
+			if strings.HasPrefix(l, "PING ") {
+				fmt.Fprintf(nc, "PONG %s\r\n", l[5:])
+			}
+			p.seen = append(p.seen, l)
+			p.cond.Broadcast()
+			p.mu.Unlock()
+		}
+	}()
+	p.send(b, "NICK %s", nick)
+	p.send(b, "USER %s 0 * :bench peer", nick)
+	p.waitLine(b, " 001 ")
+	return p
+}
+
+func (p *benchIRC) send(b *testing.B, format string, args ...any) {
+	b.Helper()
+	if _, err := fmt.Fprintf(p.nc, format+"\r\n", args...); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// waitLine waits for a line containing substr and consumes it; other lines
+// stay for later calls.
+func (p *benchIRC) waitLine(b *testing.B, substr string) {
+	b.Helper()
+	p.wait(b, substr, func(l string) bool { return strings.Contains(l, substr) })
+}
+
+// waitSuffix is waitLine for a line ending with suffix.
+func (p *benchIRC) waitSuffix(b *testing.B, suffix string) {
+	b.Helper()
+	p.wait(b, suffix, func(l string) bool { return strings.HasSuffix(l, suffix) })
+}
+
+func (p *benchIRC) wait(b *testing.B, desc string, match func(string) bool) {
+	b.Helper()
+	deadline := time.Now().Add(benchWait)
+	timer := time.AfterFunc(benchWait, func() { p.mu.Lock(); p.cond.Broadcast(); p.mu.Unlock() })
+	defer timer.Stop()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		for i := range p.seen {
+			if match(p.seen[i]) {
+				p.seen = append(p.seen[:i:i], p.seen[i+1:]...)
+				return
+			}
+		}
+		if p.err != nil || time.Now().After(deadline) {
+			b.Fatalf("irc peer: no line matching %q (err %v); last lines:\n%s", desc, p.err, strings.Join(p.seen[max(0, len(p.seen)-20):], "\n"))
+		}
+		p.cond.Wait()
+	}
+}
