@@ -430,7 +430,7 @@ func (c *Component) sendWait(ctx context.Context, st *xmlel.Element, wait time.D
 		c.m.Dropped.Add(1)
 		return bridges.ErrDisconnected
 	}
-	b := []byte(st.String())
+	b := st.Bytes()
 	select {
 	case s.queue <- b:
 		return nil

@@ -218,6 +218,13 @@ func (e *Element) String() string {
 	return b.String()
 }
 
+// Bytes serialises e like String, without the copy to a string.
+func (e *Element) Bytes() []byte {
+	var b bytes.Buffer
+	e.write(&b, "")
+	return b.Bytes()
+}
+
 // Marshal writes e into b as if inside an element whose default namespace is
 // parentSpace (so a stanza in the stream's default namespace gets no xmlns).
 func (e *Element) Marshal(b *bytes.Buffer, parentSpace string) { e.write(b, parentSpace) }
