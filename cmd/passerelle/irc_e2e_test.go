@@ -29,7 +29,7 @@ type ircPeer struct {
 	err  error
 }
 
-func dialIRC(t *testing.T, addr, nick string) *ircPeer {
+func dialIRC(t testing.TB, addr, nick string) *ircPeer {
 	t.Helper()
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -64,7 +64,7 @@ func dialIRC(t *testing.T, addr, nick string) *ircPeer {
 	return p
 }
 
-func (p *ircPeer) send(t *testing.T, format string, args ...any) {
+func (p *ircPeer) send(t testing.TB, format string, args ...any) {
 	t.Helper()
 	if _, err := fmt.Fprintf(p.nc, format+"\r\n", args...); err != nil {
 		t.Fatal(err)
@@ -72,22 +72,39 @@ func (p *ircPeer) send(t *testing.T, format string, args ...any) {
 }
 
 // expect waits for a line containing substr (after the last one consumed).
-func (p *ircPeer) expect(t *testing.T, substr string) string {
+func (p *ircPeer) expect(t testing.TB, substr string) string {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	timer := time.AfterFunc(wait, func() { p.mu.Lock(); p.cond.Broadcast(); p.mu.Unlock() })
+	return p.find(t, wait, substr, false, func(l string) bool { return strings.Contains(l, substr) })
+}
+
+// take waits up to timeout for a line matching match among those not
+// consumed by expect, in any order, and removes it (for lines whose order
+// the test does not know, like many users' messages).
+func (p *ircPeer) take(t testing.TB, timeout time.Duration, desc string, match func(string) bool) string {
+	t.Helper()
+	return p.find(t, timeout, desc, true, match)
+}
+
+func (p *ircPeer) find(t testing.TB, timeout time.Duration, desc string, remove bool, match func(string) bool) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	timer := time.AfterFunc(timeout, func() { p.mu.Lock(); p.cond.Broadcast(); p.mu.Unlock() })
 	defer timer.Stop()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for {
 		for i := p.read; i < len(p.seen); i++ {
-			if strings.Contains(p.seen[i], substr) {
-				p.read = i + 1
-				return p.seen[i]
+			if l := p.seen[i]; match(l) {
+				if remove {
+					p.seen = append(p.seen[:i:i], p.seen[i+1:]...)
+				} else {
+					p.read = i + 1
+				}
+				return l
 			}
 		}
 		if p.err != nil || time.Now().After(deadline) {
-			t.Fatalf("irc %s: no line with %q (err %v); got:\n%s", p.nick, substr, p.err, strings.Join(p.seen[p.read:], "\n"))
+			t.Fatalf("irc %s: no line matching %q (err %v); got:\n%s", p.nick, desc, p.err, strings.Join(p.seen[p.read:], "\n"))
 		}
 		p.cond.Wait()
 	}

@@ -32,14 +32,12 @@ package main
 //	                     arriving over the other users' IRC connections)
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -102,9 +100,9 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 	}
 
 	room := benchChannel + "%" + benchIRCServer + "@" + ircDomain
-	peer := dialBenchIRC(b, ngircd.Addr, "peer")
+	peer := dialIRC(b, ngircd.Addr, "peer")
 	peer.send(b, "JOIN %s", benchChannel)
-	peer.waitLine(b, " 366 ")
+	peer.take(b, benchWait, " 366 ", func(l string) bool { return strings.Contains(l, " 366 ") })
 
 	clients := make([]*harness.Client, n)
 	for i := range clients {
@@ -129,7 +127,8 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 	joinMS := float64(time.Since(t0).Microseconds()) / 1000
 	// Every user's JOIN has reached the channel once the peer saw it.
 	for i := range clients {
-		peer.waitLine(b, fmt.Sprintf(":u%d!", i))
+		prefix := fmt.Sprintf(":u%d!", i)
+		peer.take(b, benchWait, prefix, func(l string) bool { return strings.Contains(l, prefix) })
 	}
 	after := procMemKB(b, pid)
 
@@ -155,7 +154,8 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 			c.Send(b, "<message type='groupchat' to='%s' id='x2i-%d-%d'><body>x2i %d %d</body></message>", harness.Esc(room), it, k, it, k)
 		}
 		for k := range benchMessages {
-			peer.waitSuffix(b, fmt.Sprintf(" PRIVMSG %s :x2i %d %d", benchChannel, it, k))
+			suffix := fmt.Sprintf(" PRIVMSG %s :x2i %d %d", benchChannel, it, k)
+			peer.take(b, benchWait, suffix, func(l string) bool { return strings.HasSuffix(l, suffix) })
 		}
 		for _, c := range clients {
 			for k := range benchMessages {
@@ -252,89 +252,4 @@ func procMemKB(b *testing.B, pid int) procMem {
 		b.Fatalf("/proc/%d/status: no VmRSS or RssAnon", pid)
 	}
 	return m
-}
-
-// benchIRC is a raw IRC client that remembers the lines it received.
-type benchIRC struct {
-	nc   net.Conn
-	mu   sync.Mutex
-	cond *sync.Cond
-	seen []string // lines received and not yet consumed by waitLine
-	err  error
-}
-
-func dialBenchIRC(b *testing.B, addr, nick string) *benchIRC {
-	b.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	p := &benchIRC{nc: nc}
-	p.cond = sync.NewCond(&p.mu)
-	b.Cleanup(func() { nc.Close() })
-	go func() {
-		r := bufio.NewReader(nc)
-		for {
-			l, err := r.ReadString('\n')
-			p.mu.Lock()
-			if err != nil {
-				p.err = err
-				p.cond.Broadcast()
-				p.mu.Unlock()
-				return
-			}
-			l = strings.TrimRight(l, "\r\n")
-			if strings.HasPrefix(l, "PING ") {
-				fmt.Fprintf(nc, "PONG %s\r\n", l[5:])
-			}
-			p.seen = append(p.seen, l)
-			p.cond.Broadcast()
-			p.mu.Unlock()
-		}
-	}()
-	p.send(b, "NICK %s", nick)
-	p.send(b, "USER %s 0 * :bench peer", nick)
-	p.waitLine(b, " 001 ")
-	return p
-}
-
-func (p *benchIRC) send(b *testing.B, format string, args ...any) {
-	b.Helper()
-	if _, err := fmt.Fprintf(p.nc, format+"\r\n", args...); err != nil {
-		b.Fatal(err)
-	}
-}
-
-// waitLine waits for a line containing substr and consumes it; other lines
-// stay for later calls.
-func (p *benchIRC) waitLine(b *testing.B, substr string) {
-	b.Helper()
-	p.wait(b, substr, func(l string) bool { return strings.Contains(l, substr) })
-}
-
-// waitSuffix is waitLine for a line ending with suffix.
-func (p *benchIRC) waitSuffix(b *testing.B, suffix string) {
-	b.Helper()
-	p.wait(b, suffix, func(l string) bool { return strings.HasSuffix(l, suffix) })
-}
-
-func (p *benchIRC) wait(b *testing.B, desc string, match func(string) bool) {
-	b.Helper()
-	deadline := time.Now().Add(benchWait)
-	timer := time.AfterFunc(benchWait, func() { p.mu.Lock(); p.cond.Broadcast(); p.mu.Unlock() })
-	defer timer.Stop()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for {
-		for i := range p.seen {
-			if match(p.seen[i]) {
-				p.seen = append(p.seen[:i:i], p.seen[i+1:]...)
-				return
-			}
-		}
-		if p.err != nil || time.Now().After(deadline) {
-			b.Fatalf("irc peer: no line matching %q (err %v); last lines:\n%s", desc, p.err, strings.Join(p.seen[max(0, len(p.seen)-20):], "\n"))
-		}
-		p.cond.Wait()
-	}
 }
