@@ -7,9 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 )
 
 // Biboumi is a throwaway biboumi (the established XMPP↔IRC gateway, Debian
@@ -29,8 +27,7 @@ type Biboumi struct {
 	conf    string
 	logPath string
 
-	mu sync.Mutex
-	p  *proc
+	daemon
 }
 
 // StartBiboumi starts biboumi for the component domain of srv (which must
@@ -77,16 +74,8 @@ func StartBiboumi(t testing.TB, srv Server, domain string, extra ...string) *Bib
 	if err := os.WriteFile(b.conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if failed(t) {
-			t.Logf("harness: last 60 lines of the biboumi log:\n%s", b.LogTail(60))
-		}
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		if b.p != nil {
-			b.p.kill()
-		}
-	})
+	b.daemon = daemon{name: "biboumi", logTail: b.LogTail}
+	b.killAtCleanup(t)
 	b.Start(t)
 	return b
 }
@@ -95,26 +84,7 @@ func StartBiboumi(t testing.TB, srv Server, domain string, extra ...string) *Bib
 // XMPP server.
 func (b *Biboumi) Start(t testing.TB) {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.p != nil && !b.p.exited() {
-		t.Fatalf("harness: biboumi is already running")
-	}
-	logf, err := os.OpenFile(filepath.Join(b.dir, "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
 	before := len(b.readLog())
-	cmd := exec.Command("biboumi", b.conf)
-	cmd.Dir, cmd.Env = b.dir, serverEnv(b.dir)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	t0 := time.Now()
-	p, err := startProc("biboumi", cmd)
-	if err != nil {
-		t.Fatalf("harness: %v", err)
-	}
-	b.p = p
 	authenticated := func() error {
 		log := b.readLog()
 		if len(log) < before {
@@ -127,35 +97,14 @@ func (b *Biboumi) Start(t testing.TB) {
 		}
 		return errors.New("not yet authenticated with the XMPP server")
 	}
-	if err := waitReady(p, nil, startTimeout, authenticated); err != nil {
-		p.kill()
-		t.Fatalf("harness: %v\n%s", err, b.LogTail(30))
-	}
-	t.Logf("harness: biboumi ready in %v as %s", time.Since(t0).Round(time.Millisecond), b.Domain)
+	b.start(t, exec.Command("biboumi", b.conf), b.dir, filepath.Join(b.dir, "console.log"), nil, authenticated)
 }
 
 // Stop sends SIGTERM and waits for biboumi to exit (SIGKILL after 10 s).
-func (b *Biboumi) Stop(t testing.TB) {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.p == nil || b.p.exited() {
-		return
-	}
-	if b.p.terminate("", stopGrace) {
-		t.Logf("harness: biboumi ignored SIGTERM for %v; killed it", stopGrace)
-	}
-}
+func (b *Biboumi) Stop(t testing.TB) { t.Helper(); b.stop(t) }
 
 // Pid is the process id of the running biboumi (0 before Start).
-func (b *Biboumi) Pid() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.p == nil {
-		return 0
-	}
-	return b.p.pid
-}
+func (b *Biboumi) Pid() int { return b.pid() }
 
 func (b *Biboumi) readLog() string {
 	data, _ := os.ReadFile(b.logPath)

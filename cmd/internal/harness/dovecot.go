@@ -8,9 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 )
 
 // Dovecot is a throwaway Dovecot IMAP server on loopback: plaintext IMAP
@@ -26,8 +24,7 @@ type Dovecot struct {
 	conf     string
 	logPath  string
 
-	mu sync.Mutex
-	p  *proc
+	daemon
 }
 
 // StartDovecot starts `dovecot -F -c FILE` with the given users (name →
@@ -77,16 +74,8 @@ func StartDovecot(t testing.TB, users map[string]string) *Dovecot {
 	if err := os.WriteFile(d.conf, []byte(d.config()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if failed(t) {
-			t.Logf("harness: last 60 lines of the dovecot log:\n%s", d.LogTail(60))
-		}
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		if d.p != nil {
-			d.p.kill()
-		}
-	})
+	d.daemon = daemon{name: "dovecot", logTail: d.LogTail}
+	d.killAtCleanup(t)
 	d.Start(t)
 	return d
 }
@@ -143,44 +132,11 @@ func currentUser() string {
 // Start (re)starts Dovecot and waits until it accepts connections.
 func (d *Dovecot) Start(t testing.TB) {
 	t.Helper()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.p != nil && !d.p.exited() {
-		t.Fatalf("harness: dovecot is already running")
-	}
-	logf, err := os.OpenFile(filepath.Join(d.dir, "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command("dovecot", "-F", "-c", d.conf)
-	cmd.Dir, cmd.Env = d.dir, serverEnv(d.dir)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	t0 := time.Now()
-	p, err := startProc("dovecot", cmd)
-	if err != nil {
-		t.Fatalf("harness: %v", err)
-	}
-	d.p = p
-	if err := waitReady(p, []string{d.Addr}, startTimeout, nil); err != nil {
-		p.kill()
-		t.Fatalf("harness: %v (the cleanup logs the end of the dovecot log)\n%s", err, fileTail(filepath.Join(d.dir, "console.log"), 20))
-	}
-	t.Logf("harness: dovecot ready in %v on %s", time.Since(t0).Round(time.Millisecond), d.Addr)
+	d.start(t, exec.Command("dovecot", "-F", "-c", d.conf), d.dir, filepath.Join(d.dir, "console.log"), []string{d.Addr}, nil)
 }
 
 // Stop sends SIGTERM and waits for Dovecot to exit (SIGKILL after 10 s).
-func (d *Dovecot) Stop(t testing.TB) {
-	t.Helper()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.p == nil || d.p.exited() {
-		return
-	}
-	if d.p.terminate("", stopGrace) {
-		t.Logf("harness: dovecot ignored SIGTERM for %v; killed it", stopGrace)
-	}
-}
+func (d *Dovecot) Stop(t testing.TB) { t.Helper(); d.stop(t) }
 
 // LogTail returns the last n lines of Dovecot's log.
 func (d *Dovecot) LogTail(lines int) string {

@@ -6,9 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 )
 
 // Ngircd is a throwaway ngircd IRC server on loopback: plain port only, no
@@ -26,8 +24,7 @@ type Ngircd struct {
 	conf    string
 	logPath string
 
-	mu sync.Mutex
-	p  *proc
+	daemon
 }
 
 // StartNgircd starts ngircd (`ngircd -n -f FILE`) and waits until its port
@@ -57,16 +54,8 @@ func StartNgircd(t testing.TB) *Ngircd {
 	if err := os.WriteFile(n.conf, []byte(n.config()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if failed(t) {
-			t.Logf("harness: last 60 lines of the ngircd log:\n%s", n.LogTail(60))
-		}
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		if n.p != nil {
-			n.p.kill()
-		}
-	})
+	n.daemon = daemon{name: "ngircd", logTail: n.LogTail}
+	n.killAtCleanup(t)
 	n.Start(t)
 	return n
 }
@@ -114,47 +103,11 @@ func (n *Ngircd) config() string {
 // Start (re)starts ngircd on the same port and waits until it is ready.
 func (n *Ngircd) Start(t testing.TB) {
 	t.Helper()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.p != nil && !n.p.exited() {
-		t.Fatalf("harness: ngircd is already running")
-	}
-	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command("ngircd", "-n", "-f", n.conf)
-	cmd.Dir, cmd.Env = n.dir, serverEnv(n.dir)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	t0 := time.Now()
-	p, err := startProc("ngircd", cmd)
-	if err != nil {
-		t.Fatalf("harness: %v", err)
-	}
-	n.p = p
-	if err := waitReady(p, []string{n.Addr}, startTimeout, nil); err != nil {
-		p.kill()
-		t.Fatalf("harness: %v (the cleanup logs the end of the ngircd log)", err)
-	}
-	t.Logf("harness: ngircd ready in %v on %s", time.Since(t0).Round(time.Millisecond), n.Addr)
+	n.start(t, exec.Command("ngircd", "-n", "-f", n.conf), n.dir, n.logPath, []string{n.Addr}, nil)
 }
 
 // Stop sends SIGTERM and waits for ngircd to exit (SIGKILL after 10 s).
-func (n *Ngircd) Stop(t testing.TB) {
-	t.Helper()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.p == nil || n.p.exited() {
-		return
-	}
-	t0 := time.Now()
-	if n.p.terminate("", stopGrace) {
-		t.Logf("harness: ngircd ignored SIGTERM for %v; killed it", stopGrace)
-		return
-	}
-	t.Logf("harness: ngircd stopped in %v", time.Since(t0).Round(time.Millisecond))
-}
+func (n *Ngircd) Stop(t testing.TB) { t.Helper(); n.stop(t) }
 
 // LogTail returns the last n lines of ngircd's log (its console output).
 func (n *Ngircd) LogTail(lines int) string { return fileTail(n.logPath, lines) }
