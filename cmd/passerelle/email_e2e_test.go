@@ -5,23 +5,15 @@ package main
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,6 +27,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"passerelle/bridges/email/emailtest"
 	"passerelle/cmd/internal/harness"
 	"passerelle/component/xmlel"
 )
@@ -633,71 +626,20 @@ Content-Transfer-Encoding: base64
 	}
 }
 
-// testCA is a throwaway certificate authority written to a PEM file (for
-// SSL_CERT_FILE).
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, file: file}
-}
-
-// serverTLS is a server configuration with a certificate of the CA for
-// 127.0.0.1 and localhost.
-func (ca *testCA) serverTLS(t *testing.T) *tls.Config {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), DNSNames: []string{"localhost"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
-}
-
 // TestEmailTLS: the relay over implicit TLS (smtps://) with its certificate
 // verified against SSL_CERT_FILE; then a relay whose certificate comes from
 // an unknown CA: the mail is refused at the first attempt, the sender gets
 // an error and the gateway logs it as an error.
 func TestEmailTLS(t *testing.T) {
 	srv := harness.StartProsody(t, harness.ServerOptions{Domain: "localhost", Components: []string{mailDomain}})
-	ca := newTestCA(t, "Passerelle test CA")
-	sink := startSinkTLS(t, ca.serverTLS(t), true)
+	ca := emailtest.NewCA(t, "Passerelle test CA")
+	sink := startSinkTLS(t, ca.ServerTLS(t), true)
 	env := baseEnv(t, srv)
 	delete(env, "PASSERELLE_IRC_DOMAIN")
 	delete(env, "PASSERELLE_SMS_DOMAIN")
 	delete(env, "PASSERELLE_SMS_NUMBERS")
 	env["PASSERELLE_SMTP_RELAY"] = "smtps://relay-user:smtp-pw@" + sink.addr
-	env["SSL_CERT_FILE"] = ca.file
+	env["SSL_CERT_FILE"] = ca.File
 	env["PASSERELLE_RETRY_MAX_DELAY"] = "1s"
 	e := startGateway(t, srv, env)
 	alice := e.dial(t, "alice@localhost")
@@ -714,7 +656,7 @@ func TestEmailTLS(t *testing.T) {
 	t.Run("mailbox mode over STARTTLS", func(t *testing.T) {
 		// The user's IMAP and submission servers offer STARTTLS and refuse
 		// a login in clear.
-		stls := ca.serverTLS(t)
+		stls := ca.ServerTLS(t)
 		mem := imapmemserver.New()
 		u := imapmemserver.NewUser("carol", "imap-pw")
 		if err := u.Create("INBOX", nil); err != nil {
@@ -742,7 +684,7 @@ func TestEmailTLS(t *testing.T) {
 			"imap_password", "imap-pw", "smtp_server", submission.addr, "smtp_username", "carol-smtp", "smtp_password", "smtp-pw",
 			"email", "carol@example.net"), "register with a mailbox over STARTTLS")
 		roots := x509.NewCertPool()
-		roots.AddCert(ca.cert)
+		roots.AddCert(ca.Cert)
 		c, err := imapclient.DialStartTLS(ln.Addr().String(), &imapclient.Options{TLSConfig: &tls.Config{RootCAs: roots}})
 		if err != nil {
 			t.Fatal(err)
@@ -767,7 +709,7 @@ func TestEmailTLS(t *testing.T) {
 	})
 
 	t.Run("untrusted relay", func(t *testing.T) {
-		impostor := startSinkTLS(t, newTestCA(t, "Unknown CA").serverTLS(t), true)
+		impostor := startSinkTLS(t, emailtest.NewCA(t, "Unknown CA").ServerTLS(t), true)
 		e.gw.Signal(syscall.SIGTERM)
 		e.gw.Wait(t, wait)
 		env["PASSERELLE_SMTP_RELAY"] = "smtps://relay-user:smtp-pw@" + impostor.addr
