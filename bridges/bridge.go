@@ -137,9 +137,10 @@ type Host interface {
 	// Send writes a transient stanza (presence, IQ reply); while the server
 	// is away it fails with ErrDisconnected.
 	Send(st *xmlel.Element) error
-	// SendMessage stores a message in the persistent outbox and sends it as
-	// soon as the stream is up. It returns once the message is committed.
-	SendMessage(ctx context.Context, st *xmlel.Element) error
+	// SendMessage stores messages in the persistent outbox (all of them or,
+	// on error, none) and sends them as soon as the stream is up. It
+	// returns once they are committed.
+	SendMessage(ctx context.Context, sts ...*xmlel.Element) error
 	// IQ sends an IQ get/set and waits for its answer.
 	IQ(ctx context.Context, iq *xmlel.Element) (*xmlel.Element, error)
 	// Post runs fn on user's goroutine (the owner of that user's state).

@@ -449,24 +449,9 @@ func (c *Component) sendWait(ctx context.Context, st *xmlel.Element, wait time.D
 	}
 }
 
-// SendMessage implements bridges.Host: store in the outbox, then send.
-func (c *Component) SendMessage(ctx context.Context, st *xmlel.Element) error {
-	if st.Attr("from") == "" {
-		st.SetAttr("from", c.opts.Domain)
-	}
-	if _, err := c.store.EnqueueStanza(ctx, c.opts.Domain, st.String()); err != nil {
-		return err
-	}
-	select {
-	case c.outboxWake <- struct{}{}:
-	default:
-	}
-	return nil
-}
-
-// SendMessages stores several messages in the outbox in one transaction
-// (all or none), then sends them.
-func (c *Component) SendMessages(ctx context.Context, sts []*xmlel.Element) error {
+// SendMessage implements bridges.Host: store in the outbox (several
+// messages in one transaction), then send.
+func (c *Component) SendMessage(ctx context.Context, sts ...*xmlel.Element) error {
 	raw := make([]string, len(sts))
 	for i, st := range sts {
 		if st.Attr("from") == "" {

@@ -18,7 +18,7 @@ func TestSendMessages(t *testing.T) {
 		stanza.Message("", "u@example.org", "chat", "b1", "first"),
 		stanza.Message("x@test.example.org", "v@example.org", "chat", "b2", "second"),
 	}
-	if err := c.SendMessages(context.Background(), batch); err != nil {
+	if err := c.SendMessage(context.Background(), batch...); err != nil {
 		t.Fatal(err)
 	}
 	got := fc.expect(t, "the first message", func(e *xmlel.Element) bool { return e.Attr("id") == "b1" })

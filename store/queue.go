@@ -14,15 +14,6 @@ type OutboxItem struct {
 	Stanza string
 }
 
-// EnqueueStanza stores a stanza for domain's component stream.
-func (s *Store) EnqueueStanza(ctx context.Context, domain, stanza string) (int64, error) {
-	res, err := s.db.ExecContext(ctx, `INSERT INTO outbox (domain, stanza, created) VALUES (?, ?, ?)`, domain, stanza, now())
-	if err != nil {
-		return 0, fmt.Errorf("failed to queue stanza: %w", err)
-	}
-	return res.LastInsertId()
-}
-
 // EnqueueStanzas stores several stanzas for domain's component stream in
 // one transaction: all of them or none.
 func (s *Store) EnqueueStanzas(ctx context.Context, domain string, stanzas []string) error {

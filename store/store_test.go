@@ -32,7 +32,7 @@ func TestUpgradeFromFirstSchema(t *testing.T) {
 	if err := old.PutRegistration(ctx, "sms.example.org", "a@example.org", map[string]string{"number": "+15550001111"}, []string{"+15550001111"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := old.EnqueueStanza(ctx, "sms.example.org", "<message/>"); err != nil {
+	if err := old.EnqueueStanzas(ctx, "sms.example.org", []string{"<message/>"}); err != nil {
 		t.Fatal(err)
 	}
 	old.Close()
@@ -127,11 +127,11 @@ func TestOutboxAndJobs(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t)
 	for _, st := range []string{"<a/>", "<b/>", "<c/>"} {
-		if _, err := s.EnqueueStanza(ctx, "d", st); err != nil {
+		if err := s.EnqueueStanzas(ctx, "d", []string{st}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	s.EnqueueStanza(ctx, "other", "<x/>")
+	s.EnqueueStanzas(ctx, "other", []string{"<x/>"})
 	items, _ := s.PendingStanzas(ctx, "d", 2)
 	if len(items) != 2 || items[0].Stanza != "<a/>" || items[1].Stanza != "<b/>" {
 		t.Fatalf("pending = %+v", items)

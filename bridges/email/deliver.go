@@ -151,29 +151,8 @@ func (b *Bridge) deliverMailTo(ctx context.Context, users []string, envFrom stri
 		}
 		msgs = append(msgs, msg)
 	}
-	if err := b.sendMessages(ctx, msgs); err != nil {
+	if err := b.host.SendMessage(ctx, msgs...); err != nil {
 		return fmt.Errorf("failed to queue the message: %w", err)
-	}
-	return nil
-}
-
-// batchSender is a host that commits several messages at once (the
-// component does).
-type batchSender interface {
-	SendMessages(ctx context.Context, sts []*xmlel.Element) error
-}
-
-func (b *Bridge) sendMessages(ctx context.Context, msgs []*xmlel.Element) error {
-	if len(msgs) == 1 {
-		return b.host.SendMessage(ctx, msgs[0])
-	}
-	if bs, ok := b.host.(batchSender); ok {
-		return bs.SendMessages(ctx, msgs)
-	}
-	for _, m := range msgs {
-		if err := b.host.SendMessage(ctx, m); err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -43,22 +43,9 @@ func (h *fakeHost) Send(st *xmlel.Element) error {
 	h.record(st)
 	return nil
 }
-func (h *fakeHost) SendMessage(ctx context.Context, st *xmlel.Element) error {
-	h.mu.Lock()
-	fail := h.fail
-	h.mu.Unlock()
-	if fail != nil {
-		return fail
-	}
-	if _, err := h.st.EnqueueStanza(ctx, testDomain, st.String()); err != nil {
-		return err
-	}
-	h.record(st)
-	return nil
-}
 
-// SendMessages commits a batch in one transaction, as the component does.
-func (h *fakeHost) SendMessages(ctx context.Context, sts []*xmlel.Element) error {
+// SendMessage commits a batch in one transaction, as the component does.
+func (h *fakeHost) SendMessage(ctx context.Context, sts ...*xmlel.Element) error {
 	h.mu.Lock()
 	fail := h.fail
 	h.mu.Unlock()

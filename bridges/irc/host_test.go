@@ -68,8 +68,10 @@ func (h *fakeHost) Setting(context.Context, string, string) (string, error) {
 func (h *fakeHost) Registration(context.Context, string) (*bridges.Registration, error) {
 	return nil, store.ErrNotFound
 }
-func (h *fakeHost) SendMessage(ctx context.Context, st *xmlel.Element) error {
-	h.out <- st
+func (h *fakeHost) SendMessage(ctx context.Context, sts ...*xmlel.Element) error {
+	for _, st := range sts {
+		h.out <- st
+	}
 	return nil
 }
 func (h *fakeHost) IQ(ctx context.Context, iq *xmlel.Element) (*xmlel.Element, error) {

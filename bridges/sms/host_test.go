@@ -55,14 +55,16 @@ func (h *fakeHost) Send(st *xmlel.Element) error {
 	h.record(&h.sent, st)
 	return nil
 }
-func (h *fakeHost) SendMessage(ctx context.Context, st *xmlel.Element) error {
+func (h *fakeHost) SendMessage(ctx context.Context, sts ...*xmlel.Element) error {
 	h.mu.Lock()
 	err := h.failSend
 	h.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	h.record(&h.messages, st)
+	for _, st := range sts {
+		h.record(&h.messages, st)
+	}
 	return nil
 }
 func (h *fakeHost) record(list *[]*xmlel.Element, st *xmlel.Element) {
