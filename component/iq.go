@@ -42,7 +42,7 @@ func (c *Component) handleDomainIQ(ctx context.Context, u *bridges.User, st *xml
 			c.commandItems(ctx, u, st, "")
 			return true
 		}
-		return c.bridgeOwnsItems(u, st)
+		c.emptyItems(st)
 	case p.Space == NSRegister:
 		c.register(ctx, u, st, p)
 	case p.Space == NSGateway:
@@ -63,18 +63,13 @@ func (c *Component) handleDomainIQ(ctx context.Context, u *bridges.User, st *xml
 	return true
 }
 
-// bridgeOwnsItems lets a bridge that answers disco#items on its domain (the
-// IRC bridge lists networks) do so; others get an empty list here.
-func (c *Component) bridgeOwnsItems(u *bridges.User, st *xmlel.Element) bool {
-	if _, ok := c.bridge.(interface{ OwnsDomainItems() bool }); ok {
-		return false
-	}
+// emptyItems answers disco#items on the domain: it has no items.
+func (c *Component) emptyItems(st *xmlel.Element) {
 	q := xmlel.New(NSDiscoItems, "query")
 	if n := st.Children[0].Attr("node"); n != "" {
 		q.SetAttr("node", n)
 	}
 	c.Send(stanza.Result(st, q))
-	return true
 }
 
 func (c *Component) discoInfo(u *bridges.User, st *xmlel.Element, node string) {
