@@ -35,6 +35,8 @@ type Bridge struct {
 	sessions map[string]*session // by bare JID; each owned by its user's goroutine
 	conns    map[*conn]bool      // open connections, to QUIT on shutdown
 
+	keys storedKeys // the case mapping of each server's stored keys, with its own locks
+
 	stopped     chan struct{} // closed when the connections were told to QUIT, after Start's ctx ends
 	joinTimeout time.Duration // how long a first JOIN may go unanswered
 	banTimeout  time.Duration // how long a ban list request may go unanswered

@@ -60,7 +60,7 @@ func (b *Bridge) mamQuery(ctx context.Context, u *bridges.User, st *xmlel.Elemen
 	}
 	room := mapping.IRCAddr{Kind: mapping.IRCChannel, Name: a.Name, Server: a.Server}.Local() + "@" + b.host.Domain()
 	where := []string{"jid = ?", "server = ?", "channel = ?"}
-	args := []any{u.JID, a.Server, fold(a.Name)}
+	args := []any{u.JID, a.Server, nil} // the channel's stored key, when querying
 	if f, err := form.Find(q); err == nil {
 		for _, fl := range []struct{ name, op string }{{"start", ">="}, {"end", "<="}} {
 			if v := f.Get(fl.name); v != "" {
@@ -111,20 +111,23 @@ func (b *Bridge) mamQuery(ctx context.Context, u *bridges.User, st *xmlel.Elemen
 			}
 		}
 	}
-	rows, err := b.host.Store().DB().QueryContext(ctx,
-		`SELECT id, nick, body, stamp FROM irc_history WHERE `+strings.Join(where, " AND ")+
-			` ORDER BY id `+order+` LIMIT ?`, append(args, max+1)...)
-	if err != nil {
-		b.host.Log().Error("cannot query the irc archive", "user", u.JID, "err", err)
-		bridges.Refuse(b.host, st, stanza.Errorf("internal-server-error", "The archive cannot be read."))
-		return
-	}
 	type item struct {
 		id         int64
 		nick, body string
 		stamp      int64
 	}
 	var items []item
+	key, done := b.storedKey(ctx, a.Server, a.Name)
+	args[2] = key
+	rows, err := b.host.Store().DB().QueryContext(ctx,
+		`SELECT id, nick, body, stamp FROM irc_history WHERE `+strings.Join(where, " AND ")+
+			` ORDER BY id `+order+` LIMIT ?`, append(args, max+1)...)
+	if err != nil {
+		done()
+		b.host.Log().Error("cannot query the irc archive", "user", u.JID, "err", err)
+		bridges.Refuse(b.host, st, stanza.Errorf("internal-server-error", "The archive cannot be read."))
+		return
+	}
 	for rows.Next() {
 		var it item
 		if rows.Scan(&it.id, &it.nick, &it.body, &it.stamp) == nil {
@@ -132,6 +135,7 @@ func (b *Bridge) mamQuery(ctx context.Context, u *bridges.User, st *xmlel.Elemen
 		}
 	}
 	rows.Close()
+	done()
 	complete := len(items) <= max
 	if !complete {
 		items = items[:max]

@@ -27,20 +27,27 @@ type chanSettings struct {
 
 func (b *Bridge) loadChanSettings(ctx context.Context, user, server, name string) (chanSettings, error) {
 	cs := chanSettings{Record: true}
+	key, done := b.storedKey(ctx, server, name)
+	defer done()
 	err := b.host.Store().DB().QueryRowContext(ctx,
 		`SELECT persistent, record_history FROM irc_channels WHERE jid = ? AND server = ? AND channel = ?`,
-		user, server, fold(name)).Scan(&cs.Persistent, &cs.Record)
+		user, server, key).Scan(&cs.Persistent, &cs.Record)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return cs, fmt.Errorf("failed to read the irc channel settings: %w", err)
 	}
 	return cs, nil
 }
 
+// saveChanSettings stores a channel's settings; a new row (or one from
+// before the spelling was kept) takes name as the channel's spelling.
 func (b *Bridge) saveChanSettings(ctx context.Context, user, server, name string, cs chanSettings) error {
+	key, done := b.storedKey(ctx, server, name)
+	defer done()
 	_, err := b.host.Store().DB().ExecContext(ctx,
-		`INSERT INTO irc_channels (jid, server, channel, persistent, record_history) VALUES (?, ?, ?, ?, ?)
-		 ON CONFLICT (jid, server, channel) DO UPDATE SET persistent = excluded.persistent, record_history = excluded.record_history`,
-		user, server, fold(name), cs.Persistent, cs.Record)
+		`INSERT INTO irc_channels (jid, server, channel, name, persistent, record_history) VALUES (?, ?, ?, ?, ?, ?)
+		 ON CONFLICT (jid, server, channel) DO UPDATE SET persistent = excluded.persistent, record_history = excluded.record_history,
+		 name = CASE irc_channels.name WHEN '' THEN excluded.name ELSE irc_channels.name END`,
+		user, server, key, name, cs.Persistent, cs.Record)
 	if err != nil {
 		return fmt.Errorf("failed to store the irc channel settings: %w", err)
 	}
@@ -49,9 +56,11 @@ func (b *Bridge) saveChanSettings(ctx context.Context, user, server, name string
 
 // rememberNick stores the nick and the channel's spelling for rejoining.
 func (b *Bridge) rememberNick(ctx context.Context, user, server, name, nick string) {
+	key, done := b.storedKey(ctx, server, name)
+	defer done()
 	_, err := b.host.Store().DB().ExecContext(ctx,
-		`INSERT INTO irc_channels (jid, server, channel, nick) VALUES (?, ?, ?, ?)
-		 ON CONFLICT (jid, server, channel) DO UPDATE SET nick = excluded.nick`, user, server, fold(name), nick)
+		`INSERT INTO irc_channels (jid, server, channel, name, nick) VALUES (?, ?, ?, ?, ?)
+		 ON CONFLICT (jid, server, channel) DO UPDATE SET nick = excluded.nick, name = excluded.name`, user, server, key, name, nick)
 	if err != nil {
 		b.host.Log().Warn("cannot store the irc nick of a channel", "user", user, "err", err)
 	}
@@ -100,9 +109,11 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string) st
 	if !ch.settings.Record {
 		return stanza.NewID()
 	}
+	key, done := n.b.storedKey(ctx, n.server, ch.name)
 	res, err := n.b.host.Store().DB().ExecContext(ctx,
 		`INSERT INTO irc_history (jid, server, channel, nick, body, stamp) VALUES (?, ?, ?, ?, ?, ?)`,
-		n.user, n.server, fold(ch.name), nick, body, time.Now().UnixMilli())
+		n.user, n.server, key, nick, body, time.Now().UnixMilli())
+	done()
 	if err != nil {
 		n.b.host.Log().Warn("cannot archive an irc message", "user", n.user, "err", err)
 		return stanza.NewID()
@@ -150,12 +161,25 @@ func (n *network) sendHistory(ch *channel, full string, h historyReq) {
 	if h.maxStanzas == 0 || h.maxChars == 0 {
 		return
 	}
-	rows, err := n.b.host.Store().DB().QueryContext(n.b.ctx,
-		`SELECT id, nick, body, stamp FROM irc_history WHERE jid = ? AND server = ? AND channel = ? AND stamp >= ?
-		 ORDER BY id DESC LIMIT ?`, n.user, n.server, fold(ch.name), h.since.UnixMilli(), h.maxStanzas)
+	msgs, err := n.history(ch, full, h)
 	if err != nil {
 		n.b.host.Log().Warn("cannot read the irc history", "user", n.user, "err", err)
 		return
+	}
+	for i := len(msgs) - 1; i >= 0; i-- {
+		n.b.host.Send(msgs[i])
+	}
+}
+
+// history reads the messages sendHistory replays, newest first.
+func (n *network) history(ch *channel, full string, h historyReq) ([]*xmlel.Element, error) {
+	key, done := n.b.storedKey(n.b.ctx, n.server, ch.name)
+	defer done()
+	rows, err := n.b.host.Store().DB().QueryContext(n.b.ctx,
+		`SELECT id, nick, body, stamp FROM irc_history WHERE jid = ? AND server = ? AND channel = ? AND stamp >= ?
+		 ORDER BY id DESC LIMIT ?`, n.user, n.server, key, h.since.UnixMilli(), h.maxStanzas)
+	if err != nil {
+		return nil, err
 	}
 	defer rows.Close()
 	var msgs []*xmlel.Element
@@ -176,15 +200,15 @@ func (n *network) sendHistory(ch *channel, full string, h historyReq) {
 		}
 		msgs = append(msgs, msg)
 	}
-	for i := len(msgs) - 1; i >= 0; i-- {
-		n.b.host.Send(msgs[i])
-	}
+	return msgs, nil
 }
 
 // restore rejoins the persistent channels after a start.
 func (b *Bridge) restore(ctx context.Context) {
+	// The channel is rejoined under its spelling; rows from before the
+	// spelling was kept have only the key.
 	rows, err := b.host.Store().DB().QueryContext(ctx,
-		`SELECT jid, server, channel, nick FROM irc_channels WHERE persistent = 1 AND nick != ''`)
+		`SELECT jid, server, CASE name WHEN '' THEN channel ELSE name END, nick FROM irc_channels WHERE persistent = 1 AND nick != ''`)
 	if err != nil {
 		b.host.Log().Error("cannot read the persistent irc channels", "err", err)
 		return

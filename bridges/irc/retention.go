@@ -38,6 +38,11 @@ func (b *Bridge) pruneLoop(ctx context.Context) {
 
 // prune deletes, in every channel archive holding more than the limit,
 // the oldest messages beyond it. It returns how many were deleted.
+//
+// It takes the stored keys as they are, without b.keys: each DELETE
+// counts the limit in its own statement, so a re-keying for a new case
+// mapping between the two queries only makes it trim whichever channel
+// the key names by then (two merged channels count as one).
 func (b *Bridge) prune(ctx context.Context) (int64, error) {
 	limit := b.opts.HistoryLimit
 	if limit <= 0 {
