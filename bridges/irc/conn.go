@@ -123,32 +123,44 @@ func (d *dialer) dial(ctx context.Context, server string, cfg netConfig) (net.Co
 }
 
 // conn is one IRC connection: a reader goroutine delivering parsed
-// messages, and a writer goroutine draining a bounded queue through a
-// token bucket (PONG and QUIT skip the queue).
+// messages, and a bounded queue of lines drained through a token bucket
+// (PONG, PING and QUIT skip the throttle).
+//
+// An idle connection costs one goroutine (the reader) and a small read
+// buffer: the queue is a slice that exists only while lines wait, and the
+// writing goroutine runs only while there is something to write. While it
+// waits for a token, a timer holds its place.
 type conn struct {
 	nc        net.Conn
 	encrypted bool
-	out       chan string
-	prio      chan string
-	quit      chan string
-	done      chan struct{} // closed when the writer has stopped
-	closeOnce sync.Once
 	perSec    float64
 	burst     float64
+	done      chan struct{} // closed when the writing has stopped and nc is closed
+
+	mu      sync.Mutex
+	queue   []string    // throttled lines, at most queueSize
+	prio    []string    // PONG and PING, ahead of the queue
+	quit    *string     // set by close: the line (maybe empty) to end with
+	tokens  float64     // the bucket
+	last    time.Time   // when tokens was last refilled
+	writing bool        // a goroutine is draining
+	timer   *time.Timer // waiting for a token
+	stopped bool
 }
+
+const prioSize = 16
 
 func newConn(nc net.Conn, encrypted bool, perSec float64) *conn {
 	if perSec <= 0 {
 		perSec = defaultPerSec
 	}
-	return &conn{nc: nc, encrypted: encrypted, out: make(chan string, queueSize), prio: make(chan string, 16),
-		quit: make(chan string, 1), done: make(chan struct{}), perSec: perSec, burst: defaultBurst}
+	return &conn{nc: nc, encrypted: encrypted, done: make(chan struct{}), perSec: perSec, burst: defaultBurst,
+		tokens: defaultBurst, last: time.Now()}
 }
 
-// run starts the reader and writer; deliver is called (from the reader)
-// for each message, closed once with the reason the connection ended.
+// run starts the reader; deliver is called (from the reader) for each
+// message, closed once with the reason the connection ended.
 func (c *conn) run(deliver func(*irc.Message), closed func(error)) {
-	go c.writer()
 	go func() {
 		err := c.read(deliver)
 		c.close("")
@@ -157,8 +169,12 @@ func (c *conn) run(deliver func(*irc.Message), closed func(error)) {
 	}()
 }
 
+// readBuffer is the reader's buffer: one ordinary line fits; longer ones
+// (message tags) are read in pieces.
+const readBuffer = 512
+
 func (c *conn) read(deliver func(*irc.Message)) error {
-	r := bufio.NewReaderSize(c.nc, 4096)
+	r := bufio.NewReaderSize(c.nc, readBuffer)
 	pinged := false
 	for {
 		c.nc.SetReadDeadline(time.Now().Add(idleTimeout))
@@ -191,9 +207,6 @@ func (c *conn) read(deliver func(*irc.Message)) error {
 			continue
 		case "PONG":
 			continue
-		case "ERROR":
-			deliver(m)
-			continue
 		}
 		deliver(m)
 	}
@@ -201,126 +214,173 @@ func (c *conn) read(deliver func(*irc.Message)) error {
 
 // readLine reads one line, refusing lines longer than maxInputLine.
 func readLine(r *bufio.Reader) (string, error) {
-	var b []byte
-	for {
-		chunk, err := r.ReadSlice('\n')
-		b = append(b, chunk...)
-		if err == nil {
-			return strings.TrimRight(string(b), "\r\n"), nil
-		}
-		if !errors.Is(err, bufio.ErrBufferFull) {
-			return "", err
-		}
+	chunk, err := r.ReadSlice('\n')
+	if err == nil {
+		return strings.TrimRight(string(chunk), "\r\n"), nil
+	}
+	b := append([]byte(nil), chunk...)
+	for errors.Is(err, bufio.ErrBufferFull) {
 		if len(b) > maxInputLine {
 			return "", errors.New("the server sent a line that is too long")
 		}
+		chunk, err = r.ReadSlice('\n')
+		b = append(b, chunk...)
 	}
-}
-
-func (c *conn) writer() {
-	defer close(c.done)
-	tokens, last := c.burst, time.Now()
-	write := func(l string) bool {
-		c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-		_, err := io.WriteString(c.nc, l+"\r\n")
-		return err == nil
+	if err != nil {
+		return "", err
 	}
-	// finish writes what is still queued (a PART before the QUIT), then
-	// the QUIT line, and closes.
-	finish := func(q string) {
-		for q != "" {
-			select {
-			case l := <-c.out:
-				if !write(l) {
-					q = ""
-				}
-				continue
-			default:
-			}
-			write(q)
-			break
-		}
-		c.nc.Close()
-	}
-	for {
-		select {
-		case l := <-c.prio:
-			if !write(l) {
-				c.nc.Close()
-				return
-			}
-			continue
-		case q := <-c.quit:
-			finish(q)
-			return
-		default:
-		}
-		select {
-		case l := <-c.prio:
-			if !write(l) {
-				c.nc.Close()
-				return
-			}
-		case q := <-c.quit:
-			finish(q)
-			return
-		case l := <-c.out:
-			now := time.Now()
-			tokens = min(c.burst, tokens+now.Sub(last).Seconds()*c.perSec)
-			last = now
-			for tokens < 1 {
-				t := time.NewTimer(time.Duration((1 - tokens) / c.perSec * float64(time.Second)))
-				select {
-				case p := <-c.prio:
-					write(p)
-					t.Stop()
-				case <-t.C:
-				case q := <-c.quit:
-					t.Stop()
-					write(l)
-					finish(q)
-					return
-				}
-				now = time.Now()
-				tokens = min(c.burst, tokens+now.Sub(last).Seconds()*c.perSec)
-				last = now
-			}
-			tokens--
-			if !write(l) {
-				c.nc.Close()
-				return
-			}
-		}
-	}
+	return strings.TrimRight(string(b), "\r\n"), nil
 }
 
 // send queues a line (already built by buildLine).
 func (c *conn) send(line string) error {
-	select {
-	case <-c.done:
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.stopped || c.quit != nil:
 		return errClosed
-	default:
-	}
-	select {
-	case c.out <- line:
-		return nil
-	default:
+	case len(c.queue) >= queueSize:
 		return errQueueFull
 	}
+	c.queue = append(c.queue, line)
+	c.kick()
+	return nil
 }
 
 // room reports how many lines can be queued now.
-func (c *conn) room() int { return cap(c.out) - len(c.out) }
+func (c *conn) room() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return queueSize - len(c.queue)
+}
 
+// sendPrio writes line ahead of the queue and of the throttle; it is
+// dropped when prioSize lines already wait (a server flooding PINGs).
 func (c *conn) sendPrio(line string) {
-	select {
-	case c.prio <- line:
-	default:
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.stopped && len(c.prio) < prioSize {
+		c.prio = append(c.prio, line)
+		c.kick()
 	}
 }
 
-// close writes quitLine (if not empty) ahead of the queue and closes the
-// connection.
+// close writes what is queued, then quitLine (if not empty), and closes
+// the connection.
 func (c *conn) close(quitLine string) {
-	c.closeOnce.Do(func() { c.quit <- quitLine })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped || c.quit != nil {
+		return
+	}
+	c.quit = &quitLine
+	c.kick()
+}
+
+// kick starts the writing goroutine unless it runs, or waits for a token
+// with nothing urgent to write. Called with c.mu held.
+func (c *conn) kick() {
+	if c.writing || c.stopped {
+		return
+	}
+	if c.timer != nil {
+		if len(c.prio) == 0 && c.quit == nil {
+			return
+		}
+		c.timer.Stop()
+		c.timer = nil
+	}
+	c.writing = true
+	go c.drain()
+}
+
+// writeStep is what drain does next.
+type writeStep int
+
+const (
+	stepIdle  writeStep = iota // nothing to write now
+	stepWrite                  // write the line
+	stepLast                   // write the line (if any), then close
+)
+
+// next picks the next line to write. Called with c.mu held.
+func (c *conn) next() (string, writeStep) {
+	if len(c.prio) > 0 {
+		l := c.prio[0]
+		c.prio = c.prio[1:]
+		if len(c.prio) == 0 {
+			c.prio = nil
+		}
+		return l, stepWrite
+	}
+	if c.quit == nil && len(c.queue) > 0 {
+		now := time.Now()
+		c.tokens = min(c.burst, c.tokens+now.Sub(c.last).Seconds()*c.perSec)
+		c.last = now
+		if c.tokens < 1 {
+			wait := time.Duration((1 - c.tokens) / c.perSec * float64(time.Second))
+			c.timer = time.AfterFunc(wait, c.tick)
+			return "", stepIdle
+		}
+		c.tokens--
+	}
+	if len(c.queue) > 0 {
+		l := c.queue[0]
+		c.queue[0] = ""
+		c.queue = c.queue[1:]
+		if len(c.queue) == 0 {
+			c.queue = nil
+		}
+		return l, stepWrite
+	}
+	if c.quit != nil {
+		return *c.quit, stepLast
+	}
+	return "", stepIdle
+}
+
+// tick is the token timer.
+func (c *conn) tick() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.timer = nil
+	c.kick()
+}
+
+// drain writes lines until there is nothing to write now.
+func (c *conn) drain() {
+	for {
+		c.mu.Lock()
+		l, step := c.next()
+		if step == stepIdle {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		ok := true
+		if l != "" {
+			c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+			_, err := io.WriteString(c.nc, l+"\r\n")
+			ok = err == nil
+		}
+		if !ok || step == stepLast {
+			c.stop()
+			return
+		}
+	}
+}
+
+// stop closes the connection and drops what is still queued.
+func (c *conn) stop() {
+	c.mu.Lock()
+	c.stopped, c.writing = true, false
+	c.queue, c.prio = nil, nil
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
+	c.mu.Unlock()
+	c.nc.Close()
+	close(c.done)
 }

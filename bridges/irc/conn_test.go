@@ -1,0 +1,140 @@
+package irc
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	irc "gopkg.in/irc.v4"
+)
+
+// writerIdle waits until no goroutine is writing for c and nothing waits.
+func writerIdle(t *testing.T, c *conn) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.mu.Lock()
+		idle := !c.writing && c.timer == nil && c.queue == nil && c.prio == nil
+		c.mu.Unlock()
+		if idle {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the writer did not go idle")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// An idle connection keeps no writing goroutine and no queue: lines start
+// one when they come, and it ends once they are out.
+func TestConnWriterOnlyWhileWriting(t *testing.T) {
+	client, server := net.Pipe()
+	defer server.Close()
+	c := newConn(client, false, 1000)
+	c.run(func(*irc.Message) {}, func(error) {})
+	defer c.close("")
+	writerIdle(t, c)
+	r := bufio.NewReader(server)
+	for round := 0; round < 2; round++ {
+		for i := 0; i < 3; i++ {
+			if err := c.send("PRIVMSG #c :x"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := 0; i < 3; i++ {
+			if l, err := r.ReadString('\n'); err != nil || l != "PRIVMSG #c :x\r\n" {
+				t.Fatalf("round %d line %d: %q %v", round, i, l, err)
+			}
+		}
+		writerIdle(t, c)
+	}
+	if got := c.room(); got != queueSize {
+		t.Fatalf("room = %d, want %d", got, queueSize)
+	}
+}
+
+// A full queue refuses the next line, and a closing or closed connection
+// refuses all.
+func TestConnRefusals(t *testing.T) {
+	client, server := net.Pipe()
+	defer server.Close()
+	c := newConn(client, false, 1)
+	// Nobody reads the pipe: the first write blocks, the rest queue up.
+	var err error
+	for i := 0; i <= queueSize+1 && err == nil; i++ {
+		err = c.send("PRIVMSG #c :x")
+	}
+	if !errors.Is(err, errQueueFull) {
+		t.Fatalf("send on a full queue: %v", err)
+	}
+	if c.room() != 0 {
+		t.Fatalf("room = %d on a full queue", c.room())
+	}
+	c.close("QUIT :bye")
+	if err := c.send("PRIVMSG #c :late"); !errors.Is(err, errClosed) {
+		t.Fatalf("send while closing: %v", err)
+	}
+	server.Close() // the blocked write fails: the connection stops
+	select {
+	case <-c.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection did not stop after its write failed")
+	}
+	if err := c.send("PRIVMSG #c :later"); !errors.Is(err, errClosed) {
+		t.Fatalf("send after the end: %v", err)
+	}
+	c.sendPrio("PONG x") // dropped, not queued
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.prio != nil || c.queue != nil || c.writing {
+		t.Fatalf("stopped connection still holds lines: prio %q queue %d writing %v", c.prio, len(c.queue), c.writing)
+	}
+}
+
+// A QUIT while lines wait for a token goes out at once, after them.
+func TestConnQuitDuringThrottle(t *testing.T) {
+	client, server := net.Pipe()
+	defer server.Close()
+	c := newConn(client, false, 0.01) // one token per 100 s
+	lines := make(chan string, 64)
+	go func() {
+		r := bufio.NewReader(server)
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				close(lines)
+				return
+			}
+			lines <- strings.TrimSpace(l)
+		}
+	}()
+	for i := 0; i < defaultBurst+2; i++ {
+		c.send("PRIVMSG #c :x")
+	}
+	for i := 0; i < defaultBurst; i++ {
+		<-lines
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		c.mu.Lock()
+		waiting := c.timer != nil && !c.writing
+		c.mu.Unlock()
+		if waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no timer holds the throttled lines")
+		}
+	}
+	c.close("QUIT :bye")
+	var got []string
+	for l := range lines {
+		got = append(got, l)
+	}
+	if len(got) != 3 || got[2] != "QUIT :bye" {
+		t.Fatalf("after the burst: %q", got)
+	}
+}
