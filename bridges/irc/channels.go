@@ -34,6 +34,7 @@ type channel struct {
 	key       string                // channel key (+k), from the join's <password/>
 	joinGen   int                   // counts JOINs sent, for their timeouts
 	hist      map[string]historyReq // history asked for by pending joins
+	roomJID   string                // the room's bare JID, built once
 }
 
 type resource struct{ nick string } // the nick the resource asked for
@@ -47,7 +48,10 @@ type member struct {
 func (ch *channel) live() bool { return ch.namesDone && !ch.listing }
 
 func (ch *channel) jid(n *network) string {
-	return mapping.IRCAddr{Kind: mapping.IRCChannel, Name: ch.name, Server: n.server}.Local() + "@" + n.b.host.Domain()
+	if ch.roomJID == "" {
+		ch.roomJID = mapping.IRCAddr{Kind: mapping.IRCChannel, Name: ch.name, Server: n.server}.Local() + "@" + n.b.host.Domain()
+	}
+	return ch.roomJID
 }
 
 // roleAffiliation maps the highest prefix mode to XEP-0045 role and
@@ -264,8 +268,10 @@ func (n *network) onJoin(m *irc.Message) {
 			}
 			continue
 		}
-		mem := &member{nick: m.Name}
-		ch.members[n.fold(m.Name)] = mem
+		// A copy: m.Name is a slice of the whole line, which a member
+		// would otherwise keep alive for as long as it stays.
+		mem := &member{nick: strings.Clone(m.Name)}
+		ch.members[n.fold(mem.nick)] = mem
 		if ch.live() {
 			n.broadcast(ch, func(full string) *xmlel.Element { return n.occupantPresence(ch, mem, full) })
 		}
@@ -292,6 +298,7 @@ func (n *network) onNames(m *irc.Message) {
 			e = e[1:]
 		}
 		if nick, _, _ := strings.Cut(e, "!"); nick != "" {
+			nick = strings.Clone(nick) // not a slice of the line
 			ch.members[n.fold(nick)] = &member{nick: nick, modes: modes}
 		}
 	}
@@ -450,7 +457,7 @@ func (n *network) onKick(m *irc.Message) {
 
 // onNick handles a NICK: 303 with the new nick, then the new presence.
 func (n *network) onNick(m *irc.Message) {
-	old, nw := m.Name, m.Param(0)
+	old, nw := m.Name, strings.Clone(m.Param(0))
 	self := n.fold(old) == n.fold(n.nick)
 	if self {
 		n.nick = nw
