@@ -116,6 +116,9 @@ func (c *Component) executeCommand(ctx context.Context, u *bridges.User, st, p *
 	var submitted *form.Form
 	if sid == "" {
 		sid = stanza.NewID()
+		if us.commands == nil {
+			us.commands = map[string]string{}
+		}
 		us.commands[sid] = node
 	} else {
 		if us.commands[sid] != node {

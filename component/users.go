@@ -11,10 +11,13 @@ import (
 	"passerelle/store"
 )
 
-// userSession is the goroutine that owns one local user's state: every
-// stanza from that user, and every event a bridge posts for them, runs on it.
+// userSession owns one local user's state: every stanza from that user,
+// and every event a bridge posts for them, runs in order on the user's
+// goroutine. The goroutine exists only while work is queued, so an idle
+// user costs a few words, not a stack.
 type userSession struct {
-	ch chan func(context.Context)
+	queue   []func(context.Context) // guarded by Component.mu
+	running bool                    // guarded by Component.mu
 	// commands are the user's open ad-hoc command sessions (id -> node);
 	// only touched on this user's goroutine.
 	commands map[string]string
@@ -23,31 +26,42 @@ type userSession struct {
 // Post implements bridges.Host.
 func (c *Component) Post(user string, fn func(ctx context.Context)) error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	s := c.users[user]
 	if s == nil {
-		s = &userSession{ch: make(chan func(context.Context), userQueueSize), commands: map[string]string{}}
+		s = &userSession{}
 		c.users[user] = s
-		go c.runUser(s)
 	}
-	c.mu.Unlock()
-	select {
-	case s.ch <- fn:
-		return nil
-	default:
+	if len(s.queue) >= userQueueSize {
 		c.m.Dropped.Add(1)
 		return ErrBusy
 	}
+	s.queue = append(s.queue, fn)
+	if !s.running {
+		s.running = true
+		go c.runUser(s)
+	}
+	return nil
 }
 
+// runUser runs s's queue until it is empty or the component stops.
 func (c *Component) runUser(s *userSession) {
 	ctx := c.ctx()
 	for {
-		select {
-		case fn := <-s.ch:
-			c.safely(ctx, fn)
-		case <-ctx.Done():
+		c.mu.Lock()
+		if len(s.queue) == 0 || ctx.Err() != nil {
+			s.running = false
+			c.mu.Unlock()
 			return
 		}
+		fn := s.queue[0]
+		s.queue[0] = nil
+		s.queue = s.queue[1:]
+		if len(s.queue) == 0 {
+			s.queue = nil // let the backing array go
+		}
+		c.mu.Unlock()
+		c.safely(ctx, fn)
 	}
 }
 

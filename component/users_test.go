@@ -1,0 +1,89 @@
+package component
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+)
+
+// A user's work runs in order on a goroutine that exists only while work
+// is queued: once the queue is empty, the goroutine ends and the queue's
+// memory goes; the next Post starts a new one.
+func TestUserGoroutineOnlyWhileBusy(t *testing.T) {
+	c := New(Options{Domain: "test.example.org", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	var mu sync.Mutex
+	var got []int
+	release := make(chan struct{})
+	idle := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		s := c.users["u@example.org"]
+		return s != nil && !s.running && s.queue == nil
+	}
+	waitIdle := func() {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !idle(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the user's goroutine did not end")
+			}
+		}
+	}
+	for round := 0; round < 2; round++ {
+		if err := c.Post("u@example.org", func(context.Context) { <-release }); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 10; i++ {
+			if err := c.Post("u@example.org", func(context.Context) { mu.Lock(); got = append(got, i); mu.Unlock() }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if idle() {
+			t.Fatal("idle while work is queued")
+		}
+		release <- struct{}{}
+		waitIdle()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 20 {
+		t.Fatalf("ran %d of 20", len(got))
+	}
+	for i, v := range got {
+		if v != i%10 {
+			t.Fatalf("out of order: %v", got)
+		}
+	}
+}
+
+// Once the component stops, queued work is left and the goroutine ends.
+func TestUserGoroutineStopsWithComponent(t *testing.T) {
+	c := New(Options{Domain: "test.example.org", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	c.runCtx = ctx
+	started, release := make(chan struct{}), make(chan struct{})
+	ran := make(chan struct{}, 1)
+	c.Post("u@example.org", func(context.Context) { close(started); <-release })
+	c.Post("u@example.org", func(context.Context) { ran <- struct{}{} })
+	<-started
+	cancel()
+	close(release)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		c.mu.Lock()
+		running := c.users["u@example.org"].running
+		c.mu.Unlock()
+		if !running {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the user's goroutine did not stop with the component")
+		}
+	}
+	select {
+	case <-ran:
+		t.Fatal("work ran after the component stopped")
+	default:
+	}
+}
