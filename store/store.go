@@ -82,6 +82,9 @@ func Open(path string) (*Store, error) {
 	return open(path, LatestVersion())
 }
 
+// maxConns bounds the connections to a database file.
+const maxConns = 4
+
 func dsn(path string) string {
 	q := url.Values{}
 	q.Set("_busy_timeout", "5000")
@@ -104,6 +107,12 @@ func open(path string, target int) (*Store, error) {
 	if path == ":memory:" {
 		// Every connection to ":memory:" is a new database: use one.
 		db.SetMaxOpenConns(1)
+	} else {
+		// SQLite runs one writer at a time: beyond a few readers, more
+		// connections only multiply page caches and parsed schemas (a
+		// burst of joins would otherwise open one per busy user).
+		db.SetMaxOpenConns(maxConns)
+		db.SetMaxIdleConns(maxConns)
 	}
 	s := &Store{db: db}
 	if err := s.migrate(target); err != nil {
