@@ -27,6 +27,10 @@ type ServerOptions struct {
 	// ejabberd: mod_http_upload). Users of the virtual hosts and the
 	// components may request slots. See Server.UploadDomain and HTTPAddr.
 	Upload bool
+	// MAM enables XEP-0313 message archives for the users of the virtual
+	// hosts (Prosody only: mod_mam with internal storage), archiving every
+	// chat message by default and never expiring it.
+	MAM bool
 }
 
 // Server is a running XMPP server (Prosody or ejabberd).
@@ -328,7 +332,11 @@ func (s *Prosody) config() string {
 		w("http_ports = { }")
 	}
 	w("-- no \"tls\": without a certificate Prosody would offer STARTTLS and then fail it")
-	w("modules_enabled = { \"disco\"; \"roster\"; \"saslauth\"; \"register\"; \"ping\"; \"version\"; \"posix\"; \"offline\" }")
+	modules := `"disco"; "roster"; "saslauth"; "register"; "ping"; "version"; "posix"; "offline"`
+	if s.opts.MAM {
+		modules += `; "mam"`
+	}
+	w("modules_enabled = { %s }", modules)
 	w("modules_disabled = { \"s2s\"; \"s2s_auth_certs\" }")
 	w("authentication = \"internal_plain\"")
 	w("storage = \"internal\"")
@@ -336,6 +344,10 @@ func (s *Prosody) config() string {
 	w("min_seconds_between_registrations = 0")
 	w("c2s_require_encryption = false")
 	w("allow_unencrypted_plain_auth = true")
+	if s.opts.MAM {
+		w("archive_expires_after = \"never\"")
+		w("default_archive_policy = true")
+	}
 	w("")
 	for _, h := range append([]string{s.opts.Domain}, s.opts.ExtraHosts...) {
 		w("VirtualHost %s", q(h))
