@@ -82,8 +82,8 @@ func Open(path string) (*Store, error) {
 	return open(path, LatestVersion())
 }
 
-// maxConns bounds the connections to a database file.
-const maxConns = 4
+// maxConns bounds the connections to a database file (see open).
+const maxConns = 2
 
 func dsn(path string) string {
 	q := url.Values{}
@@ -108,9 +108,10 @@ func open(path string, target int) (*Store, error) {
 		// Every connection to ":memory:" is a new database: use one.
 		db.SetMaxOpenConns(1)
 	} else {
-		// SQLite runs one writer at a time: beyond a few readers, more
-		// connections only multiply page caches and parsed schemas (a
-		// burst of joins would otherwise open one per busy user).
+		// SQLite runs one writer at a time, and the gateway's queries are
+		// short: a second connection lets a read go on beside a write;
+		// more would only multiply page caches, lookaside buffers and
+		// parsed schemas (a burst of joins opened one per busy user).
 		db.SetMaxOpenConns(maxConns)
 		db.SetMaxIdleConns(maxConns)
 	}

@@ -31,6 +31,7 @@ import (
 )
 
 func main() {
+	tuneGC()
 	os.Exit(run())
 }
 
