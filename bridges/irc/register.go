@@ -191,7 +191,7 @@ func (n *network) welcome(ctx context.Context, m *irc.Message) {
 	n.nickTries = 0
 	n.connectedAt = time.Now()
 	if nick := m.Param(0); nick != "" {
-		n.nick = nick
+		n.nick = strings.Clone(nick)
 	}
 	link := "not encrypted"
 	if n.c != nil && n.c.encrypted {
@@ -216,11 +216,11 @@ func (n *network) isupport(m *irc.Message) {
 			n.setCasemap(strings.ToLower(v))
 		case "CHANTYPES":
 			if v != "" {
-				n.chantypes = v
+				n.chantypes = strings.Clone(v) // not a slice of the whole line
 			}
 		case "PREFIX":
 			if i := strings.IndexByte(v, ')'); strings.HasPrefix(v, "(") && i > 0 && len(v[1:i]) == len(v[i+1:]) {
-				n.prefixMode, n.prefixSym = v[1:i], v[i+1:]
+				n.prefixMode, n.prefixSym = strings.Clone(v[1:i]), strings.Clone(v[i+1:])
 			}
 		}
 	}
