@@ -1,12 +1,27 @@
 package bridges
 
 import (
+	"context"
+	"strconv"
+	"time"
+
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 )
 
 // NSDiscoInfo is the disco#info namespace.
 const NSDiscoInfo = "http://jabber.org/protocol/disco#info"
+
+// NSHints is XEP-0334 (message processing hints).
+const NSHints = "urn:xmpp:hints"
+
+// MaxQueueAge is how long a queued delivery (a mail, a text) is retried
+// after temporary failures, from when it was queued, before it fails for
+// good.
+const MaxQueueAge = 24 * time.Hour
+
+// MaxQueueAgeText is MaxQueueAge in words, for failure reports.
+var MaxQueueAgeText = strconv.Itoa(int(MaxQueueAge/time.Hour)) + " hours"
 
 // Refuse answers st with the stanza error e, unless st is itself an error,
 // a result or an unavailable presence (those are never answered).
@@ -18,6 +33,25 @@ func Refuse(h Host, st *xmlel.Element, e *stanza.Error) {
 	if err := h.Send(stanza.ErrorReply(st, e)); err != nil {
 		h.Log().Warn("cannot send an error reply", "to", st.Attr("from"), "err", err)
 	}
+}
+
+// ReportFailure tells a user that a queued delivery failed for good. The
+// error e answers the user's message id, addressed to user, the resource
+// that sent it, so that its client marks that message as failed. By now
+// that resource may be gone, and servers drop errors addressed to an
+// unavailable resource or to a bare JID (RFC 6121 section 8.5): notice (e's
+// text when empty), which should say what failed, to whom and why, also
+// goes from contact as a chat message to the user's bare JID, which the
+// server delivers or keeps offline and in its archive. Both go through the
+// persistent outbox together: on error, neither was committed.
+func ReportFailure(ctx context.Context, h Host, contact, user, id string, e *stanza.Error, notice string) error {
+	if notice == "" {
+		notice = e.Text
+	}
+	errMsg := stanza.New("message", contact, user, "error", id).Add(e.Element())
+	note := stanza.Message(contact, stanza.Bare(user), "chat", stanza.NewID(), notice)
+	note.Add(xmlel.New(NSHints, "store"))
+	return h.SendMessage(ctx, errMsg, note)
 }
 
 // AnswerContactIQ answers the IQs every foreign contact JID supports

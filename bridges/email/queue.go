@@ -22,7 +22,7 @@ import (
 const (
 	firstRetry = bridges.FirstRetry
 	// maxAge is how long a mail is retried before it fails for good.
-	maxAge     = 24 * time.Hour
+	maxAge     = bridges.MaxQueueAge
 	dialTimout = 30 * time.Second
 )
 
@@ -280,7 +280,8 @@ func (b *Bridge) runJob(ctx context.Context, id int64, attempts int, created tim
 	}
 	var se *sendError
 	errors.As(err, &se)
-	if se != nil && se.temporary && time.Since(created) < maxAge {
+	temporary := se != nil && se.temporary
+	if temporary && time.Since(created) < maxAge {
 		next := time.Now().Add(backoff(attempts, b.host.RetryMaxDelay()))
 		b.host.Log().Warn("mail delivery failed; will retry", "to", j.To, "job", id, "err", err, "retry_at", next.Format(time.RFC3339))
 		if err := st.RetryJob(ctx, id, next, err.Error()); err != nil {
@@ -291,18 +292,28 @@ func (b *Bridge) runJob(ctx context.Context, id int64, attempts int, created tim
 	if se != nil && se.insecure {
 		b.host.Log().Error("mail delivery refused: the server cannot be reached safely; fix its certificate or the trusted roots", "to", j.To, "job", id, "err", err)
 	} else {
-		b.host.Log().Warn("mail delivery failed for good", "to", j.To, "job", id, "err", err)
+		b.host.Log().Warn("mail delivery failed for good", "to", j.To, "job", id, "err", err, "attempts", attempts+1)
 	}
-	cond := "not-acceptable"
-	if se != nil && se.rcpt {
+	cond, text := "not-acceptable", "Your mail to "+j.To+" was not delivered: "+err.Error()
+	switch {
+	case temporary:
+		cond, text = "remote-server-timeout", "Your mail to "+j.To+" could not be delivered for "+bridges.MaxQueueAgeText+"; the last error: "+err.Error()
+	case se != nil && se.rcpt:
 		cond = "recipient-unavailable"
 	}
-	e := stanza.Errorf(cond, "Your mail to "+j.To+" was not delivered: "+err.Error())
+	e := stanza.Errorf(cond, text)
 	e.Type = "cancel"
-	msg := stanza.New("message", j.Contact, j.User, "error", j.ID).Add(e.Element())
-	if err := b.host.SendMessage(ctx, msg); err != nil {
-		b.host.Log().Error("cannot report a failed mail", "err", err)
-		return // keep the job: it is reported on a later try
+	notice := text
+	if p, perr := ParseMail(j.Raw); perr == nil && p.Subject != "" {
+		notice += "\nSubject: " + p.Subject
+	}
+	if err := bridges.ReportFailure(ctx, b.host, j.Contact, j.User, j.ID, e, notice); err != nil {
+		// Keep the job: it is tried, and reported, again later.
+		b.host.Log().Error("cannot report a failed mail; will retry", "job", id, "err", err)
+		if err := st.RetryJob(ctx, id, time.Now().Add(backoff(attempts, b.host.RetryMaxDelay())), err.Error()); err != nil {
+			b.host.Log().Error("cannot reschedule a mail", "job", id, "err", err)
+		}
+		return
 	}
 	if err := st.DeleteJob(ctx, id); err != nil {
 		b.host.Log().Error("cannot remove a failed mail from the queue", "job", id, "err", err)

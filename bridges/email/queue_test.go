@@ -3,6 +3,7 @@ package email
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"strings"
@@ -95,6 +96,44 @@ func errorFor(t *testing.T, h *fakeHost, id string) *stanza.Error {
 	}
 }
 
+// noticeFor waits for the notice of a failed mail: a chat message from
+// contact to alice's bare JID, through the outbox, whose body contains
+// each of want. It must follow the error (errorFor) it repeats.
+func noticeFor(t *testing.T, h *fakeHost, e *stanza.Error, contact string, want ...string) *xmlel.Element {
+	t.Helper()
+	for {
+		st := h.next(t)
+		if st.Attr("type") != "chat" || st.Attr("to") != "alice@example.org" {
+			continue
+		}
+		body := st.ChildText("", "body")
+		if st.Attr("from") != contact+"@"+testDomain || !strings.HasPrefix(body, e.Text) || st.Child(bridges.NSHints, "store") == nil {
+			t.Fatalf("notice %s for the error %q", st, e.Text)
+		}
+		for _, w := range want {
+			if !strings.Contains(body, w) {
+				t.Errorf("notice %q does not say %q", body, w)
+			}
+		}
+		// Both went through the outbox (the fake host records only what
+		// it committed there).
+		items, err := h.st.PendingStanzas(context.Background(), testDomain, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gotErr, gotNote bool
+		for _, it := range items {
+			gotNote = gotNote || strings.Contains(it.Stanza, `id="`+st.Attr("id")+`"`)
+			gotErr = gotErr || strings.Contains(it.Stanza, `to="alice@example.org/phone"`) && strings.Contains(it.Stanza, `type="error"`) &&
+				strings.Contains(it.Stanza, `from="`+contact+"@"+testDomain+`"`)
+		}
+		if !gotErr || !gotNote {
+			t.Fatalf("outbox has the error: %v, the notice: %v", gotErr, gotNote)
+		}
+		return st
+	}
+}
+
 func TestOutboundQueue(t *testing.T) {
 	r := startRelay(t)
 	b, h := startBridge(t, Options{Relay: "smtp://" + r.addr}, map[string]string{"alice@example.org": "alice"})
@@ -125,6 +164,7 @@ func TestOutboundQueue(t *testing.T) {
 		if e.Condition != "recipient-unavailable" || !strings.Contains(e.Text, "550") || !strings.Contains(e.Text, "no such mailbox") {
 			t.Fatalf("got %+v", e)
 		}
+		noticeFor(t, h, e, "hard%example.com", "Your mail to hard@example.com was not delivered", "Subject: hello")
 	})
 	t.Run("554 at DATA", func(t *testing.T) {
 		b.Handle(ctx, alice(), chat("body%example.com", "m3", "hello"))
@@ -132,6 +172,7 @@ func TestOutboundQueue(t *testing.T) {
 		if e.Condition != "not-acceptable" || !strings.Contains(e.Text, "content rejected") {
 			t.Fatalf("got %+v", e)
 		}
+		noticeFor(t, h, e, "body%example.com", "Your mail to body@example.com was not delivered", "554")
 	})
 }
 
@@ -169,12 +210,28 @@ func TestOutboundUnreachableRelay(t *testing.T) {
 	}
 	h.mu.Unlock()
 
-	// Past the retry window, it fails for good with an error to the user.
+	// Past the retry window, it fails for good. While the report cannot
+	// be committed, the job stays queued for a later try.
 	jobs, _ := h.st.DueJobs(ctx, testDomain, time.Now().Add(time.Hour), 10)
+	h.mu.Lock()
+	h.fail = errors.New("outbox unavailable")
+	h.mu.Unlock()
 	b.runJob(ctx, jobs[0].ID, jobs[0].Attempts, time.Now().Add(-maxAge-time.Minute), jobs[0].Payload)
-	if e := errorFor(t, h, "m1"); e.Condition != "not-acceptable" {
+	j, err := h.st.GetJob(ctx, jobs[0].ID)
+	if err != nil || j.Attempts <= jobs[0].Attempts || !j.NextTry.After(time.Now().Add(-time.Second)) {
+		t.Fatalf("job after an unreported failure: %+v %v", j, err)
+	}
+	h.mu.Lock()
+	h.fail = nil
+	h.mu.Unlock()
+	// Then an error to the sending resource and a notice to the user.
+	b.runJob(ctx, j.ID, j.Attempts, time.Now().Add(-maxAge-time.Minute), j.Payload)
+	e := errorFor(t, h, "m1")
+	if e.Condition != "remote-server-timeout" || e.Type != "cancel" || !strings.Contains(e.Text, "could not be delivered for 24 hours") ||
+		!strings.Contains(e.Text, "connection refused") {
 		t.Fatalf("got %+v", e)
 	}
+	noticeFor(t, h, e, "bob%example.com", "Your mail to bob@example.com", "Subject: hello")
 	if c, _ := h.st.CountJobs(ctx, testDomain); c != 0 {
 		t.Fatalf("%d jobs left", c)
 	}

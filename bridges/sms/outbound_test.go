@@ -68,6 +68,10 @@ func TestOutboundRefusals(t *testing.T) {
 	if n := tb.h.count(true); n != len(cases) {
 		t.Errorf("%d stanzas sent, want %d errors", n, len(cases))
 	}
+	// Answered at once, to a resource that is online: no notice.
+	if n := tb.h.count(false); n != 0 {
+		t.Errorf("%d messages through the outbox for refusals at submission", n)
+	}
 }
 
 func TestOutboundSent(t *testing.T) {
@@ -128,6 +132,9 @@ func TestOutboundRetries(t *testing.T) {
 		e.Attr("to") != userFull || e.Attr("from") != peer+"@"+testDomain {
 		t.Errorf("error: %s", e)
 	}
+	// The refusal may come late (after retries): a notice also goes to the
+	// bare JID.
+	failureReport(t, tb.h, "t2", "not-acceptable", "Your message: “refused”")
 	waitNoJobs(t, tb)
 	if n := len(tb.p.Requests()); n != 5 {
 		t.Errorf("%d requests, want 5", n)
@@ -216,6 +223,8 @@ func TestMultipartStatus(t *testing.T) {
 	if txt := stanza.ErrorOf(e).Text; !strings.Contains(txt, "Part 2 of 2") {
 		t.Errorf("error text %q", txt)
 	}
+	// A delivery report comes late: a notice also goes to the bare JID.
+	failureReport(t, tb.h, "mp", "recipient-unavailable", "Part 2 of 2 of the text to "+peer+" was not delivered", "30007")
 	for _, m := range tb.h.allMessages() {
 		if m.Child(stanza.NSReceipts, "received") != nil {
 			t.Errorf("receipt for a partly delivered message: %s", m)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"passerelle/bridges"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 	"passerelle/mapping"
@@ -222,7 +223,9 @@ func (b *Bridge) applyStatus(ctx context.Context, s *Status) error {
 	return b.applyKnownStatus(ctx, m, s)
 }
 
-// applyKnownStatus reports a delivery status of the text m to its sender.
+// applyKnownStatus reports a delivery status of the text m to its sender;
+// a failure, which may come long after the text was sent, also as a
+// notice at the sender's bare JID.
 func (b *Bridge) applyKnownStatus(ctx context.Context, m *store.MessageID, s *Status) error {
 	log, domain := b.host.Log(), b.host.Domain()
 	var x sent
@@ -255,6 +258,6 @@ func (b *Bridge) applyKnownStatus(ctx context.Context, m *store.MessageID, s *St
 		}
 		e := stanza.Errorf("recipient-unavailable", text)
 		e.Type = "cancel"
-		return b.host.SendMessage(ctx, stanza.New("message", contact, x.User, "error", x.ID).Add(e.Element()))
+		return bridges.ReportFailure(ctx, b.host, contact, x.User, x.ID, e, "")
 	}
 }

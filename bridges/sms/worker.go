@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"passerelle/bridges"
@@ -14,6 +15,9 @@ import (
 const (
 	firstRetry = bridges.FirstRetry
 	batchSize  = 50
+	// maxAge is how long a text failing temporarily is retried, from when
+	// it was queued, before it fails for good.
+	maxAge = bridges.MaxQueueAge
 )
 
 // worker sends the queued texts, oldest first, until ctx is done. It wakes
@@ -54,7 +58,8 @@ func (b *Bridge) worker(ctx context.Context) {
 }
 
 // send hands one queued text to the provider: done, retried later, or
-// refused for good (an error stanza to the sender).
+// failed for good (refused, or still failing maxAge after it was queued):
+// reported to the sender.
 func (b *Bridge) send(ctx context.Context, j store.Job) {
 	st, log := b.host.Store(), b.host.Log()
 	var t job
@@ -91,7 +96,7 @@ func (b *Bridge) send(ctx context.Context, j store.Job) {
 				log.Error("cannot apply an early status report", "sid", sid, "err", err)
 			}
 		}
-	case temporary(err):
+	case temporary(err) && time.Since(j.Created) < maxAge:
 		d := b.backoff(j.Attempts)
 		log.Warn("cannot send a text; will retry", "user", stanza.Bare(t.User), "to", t.To, "err", err,
 			"attempts", j.Attempts+1, "retry_in", d.Round(time.Millisecond))
@@ -99,37 +104,70 @@ func (b *Bridge) send(ctx context.Context, j store.Job) {
 			log.Error("cannot reschedule a text", "id", j.ID, "err", err)
 		}
 	default:
-		log.Info("the provider refused a text", "user", stanza.Bare(t.User), "to", t.To, "err", err)
-		if err := b.refused(ctx, t, err); err != nil {
-			log.Error("cannot report a refused text; will retry", "id", j.ID, "err", err)
+		expired := temporary(err)
+		if expired {
+			log.Warn("cannot send a text; giving up after "+bridges.MaxQueueAgeText, "user", stanza.Bare(t.User), "to", t.To,
+				"err", err, "attempts", j.Attempts+1, "queued", j.Created.Format(time.RFC3339))
+		} else {
+			log.Info("the provider refused a text", "user", stanza.Bare(t.User), "to", t.To, "err", err)
+		}
+		if err := b.failed(ctx, t, err, expired); err != nil {
+			log.Error("cannot report a failed text; will retry", "id", j.ID, "err", err)
 			st.RetryJob(ctx, j.ID, time.Now().Add(b.backoff(j.Attempts)), err.Error())
 			return
 		}
 		if err := st.DeleteJob(ctx, j.ID); err != nil {
-			log.Error("cannot remove a refused text from the queue", "id", j.ID, "err", err)
+			log.Error("cannot remove a failed text from the queue", "id", j.ID, "err", err)
 		}
 	}
 }
 
-// refused sends the error stanza for a text the provider will not send.
-func (b *Bridge) refused(ctx context.Context, t job, err error) error {
-	text := "The SMS provider refused the text"
-	var pe *ProviderError
-	if errors.As(err, &pe) {
-		if pe.Message != "" {
-			text += ": " + pe.Message
-		}
-		if pe.Code != 0 {
-			text += " (error " + itoa(pe.Code) + ")"
-		}
-	}
+// failed reports a text that will not be sent: refused by the provider, or
+// still failing temporarily maxAge after it was queued (expired). The
+// sender gets an error stanza and, since this comes late, a notice at its
+// bare JID (bridges.ReportFailure).
+func (b *Bridge) failed(ctx context.Context, t job, err error, expired bool) error {
+	what := "The text to " + t.To
 	if t.Parts > 1 {
-		text += " (part " + itoa(t.Part) + " of " + itoa(t.Parts) + ")"
+		what += " (part " + itoa(t.Part) + " of " + itoa(t.Parts) + ")"
 	}
-	e := stanza.Errorf("not-acceptable", text+".")
+	var text, cond string
+	if expired {
+		text = what + " could not be sent for " + bridges.MaxQueueAgeText + "; the last error: " + err.Error()
+		cond = "remote-server-timeout"
+	} else {
+		text, cond = what+" was refused by the SMS provider", "not-acceptable"
+		var pe *ProviderError
+		if errors.As(err, &pe) { // a permanent error is the provider's answer
+			if pe.Message != "" {
+				text += ": " + pe.Message
+			}
+			if pe.Code != 0 {
+				text += " (error " + itoa(pe.Code) + ")"
+			}
+		}
+	}
+	if !strings.HasSuffix(text, ".") {
+		text += "."
+	}
+	e := stanza.Errorf(cond, text)
 	e.Type = "cancel"
-	contact := t.To + "@" + b.host.Domain()
-	return b.host.SendMessage(ctx, stanza.New("message", contact, t.User, "error", t.ID).Add(e.Element()))
+	notice := text + "\nYour message: “" + excerpt(t.Body, t.Media) + "”"
+	return bridges.ReportFailure(ctx, b.host, t.To+"@"+b.host.Domain(), t.User, t.ID, e, notice)
+}
+
+// excerpt quotes the start of a text in a failure notice: its body, or
+// its first attachment.
+func excerpt(body string, media []string) string {
+	const max = 80
+	s := strings.Join(strings.Fields(body), " ")
+	if s == "" && len(media) > 0 {
+		s = media[0]
+	}
+	if r := []rune(s); len(r) > max {
+		s = strings.TrimSpace(string(r[:max-1])) + "…"
+	}
+	return s
 }
 
 // backoff is the delay before the next try after attempts failed ones.

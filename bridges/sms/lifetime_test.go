@@ -1,0 +1,171 @@
+package sms
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"passerelle/bridges/sms/smstest"
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+	"passerelle/store"
+)
+
+// idleBridge is a bridge on a fake host and a fake provider at apiURL,
+// without its worker: tests hand it queued jobs one at a time.
+func idleBridge(t *testing.T, apiURL string) (*Bridge, *fakeHost) {
+	h := newFakeHost(t)
+	b := New(Options{Numbers: []string{ownNumber}, Region: "US", APIURL: apiURL, AccountSID: testSID, AuthToken: testToken})
+	b.host = h
+	return b, h
+}
+
+// queueText queues a user's message to peer and returns its one job.
+func queueText(t *testing.T, b *Bridge, h *fakeHost, id, body string) store.Job {
+	t.Helper()
+	ctx := context.Background()
+	b.handleMessage(ctx, user(), stanza.Message(userFull, peer+"@"+testDomain, "chat", id, body))
+	jobs, err := h.st.DueJobs(ctx, testDomain, time.Now().Add(time.Hour), 10)
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("%d jobs queued (%v)", len(jobs), err)
+	}
+	return jobs[0]
+}
+
+// failureReport waits for the report that the text id failed: an error of
+// condition cond to the sending resource and a notice to the user's bare
+// JID, both through the outbox, whose texts contain want. It returns the
+// notice.
+func failureReport(t *testing.T, h *fakeHost, id, cond string, want ...string) *xmlel.Element {
+	t.Helper()
+	errMsg := h.wait(t, false, "error for "+id, errorFor(id))
+	e := stanza.ErrorOf(errMsg)
+	note := h.wait(t, false, "notice for "+id, func(m *xmlel.Element) bool {
+		return m.Attr("type") == "chat" && m.Attr("to") == userJID && strings.HasPrefix(m.ChildText("", "body"), e.Text)
+	})
+	contact := peer + "@" + testDomain
+	if e.Condition != cond || e.Type != "cancel" || errMsg.Attr("to") != userFull || errMsg.Attr("from") != contact {
+		t.Errorf("error: %s", errMsg)
+	}
+	body := note.ChildText("", "body")
+	if note.Attr("from") != contact || note.Attr("id") == id {
+		t.Errorf("notice: %s", note)
+	}
+	for _, w := range want {
+		if !strings.Contains(e.Text, w) && !strings.Contains(body, w) {
+			t.Errorf("neither %q nor %q says %q", e.Text, body, w)
+		}
+	}
+	if n := h.count(true); n != 0 {
+		t.Errorf("%d transient stanzas for a late failure", n)
+	}
+	return note
+}
+
+func jobGone(t *testing.T, h *fakeHost, id int64) {
+	t.Helper()
+	if j, err := h.st.GetJob(context.Background(), id); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("job still queued: %+v %v", j, err)
+	}
+}
+
+func TestTextLifetime(t *testing.T) {
+	ctx := context.Background()
+	p := smstest.Start(t, testSID, testToken)
+	b, h := idleBridge(t, p.URL())
+	j := queueText(t, b, h, "old1", "see you at the station")
+
+	// Failing for 23 hours: retried, nothing reported.
+	p.Respond(503)
+	j.Created = time.Now().Add(-maxAge + time.Hour)
+	b.send(ctx, j)
+	got, err := h.st.GetJob(ctx, j.ID)
+	if err != nil || got.Attempts != 1 || !strings.Contains(got.LastError, "503") {
+		t.Fatalf("job after a temporary failure: %+v %v", got, err)
+	}
+	if n := h.count(false) + h.count(true); n != 0 {
+		t.Fatalf("%d stanzas for a temporary failure", n)
+	}
+
+	// Still failing past 24 hours: final, reported, removed.
+	p.Respond(503)
+	j = *got
+	j.Created = time.Now().Add(-maxAge - time.Minute)
+	b.send(ctx, j)
+	note := failureReport(t, h, "old1", "remote-server-timeout",
+		"The text to "+peer, "could not be sent for 24 hours", "503", "Internal Server Error", "Your message: “see you at the station”")
+	if note.Child("urn:xmpp:hints", "store") == nil {
+		t.Errorf("notice without a store hint: %s", note)
+	}
+	jobGone(t, h, j.ID)
+	if n := len(p.Requests()); n != 2 {
+		t.Errorf("%d requests, want 2", n)
+	}
+}
+
+func TestTextLifetimeUnreachableProvider(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	ctx := context.Background()
+	b, h := idleBridge(t, dead)
+	long := strings.Repeat("word ", 40)
+	j := queueText(t, b, h, "old2", long)
+	j.Created = time.Now().Add(-maxAge - time.Minute)
+
+	// The report cannot be committed: the job stays for a later try.
+	h.setFailSend(errors.New("outbox unavailable"))
+	b.send(ctx, j)
+	got, err := h.st.GetJob(ctx, j.ID)
+	if err != nil || got.Attempts != 1 {
+		t.Fatalf("job after an unreported failure: %+v %v", got, err)
+	}
+	if n := h.count(false); n != 0 {
+		t.Fatalf("%d messages while the outbox fails", n)
+	}
+	h.setFailSend(nil)
+	j = *got
+	j.Created = time.Now().Add(-maxAge - time.Minute)
+	b.send(ctx, j)
+	note := failureReport(t, h, "old2", "remote-server-timeout", "could not be sent for 24 hours", "failed to reach the SMS provider")
+	if body := note.ChildText("", "body"); !strings.HasSuffix(body, "\nYour message: “"+excerpt(long, nil)+"”") || !strings.HasSuffix(body, " word…”") {
+		t.Errorf("the notice should quote the start of the text: %q", body)
+	}
+	jobGone(t, h, j.ID)
+}
+
+func TestTextRefusedFromQueue(t *testing.T) {
+	ctx := context.Background()
+	p := smstest.Start(t, testSID, testToken)
+	b, h := idleBridge(t, p.URL())
+	j := queueText(t, b, h, "bad1", "hello")
+	// A refusal is final however young the text.
+	p.Respond(400)
+	b.send(ctx, j)
+	failureReport(t, h, "bad1", "not-acceptable",
+		"The text to "+peer+" was refused by the SMS provider", "is not a valid phone number", "21211", "Your message: “hello”")
+	jobGone(t, h, j.ID)
+}
+
+func TestExcerpt(t *testing.T) {
+	for _, c := range []struct {
+		body  string
+		media []string
+		want  string
+	}{
+		{"  hello\n\tthere ", nil, "hello there"},
+		{"", []string{"https://up.test/a.jpg", "https://up.test/b.jpg"}, "https://up.test/a.jpg"},
+		{"caption", []string{"https://up.test/a.jpg"}, "caption"},
+		{strings.Repeat("é", 100), nil, strings.Repeat("é", 79) + "…"},
+	} {
+		if got := excerpt(c.body, c.media); got != c.want {
+			t.Errorf("excerpt(%q, %v) = %q, want %q", c.body, c.media, got, c.want)
+		}
+	}
+}
