@@ -5,6 +5,7 @@ package stanza
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/xml"
 	"strings"
 
 	"passerelle/component/xmlel"
@@ -24,6 +25,7 @@ const (
 // addressing. Empty attributes are left out.
 func New(kind, from, to, typ, id string) *xmlel.Element {
 	e := xmlel.New(NS, kind)
+	e.Attrs = make([]xml.Attr, 0, 4) // from, to, type, id: one allocation
 	e.SetAttr("from", from).SetAttr("to", to).SetAttr("type", typ).SetAttr("id", id)
 	return e
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"unicode/utf8"
 )
 
 // Element is an XML element: its name (with resolved namespace), its
@@ -213,16 +214,30 @@ func Parse(s string) (*Element, error) {
 // is assumed for stanza names, so the top element declares its namespace only
 // when it differs from defaultSpace.
 func (e *Element) String() string {
-	var b bytes.Buffer
-	e.write(&b, "")
+	b := bytes.NewBuffer(make([]byte, 0, e.size()))
+	e.write(b, "")
 	return b.String()
 }
 
 // Bytes serialises e like String, without the copy to a string.
 func (e *Element) Bytes() []byte {
-	var b bytes.Buffer
-	e.write(&b, "")
+	b := bytes.NewBuffer(make([]byte, 0, e.size()))
+	e.write(b, "")
 	return b.Bytes()
+}
+
+// size is the length of e serialised when nothing needs escaping (and a
+// namespace declaration on every element): the buffer is allocated once
+// instead of growing through doublings.
+func (e *Element) size() int {
+	n := 2*len(e.Local) + len(e.Space) + len(e.Text) + 14 // <l xmlns="s">text</l>
+	for _, a := range e.Attrs {
+		n += len(a.Name.Local) + len(a.Value) + 8 // ␠xml:n="v"
+	}
+	for _, c := range e.Children {
+		n += c.size()
+	}
+	return n
 }
 
 // Marshal writes e into b as if inside an element whose default namespace is
@@ -263,7 +278,16 @@ func (e *Element) write(b *bytes.Buffer, parentSpace string) {
 
 // escape writes s with XML escaping, dropping characters XML cannot carry.
 func escape(b *bytes.Buffer, s string) {
-	for _, r := range s {
+	// Most text is plain ASCII: copy it in one piece.
+	i := 0
+	for ; i < len(s); i++ {
+		c := s[i]
+		if c >= utf8.RuneSelf || c < 0x20 || c == '<' || c == '>' || c == '&' || c == '"' || c == '\'' {
+			break
+		}
+	}
+	b.WriteString(s[:i])
+	for _, r := range s[i:] {
 		switch r {
 		case '<':
 			b.WriteString("&lt;")
