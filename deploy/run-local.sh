@@ -7,8 +7,18 @@
 #
 # Installs prosody with apt-get when missing (root). Everything lives in a
 # temporary directory that is removed at the end.
+#
+# The loopback ports can be changed from the environment:
+#   LOCAL_C2S_PORT        XMPP clients (default 5222)
+#   LOCAL_COMPONENT_PORT  components, i.e. Passerelle (default 5347)
+#   LOCAL_SMTP_PORT       Passerelle's SMTP listener (default 2525)
+#   LOCAL_HTTP_PORT       Passerelle's /healthz and /metrics (default 9100)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+c2s_port=${LOCAL_C2S_PORT:-5222}
+component_port=${LOCAL_COMPONENT_PORT:-5347}
+smtp_port=${LOCAL_SMTP_PORT:-2525}
+http_port=${LOCAL_HTTP_PORT:-9100}
 
 if ! command -v prosody >/dev/null; then
 	echo "installing prosody" >&2
@@ -40,8 +50,8 @@ data_path = "$dir/data"
 log = { { levels = { min = "info" }, to = "file", filename = "$dir/prosody.log" } }
 interfaces = { "127.0.0.1" }
 component_interfaces = { "127.0.0.1" }
-c2s_ports = { 5222 }
-component_ports = { 5347 }
+c2s_ports = { $c2s_port }
+component_ports = { $component_port }
 s2s_ports = { }
 modules_enabled = { "disco"; "roster"; "saslauth"; "register"; "ping"; "version"; "posix"; "offline" }
 modules_disabled = { "s2s" }
@@ -64,19 +74,36 @@ for u in alice bob; do
 done
 prosody -F --config "$dir/prosody.cfg.lua" >"$dir/prosody.console" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/5347) 2>/dev/null && break; sleep 0.1; done
+# Wait until Prosody listens on both ports. It keeps running when a port is
+# taken (by another XMPP server, say), so its log tells whether it got them.
+ready=""
+for _ in $(seq 100); do
+	kill -0 "${pids[0]}" 2>/dev/null || break
+	if grep -q "Activated service 'c2s'" "$dir/prosody.log" 2>/dev/null &&
+		grep -q "Activated service 'component'" "$dir/prosody.log"; then
+		grep -q "Failed to open server port" "$dir/prosody.log" || ready=1
+		break
+	fi
+	sleep 0.1
+done
+if [ -z "$ready" ]; then
+	echo "Prosody did not start on 127.0.0.1:$c2s_port and 127.0.0.1:$component_port" \
+		"(ports in use? set LOCAL_C2S_PORT and LOCAL_COMPONENT_PORT):" >&2
+	tail -n 20 "$dir/prosody.console" "$dir/prosody.log" >&2 2>/dev/null || true
+	exit 1
+fi
 
-echo "Prosody on 127.0.0.1:5222; log in as alice@localhost / alice-password or bob@localhost / bob-password" >&2
-PASSERELLE_XMPP_ADDR=127.0.0.1:5347 \
+echo "Prosody on 127.0.0.1:$c2s_port; log in as alice@localhost / alice-password or bob@localhost / bob-password" >&2
+PASSERELLE_XMPP_ADDR=127.0.0.1:$component_port \
 PASSERELLE_XMPP_SECRET=$secret \
 PASSERELLE_DB="$dir/passerelle.db" \
 PASSERELLE_ADMINS=alice@localhost \
 PASSERELLE_IRC_DOMAIN=irc.localhost \
 PASSERELLE_EMAIL_DOMAIN=mail.localhost \
-PASSERELLE_SMTP_LISTEN=127.0.0.1:2525 \
+PASSERELLE_SMTP_LISTEN=127.0.0.1:$smtp_port \
 PASSERELLE_SMS_DOMAIN=sms.localhost \
 PASSERELLE_SMS_NUMBERS=+15550001111,+15550002222 \
-PASSERELLE_HTTP_LISTEN=127.0.0.1:9100 \
+PASSERELLE_HTTP_LISTEN=127.0.0.1:$http_port \
 	"$dir/passerelle" &
 pids+=($!)
 wait "${pids[-1]}"

@@ -1,0 +1,538 @@
+package main
+
+// End-to-end test of the README's run command, deploy/run-local.sh: the
+// script builds the gateway, starts a throwaway Prosody and the gateway on
+// loopback, and on SIGINT or SIGTERM stops both and removes its temporary
+// directory.
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"passerelle/cmd/internal/harness"
+)
+
+const (
+	runLocalScript = "../../deploy/run-local.sh"
+	// runLocalStart bounds the script's start: it runs go build first,
+	// which compiles the SQLite driver when the build cache is cold.
+	runLocalStart = 180 * time.Second
+	// runLocalStop bounds the script's exit after a signal.
+	runLocalStop = 30 * time.Second
+	// runLocalDirPrefix is where the script puts its temporary directory.
+	runLocalDirPrefix = "/tmp/passerelle-local."
+)
+
+// runLocalDirRE matches the script's temporary directory (mktemp -d
+// /tmp/passerelle-local.XXXXXX).
+var runLocalDirRE = regexp.MustCompile(regexp.QuoteMeta(runLocalDirPrefix) + `[A-Za-z0-9]{6}`)
+
+func TestRunLocal(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		sig      syscall.Signal
+		group    bool // signal the whole process group, as a terminal's Ctrl-C does
+		wantCode int
+	}{
+		{"SIGINT", syscall.SIGINT, false, 130},
+		{"SIGTERM", syscall.SIGTERM, false, 143},
+		{"Ctrl-C", syscall.SIGINT, true, 130},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rl := startRunLocal(t, nil)
+			rl.waitHealthy(t)
+			gwPid, prosodyPid, dir := rl.children(t)
+
+			alice := harness.Dial(t, rl.addr("c2s"), "alice@localhost", "alice-password", "runlocal")
+			for _, d := range allDomains {
+				r := alice.IQ(t, "get", d, "<query xmlns='http://jabber.org/protocol/disco#info'/>")
+				wantResult(t, r, "disco#info "+d)
+				gateway := false
+				for _, id := range r.Child("http://jabber.org/protocol/disco#info", "query").ChildrenNamed("", "identity") {
+					gateway = gateway || id.Attr("category") == "gateway"
+				}
+				if !gateway {
+					t.Errorf("%s has no gateway identity: %s", d, r)
+				}
+			}
+			r := alice.IQ(t, "get", smsDomain, "<query xmlns='jabber:iq:register'/>")
+			wantResult(t, r, "register get "+smsDomain)
+			if formValues(r, "number") == nil {
+				t.Errorf("%s registration form has no number field: %s", smsDomain, r)
+			}
+			bob, err := harness.DialErr(rl.addr("c2s"), "bob@localhost", "bob-password", "runlocal")
+			if err != nil {
+				t.Fatalf("bob logs in: %v", err)
+			}
+			bob.Close()
+			alice.Close()
+
+			if tc.group {
+				rl.signalGroup(tc.sig)
+			} else {
+				rl.signal(tc.sig)
+			}
+			// The script has exited but is not reaped yet: whatever it
+			// left running is still there to be seen.
+			rl.waitExit(t, runLocalStop)
+			if !strings.Contains(rl.output(), `msg="stopped cleanly"`) {
+				t.Errorf("the gateway did not stop cleanly:\n%s", rl.output())
+			}
+			for name, pid := range map[string]int{"passerelle": gwPid, "prosody": prosodyPid} {
+				if runLocalAlive(pid) {
+					t.Errorf("%s (pid %d) still runs after the script exited", name, pid)
+				}
+			}
+			for _, name := range []string{"c2s", "component", "smtp", "http"} {
+				if c, err := net.DialTimeout("tcp", rl.addr(name), 5*time.Second); err == nil {
+					c.Close()
+					t.Errorf("%s port %s still accepts connections", name, rl.addr(name))
+				}
+			}
+			if _, err := os.Stat(dir); !os.IsNotExist(err) {
+				t.Errorf("temporary directory %s not removed (stat: %v)", dir, err)
+			}
+			if code := rl.reap(); code != tc.wantCode {
+				t.Errorf("exit code %d, want %d\n%s", code, tc.wantCode, rl.output())
+			}
+		})
+	}
+}
+
+// TestRunLocalPortTaken: when the client port is taken, Prosody runs without
+// it; the script must say so and exit non-zero, leaving nothing behind,
+// instead of pointing the user at whatever holds the port.
+func TestRunLocalPortTaken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	taken := ln.Addr().(*net.TCPAddr).Port
+	rl := startRunLocal(t, map[string]int{"c2s": taken})
+	rl.waitExit(t, runLocalStart)
+	code := rl.reap()
+	out := rl.output()
+	if code != 1 {
+		t.Errorf("exit code %d, want 1\n%s", code, out)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("Prosody did not start on 127.0.0.1:%d", taken),
+		fmt.Sprintf("Failed to open server port %d", taken),
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "log in as alice") {
+		t.Errorf("the script announced a server it did not start:\n%s", out)
+	}
+	// The end of Prosody's log is shown under tail's "==> <dir>/prosody.log <==".
+	dir := runLocalDirRE.FindString(out)
+	if dir == "" {
+		t.Fatalf("no temporary directory named in the output:\n%s", out)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("temporary directory %s not removed (stat: %v)", dir, err)
+	}
+}
+
+// TestRunLocalNoProsody runs TestRunLocalPortTaken in a child test process
+// whose PATH has no Prosody: it is skipped, or fails when CI is set.
+func TestRunLocalNoProsody(t *testing.T) {
+	if os.Getenv("RUNLOCAL_NO_PROSODY_CHILD") != "" {
+		t.Skip("run by TestRunLocalNoProsody only")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ci := range []string{"", "true"} {
+		var env []string
+		for _, kv := range os.Environ() {
+			if name, _, _ := strings.Cut(kv, "="); name != "PATH" && name != "CI" {
+				env = append(env, kv)
+			}
+		}
+		env = append(env, "PATH="+t.TempDir(), "CI="+ci, "RUNLOCAL_NO_PROSODY_CHILD=1")
+		cmd := exec.Command(exe, "-test.run=^TestRunLocalPortTaken$", "-test.v", "-test.count=1")
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		want, wantErr := "--- SKIP: TestRunLocalPortTaken", false
+		if ci != "" {
+			want, wantErr = "--- FAIL: TestRunLocalPortTaken", true
+		}
+		if !strings.Contains(string(out), want) || !strings.Contains(string(out), "prosody is not installed") || (err != nil) != wantErr {
+			t.Errorf("CI=%q: want %q about prosody, exit error %v; got error %v, output:\n%s", ci, want, wantErr, err, out)
+		}
+	}
+}
+
+// runLocal is one run of deploy/run-local.sh, the leader of its own process
+// group.
+type runLocal struct {
+	cmd   *exec.Cmd
+	pid   int
+	out   runLocalOutput
+	ports map[string]int // c2s, component, smtp, http
+
+	mu       sync.Mutex
+	reaped   bool
+	exitCode int
+	dir      string // found by children, removed in the cleanup if left
+}
+
+// runLocalOutput is the script's stdout and stderr, safe for concurrent use.
+type runLocalOutput struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (o *runLocalOutput) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.Write(p)
+}
+
+func (o *runLocalOutput) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.String()
+}
+
+// startRunLocal starts the script on random free ports (ports overrides some
+// of them). The whole process group is SIGKILLed in t.Cleanup, and also by a
+// watchdog when the test process dies without running its cleanups.
+func startRunLocal(t *testing.T, ports map[string]int) *runLocal {
+	t.Helper()
+	for _, name := range []string{"prosody", "prosodyctl", "bash"} {
+		if _, err := exec.LookPath(name); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is not installed (CI is set, so this is an error): %v", name, err)
+			}
+			t.Skipf("%s is not installed: %v", name, err)
+		}
+	}
+	rl := &runLocal{ports: map[string]int{}}
+	for _, name := range []string{"c2s", "component", "smtp", "http"} {
+		rl.ports[name] = ports[name]
+		if rl.ports[name] == 0 {
+			rl.ports[name] = harness.FreePort(t)
+		}
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "PASSERELLE_") && !strings.HasPrefix(name, "LOCAL_") && name != "PATH" {
+			env = append(env, kv)
+		}
+	}
+	env = append(env,
+		"PATH="+runLocalGoDir(t)+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"LOCAL_C2S_PORT="+strconv.Itoa(rl.ports["c2s"]),
+		"LOCAL_COMPONENT_PORT="+strconv.Itoa(rl.ports["component"]),
+		"LOCAL_SMTP_PORT="+strconv.Itoa(rl.ports["smtp"]),
+		"LOCAL_HTTP_PORT="+strconv.Itoa(rl.ports["http"]),
+	)
+	rl.cmd = exec.Command("bash", runLocalScript)
+	rl.cmd.Env = env
+	rl.cmd.Stdout, rl.cmd.Stderr = &rl.out, &rl.out
+	rl.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	rl.cmd.WaitDelay = 5 * time.Second
+	if err := rl.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", runLocalScript, err)
+	}
+	rl.pid = rl.cmd.Process.Pid
+	stopWatchdog := runLocalWatchdog(rl.pid)
+	t.Cleanup(func() {
+		rl.mu.Lock()
+		dir := rl.dir
+		rl.mu.Unlock()
+		if dir == "" {
+			// Not found yet (the test failed early): the go build, Prosody
+			// or the gateway the script runs names it on its command line.
+			for _, m := range rl.group() {
+				if d := runLocalDirRE.FindString(m.cmdline); d != "" {
+					dir = d
+					break
+				}
+			}
+		}
+		rl.reap()
+		stopWatchdog()
+		if dir != "" {
+			if err := os.RemoveAll(dir); err != nil {
+				t.Errorf("removing %s: %v", dir, err)
+			}
+		}
+		if t.Failed() {
+			t.Logf("output of %s:\n%s", runLocalScript, rl.output())
+		}
+	})
+	return rl
+}
+
+// runLocalGoDir is the directory of the go command, which the script runs.
+func runLocalGoDir(t *testing.T) string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return filepath.Dir(p)
+	}
+	const dir = "/usr/local/go/bin"
+	if _, err := os.Stat(filepath.Join(dir, "go")); err != nil {
+		t.Fatalf("no go command in PATH nor in %s", dir)
+	}
+	return dir
+}
+
+// runLocalWatchdog starts a shell that SIGKILLs process group pgid as soon
+// as its standard input closes, which happens when the test process dies.
+// The returned function stops it.
+func runLocalWatchdog(pgid int) (stop func()) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return func() {}
+	}
+	wd := exec.Command("/bin/sh", "-c", `read x; kill -9 -"$1" 2>/dev/null`, "runlocal-watchdog", strconv.Itoa(pgid))
+	wd.Stdin = r
+	wd.Env = []string{"PATH=/usr/bin:/bin"}
+	wd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	err = wd.Start()
+	r.Close()
+	if err != nil {
+		w.Close()
+		return func() {}
+	}
+	return func() {
+		_ = wd.Process.Signal(syscall.SIGKILL)
+		_ = wd.Wait()
+		w.Close()
+	}
+}
+
+func (rl *runLocal) addr(name string) string {
+	return fmt.Sprintf("127.0.0.1:%d", rl.ports[name])
+}
+
+func (rl *runLocal) output() string { return rl.out.String() }
+
+// signal sends sig to the script's process only.
+func (rl *runLocal) signal(sig syscall.Signal) {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	if !rl.reaped {
+		_ = syscall.Kill(rl.pid, sig)
+	}
+}
+
+// signalGroup sends sig to the script's process group.
+func (rl *runLocal) signalGroup(sig syscall.Signal) {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	if !rl.reaped {
+		_ = syscall.Kill(-rl.pid, sig)
+	}
+}
+
+// exited reports whether the script has exited. It is not reaped until
+// wait, so its pid, the process group's id, stays reserved.
+func (rl *runLocal) exited() bool {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	if rl.reaped {
+		return true
+	}
+	st, _, err := runLocalStat(rl.pid)
+	return err != nil || st == "Z" || st == "X"
+}
+
+// waitExit waits up to timeout for the script to exit, and fails the test
+// when a process it started is still in its process group. It does not reap
+// the script: reap does.
+func (rl *runLocal) waitExit(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !rl.exited() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still runs %v after it was started or signalled\n%s", runLocalScript, timeout, rl.output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if left := rl.group(); len(left) > 0 {
+		var b strings.Builder
+		for _, m := range left {
+			fmt.Fprintf(&b, "\n%d %s", m.pid, m.cmdline)
+		}
+		t.Errorf("processes left in the script's process group after it exited:%s", b.String())
+	}
+}
+
+type runLocalMember struct {
+	pid     int
+	cmdline string
+}
+
+// group lists the live processes of the script's process group, other than
+// the script.
+func (rl *runLocal) group() []runLocalMember {
+	var out []runLocalMember
+	paths, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, path := range paths {
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(path)))
+		if err != nil || pid == rl.pid {
+			continue
+		}
+		st, pgrp, err := runLocalStat(pid)
+		if err == nil && pgrp == rl.pid && st != "Z" && st != "X" {
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			out = append(out, runLocalMember{pid, string(bytes.ReplaceAll(bytes.TrimRight(cmdline, "\x00"), []byte{0}, []byte{' '}))})
+		}
+	}
+	return out
+}
+
+// reap SIGKILLs what is left of the process group, waits until it is gone,
+// and reaps the script (whose pid, the group's id, stays reserved until
+// then).
+func (rl *runLocal) reap() int {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	if !rl.reaped {
+		_ = syscall.Kill(-rl.pid, syscall.SIGKILL)
+		for deadline := time.Now().Add(10 * time.Second); len(rl.group()) > 0 && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		_ = rl.cmd.Wait()
+		rl.reaped = true
+		rl.exitCode = rl.cmd.ProcessState.ExitCode()
+	}
+	return rl.exitCode
+}
+
+// waitHealthy waits until the gateway's /healthz answers 200 "ok".
+func (rl *runLocal) waitHealthy(t *testing.T) {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second}
+	url := "http://" + rl.addr("http") + "/healthz"
+	deadline := time.Now().Add(runLocalStart)
+	last := "no answer"
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == "ok" {
+				return
+			}
+			last = fmt.Sprintf("%d %q", resp.StatusCode, body)
+		} else {
+			last = err.Error()
+		}
+		if rl.exited() {
+			t.Fatalf("%s exited before %s answered ok (last: %s)\n%s", runLocalScript, url, last, rl.output())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not answer ok within %v (last: %s)\n%s", url, runLocalStart, last, rl.output())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// children finds the gateway and Prosody the script started, and the
+// temporary directory they run in (the gateway's binary is built there, and
+// Prosody writes its pid file there).
+func (rl *runLocal) children(t *testing.T) (gwPid, prosodyPid int, dir string) {
+	t.Helper()
+	paths, _ := filepath.Glob("/proc/[0-9]*/stat")
+	kids := map[int]bool{}
+	for _, path := range paths {
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(path)))
+		if err != nil {
+			continue
+		}
+		if ppid, err := runLocalPPid(pid); err == nil && ppid == rl.pid {
+			kids[pid] = true
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			if argv0, _, _ := bytes.Cut(cmdline, []byte{0}); filepath.Base(string(argv0)) == "passerelle" {
+				gwPid, dir = pid, filepath.Dir(string(argv0))
+			}
+		}
+	}
+	if gwPid == 0 {
+		t.Fatalf("no passerelle process among the script's children\n%s", rl.output())
+	}
+	rl.mu.Lock()
+	rl.dir = dir
+	rl.mu.Unlock()
+	if !strings.HasPrefix(dir, runLocalDirPrefix) {
+		t.Fatalf("the gateway runs from %s, not from a %sXXXXXX directory", dir, runLocalDirPrefix)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "prosody.pid"))
+	if err != nil {
+		t.Fatalf("Prosody's pid file: %v", err)
+	}
+	prosodyPid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("Prosody's pid file holds %q", b)
+	}
+	if !kids[prosodyPid] {
+		t.Fatalf("Prosody (pid %d from its pid file) is not a child of the script", prosodyPid)
+	}
+	return gwPid, prosodyPid, dir
+}
+
+// runLocalStat returns the state and process group of pid, from
+// /proc/<pid>/stat.
+func runLocalStat(pid int) (state string, pgrp int, err error) {
+	f, err := runLocalStatFields(pid)
+	if err != nil {
+		return "", 0, err
+	}
+	pgrp, err = strconv.Atoi(f[2])
+	return f[0], pgrp, err
+}
+
+func runLocalPPid(pid int) (int, error) {
+	f, err := runLocalStatFields(pid)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(f[1])
+}
+
+// runLocalStatFields returns the fields of /proc/<pid>/stat after the
+// command name: state, ppid, pgrp, ...
+func runLocalStatFields(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("bad /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 3 {
+		return nil, fmt.Errorf("bad /proc/%d/stat", pid)
+	}
+	return f, nil
+}
+
+// runLocalAlive reports whether pid exists and is not a zombie.
+func runLocalAlive(pid int) bool {
+	st, _, err := runLocalStat(pid)
+	return err == nil && st != "Z" && st != "X"
+}
