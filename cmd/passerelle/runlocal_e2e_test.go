@@ -81,9 +81,9 @@ func TestRunLocal(t *testing.T) {
 			alice.Close()
 
 			if tc.group {
-				rl.signalGroup(tc.sig)
+				rl.SignalGroup(tc.sig)
 			} else {
-				rl.signal(tc.sig)
+				rl.Signal(tc.sig)
 			}
 			// The script has exited but is not reaped yet: whatever it
 			// left running is still there to be seen.
@@ -92,7 +92,7 @@ func TestRunLocal(t *testing.T) {
 				t.Errorf("the gateway did not stop cleanly:\n%s", rl.output())
 			}
 			for name, pid := range map[string]int{"passerelle": gwPid, "prosody": prosodyPid} {
-				if runLocalAlive(pid) {
+				if harness.ProcAlive(pid) {
 					t.Errorf("%s (pid %d) still runs after the script exited", name, pid)
 				}
 			}
@@ -105,7 +105,7 @@ func TestRunLocal(t *testing.T) {
 			if _, err := os.Stat(dir); !os.IsNotExist(err) {
 				t.Errorf("temporary directory %s not removed (stat: %v)", dir, err)
 			}
-			if code := rl.reap(); code != tc.wantCode {
+			if code := rl.Reap(); code != tc.wantCode {
 				t.Errorf("exit code %d, want %d\n%s", code, tc.wantCode, rl.output())
 			}
 		})
@@ -124,7 +124,7 @@ func TestRunLocalPortTaken(t *testing.T) {
 	taken := ln.Addr().(*net.TCPAddr).Port
 	rl := startRunLocal(t, map[string]int{"c2s": taken})
 	rl.waitExit(t, runLocalStart)
-	code := rl.reap()
+	code := rl.Reap()
 	out := rl.output()
 	if code != 1 {
 		t.Errorf("exit code %d, want 1\n%s", code, out)
@@ -184,15 +184,12 @@ func TestRunLocalNoProsody(t *testing.T) {
 // runLocal is one run of deploy/run-local.sh, the leader of its own process
 // group.
 type runLocal struct {
-	cmd   *exec.Cmd
-	pid   int
+	*harness.Script
 	out   runLocalOutput
 	ports map[string]int // c2s, component, smtp, http
 
-	mu       sync.Mutex
-	reaped   bool
-	exitCode int
-	dir      string // found by children, removed in the cleanup if left
+	mu  sync.Mutex
+	dir string // found by children, removed in the cleanup if left
 }
 
 // runLocalOutput is the script's stdout and stderr, safe for concurrent use.
@@ -214,18 +211,11 @@ func (o *runLocalOutput) String() string {
 }
 
 // startRunLocal starts the script on random free ports (ports overrides some
-// of them). The whole process group is SIGKILLed in t.Cleanup, and also by a
-// watchdog when the test process dies without running its cleanups.
+// of them). The whole process group is SIGKILLed at the end of the test
+// (harness.Script), and also when the test process dies.
 func startRunLocal(t *testing.T, ports map[string]int) *runLocal {
 	t.Helper()
-	for _, name := range []string{"prosody", "prosodyctl", "bash"} {
-		if _, err := exec.LookPath(name); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is not installed (CI is set, so this is an error): %v", name, err)
-			}
-			t.Skipf("%s is not installed: %v", name, err)
-		}
-	}
+	harness.RequireBinary(t, "prosody", "prosodyctl", "bash")
 	rl := &runLocal{ports: map[string]int{}}
 	for _, name := range []string{"c2s", "component", "smtp", "http"} {
 		rl.ports[name] = ports[name]
@@ -247,32 +237,25 @@ func startRunLocal(t *testing.T, ports map[string]int) *runLocal {
 		"LOCAL_SMTP_PORT="+strconv.Itoa(rl.ports["smtp"]),
 		"LOCAL_HTTP_PORT="+strconv.Itoa(rl.ports["http"]),
 	)
-	rl.cmd = exec.Command("bash", runLocalScript)
-	rl.cmd.Env = env
-	rl.cmd.Stdout, rl.cmd.Stderr = &rl.out, &rl.out
-	rl.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	rl.cmd.WaitDelay = 5 * time.Second
-	if err := rl.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", runLocalScript, err)
-	}
-	rl.pid = rl.cmd.Process.Pid
-	stopWatchdog := runLocalWatchdog(rl.pid)
-	t.Cleanup(func() {
+	cmd := exec.Command("bash", runLocalScript)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = &rl.out, &rl.out
+	rl.Script = harness.StartScript(t, cmd)
+	t.Cleanup(func() { // runs before the Script's own cleanup
 		rl.mu.Lock()
 		dir := rl.dir
 		rl.mu.Unlock()
 		if dir == "" {
 			// Not found yet (the test failed early): the go build, Prosody
 			// or the gateway the script runs names it on its command line.
-			for _, m := range rl.group() {
-				if d := runLocalDirRE.FindString(m.cmdline); d != "" {
+			for _, m := range rl.Group() {
+				if d := runLocalDirRE.FindString(m.Cmdline); d != "" {
 					dir = d
 					break
 				}
 			}
 		}
-		rl.reap()
-		stopWatchdog()
+		rl.Reap()
 		if dir != "" {
 			if err := os.RemoveAll(dir); err != nil {
 				t.Errorf("removing %s: %v", dir, err)
@@ -297,128 +280,31 @@ func runLocalGoDir(t *testing.T) string {
 	return dir
 }
 
-// runLocalWatchdog starts a shell that SIGKILLs process group pgid as soon
-// as its standard input closes, which happens when the test process dies.
-// The returned function stops it.
-func runLocalWatchdog(pgid int) (stop func()) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		return func() {}
-	}
-	wd := exec.Command("/bin/sh", "-c", `read x; kill -9 -"$1" 2>/dev/null`, "runlocal-watchdog", strconv.Itoa(pgid))
-	wd.Stdin = r
-	wd.Env = []string{"PATH=/usr/bin:/bin"}
-	wd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	err = wd.Start()
-	r.Close()
-	if err != nil {
-		w.Close()
-		return func() {}
-	}
-	return func() {
-		_ = wd.Process.Signal(syscall.SIGKILL)
-		_ = wd.Wait()
-		w.Close()
-	}
-}
-
 func (rl *runLocal) addr(name string) string {
 	return fmt.Sprintf("127.0.0.1:%d", rl.ports[name])
 }
 
 func (rl *runLocal) output() string { return rl.out.String() }
 
-// signal sends sig to the script's process only.
-func (rl *runLocal) signal(sig syscall.Signal) {
-	rl.mu.Lock()
-	defer rl.mu.Unlock()
-	if !rl.reaped {
-		_ = syscall.Kill(rl.pid, sig)
-	}
-}
-
-// signalGroup sends sig to the script's process group.
-func (rl *runLocal) signalGroup(sig syscall.Signal) {
-	rl.mu.Lock()
-	defer rl.mu.Unlock()
-	if !rl.reaped {
-		_ = syscall.Kill(-rl.pid, sig)
-	}
-}
-
-// exited reports whether the script has exited. It is not reaped until
-// wait, so its pid, the process group's id, stays reserved.
-func (rl *runLocal) exited() bool {
-	rl.mu.Lock()
-	defer rl.mu.Unlock()
-	if rl.reaped {
-		return true
-	}
-	st, _, err := runLocalStat(rl.pid)
-	return err != nil || st == "Z" || st == "X"
-}
-
 // waitExit waits up to timeout for the script to exit, and fails the test
 // when a process it started is still in its process group. It does not reap
-// the script: reap does.
+// the script: Reap does.
 func (rl *runLocal) waitExit(t *testing.T, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
-	for !rl.exited() {
+	for !rl.Exited() {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s still runs %v after it was started or signalled\n%s", runLocalScript, timeout, rl.output())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if left := rl.group(); len(left) > 0 {
+	if left := rl.Group(); len(left) > 0 {
 		var b strings.Builder
 		for _, m := range left {
-			fmt.Fprintf(&b, "\n%d %s", m.pid, m.cmdline)
+			fmt.Fprintf(&b, "\n%d %s", m.Pid, m.Cmdline)
 		}
 		t.Errorf("processes left in the script's process group after it exited:%s", b.String())
 	}
-}
-
-type runLocalMember struct {
-	pid     int
-	cmdline string
-}
-
-// group lists the live processes of the script's process group, other than
-// the script.
-func (rl *runLocal) group() []runLocalMember {
-	var out []runLocalMember
-	paths, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, path := range paths {
-		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(path)))
-		if err != nil || pid == rl.pid {
-			continue
-		}
-		st, pgrp, err := runLocalStat(pid)
-		if err == nil && pgrp == rl.pid && st != "Z" && st != "X" {
-			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-			out = append(out, runLocalMember{pid, string(bytes.ReplaceAll(bytes.TrimRight(cmdline, "\x00"), []byte{0}, []byte{' '}))})
-		}
-	}
-	return out
-}
-
-// reap SIGKILLs what is left of the process group, waits until it is gone,
-// and reaps the script (whose pid, the group's id, stays reserved until
-// then).
-func (rl *runLocal) reap() int {
-	rl.mu.Lock()
-	defer rl.mu.Unlock()
-	if !rl.reaped {
-		_ = syscall.Kill(-rl.pid, syscall.SIGKILL)
-		for deadline := time.Now().Add(10 * time.Second); len(rl.group()) > 0 && time.Now().Before(deadline); {
-			time.Sleep(10 * time.Millisecond)
-		}
-		_ = rl.cmd.Wait()
-		rl.reaped = true
-		rl.exitCode = rl.cmd.ProcessState.ExitCode()
-	}
-	return rl.exitCode
 }
 
 // waitHealthy waits until the gateway's /healthz answers 200 "ok".
@@ -440,7 +326,7 @@ func (rl *runLocal) waitHealthy(t *testing.T) {
 		} else {
 			last = err.Error()
 		}
-		if rl.exited() {
+		if rl.Exited() {
 			t.Fatalf("%s exited before %s answered ok (last: %s)\n%s", runLocalScript, url, last, rl.output())
 		}
 		if time.Now().After(deadline) {
@@ -455,19 +341,11 @@ func (rl *runLocal) waitHealthy(t *testing.T) {
 // Prosody writes its pid file there).
 func (rl *runLocal) children(t *testing.T) (gwPid, prosodyPid int, dir string) {
 	t.Helper()
-	paths, _ := filepath.Glob("/proc/[0-9]*/stat")
 	kids := map[int]bool{}
-	for _, path := range paths {
-		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(path)))
-		if err != nil {
-			continue
-		}
-		if ppid, err := runLocalPPid(pid); err == nil && ppid == rl.pid {
-			kids[pid] = true
-			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-			if argv0, _, _ := bytes.Cut(cmdline, []byte{0}); filepath.Base(string(argv0)) == "passerelle" {
-				gwPid, dir = pid, filepath.Dir(string(argv0))
-			}
+	for _, c := range rl.Children() {
+		kids[c.Pid] = true
+		if argv0, _, _ := strings.Cut(c.Cmdline, " "); filepath.Base(argv0) == "passerelle" {
+			gwPid, dir = c.Pid, filepath.Dir(argv0)
 		}
 	}
 	if gwPid == 0 {
@@ -491,48 +369,4 @@ func (rl *runLocal) children(t *testing.T) (gwPid, prosodyPid int, dir string) {
 		t.Fatalf("Prosody (pid %d from its pid file) is not a child of the script", prosodyPid)
 	}
 	return gwPid, prosodyPid, dir
-}
-
-// runLocalStat returns the state and process group of pid, from
-// /proc/<pid>/stat.
-func runLocalStat(pid int) (state string, pgrp int, err error) {
-	f, err := runLocalStatFields(pid)
-	if err != nil {
-		return "", 0, err
-	}
-	pgrp, err = strconv.Atoi(f[2])
-	return f[0], pgrp, err
-}
-
-func runLocalPPid(pid int) (int, error) {
-	f, err := runLocalStatFields(pid)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(f[1])
-}
-
-// runLocalStatFields returns the fields of /proc/<pid>/stat after the
-// command name: state, ppid, pgrp, ...
-func runLocalStatFields(pid int) ([]string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return nil, fmt.Errorf("bad /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 3 {
-		return nil, fmt.Errorf("bad /proc/%d/stat", pid)
-	}
-	return f, nil
-}
-
-// runLocalAlive reports whether pid exists and is not a zombie.
-func runLocalAlive(pid int) bool {
-	st, _, err := runLocalStat(pid)
-	return err == nil && st != "Z" && st != "X"
 }

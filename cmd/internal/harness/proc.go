@@ -33,8 +33,7 @@ type proc struct {
 	done    chan struct{} // closed once the whole group is gone and the leader reaped
 	waitErr error
 
-	watchdog     *exec.Cmd
-	watchdogPipe *os.File
+	stopWatchdog func()
 }
 
 // startProc starts cmd as the leader of a new process group.
@@ -53,36 +52,34 @@ func startProc(name string, cmd *exec.Cmd) (*proc, error) {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &proc{name: name, cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{})}
-	p.startWatchdog()
+	p.stopWatchdog = startWatchdog(p.pid)
 	go p.reap()
 	return p, nil
 }
 
-func (p *proc) startWatchdog() {
+// startWatchdog starts a shell that SIGKILLs process group pgid as soon as
+// its standard input, a pipe whose write end only this process holds,
+// closes: when the test process dies. The returned function stops it.
+func startWatchdog(pgid int) (stop func()) {
 	r, w, err := os.Pipe()
 	if err != nil {
-		return // best effort: the normal cleanup still works
+		return func() {} // best effort: the normal cleanup still works
 	}
-	wd := exec.Command("/bin/sh", "-c", `read x; kill -9 -"$1" 2>/dev/null`, "harness-watchdog", strconv.Itoa(p.pid))
+	wd := exec.Command("/bin/sh", "-c", `read x; kill -9 -"$1" 2>/dev/null`, "harness-watchdog", strconv.Itoa(pgid))
 	wd.Stdin = r
 	wd.Env = []string{"PATH=/usr/bin:/bin"}
 	wd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := wd.Start(); err != nil {
-		r.Close()
-		w.Close()
-		return
-	}
+	err = wd.Start()
 	r.Close()
-	p.watchdog, p.watchdogPipe = wd, w
-}
-
-func (p *proc) stopWatchdog() {
-	if p.watchdog == nil {
-		return
+	if err != nil {
+		w.Close()
+		return func() {}
 	}
-	_ = p.watchdog.Process.Signal(syscall.SIGKILL)
-	_ = p.watchdog.Wait()
-	p.watchdogPipe.Close()
+	return func() {
+		_ = wd.Process.Signal(syscall.SIGKILL)
+		_ = wd.Wait()
+		w.Close()
+	}
 }
 
 func (p *proc) reap() {
