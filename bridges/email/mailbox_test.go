@@ -258,6 +258,9 @@ func TestMailboxWatcherWithoutRegistration(t *testing.T) {
 	if _, err := b.Register(context.Background(), "ghost@example.org", mailboxValues(m.addr, "secret"), nil); err != nil {
 		t.Fatal(err)
 	}
+	// A mail that arrives before the watcher's first look at the mailbox
+	// is old mail to it: wait for that look, so this one is new.
+	waitPos(t, b, "ghost@example.org", func(imapPos) bool { return true })
 	m.appendMail(t, "to nobody", "must not be forwarded")
 	for i := 0; ; i++ {
 		b.mu.Lock()
