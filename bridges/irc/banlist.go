@@ -2,7 +2,6 @@ package irc
 
 import (
 	"context"
-	"sort"
 	"time"
 
 	irc "gopkg.in/irc.v4"
@@ -51,14 +50,8 @@ func (b *Bridge) mucAdminList(u *bridges.User, st *xmlel.Element, n *network, ch
 		n.requestBans(st, ch)
 		return
 	}
-	nicks := make([]string, 0, len(ch.members))
-	for k := range ch.members {
-		nicks = append(nicks, k)
-	}
-	sort.Strings(nicks)
 	q := xmlel.New(nsMUCAdmin, "query")
-	for _, k := range nicks {
-		m := ch.members[k]
+	for _, m := range ch.members.all() {
 		r, a := roleAffiliation(m.modes)
 		if (role != "" && r != role) || (aff != "" && a != aff) {
 			continue

@@ -98,9 +98,9 @@ func (n *network) setCasemap(cm string) {
 	chans := make(map[string]*channel, len(n.chans))
 	for _, ch := range n.chans {
 		chans[n.fold(ch.name)] = ch
-		ch.members = n.rekey(ch.members)
+		ch.members.setCasemap(cm)
 		if ch.before != nil {
-			ch.before = n.rekey(ch.before)
+			ch.before.setCasemap(cm)
 		}
 	}
 	for _, p := range n.echoes {
@@ -109,14 +109,6 @@ func (n *network) setCasemap(cm string) {
 		}
 	}
 	n.chans = chans
-}
-
-func (n *network) rekey(ms map[string]*member) map[string]*member {
-	out := make(map[string]*member, len(ms))
-	for _, m := range ms {
-		out[n.fold(m.nick)] = m
-	}
-	return out
 }
 
 // storedKeys holds the mapping of each server's stored keys. Any user's

@@ -24,11 +24,11 @@ type channel struct {
 	pending   map[string]string // full JID → requested nick, waiting for the join to complete
 	resources map[string]*resource
 	joinSent  bool
-	joined    bool               // our JOIN came back
-	namesDone bool               // end of NAMES: the room is complete and its resources are in
-	listing   bool               // between our JOIN and the end of NAMES
-	members   map[string]*member // by folded nick
-	before    map[string]*member // members before a reconnection, for the diff
+	joined    bool    // our JOIN came back
+	namesDone bool    // end of NAMES: the room is complete and its resources are in
+	listing   bool    // between our JOIN and the end of NAMES
+	members   roster  // sorted by folded nick
+	before    *roster // members before a reconnection, for the diff
 	topic     string
 	settings  chanSettings
 	key       string                // channel key (+k), from the join's <password/>
@@ -90,12 +90,12 @@ func presenceError(from, to string, e *stanza.Error) *xmlel.Element {
 }
 
 // occupantPresence is the presence of member m in ch, for resource full.
-func (n *network) occupantPresence(ch *channel, m *member, full string, codes ...string) *xmlel.Element {
+func (n *network) occupantPresence(ch *channel, m member, full string, codes ...string) *xmlel.Element {
 	p := stanza.Presence(ch.jid(n)+"/"+m.nick, full, "")
 	if n.fold(m.nick) == n.fold(n.nick) {
 		codes = append([]string{"110"}, codes...)
 	}
-	return p.Add(mucUserX(*m, codes...))
+	return p.Add(mucUserX(m, codes...))
 }
 
 // broadcast sends a presence built per resource to every resource in ch.
@@ -111,7 +111,7 @@ func (n *network) join(ctx context.Context, name, full, reqNick string, hist his
 	key := n.fold(name)
 	ch := n.chans[key]
 	if ch == nil {
-		ch = &channel{name: name, pending: map[string]string{}, resources: map[string]*resource{}, members: map[string]*member{},
+		ch = &channel{name: name, pending: map[string]string{}, resources: map[string]*resource{}, members: roster{cm: n.casemap},
 			hist: map[string]historyReq{}}
 		cs, err := n.b.loadChanSettings(ctx, n.user, n.server, name)
 		if err != nil {
@@ -194,20 +194,14 @@ func (n *network) flushJoins() {
 // replay sends the whole room to one resource: the other occupants, its
 // own presence, then the subject.
 func (n *network) replay(ch *channel, full, reqNick string, hist historyReq) {
-	nicks := make([]string, 0, len(ch.members))
-	for k := range ch.members {
-		nicks = append(nicks, k)
-	}
-	sort.Strings(nicks)
-	self := n.fold(n.nick)
-	for _, k := range nicks {
-		if k != self {
-			n.b.host.Send(n.occupantPresence(ch, ch.members[k], full))
+	for _, m := range ch.members.all() {
+		if compareFold(n.casemap, m.nick, n.nick) != 0 {
+			n.b.host.Send(n.occupantPresence(ch, m, full))
 		}
 	}
-	me := ch.members[self]
-	if me == nil {
-		me = &member{nick: n.nick}
+	me, ok := ch.members.get(n.nick)
+	if !ok {
+		me = member{nick: n.nick}
 	}
 	codes := []string{"100"}
 	if reqNick != n.nick {
@@ -233,9 +227,9 @@ func (n *network) leave(name, full string) {
 	if _, ok := ch.resources[full]; ok {
 		delete(ch.resources, full)
 		p := stanza.Presence(ch.jid(n)+"/"+n.nick, full, "unavailable")
-		me := member{nick: n.nick}
-		if m := ch.members[n.fold(n.nick)]; m != nil {
-			me = *m
+		me, ok := ch.members.get(n.nick)
+		if !ok {
+			me = member{nick: n.nick}
 		}
 		n.b.host.Send(p.Add(mucUserX(me, "110")))
 	}
@@ -262,16 +256,16 @@ func (n *network) onJoin(m *irc.Message) {
 		}
 		if n.fold(m.Name) == n.fold(n.nick) {
 			ch.joined, ch.listing = true, true
-			ch.members = map[string]*member{n.fold(n.nick): {nick: n.nick}}
+			ch.members = newRoster(n.casemap, member{nick: n.nick})
 			if m.User != "" {
 				n.user0 = m.User + "@" + m.Host
 			}
 			continue
 		}
-		// A copy: m.Name is a slice of the whole line, which a member
-		// would otherwise keep alive for as long as it stays.
-		mem := &member{nick: strings.Clone(m.Name)}
-		ch.members[n.fold(mem.nick)] = mem
+		// The roster keeps an interned copy, not m.Name, a slice of the
+		// whole line.
+		mem := member{nick: m.Name}
+		ch.members.put(mem)
 		if ch.live() {
 			n.broadcast(ch, func(full string) *xmlel.Element { return n.occupantPresence(ch, mem, full) })
 		}
@@ -298,8 +292,7 @@ func (n *network) onNames(m *irc.Message) {
 			e = e[1:]
 		}
 		if nick, _, _ := strings.Cut(e, "!"); nick != "" {
-			nick = strings.Clone(nick) // not a slice of the line
-			ch.members[n.fold(nick)] = &member{nick: nick, modes: modes}
+			ch.members.put(member{nick: nick, modes: modes}) // interned, not a slice of the line
 		}
 	}
 }
@@ -369,17 +362,16 @@ func (n *network) onPart(m *irc.Message) {
 
 // memberGone sends an unavailable presence for nick.
 func (n *network) memberGone(ch *channel, nick string, decorate func(*xmlel.Element), codes ...string) {
-	mem := ch.members[n.fold(nick)]
-	if mem == nil {
+	mem, ok := ch.members.remove(nick)
+	if !ok {
 		return
 	}
-	delete(ch.members, n.fold(nick))
 	if !ch.live() {
 		return
 	}
 	n.broadcast(ch, func(full string) *xmlel.Element {
 		p := stanza.Presence(ch.jid(n)+"/"+mem.nick, full, "unavailable")
-		p.Add(mucUserX(*mem, codes...))
+		p.Add(mucUserX(mem, codes...))
 		if decorate != nil {
 			decorate(p)
 		}
@@ -389,9 +381,9 @@ func (n *network) memberGone(ch *channel, nick string, decorate func(*xmlel.Elem
 
 // removeAll takes every resource out of ch (we were kicked or parted).
 func (n *network) removeAll(ch *channel, status string, codes ...string) {
-	me := member{nick: n.nick}
-	if m := ch.members[n.fold(n.nick)]; m != nil {
-		me = *m
+	me, ok := ch.members.get(n.nick)
+	if !ok {
+		me = member{nick: n.nick}
 	}
 	n.broadcast(ch, func(full string) *xmlel.Element {
 		p := stanza.Presence(ch.jid(n)+"/"+n.nick, full, "unavailable")
@@ -442,14 +434,13 @@ func (n *network) onKick(m *irc.Message) {
 		n.maybeClose()
 		return
 	}
-	mem := ch.members[n.fold(victim)]
-	if mem == nil {
+	mem, ok := ch.members.remove(victim)
+	if !ok {
 		return
 	}
-	delete(ch.members, n.fold(victim))
 	n.broadcast(ch, func(full string) *xmlel.Element {
 		p := stanza.Presence(ch.jid(n)+"/"+mem.nick, full, "unavailable")
-		x := mucUserX(*mem, "307")
+		x := mucUserX(mem, "307")
 		decorate(x)
 		return p.Add(x)
 	})
@@ -463,14 +454,13 @@ func (n *network) onNick(m *irc.Message) {
 		n.nick = nw
 	}
 	for _, ch := range n.chans {
-		mem := ch.members[n.fold(old)]
-		if mem == nil {
+		prev, ok := ch.members.remove(old)
+		if !ok {
 			continue
 		}
-		delete(ch.members, n.fold(old))
-		prev := *mem
+		mem := prev
 		mem.nick = nw
-		ch.members[n.fold(nw)] = mem
+		ch.members.put(mem)
 		if !ch.live() {
 			continue
 		}
@@ -496,7 +486,7 @@ func (n *network) onMode(ctx context.Context, m *irc.Message) {
 	}
 	args := m.Params[2:]
 	plus := true
-	changed := map[string]*member{}
+	changed := map[string]member{}
 	for _, c := range m.Params[1] {
 		switch {
 		case c == '+':
@@ -509,8 +499,8 @@ func (n *network) onMode(ctx context.Context, m *irc.Message) {
 			}
 			nick := args[0]
 			args = args[1:]
-			mem := ch.members[n.fold(nick)]
-			if mem == nil {
+			mem, ok := ch.members.get(nick)
+			if !ok {
 				break
 			}
 			if plus && !strings.ContainsRune(mem.modes, c) {
@@ -518,6 +508,7 @@ func (n *network) onMode(ctx context.Context, m *irc.Message) {
 			} else if !plus {
 				mem.modes = strings.ReplaceAll(mem.modes, string(c), "")
 			}
+			ch.members.put(mem)
 			changed[n.fold(nick)] = mem
 		case strings.ContainsRune("beIkfl", c) && (plus || strings.ContainsRune("beIk", c)):
 			if len(args) > 0 {
@@ -560,27 +551,25 @@ func (n *network) onTopic(ctx context.Context, ch *channel, by, topic string) {
 func (n *network) resync(ch *channel) {
 	if prev := n.prevNick; prev != "" && n.fold(prev) != n.fold(n.nick) {
 		// We came back under another nick: a nick change (303).
-		me := member{nick: prev}
-		if m := ch.before[n.fold(prev)]; m != nil {
-			me = *m
+		me, ok := ch.before.remove(prev)
+		if !ok {
+			me = member{nick: prev}
 		}
-		delete(ch.before, n.fold(prev))
 		n.broadcast(ch, func(full string) *xmlel.Element {
 			x := mucUserX(me, "303", "110")
 			x.Child(nsMUCUser, "item").SetAttr("nick", n.nick)
 			return stanza.Presence(ch.jid(n)+"/"+prev, full, "unavailable").Add(x)
 		})
 	}
-	for k, old := range ch.before {
-		if _, still := ch.members[k]; !still && k != n.fold(n.nick) {
-			gone := *old
+	for _, gone := range ch.before.all() {
+		if !ch.members.has(gone.nick) && compareFold(n.casemap, gone.nick, n.nick) != 0 {
 			n.broadcast(ch, func(full string) *xmlel.Element {
 				return stanza.Presence(ch.jid(n)+"/"+gone.nick, full, "unavailable").Add(mucUserX(gone))
 			})
 		}
 	}
-	for k, mem := range ch.members {
-		if old := ch.before[k]; old == nil || old.modes != mem.modes || old.nick != mem.nick {
+	for _, mem := range ch.members.all() {
+		if old, ok := ch.before.get(mem.nick); !ok || old.modes != mem.modes || old.nick != mem.nick {
 			n.broadcast(ch, func(full string) *xmlel.Element { return n.occupantPresence(ch, mem, full) })
 		}
 	}

@@ -293,7 +293,8 @@ func (n *network) scheduleReconnect(reason string) {
 	for _, ch := range n.chans {
 		ch.joinSent, ch.joined, ch.listing = false, false, false
 		if ch.before == nil && ch.namesDone {
-			ch.before = ch.members
+			before := ch.members.clone()
+			ch.before = &before
 		}
 	}
 	text := reason + "; reconnecting in " + d.Round(time.Second).String() + "."

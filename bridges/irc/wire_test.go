@@ -140,7 +140,7 @@ func FuzzIRCLine(f *testing.F) {
 				chantypes: "#&", prefixMode: "ov", prefixSym: "@+", chans: map[string]*channel{}}
 			b.sessionFor(testUser).nets[n.server] = n
 			ch := &channel{name: "#c", pending: map[string]string{}, resources: map[string]*resource{testUser + "/r": {nick: "nick"}},
-				joined: true, namesDone: true, members: map[string]*member{"nick": {nick: "nick"}, "bob": {nick: "bob"}}}
+				joined: true, namesDone: true, members: newRoster(caseRFC1459, member{nick: "nick"}, member{nick: "bob"})}
 			n.chans["#c"] = ch
 			n.handle(ctx, m)
 		})
