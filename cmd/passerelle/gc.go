@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"os"
 	"runtime/debug"
+	"runtime/metrics"
+	"time"
 )
 
 // defaultGCPercent is the garbage collector's target when GOGC is not
@@ -17,5 +20,64 @@ const defaultGCPercent = 25
 func tuneGC() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(defaultGCPercent)
+	}
+}
+
+// Memory given back when the gateway goes quiet. A burst of work (users
+// joining, a backlog delivered) grows the heap towards the collector's
+// goal and leaves glibc (SQLite) with freed blocks; Go's own scavenger
+// returns the free pages slowly, and glibc not at all. Once a second the
+// gateway looks at how much it allocated: after a second that allocated
+// more than idleAllocs, the first second that allocated less collects
+// the garbage and returns all free memory (debug.FreeOSMemory, then
+// malloc_trim). That is one collection per burst, never two in a row.
+const (
+	idleTick   = time.Second
+	idleAllocs = 256 << 10 // bytes allocated in a tick that still count as quiet
+)
+
+// idleWatch decides when to give memory back, from the total allocated
+// so far at each tick.
+type idleWatch struct {
+	last    uint64 // the total at the previous tick
+	pending bool   // a busy tick came since the last release
+}
+
+// tick reports whether to give memory back now.
+func (w *idleWatch) tick(total uint64) bool {
+	busy := total-w.last > idleAllocs
+	w.last = total
+	switch {
+	case busy:
+		w.pending = true
+	case w.pending:
+		w.pending = false
+		return true
+	}
+	return false
+}
+
+// releaseWhenIdle gives memory back after each burst of work, until ctx
+// is done.
+func releaseWhenIdle(ctx context.Context) {
+	t := time.NewTicker(idleTick)
+	defer t.Stop()
+	sample := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	total := func() uint64 {
+		metrics.Read(sample)
+		return sample[0].Value.Uint64()
+	}
+	w := idleWatch{last: total()}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if w.tick(total()) {
+			debug.FreeOSMemory()
+			trimMalloc()
+			w.last = total() // what the release allocated is not a burst
+		}
 	}
 }

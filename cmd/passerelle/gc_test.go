@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"runtime/debug"
+	"runtime/metrics"
 	"testing"
+	"time"
 )
 
 func TestTuneGC(t *testing.T) {
@@ -19,4 +22,65 @@ func TestTuneGC(t *testing.T) {
 	if got := debug.SetGCPercent(100); got != 100 {
 		t.Errorf("with GOGC=100: %d, want it left alone", got)
 	}
+}
+
+// TestIdleWatch: memory is given back once after each burst, at the
+// first quiet tick, and never while the gateway stays busy or stays quiet.
+func TestIdleWatch(t *testing.T) {
+	const burst, trickle = 4 * idleAllocs, idleAllocs / 4
+	var w idleWatch
+	var total uint64
+	for i, step := range []struct {
+		alloc   uint64
+		release bool
+	}{
+		{0, false},       // quiet from the start
+		{trickle, false}, // a trickle is quiet
+		{burst, false},   // busy
+		{burst, false},   // still busy
+		{trickle, true},  // the first quiet tick after the burst
+		{0, false},       // quiet: nothing more to give back
+		{trickle, false},
+		{burst, false},
+		{0, true}, // the second burst ends
+		{0, false},
+	} {
+		total += step.alloc
+		if got := w.tick(total); got != step.release {
+			t.Fatalf("tick %d (%d bytes allocated): release %v, want %v", i, step.alloc, got, step.release)
+		}
+	}
+}
+
+// TestReleaseWhenIdleGivesMemoryBack: after a burst of allocation, the
+// free heap is returned to the system within a few ticks.
+func TestReleaseWhenIdleGivesMemoryBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the idle ticks")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); releaseWhenIdle(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	released := func() uint64 {
+		s := []metrics.Sample{{Name: "/memory/classes/heap/released:bytes"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	time.Sleep(idleTick / 2) // between ticks
+	var keep [][]byte
+	for range 200 {
+		keep = append(keep, make([]byte, 64<<10)) // 12.5 MB within one tick
+	}
+	keep = nil
+	before := released()
+	deadline := time.Now().Add(5 * idleTick)
+	for released() < before+8<<20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("released %d bytes after the burst, want at least 8 MB", released()-before)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = keep
 }

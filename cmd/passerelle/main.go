@@ -119,6 +119,7 @@ func run() int {
 	log.Info("starting", "version", version(), "domains", cfg.Domains(), "xmpp", cfg.XMPPAddr, "allow", cfg.AllowDefault())
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	go releaseWhenIdle(runCtx)
 	var wg sync.WaitGroup
 	errs := make(chan error, len(comps))
 	for _, c := range comps {

@@ -22,5 +22,14 @@ __attribute__((constructor)) static void passerelle_limit_arenas(void) {
 	}
 #endif
 }
+
+static void passerelle_trim(void) {
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+}
 */
 import "C"
+
+// trimMalloc returns glibc's free memory to the system.
+func trimMalloc() { C.passerelle_trim() }
