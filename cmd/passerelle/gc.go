@@ -67,7 +67,9 @@ func releaseWhenIdle(ctx context.Context) {
 		metrics.Read(sample)
 		return sample[0].Value.Uint64()
 	}
-	w := idleWatch{last: total()}
+	// Start-up (loading the phone number metadata, migrations, the first
+	// connections) is the first burst.
+	w := idleWatch{last: total(), pending: true}
 	for {
 		select {
 		case <-ctx.Done():

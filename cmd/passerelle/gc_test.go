@@ -62,6 +62,7 @@ func TestReleaseWhenIdleGivesMemoryBack(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); releaseWhenIdle(ctx) }()
 	defer func() { cancel(); <-done }()
+	time.Sleep(idleTick + idleTick/2) // the release after start-up is done
 
 	released := func() uint64 {
 		s := []metrics.Sample{{Name: "/memory/classes/heap/released:bytes"}}
@@ -83,4 +84,16 @@ func TestReleaseWhenIdleGivesMemoryBack(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	_ = keep
+}
+
+// TestIdleWatchStartUp: the watch releaseWhenIdle starts with counts
+// start-up as a burst, so the first quiet tick gives its garbage back.
+func TestIdleWatchStartUp(t *testing.T) {
+	w := idleWatch{last: 1 << 30, pending: true}
+	if !w.tick(1<<30 + 1024) {
+		t.Fatal("no release at the first quiet tick after start-up")
+	}
+	if w.tick(1<<30 + 2048) {
+		t.Fatal("a second release without a burst")
+	}
 }
