@@ -20,11 +20,26 @@ package main
 //	                     ngircd's listen backlog is 10, so a burst of
 //	                     simultaneous connections can wait for a SYN
 //	                     retransmission, about 1 s)
-//	rss-KB/user          (VmRSS after the joins − VmRSS before the users
-//	                     configured the network) / N
+//	rss-KB/user          (VmRSS right after the joins − VmRSS before the
+//	                     users configured the network) / N; "before" is
+//	                     read once the gateway has been quiet for 4 s
 //	anon-KB/user         the same for RssAnon (without the file-backed pages,
 //	                     i.e. the executable's code paged in on first use)
-//	rss-KB               VmRSS after the joins
+//	settled-KB/user      the same as rss-KB/user with VmRSS read 4 s
+//	                     after the joins, once the gateway is quiet: what
+//	                     the users cost while they stay rather than while
+//	                     they arrive (Passerelle gives memory back after a
+//	                     burst; see gc.go)
+//	rss-KB               VmRSS right after the joins
+//	slope-KB/user        what each further user costs once n are in: the
+//	                     least-squares slope of settled VmRSS against the
+//	                     number of users, after the first n and after each
+//	                     of 4 more waves of 10 users (who configure and
+//	                     join like the first n, one wave at a time, and
+//	                     leave before the message phases). The one-time
+//	                     costs of the first users (runtime and database
+//	                     structures touched for the first time) stay out
+//	                     of it.
 //	cpu-µs/stanza        IRC→XMPP: gateway CPU / (N × M delivered stanzas)
 //	cpu-µs/msg           XMPP→IRC: gateway CPU / M messages, measured until
 //	                     the raw IRC client got all M and every user got
@@ -50,6 +65,9 @@ const (
 	benchChannel   = "#bench"
 	benchMessages  = 100 // M, per phase
 	benchWait      = 60 * time.Second
+	benchWave      = 10 // users per wave after the first n
+	benchWaves     = 4
+	benchSettle    = 4 * time.Second
 )
 
 func BenchmarkIRCGateway(b *testing.B) {
@@ -104,33 +122,64 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 	peer.send(b, "JOIN %s", benchChannel)
 	peer.take(b, benchWait, " 366 ", func(l string) bool { return strings.Contains(l, " 366 ") })
 
-	clients := make([]*harness.Client, n)
-	for i := range clients {
+	// The first n users join at once and then carry the message phases.
+	// benchWaves waves of benchWave more users join after them, one wave at
+	// a time, to measure what each further user costs; they leave again
+	// before the message phases.
+	all := make([]*harness.Client, n+benchWaves*benchWave)
+	for i := range all {
 		jid := fmt.Sprintf("u%d@localhost", i)
-		clients[i] = harness.Dial(b, srv.C2SAddr(), jid, srv.AddUser(b, jid), "bench")
+		all[i] = harness.Dial(b, srv.C2SAddr(), jid, srv.AddUser(b, jid), "bench")
+	}
+	clients, extra := all[:n], all[n:]
+	join := func(first int, cs []*harness.Client) (joinMS float64) {
+		for _, c := range cs {
+			configure(b, c)
+		}
+		t0 := time.Now()
+		for i, c := range cs {
+			c.Send(b, "<presence to='%s/u%d'>%s</presence>", harness.Esc(room), first+i, mucX())
+		}
+		for i, c := range cs {
+			c.Expect(b, benchWait, "self-presence", func(e *xmlel.Element) bool {
+				return harness.IsPresence(e) && e.Attr("from") == fmt.Sprintf("%s/u%d", room, first+i) &&
+					e.Attr("type") == "" && statusCodes(e)["110"]
+			})
+		}
+		joinMS = float64(time.Since(t0).Microseconds()) / 1000
+		// Every user's JOIN has reached the channel once the peer saw it.
+		for i := range cs {
+			prefix := fmt.Sprintf(":u%d!", first+i)
+			peer.take(b, benchWait, prefix+" JOIN", func(l string) bool { return strings.HasPrefix(l, prefix) && strings.Contains(l, " JOIN ") })
+		}
+		return joinMS
 	}
 
-	before := procMemKB(b, pid)
-	for _, c := range clients {
-		configure(b, c)
+	// settled is the memory once the gateway has had time to go quiet
+	// (and give back what a burst left over, for the gateways that do).
+	settled := func() procMem {
+		time.Sleep(benchSettle)
+		return procMemKB(b, pid)
 	}
-	t0 := time.Now()
-	for i, c := range clients {
-		c.Send(b, "<presence to='%s/u%d'>%s</presence>", harness.Esc(room), i, mucX())
+	before := settled()
+	joinMS := join(0, clients)
+	after := procMemKB(b, pid)
+	afterSettled := settled()
+	users, rss := []float64{float64(n)}, []float64{float64(afterSettled.rss)}
+	for w := range benchWaves {
+		first := n + w*benchWave
+		join(first, all[first:first+benchWave])
+		users, rss = append(users, float64(first+benchWave)), append(rss, float64(settled().rss))
 	}
-	for i, c := range clients {
-		c.Expect(b, benchWait, "self-presence", func(e *xmlel.Element) bool {
-			return harness.IsPresence(e) && e.Attr("from") == fmt.Sprintf("%s/u%d", room, i) &&
-				e.Attr("type") == "" && statusCodes(e)["110"]
+	for i, c := range extra {
+		c.Send(b, "<presence type='unavailable' to='%s/u%d'/>", harness.Esc(room), n+i)
+	}
+	for i := range extra {
+		prefix := fmt.Sprintf(":u%d!", n+i)
+		peer.take(b, benchWait, prefix+" PART or QUIT", func(l string) bool {
+			return strings.HasPrefix(l, prefix) && (strings.Contains(l, " PART ") || strings.Contains(l, " QUIT "))
 		})
 	}
-	joinMS := float64(time.Since(t0).Microseconds()) / 1000
-	// Every user's JOIN has reached the channel once the peer saw it.
-	for i := range clients {
-		prefix := fmt.Sprintf(":u%d!", i)
-		peer.take(b, benchWait, prefix, func(l string) bool { return strings.Contains(l, prefix) })
-	}
-	after := procMemKB(b, pid)
 
 	var ircToXMPP, xmppToIRC float64 // CPU seconds
 	b.StartTimer()
@@ -170,8 +219,27 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 	b.ReportMetric(float64(after.rss-before.rss)/float64(n), "rss-KB/user")
 	b.ReportMetric(float64(after.anon-before.anon)/float64(n), "anon-KB/user")
 	b.ReportMetric(float64(after.rss), "rss-KB")
+	b.ReportMetric(float64(afterSettled.rss-before.rss)/float64(n), "settled-KB/user")
+	b.ReportMetric(slope(users, rss), "slope-KB/user")
 	b.ReportMetric(ircToXMPP*1e6/float64(b.N*n*benchMessages), "cpu-µs/stanza")
 	b.ReportMetric(xmppToIRC*1e6/float64(b.N*benchMessages), "cpu-µs/msg")
+}
+
+// slope is the least-squares slope of y against x.
+func slope(x, y []float64) float64 {
+	var mx, my float64
+	for i := range x {
+		mx += x[i]
+		my += y[i]
+	}
+	mx /= float64(len(x))
+	my /= float64(len(y))
+	var sxy, sxx float64
+	for i := range x {
+		sxy += (x[i] - mx) * (y[i] - my)
+		sxx += (x[i] - mx) * (x[i] - mx)
+	}
+	return sxy / sxx
 }
 
 // benchConfigure runs the ad-hoc "configure" command of the IRC server
