@@ -26,7 +26,8 @@ func tuneGC() {
 // Memory given back when the gateway goes quiet. A burst of work (users
 // joining, a backlog delivered) grows the heap towards the collector's
 // goal and leaves glibc (SQLite) with freed blocks; Go's own scavenger
-// returns the free pages slowly, and glibc not at all. Once a second the
+// returns the free pages slowly, and glibc gives back only the top of an
+// arena, keeping the freed blocks inside it. Once a second the
 // gateway looks at how much it allocated: after a second that allocated
 // more than idleAllocs, the first second that allocated less collects
 // the garbage and returns all free memory (debug.FreeOSMemory, then
