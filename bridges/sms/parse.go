@@ -6,7 +6,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
+	"passerelle/component/xmlel"
 	"passerelle/mapping"
 )
 
@@ -66,7 +68,7 @@ func parseInbound(p url.Values, region string) (*Inbound, error) {
 			return nil, badWebhook("NumMedia %q", nm)
 		}
 		for i := range n {
-			u := strings.TrimSpace(p.Get("MediaUrl" + strconv.Itoa(i)))
+			u := escapeUnprintable(strings.TrimSpace(p.Get("MediaUrl" + strconv.Itoa(i))))
 			if !isHTTPURL(u) {
 				return nil, badWebhook("MediaUrl%d %q is not an http(s) URL", i, u)
 			}
@@ -93,6 +95,25 @@ func parseStatus(p url.Values) (*Status, error) {
 		return nil, badWebhook("status callback without MessageSid or MessageStatus")
 	}
 	return s, nil
+}
+
+// escapeUnprintable percent-encodes the bytes of s that XML cannot carry:
+// invalid UTF-8 and characters such as controls. The URL means the same,
+// and it reaches the user whole instead of with those bytes dropped.
+func escapeUnprintable(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if (r != utf8.RuneError || n > 1) && xmlel.ValidXMLChar(r) {
+			b.WriteString(s[i : i+n])
+		} else {
+			for _, c := range []byte(s[i : i+n]) {
+				fmt.Fprintf(&b, "%%%02X", c)
+			}
+		}
+		i += n
+	}
+	return b.String()
 }
 
 func isHTTPURL(s string) bool {

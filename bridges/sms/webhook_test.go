@@ -202,3 +202,18 @@ func TestEarlyStatusAppliedBySend(t *testing.T) {
 	tb.b.Handle(ctx, user(), st)
 	tb.h.wait(t, false, "receipt", func(e *xmlel.Element) bool { return e.Child(stanza.NSReceipts, "received").Attr("id") == "e1" })
 }
+
+// A media URL with bytes XML cannot carry reaches the user percent-encoded,
+// whole, in the body and in the XEP-0066 link.
+func TestInboundMediaURLEscaped(t *testing.T) {
+	tb := newTestBridge(t)
+	tb.inbound(t, smstest.InboundParams("SMu", peer, ownNumber, "", "http://m.test/\x89a\x01b?q=\xff#é"))
+	m := tb.h.wait(t, false, "the text", func(e *xmlel.Element) bool { return e.Attr("id") == "SMu" })
+	const want = "http://m.test/%89a%01b?q=%FF#é"
+	if b := m.ChildText("", "body"); b != want {
+		t.Errorf("body %q, want %q", b, want)
+	}
+	if xs := m.ChildrenNamed(stanza.NSOOB, "x"); len(xs) != 1 || xs[0].ChildText("", "url") != want {
+		t.Errorf("OOB: %s", m)
+	}
+}
