@@ -91,23 +91,42 @@ func (s *Store) EnqueueJob(ctx context.Context, domain, jid, kind string, payloa
 
 // DueJobs returns up to limit jobs of domain whose next try is not after t.
 func (s *Store) DueJobs(ctx context.Context, domain string, t time.Time, limit int) ([]Job, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, domain, jid, kind, payload, attempts, next_try, last_error, created
-		FROM jobs WHERE domain = ? AND next_try <= ? ORDER BY next_try, id LIMIT ?`, domain, t.UnixMilli(), limit)
+	return s.jobs(ctx, `SELECT `+jobColumns+` FROM jobs WHERE domain = ? AND next_try <= ? ORDER BY next_try, id LIMIT ?`,
+		domain, t.UnixMilli(), limit)
+}
+
+// UserJobs returns all the queued jobs of jid on domain, oldest first.
+func (s *Store) UserJobs(ctx context.Context, domain, jid string) ([]Job, error) {
+	return s.jobs(ctx, `SELECT `+jobColumns+` FROM jobs WHERE domain = ? AND jid = ? ORDER BY id`, domain, jid)
+}
+
+const jobColumns = `id, domain, jid, kind, payload, attempts, next_try, last_error, created`
+
+func (s *Store) jobs(ctx context.Context, query string, args ...any) ([]Job, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	var out []Job
 	for rows.Next() {
-		var j Job
-		var next, created int64
-		if err := rows.Scan(&j.ID, &j.Domain, &j.JID, &j.Kind, &j.Payload, &j.Attempts, &next, &j.LastError, &created); err != nil {
+		j, err := scanJob(rows)
+		if err != nil {
 			return nil, err
 		}
-		j.NextTry, j.Created = time.UnixMilli(next), time.Unix(created, 0)
-		out = append(out, j)
+		out = append(out, *j)
 	}
 	return out, rows.Err()
+}
+
+func scanJob(r interface{ Scan(...any) error }) (*Job, error) {
+	var j Job
+	var next, created int64
+	if err := r.Scan(&j.ID, &j.Domain, &j.JID, &j.Kind, &j.Payload, &j.Attempts, &next, &j.LastError, &created); err != nil {
+		return nil, err
+	}
+	j.NextTry, j.Created = time.UnixMilli(next), time.Unix(created, 0)
+	return &j, nil
 }
 
 // NextJobTime returns when the earliest job of domain is due (ok false: none).
@@ -127,6 +146,12 @@ func (s *Store) RetryJob(ctx context.Context, id int64, next time.Time, lastErr 
 	return err
 }
 
+// DelayJob moves a job's next try to next without counting an attempt.
+func (s *Store) DelayJob(ctx context.Context, id int64, next time.Time) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE jobs SET next_try = ? WHERE id = ?`, next.UnixMilli(), id)
+	return err
+}
+
 // DeleteJob removes a job (done, or failed for good).
 func (s *Store) DeleteJob(ctx context.Context, id int64) error {
 	_, err := s.db.ExecContext(ctx, `DELETE FROM jobs WHERE id = ?`, id)
@@ -135,18 +160,11 @@ func (s *Store) DeleteJob(ctx context.Context, id int64) error {
 
 // GetJob returns one job, or ErrNotFound.
 func (s *Store) GetJob(ctx context.Context, id int64) (*Job, error) {
-	var j Job
-	var next, created int64
-	err := s.db.QueryRowContext(ctx, `SELECT id, domain, jid, kind, payload, attempts, next_try, last_error, created FROM jobs WHERE id = ?`, id).
-		Scan(&j.ID, &j.Domain, &j.JID, &j.Kind, &j.Payload, &j.Attempts, &next, &j.LastError, &created)
+	j, err := scanJob(s.db.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
-	if err != nil {
-		return nil, err
-	}
-	j.NextTry, j.Created = time.UnixMilli(next), time.Unix(created, 0)
-	return &j, nil
+	return j, err
 }
 
 // CountJobs returns the number of queued jobs of domain.

@@ -159,9 +159,28 @@ func TestOutboxAndJobs(t *testing.T) {
 	if !ok || next.Before(time.Now().Add(50*time.Minute)) {
 		t.Fatalf("next = %v %v", next, ok)
 	}
+	// Delaying moves the next try without counting an attempt.
+	at := time.Now().Add(2 * time.Hour).Truncate(time.Millisecond)
+	if err := s.DelayJob(ctx, id, at); err != nil {
+		t.Fatal(err)
+	}
+	if j, _ := s.GetJob(ctx, id); j.Attempts != 1 || !j.NextTry.Equal(at) || j.LastError != "451 busy" {
+		t.Fatalf("delayed job = %+v", j)
+	}
+	// A user's jobs, due or not, oldest first; nobody else's.
+	id2, _ := s.EnqueueJob(ctx, "d", "u@x", "sms", []byte(`{"n":2}`))
+	s.EnqueueJob(ctx, "d", "v@x", "sms", []byte(`{}`))
+	s.EnqueueJob(ctx, "e", "u@x", "sms", []byte(`{}`))
+	if js, err := s.UserJobs(ctx, "d", "u@x"); err != nil || len(js) != 2 || js[0].ID != id || js[1].ID != id2 ||
+		string(js[1].Payload) != `{"n":2}` || js[1].JID != "u@x" || js[1].Domain != "d" {
+		t.Fatalf("user jobs = %+v %v", js, err)
+	}
 	s.DeleteJob(ctx, id)
 	if _, err := s.GetJob(ctx, id); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("deleted job: %v", err)
+	}
+	if js, _ := s.UserJobs(ctx, "d", "nobody@x"); len(js) != 0 {
+		t.Fatalf("jobs of nobody = %+v", js)
 	}
 }
 
