@@ -169,3 +169,95 @@ func TestExcerpt(t *testing.T) {
 		}
 	}
 }
+
+// queueParts queues a user's message to peer that becomes parts texts and
+// returns their jobs.
+func queueParts(t *testing.T, b *Bridge, h *fakeHost, id, body string, parts int) []store.Job {
+	t.Helper()
+	ctx := context.Background()
+	b.handleMessage(ctx, user(), stanza.Message(userFull, peer+"@"+testDomain, "chat", id, body))
+	jobs, err := h.st.DueJobs(ctx, testDomain, time.Now().Add(time.Hour), 20)
+	if err != nil || len(jobs) != parts {
+		t.Fatalf("%d jobs queued (%v), want %d", len(jobs), err, parts)
+	}
+	return jobs
+}
+
+// A part failing for 24 hours takes the later ones with it, in one report.
+func TestMultipartExpired(t *testing.T) {
+	ctx := context.Background()
+	p := smstest.Start(t, testSID, testToken)
+	b, h := idleBridge(t, p.URL())
+	jobs := queueParts(t, b, h, "old3", threeParts, 3)
+	p.Respond(503)
+	jobs[0].Created = time.Now().Add(-maxAge - time.Minute)
+	if !b.send(ctx, jobs[0]) {
+		t.Error("send did not say it removed the later parts")
+	}
+	failureReport(t, h, "old3", "remote-server-timeout", "(part 1 of 3) could not be sent for 24 hours", "None of its 3 parts was sent.")
+	for _, j := range jobs {
+		jobGone(t, h, j.ID)
+	}
+	if n := len(p.Requests()); n != 1 {
+		t.Errorf("%d requests, want 1", n)
+	}
+}
+
+// A later part whose earlier ones cannot be looked up is not sent: it is
+// tried again later. On shutdown it stays as it was.
+func TestMultipartQueueUnreadable(t *testing.T) {
+	ctx := context.Background()
+	p := smstest.Start(t, testSID, testToken)
+	b, h := idleBridge(t, p.URL())
+	jobs := queueParts(t, b, h, "q3", threeParts, 3)
+	// A row the store cannot read back.
+	if _, err := h.st.DB().Exec(`UPDATE jobs SET created = 'yesterday' WHERE id = ?`, jobs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if b.send(ctx, jobs[1]) {
+		t.Error("send removed jobs")
+	}
+	if n := len(p.Requests()); n != 0 {
+		t.Errorf("%d requests, want none", n)
+	}
+	got, err := h.st.GetJob(ctx, jobs[1].ID)
+	if err != nil || got.Attempts != 1 || !got.NextTry.After(jobs[1].NextTry) || got.LastError == "" {
+		t.Errorf("part 2 after an unreadable queue: %+v %v", got, err)
+	}
+	stop, cancel := context.WithCancel(ctx)
+	cancel()
+	b.send(stop, *got)
+	if again, err := h.st.GetJob(ctx, jobs[1].ID); err != nil || again.Attempts != 1 || len(p.Requests()) != 0 {
+		t.Errorf("part 2 after a send on shutdown: %+v %v, %d requests", again, err, len(p.Requests()))
+	}
+}
+
+// When the report of a refused part cannot be queued, nothing is dropped:
+// the part is tried again later, and the report then covers the rest.
+func TestMultipartReportFails(t *testing.T) {
+	ctx := context.Background()
+	p := smstest.Start(t, testSID, testToken)
+	b, h := idleBridge(t, p.URL())
+	jobs := queueParts(t, b, h, "rf3", threeParts, 3)
+	h.setFailSend(errors.New("disk full"))
+	p.Respond(400)
+	if b.send(ctx, jobs[0]) {
+		t.Error("send removed jobs without reporting")
+	}
+	for _, j := range jobs {
+		if _, err := h.st.GetJob(ctx, j.ID); err != nil {
+			t.Fatalf("part %d gone after a failed report: %v", j.ID, err)
+		}
+	}
+	h.setFailSend(nil)
+	p.Respond(400)
+	again, err := h.st.GetJob(ctx, jobs[0].ID)
+	if err != nil || again.Attempts != 1 {
+		t.Fatalf("part 1 after a failed report: %+v %v", again, err)
+	}
+	b.send(ctx, *again)
+	failureReport(t, h, "rf3", "not-acceptable", "(part 1 of 3) was refused", "None of its 3 parts was sent.")
+	for _, j := range jobs {
+		jobGone(t, h, j.ID)
+	}
+}

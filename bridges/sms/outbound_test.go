@@ -231,3 +231,82 @@ func TestMultipartStatus(t *testing.T) {
 		}
 	}
 }
+
+// threeParts is a body that becomes three texts: a…, b…, c.
+var threeParts = strings.Repeat("a", maxTextChars) + strings.Repeat("b", maxTextChars) + "c"
+
+// bodiesSent lists the first letter of each text the provider accepted, in
+// the order it received them.
+func bodiesSent(p *smstest.Provider) string {
+	var s string
+	for _, r := range p.Requests() {
+		if r.SID != "" {
+			s += r.Body()[:1]
+		}
+	}
+	return s
+}
+
+func TestMultipartInOrder(t *testing.T) {
+	tb := newTestBridge(t)
+	// The first part fails twice for a while; the others wait for it.
+	tb.p.Respond(503, 500)
+	tb.b.Handle(context.Background(), user(), stanza.Message(userFull, peer+"@"+testDomain, "chat", "ord", threeParts))
+	waitNoJobs(t, tb)
+	if got := bodiesSent(tb.p); got != "abc" {
+		t.Errorf("parts sent in the order %q", got)
+	}
+	if n := len(tb.p.Requests()); n != 5 {
+		t.Errorf("%d requests, want 5", n)
+	}
+	for _, m := range tb.h.allMessages() {
+		if m.Attr("type") == "error" {
+			t.Errorf("error for a text sent after retries: %s", m)
+		}
+	}
+}
+
+func TestMultipartRefused(t *testing.T) {
+	tb := newTestBridge(t)
+	ctx := context.Background()
+	errors := func(id string) int {
+		n := 0
+		for _, m := range tb.h.allMessages() {
+			if errorFor(id)(m) {
+				n++
+			}
+		}
+		return n
+	}
+	// The first part refused: the others are not sent, and one report
+	// says so.
+	tb.p.Respond(400)
+	tb.b.Handle(ctx, user(), stanza.Message(userFull, peer+"@"+testDomain, "chat", "none", threeParts))
+	failureReport(t, tb.h, "none", "not-acceptable", "(part 1 of 3) was refused", "None of its 3 parts was sent.", "Your message: “aaa")
+	waitNoJobs(t, tb)
+	if n := len(tb.p.Requests()); n != 1 {
+		t.Errorf("%d requests after a refused first part, want 1", n)
+	}
+	if n := errors("none"); n != 1 {
+		t.Errorf("%d errors for one refused message", n)
+	}
+	// The second part refused: the first went out, the third does not.
+	tb.p.Respond(201, 400)
+	tb.b.Handle(ctx, user(), stanza.Message(userFull, peer+"@"+testDomain, "chat", "one", threeParts))
+	failureReport(t, tb.h, "one", "not-acceptable", "(part 2 of 3) was refused", "Of its 3 parts, only the first was sent.", "Your message: “bbb")
+	waitNoJobs(t, tb)
+	if got := bodiesSent(tb.p); got != "a" {
+		t.Errorf("texts sent: %q", got)
+	}
+	if n := errors("one"); n != 1 {
+		t.Errorf("%d errors for one refused message", n)
+	}
+	// The last part refused after the first two went out.
+	tb.p.Respond(201, 201, 400)
+	tb.b.Handle(ctx, user(), stanza.Message(userFull, peer+"@"+testDomain, "chat", "two", threeParts))
+	failureReport(t, tb.h, "two", "not-acceptable", "(part 3 of 3) was refused", "only the first 2 were sent.")
+	waitNoJobs(t, tb)
+	if got := bodiesSent(tb.p); got != "aab" {
+		t.Errorf("texts sent: %q", got)
+	}
+}

@@ -1,9 +1,11 @@
 package sms
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,13 +31,17 @@ func (b *Bridge) worker(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			log.Error("cannot read the SMS queue", "err", err)
 		}
+		again := len(jobs) == batchSize
 		for _, j := range jobs {
 			if ctx.Err() != nil {
 				return
 			}
-			b.send(ctx, j)
+			if b.send(ctx, j) {
+				again = true // jobs of this batch are gone: read the queue again
+				break
+			}
 		}
-		if len(jobs) == batchSize {
+		if again {
 			continue
 		}
 		wait := time.Hour
@@ -59,19 +65,34 @@ func (b *Bridge) worker(ctx context.Context) {
 
 // send hands one queued text to the provider: done, retried later, or
 // failed for good (refused, or still failing maxAge after it was queued):
-// reported to the sender.
-func (b *Bridge) send(ctx context.Context, j store.Job) {
+// reported to the sender. It reports whether it removed other jobs (the
+// later parts of a failed message).
+func (b *Bridge) send(ctx context.Context, j store.Job) bool {
 	st, log := b.host.Store(), b.host.Log()
 	var t job
 	if err := json.Unmarshal(j.Payload, &t); err != nil || j.Kind != jobKind {
 		log.Error("dropping an unreadable SMS job", "id", j.ID, "kind", j.Kind, "err", err)
 		st.DeleteJob(ctx, j.ID)
-		return
+		return false
+	}
+	if t.Part > 1 {
+		// The parts of a message go out in order: this one waits while an
+		// earlier one is queued for a retry.
+		if earlier, err := b.otherParts(ctx, j, t, -1); err != nil {
+			if ctx.Err() == nil {
+				log.Error("cannot read the SMS queue", "err", err)
+				st.RetryJob(ctx, j.ID, time.Now().Add(b.backoff(j.Attempts)), err.Error())
+			}
+			return false
+		} else if len(earlier) > 0 {
+			st.DelayJob(ctx, j.ID, earlier[0].NextTry)
+			return false
+		}
 	}
 	sid, err := b.provider.Send(ctx, Text{From: t.From, To: t.To, Body: t.Body, Media: t.Media,
 		StatusCallback: b.statusCallback()})
 	if ctx.Err() != nil {
-		return // shutting down: the job stays queued
+		return false // shutting down: the job stays queued
 	}
 	switch {
 	case err == nil:
@@ -111,22 +132,58 @@ func (b *Bridge) send(ctx context.Context, j store.Job) {
 		} else {
 			log.Info("the provider refused a text", "user", stanza.Bare(t.User), "to", t.To, "err", err)
 		}
-		if err := b.failed(ctx, t, err, expired); err != nil {
-			log.Error("cannot report a failed text; will retry", "id", j.ID, "err", err)
-			st.RetryJob(ctx, j.ID, time.Now().Add(b.backoff(j.Attempts)), err.Error())
-			return
+		// The later parts of the message are not sent either: one report
+		// covers them.
+		later, lerr := b.otherParts(ctx, j, t, +1)
+		if lerr == nil {
+			lerr = b.failed(ctx, t, err, expired, t.Parts-1-len(later))
 		}
-		if err := st.DeleteJob(ctx, j.ID); err != nil {
-			log.Error("cannot remove a failed text from the queue", "id", j.ID, "err", err)
+		if lerr != nil {
+			log.Error("cannot report a failed text; will retry", "id", j.ID, "err", lerr)
+			st.RetryJob(ctx, j.ID, time.Now().Add(b.backoff(j.Attempts)), err.Error())
+			return false
+		}
+		for _, l := range append(later, j) {
+			if err := st.DeleteJob(ctx, l.ID); err != nil {
+				log.Error("cannot remove a failed text from the queue", "id", l.ID, "err", err)
+			}
+		}
+		return len(later) > 0
+	}
+	return false
+}
+
+// otherParts returns the queued jobs of the same message as t (job j):
+// the earlier parts when dir < 0, the later ones when dir > 0, in order.
+func (b *Bridge) otherParts(ctx context.Context, j store.Job, t job, dir int) ([]store.Job, error) {
+	if t.Parts < 2 {
+		return nil, nil
+	}
+	jobs, err := b.host.Store().UserJobs(ctx, b.host.Domain(), j.JID)
+	if err != nil {
+		return nil, err
+	}
+	var out []store.Job
+	for _, o := range jobs {
+		var ot job
+		if o.ID == j.ID || o.Kind != jobKind || json.Unmarshal(o.Payload, &ot) != nil ||
+			ot.User != t.User || ot.ID != t.ID || ot.To != t.To || ot.Parts != t.Parts {
+			continue
+		}
+		if (dir < 0 && ot.Part < t.Part) || (dir > 0 && ot.Part > t.Part) {
+			out = append(out, o)
 		}
 	}
+	slices.SortStableFunc(out, func(a, b store.Job) int { return cmp.Compare(a.NextTry.UnixMilli(), b.NextTry.UnixMilli()) })
+	return out, nil
 }
 
 // failed reports a text that will not be sent: refused by the provider, or
 // still failing temporarily maxAge after it was queued (expired). The
 // sender gets an error stanza and, since this comes late, a notice at its
-// bare JID (bridges.ReportFailure).
-func (b *Bridge) failed(ctx context.Context, t job, err error, expired bool) error {
+// bare JID (bridges.ReportFailure). For a part of a longer message, sent
+// says how many of its parts went out.
+func (b *Bridge) failed(ctx context.Context, t job, err error, expired bool, sent int) error {
 	what := "The text to " + t.To
 	if t.Parts > 1 {
 		what += " (part " + itoa(t.Part) + " of " + itoa(t.Parts) + ")"
@@ -149,6 +206,15 @@ func (b *Bridge) failed(ctx context.Context, t job, err error, expired bool) err
 	}
 	if !strings.HasSuffix(text, ".") {
 		text += "."
+	}
+	switch {
+	case t.Parts < 2:
+	case sent <= 0:
+		text += " None of its " + itoa(t.Parts) + " parts was sent."
+	case sent == 1:
+		text += " Of its " + itoa(t.Parts) + " parts, only the first was sent."
+	default:
+		text += " Of its " + itoa(t.Parts) + " parts, only the first " + itoa(sent) + " were sent."
 	}
 	e := stanza.Errorf(cond, text)
 	e.Type = "cancel"
