@@ -77,7 +77,7 @@ func startMemIMAPTLS(t testing.TB, serverTLS, clientTLS *tls.Config) *memIMAP {
 func (m *memIMAP) serve(ln net.Listener) {
 	m.srv = imapserver.New(&imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return m.mem.NewSession(), nil, nil
+			return flushingSession{m.mem.NewSession()}, nil, nil
 		},
 		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}},
 		InsecureAuth: m.serverTLS == nil,
@@ -85,6 +85,28 @@ func (m *memIMAP) serve(ln net.Listener) {
 		Logger:       log.New(io.Discard, "", 0),
 	})
 	go m.srv.Serve(trackingListener{ln, m})
+}
+
+// flushingSession is a memory-server session whose IDLE reports changes
+// within 20 ms, including those made just before it began, as real servers
+// do. The memory server alone holds back a change made between a
+// command and IDLE until the next change, leaving a watcher waiting for
+// its next renewal.
+type flushingSession struct{ imapserver.Session }
+
+func (s flushingSession) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if err := s.Poll(w, true); err != nil {
+			return err
+		}
+		select {
+		case <-stop:
+			return nil
+		case <-t.C:
+		}
+	}
 }
 
 func (m *memIMAP) stop() {
