@@ -644,8 +644,21 @@ func TestIRC(t *testing.T) {
 		alice.Send(t, "<presence to='%s/alice2' type='unavailable'/>", harness.Esc(room))
 		alice.Expect(t, wait, "self unavailable", occupant(room+"/alice2", "unavailable", "110"))
 		bob.expect(t, "PART #go")
+		// The connection quits with the last channel: the QUIT follows the
+		// PART, so wait until the server no longer knows alice2.
+		deadline := time.Now().Add(wait)
+		for {
+			bob.send(t, "ISON alice2")
+			if l := bob.expect(t, " 303 "); !strings.Contains(l, "alice2") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("alice2 still connected %v after leaving its last channel", wait)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 		bob.send(t, "PRIVMSG alice2 :are you there")
-		bob.expect(t, "401") // the connection quit with the last channel
+		bob.expect(t, "401")
 	})
 
 	t.Run("persistent channel and history", func(t *testing.T) {
