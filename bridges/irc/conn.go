@@ -146,6 +146,7 @@ type conn struct {
 	writing bool        // a goroutine is draining
 	timer   *time.Timer // waiting for a token
 	stopped bool
+	werr    error // the write that failed and stopped the connection
 }
 
 const prioSize = 16
@@ -165,6 +166,14 @@ func (c *conn) run(deliver func(*irc.Message), closed func(error)) {
 		err := c.read(deliver)
 		c.close("")
 		<-c.done
+		c.mu.Lock()
+		werr := c.werr
+		c.mu.Unlock()
+		if werr != nil && (errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe)) {
+			// The reader ended because a failed write closed the
+			// connection: that write's error is the reason.
+			err = werr
+		}
 		closed(err)
 	}()
 }
@@ -361,8 +370,12 @@ func (c *conn) drain() {
 		ok := true
 		if l != "" {
 			c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-			_, err := io.WriteString(c.nc, l+"\r\n")
-			ok = err == nil
+			if _, err := io.WriteString(c.nc, l+"\r\n"); err != nil {
+				ok = false
+				c.mu.Lock()
+				c.werr = err
+				c.mu.Unlock()
+			}
 		}
 		if !ok || step == stepLast {
 			c.stop()

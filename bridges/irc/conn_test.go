@@ -138,3 +138,31 @@ func TestConnQuitDuringThrottle(t *testing.T) {
 		t.Fatalf("after the burst: %q", got)
 	}
 }
+
+// failingWrites is a connection whose writes fail.
+type failingWrites struct{ net.Conn }
+
+func (failingWrites) Write([]byte) (int, error) {
+	return 0, errors.New("write: connection reset by peer")
+}
+
+// A failed write stops the connection, and the reason given is that
+// write's error, not the reader's "closed connection".
+func TestConnWriteFailureIsTheReason(t *testing.T) {
+	client, server := net.Pipe()
+	defer server.Close()
+	c := newConn(failingWrites{client}, false, 1000)
+	reason := make(chan error, 1)
+	c.run(func(*irc.Message) {}, func(err error) { reason <- err })
+	if err := c.send("NICK x"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-reason:
+		if err == nil || !strings.Contains(err.Error(), "connection reset by peer") {
+			t.Fatalf("reason %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection did not stop after its write failed")
+	}
+}
