@@ -2,6 +2,7 @@ package irc
 
 import (
 	"context"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -516,4 +517,59 @@ func TestRekeyWhileWriting(t *testing.T) {
 		"u0@example.org #a{b u1@example.org #a{b u2@example.org #a{b u3@example.org #a{b" {
 		t.Errorf("rows: %q", got)
 	}
+}
+
+// restartWithPersistent starts a bridge that finds the persistent channel
+// #keep of the test user on a server at port.
+func restartWithPersistent(t *testing.T, f *fakeIRC, port int) *fixture {
+	t.Helper()
+	fx := &fixture{h: newFakeHost(t), f: f}
+	cfg := defaultNetConfig()
+	cfg.Ports, cfg.TLSPorts = []int{port}, nil
+	b := New(Options{AllowPrivate: true})
+	b.host = fx.h
+	if err := b.saveNetConfig(context.Background(), testUser, "localhost", cfg); err != nil {
+		t.Fatal(err)
+	}
+	fx.exec(t, `INSERT INTO irc_channels (jid, server, channel, name, nick, persistent) VALUES (?, 'localhost', '#keep', '#keep', 'nick', 1)`, testUser)
+	fx.start(t)
+	return fx
+}
+
+// After a restart, a connection lost before the persistent channels are
+// back is tried again: they are not given up.
+func TestRestoreRetriesLostConnection(t *testing.T) {
+	f := newFakeIRC(t)
+	fx := restartWithPersistent(t, f, f.port())
+	f.expect(t, "USER")
+	f.drop()
+	f.closed(t)
+	fx.h.expect(t, "status line", statusMessage("reconnecting"))
+	f.expect(t, "USER")
+	fx.register(t, "")
+	f.expect(t, "JOIN #keep")
+}
+
+// After a restart, an IRC server that cannot be reached is tried again.
+func TestRestoreRetriesUnreachableServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close() // nothing listens there now
+	fx := restartWithPersistent(t, nil, port)
+	fx.h.expect(t, "status line", statusMessage("reconnecting"))
+}
+
+// After a restart, our nick may still be held by the connection before
+// it: another one is taken rather than giving the channels up.
+func TestRestoreTakesAnotherNick(t *testing.T) {
+	f := newFakeIRC(t)
+	restartWithPersistent(t, f, f.port())
+	f.expect(t, "USER")
+	f.send(t, ":srv CAP * LS :", ":srv 433 * nick :Nickname is already in use")
+	f.expect(t, "NICK nick_")
+	f.send(t, ":srv 001 nick_ :Welcome")
+	f.expect(t, "JOIN #keep")
 }

@@ -231,9 +231,10 @@ func (n *network) isupport(m *irc.Message) {
 // 465 (banned), SASL failures.
 func (n *network) registrationError(m *irc.Message) {
 	text := m.Trailing()
-	if (m.Command == "433" || m.Command == "436") && n.hasJoined() && n.nickTries < 3 {
-		// Reconnecting while our old connection may still be there: take
-		// another nick rather than leave every room.
+	if (m.Command == "433" || m.Command == "436") && n.keepsTrying() && n.nickTries < 3 {
+		// Reconnecting, or rejoining persistent channels after a restart,
+		// while our old connection may still be there: take another nick
+		// rather than leave every room.
 		n.nickTries++
 		n.nick += "_"
 		n.send("NICK", n.nick)

@@ -110,7 +110,7 @@ func (b *Bridge) connect(n *network) {
 			if err != nil {
 				b.host.Log().Info("irc connection failed", "user", user, "server", server, "err", err)
 				var ce *connError
-				if n.hasJoined() && !(errors.As(err, &ce) && ce.permanent) {
+				if n.keepsTrying() && !(errors.As(err, &ce) && ce.permanent) {
 					n.scheduleReconnect("Cannot connect to " + server + ": " + err.Error())
 					return
 				}
@@ -253,7 +253,7 @@ func (n *network) lost(err error) {
 		reason += ": " + err.Error()
 	}
 	n.b.host.Log().Info("irc connection lost", "user", n.user, "server", n.server, "err", err)
-	if !n.hasJoined() {
+	if !n.keepsTrying() {
 		n.status(n.b.ctx, reason)
 		n.fail(reason)
 		return
@@ -261,10 +261,13 @@ func (n *network) lost(err error) {
 	n.scheduleReconnect(reason)
 }
 
-// hasJoined reports whether some resource is in a room of this network.
-func (n *network) hasJoined() bool {
+// keepsTrying reports whether the network has rooms to keep through
+// connection failures: some resource is in one, or a persistent channel
+// is to be (re)joined, as after a restart. Without, a failure ends the
+// network and the pending joins get the error.
+func (n *network) keepsTrying() bool {
 	for _, ch := range n.chans {
-		if ch.namesDone {
+		if ch.namesDone || ch.settings.Persistent {
 			return true
 		}
 	}
