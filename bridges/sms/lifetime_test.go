@@ -261,3 +261,25 @@ func TestMultipartReportFails(t *testing.T) {
 		jobGone(t, h, j.ID)
 	}
 }
+
+// A later part that cannot be put behind an earlier one still waits for
+// it: it is not sent.
+func TestMultipartDelayFails(t *testing.T) {
+	ctx := context.Background()
+	p := smstest.Start(t, testSID, testToken)
+	b, h := idleBridge(t, p.URL())
+	jobs := queueParts(t, b, h, "d3", threeParts, 3)
+	if err := h.st.RetryJob(ctx, jobs[0].ID, time.Now().Add(time.Hour), "503"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.st.DB().Exec(`CREATE TRIGGER sabotage BEFORE UPDATE ON jobs BEGIN SELECT RAISE(ABORT, 'refused'); END`); err != nil {
+		t.Fatal(err)
+	}
+	b.send(ctx, jobs[1])
+	if n := len(p.Requests()); n != 0 {
+		t.Errorf("%d requests, want none", n)
+	}
+	if got, err := h.st.GetJob(ctx, jobs[1].ID); err != nil || !got.NextTry.Equal(jobs[1].NextTry) {
+		t.Errorf("part 2 after a failed delay: %+v %v", got, err)
+	}
+}

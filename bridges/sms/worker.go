@@ -85,7 +85,9 @@ func (b *Bridge) send(ctx context.Context, j store.Job) bool {
 			}
 			return false
 		} else if len(earlier) > 0 {
-			st.DelayJob(ctx, j.ID, earlier[0].NextTry)
+			if err := st.DelayJob(ctx, j.ID, earlier[0].NextTry); err != nil {
+				log.Error("cannot reschedule a text", "id", j.ID, "err", err)
+			}
 			return false
 		}
 	}
