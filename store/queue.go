@@ -89,6 +89,27 @@ func (s *Store) EnqueueJob(ctx context.Context, domain, jid, kind string, payloa
 	return res.LastInsertId()
 }
 
+// EnqueueJobs stores several jobs due now in one transaction: all of them
+// or none, and nobody sees some without the others.
+func (s *Store) EnqueueJobs(ctx context.Context, domain, jid, kind string, payloads [][]byte) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("failed to queue jobs: %w", err)
+	}
+	defer tx.Rollback()
+	t := time.Now()
+	for _, p := range payloads {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO jobs (domain, jid, kind, payload, next_try, created) VALUES (?, ?, ?, ?, ?, ?)`,
+			domain, jid, kind, p, t.UnixMilli(), t.Unix()); err != nil {
+			return fmt.Errorf("failed to queue jobs: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("failed to queue jobs: %w", err)
+	}
+	return nil
+}
+
 // DueJobs returns up to limit jobs of domain whose next try is not after t.
 func (s *Store) DueJobs(ctx context.Context, domain string, t time.Time, limit int) ([]Job, error) {
 	return s.jobs(ctx, `SELECT `+jobColumns+` FROM jobs WHERE domain = ? AND next_try <= ? ORDER BY next_try, id LIMIT ?`,

@@ -182,6 +182,24 @@ func TestOutboxAndJobs(t *testing.T) {
 	if js, _ := s.UserJobs(ctx, "d", "nobody@x"); len(js) != 0 {
 		t.Fatalf("jobs of nobody = %+v", js)
 	}
+
+	// Several jobs at once: in order, all due now; or none of them.
+	if err := s.EnqueueJobs(ctx, "d", "w@x", "sms", [][]byte{[]byte("1"), []byte("2")}); err != nil {
+		t.Fatal(err)
+	}
+	if js, err := s.UserJobs(ctx, "d", "w@x"); err != nil || len(js) != 2 || string(js[0].Payload) != "1" || string(js[1].Payload) != "2" ||
+		js[0].NextTry.After(time.Now()) || js[1].Kind != "sms" {
+		t.Fatalf("jobs queued together = %+v %v", js, err)
+	}
+	if _, err := s.DB().Exec(`CREATE TRIGGER sabotage BEFORE INSERT ON jobs WHEN CAST(NEW.payload AS TEXT) = 'bad' BEGIN SELECT RAISE(ABORT, 'refused'); END`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnqueueJobs(ctx, "d", "z@x", "sms", [][]byte{[]byte("ok"), []byte("bad")}); err == nil {
+		t.Fatal("queued a job the database refused")
+	}
+	if js, _ := s.UserJobs(ctx, "d", "z@x"); len(js) != 0 {
+		t.Fatalf("part of a refused batch queued: %+v", js)
+	}
 }
 
 func TestIdentityAndMessageIDs(t *testing.T) {
