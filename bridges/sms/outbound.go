@@ -106,25 +106,19 @@ func (b *Bridge) handleMessage(ctx context.Context, u *bridges.User, st *xmlel.E
 	if id == "" {
 		id = stanza.NewID()
 	}
+	// All the parts at once: the worker never sees a message half queued.
+	payloads := make([][]byte, len(parts))
 	for i, p := range parts {
 		j := job{User: u.Full, From: from, To: to, Body: p, ID: id, Receipt: receipt, Part: i + 1, Parts: len(parts)}
 		if i == 0 {
 			j.Media = media
 		}
-		payload, err := json.Marshal(j)
-		if err == nil {
-			_, err = b.host.Store().EnqueueJob(ctx, b.host.Domain(), u.JID, jobKind, payload)
-		}
-		if err != nil {
-			b.host.Log().Error("cannot queue a text", "user", u.JID, "to", to, "err", err)
-			text := "The gateway cannot queue the text."
-			if i > 0 {
-				text = "The gateway could queue only the first " + itoa(i) + " of " + itoa(len(parts)) + " parts of the text."
-			}
-			bridges.Refuse(b.host, st, stanza.Errorf("internal-server-error", text))
-			b.wakeWorker()
-			return
-		}
+		payloads[i], _ = json.Marshal(j) // strings, bools and ints only: cannot fail
+	}
+	if err := b.host.Store().EnqueueJobs(ctx, b.host.Domain(), u.JID, jobKind, payloads); err != nil {
+		b.host.Log().Error("cannot queue a text", "user", u.JID, "to", to, "err", err)
+		bridges.Refuse(b.host, st, stanza.Errorf("internal-server-error", "The gateway cannot queue the text."))
+		return
 	}
 	b.host.Log().Debug("queued a text", "user", u.JID, "to", to, "parts", len(parts), "media", len(media))
 	b.wakeWorker()

@@ -310,3 +310,22 @@ func TestMultipartRefused(t *testing.T) {
 		t.Errorf("texts sent: %q", got)
 	}
 }
+
+// A message that cannot be queued is refused whole: no part of it waits.
+func TestOutboundNotQueued(t *testing.T) {
+	tb := newTestBridge(t)
+	if _, err := tb.h.st.DB().Exec(`CREATE TRIGGER sabotage BEFORE INSERT ON jobs WHEN CAST(NEW.payload AS TEXT) LIKE '%"part":3%' BEGIN SELECT RAISE(ABORT, 'disk full'); END`); err != nil {
+		t.Fatal(err)
+	}
+	tb.b.Handle(context.Background(), user(), stanza.Message(userFull, peer+"@"+testDomain, "chat", "nq", threeParts))
+	e := tb.h.wait(t, true, "error for nq", errorFor("nq"))
+	if se := stanza.ErrorOf(e); se.Condition != "internal-server-error" || se.Text != "The gateway cannot queue the text." {
+		t.Errorf("error: %s", e)
+	}
+	if n, err := tb.h.st.CountJobs(context.Background(), testDomain); err != nil || n != 0 {
+		t.Errorf("%d jobs queued (%v)", n, err)
+	}
+	if n := len(tb.p.Requests()); n != 0 {
+		t.Errorf("%d texts sent", n)
+	}
+}
