@@ -88,8 +88,6 @@ func (r *roster) remove(nick string) (member, bool) {
 	return m, true
 }
 
-func (r *roster) len() int { return len(r.ms) }
-
 // all returns the members in order. The slice is the roster's own: it is
 // read before the roster changes again, never kept.
 func (r *roster) all() []member { return r.ms }

@@ -40,8 +40,8 @@ func TestRosterOrderAndLookups(t *testing.T) {
 	if _, ok := r.remove("bob"); ok {
 		t.Fatal("removed twice")
 	}
-	if r.len() != 3 {
-		t.Fatalf("len %d, want 3", r.len())
+	if len(r.ms) != 3 {
+		t.Fatalf("len %d, want 3", len(r.ms))
 	}
 }
 
@@ -85,8 +85,8 @@ func TestRosterShrinks(t *testing.T) {
 			t.Fatalf("cannot remove %q", m.nick)
 		}
 	}
-	if r.len() != 10 || cap(r.ms) > 64 {
-		t.Fatalf("after removals: len %d cap %d (was %d)", r.len(), cap(r.ms), full)
+	if len(r.ms) != 10 || cap(r.ms) > 64 {
+		t.Fatalf("after removals: len %d cap %d (was %d)", len(r.ms), cap(r.ms), full)
 	}
 }
 
