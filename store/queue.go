@@ -78,10 +78,12 @@ type Job struct {
 	Created   time.Time
 }
 
+const insertJob = `INSERT INTO jobs (domain, jid, kind, payload, next_try, created) VALUES (?, ?, ?, ?, ?, ?)`
+
 // EnqueueJob stores a job due now and returns its id.
 func (s *Store) EnqueueJob(ctx context.Context, domain, jid, kind string, payload []byte) (int64, error) {
 	t := time.Now()
-	res, err := s.db.ExecContext(ctx, `INSERT INTO jobs (domain, jid, kind, payload, next_try, created) VALUES (?, ?, ?, ?, ?, ?)`,
+	res, err := s.db.ExecContext(ctx, insertJob,
 		domain, jid, kind, payload, t.UnixMilli(), t.Unix())
 	if err != nil {
 		return 0, fmt.Errorf("failed to queue job: %w", err)
@@ -99,7 +101,7 @@ func (s *Store) EnqueueJobs(ctx context.Context, domain, jid, kind string, paylo
 	defer tx.Rollback()
 	t := time.Now()
 	for _, p := range payloads {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO jobs (domain, jid, kind, payload, next_try, created) VALUES (?, ?, ?, ?, ?, ?)`,
+		if _, err := tx.ExecContext(ctx, insertJob,
 			domain, jid, kind, p, t.UnixMilli(), t.Unix()); err != nil {
 			return fmt.Errorf("failed to queue jobs: %w", err)
 		}
