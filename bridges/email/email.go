@@ -63,6 +63,8 @@ type Bridge struct {
 	isLocal  func(hostport string) bool
 	mu       sync.Mutex
 	watchers map[string]*watcher // mailbox watchers by user
+	// queueDone is closed when the outbound queue's goroutine returned.
+	queueDone chan struct{}
 }
 
 // New returns an email bridge.
@@ -276,7 +278,11 @@ func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 			return err
 		}
 	}
-	go b.runQueue(ctx)
+	b.queueDone = make(chan struct{})
+	go func() {
+		defer close(b.queueDone)
+		b.runQueue(ctx)
+	}()
 	users, err := host.Registered(ctx)
 	if err != nil {
 		return fmt.Errorf("failed to list the registered users: %w", err)
@@ -292,6 +298,26 @@ func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 		}
 	}
 	return nil
+}
+
+// Wait blocks, once the context given to Start is done, until the queue
+// has finished the mail it was sending and every mailbox watcher the mail
+// it was forwarding (each at most 30 s), so the store is not closed under
+// them. It returns at once when the bridge was never started.
+func (b *Bridge) Wait() {
+	if b.queueDone == nil {
+		return
+	}
+	<-b.queueDone
+	b.mu.Lock()
+	ws := make([]*watcher, 0, len(b.watchers))
+	for _, w := range b.watchers {
+		ws = append(ws, w)
+	}
+	b.mu.Unlock()
+	for _, w := range ws {
+		w.stop()
+	}
 }
 
 // Handle implements bridges.Bridge.

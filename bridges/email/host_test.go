@@ -129,7 +129,8 @@ func startBridge(t testing.TB, opts Options, users map[string]string) (*Bridge, 
 	b := New(opts)
 	h := newFakeHost(t, b)
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
+	// Stopped, and its goroutines done, before the store closes.
+	t.Cleanup(func() { cancel(); b.Wait() })
 	for jid, addr := range users {
 		if err := h.st.PutRegistration(ctx, testDomain, jid, map[string]string{"address": addr}, []string{addr}); err != nil {
 			t.Fatal(err)

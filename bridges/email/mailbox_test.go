@@ -302,3 +302,31 @@ func TestMailboxWatcherWithoutRegistration(t *testing.T) {
 		t.Fatalf("sent %s", h.sent[0])
 	}
 }
+
+// Wait returns once the queue and the mailbox watchers have stopped, so
+// the store can be closed after it.
+func TestWaitStopsQueueAndWatchers(t *testing.T) {
+	m := startMemIMAP(t)
+	b := New(Options{Domain: testDomain})
+	h := newFakeHost(t, b)
+	b.Wait() // not started: returns at once
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := b.Start(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	b.startWatcher("bob@example.org", mailboxConfig{IMAPServer: m.addr, IMAPUser: "bob", IMAPPassword: "secret"})
+	waitPos(t, b, "bob@example.org", func(imapPos) bool { return true })
+	b.mu.Lock()
+	w := b.watchers["bob@example.org"]
+	b.mu.Unlock()
+	cancel()
+	b.Wait()
+	for name, done := range map[string]chan struct{}{"queue": b.queueDone, "watcher": w.done} {
+		select {
+		case <-done:
+		default:
+			t.Errorf("the %s still runs after Wait", name)
+		}
+	}
+}
