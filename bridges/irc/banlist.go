@@ -51,7 +51,7 @@ func (b *Bridge) mucAdminList(u *bridges.User, st *xmlel.Element, n *network, ch
 		return
 	}
 	q := xmlel.New(nsMUCAdmin, "query")
-	for _, m := range ch.members.all() {
+	for m := range ch.members.all() {
 		r, a := roleAffiliation(m.modes)
 		if (role != "" && r != role) || (aff != "" && a != aff) {
 			continue

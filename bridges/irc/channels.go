@@ -194,7 +194,7 @@ func (n *network) flushJoins() {
 // replay sends the whole room to one resource: the other occupants, its
 // own presence, then the subject.
 func (n *network) replay(ch *channel, full, reqNick string, hist historyReq) {
-	for _, m := range ch.members.all() {
+	for m := range ch.members.all() {
 		if compareFold(n.casemap, m.nick, n.nick) != 0 {
 			n.b.host.Send(n.occupantPresence(ch, m, full))
 		}
@@ -561,14 +561,14 @@ func (n *network) resync(ch *channel) {
 			return stanza.Presence(ch.jid(n)+"/"+prev, full, "unavailable").Add(x)
 		})
 	}
-	for _, gone := range ch.before.all() {
+	for gone := range ch.before.all() {
 		if !ch.members.has(gone.nick) && compareFold(n.casemap, gone.nick, n.nick) != 0 {
 			n.broadcast(ch, func(full string) *xmlel.Element {
 				return stanza.Presence(ch.jid(n)+"/"+gone.nick, full, "unavailable").Add(mucUserX(gone))
 			})
 		}
 	}
-	for _, mem := range ch.members.all() {
+	for mem := range ch.members.all() {
 		if old, ok := ch.before.get(mem.nick); !ok || old.modes != mem.modes || old.nick != mem.nick {
 			n.broadcast(ch, func(full string) *xmlel.Element { return n.occupantPresence(ch, mem, full) })
 		}

@@ -2,6 +2,7 @@ package irc
 
 import (
 	"cmp"
+	"iter"
 	"slices"
 	"unique"
 )
@@ -9,15 +10,24 @@ import (
 // roster is a channel's members as one connection knows them, sorted by
 // nick folded with the case mapping cm. Every user's connection keeps the
 // member list of each of its channels, so a channel bridged for many users
-// is held once per user. A sorted slice costs a member 32 bytes, plus at
-// most an eighth for the room to grow, where a map of pointers cost about
-// 75 and doubled at once for every user when the channel grew past a
-// power of two. The nicks are interned: the users of one channel share
-// one copy of each.
+// is held once per user, and a member's entry is what every further user
+// multiplies. An entry is two interned handles, 16 bytes, plus at most an
+// eighth for the room to grow: the nicks (and the few distinct sets of
+// prefix modes) are held once for all the users of a channel. A map of
+// pointers cost about 75 bytes a member and doubled at once for every
+// user when the channel grew past a power of two; a slice of member (two
+// strings) cost 32.
 type roster struct {
 	cm string // the case mapping of the order
-	ms []member
+	ms []slot
 }
+
+// slot is a member as the roster holds it.
+type slot struct {
+	nick, modes unique.Handle[string]
+}
+
+func (s slot) member() member { return member{nick: s.nick.Value(), modes: s.modes.Value()} }
 
 func newRoster(cm string, ms ...member) roster {
 	r := roster{cm: cm}
@@ -39,13 +49,13 @@ func compareFold(cm, a, b string) int {
 }
 
 func (r *roster) find(nick string) (int, bool) {
-	return slices.BinarySearchFunc(r.ms, nick, func(m member, nick string) int { return compareFold(r.cm, m.nick, nick) })
+	return slices.BinarySearchFunc(r.ms, nick, func(s slot, nick string) int { return compareFold(r.cm, s.nick.Value(), nick) })
 }
 
 // get returns the member whose nick folds like nick.
 func (r *roster) get(nick string) (member, bool) {
 	if i, ok := r.find(nick); ok {
-		return r.ms[i], true
+		return r.ms[i].member(), true
 	}
 	return member{}, false
 }
@@ -58,19 +68,29 @@ func (r *roster) has(nick string) bool {
 
 // put adds m, or replaces the member whose nick folds like m's.
 func (r *roster) put(m member) {
-	m.nick = unique.Make(m.nick).Value()
-	i, ok := r.find(m.nick)
+	s := slot{nick: unique.Make(m.nick), modes: noModes}
+	if m.modes != "" {
+		s.modes = unique.Make(m.modes)
+	}
+	r.putSlot(s)
+}
+
+// noModes is the modes of a member without any.
+var noModes = unique.Make("")
+
+func (r *roster) putSlot(s slot) {
+	i, ok := r.find(s.nick.Value())
 	if ok {
-		r.ms[i] = m
+		r.ms[i] = s
 		return
 	}
 	if len(r.ms) == cap(r.ms) {
 		// Grow by an eighth, not the double append would give.
-		grown := make([]member, len(r.ms), len(r.ms)+len(r.ms)/8+4)
+		grown := make([]slot, len(r.ms), len(r.ms)+len(r.ms)/8+4)
 		copy(grown, r.ms)
 		r.ms = grown
 	}
-	r.ms = slices.Insert(r.ms, i, m)
+	r.ms = slices.Insert(r.ms, i, s)
 }
 
 // remove takes out the member whose nick folds like nick, and returns it.
@@ -79,18 +99,26 @@ func (r *roster) remove(nick string) (member, bool) {
 	if !ok {
 		return member{}, false
 	}
-	m := r.ms[i]
+	m := r.ms[i].member()
 	r.ms = slices.Delete(r.ms, i, i+1)
 	// Give back the room a mass departure (a netsplit) left unused.
 	if c := cap(r.ms); c > 64 && len(r.ms) < c/4 {
-		r.ms = append(make([]member, 0, 2*len(r.ms)), r.ms...)
+		r.ms = append(make([]slot, 0, 2*len(r.ms)), r.ms...)
 	}
 	return m, true
 }
 
-// all returns the members in order. The slice is the roster's own: it is
-// read before the roster changes again, never kept.
-func (r *roster) all() []member { return r.ms }
+// all yields the members in order. The roster must not change during the
+// iteration.
+func (r *roster) all() iter.Seq[member] {
+	return func(yield func(member) bool) {
+		for _, s := range r.ms {
+			if !yield(s.member()) {
+				return
+			}
+		}
+	}
+}
 
 // clone returns a copy that later changes to r do not touch.
 func (r *roster) clone() roster { return roster{cm: r.cm, ms: slices.Clone(r.ms)} }
@@ -102,8 +130,8 @@ func (r *roster) setCasemap(cm string) {
 		return
 	}
 	ms := r.ms
-	r.cm, r.ms = cm, make([]member, 0, len(ms))
-	for _, m := range ms {
-		r.put(m)
+	r.cm, r.ms = cm, make([]slot, 0, len(ms))
+	for _, s := range ms {
+		r.putSlot(s)
 	}
 }

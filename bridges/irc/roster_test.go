@@ -10,7 +10,7 @@ import (
 
 func rosterNicks(r *roster) []string {
 	var out []string
-	for _, m := range r.all() {
+	for m := range r.all() {
 		out = append(out, m.nick+"/"+m.modes)
 	}
 	return out
@@ -80,7 +80,7 @@ func TestRosterShrinks(t *testing.T) {
 		r.put(member{nick: "n" + strings.Repeat("x", i%7) + string(rune('a'+i%26)) + string(rune('a'+i/26))})
 	}
 	full := cap(r.ms)
-	for _, m := range slices.Clone(r.all())[10:] {
+	for _, m := range slices.Collect(r.all())[10:] {
 		if _, ok := r.remove(m.nick); !ok {
 			t.Fatalf("cannot remove %q", m.nick)
 		}
@@ -134,5 +134,20 @@ func TestRosterInternsNicks(t *testing.T) {
 	}
 	if p1 != p2 {
 		t.Fatal("two rosters hold two copies of one nick")
+	}
+}
+
+// TestRosterEntrySize: what a member costs in each user's roster, the
+// part of the gateway's memory that grows with users × channel size.
+func TestRosterEntrySize(t *testing.T) {
+	if got := unsafe.Sizeof(slot{}); got != 16 {
+		t.Fatalf("a roster entry takes %d bytes, want 16", got)
+	}
+	r := newRoster(caseRFC1459, member{nick: "alice", modes: "ov"}, member{nick: "bob"})
+	if m, _ := r.get("ALICE"); m != (member{nick: "alice", modes: "ov"}) {
+		t.Fatalf("get: %+v", m)
+	}
+	if m, _ := r.get("bob"); m != (member{nick: "bob"}) {
+		t.Fatalf("get: %+v", m)
 	}
 }
