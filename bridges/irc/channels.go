@@ -111,8 +111,7 @@ func (n *network) join(ctx context.Context, name, full, reqNick string, hist his
 	key := n.fold(name)
 	ch := n.chans[key]
 	if ch == nil {
-		ch = &channel{name: name, pending: map[string]string{}, resources: map[string]*resource{}, members: roster{cm: n.casemap},
-			hist: map[string]historyReq{}}
+		ch = &channel{name: name, resources: map[string]*resource{}, members: roster{cm: n.casemap}}
 		cs, err := n.b.loadChanSettings(ctx, n.user, n.server, name)
 		if err != nil {
 			n.b.host.Log().Warn("cannot read irc channel settings", "user", n.user, "err", err)
@@ -132,6 +131,9 @@ func (n *network) join(ctx context.Context, name, full, reqNick string, hist his
 			ch.resources[full] = &resource{nick: reqNick}
 			n.replay(ch, full, reqNick, hist)
 			return
+		}
+		if ch.pending == nil {
+			ch.pending, ch.hist = map[string]string{}, map[string]historyReq{}
 		}
 		ch.pending[full] = reqNick
 		ch.hist[full] = hist
@@ -316,8 +318,9 @@ func (n *network) onEndOfNames(m *irc.Message) {
 		ch.resources[full] = &resource{nick: req}
 		n.replay(ch, full, req, ch.hist[full])
 	}
-	ch.pending = map[string]string{}
-	ch.hist = map[string]historyReq{}
+	// The waiting joins are answered; the maps are made again by the
+	// next one.
+	ch.pending, ch.hist = nil, nil
 }
 
 // onJoinError handles the numerics refusing a JOIN.

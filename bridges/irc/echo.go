@@ -22,7 +22,7 @@ type pendingEcho struct {
 
 // labeled reports whether own messages come back as labeled echoes.
 func (n *network) labeled() bool {
-	return n.caps.enabled["echo-message"] && n.caps.enabled["labeled-response"]
+	return n.caps.enabled.has("echo-message") && n.caps.enabled.has("labeled-response")
 }
 
 func (n *network) dropEcho(p *pendingEcho) {

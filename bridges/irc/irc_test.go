@@ -99,6 +99,22 @@ func TestCapMultilineLS(t *testing.T) {
 	if d := m.Child(stanza.NSDelay, "delay"); d == nil || d.Attr("stamp") != "2020-01-01T00:00:00Z" {
 		t.Errorf("no delay from server-time: %s", m)
 	}
+	// What the negotiation and the join leave behind, for as long as the
+	// connection lasts: the enabled capabilities, not the offered list
+	// (slices of the LS lines, which it would keep), and no maps for the
+	// joins already answered.
+	fx.h.run(func(context.Context) {
+		n := fx.b.sessionFor(testUser).nets["localhost"]
+		if n.caps.ls != nil {
+			t.Errorf("the offered capabilities are kept: %q", n.caps.ls)
+		}
+		if e := n.caps.enabled; !e.has("multi-prefix") || !e.has("server-time") || e.has("echo-message") || e.has("sasl") {
+			t.Errorf("enabled capabilities %08b", e)
+		}
+		if ch := n.chans["#c"]; ch.pending != nil || ch.hist != nil {
+			t.Errorf("answered joins are kept: %v %v", ch.pending, ch.hist)
+		}
+	})
 }
 
 func TestSASL(t *testing.T) {

@@ -3,6 +3,7 @@ package irc
 import (
 	"context"
 	"encoding/base64"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,16 +16,31 @@ import (
 // wantedCaps are the capabilities requested when the server offers them.
 var wantedCaps = []string{"multi-prefix", "server-time", "message-tags", "batch"}
 
+// capNames are the capabilities the gateway may request.
+var capNames = append(slices.Clone(wantedCaps), "sasl", "echo-message", "labeled-response")
+
+// capSet is a set of capNames.
+type capSet uint8
+
+func capBit(name string) capSet {
+	if i := slices.Index(capNames, name); i >= 0 {
+		return 1 << i
+	}
+	return 0
+}
+
+func (s capSet) has(name string) bool { return s&capBit(name) != 0 }
+
 // capState tracks capability negotiation during registration.
 type capState struct {
-	ls       []string // offered, accumulated over multi-line LS
-	enabled  map[string]bool
+	ls       []string // offered, accumulated over multi-line LS until the last line
+	enabled  capSet
 	done     bool // CAP END sent (or never needed)
 	awaiting int  // outstanding REQ answers
 }
 
 func (n *network) startRegistration() {
-	n.caps = capState{enabled: map[string]bool{}}
+	n.caps = capState{}
 	n.batch.open = nil // batches do not outlive their connection
 	n.send("CAP", "LS", "302")
 	if n.cfg.Password != "" {
@@ -58,14 +74,19 @@ func (n *network) handleCap(m *irc.Message) {
 	sub := strings.ToUpper(m.Params[1])
 	switch sub {
 	case "LS":
-		more := len(m.Params) > 3 && m.Params[2] == "*"
-		n.caps.ls = append(n.caps.ls, strings.Fields(m.Trailing())...)
-		if more || n.caps.done {
+		if n.caps.done {
 			return
 		}
+		n.caps.ls = append(n.caps.ls, strings.Fields(m.Trailing())...)
+		if len(m.Params) > 3 && m.Params[2] == "*" {
+			return // more to come
+		}
+		// The list (slices of the LS lines) is not kept past its last line.
+		ls := n.caps.ls
+		n.caps.ls = nil
 		var req []string
 		sasl := false
-		for _, c := range n.caps.ls {
+		for _, c := range ls {
 			name, val, _ := strings.Cut(c, "=")
 			for _, w := range wantedCaps {
 				if name == w {
@@ -77,7 +98,7 @@ func (n *network) handleCap(m *irc.Message) {
 				req = append(req, name)
 			}
 		}
-		if offered(n.caps.ls, "echo-message") && offered(n.caps.ls, "labeled-response") {
+		if offered(ls, "echo-message") && offered(ls, "labeled-response") {
 			req = append(req, "echo-message", "labeled-response")
 		}
 		if n.cfg.SASLPassword != "" && !sasl {
@@ -93,10 +114,10 @@ func (n *network) handleCap(m *irc.Message) {
 	case "ACK":
 		for _, c := range strings.Fields(m.Trailing()) {
 			if !strings.HasPrefix(c, "-") {
-				n.caps.enabled[c] = true
+				n.caps.enabled |= capBit(c)
 			}
 		}
-		if n.caps.enabled["sasl"] && !n.registered {
+		if n.caps.enabled.has("sasl") && !n.registered {
 			n.send("AUTHENTICATE", "PLAIN")
 			return // CAP END after the SASL outcome
 		}
