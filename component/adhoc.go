@@ -129,7 +129,7 @@ func (c *Component) executeCommand(ctx context.Context, u *bridges.User, st, p *
 			return
 		}
 		if action == "cancel" {
-			delete(us.commands, sid)
+			us.endCommand(sid)
 			reply("canceled", nil, "")
 			return
 		}
@@ -142,12 +142,12 @@ func (c *Component) executeCommand(ctx context.Context, u *bridges.User, st, p *
 	}
 	res, err := cmd.Run(ctx, u, submitted)
 	if err != nil {
-		delete(us.commands, sid)
+		us.endCommand(sid)
 		c.Send(stanza.ErrorReply(st, c.stanzaError(err)))
 		return
 	}
 	if res.Done {
-		delete(us.commands, sid)
+		us.endCommand(sid)
 		reply("completed", res.Form, res.Note)
 		return
 	}
@@ -293,7 +293,7 @@ func (c *Component) statsCommand() *bridges.Command {
 		return &bridges.CommandResult{Done: true, Form: &form.Form{Type: "result", Title: "Statistics of " + c.opts.Domain,
 			Fields: []form.Field{
 				field("registered", "Registered users", len(users)),
-				field("active", "Users active since start", active),
+				field("active", "Users with work in progress or a command open", active),
 				field("stanzas_in", "Stanzas received", c.m.StanzasIn.Load()),
 				field("stanzas_out", "Stanzas sent", c.m.StanzasOut.Load()),
 				field("outbox", "Stanzas waiting for the server", outbox),

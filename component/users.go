@@ -23,6 +23,15 @@ type userSession struct {
 	commands map[string]string
 }
 
+// endCommand forgets command session sid. The map goes with the last one:
+// a user who ran a command holds nothing for it afterwards.
+func (s *userSession) endCommand(sid string) {
+	delete(s.commands, sid)
+	if len(s.commands) == 0 {
+		s.commands = nil
+	}
+}
+
 // Post implements bridges.Host.
 func (c *Component) Post(user string, fn func(ctx context.Context)) error {
 	c.mu.Lock()
@@ -39,18 +48,23 @@ func (c *Component) Post(user string, fn func(ctx context.Context)) error {
 	s.queue = append(s.queue, fn)
 	if !s.running {
 		s.running = true
-		go c.runUser(s)
+		go c.runUser(user, s)
 	}
 	return nil
 }
 
-// runUser runs s's queue until it is empty or the component stops.
-func (c *Component) runUser(s *userSession) {
+// runUser runs s's queue until it is empty or the component stops. A
+// session left with nothing queued and no command open is forgotten, so
+// the senders seen once hold no memory.
+func (c *Component) runUser(user string, s *userSession) {
 	ctx := c.ctx()
 	for {
 		c.mu.Lock()
 		if len(s.queue) == 0 || ctx.Err() != nil {
 			s.running = false
+			if len(s.queue) == 0 && s.commands == nil && c.users[user] == s {
+				delete(c.users, user)
+			}
 			c.mu.Unlock()
 			return
 		}

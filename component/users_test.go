@@ -10,8 +10,8 @@ import (
 )
 
 // A user's work runs in order on a goroutine that exists only while work
-// is queued: once the queue is empty, the goroutine ends and the queue's
-// memory goes; the next Post starts a new one.
+// is queued: once the queue is empty, the goroutine ends and the user's
+// session (the queue) goes; the next Post starts a new one.
 func TestUserGoroutineOnlyWhileBusy(t *testing.T) {
 	c := New(Options{Domain: "test.example.org", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	var mu sync.Mutex
@@ -20,8 +20,7 @@ func TestUserGoroutineOnlyWhileBusy(t *testing.T) {
 	idle := func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		s := c.users["u@example.org"]
-		return s != nil && !s.running && s.queue == nil
+		return c.users["u@example.org"] == nil
 	}
 	waitIdle := func() {
 		t.Helper()
@@ -86,4 +85,48 @@ func TestUserGoroutineStopsWithComponent(t *testing.T) {
 		t.Fatal("work ran after the component stopped")
 	default:
 	}
+}
+
+// A user whose work is done and who has no command open is forgotten: a
+// sender seen once holds no memory. One with a command open is kept until
+// the command ends.
+func TestUserSessionForgottenWhenIdle(t *testing.T) {
+	c := New(Options{Domain: "test.example.org", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	known := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.users["u@example.org"] != nil
+	}
+	waitGone := func(want bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); known() == want; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("session still known = %v", want)
+			}
+		}
+	}
+	done := make(chan struct{})
+	c.Post("u@example.org", func(context.Context) { close(done) })
+	<-done
+	waitGone(true)
+
+	// A command left open keeps the session through idle periods.
+	opened := make(chan struct{})
+	c.Post("u@example.org", func(context.Context) {
+		s := c.userSession("u@example.org")
+		s.commands = map[string]string{"sid1": "node"}
+		close(opened)
+	})
+	<-opened
+	time.Sleep(20 * time.Millisecond)
+	if !known() {
+		t.Fatal("a session with an open command was forgotten")
+	}
+	ended := make(chan struct{})
+	c.Post("u@example.org", func(context.Context) {
+		c.userSession("u@example.org").endCommand("sid1")
+		close(ended)
+	})
+	<-ended
+	waitGone(true)
 }
