@@ -77,7 +77,14 @@ func folds(cm string, c byte) byte {
 // and the stored rows of the server when their mapping was another.
 func (n *network) setCasemap(cm string) {
 	switch cm {
-	case caseASCII, caseRFC1459, caseRFC1459Strict:
+	// The constants, not cm, which may be a slice of the ISUPPORT line
+	// (kept for the whole connection, it would keep the line).
+	case caseASCII:
+		cm = caseASCII
+	case caseRFC1459:
+		cm = caseRFC1459
+	case caseRFC1459Strict:
+		cm = caseRFC1459Strict
 	default:
 		n.b.host.Log().Info("unknown irc case mapping, using rfc1459", "server", n.server, "casemapping", cm)
 		cm = caseRFC1459

@@ -1,7 +1,10 @@
 package irc
 
 import (
+	"context"
+	"strings"
 	"testing"
+	"unsafe"
 
 	"passerelle/component/xmlel"
 )
@@ -47,5 +50,35 @@ func TestCasemappingFromISupport(t *testing.T) {
 	fx.f.send(t, ":BOB!u@h PART #c[1]")
 	fx.h.expect(t, "bob leaves", func(e *xmlel.Element) bool {
 		return e.Attr("from") == room+"/Bob" && e.Attr("type") == "unavailable"
+	})
+}
+
+// TestKeptStringsAreNotSlicesOfLines: what a connection keeps from the
+// server's lines (the case mapping, a topic) is its own copy, not a
+// slice that would keep the whole line alive as long as the connection.
+func TestKeptStringsAreNotSlicesOfLines(t *testing.T) {
+	fx := setup(t, true, defaultNetConfig())
+	fx.connectWith(t, "#c", "")
+	within := func(s, line string) bool {
+		p, start := uintptr(unsafe.Pointer(unsafe.StringData(s))), uintptr(unsafe.Pointer(unsafe.StringData(line)))
+		return p >= start && p < start+uintptr(len(line))
+	}
+	fx.h.run(func(ctx context.Context) {
+		n := fx.b.sessionFor(testUser).nets["localhost"]
+		isupport := ":srv 005 nick CASEMAPPING=ascii :are supported"
+		i := strings.Index(isupport, "ascii")
+		n.setCasemap(isupport[i : i+len("ascii")])
+		if n.casemap != caseASCII || within(n.casemap, isupport) {
+			t.Errorf("case mapping %q kept as a slice of the line", n.casemap)
+		}
+		ch := n.chans[n.fold("#c")]
+		if ch.members.cm != caseASCII || within(ch.members.cm, isupport) {
+			t.Errorf("the roster's case mapping %q kept as a slice of the line", ch.members.cm)
+		}
+		topic := ":srv 332 nick #c :a plain topic"
+		n.onTopic(ctx, ch, "", topic[strings.LastIndex(topic, ":")+1:])
+		if ch.topic != "a plain topic" || within(ch.topic, topic) {
+			t.Errorf("topic %q kept as a slice of the line", ch.topic)
+		}
 	})
 }

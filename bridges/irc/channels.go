@@ -532,7 +532,7 @@ func (n *network) onMode(ctx context.Context, m *irc.Message) {
 // onTopic handles TOPIC and 332.
 func (n *network) onTopic(ctx context.Context, ch *channel, by, topic string) {
 	old := ch.topic
-	ch.topic = decodeText(stripFormatting(topic))
+	ch.topic = strings.Clone(decodeText(stripFormatting(topic))) // not a slice of the line
 	if !ch.namesDone || (ch.listing && old == ch.topic) {
 		return
 	}
