@@ -105,7 +105,7 @@ func benchChannel(b *testing.B, users int, archive bool) {
 	h := newFakeHost(b)
 	br := New(Options{AllowPrivate: true})
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	b.Cleanup(func() { cancel(); br.Wait() })
 	br.Start(ctx, h)
 	cfg := defaultNetConfig()
 	cfg.Ports, cfg.TLSPorts, cfg.ThrottleLimit = []int{srv.port()}, nil, 1_000_000 // measure CPU, not the throttle

@@ -359,8 +359,9 @@ func TestRestoreUsesSpelling(t *testing.T) {
 func (fx *fixture) start(t *testing.T) context.CancelFunc {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	fx.b = New(Options{AllowPrivate: true})
+	b := New(Options{AllowPrivate: true})
+	t.Cleanup(func() { cancel(); b.Wait() })
+	fx.b = b
 	if err := fx.b.Start(ctx, fx.h); err != nil {
 		t.Fatal(err)
 	}

@@ -27,9 +27,10 @@ import (
 // fakeHost is a bridges.Host recording what the bridge sends; Post runs
 // functions on one goroutine, like the component's user goroutines.
 type fakeHost struct {
-	st  *store.Store
-	ch  chan func(context.Context)
-	out chan *xmlel.Element
+	st      *store.Store
+	ch      chan func(context.Context)
+	out     chan *xmlel.Element
+	allowed func(jid string) bool // nil: everyone
 }
 
 func newFakeHost(t testing.TB) *fakeHost {
@@ -60,7 +61,7 @@ func (h *fakeHost) Send(st *xmlel.Element) error                 { h.out <- st; 
 func (h *fakeHost) Store() *store.Store                          { return h.st }
 func (h *fakeHost) Log() *slog.Logger                            { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 func (h *fakeHost) RetryMaxDelay() time.Duration                 { return time.Minute }
-func (h *fakeHost) Allowed(string) bool                          { return true }
+func (h *fakeHost) Allowed(jid string) bool                      { return h.allowed == nil || h.allowed(jid) }
 func (h *fakeHost) Registered(context.Context) ([]string, error) { return nil, nil }
 func (h *fakeHost) Setting(context.Context, string, string) (string, error) {
 	return "", nil
@@ -244,4 +245,17 @@ func (f *fakeIRC) closed(t *testing.T) {
 			t.Fatal("the connection was not closed")
 		}
 	}
+}
+
+// startOn starts b on h until the test ends; the cleanup stops it and
+// waits until it no longer uses the store (which h's cleanup, run after,
+// closes).
+func startOn(t testing.TB, b *Bridge, h *fakeHost) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); b.Wait() })
+	if err := b.Start(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	return ctx
 }

@@ -136,11 +136,13 @@ func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 	b.host = host
 	b.ctx = ctx
 	b.stopped = make(chan struct{})
-	go b.restore(ctx)
-	go b.pruneLoop(ctx)
+	var work sync.WaitGroup // what reads or writes the store on its own
+	work.Go(func() { b.restore(ctx) })
+	work.Go(func() { b.pruneLoop(ctx) })
 	go func() {
 		<-ctx.Done()
 		b.quitAll()
+		work.Wait()
 		close(b.stopped)
 	}()
 	if b.opts.AllowPrivate {
@@ -161,8 +163,9 @@ func (b *Bridge) track(c *conn, open bool) {
 }
 
 // Wait blocks, once the context given to Start is done, until every IRC
-// connection was sent its QUIT and flushed (at most quitWait). It returns
-// at once when the bridge was never started.
+// connection was sent its QUIT and flushed (at most quitWait), and the
+// restoring of persistent channels and the archive pruning have stopped
+// using the store. It returns at once when the bridge was never started.
 func (b *Bridge) Wait() {
 	if b.stopped != nil {
 		<-b.stopped

@@ -24,11 +24,7 @@ type fixture struct {
 func setup(t *testing.T, allowPrivate bool, cfg netConfig) *fixture {
 	t.Helper()
 	fx := &fixture{b: New(Options{AllowPrivate: allowPrivate}), h: newFakeHost(t), f: newFakeIRC(t)}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	if err := fx.b.Start(ctx, fx.h); err != nil {
-		t.Fatal(err)
-	}
+	ctx := startOn(t, fx.b, fx.h)
 	cfg.Ports, cfg.TLSPorts = []int{fx.f.port()}, nil
 	if err := fx.b.saveNetConfig(ctx, testUser, "localhost", cfg); err != nil {
 		t.Fatal(err)
@@ -227,11 +223,7 @@ func TestOutboundSafety(t *testing.T) {
 func setupPorts(t *testing.T, cfg netConfig) *fixture {
 	t.Helper()
 	fx := &fixture{b: New(Options{AllowPrivate: true}), h: newFakeHost(t)}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	if err := fx.b.Start(ctx, fx.h); err != nil {
-		t.Fatal(err)
-	}
+	ctx := startOn(t, fx.b, fx.h)
 	if err := fx.b.saveNetConfig(ctx, testUser, "localhost", cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +305,7 @@ func TestLabeledEcho(t *testing.T) {
 func TestPasswordsSealed(t *testing.T) {
 	h := newFakeHost(t)
 	b := New(Options{Sealer: store.NewSealer("k")})
-	b.Start(context.Background(), h)
+	startOn(t, b, h)
 	cfg := defaultNetConfig()
 	cfg.Password, cfg.SASLPassword = "server-pass", "sasl-pass"
 	if err := b.saveNetConfig(context.Background(), testUser, "irc.example.net", cfg); err != nil {

@@ -13,7 +13,7 @@ func TestArchivePruned(t *testing.T) {
 	b := New(Options{HistoryLimit: 3})
 	b.pruneEvery = 20 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(func() { cancel(); b.Wait() })
 	db := h.st.DB()
 	insert := func(channel string, bodies ...string) {
 		for _, body := range bodies {

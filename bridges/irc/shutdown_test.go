@@ -3,6 +3,7 @@ package irc
 import (
 	"context"
 	"testing"
+	"time"
 )
 
 // When Start's context ends, every connection is sent QUIT, and Wait
@@ -27,4 +28,35 @@ func TestShutdownQuits(t *testing.T) {
 		t.Fatalf("quit line %q", l)
 	}
 	fx.f.closed(t)
+}
+
+// Wait also waits for the restoring of persistent channels, which reads
+// the store on its own goroutine: the store is closed after Wait.
+func TestWaitStopsRestore(t *testing.T) {
+	h := newFakeHost(t)
+	if _, err := h.st.DB().Exec(`INSERT INTO irc_channels (jid, server, channel, nick, persistent) VALUES (?, 'localhost', '#c', 'nick', 1)`, testUser); err != nil {
+		t.Fatal(err)
+	}
+	inRestore, release := make(chan struct{}), make(chan struct{})
+	h.allowed = func(string) bool { close(inRestore); <-release; return false }
+	b := New(Options{AllowPrivate: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := b.Start(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	<-inRestore
+	cancel()
+	waited := make(chan struct{})
+	go func() { b.Wait(); close(waited) }()
+	select {
+	case <-waited:
+		t.Fatal("Wait returned while the restore was still running")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait did not return once the restore ended")
+	}
 }

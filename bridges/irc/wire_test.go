@@ -129,7 +129,7 @@ func FuzzIRCLine(f *testing.F) {
 	}
 	h := newFakeHost(f)
 	b := New(Options{})
-	b.Start(context.Background(), h)
+	startOn(f, b, h)
 	f.Fuzz(func(t *testing.T, line string) {
 		m, err := parseLine(line)
 		if err != nil {
