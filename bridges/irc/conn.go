@@ -13,8 +13,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	irc "gopkg.in/irc.v4"
 )
 
 const (
@@ -160,8 +158,13 @@ func newConn(nc net.Conn, encrypted bool, perSec float64) *conn {
 }
 
 // run starts the reader; deliver is called (from the reader) for each
-// message, closed once with the reason the connection ended.
-func (c *conn) run(deliver func(*irc.Message), closed func(error)) {
+// line but PING and PONG, closed once with the reason the connection
+// ended. The reader does not parse the lines: parsing (irc.ParseMessage)
+// needs more stack than reading, and a goroutine's stack, once grown,
+// never shrinks below twice what it uses while it waits. Left to the
+// goroutine that handles the message, it keeps every idle connection's
+// reader at the smallest stack.
+func (c *conn) run(deliver func(line string), closed func(error)) {
 	go func() {
 		err := c.read(deliver)
 		c.close("")
@@ -182,7 +185,7 @@ func (c *conn) run(deliver func(*irc.Message), closed func(error)) {
 // (message tags) are read in pieces.
 const readBuffer = 512
 
-func (c *conn) read(deliver func(*irc.Message)) error {
+func (c *conn) read(deliver func(line string)) error {
 	r := bufio.NewReaderSize(c.nc, readBuffer)
 	pinged := false
 	for {
@@ -201,24 +204,48 @@ func (c *conn) read(deliver func(*irc.Message)) error {
 			return err
 		}
 		pinged = false
-		m, err := parseLine(line)
-		if err != nil {
-			continue
-		}
-		if m.Prefix == nil {
-			m.Prefix = &irc.Prefix{}
-		}
-		switch m.Command {
-		case "PING":
-			if l, err := buildLine("PONG", m.Trailing()); err == nil {
+		cmd, params := command(line)
+		switch {
+		case strings.EqualFold(cmd, "PING"):
+			if l, err := buildLine("PONG", lastParam(params)); err == nil {
 				c.sendPrio(l)
 			}
 			continue
-		case "PONG":
+		case strings.EqualFold(cmd, "PONG"):
 			continue
 		}
-		deliver(m)
+		deliver(line)
 	}
+}
+
+// command returns the command of an IRC line and what follows it (the
+// parameters), past the tags and the prefix, without parsing the line.
+func command(line string) (cmd, params string) {
+	line = strings.TrimLeft(line, " ")
+	if strings.HasPrefix(line, "@") {
+		_, line, _ = strings.Cut(line, " ")
+		line = strings.TrimLeft(line, " ")
+	}
+	if strings.HasPrefix(line, ":") {
+		_, line, _ = strings.Cut(line, " ")
+		line = strings.TrimLeft(line, " ")
+	}
+	cmd, params, _ = strings.Cut(line, " ")
+	return cmd, params
+}
+
+// lastParam returns the last parameter in params: the trailing one
+// (after " :"), or else the last word.
+func lastParam(params string) string {
+	params = strings.TrimLeft(params, " ")
+	if strings.HasPrefix(params, ":") {
+		return params[1:]
+	}
+	if i := strings.Index(params, " :"); i >= 0 {
+		return params[i+2:]
+	}
+	params = strings.TrimRight(params, " ")
+	return params[strings.LastIndexByte(params, ' ')+1:]
 }
 
 // readLine reads one line, refusing lines longer than maxInputLine.

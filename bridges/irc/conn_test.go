@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	irc "gopkg.in/irc.v4"
 )
 
 // writerIdle waits until no goroutine is writing for c and nothing waits.
@@ -35,7 +33,7 @@ func TestConnWriterOnlyWhileWriting(t *testing.T) {
 	client, server := net.Pipe()
 	defer server.Close()
 	c := newConn(client, false, 1000)
-	c.run(func(*irc.Message) {}, func(error) {})
+	c.run(func(string) {}, func(error) {})
 	defer c.close("")
 	writerIdle(t, c)
 	r := bufio.NewReader(server)
@@ -153,7 +151,7 @@ func TestConnWriteFailureIsTheReason(t *testing.T) {
 	defer server.Close()
 	c := newConn(failingWrites{client}, false, 1000)
 	reason := make(chan error, 1)
-	c.run(func(*irc.Message) {}, func(err error) { reason <- err })
+	c.run(func(string) {}, func(err error) { reason <- err })
 	if err := c.send("NICK x"); err != nil {
 		t.Fatal(err)
 	}
@@ -164,5 +162,23 @@ func TestConnWriteFailureIsTheReason(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the connection did not stop after its write failed")
+	}
+}
+
+// The reader answers PING with the token the parser would see.
+func TestReaderFindsPing(t *testing.T) {
+	for _, c := range []struct{ line, cmd, token string }{
+		{"PING :abc def", "PING", "abc def"},
+		{"PING abc", "PING", "abc"},
+		{"ping a b", "ping", "b"},
+		{":srv PING :x", "PING", "x"},
+		{"@time=2020-01-01T00:00:00Z :srv PING srv :tok", "PING", "tok"},
+		{"PING", "PING", ""},
+		{":nick!u@h PRIVMSG #c :PING me", "PRIVMSG", "PING me"},
+	} {
+		cmd, params := command(c.line)
+		if cmd != c.cmd || lastParam(params) != c.token {
+			t.Errorf("%q: command %q, last parameter %q; want %q, %q", c.line, cmd, lastParam(params), c.cmd, c.token)
+		}
 	}
 }

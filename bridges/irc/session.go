@@ -6,8 +6,6 @@ import (
 	"math/rand/v2"
 	"time"
 
-	irc "gopkg.in/irc.v4"
-
 	"passerelle/bridges"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
@@ -120,9 +118,12 @@ func (b *Bridge) connect(n *network) {
 			c := newConn(nc, encrypted, float64(cfg.ThrottleLimit))
 			n.c = c
 			b.track(c, true)
-			c.run(func(m *irc.Message) {
+			c.run(func(line string) {
 				b.post(user, func(ctx context.Context) {
-					if n.c == c && b.sessionFor(user).nets[server] == n {
+					if n.c != c || b.sessionFor(user).nets[server] != n {
+						return
+					}
+					if m, err := parseLine(line); err == nil {
 						n.handle(ctx, m)
 					}
 				})

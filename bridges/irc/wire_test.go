@@ -8,8 +8,6 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	irc "gopkg.in/irc.v4"
-
 	"passerelle/component/xmlel"
 )
 
@@ -93,8 +91,7 @@ func TestThrottleLetsPongThrough(t *testing.T) {
 	client, server := net.Pipe()
 	defer server.Close()
 	c := newConn(client, false, 1)
-	delivered := make(chan *irc.Message, 10)
-	c.run(func(m *irc.Message) { delivered <- m }, func(error) {})
+	c.run(func(string) {}, func(error) {})
 	defer c.close("")
 	for i := 0; i < 15; i++ {
 		if err := c.send("PRIVMSG #c :line"); err != nil {
@@ -124,6 +121,7 @@ func FuzzIRCLine(f *testing.F) {
 		":srv 353 nick = #c :@a +b ~&c", ":srv 366 nick #c :end", ":srv 332 nick #c :t", ":srv 475 nick #c :key",
 		"@time=2020-01-01T00:00:00Z :x!y@z PRIVMSG #c :\x0312,4colour", ":srv 005 nick PREFIX=(ov)@+ CHANTYPES=#& :ok",
 		":srv NOTICE * :*** Looking up", "ERROR :Closing link", ":srv 401 nick bob :No such nick",
+		"PING :tok", "PING tok", "@a=b :srv PING x :y z", "ping  a  b ", ":srv PONG srv :x",
 	} {
 		f.Add(s)
 	}
@@ -134,6 +132,14 @@ func FuzzIRCLine(f *testing.F) {
 		m, err := parseLine(line)
 		if err != nil {
 			return
+		}
+		// The reader answers PING without parsing: it must see the
+		// command and the token the parser sees.
+		cmd, params := command(line)
+		if ping := strings.EqualFold(m.Command, "PING"); ping != strings.EqualFold(cmd, "PING") {
+			t.Fatalf("%q: command %q, parsed %q", line, cmd, m.Command)
+		} else if ping && lastParam(params) != m.Trailing() {
+			t.Fatalf("%q: PING token %q, parsed %q", line, lastParam(params), m.Trailing())
 		}
 		h.run(func(ctx context.Context) {
 			n := &network{b: b, user: testUser, server: "irc.example.net", nick: "nick", registered: true,
@@ -167,7 +173,7 @@ func TestQuitAfterQueued(t *testing.T) {
 	}
 	c.send("PART #c")
 	c.close("QUIT :bye")
-	c.run(func(*irc.Message) {}, func(error) {})
+	c.run(func(string) {}, func(error) {})
 	r := bufio.NewReader(server)
 	var got []string
 	for {
