@@ -185,37 +185,71 @@ func (c *conn) run(deliver func(line string), closed func(error)) {
 // (message tags) are read in pieces.
 const readBuffer = 512
 
+// read reads lines until the connection fails. What it does besides
+// reading is in functions of their own (not inlined), so that their
+// variables are not in read's frame while it waits: the stack a waiting
+// reader uses then fits in the smallest goroutine stack.
 func (c *conn) read(deliver func(line string)) error {
-	r := bufio.NewReaderSize(c.nc, readBuffer)
+	r := newLineReader(c.nc)
 	pinged := false
 	for {
-		c.nc.SetReadDeadline(time.Now().Add(idleTimeout))
+		c.setReadDeadline()
 		line, err := readLine(r)
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && !pinged {
-				pinged = true
-				c.sendPrio("PING :passerelle")
-				continue
+			if err = c.readFailed(err, &pinged); err != nil {
+				return err
 			}
-			if errors.Is(err, io.EOF) {
-				return errors.New("the server closed the connection")
-			}
-			return err
+			continue
 		}
 		pinged = false
-		cmd, params := command(line)
-		switch {
-		case strings.EqualFold(cmd, "PING"):
-			if l, err := buildLine("PONG", lastParam(params)); err == nil {
-				c.sendPrio(l)
-			}
-			continue
-		case strings.EqualFold(cmd, "PONG"):
-			continue
+		if !c.answered(line) {
+			deliver(line)
 		}
-		deliver(line)
 	}
+}
+
+// newLineReader returns the reader's buffered reader, on the heap rather
+// than in read's frame.
+//
+//go:noinline
+func newLineReader(nc net.Conn) *bufio.Reader { return bufio.NewReaderSize(nc, readBuffer) }
+
+//go:noinline
+func (c *conn) setReadDeadline() { c.nc.SetReadDeadline(time.Now().Add(idleTimeout)) }
+
+// readFailed returns the error that ends the connection, or nil after a
+// first silence, which is answered with a PING.
+//
+//go:noinline
+func (c *conn) readFailed(err error, pinged *bool) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && !*pinged {
+		*pinged = true
+		c.sendPrio("PING :passerelle")
+		return nil
+	}
+	if errors.Is(err, io.EOF) {
+		return errors.New("the server closed the connection")
+	}
+	return err
+}
+
+// answered handles PING (answered at once) and PONG (dropped), and
+// reports whether line was one of them.
+//
+//go:noinline
+func (c *conn) answered(line string) bool {
+	cmd, params := command(line)
+	switch {
+	case strings.EqualFold(cmd, "PING"):
+		if l, err := buildLine("PONG", lastParam(params)); err == nil {
+			c.sendPrio(l)
+		}
+		return true
+	case strings.EqualFold(cmd, "PONG"):
+		return true
+	}
+	return false
 }
 
 // command returns the command of an IRC line and what follows it (the
