@@ -30,6 +30,11 @@ package main
 //	                     the users cost while they stay rather than while
 //	                     they arrive (Passerelle gives memory back after a
 //	                     burst; see gc.go)
+//	settled-anon-KB/user the same for RssAnon, the process's own memory:
+//	                     the file-backed part of VmRSS (the executable's
+//	                     pages, shared and clean) differs by megabytes
+//	                     between two builds of nearly the same code, and
+//	                     grows as code paths are first used
 //	rss-KB               VmRSS right after the joins
 //	slope-KB/user        what each further user costs once n are in: the
 //	                     least-squares slope of settled VmRSS against the
@@ -40,6 +45,7 @@ package main
 //	                     costs of the first users (runtime and database
 //	                     structures touched for the first time) stay out
 //	                     of it.
+//	slope-anon-KB/user   the same for RssAnon
 //	cpu-µs/stanza        IRC→XMPP: gateway CPU / (N × M delivered stanzas)
 //	cpu-µs/msg           XMPP→IRC: gateway CPU / M messages, measured until
 //	                     the raw IRC client got all M and every user got
@@ -165,11 +171,12 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 	joinMS := join(0, clients)
 	after := procMemKB(b, pid)
 	afterSettled := settled()
-	users, rss := []float64{float64(n)}, []float64{float64(afterSettled.rss)}
+	users, rss, anon := []float64{float64(n)}, []float64{float64(afterSettled.rss)}, []float64{float64(afterSettled.anon)}
 	for w := range benchWaves {
 		first := n + w*benchWave
 		join(first, all[first:first+benchWave])
-		users, rss = append(users, float64(first+benchWave)), append(rss, float64(settled().rss))
+		m := settled()
+		users, rss, anon = append(users, float64(first+benchWave)), append(rss, float64(m.rss)), append(anon, float64(m.anon))
 	}
 	for i, c := range extra {
 		c.Send(b, "<presence type='unavailable' to='%s/u%d'/>", harness.Esc(room), n+i)
@@ -220,7 +227,9 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 	b.ReportMetric(float64(after.anon-before.anon)/float64(n), "anon-KB/user")
 	b.ReportMetric(float64(after.rss), "rss-KB")
 	b.ReportMetric(float64(afterSettled.rss-before.rss)/float64(n), "settled-KB/user")
+	b.ReportMetric(float64(afterSettled.anon-before.anon)/float64(n), "settled-anon-KB/user")
 	b.ReportMetric(slope(users, rss), "slope-KB/user")
+	b.ReportMetric(slope(users, anon), "slope-anon-KB/user")
 	b.ReportMetric(ircToXMPP*1e6/float64(b.N*n*benchMessages), "cpu-µs/stanza")
 	b.ReportMetric(xmppToIRC*1e6/float64(b.N*benchMessages), "cpu-µs/msg")
 }
