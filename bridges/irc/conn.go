@@ -160,10 +160,11 @@ func newConn(nc net.Conn, encrypted bool, perSec float64) *conn {
 // run starts the reader; deliver is called (from the reader) for each
 // line but PING and PONG, closed once with the reason the connection
 // ended. The reader does not parse the lines: parsing (irc.ParseMessage)
-// needs more stack than reading, and a goroutine's stack, once grown,
-// never shrinks below twice what it uses while it waits. Left to the
-// goroutine that handles the message, it keeps every idle connection's
-// reader at the smallest stack.
+// needs more stack than reading, and the runtime halves a grown stack
+// only while less than a quarter of it is in use (counting its reserve),
+// which a waiting reader never is: a reader whose stack grew to 4 KB once
+// keeps it. Left to the goroutine that handles the message, parsing
+// leaves the reader at the smallest stack.
 func (c *conn) run(deliver func(line string), closed func(error)) {
 	go func() {
 		err := c.read(deliver)
