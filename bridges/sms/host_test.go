@@ -154,7 +154,7 @@ func newTestBridge(t *testing.T) *testBridge {
 	b := New(Options{Numbers: []string{ownNumber, freeNumber}, Region: "US", APIURL: p.URL(),
 		AccountSID: testSID, AuthToken: testToken, WebhookURL: testHook + "/"})
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
+	t.Cleanup(func() { cancel(); b.Wait() }) // before the store closes
 	if err := b.Start(ctx, h); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 
 	"passerelle/bridges"
 	"passerelle/component/form"
@@ -37,6 +38,7 @@ type Bridge struct {
 	host     bridges.Host
 	provider Provider
 	wake     chan struct{} // a text was queued
+	stopped  chan struct{} // closed once the worker and the webhooks have stopped
 }
 
 // New returns an SMS bridge.
@@ -120,6 +122,7 @@ func errText(err error) string {
 // sending queued texts run until ctx is done.
 func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 	b.host = host
+	var work sync.WaitGroup
 	if b.opts.WebhookListen != "" {
 		ln, err := net.Listen("tcp", b.opts.WebhookListen)
 		if err != nil {
@@ -129,12 +132,28 @@ func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 			host.Log().Warn("PASSERELLE_SMS_AUTH_TOKEN is not set: every webhook will be refused (403)")
 		}
 		host.Log().Info("SMS webhooks listening", "addr", ln.Addr().String(), "url", b.opts.WebhookURL)
-		go b.serveWebhooks(ctx, ln)
+		work.Go(func() { b.serveWebhooks(ctx, ln) })
 	} else {
 		host.Log().Warn("PASSERELLE_SMS_WEBHOOK_LISTEN is not set: no inbound texts and no delivery reports")
 	}
-	go b.worker(ctx)
+	work.Go(func() { b.worker(ctx) })
+	b.stopped = make(chan struct{})
+	go func() {
+		work.Wait()
+		close(b.stopped)
+	}()
 	return nil
+}
+
+// Wait implements bridges.Waiter: once the context given to Start is
+// done, it blocks until the worker has recorded the text it was sending
+// and the webhooks being answered are done (at most 5 s), so the store is
+// not closed under them. It returns at once when the bridge was never
+// started.
+func (b *Bridge) Wait() {
+	if b.stopped != nil {
+		<-b.stopped
+	}
 }
 
 // Handle implements bridges.Bridge.

@@ -30,15 +30,18 @@ const (
 func (b *Bridge) serveWebhooks(ctx context.Context, ln net.Listener) {
 	srv := &http.Server{Handler: b.webhookHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	shut := make(chan struct{})
 	go func() {
+		defer close(shut)
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		srv.Shutdown(sctx)
+		srv.Shutdown(sctx) // waits for the webhooks being answered
 	}()
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		b.host.Log().Error("SMS webhook listener failed", "err", err)
 	}
+	<-shut
 }
 
 // webhookHandler serves the webhooks both at the public URL's path and at

@@ -15,8 +15,11 @@ import (
 )
 
 const (
-	firstRetry = bridges.FirstRetry
-	batchSize  = 50
+	// bookkeepingTimeout bounds the recording of a text the provider took
+	// once the gateway is stopping.
+	bookkeepingTimeout = 10 * time.Second
+	firstRetry         = bridges.FirstRetry
+	batchSize          = 50
 	// maxAge is how long a text failing temporarily is retried, from when
 	// it was queued, before it fails for good.
 	maxAge = bridges.MaxQueueAge
@@ -93,11 +96,16 @@ func (b *Bridge) send(ctx context.Context, j store.Job) bool {
 	}
 	sid, err := b.provider.Send(ctx, Text{From: t.From, To: t.To, Body: t.Body, Media: t.Media,
 		StatusCallback: b.statusCallback()})
-	if ctx.Err() != nil {
+	if err != nil && ctx.Err() != nil {
 		return false // shutting down: the job stays queued
 	}
 	switch {
 	case err == nil:
+		// The provider took the text: it is recorded as sent even when
+		// the gateway is stopping meanwhile, or it would go out again
+		// after the restart. (Wait holds the store open until then.)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
+		defer cancel()
 		x, _ := json.Marshal(sent{User: t.User, ID: t.ID, Receipt: t.Receipt, Part: t.Part, Parts: t.Parts})
 		xmppID := t.ID
 		if t.Parts > 1 {
