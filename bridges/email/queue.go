@@ -248,6 +248,10 @@ func (b *Bridge) drainQueue(ctx context.Context) {
 	}
 }
 
+// bookkeepingTimeout bounds the recording of a mail the relay took once
+// the gateway is stopping.
+const bookkeepingTimeout = 10 * time.Second
+
 // backoff is the delay before the next try after attempt failed ones.
 func backoff(attempt int, max time.Duration) time.Duration { return bridges.RetryDelay(attempt, max) }
 
@@ -263,10 +267,15 @@ func (b *Bridge) runJob(ctx context.Context, id int64, attempts int, created tim
 	if err == nil {
 		err = relay.send(ctx, b.opts.Domain, j.From, j.To, j.Raw)
 	}
-	if ctx.Err() != nil {
-		return
+	if err != nil && ctx.Err() != nil {
+		return // shutting down: the job stays queued
 	}
 	if err == nil {
+		// The relay took the mail: it is recorded as delivered even when
+		// the gateway is stopping meanwhile, or it would go out again
+		// after the restart. (Wait holds the store open until then.)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
+		defer cancel()
 		b.host.Log().Info("relay accepted a mail", "to", j.To, "job", id)
 		if err := st.DeleteJob(ctx, id); err != nil {
 			b.host.Log().Error("cannot remove a delivered mail from the queue", "job", id, "err", err)

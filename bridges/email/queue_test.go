@@ -16,16 +16,18 @@ import (
 	"passerelle/bridges"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
+	"passerelle/store"
 )
 
 // relay is a scripted SMTP relay: the local part of the recipient picks
 // the answer ("soft": 451 once, "hard": 550 at RCPT, "body": 554 at DATA).
 type relay struct {
-	addr  string
-	mu    sync.Mutex
-	soft  int
-	mails [][]byte
-	got   chan []byte
+	addr   string
+	mu     sync.Mutex
+	soft   int
+	mails  [][]byte
+	got    chan []byte
+	onData func() // called once a mail is accepted, before the answer
 }
 
 func startRelay(t testing.TB) *relay {
@@ -71,8 +73,12 @@ func (s *relaySession) Data(rd io.Reader) error {
 	}
 	s.r.mu.Lock()
 	s.r.mails = append(s.r.mails, raw)
+	onData := s.r.onData
 	s.r.mu.Unlock()
 	s.r.got <- raw
+	if onData != nil {
+		onData()
+	}
 	return nil
 }
 
@@ -284,5 +290,72 @@ func TestParseRelay(t *testing.T) {
 		if _, err := parseRelay(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// queuedOnly returns a bridge with a relay at addr that is not started (no
+// queue runs: the test runs the job), and the one job of a mail alice
+// sent with id.
+func queuedOnly(t *testing.T, addr, id string, extra ...*xmlel.Element) (*Bridge, *fakeHost, store.Job) {
+	t.Helper()
+	b := New(Options{Domain: testDomain, Relay: "smtp://" + addr})
+	h := newFakeHost(t, b)
+	b.host = h
+	relay, err := parseRelay(b.opts.Relay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.relay = relay
+	ctx := context.Background()
+	if err := h.st.PutRegistration(ctx, testDomain, "alice@example.org", map[string]string{"address": "alice"}, []string{"alice"}); err != nil {
+		t.Fatal(err)
+	}
+	b.Handle(ctx, alice(), chat("bob%example.com", id, "hello", extra...))
+	jobs, err := h.st.DueJobs(ctx, testDomain, time.Now().Add(time.Hour), 10)
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("%d jobs queued (%v)", len(jobs), err)
+	}
+	return b, h, jobs[0]
+}
+
+// A mail the relay accepted while the gateway was stopping is recorded as
+// delivered: its job is gone (it would go out again after the restart)
+// and the receipt asked for is queued.
+func TestAcceptedWhileStopping(t *testing.T) {
+	r := startRelay(t)
+	b, h, j := queuedOnly(t, r.addr, "m1", xmlel.New(stanza.NSReceipts, "request"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r.mu.Lock()
+	r.onData = cancel // the gateway stops while the relay takes the mail
+	r.mu.Unlock()
+	b.runJob(ctx, j.ID, j.Attempts, j.Created, j.Payload)
+	if n, _ := h.st.CountJobs(context.Background(), testDomain); n != 0 {
+		t.Fatalf("%d jobs left: the mail would go out again", n)
+	}
+	if st := h.next(t); st.Child(stanza.NSReceipts, "received") == nil {
+		t.Fatalf("want a receipt, got %s", st)
+	}
+}
+
+// A mail whose sending failed because the gateway was stopping stays
+// queued as it was, and is not reported.
+func TestFailedWhileStopping(t *testing.T) {
+	r := startRelay(t)
+	b, h, j := queuedOnly(t, r.addr, "m2")
+	ctx, stop := context.WithCancel(context.Background())
+	stop()
+	b.runJob(ctx, j.ID, j.Attempts, j.Created, j.Payload)
+	got, err := h.st.GetJob(context.Background(), j.ID)
+	if err != nil || got.Attempts != 0 || got.LastError != "" {
+		t.Fatalf("job after a send cut off by the stop: %+v %v", got, err)
+	}
+	if items, _ := h.st.PendingStanzas(context.Background(), testDomain, 10); len(items) != 0 {
+		t.Fatalf("%d stanzas in the outbox for a send cut off by the stop", len(items))
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.sent) != 0 {
+		t.Fatalf("%d stanzas for a send cut off by the stop", len(h.sent))
 	}
 }
