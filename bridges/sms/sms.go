@@ -39,6 +39,10 @@ type Bridge struct {
 	provider Provider
 	wake     chan struct{} // a text was queued
 	stopped  chan struct{} // closed once the worker and the webhooks have stopped
+
+	// The worker's own state (see worker).
+	finished map[int64]bool // jobs done with that the store would not remove
+	stuck    bool           // the store refused to record an outcome in this pass
 }
 
 // New returns an SMS bridge.

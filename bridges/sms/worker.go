@@ -27,32 +27,51 @@ const (
 
 // worker sends the queued texts, oldest first, until ctx is done. It wakes
 // when a text is queued and when the next retry is due.
+//
+// When the store refuses to record what became of a text (a job it will
+// not remove or reschedule), the job stays due: the worker then waits
+// (backing off) before it reads the queue again rather than spin, and a
+// job it is done with (sent, or failed and reported) is never sent or
+// reported again while the gateway runs; its removal is tried again.
 func (b *Bridge) worker(ctx context.Context) {
 	st, domain, log := b.host.Store(), b.host.Domain(), b.host.Log()
+	stuckPasses := 0
 	for {
 		jobs, err := st.DueJobs(ctx, domain, time.Now(), batchSize)
 		if err != nil && ctx.Err() == nil {
 			log.Error("cannot read the SMS queue", "err", err)
 		}
 		again := len(jobs) == batchSize
+		b.stuck = false
 		for _, j := range jobs {
 			if ctx.Err() != nil {
 				return
+			}
+			if b.finished[j.ID] {
+				b.remove(ctx, j.ID)
+				continue
 			}
 			if b.send(ctx, j) {
 				again = true // jobs of this batch are gone: read the queue again
 				break
 			}
 		}
-		if again {
-			continue
-		}
 		wait := time.Hour
-		if next, ok, err := st.NextJobTime(ctx, domain); err == nil && ok {
-			wait = max(time.Until(next), 0)
-		} else if err != nil && ctx.Err() == nil {
-			log.Error("cannot read the SMS queue", "err", err)
-			wait = firstRetry
+		switch {
+		case b.stuck:
+			wait = b.backoff(stuckPasses)
+			stuckPasses++
+		case again:
+			stuckPasses = 0
+			continue
+		default:
+			stuckPasses = 0
+			if next, ok, err := st.NextJobTime(ctx, domain); err == nil && ok {
+				wait = max(time.Until(next), 0)
+			} else if err != nil && ctx.Err() == nil {
+				log.Error("cannot read the SMS queue", "err", err)
+				wait = firstRetry
+			}
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -75,7 +94,7 @@ func (b *Bridge) send(ctx context.Context, j store.Job) bool {
 	var t job
 	if err := json.Unmarshal(j.Payload, &t); err != nil || j.Kind != jobKind {
 		log.Error("dropping an unreadable SMS job", "id", j.ID, "kind", j.Kind, "err", err)
-		st.DeleteJob(ctx, j.ID)
+		b.remove(ctx, j.ID)
 		return false
 	}
 	if t.Part > 1 {
@@ -84,12 +103,13 @@ func (b *Bridge) send(ctx context.Context, j store.Job) bool {
 		if earlier, err := b.otherParts(ctx, j, t, -1); err != nil {
 			if ctx.Err() == nil {
 				log.Error("cannot read the SMS queue", "err", err)
-				st.RetryJob(ctx, j.ID, time.Now().Add(b.backoff(j.Attempts)), err.Error())
+				b.retry(ctx, j, err)
 			}
 			return false
 		} else if len(earlier) > 0 {
 			if err := st.DelayJob(ctx, j.ID, earlier[0].NextTry); err != nil {
 				log.Error("cannot reschedule a text", "id", j.ID, "err", err)
+				b.stuck = true
 			}
 			return false
 		}
@@ -116,9 +136,7 @@ func (b *Bridge) send(ctx context.Context, j store.Job) bool {
 		if err := st.PutMessageID(ctx, m); err != nil {
 			log.Error("cannot remember a text's sid; its status will not be reported", "sid", sid, "err", err)
 		}
-		if err := st.DeleteJob(ctx, j.ID); err != nil {
-			log.Error("cannot remove a sent text from the queue", "id", j.ID, "err", err)
-		}
+		b.remove(ctx, j.ID)
 		log.Info("text sent", "user", stanza.Bare(t.User), "to", t.To, "sid", sid, "attempts", j.Attempts+1)
 		if s, err := b.takeEarlyStatus(ctx, sid); err != nil {
 			log.Error("cannot read an early status report", "sid", sid, "err", err)
@@ -131,9 +149,7 @@ func (b *Bridge) send(ctx context.Context, j store.Job) bool {
 		d := b.backoff(j.Attempts)
 		log.Warn("cannot send a text; will retry", "user", stanza.Bare(t.User), "to", t.To, "err", err,
 			"attempts", j.Attempts+1, "retry_in", d.Round(time.Millisecond))
-		if err := st.RetryJob(ctx, j.ID, time.Now().Add(d), err.Error()); err != nil {
-			log.Error("cannot reschedule a text", "id", j.ID, "err", err)
-		}
+		b.retryAt(ctx, j, time.Now().Add(d), err)
 	default:
 		expired := temporary(err)
 		if expired {
@@ -150,17 +166,44 @@ func (b *Bridge) send(ctx context.Context, j store.Job) bool {
 		}
 		if lerr != nil {
 			log.Error("cannot report a failed text; will retry", "id", j.ID, "err", lerr)
-			st.RetryJob(ctx, j.ID, time.Now().Add(b.backoff(j.Attempts)), err.Error())
+			b.retry(ctx, j, err)
 			return false
 		}
 		for _, l := range append(later, j) {
-			if err := st.DeleteJob(ctx, l.ID); err != nil {
-				log.Error("cannot remove a failed text from the queue", "id", l.ID, "err", err)
-			}
+			b.remove(ctx, l.ID)
 		}
 		return len(later) > 0
 	}
 	return false
+}
+
+// retry reschedules j after a failure, with the usual backoff.
+func (b *Bridge) retry(ctx context.Context, j store.Job, cause error) {
+	b.retryAt(ctx, j, time.Now().Add(b.backoff(j.Attempts)), cause)
+}
+
+func (b *Bridge) retryAt(ctx context.Context, j store.Job, next time.Time, cause error) {
+	if err := b.host.Store().RetryJob(ctx, j.ID, next, cause.Error()); err != nil {
+		b.host.Log().Error("cannot reschedule a text", "id", j.ID, "err", err)
+		b.stuck = true
+	}
+}
+
+// remove takes a job the worker is done with out of the queue. When the
+// store refuses, the job is remembered as finished, so that it is not
+// sent or reported again, and its removal is tried on the next pass.
+func (b *Bridge) remove(ctx context.Context, id int64) {
+	err := b.host.Store().DeleteJob(ctx, id)
+	if err == nil {
+		delete(b.finished, id)
+		return
+	}
+	b.host.Log().Error("cannot remove a finished text from the queue", "id", id, "err", err)
+	if b.finished == nil {
+		b.finished = map[int64]bool{}
+	}
+	b.finished[id] = true
+	b.stuck = true
 }
 
 // otherParts returns the queued jobs of the same message as t (job j):

@@ -1,0 +1,191 @@
+package sms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"passerelle/store"
+)
+
+// providerFunc is a Provider made of a function.
+type providerFunc func(ctx context.Context, t Text) (string, error)
+
+func (f providerFunc) Send(ctx context.Context, t Text) (string, error) { return f(ctx, t) }
+
+// A text the provider took while the gateway was stopping is recorded as
+// sent: its job is gone (it would go out again after the restart) and its
+// sid is kept for the delivery reports.
+func TestSentWhileStopping(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b, h := idleBridge(t, "")
+	b.provider = providerFunc(func(context.Context, Text) (string, error) {
+		cancel() // the gateway stops while the provider answers
+		return "SMstop", nil
+	})
+	j := queueText(t, b, h, "s1", "sent as we stop")
+	b.send(ctx, j)
+	jobGone(t, h, j.ID)
+	if m, err := h.st.MessageByForeignID(context.Background(), testDomain, "SMstop"); err != nil || m.XMPPID != "s1" {
+		t.Fatalf("sid not recorded: %+v %v", m, err)
+	}
+}
+
+// A text whose sending failed while the gateway was stopping stays queued
+// as it was: whether it went out is not known, and it is not reported.
+func TestFailedWhileStopping(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b, h := idleBridge(t, "")
+	b.provider = providerFunc(func(ctx context.Context, _ Text) (string, error) {
+		cancel()
+		return "", ctx.Err()
+	})
+	j := queueText(t, b, h, "s2", "cut off")
+	b.send(ctx, j)
+	got, err := h.st.GetJob(context.Background(), j.ID)
+	if err != nil || got.Attempts != 0 {
+		t.Fatalf("job after a send cut off by the stop: %+v %v", got, err)
+	}
+	if n := h.count(false) + h.count(true); n != 0 {
+		t.Fatalf("%d stanzas for a send cut off by the stop", n)
+	}
+}
+
+// Wait returns only once the worker has finished the text it was sending
+// and recorded it, so the store is not closed under it.
+func TestWaitStopsWorker(t *testing.T) {
+	b, h := idleBridge(t, "")
+	sending, release := make(chan struct{}), make(chan struct{})
+	b.provider = providerFunc(func(context.Context, Text) (string, error) {
+		close(sending)
+		<-release // a provider slow to answer, even to a cancelled request
+		return "SMslow", nil
+	})
+	j := queueText(t, b, h, "s3", "slow")
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Wait() // never started: returns at once
+	if err := b.Start(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	<-sending
+	cancel()
+	waited := make(chan struct{})
+	go func() { b.Wait(); close(waited) }()
+	select {
+	case <-waited:
+		t.Fatal("Wait returned while a text was being sent")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait did not return once the text was sent")
+	}
+	jobGone(t, h, j.ID)
+}
+
+// runWorker starts b's worker on h with provider p until the test ends,
+// and returns a function that runs SQL on the store (to sabotage it).
+func runWorker(t *testing.T, b *Bridge, h *fakeHost, p Provider) func(query string) {
+	t.Helper()
+	b.provider = p
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); b.Wait() })
+	if err := b.Start(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	return func(query string) {
+		t.Helper()
+		if _, err := h.st.DB().Exec(query); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+const (
+	refuseDelete = `CREATE TRIGGER sabotage BEFORE DELETE ON jobs BEGIN SELECT RAISE(ABORT, 'refused'); END`
+	refuseUpdate = `CREATE TRIGGER sabotage BEFORE UPDATE ON jobs BEGIN SELECT RAISE(ABORT, 'refused'); END`
+	mend         = `DROP TRIGGER sabotage`
+)
+
+// When the store will not remove a text the provider took, the text is
+// not sent again: the removal is tried again until it works.
+func TestSentButNotRemoved(t *testing.T) {
+	b, h := idleBridge(t, "")
+	var sends atomic.Int32
+	exec := runWorker(t, b, h, providerFunc(func(context.Context, Text) (string, error) {
+		return fmt.Sprintf("SM%d", sends.Add(1)), nil
+	}))
+	exec(refuseDelete)
+	j := queueText(t, b, h, "k1", "only once")
+	b.wakeWorker()
+	for deadline := time.Now().Add(5 * time.Second); sends.Load() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not sent")
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // ten backoffs of the fake host
+	if n := sends.Load(); n != 1 {
+		t.Fatalf("sent %d times while the store kept the job", n)
+	}
+	exec(mend)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := h.st.GetJob(context.Background(), j.ID); errors.Is(err, store.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job was not removed once the store allowed it")
+		}
+	}
+	if n := sends.Load(); n != 1 {
+		t.Fatalf("sent %d times", n)
+	}
+}
+
+// When the store will not reschedule a text that failed, the worker backs
+// off instead of trying it again at once, over and over.
+func TestRescheduleRefusedBacksOff(t *testing.T) {
+	b, h := idleBridge(t, "")
+	var sends atomic.Int32
+	exec := runWorker(t, b, h, providerFunc(func(context.Context, Text) (string, error) {
+		sends.Add(1)
+		return "", &ProviderError{Status: 503, Message: "busy"}
+	}))
+	exec(refuseUpdate)
+	queueText(t, b, h, "k2", "later")
+	b.wakeWorker()
+	time.Sleep(300 * time.Millisecond)
+	// The fake host's backoff is 20 ms: about 15 tries; a worker that
+	// does not wait makes thousands.
+	if n := sends.Load(); n == 0 || n > 100 {
+		t.Fatalf("%d tries in 300 ms", n)
+	}
+}
+
+// When the store will not remove a refused text once it was reported, the
+// report is not sent again.
+func TestReportedButNotRemoved(t *testing.T) {
+	b, h := idleBridge(t, "")
+	var sends atomic.Int32
+	exec := runWorker(t, b, h, providerFunc(func(context.Context, Text) (string, error) {
+		sends.Add(1)
+		return "", &ProviderError{Status: 400, Code: 21211, Message: "invalid number"}
+	}))
+	exec(refuseDelete)
+	queueText(t, b, h, "k3", "refused")
+	b.wakeWorker()
+	failureReport(t, h, "k3", "not-acceptable")
+	time.Sleep(200 * time.Millisecond)
+	if n := sends.Load(); n != 1 {
+		t.Fatalf("tried %d times", n)
+	}
+	if n := h.count(false); n != 2 {
+		t.Fatalf("%d stanzas: the failure was reported again", n)
+	}
+}
