@@ -202,12 +202,25 @@ func (b *Bridge) wakeQueue() {
 }
 
 // runQueue delivers queued mail until ctx is done.
+//
+// When the store refuses to record what became of a mail (a job it will
+// not remove or reschedule), the job stays due: the queue then waits
+// (backing off) before it reads the jobs again rather than spin, and a
+// job it is done with (delivered, or failed and reported) is never sent
+// or reported again while the gateway runs; its removal is tried again.
 func (b *Bridge) runQueue(ctx context.Context) {
+	stuckPasses := 0
 	for {
 		b.drainQueue(ctx)
 		wait := time.Hour
-		if t, ok, err := b.host.Store().NextJobTime(ctx, b.host.Domain()); err == nil && ok {
-			wait = time.Until(t)
+		if b.stuck {
+			wait = backoff(stuckPasses, b.host.RetryMaxDelay())
+			stuckPasses++
+		} else {
+			stuckPasses = 0
+			if t, ok, err := b.host.Store().NextJobTime(ctx, b.host.Domain()); err == nil && ok {
+				wait = time.Until(t)
+			}
 		}
 		if wait < 0 {
 			wait = 0
@@ -225,7 +238,8 @@ func (b *Bridge) runQueue(ctx context.Context) {
 }
 
 func (b *Bridge) drainQueue(ctx context.Context) {
-	for ctx.Err() == nil {
+	b.stuck = false
+	for ctx.Err() == nil && !b.stuck {
 		jobs, err := b.host.Store().DueJobs(ctx, b.host.Domain(), time.Now(), 16)
 		if err != nil {
 			b.host.Log().Error("cannot read the mail queue", "err", err)
@@ -237,6 +251,10 @@ func (b *Bridge) drainQueue(ctx context.Context) {
 		ran := 0
 		for _, j := range jobs {
 			if j.Kind != jobKind {
+				continue
+			}
+			if b.finished[j.ID] {
+				b.remove(ctx, j.ID)
 				continue
 			}
 			b.runJob(ctx, j.ID, j.Attempts, j.Created, j.Payload)
@@ -260,7 +278,7 @@ func (b *Bridge) runJob(ctx context.Context, id int64, attempts int, created tim
 	var j outJob
 	if err := json.Unmarshal(payload, &j); err != nil {
 		b.host.Log().Error("dropping an unreadable mail job", "job", id, "err", err)
-		st.DeleteJob(ctx, id)
+		b.remove(ctx, id)
 		return
 	}
 	relay, err := b.relayFor(ctx, j)
@@ -277,9 +295,7 @@ func (b *Bridge) runJob(ctx context.Context, id int64, attempts int, created tim
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
 		defer cancel()
 		b.host.Log().Info("relay accepted a mail", "to", j.To, "job", id)
-		if err := st.DeleteJob(ctx, id); err != nil {
-			b.host.Log().Error("cannot remove a delivered mail from the queue", "job", id, "err", err)
-		}
+		b.remove(ctx, id)
 		if j.Receipt && j.ID != "" {
 			r := stanza.New("message", j.Contact, j.User, "", stanza.NewID())
 			r.Add(xmlel.New(stanza.NSReceipts, "received").SetAttr("id", j.ID))
@@ -295,6 +311,7 @@ func (b *Bridge) runJob(ctx context.Context, id int64, attempts int, created tim
 		b.host.Log().Warn("mail delivery failed; will retry", "to", j.To, "job", id, "err", err, "retry_at", next.Format(time.RFC3339))
 		if err := st.RetryJob(ctx, id, next, err.Error()); err != nil {
 			b.host.Log().Error("cannot reschedule a mail", "job", id, "err", err)
+			b.stuck = true
 		}
 		return
 	}
@@ -321,10 +338,26 @@ func (b *Bridge) runJob(ctx context.Context, id int64, attempts int, created tim
 		b.host.Log().Error("cannot report a failed mail; will retry", "job", id, "err", err)
 		if err := st.RetryJob(ctx, id, time.Now().Add(backoff(attempts, b.host.RetryMaxDelay())), err.Error()); err != nil {
 			b.host.Log().Error("cannot reschedule a mail", "job", id, "err", err)
+			b.stuck = true
 		}
 		return
 	}
-	if err := st.DeleteJob(ctx, id); err != nil {
-		b.host.Log().Error("cannot remove a failed mail from the queue", "job", id, "err", err)
+	b.remove(ctx, id)
+}
+
+// remove takes a job the queue is done with out of the store. When the
+// store refuses, the job is remembered as finished, so that it is not
+// sent or reported again, and its removal is tried on the next pass.
+func (b *Bridge) remove(ctx context.Context, id int64) {
+	err := b.host.Store().DeleteJob(ctx, id)
+	if err == nil {
+		delete(b.finished, id)
+		return
 	}
+	b.host.Log().Error("cannot remove a finished mail from the queue", "job", id, "err", err)
+	if b.finished == nil {
+		b.finished = map[int64]bool{}
+	}
+	b.finished[id] = true
+	b.stuck = true
 }

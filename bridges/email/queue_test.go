@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -357,5 +358,81 @@ func TestFailedWhileStopping(t *testing.T) {
 	defer h.mu.Unlock()
 	if len(h.sent) != 0 {
 		t.Fatalf("%d stanzas for a send cut off by the stop", len(h.sent))
+	}
+}
+
+// sabotage makes the store refuse op ("DELETE" or "UPDATE") on jobs
+// until the function returned is called.
+func sabotage(t *testing.T, h *fakeHost, op string) (mend func()) {
+	t.Helper()
+	if _, err := h.st.DB().Exec(`CREATE TRIGGER sabotage BEFORE ` + op + ` ON jobs BEGIN SELECT RAISE(ABORT, 'refused'); END`); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if _, err := h.st.DB().Exec(`DROP TRIGGER sabotage`); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// When the store will not remove a mail the relay took, the mail is not
+// sent again: the removal is tried again until it works.
+func TestDeliveredButNotRemoved(t *testing.T) {
+	r := startRelay(t)
+	b, h := startBridge(t, Options{Relay: "smtp://" + r.addr}, map[string]string{"alice@example.org": "alice"})
+	mend := sabotage(t, h, "DELETE")
+	b.Handle(context.Background(), alice(), chat("bob%example.com", "d1", "only once"))
+	<-r.got
+	time.Sleep(500 * time.Millisecond) // two backoffs of the fake host (200 ms)
+	r.mu.Lock()
+	n := len(r.mails)
+	r.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("relayed %d times while the store kept the job", n)
+	}
+	mend()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if c, _ := h.st.CountJobs(context.Background(), testDomain); c == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job was not removed once the store allowed it")
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.mails) != 1 {
+		t.Fatalf("relayed %d times", len(r.mails))
+	}
+}
+
+// When the store will not reschedule a mail that failed, the queue backs
+// off instead of trying it again at once, over and over.
+func TestMailRescheduleRefusedBacksOff(t *testing.T) {
+	var tries atomic.Int32
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() { // a relay that answers 421 at once: a temporary failure
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			tries.Add(1)
+			io.WriteString(c, "421 busy\r\n")
+			c.Close()
+		}
+	}()
+	b, h := startBridge(t, Options{Relay: "smtp://" + ln.Addr().String()}, map[string]string{"alice@example.org": "alice"})
+	sabotage(t, h, "UPDATE")
+	b.Handle(context.Background(), alice(), chat("bob%example.com", "d2", "later"))
+	time.Sleep(300 * time.Millisecond)
+	// The fake host's backoff is 200 ms: two or three tries; a queue that
+	// does not wait makes hundreds.
+	if n := tries.Load(); n == 0 || n > 10 {
+		t.Fatalf("%d tries in 300 ms", n)
 	}
 }
