@@ -1,8 +1,11 @@
 package bridges
 
 import (
+	"context"
 	"math/rand/v2"
 	"time"
+
+	"passerelle/store"
 )
 
 // FirstRetry is the wait before the first retry of a queued delivery.
@@ -19,4 +22,28 @@ func RetryDelay(attempts int, max time.Duration) time.Duration {
 	}
 	d = min(d, max)
 	return d - time.Duration(rand.Int64N(int64(d/5)+1))
+}
+
+// FinishedJobs are the queued jobs a worker is done with (delivered, or
+// failed and reported) that the store would not remove. While the store
+// keeps them due, the worker must not run them again (a second delivery,
+// a second report): it calls Remove instead, until that works. The zero
+// value is ready; it belongs to the worker's goroutine.
+type FinishedJobs struct{ ids map[int64]bool }
+
+// Has reports whether job id is finished but not yet removed.
+func (f *FinishedJobs) Has(id int64) bool { return f.ids[id] }
+
+// Remove deletes job id from st. When the store refuses, the job is kept
+// as finished and the store's error returned.
+func (f *FinishedJobs) Remove(ctx context.Context, st *store.Store, id int64) error {
+	if err := st.DeleteJob(ctx, id); err != nil {
+		if f.ids == nil {
+			f.ids = map[int64]bool{}
+		}
+		f.ids[id] = true
+		return err
+	}
+	delete(f.ids, id)
+	return nil
 }

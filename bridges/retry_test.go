@@ -1,8 +1,13 @@
 package bridges
 
 import (
+	"context"
+	"errors"
+	"path/filepath"
 	"testing"
 	"time"
+
+	"passerelle/store"
 )
 
 func TestRetryDelay(t *testing.T) {
@@ -24,5 +29,38 @@ func TestRetryDelay(t *testing.T) {
 	}
 	if d := RetryDelay(0, time.Second); d > time.Second {
 		t.Errorf("a cap below the first retry is not honoured: %v", d)
+	}
+}
+
+// A job the store will not remove stays finished until its removal works.
+func TestFinishedJobs(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	id, err := st.EnqueueJob(ctx, "d", "u@example.org", "k", []byte("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f FinishedJobs
+	if f.Has(id) {
+		t.Fatal("finished before anything")
+	}
+	if _, err := st.DB().Exec(`CREATE TRIGGER sabotage BEFORE DELETE ON jobs BEGIN SELECT RAISE(ABORT, 'refused'); END`); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Remove(ctx, st, id); err == nil || !f.Has(id) {
+		t.Fatalf("refused removal: %v, finished %v", err, f.Has(id))
+	}
+	if _, err := st.DB().Exec(`DROP TRIGGER sabotage`); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Remove(ctx, st, id); err != nil || f.Has(id) {
+		t.Fatalf("removal: %v, finished %v", err, f.Has(id))
+	}
+	if _, err := st.GetJob(ctx, id); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("job still queued: %v", err)
 	}
 }

@@ -66,8 +66,8 @@ type Bridge struct {
 	// queueDone is closed when the outbound queue's goroutine returned.
 	queueDone chan struct{}
 	// The queue goroutine's own state (see runQueue).
-	finished map[int64]bool // jobs done with that the store would not remove
-	stuck    bool           // the store refused to record an outcome in this pass
+	finished bridges.FinishedJobs
+	stuck    bool // the store refused to record an outcome in this pass
 }
 
 // New returns an email bridge.

@@ -253,7 +253,7 @@ func (b *Bridge) drainQueue(ctx context.Context) {
 			if j.Kind != jobKind {
 				continue
 			}
-			if b.finished[j.ID] {
+			if b.finished.Has(j.ID) {
 				b.remove(ctx, j.ID)
 				continue
 			}
@@ -345,19 +345,12 @@ func (b *Bridge) runJob(ctx context.Context, id int64, attempts int, created tim
 	b.remove(ctx, id)
 }
 
-// remove takes a job the queue is done with out of the store. When the
-// store refuses, the job is remembered as finished, so that it is not
-// sent or reported again, and its removal is tried on the next pass.
+// remove takes a job the queue is done with out of the store; when the
+// store refuses, it is not run again, and its removal is tried on the
+// next pass.
 func (b *Bridge) remove(ctx context.Context, id int64) {
-	err := b.host.Store().DeleteJob(ctx, id)
-	if err == nil {
-		delete(b.finished, id)
-		return
+	if err := b.finished.Remove(ctx, b.host.Store(), id); err != nil {
+		b.host.Log().Error("cannot remove a finished mail from the queue", "job", id, "err", err)
+		b.stuck = true
 	}
-	b.host.Log().Error("cannot remove a finished mail from the queue", "job", id, "err", err)
-	if b.finished == nil {
-		b.finished = map[int64]bool{}
-	}
-	b.finished[id] = true
-	b.stuck = true
 }

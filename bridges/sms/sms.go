@@ -41,8 +41,8 @@ type Bridge struct {
 	stopped  chan struct{} // closed once the worker and the webhooks have stopped
 
 	// The worker's own state (see worker).
-	finished map[int64]bool // jobs done with that the store would not remove
-	stuck    bool           // the store refused to record an outcome in this pass
+	finished bridges.FinishedJobs
+	stuck    bool // the store refused to record an outcome in this pass
 }
 
 // New returns an SMS bridge.

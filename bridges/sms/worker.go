@@ -47,7 +47,7 @@ func (b *Bridge) worker(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			if b.finished[j.ID] {
+			if b.finished.Has(j.ID) {
 				b.remove(ctx, j.ID)
 				continue
 			}
@@ -189,21 +189,14 @@ func (b *Bridge) retryAt(ctx context.Context, j store.Job, next time.Time, cause
 	}
 }
 
-// remove takes a job the worker is done with out of the queue. When the
-// store refuses, the job is remembered as finished, so that it is not
-// sent or reported again, and its removal is tried on the next pass.
+// remove takes a job the worker is done with out of the queue; when the
+// store refuses, it is not run again, and its removal is tried on the
+// next pass.
 func (b *Bridge) remove(ctx context.Context, id int64) {
-	err := b.host.Store().DeleteJob(ctx, id)
-	if err == nil {
-		delete(b.finished, id)
-		return
+	if err := b.finished.Remove(ctx, b.host.Store(), id); err != nil {
+		b.host.Log().Error("cannot remove a finished text from the queue", "id", id, "err", err)
+		b.stuck = true
 	}
-	b.host.Log().Error("cannot remove a finished text from the queue", "id", id, "err", err)
-	if b.finished == nil {
-		b.finished = map[int64]bool{}
-	}
-	b.finished[id] = true
-	b.stuck = true
 }
 
 // otherParts returns the queued jobs of the same message as t (job j):

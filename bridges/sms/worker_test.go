@@ -148,18 +148,27 @@ func TestSentButNotRemoved(t *testing.T) {
 	}
 }
 
+// failingWorker runs a worker whose provider fails every text with perr,
+// on a store made to refuse by the trigger sabotage, and queues the text
+// id. It returns the provider's count of tries.
+func failingWorker(t *testing.T, id string, perr error, sabotage string) (*fakeHost, *atomic.Int32) {
+	t.Helper()
+	b, h := idleBridge(t, "")
+	sends := new(atomic.Int32)
+	exec := runWorker(t, b, h, providerFunc(func(context.Context, Text) (string, error) {
+		sends.Add(1)
+		return "", perr
+	}))
+	exec(sabotage)
+	queueText(t, b, h, id, "text "+id)
+	b.wakeWorker()
+	return h, sends
+}
+
 // When the store will not reschedule a text that failed, the worker backs
 // off instead of trying it again at once, over and over.
 func TestRescheduleRefusedBacksOff(t *testing.T) {
-	b, h := idleBridge(t, "")
-	var sends atomic.Int32
-	exec := runWorker(t, b, h, providerFunc(func(context.Context, Text) (string, error) {
-		sends.Add(1)
-		return "", &ProviderError{Status: 503, Message: "busy"}
-	}))
-	exec(refuseUpdate)
-	queueText(t, b, h, "k2", "later")
-	b.wakeWorker()
+	_, sends := failingWorker(t, "k2", &ProviderError{Status: 503, Message: "busy"}, refuseUpdate)
 	time.Sleep(300 * time.Millisecond)
 	// The fake host's backoff is 20 ms: about 15 tries; a worker that
 	// does not wait makes thousands.
@@ -171,15 +180,7 @@ func TestRescheduleRefusedBacksOff(t *testing.T) {
 // When the store will not remove a refused text once it was reported, the
 // report is not sent again.
 func TestReportedButNotRemoved(t *testing.T) {
-	b, h := idleBridge(t, "")
-	var sends atomic.Int32
-	exec := runWorker(t, b, h, providerFunc(func(context.Context, Text) (string, error) {
-		sends.Add(1)
-		return "", &ProviderError{Status: 400, Code: 21211, Message: "invalid number"}
-	}))
-	exec(refuseDelete)
-	queueText(t, b, h, "k3", "refused")
-	b.wakeWorker()
+	h, sends := failingWorker(t, "k3", &ProviderError{Status: 400, Code: 21211, Message: "invalid number"}, refuseDelete)
 	failureReport(t, h, "k3", "not-acceptable")
 	time.Sleep(200 * time.Millisecond)
 	if n := sends.Load(); n != 1 {
