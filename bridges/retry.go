@@ -24,6 +24,15 @@ func RetryDelay(attempts int, max time.Duration) time.Duration {
 	return d - time.Duration(rand.Int64N(int64(d/5)+1))
 }
 
+// RecordContext returns the context in which to record a delivery the
+// foreign side has already taken (removing its job, keeping its id). It
+// is not cancelled with ctx: a stop between the delivery and its record
+// would deliver it again after the restart. It lasts at most 10 s; the
+// bridge's Wait keeps the store open meanwhile.
+func RecordContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+}
+
 // FinishedJobs are the queued jobs a worker is done with (delivered, or
 // failed and reported) that the store would not remove. While the store
 // keeps them due, the worker must not run them again (a second delivery,

@@ -266,10 +266,6 @@ func (b *Bridge) drainQueue(ctx context.Context) {
 	}
 }
 
-// bookkeepingTimeout bounds the recording of a mail the relay took once
-// the gateway is stopping.
-const bookkeepingTimeout = 10 * time.Second
-
 // backoff is the delay before the next try after attempt failed ones.
 func backoff(attempt int, max time.Duration) time.Duration { return bridges.RetryDelay(attempt, max) }
 
@@ -290,9 +286,8 @@ func (b *Bridge) runJob(ctx context.Context, id int64, attempts int, created tim
 	}
 	if err == nil {
 		// The relay took the mail: it is recorded as delivered even when
-		// the gateway is stopping meanwhile, or it would go out again
-		// after the restart. (Wait holds the store open until then.)
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
+		// the gateway is stopping meanwhile.
+		ctx, cancel := bridges.RecordContext(ctx)
 		defer cancel()
 		b.host.Log().Info("relay accepted a mail", "to", j.To, "job", id)
 		b.remove(ctx, id)

@@ -15,11 +15,8 @@ import (
 )
 
 const (
-	// bookkeepingTimeout bounds the recording of a text the provider took
-	// once the gateway is stopping.
-	bookkeepingTimeout = 10 * time.Second
-	firstRetry         = bridges.FirstRetry
-	batchSize          = 50
+	firstRetry = bridges.FirstRetry
+	batchSize  = 50
 	// maxAge is how long a text failing temporarily is retried, from when
 	// it was queued, before it fails for good.
 	maxAge = bridges.MaxQueueAge
@@ -122,9 +119,8 @@ func (b *Bridge) send(ctx context.Context, j store.Job) bool {
 	switch {
 	case err == nil:
 		// The provider took the text: it is recorded as sent even when
-		// the gateway is stopping meanwhile, or it would go out again
-		// after the restart. (Wait holds the store open until then.)
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
+		// the gateway is stopping meanwhile.
+		ctx, cancel := bridges.RecordContext(ctx)
 		defer cancel()
 		x, _ := json.Marshal(sent{User: t.User, ID: t.ID, Receipt: t.Receipt, Part: t.Part, Parts: t.Parts})
 		xmppID := t.ID
