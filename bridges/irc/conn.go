@@ -255,8 +255,9 @@ func (c *conn) answered(line string) bool {
 
 // command returns the command of an IRC line and what follows it (the
 // parameters), past the tags and the prefix, without parsing the line.
+// Like the parser, it ignores a line's trailing CR and LF.
 func command(line string) (cmd, params string) {
-	line = strings.TrimLeft(line, " ")
+	line = strings.TrimLeft(strings.TrimRight(line, "\r\n"), " ")
 	if strings.HasPrefix(line, "@") {
 		_, line, _ = strings.Cut(line, " ")
 		line = strings.TrimLeft(line, " ")

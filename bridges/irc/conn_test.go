@@ -174,6 +174,8 @@ func TestReaderFindsPing(t *testing.T) {
 		{":srv PING :x", "PING", "x"},
 		{"@time=2020-01-01T00:00:00Z :srv PING srv :tok", "PING", "tok"},
 		{"PING", "PING", ""},
+		{"PING :tok\r\n", "PING", "tok"},
+		{"PING\n", "PING", ""},
 		{":nick!u@h PRIVMSG #c :PING me", "PRIVMSG", "PING me"},
 	} {
 		cmd, params := command(c.line)
