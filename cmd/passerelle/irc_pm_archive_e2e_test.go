@@ -124,6 +124,10 @@ func TestIRCPrivateArchive(t *testing.T) {
 				t.Fatalf("alice was not on IRC while she was offline: %q", l)
 			}
 		}
+		// The PONG says nothing of when the gateway passed the message on:
+		// wait until Prosody has kept it for alice, or she could come back
+		// before it arrives and get it live.
+		waitServerLogged(t, srv, 1, "the message sent while alice was offline", offlineSaved(peerJID, aliceJID)...)
 
 		back := harness.Dial(t, srv.C2SAddr(), aliceJID, e.passwords[aliceJID], "back")
 		// The gateway handles alice's stanzas in order: this answer comes
