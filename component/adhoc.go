@@ -115,13 +115,10 @@ func (c *Component) executeCommand(ctx context.Context, u *bridges.User, st, p *
 	}
 	var submitted *form.Form
 	if sid == "" {
-		sid = stanza.NewID()
-		if us.commands == nil {
-			us.commands = map[string]string{}
-		}
-		us.commands[sid] = node
+		sid = c.openCommand(u.JID, us, node)
 	} else {
-		if us.commands[sid] != node {
+		cs := us.commands[sid]
+		if cs == nil || cs.node != node {
 			e := stanza.Errorf("bad-request", "Unknown or expired command session.")
 			el := stanza.ErrorReply(st, e)
 			el.Child("", "error").Add(xmlel.New(NSCommands, "bad-sessionid"))
@@ -133,6 +130,7 @@ func (c *Component) executeCommand(ctx context.Context, u *bridges.User, st, p *
 			reply("canceled", nil, "")
 			return
 		}
+		cs.timer.Reset(c.commandTimeout)
 		f, err := form.Find(p)
 		if err != nil {
 			c.Send(stanza.ErrorReply(st, stanza.Errorf("bad-request", "Submit the form to go on.")))

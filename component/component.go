@@ -101,6 +101,10 @@ type Component struct {
 	// over a sibling's stream (ejabberd): it then accepts our stanzas on
 	// any of the group's streams, which Send uses while ours is down.
 	sharedRoutes atomic.Bool
+	// commandTimeout ends an ad-hoc command session left alone that long;
+	// commandsOpened numbers the sessions.
+	commandTimeout time.Duration
+	commandsOpened atomic.Uint64
 
 	mu      sync.Mutex
 	cur     *session // the live connection, or nil
@@ -157,8 +161,9 @@ func New(opts Options) *Component {
 		m:          opts.Metrics.For(opts.Domain),
 		outboxWake: make(chan struct{}, 1),
 		idleProbe:  idleProbe, probeTimeout: probeTimeout,
-		users:   map[string]*userSession{},
-		pending: map[string]chan *xmlel.Element{},
+		commandTimeout: commandTimeout,
+		users:          map[string]*userSession{},
+		pending:        map[string]chan *xmlel.Element{},
 	}
 	if opts.Group != nil {
 		opts.Group.add(c)

@@ -460,3 +460,80 @@ func TestSilentServerIsDropped(t *testing.T) {
 	srv.ignoreSelfPings.Store(false)
 	srv.accept(t) // and reconnected
 }
+
+// A command session left alone ends, and the user holds nothing for it; a
+// step keeps it open.
+func TestAdhocSessionExpires(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	const timeout = 2 * time.Second
+	c, _, _ := startComponent(t, srv, &fakeBridge{}, "s", func(c *Component) { c.commandTimeout = timeout })
+	fc := srv.accept(t)
+	const user = "u@example.org"
+	execute := func(id, sid string) *xmlel.Element {
+		t.Helper()
+		sidAttr := ""
+		if sid != "" {
+			sidAttr = " sessionid='" + sid + "'"
+		}
+		fc.send(t, "<iq type='set' id='%s' from='%s/x' to='test.example.org'><command xmlns='%s' node='settings'%s action='execute'/></iq>", id, user, NSCommands, sidAttr)
+		return fc.expect(t, id, func(e *xmlel.Element) bool { return e.Attr("id") == id })
+	}
+	known := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.users[user] != nil
+	}
+
+	sid := execute("e1", "").Child(NSCommands, "command").Attr("sessionid")
+	// Steps without the form are refused but keep the session open, for
+	// longer than the timeout in all.
+	for i := range 6 {
+		time.Sleep(timeout / 4)
+		if r := execute(fmt.Sprintf("s%d", i), sid); r.Child("", "error").Child(NSCommands, "bad-sessionid") != nil {
+			t.Fatalf("step %d after %v: the session ended: %s", i, time.Duration(i+1)*timeout/4, r)
+		}
+	}
+	for deadline := time.Now().Add(3 * timeout); known(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the user still holds a command session left alone for %v", 3*timeout)
+		}
+	}
+	r := execute("late", sid)
+	if e := stanza.ErrorOf(r); e == nil || e.Condition != "bad-request" || r.Child("", "error").Child(NSCommands, "bad-sessionid") == nil {
+		t.Fatalf("a step in an expired session = %s", r)
+	}
+}
+
+// A user cannot pile up command sessions: opening one too many ends the
+// oldest.
+func TestAdhocSessionsCapped(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	c, _, _ := startComponent(t, srv, &fakeBridge{}, "s")
+	fc := srv.accept(t)
+	const user = "u@example.org"
+	var sids []string
+	for i := range maxCommands + 1 {
+		id := fmt.Sprintf("o%d", i)
+		fc.send(t, "<iq type='set' id='%s' from='%s/x' to='test.example.org'><command xmlns='%s' node='settings' action='execute'/></iq>", id, user, NSCommands)
+		r := fc.expect(t, id, func(e *xmlel.Element) bool { return e.Attr("id") == id })
+		sids = append(sids, r.Child(NSCommands, "command").Attr("sessionid"))
+	}
+	step := func(id, sid string) *xmlel.Element {
+		t.Helper()
+		fc.send(t, "<iq type='set' id='%s' from='%s/x' to='test.example.org'><command xmlns='%s' node='settings' sessionid='%s' action='cancel'/></iq>", id, user, NSCommands, sid)
+		return fc.expect(t, id, func(e *xmlel.Element) bool { return e.Attr("id") == id })
+	}
+	if r := step("c0", sids[0]); r.Child("", "error").Child(NSCommands, "bad-sessionid") == nil {
+		t.Fatalf("the oldest of %d sessions is still open: %s", maxCommands+1, r)
+	}
+	open := make(chan int)
+	c.Post(user, func(context.Context) { open <- len(c.userSession(user).commands) })
+	if n := <-open; n != maxCommands {
+		t.Fatalf("%d command sessions open, want %d", n, maxCommands)
+	}
+	for i, sid := range sids[1:] {
+		if r := step(fmt.Sprintf("c%d", i+1), sid); r.Child(NSCommands, "command").Attr("status") != "canceled" {
+			t.Fatalf("session %d: %s", i+1, r)
+		}
+	}
+}

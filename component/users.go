@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"time"
 
 	"passerelle/bridges"
 	"passerelle/component/stanza"
@@ -18,14 +19,69 @@ import (
 type userSession struct {
 	queue   []func(context.Context) // guarded by Component.mu
 	running bool                    // guarded by Component.mu
-	// commands are the user's open ad-hoc command sessions (id -> node);
-	// only touched on this user's goroutine.
-	commands map[string]string
+	// commands are the user's open ad-hoc command sessions, by id; only
+	// touched on this user's goroutine.
+	commands map[string]*commandSession
+}
+
+// commandSession is one open XEP-0050 session.
+type commandSession struct {
+	node   string
+	opened uint64      // order of opening, to end the oldest first
+	timer  *time.Timer // ends the session when it is left alone too long
+}
+
+// maxCommands is how many command sessions one user may have open; opening
+// one more ends the oldest.
+const maxCommands = 8
+
+// commandTimeout is how long a command session waits for its next step.
+const commandTimeout = 15 * time.Minute
+
+// openCommand opens a command session on node for user and returns its
+// id. It runs on the user's goroutine.
+func (c *Component) openCommand(user string, s *userSession, node string) string {
+	if len(s.commands) >= maxCommands {
+		oldest := ""
+		for sid, cs := range s.commands {
+			if oldest == "" || cs.opened < s.commands[oldest].opened {
+				oldest = sid
+			}
+		}
+		c.log.Debug("too many command sessions open: the oldest ends", "user", user, "node", s.commands[oldest].node)
+		s.endCommand(oldest)
+	}
+	if s.commands == nil {
+		s.commands = map[string]*commandSession{}
+	}
+	sid := stanza.NewID()
+	cs := &commandSession{node: node, opened: c.commandsOpened.Add(1)}
+	cs.timer = time.AfterFunc(c.commandTimeout, func() { c.expireCommand(user, sid, cs) })
+	s.commands[sid] = cs
+	return sid
+}
+
+// expireCommand ends a command session that waited commandTimeout for its
+// next step, on the user's goroutine; when the user's queue is full, it
+// tries again after another commandTimeout.
+func (c *Component) expireCommand(user, sid string, cs *commandSession) {
+	err := c.Post(user, func(context.Context) {
+		if s := c.userSession(user); s != nil && s.commands[sid] == cs {
+			c.log.Debug("command session expired", "user", user, "node", cs.node)
+			s.endCommand(sid)
+		}
+	})
+	if err != nil {
+		cs.timer.Reset(c.commandTimeout)
+	}
 }
 
 // endCommand forgets command session sid. The map goes with the last one:
 // a user who ran a command holds nothing for it afterwards.
 func (s *userSession) endCommand(sid string) {
+	if cs := s.commands[sid]; cs != nil {
+		cs.timer.Stop()
+	}
 	delete(s.commands, sid)
 	if len(s.commands) == 0 {
 		s.commands = nil

@@ -111,22 +111,56 @@ func TestUserSessionForgottenWhenIdle(t *testing.T) {
 	waitGone(true)
 
 	// A command left open keeps the session through idle periods.
-	opened := make(chan struct{})
+	opened := make(chan string)
 	c.Post("u@example.org", func(context.Context) {
-		s := c.userSession("u@example.org")
-		s.commands = map[string]string{"sid1": "node"}
-		close(opened)
+		opened <- c.openCommand("u@example.org", c.userSession("u@example.org"), "node")
 	})
-	<-opened
+	sid := <-opened
 	time.Sleep(20 * time.Millisecond)
 	if !known() {
 		t.Fatal("a session with an open command was forgotten")
 	}
 	ended := make(chan struct{})
 	c.Post("u@example.org", func(context.Context) {
-		c.userSession("u@example.org").endCommand("sid1")
+		c.userSession("u@example.org").endCommand(sid)
 		close(ended)
 	})
 	<-ended
 	waitGone(true)
+}
+
+// A command session that expires while the user's queue is full ends once
+// there is room again.
+func TestCommandExpiryWaitsForRoom(t *testing.T) {
+	c := New(Options{Domain: "test.example.org", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	c.commandTimeout = 20 * time.Millisecond
+	const user = "u@example.org"
+	release, opened := make(chan struct{}), make(chan struct{})
+	c.Post(user, func(context.Context) {
+		c.openCommand(user, c.userSession(user), "node")
+		close(opened)
+		<-release
+	})
+	<-opened
+	for range userQueueSize {
+		if err := c.Post(user, func(context.Context) {}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The timer has fired (at least) once against the full queue.
+	time.Sleep(10 * c.commandTimeout)
+	if c.m.Dropped.Load() == 0 {
+		t.Fatal("the expiry found room in a full queue")
+	}
+	close(release)
+	known := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.users[user] != nil
+	}
+	for deadline := time.Now().Add(5 * time.Second); known(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the command session never ended after the queue drained")
+		}
+	}
 }
