@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -237,6 +238,13 @@ func startRunLocal(t *testing.T, ports map[string]int) *runLocal {
 		"LOCAL_SMTP_PORT="+strconv.Itoa(rl.ports["smtp"]),
 		"LOCAL_HTTP_PORT="+strconv.Itoa(rl.ports["http"]),
 	)
+	// A test process started with SIGINT ignored (a non-interactive
+	// shell's background job) would pass that on, and the script could
+	// not trap it. Once this process handles SIGINT, exec gives the
+	// script the default disposition. Ctrl-C was ignored here anyway.
+	if signal.Ignored(os.Interrupt) {
+		signal.Notify(make(chan os.Signal, 1), os.Interrupt)
+	}
 	cmd := exec.Command("bash", runLocalScript)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = &rl.out, &rl.out
