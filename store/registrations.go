@@ -209,6 +209,31 @@ func (s *Store) PutMessageID(ctx context.Context, m MessageID) error {
 	return err
 }
 
+// pruneBatch bounds the links one statement of PruneMessageIDs deletes, so
+// that other writers wait for it at most a moment.
+const pruneBatch = 2000
+
+// PruneMessageIDs deletes the links stored before before, a batch at a
+// time, and returns how many it deleted.
+func (s *Store) PruneMessageIDs(ctx context.Context, before time.Time) (int64, error) {
+	var total int64
+	for {
+		res, err := s.db.ExecContext(ctx, `DELETE FROM message_ids WHERE rowid IN
+			(SELECT rowid FROM message_ids WHERE created < ? LIMIT ?)`, before.Unix(), pruneBatch)
+		if err != nil {
+			return total, fmt.Errorf("failed to prune message ids: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, fmt.Errorf("failed to prune message ids: %w", err)
+		}
+		total += n
+		if n < pruneBatch {
+			return total, nil
+		}
+	}
+}
+
 // MessageByXMPPID looks a link up by the user's XMPP id.
 func (s *Store) MessageByXMPPID(ctx context.Context, domain, jid, xmppID string) (*MessageID, error) {
 	return s.messageBy(ctx, `domain = ? AND jid = ? AND xmpp_id = ?`, domain, jid, xmppID)

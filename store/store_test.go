@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -250,5 +252,45 @@ func TestSealer(t *testing.T) {
 	}
 	if v, _ := s.Open("plain"); v != "plain" {
 		t.Fatal("clear value not passed through")
+	}
+}
+
+// PruneMessageIDs deletes the links older than its limit, in batches, and
+// keeps the newer ones.
+func TestPruneMessageIDs(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	const old = 2*pruneBatch + 5
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range old {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO message_ids (domain, jid, xmpp_id, foreign_id, created) VALUES ('d', 'u@x', ?, ?, ?)`,
+			fmt.Sprintf("old%d", i), fmt.Sprintf("<old%d@b>", i), time.Now().Add(-48*time.Hour).Unix()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	s.PutMessageID(ctx, MessageID{Domain: "d", JID: "u@x", XMPPID: "new", ForeignID: "<new@b>"})
+
+	n, err := s.PruneMessageIDs(ctx, time.Now().Add(-24*time.Hour))
+	if err != nil || n != old {
+		t.Fatalf("pruned %d (%v), want %d", n, err, old)
+	}
+	if m, err := s.MessageByXMPPID(ctx, "d", "u@x", "new"); err != nil || m.ForeignID != "<new@b>" {
+		t.Fatalf("the new link: %+v %v", m, err)
+	}
+	if _, err := s.MessageByForeignID(ctx, "d", "<old0@b>"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("an old link is still there: %v", err)
+	}
+	if n, err := s.PruneMessageIDs(ctx, time.Now().Add(-24*time.Hour)); n != 0 || err != nil {
+		t.Fatalf("second prune: %d %v", n, err)
+	}
+	s.Close()
+	if _, err := s.PruneMessageIDs(ctx, time.Now()); err == nil || !strings.Contains(err.Error(), "failed to prune message ids") {
+		t.Fatalf("prune on a closed store: %v", err)
 	}
 }

@@ -120,6 +120,8 @@ func run() int {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go releaseWhenIdle(runCtx)
+	var maintenance sync.WaitGroup
+	maintenance.Go(func() { pruneMessageIDs(runCtx, st, log, pruneEvery, messageIDsKept) })
 	var wg sync.WaitGroup
 	errs := make(chan error, len(comps))
 	for _, c := range comps {
@@ -134,6 +136,7 @@ func run() int {
 	}
 	wg.Wait()
 	cancel()
+	maintenance.Wait()
 	for _, b := range bridgeList {
 		if w, ok := b.(bridges.Waiter); ok {
 			w.Wait() // e.g. the IRC QUIT lines go out (bounded) before the exit
