@@ -38,7 +38,8 @@ type fakeHost struct {
 	sent     []*xmlel.Element // Send
 	messages []*xmlel.Element // SendMessage
 	changed  chan struct{}
-	failSend error // returned by SendMessage when set
+	failSend error  // returned by SendMessage when set
+	onSend   func() // called by SendMessage first, when set
 }
 
 func newFakeHost(t testing.TB) *fakeHost {
@@ -57,8 +58,11 @@ func (h *fakeHost) Send(st *xmlel.Element) error {
 }
 func (h *fakeHost) SendMessage(ctx context.Context, sts ...*xmlel.Element) error {
 	h.mu.Lock()
-	err := h.failSend
+	err, onSend := h.failSend, h.onSend
 	h.mu.Unlock()
+	if onSend != nil {
+		onSend()
+	}
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"passerelle/bridges"
 	"passerelle/component/form"
@@ -39,6 +40,11 @@ type Bridge struct {
 	provider Provider
 	wake     chan struct{} // a text was queued
 	stopped  chan struct{} // closed once the worker and the webhooks have stopped
+	// webhookAddr is where the webhooks are served (set by Start);
+	// shutdownWait bounds how long a stop waits for the webhooks being
+	// answered.
+	webhookAddr  net.Addr
+	shutdownWait time.Duration
 
 	// The worker's own state (see worker).
 	finished bridges.FinishedJobs
@@ -48,7 +54,7 @@ type Bridge struct {
 // New returns an SMS bridge.
 func New(opts Options) *Bridge {
 	opts.WebhookURL = strings.TrimRight(opts.WebhookURL, "/")
-	b := &Bridge{opts: opts, provider: opts.Provider, wake: make(chan struct{}, 1)}
+	b := &Bridge{opts: opts, provider: opts.Provider, wake: make(chan struct{}, 1), shutdownWait: 5 * time.Second}
 	if b.provider == nil {
 		b.provider = NewTwilio(opts.APIURL, opts.AccountSID, opts.AuthToken)
 	}
@@ -135,6 +141,7 @@ func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 		if b.opts.AuthToken == "" {
 			host.Log().Warn("PASSERELLE_SMS_AUTH_TOKEN is not set: every webhook will be refused (403)")
 		}
+		b.webhookAddr = ln.Addr()
 		host.Log().Info("SMS webhooks listening", "addr", ln.Addr().String(), "url", b.opts.WebhookURL)
 		work.Go(func() { b.serveWebhooks(ctx, ln) })
 	} else {

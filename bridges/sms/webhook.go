@@ -34,7 +34,7 @@ func (b *Bridge) serveWebhooks(ctx context.Context, ln net.Listener) {
 	go func() {
 		defer close(shut)
 		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		sctx, cancel := context.WithTimeout(context.Background(), b.shutdownWait)
 		defer cancel()
 		srv.Shutdown(sctx) // waits for the webhooks being answered
 	}()

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"passerelle/bridges/sms/smstest"
 	"passerelle/component/stanza"
@@ -215,5 +216,84 @@ func TestInboundMediaURLEscaped(t *testing.T) {
 	}
 	if xs := m.ChildrenNamed(stanza.NSOOB, "x"); len(xs) != 1 || xs[0].ChildText("", "url") != want {
 		t.Errorf("OOB: %s", m)
+	}
+}
+
+// webhookBridge starts a bridge serving its webhooks on a loopback port,
+// with alice registered; stop stops it.
+func webhookBridge(t *testing.T, h *fakeHost) (b *Bridge, p *smstest.Provider, stop context.CancelFunc) {
+	t.Helper()
+	p = smstest.Start(t, testSID, testToken)
+	b = New(Options{Numbers: []string{ownNumber}, Region: "US", APIURL: p.URL(), AccountSID: testSID, AuthToken: testToken,
+		WebhookListen: "127.0.0.1:0", WebhookURL: testHook + "/"})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); b.Wait() })
+	if err := b.Start(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.st.PutRegistration(ctx, testDomain, userJID, map[string]string{"number": ownNumber}, []string{ownNumber}); err != nil {
+		t.Fatal(err)
+	}
+	return b, p, cancel
+}
+
+// waitReturns runs b.Wait and reports whether it returned within d.
+func waitReturns(b *Bridge, d time.Duration) (returned <-chan struct{}, within bool) {
+	done := make(chan struct{})
+	go func() { b.Wait(); close(done) }()
+	select {
+	case <-done:
+		return done, true
+	case <-time.After(d):
+		return done, false
+	}
+}
+
+// A stop lets the webhooks being answered finish: the provider gets its
+// 200 for a text that was delivered, and Wait returns only then.
+func TestStopAnswersWebhooks(t *testing.T) {
+	h := newFakeHost(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	h.onSend = func() { close(entered); <-release }
+	b, p, stop := webhookBridge(t, h)
+	code := make(chan int, 1)
+	go func() {
+		c, _, err := p.Inbound(b.webhookAddr.String(), testHook, smstest.InboundParams("SMstop", "+15557654321", ownNumber, "late"))
+		if err != nil {
+			t.Error(err)
+		}
+		code <- c
+	}()
+	<-entered
+	stop()
+	done, returned := waitReturns(b, 100*time.Millisecond)
+	if returned {
+		t.Fatal("Wait returned while a webhook was being answered")
+	}
+	close(release)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait did not return once the webhook was answered")
+	}
+	if c := <-code; c != http.StatusOK {
+		t.Fatalf("the webhook answered during the stop: %d, want 200", c)
+	}
+	h.wait(t, false, "the text", func(e *xmlel.Element) bool { return e.Attr("id") == "SMstop" })
+}
+
+// A webhook that does not finish holds a stop up for shutdownWait at most.
+func TestStopBoundedByHungWebhook(t *testing.T) {
+	h := newFakeHost(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	h.onSend = func() { close(entered); <-release }
+	b, p, stop := webhookBridge(t, h)
+	b.shutdownWait = 200 * time.Millisecond
+	go p.Inbound(b.webhookAddr.String(), testHook, smstest.InboundParams("SMhung", "+15557654321", ownNumber, "hung"))
+	<-entered
+	stop()
+	if _, returned := waitReturns(b, 5*time.Second); !returned {
+		t.Fatalf("Wait still blocked 5 s after a stop with shutdownWait %v", b.shutdownWait)
 	}
 }
