@@ -13,6 +13,8 @@ package main
 //
 //	go test -run '^$' -bench BenchmarkIRCGateway -benchtime=1x ./cmd/passerelle/
 //
+// PASSERELLE_BENCH_USERS=10,50,200 sets the numbers of users (default 10,50).
+//
 // Metrics (per b.N iteration of the message phases; joins happen once):
 //
 //	join-ms              time from the first join until all N users got
@@ -76,9 +78,28 @@ const (
 	benchSettle    = 4 * time.Second
 )
 
+// benchUsers are the numbers of users of the first phase: 10 and 50, or
+// the comma-separated list in $PASSERELLE_BENCH_USERS.
+func benchUsers(b *testing.B) []int {
+	v := os.Getenv("PASSERELLE_BENCH_USERS")
+	if v == "" {
+		return []int{10, 50}
+	}
+	var ns []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			b.Fatalf("PASSERELLE_BENCH_USERS=%q: want positive numbers, comma-separated", v)
+		}
+		ns = append(ns, n)
+	}
+	return ns
+}
+
 func BenchmarkIRCGateway(b *testing.B) {
+	users := benchUsers(b)
 	for _, gw := range []string{"passerelle", "biboumi"} {
-		for _, n := range []int{10, 50} {
+		for _, n := range users {
 			b.Run(fmt.Sprintf("%s/users=%d", gw, n), func(b *testing.B) { benchIRCGateway(b, gw, n) })
 		}
 	}
