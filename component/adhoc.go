@@ -130,7 +130,7 @@ func (c *Component) executeCommand(ctx context.Context, u *bridges.User, st, p *
 			reply("canceled", nil, "")
 			return
 		}
-		cs.timer.Reset(c.commandTimeout)
+		cs.step(c.commandTimeout)
 		f, err := form.Find(p)
 		if err != nil {
 			c.Send(stanza.ErrorReply(st, stanza.Errorf("bad-request", "Submit the form to go on.")))

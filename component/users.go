@@ -28,7 +28,14 @@ type userSession struct {
 type commandSession struct {
 	node   string
 	opened uint64      // order of opening, to end the oldest first
+	last   time.Time   // the last step
 	timer  *time.Timer // ends the session when it is left alone too long
+}
+
+// step notes a step of the session: it waits commandTimeout again.
+func (cs *commandSession) step(timeout time.Duration) {
+	cs.last = time.Now()
+	cs.timer.Reset(timeout)
 }
 
 // maxCommands is how many command sessions one user may have open; opening
@@ -55,7 +62,7 @@ func (c *Component) openCommand(user string, s *userSession, node string) string
 		s.commands = map[string]*commandSession{}
 	}
 	sid := stanza.NewID()
-	cs := &commandSession{node: node, opened: c.commandsOpened.Add(1)}
+	cs := &commandSession{node: node, opened: c.commandsOpened.Add(1), last: time.Now()}
 	cs.timer = time.AfterFunc(c.commandTimeout, func() { c.expireCommand(user, sid, cs) })
 	s.commands[sid] = cs
 	return sid
@@ -66,13 +73,15 @@ func (c *Component) openCommand(user string, s *userSession, node string) string
 // tries again after another commandTimeout.
 func (c *Component) expireCommand(user, sid string, cs *commandSession) {
 	err := c.Post(user, func(context.Context) {
-		if s := c.userSession(user); s != nil && s.commands[sid] == cs {
-			c.log.Debug("command session expired", "user", user, "node", cs.node)
-			s.endCommand(sid)
+		s := c.userSession(user)
+		if s == nil || s.commands[sid] != cs || time.Since(cs.last) < c.commandTimeout {
+			return // ended, or stepped since
 		}
+		c.log.Debug("command session expired", "user", user, "node", cs.node)
+		s.endCommand(sid)
 	})
 	if err != nil {
-		cs.timer.Reset(c.commandTimeout)
+		time.AfterFunc(c.commandTimeout, func() { c.expireCommand(user, sid, cs) })
 	}
 }
 
