@@ -13,7 +13,7 @@ package main
 //
 //	go test -run '^$' -bench BenchmarkIRCGateway -benchtime=1x ./cmd/passerelle/
 //
-// PASSERELLE_BENCH_USERS=10,50,200 sets the numbers of users (default 10,50).
+// PASSERELLE_BENCH_USERS=10,50 sets the numbers of users (default 10,50,200).
 //
 // Metrics (per b.N iteration of the message phases; joins happen once):
 //
@@ -81,12 +81,13 @@ const (
 	benchJoinBatch = 50 // the first n users join at most this many at once
 )
 
-// benchUsers are the numbers of users of the first phase: 10 and 50, or
-// the comma-separated list in $PASSERELLE_BENCH_USERS.
+// benchUsers are the numbers of users of the first phase: 10, 50 and 200
+// (where the gateway's one-time costs weigh little), or the
+// comma-separated list in $PASSERELLE_BENCH_USERS.
 func benchUsers(b *testing.B) []int {
 	v := os.Getenv("PASSERELLE_BENCH_USERS")
 	if v == "" {
-		return []int{10, 50}
+		return []int{10, 50, 200}
 	}
 	var ns []int
 	for _, f := range strings.Split(v, ",") {
