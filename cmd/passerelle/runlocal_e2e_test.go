@@ -6,7 +6,6 @@ package main
 // directory.
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -186,29 +185,11 @@ func TestRunLocalNoProsody(t *testing.T) {
 // group.
 type runLocal struct {
 	*harness.Script
-	out   runLocalOutput
+	out   lockedOutput   // the script's stdout and stderr
 	ports map[string]int // c2s, component, smtp, http
 
 	mu  sync.Mutex
 	dir string // found by children, removed in the cleanup if left
-}
-
-// runLocalOutput is the script's stdout and stderr, safe for concurrent use.
-type runLocalOutput struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (o *runLocalOutput) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.Write(p)
-}
-
-func (o *runLocalOutput) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.String()
 }
 
 // startRunLocal starts the script on random free ports (ports overrides some

@@ -29,9 +29,14 @@ func serverLogged(t *testing.T, srv harness.Server, parts ...string) int {
 	if err != nil {
 		t.Fatalf("reading the server log: %v", err)
 	}
+	return linesWith(string(b), parts...)
+}
+
+// linesWith counts the lines of text that contain every one of parts.
+func linesWith(text string, parts ...string) int {
 	n := 0
 lines:
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(text, "\n") {
 		for _, p := range parts {
 			if !strings.Contains(line, p) {
 				continue lines
