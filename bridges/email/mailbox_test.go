@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
+	"passerelle/bridges/email/emailtest"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 )
@@ -77,7 +78,7 @@ func startMemIMAPTLS(t testing.TB, serverTLS, clientTLS *tls.Config) *memIMAP {
 func (m *memIMAP) serve(ln net.Listener) {
 	m.srv = imapserver.New(&imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return flushingSession{m.mem.NewSession()}, nil, nil
+			return emailtest.FlushingSession{Session: m.mem.NewSession()}, nil, nil
 		},
 		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}},
 		InsecureAuth: m.serverTLS == nil,
@@ -85,28 +86,6 @@ func (m *memIMAP) serve(ln net.Listener) {
 		Logger:       log.New(io.Discard, "", 0),
 	})
 	go m.srv.Serve(trackingListener{ln, m})
-}
-
-// flushingSession is a memory-server session whose IDLE reports changes
-// within 20 ms, including those made just before it began, as real servers
-// do. The memory server alone holds back a change made between a
-// command and IDLE until the next change, leaving a watcher waiting for
-// its next renewal.
-type flushingSession struct{ imapserver.Session }
-
-func (s flushingSession) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if err := s.Poll(w, true); err != nil {
-			return err
-		}
-		select {
-		case <-stop:
-			return nil
-		case <-t.C:
-		}
-	}
 }
 
 func (m *memIMAP) stop() {

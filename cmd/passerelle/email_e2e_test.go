@@ -669,7 +669,7 @@ func TestEmailTLS(t *testing.T) {
 		}
 		imapSrv := imapserver.New(&imapserver.Options{
 			NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-				return mem.NewSession(), nil, nil
+				return emailtest.FlushingSession{Session: mem.NewSession()}, nil, nil
 			},
 			Caps:      imap.CapSet{imap.CapIMAP4rev1: {}},
 			TLSConfig: stls,
