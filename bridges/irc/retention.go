@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"passerelle/bridges"
 )
 
 const (
@@ -17,23 +19,7 @@ const (
 // pruneLoop trims the archive at start and then every b.pruneEvery,
 // until ctx ends.
 func (b *Bridge) pruneLoop(ctx context.Context) {
-	t := time.NewTicker(b.pruneEvery)
-	defer t.Stop()
-	for {
-		if n, err := b.prune(ctx); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			b.host.Log().Warn("cannot prune the irc archive", "err", err)
-		} else if n > 0 {
-			b.host.Log().Info("pruned the irc archive", "deleted", n)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	bridges.PruneLoop(ctx, b.host.Log(), b.pruneEvery, "the irc archive", b.prune)
 }
 
 // prune deletes, in every channel archive holding more than the limit,

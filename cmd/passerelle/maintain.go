@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"passerelle/bridges"
 	"passerelle/store"
 )
 
@@ -23,22 +24,7 @@ const (
 // every every, until ctx ends. A failure is logged and tried again at the
 // next tick.
 func pruneMessageIDs(ctx context.Context, st *store.Store, log *slog.Logger, every, keep time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		n, err := st.PruneMessageIDs(ctx, time.Now().Add(-keep))
-		switch {
-		case err != nil && ctx.Err() != nil:
-			return
-		case err != nil:
-			log.Warn("cannot prune old message ids", "err", err, "deleted", n)
-		case n > 0:
-			log.Info("pruned old message ids", "deleted", n, "older_than", keep.String())
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	bridges.PruneLoop(ctx, log, every, "old message ids", func(ctx context.Context) (int64, error) {
+		return st.PruneMessageIDs(ctx, time.Now().Add(-keep))
+	}, "older_than", keep.String())
 }
