@@ -144,7 +144,9 @@ type Host interface {
 	// Deliver is SendMessage for an event the foreign side may send more
 	// than once, even at the same moment (store.Delivery): key, the links
 	// and the messages are committed in one transaction. When key was
-	// committed before, it commits nothing and reports false.
+	// committed before, it commits nothing and reports false. An empty
+	// key is no check: the links and messages are still committed
+	// together.
 	Deliver(ctx context.Context, key string, links []store.MessageID, sts ...*xmlel.Element) (bool, error)
 	// IQ sends an IQ get/set and waits for its answer.
 	IQ(ctx context.Context, iq *xmlel.Element) (*xmlel.Element, error)
