@@ -141,6 +141,13 @@ type Host interface {
 	// on error, none) and sends them as soon as the stream is up. It
 	// returns once they are committed.
 	SendMessage(ctx context.Context, sts ...*xmlel.Element) error
+	// Deliver is SendMessage for an event the foreign side may send more
+	// than once, even at the same moment (store.Delivery): key, the links
+	// and the messages are committed in one transaction. When key was
+	// committed before, it commits nothing and reports false. An empty
+	// key is no check: the links and messages are still committed
+	// together.
+	Deliver(ctx context.Context, key string, links []store.MessageID, sts ...*xmlel.Element) (bool, error)
 	// IQ sends an IQ get/set and waits for its answer.
 	IQ(ctx context.Context, iq *xmlel.Element) (*xmlel.Element, error)
 	// Post runs fn on user's goroutine (the owner of that user's state).

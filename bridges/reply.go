@@ -45,13 +45,26 @@ func Refuse(h Host, st *xmlel.Element, e *stanza.Error) {
 // server delivers or keeps offline and in its archive. Both go through the
 // persistent outbox together: on error, neither was committed.
 func ReportFailure(ctx context.Context, h Host, contact, user, id string, e *stanza.Error, notice string) error {
+	return h.SendMessage(ctx, failureReport(contact, user, id, e, notice)...)
+}
+
+// ReportFailureOnce is ReportFailure for a failure the foreign side may
+// report more than once: the report is committed under key (see
+// Host.Deliver), and a report under a key committed before sends nothing
+// and returns false.
+func ReportFailureOnce(ctx context.Context, h Host, key, contact, user, id string, e *stanza.Error, notice string) (bool, error) {
+	return h.Deliver(ctx, key, nil, failureReport(contact, user, id, e, notice)...)
+}
+
+// failureReport returns the error and the notice of ReportFailure.
+func failureReport(contact, user, id string, e *stanza.Error, notice string) []*xmlel.Element {
 	if notice == "" {
 		notice = e.Text
 	}
 	errMsg := stanza.New("message", contact, user, "error", id).Add(e.Element())
 	note := stanza.Message(contact, stanza.Bare(user), "chat", stanza.NewID(), notice)
 	note.Add(xmlel.New(NSHints, "store"))
-	return h.SendMessage(ctx, errMsg, note)
+	return []*xmlel.Element{errMsg, note}
 }
 
 // AnswerContactIQ answers the IQs every foreign contact JID supports

@@ -17,6 +17,7 @@ import (
 type outboxHost struct {
 	fail     error
 	messages []*xmlel.Element
+	keys     map[string]bool // committed by Deliver
 }
 
 func (h *outboxHost) Domain() string { return "gw.example.test" }
@@ -42,6 +43,21 @@ func (h *outboxHost) SendMessage(ctx context.Context, sts ...*xmlel.Element) err
 	}
 	h.messages = append(h.messages, sts...)
 	return nil
+}
+
+func (h *outboxHost) Deliver(ctx context.Context, key string, links []store.MessageID, sts ...*xmlel.Element) (bool, error) {
+	if h.fail != nil {
+		return false, h.fail
+	}
+	if h.keys[key] {
+		return false, nil
+	}
+	if h.keys == nil {
+		h.keys = map[string]bool{}
+	}
+	h.keys[key] = true
+	h.messages = append(h.messages, sts...)
+	return true, nil
 }
 
 func TestReportFailure(t *testing.T) {
@@ -86,5 +102,30 @@ func TestReportFailure(t *testing.T) {
 	h.messages, h.fail = nil, errors.New("database is locked")
 	if err := ReportFailure(ctx, h, contact, full, "m2", e, ""); err == nil || len(h.messages) != 0 {
 		t.Errorf("err %v, %d messages", err, len(h.messages))
+	}
+}
+
+// ReportFailureOnce commits the report under its key: a report under a key
+// committed before sends nothing, another key is another report, and a
+// report the outbox refused is made by the next try.
+func TestReportFailureOnce(t *testing.T) {
+	ctx := context.Background()
+	const contact, full = "+15551234567@gw.example.test", "alice@example.test/phone"
+	h := &outboxHost{fail: errors.New("database is locked")}
+	e := Errorf("recipient-unavailable", "Not delivered.")
+	if ok, err := ReportFailureOnce(ctx, h, "SM1 undelivered", contact, full, "m1", e, ""); ok || err == nil {
+		t.Fatalf("refused by the outbox: %v %v", ok, err)
+	}
+	h.fail = nil
+	for i, want := range []bool{true, false} {
+		if ok, err := ReportFailureOnce(ctx, h, "SM1 undelivered", contact, full, "m1", e, ""); ok != want || err != nil {
+			t.Fatalf("report %d: %v %v, want %v", i+1, ok, err, want)
+		}
+	}
+	if ok, err := ReportFailureOnce(ctx, h, "SM1 failed", contact, full, "m1", e, ""); !ok || err != nil {
+		t.Fatalf("another status: %v %v", ok, err)
+	}
+	if len(h.messages) != 4 || h.messages[0].Attr("type") != "error" || h.messages[1].ChildText("", "body") != "Not delivered." {
+		t.Fatalf("messages %v, want an error and a notice per key", h.messages)
 	}
 }

@@ -457,6 +457,13 @@ func (c *Component) sendWait(ctx context.Context, st *xmlel.Element, wait time.D
 // SendMessage implements bridges.Host: store in the outbox (several
 // messages in one transaction), then send.
 func (c *Component) SendMessage(ctx context.Context, sts ...*xmlel.Element) error {
+	_, err := c.Deliver(ctx, "", nil, sts...)
+	return err
+}
+
+// Deliver implements bridges.Host: store key, links and messages in one
+// transaction, then send the messages.
+func (c *Component) Deliver(ctx context.Context, key string, links []store.MessageID, sts ...*xmlel.Element) (bool, error) {
 	raw := make([]string, len(sts))
 	for i, st := range sts {
 		if st.Attr("from") == "" {
@@ -464,14 +471,15 @@ func (c *Component) SendMessage(ctx context.Context, sts ...*xmlel.Element) erro
 		}
 		raw[i] = st.String()
 	}
-	if err := c.store.EnqueueStanzas(ctx, c.opts.Domain, raw); err != nil {
-		return err
+	ok, err := c.store.Deliver(ctx, c.opts.Domain, store.Delivery{Key: key, Links: links, Stanzas: raw})
+	if err != nil || !ok {
+		return ok, err
 	}
 	select {
 	case c.outboxWake <- struct{}{}:
 	default:
 	}
-	return nil
+	return true, nil
 }
 
 // IQ implements bridges.Host.

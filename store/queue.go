@@ -17,21 +17,8 @@ type OutboxItem struct {
 // EnqueueStanzas stores several stanzas for domain's component stream in
 // one transaction: all of them or none.
 func (s *Store) EnqueueStanzas(ctx context.Context, domain string, stanzas []string) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("failed to queue stanzas: %w", err)
-	}
-	defer tx.Rollback()
-	created := now()
-	for _, st := range stanzas {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (domain, stanza, created) VALUES (?, ?, ?)`, domain, st, created); err != nil {
-			return fmt.Errorf("failed to queue stanzas: %w", err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("failed to queue stanzas: %w", err)
-	}
-	return nil
+	_, err := s.Deliver(ctx, domain, Delivery{Stanzas: stanzas})
+	return err
 }
 
 // PendingStanzas returns up to limit queued stanzas of domain, oldest first.

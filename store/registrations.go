@@ -201,37 +201,43 @@ type MessageID struct {
 
 // PutMessageID stores the link (replacing an earlier one for the same XMPP id).
 func (s *Store) PutMessageID(ctx context.Context, m MessageID) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO message_ids (domain, jid, xmpp_id, foreign_id, peer, thread, extra, created)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (domain, jid, xmpp_id) DO UPDATE SET foreign_id = excluded.foreign_id,
-			peer = excluded.peer, thread = excluded.thread, extra = excluded.extra`,
-		m.Domain, m.JID, m.XMPPID, m.ForeignID, m.Peer, m.Thread, m.Extra, now())
+	_, err := s.db.ExecContext(ctx, putMessageID, m.Domain, m.JID, m.XMPPID, m.ForeignID, m.Peer, m.Thread, m.Extra, now())
 	return err
 }
+
+const putMessageID = `INSERT INTO message_ids (domain, jid, xmpp_id, foreign_id, peer, thread, extra, created)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+	ON CONFLICT (domain, jid, xmpp_id) DO UPDATE SET foreign_id = excluded.foreign_id,
+		peer = excluded.peer, thread = excluded.thread, extra = excluded.extra`
 
 // pruneBatch bounds the links one statement of PruneMessageIDs deletes, so
 // that other writers wait for it at most a moment.
 const pruneBatch = 2000
 
-// PruneMessageIDs deletes the links stored before before, a batch at a
-// time, and returns how many it deleted.
+// PruneMessageIDs deletes the links stored before before, and the keys of
+// the deliveries committed before it (see Deliver), a batch at a time, and
+// returns how many rows it deleted.
 func (s *Store) PruneMessageIDs(ctx context.Context, before time.Time) (int64, error) {
 	var total int64
-	for {
-		res, err := s.db.ExecContext(ctx, `DELETE FROM message_ids WHERE rowid IN
-			(SELECT rowid FROM message_ids WHERE created < ? LIMIT ?)`, before.Unix(), pruneBatch)
-		if err != nil {
-			return total, fmt.Errorf("failed to prune message ids: %w", err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return total, fmt.Errorf("failed to prune message ids: %w", err)
-		}
-		total += n
-		if n < pruneBatch {
-			return total, nil
+	for _, table := range []string{"message_ids", "deliveries"} {
+		for {
+			// table is one of the two constants above.
+			res, err := s.db.ExecContext(ctx, `DELETE FROM `+table+` WHERE rowid IN
+				(SELECT rowid FROM `+table+` WHERE created < ? LIMIT ?)`, before.Unix(), pruneBatch)
+			if err != nil {
+				return total, fmt.Errorf("failed to prune message ids: %w", err)
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return total, fmt.Errorf("failed to prune message ids: %w", err)
+			}
+			total += n
+			if n < pruneBatch {
+				break
+			}
 		}
 	}
+	return total, nil
 }
 
 // MessageByXMPPID looks a link up by the user's XMPP id.

@@ -46,24 +46,32 @@ func (h *fakeHost) Send(st *xmlel.Element) error {
 
 // SendMessage commits a batch in one transaction, as the component does.
 func (h *fakeHost) SendMessage(ctx context.Context, sts ...*xmlel.Element) error {
+	_, err := h.Deliver(ctx, "", nil, sts...)
+	return err
+}
+
+// Deliver commits a batch under key in one transaction, as the component
+// does.
+func (h *fakeHost) Deliver(ctx context.Context, key string, links []store.MessageID, sts ...*xmlel.Element) (bool, error) {
 	h.mu.Lock()
 	fail := h.fail
 	h.mu.Unlock()
 	if fail != nil {
-		return fail
+		return false, fail
 	}
 	raw := make([]string, len(sts))
 	for i, st := range sts {
 		raw[i] = st.String()
 	}
-	if err := h.st.EnqueueStanzas(ctx, testDomain, raw); err != nil {
-		return err
+	if ok, err := h.st.Deliver(ctx, testDomain, store.Delivery{Key: key, Links: links, Stanzas: raw}); !ok || err != nil {
+		return ok, err
 	}
 	for _, st := range sts {
 		h.record(st)
 	}
-	return nil
+	return true, nil
 }
+
 func (h *fakeHost) record(st *xmlel.Element) {
 	h.mu.Lock()
 	h.sent = append(h.sent, st)

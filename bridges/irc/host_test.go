@@ -75,6 +75,12 @@ func (h *fakeHost) SendMessage(ctx context.Context, sts ...*xmlel.Element) error
 	}
 	return nil
 }
+func (h *fakeHost) Deliver(ctx context.Context, key string, links []store.MessageID, sts ...*xmlel.Element) (bool, error) {
+	if ok, err := h.st.Deliver(ctx, h.Domain(), store.Delivery{Key: key, Links: links}); !ok || err != nil {
+		return ok, err
+	}
+	return true, h.SendMessage(ctx, sts...)
+}
 func (h *fakeHost) IQ(ctx context.Context, iq *xmlel.Element) (*xmlel.Element, error) {
 	return nil, bridges.ErrDisconnected
 }

@@ -38,8 +38,8 @@ type fakeHost struct {
 	sent     []*xmlel.Element // Send
 	messages []*xmlel.Element // SendMessage
 	changed  chan struct{}
-	failSend error  // returned by SendMessage when set
-	onSend   func() // called by SendMessage first, when set
+	failSend error  // returned by SendMessage and Deliver when set
+	onSend   func() // called by SendMessage and Deliver first, when set
 }
 
 func newFakeHost(t testing.TB) *fakeHost {
@@ -57,6 +57,13 @@ func (h *fakeHost) Send(st *xmlel.Element) error {
 	return nil
 }
 func (h *fakeHost) SendMessage(ctx context.Context, sts ...*xmlel.Element) error {
+	_, err := h.Deliver(ctx, "", nil, sts...)
+	return err
+}
+
+// Deliver commits key, links and messages in the store, as the component
+// does, and records the messages when they were committed.
+func (h *fakeHost) Deliver(ctx context.Context, key string, links []store.MessageID, sts ...*xmlel.Element) (bool, error) {
 	h.mu.Lock()
 	err, onSend := h.failSend, h.onSend
 	h.mu.Unlock()
@@ -64,13 +71,21 @@ func (h *fakeHost) SendMessage(ctx context.Context, sts ...*xmlel.Element) error
 		onSend()
 	}
 	if err != nil {
-		return err
+		return false, err
+	}
+	raw := make([]string, len(sts))
+	for i, st := range sts {
+		raw[i] = st.String()
+	}
+	if ok, err := h.st.Deliver(ctx, testDomain, store.Delivery{Key: key, Links: links, Stanzas: raw}); !ok || err != nil {
+		return ok, err
 	}
 	for _, st := range sts {
 		h.record(&h.messages, st)
 	}
-	return nil
+	return true, nil
 }
+
 func (h *fakeHost) record(list *[]*xmlel.Element, st *xmlel.Element) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

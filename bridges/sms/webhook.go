@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -115,14 +116,15 @@ func (b *Bridge) handleInbound(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if err := b.deliverInbound(ctx, in); err != nil {
 		log.Error("cannot take an inbound text; the provider will retry", "sid", in.SID, "err", err)
-		http.Error(w, "temporary failure", http.StatusInternalServerError)
+		http.Error(w, "temporary failure", http.StatusServiceUnavailable)
 		return
 	}
 	w.Header().Set("Content-Type", "text/xml")
 	w.Write([]byte(emptyTwiML))
 }
 
-// inboundExtra marks the message_ids rows of inbound texts.
+// inboundExtra marks the message_ids rows of inbound texts (the migration
+// to store version 8 reads it).
 const inboundExtra = `{"in":true}`
 
 // deliverInbound commits an inbound text for its number's owner, or keeps
@@ -140,17 +142,18 @@ func (b *Bridge) deliverInbound(ctx context.Context, in *Inbound) error {
 	if err != nil {
 		return err
 	}
-	if m, err := st.MessageByForeignID(ctx, domain, in.SID); err == nil && m.Extra == inboundExtra {
-		log.Info("ignored a repeated inbound text", "sid", in.SID, "user", owner)
-		return nil
-	}
+	// The provider sends a text again when it got no 200, and may send it
+	// twice at once: its MessageSid, the message and its link are committed
+	// together, once.
 	from := mapping.EscapeLocal(in.From) + "@" + domain
-	if err := b.host.SendMessage(ctx, inboundMessage(from, owner, in)); err != nil {
+	link := store.MessageID{Domain: domain, JID: owner, XMPPID: in.SID, ForeignID: in.SID, Peer: in.From, Extra: inboundExtra}
+	ok, err := b.host.Deliver(ctx, in.SID, []store.MessageID{link}, inboundMessage(from, owner, in))
+	if err != nil {
 		return err
 	}
-	if err := st.PutMessageID(ctx, store.MessageID{Domain: domain, JID: owner, XMPPID: in.SID, ForeignID: in.SID,
-		Peer: in.From, Extra: inboundExtra}); err != nil {
-		log.Warn("cannot remember an inbound text's id", "sid", in.SID, "err", err)
+	if !ok {
+		log.Info("ignored a repeated inbound text", "sid", in.SID, "user", owner)
+		return nil
 	}
 	log.Debug("inbound text", "user", owner, "from", in.From, "sid", in.SID, "media", len(in.Media))
 	return nil
@@ -189,7 +192,7 @@ func (b *Bridge) handleStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := b.applyStatus(r.Context(), s); err != nil {
 		log.Error("cannot apply a status callback; the provider will retry", "sid", s.SID, "err", err)
-		http.Error(w, "temporary failure", http.StatusInternalServerError)
+		http.Error(w, "temporary failure", http.StatusServiceUnavailable)
 		return
 	}
 	w.WriteHeader(http.StatusOK)
@@ -237,6 +240,9 @@ func (b *Bridge) applyKnownStatus(ctx context.Context, m *store.MessageID, s *St
 		return nil
 	}
 	contact := mapping.EscapeLocal(m.Peer) + "@" + domain
+	// The provider repeats a report it got no 200 for, maybe at once: each
+	// status of a text is reported once.
+	key := s.SID + " " + s.Status
 	switch s.Status {
 	case "delivered":
 		if !x.Receipt || x.Part != x.Parts {
@@ -244,10 +250,12 @@ func (b *Bridge) applyKnownStatus(ctx context.Context, m *store.MessageID, s *St
 		}
 		rc := stanza.New("message", contact, x.User, "", stanza.NewID())
 		rc.Add(xmlel.New(stanza.NSReceipts, "received").SetAttr("id", x.ID))
-		log.Debug("text delivered", "sid", s.SID, "user", m.JID)
-		return b.host.SendMessage(ctx, rc)
+		ok, err := b.host.Deliver(ctx, key, nil, rc)
+		if err == nil {
+			logStatus(ctx, log, ok, "text delivered", slog.LevelDebug, s, m)
+		}
+		return err
 	default:
-		log.Info("text not delivered", "sid", s.SID, "user", m.JID, "to", m.Peer, "status", s.Status, "code", s.ErrorCode)
 		text := "The text to " + m.Peer + " was not delivered (" + s.Status
 		if s.ErrorCode != "" {
 			text += ", error " + s.ErrorCode
@@ -261,6 +269,19 @@ func (b *Bridge) applyKnownStatus(ctx context.Context, m *store.MessageID, s *St
 		}
 		e := stanza.Errorf("recipient-unavailable", text)
 		e.Type = "cancel"
-		return bridges.ReportFailure(ctx, b.host, contact, x.User, x.ID, e, "")
+		ok, err := bridges.ReportFailureOnce(ctx, b.host, key, contact, x.User, x.ID, e, "")
+		if err == nil {
+			logStatus(ctx, log, ok, "text not delivered", slog.LevelInfo, s, m, "code", s.ErrorCode)
+		}
+		return err
 	}
+}
+
+// logStatus logs a report applied (at level) or, when it was applied
+// before, its repetition.
+func logStatus(ctx context.Context, log *slog.Logger, applied bool, msg string, level slog.Level, s *Status, m *store.MessageID, attrs ...any) {
+	if !applied {
+		msg, level = "ignored a repeated status callback", slog.LevelInfo
+	}
+	log.Log(ctx, level, msg, append([]any{"sid", s.SID, "status", s.Status, "user", m.JID, "to", m.Peer}, attrs...)...)
 }

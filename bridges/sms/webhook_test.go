@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,12 +113,36 @@ func TestInboundUnclaimed(t *testing.T) {
 	}
 }
 
+// Identical webhooks at the same moment each get 200 and give one message.
+func TestInboundConcurrentDuplicates(t *testing.T) {
+	tb := newTestBridge(t)
+	codes := make([]int, 20)
+	var wg sync.WaitGroup
+	for i := range codes {
+		wg.Go(func() {
+			codes[i], _, _ = tb.p.Inbound(tb.addr(), testHook, smstest.InboundParams("SMdup", peer, ownNumber, "once"))
+		})
+	}
+	wg.Wait()
+	for _, c := range codes {
+		if c != http.StatusOK {
+			t.Fatalf("answers %v, want 200 for each", codes)
+		}
+	}
+	if n := tb.h.count(false); n != 1 {
+		t.Errorf("%d messages for %d identical webhooks, want 1", n, len(codes))
+	}
+	if m, err := tb.h.st.MessageByForeignID(context.Background(), testDomain, "SMdup"); err != nil || m.JID != userJID {
+		t.Errorf("link: %+v %v", m, err)
+	}
+}
+
 func TestInboundNotCommitted(t *testing.T) {
 	tb := newTestBridge(t)
 	tb.h.setFailSend(errors.New("disk full"))
 	// The provider is told to try again: the text is not lost.
-	if code := tb.inbound(t, smstest.InboundParams("SMf", peer, ownNumber, "x")); code != http.StatusInternalServerError {
-		t.Fatalf("webhook when the outbox fails: %d, want 500", code)
+	if code := tb.inbound(t, smstest.InboundParams("SMf", peer, ownNumber, "x")); code != http.StatusServiceUnavailable {
+		t.Fatalf("webhook when the outbox fails: %d, want 503", code)
 	}
 	tb.h.setFailSend(nil)
 	if code := tb.inbound(t, smstest.InboundParams("SMf", peer, ownNumber, "x")); code != http.StatusOK {
@@ -191,6 +216,98 @@ func TestStatusCallbacks(t *testing.T) {
 	}
 }
 
+// The provider repeating a status callback, one after the other or at
+// once, gets 200 each time; the report is applied once per text and
+// status.
+func TestStatusRepeated(t *testing.T) {
+	tb := newTestBridge(t)
+	ctx := context.Background()
+	send := func(id, body string, receipt bool) string {
+		t.Helper()
+		st := stanza.Message(userFull, peer+"@"+testDomain, "chat", id, body)
+		if receipt {
+			st.Add(xmlel.New(stanza.NSReceipts, "request"))
+		}
+		tb.b.Handle(ctx, user(), st)
+		r := tb.p.WaitRequest(t, wantWait, "text "+id, func(r smstest.Request) bool { return r.Body() == body && r.SID != "" })
+		waitLink(t, tb, r.SID)
+		return r.SID
+	}
+	repeat := func(sid, status, code string) {
+		t.Helper()
+		codes := make([]int, 10)
+		var wg sync.WaitGroup
+		for i := range codes {
+			wg.Go(func() {
+				codes[i], _, _ = tb.p.Status(tb.addr(), testHook+statusPath, smstest.StatusParams(sid, status, code))
+			})
+		}
+		wg.Wait()
+		codes = append(codes, tb.status(t, sid, status, code))
+		for _, c := range codes {
+			if c != http.StatusOK {
+				t.Fatalf("%s callbacks: %v, want 200 for each", status, codes)
+			}
+		}
+	}
+	count := func(match func(*xmlel.Element) bool) int {
+		n := 0
+		for _, m := range tb.h.allMessages() {
+			if match(m) {
+				n++
+			}
+		}
+		return n
+	}
+	delivered := send("r1", "receipt once", true)
+	repeat(delivered, "delivered", "")
+	failed := send("r2", "reported once per status", false)
+	repeat(failed, "undelivered", "30005")
+	repeat(failed, "failed", "30003")
+	receipts := count(func(e *xmlel.Element) bool { return e.Child(stanza.NSReceipts, "received").Attr("id") == "r1" })
+	errs := count(func(e *xmlel.Element) bool { return e.Attr("id") == "r2" && e.Attr("type") == "error" })
+	notices := count(func(e *xmlel.Element) bool {
+		return e.Attr("to") == userJID && strings.Contains(e.ChildText("", "body"), "was not delivered")
+	})
+	if receipts != 1 || errs != 2 || notices != 2 {
+		t.Errorf("%d receipts, %d errors, %d notices; want 1, 2 (one per status) and 2", receipts, errs, notices)
+	}
+}
+
+// A status callback the store cannot commit gets 503, so that the
+// provider tries again; its retry is applied.
+func TestStatusNotCommitted(t *testing.T) {
+	tb := newTestBridge(t)
+	ctx := context.Background()
+	tb.b.Handle(ctx, user(), stanza.Message(userFull, peer+"@"+testDomain, "chat", "n1", "not committed"))
+	r := tb.p.WaitRequest(t, wantWait, "the text", func(r smstest.Request) bool { return r.Body() == "not committed" && r.SID != "" })
+	waitLink(t, tb, r.SID)
+	tb.h.setFailSend(errors.New("disk full"))
+	if code := tb.status(t, r.SID, "undelivered", "30005"); code != http.StatusServiceUnavailable {
+		t.Fatalf("status callback when the outbox fails: %d, want 503", code)
+	}
+	tb.h.setFailSend(nil)
+	if code := tb.status(t, r.SID, "undelivered", "30005"); code != http.StatusOK {
+		t.Fatalf("status callback retried: %d", code)
+	}
+	tb.h.wait(t, false, "the error for n1", func(e *xmlel.Element) bool { return e.Attr("id") == "n1" && e.Attr("type") == "error" })
+}
+
+// waitLink waits until the worker has recorded the text's sid.
+func waitLink(t *testing.T, tb *testBridge, sid string) {
+	t.Helper()
+	deadline := time.Now().Add(wantWait)
+	for {
+		if _, err := tb.h.st.MessageByForeignID(context.Background(), testDomain, sid); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sid %s was not recorded", sid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func TestEarlyStatusAppliedBySend(t *testing.T) {
 	tb := newTestBridge(t)
 	ctx := context.Background()
@@ -202,6 +319,14 @@ func TestEarlyStatusAppliedBySend(t *testing.T) {
 	st := stanza.Message(userFull, peer+"@"+testDomain, "chat", "e1", "early").Add(xmlel.New(stanza.NSReceipts, "request"))
 	tb.b.Handle(ctx, user(), st)
 	tb.h.wait(t, false, "receipt", func(e *xmlel.Element) bool { return e.Child(stanza.NSReceipts, "received").Attr("id") == "e1" })
+	// The report kept and applied by the worker is not applied again when
+	// the provider repeats it.
+	if code := tb.status(t, first, "delivered", ""); code != http.StatusOK {
+		t.Fatalf("repeated status: %d", code)
+	}
+	if n := tb.h.count(false); n != 1 {
+		t.Errorf("%d messages after the repeated report, want the one receipt", n)
+	}
 }
 
 // A media URL with bytes XML cannot carry reaches the user percent-encoded,

@@ -1,0 +1,153 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Of many concurrent deliveries with one key, one commits its link and
+// stanzas; the others commit nothing and say so, without an error.
+func TestDeliverOnceConcurrent(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	const n = 20
+	d := Delivery{Key: "SMonce",
+		Links:   []MessageID{{Domain: "d", JID: "u@x", XMPPID: "SMonce", ForeignID: "SMonce", Peer: "+15551234567"}},
+		Stanzas: []string{"<message id='SMonce'/>"}}
+	var wg sync.WaitGroup
+	delivered := make([]bool, n)
+	errs := make([]error, n)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			delivered[i], errs[i] = s.Deliver(ctx, "d", d)
+		})
+	}
+	close(start)
+	wg.Wait()
+	got := 0
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("delivery %d: %v", i, errs[i])
+		}
+		if delivered[i] {
+			got++
+		}
+	}
+	if got != 1 {
+		t.Fatalf("%d of %d concurrent deliveries with one key committed, want 1", got, n)
+	}
+	if c, _ := s.CountStanzas(ctx, "d"); c != 1 {
+		t.Fatalf("outbox holds %d stanzas, want 1", c)
+	}
+	if m, err := s.MessageByForeignID(ctx, "d", "SMonce"); err != nil || m.JID != "u@x" || m.Peer != "+15551234567" {
+		t.Fatalf("link: %+v %v", m, err)
+	}
+
+	// The key is per domain, and another key is another event.
+	for _, c := range []struct{ domain, key string }{{"other", "SMonce"}, {"d", "SMonce done"}} {
+		if ok, err := s.Deliver(ctx, c.domain, Delivery{Key: c.key, Stanzas: []string{"<x/>"}}); !ok || err != nil {
+			t.Errorf("delivery %q in %s: %v %v, want committed", c.key, c.domain, ok, err)
+		}
+	}
+	// No key: no check.
+	for range 2 {
+		if ok, err := s.Deliver(ctx, "d", Delivery{Stanzas: []string{"<y/>"}}); !ok || err != nil {
+			t.Fatalf("delivery without a key: %v %v", ok, err)
+		}
+	}
+	if c, _ := s.CountStanzas(ctx, "d"); c != 4 {
+		t.Fatalf("outbox holds %d stanzas, want 4", c)
+	}
+}
+
+// A delivery that fails leaves neither its key, nor its links, nor any of
+// its stanzas: the foreign side's retry is delivered.
+func TestDeliverAllOrNone(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	if _, err := s.DB().ExecContext(ctx, `CREATE TRIGGER refuse BEFORE INSERT ON outbox WHEN NEW.stanza = '<bad/>'
+		BEGIN SELECT RAISE(ABORT, 'refused'); END`); err != nil {
+		t.Fatal(err)
+	}
+	d := Delivery{Key: "SMfail", Links: []MessageID{{Domain: "d", JID: "u@x", XMPPID: "SMfail", ForeignID: "SMfail"}},
+		Stanzas: []string{"<good/>", "<bad/>"}}
+	if ok, err := s.Deliver(ctx, "d", d); err == nil || ok {
+		t.Fatalf("a failed delivery reported %v, %v", ok, err)
+	}
+	if c, _ := s.CountStanzas(ctx, "d"); c != 0 {
+		t.Fatalf("outbox holds %d stanzas after a failed delivery", c)
+	}
+	if _, err := s.MessageByXMPPID(ctx, "d", "u@x", "SMfail"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the link of a failed delivery: %v", err)
+	}
+	d.Stanzas = []string{"<good/>"}
+	if ok, err := s.Deliver(ctx, "d", d); !ok || err != nil {
+		t.Fatalf("the retry of a failed delivery: %v %v, want committed", ok, err)
+	}
+	s.Close()
+	if _, err := s.Deliver(ctx, "d", Delivery{Key: "SMclosed"}); err == nil {
+		t.Fatal("a delivery on a closed store reported no error")
+	}
+}
+
+// The keys are pruned with the links: a key older than the limit is gone.
+func TestPruneDeliveries(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	if _, err := s.DB().ExecContext(ctx, `INSERT INTO deliveries (domain, key, created) VALUES ('d', 'SMold', ?)`,
+		time.Now().Add(-48*time.Hour).Unix()); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.Deliver(ctx, "d", Delivery{Key: "SMnew"}); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if n, err := s.PruneMessageIDs(ctx, time.Now().Add(-24*time.Hour)); n != 1 || err != nil {
+		t.Fatalf("pruned %d (%v), want 1", n, err)
+	}
+	if ok, _ := s.Deliver(ctx, "d", Delivery{Key: "SMold"}); !ok {
+		t.Error("a pruned key still refuses a delivery")
+	}
+	if ok, _ := s.Deliver(ctx, "d", Delivery{Key: "SMnew"}); ok {
+		t.Error("a recent key was pruned")
+	}
+}
+
+// Version 8 knows the inbound texts taken before it by their links: a
+// retry of one after the upgrade is not delivered again.
+func TestUpgradeToDeliveries(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "v7.db")
+	old, err := open(path, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []MessageID{
+		{Domain: "sms.x", JID: "u@x", XMPPID: "SMin", ForeignID: "SMin", Peer: "+15551234567", Extra: `{"in":true}`},
+		// The same text for a later owner of the number.
+		{Domain: "sms.x", JID: "v@x", XMPPID: "SMin", ForeignID: "SMin", Peer: "+15551234567", Extra: `{"in":true}`},
+		{Domain: "sms.x", JID: "u@x", XMPPID: "m1", ForeignID: "SMout", Peer: "+15551234567", Extra: `{"user":"u@x/r"}`},
+	} {
+		if err := old.PutMessageID(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old.Close()
+
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if ok, err := s.Deliver(ctx, "sms.x", Delivery{Key: "SMin", Stanzas: []string{"<again/>"}}); ok || err != nil {
+		t.Errorf("a text taken before the upgrade: %v %v, want not delivered again", ok, err)
+	}
+	if ok, err := s.Deliver(ctx, "sms.x", Delivery{Key: "SMout", Stanzas: []string{"<x/>"}}); !ok || err != nil {
+		t.Errorf("an outbound text's sid: %v %v, want no key recorded", ok, err)
+	}
+}
