@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -69,5 +70,27 @@ func TestStanzasSentAllOrNone(t *testing.T) {
 	}
 	if n, _ := s.CountStanzas(ctx, "d"); n != 0 {
 		t.Fatalf("outbox holds %d stanzas after the removal, want 0", n)
+	}
+}
+
+// CheckWrite fails while the database refuses writes, and works again after.
+func TestCheckWrite(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	if err := s.CheckWrite(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DB().ExecContext(ctx, `CREATE TRIGGER refuse BEFORE UPDATE ON health
+		BEGIN SELECT RAISE(ABORT, 'disk full'); END`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckWrite(ctx); err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("CheckWrite with writes refused: %v", err)
+	}
+	if _, err := s.DB().ExecContext(ctx, `DROP TRIGGER refuse`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckWrite(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
