@@ -116,14 +116,43 @@ func TestInboundNotCommitted(t *testing.T) {
 	tb := newTestBridge(t)
 	tb.h.setFailSend(errors.New("disk full"))
 	// The provider is told to try again: the text is not lost.
-	if code := tb.inbound(t, smstest.InboundParams("SMf", peer, ownNumber, "x")); code != http.StatusInternalServerError {
-		t.Fatalf("webhook when the outbox fails: %d, want 500", code)
+	if code := tb.inbound(t, smstest.InboundParams("SMf", peer, ownNumber, "x")); code != http.StatusServiceUnavailable {
+		t.Fatalf("webhook when the outbox fails: %d, want 503", code)
 	}
 	tb.h.setFailSend(nil)
 	if code := tb.inbound(t, smstest.InboundParams("SMf", peer, ownNumber, "x")); code != http.StatusOK {
 		t.Fatalf("webhook retried: %d", code)
 	}
 	tb.h.wait(t, false, "the text", func(e *xmlel.Element) bool { return e.Attr("id") == "SMf" })
+}
+
+// A delivery report whose receipt the outbox refuses gets 503: the
+// provider reports it again, and the receipt goes out then.
+func TestStatusNotCommitted(t *testing.T) {
+	tb := newTestBridge(t)
+	tb.b.Handle(context.Background(), user(), stanza.Message(userFull, peer+"@"+testDomain, "chat", "r1", "receipt?").
+		Add(xmlel.New(stanza.NSReceipts, "request")))
+	r := tb.p.WaitRequest(t, wantWait, "the text", func(r smstest.Request) bool { return r.Body() == "receipt?" && r.SID != "" })
+	// The report comes once the worker has recorded the text (an earlier
+	// one is kept for it, and answered 200).
+	for deadline := time.Now().Add(wantWait); ; time.Sleep(5 * time.Millisecond) {
+		_, err := tb.h.st.MessageByForeignID(context.Background(), testDomain, r.SID)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the text was not recorded: %v", err)
+		}
+	}
+	tb.h.setFailSend(errors.New("disk full"))
+	if code := tb.status(t, r.SID, "delivered", ""); code != http.StatusServiceUnavailable {
+		t.Fatalf("status callback when the outbox fails: %d, want 503", code)
+	}
+	tb.h.setFailSend(nil)
+	if code := tb.status(t, r.SID, "delivered", ""); code != http.StatusOK {
+		t.Fatalf("status callback retried: %d", code)
+	}
+	tb.h.wait(t, false, "the receipt", func(e *xmlel.Element) bool { return e.Child(stanza.NSReceipts, "received").Attr("id") == "r1" })
 }
 
 func TestStatusCallbacks(t *testing.T) {
