@@ -95,6 +95,7 @@ type Component struct {
 	runCtx     context.Context
 	started    time.Time
 	outboxWake chan struct{}
+	outbox     outboxState // owned by the running pump
 	// idleProbe and probeTimeout detect a server that went silent.
 	idleProbe, probeTimeout time.Duration
 	// sharedRoutes is set once the server delivered this domain's stanzas
@@ -238,7 +239,13 @@ func (c *Component) serve(ctx context.Context, cn *conn) error {
 	c.cur = s
 	c.mu.Unlock()
 	c.m.Connected.Store(1)
+	// The outbox pump lives as long as the stream, and one at a time: the
+	// next stream's pump starts after this one has returned.
+	pumpCtx, endPump := context.WithCancel(ctx)
+	pumpDone := make(chan struct{})
 	defer func() {
+		endPump()
+		<-pumpDone
 		c.mu.Lock()
 		c.cur = nil
 		c.mu.Unlock()
@@ -263,7 +270,10 @@ func (c *Component) serve(ctx context.Context, cn *conn) error {
 		}
 	}()
 
-	go c.pump(ctx, s, stop)
+	go func() {
+		defer close(pumpDone)
+		c.pump(pumpCtx, s, stop)
+	}()
 	go c.announce(ctx, "")
 	if h, ok := c.bridge.(bridges.Connected); ok {
 		go h.Connected(ctx)
@@ -345,63 +355,6 @@ func (c *Component) writer(s *session, stop chan struct{}) error {
 					return nil
 				}
 			}
-		}
-	}
-}
-
-// pump sends the persistent outbox over session s, oldest first, until the
-// session ends. A batch leaves the outbox only once the server has shown it
-// processed it: a ping the component sends to its own domain comes back only
-// after everything written before it was routed. A batch interrupted by a
-// disconnection is sent again after reconnecting (at least once, never lost).
-func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) {
-	for {
-		items, err := c.store.PendingStanzas(ctx, c.opts.Domain, 100)
-		if err != nil {
-			if ctx.Err() == nil {
-				c.log.Error("cannot read the outbox", "err", err)
-			}
-			items = nil
-		}
-		if len(items) > 0 {
-			for _, it := range items {
-				select {
-				case s.queue <- []byte(it.Stanza):
-				case <-stop:
-					return
-				}
-			}
-			// Any answer (even an error) proves the server got that far.
-			pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			_, err := c.IQ(pctx, stanza.IQ(c.opts.Domain, c.opts.Domain, "get", "", xmlel.New(NSPing, "ping")))
-			cancel()
-			select {
-			case <-stop:
-				return // the stream broke: the batch is sent again after reconnecting
-			default:
-			}
-			if err != nil && ctx.Err() != nil {
-				return
-			}
-			if err != nil {
-				// The stream is still up after 30 s: the server does not
-				// answer pings to the component itself; what was written
-				// has reached it.
-				c.log.Warn("the server does not answer the outbox confirmation ping", "err", err)
-			}
-			for _, it := range items {
-				if err := c.store.StanzaSent(ctx, it.ID); err != nil && ctx.Err() == nil {
-					c.log.Error("cannot remove a sent stanza from the outbox", "id", it.ID, "err", err)
-				}
-			}
-			continue
-		}
-		select {
-		case <-c.outboxWake:
-		case <-stop:
-			return
-		case <-ctx.Done():
-			return
 		}
 	}
 }

@@ -22,6 +22,9 @@ type DomainMetrics struct {
 	Dropped       atomic.Int64 // stanzas that could not be queued (each answered or logged)
 	Refused       atomic.Int64 // stanzas from users outside PASSERELLE_ALLOW
 	Registrations atomic.Int64
+	// OutboxStoreErrors counts the times the store would not read the
+	// outbox or remove sent stanzas from it.
+	OutboxStoreErrors atomic.Int64
 }
 
 // NewMetrics returns an empty registry.
@@ -58,6 +61,7 @@ func (m *Metrics) WritePrometheus(w io.Writer) {
 		{"passerelle_dropped_total", "counter", "stanzas that could not be queued", func(d *DomainMetrics) int64 { return d.Dropped.Load() }},
 		{"passerelle_refused_total", "counter", "stanzas refused from users outside PASSERELLE_ALLOW", func(d *DomainMetrics) int64 { return d.Refused.Load() }},
 		{"passerelle_registrations_total", "counter", "new registrations", func(d *DomainMetrics) int64 { return d.Registrations.Load() }},
+		{"passerelle_outbox_store_errors_total", "counter", "failed reads and removals of the stanza outbox", func(d *DomainMetrics) int64 { return d.OutboxStoreErrors.Load() }},
 	}
 	for _, s := range series {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", s.name, s.help, s.name, s.kind)

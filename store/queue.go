@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -39,10 +40,30 @@ func (s *Store) PendingStanzas(ctx context.Context, domain string, limit int) ([
 	return out, rows.Err()
 }
 
-// StanzaSent removes a stanza from the queue once it has been written.
-func (s *Store) StanzaSent(ctx context.Context, id int64) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM outbox WHERE id = ?`, id)
-	return err
+// StanzasSent removes stanzas from the queue once they have been written,
+// in one transaction: all of them or none.
+func (s *Store) StanzasSent(ctx context.Context, ids ...int64) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("failed to remove sent stanzas: %w", err)
+	}
+	defer tx.Rollback()
+	for len(ids) > 0 {
+		n := min(len(ids), 500) // well below SQLite's limit on bound parameters
+		args := make([]any, n)
+		for i, id := range ids[:n] {
+			args[i] = id
+		}
+		q := `DELETE FROM outbox WHERE id IN (?` + strings.Repeat(`, ?`, n-1) + `)`
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return fmt.Errorf("failed to remove sent stanzas: %w", err)
+		}
+		ids = ids[n:]
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("failed to remove sent stanzas: %w", err)
+	}
+	return nil
 }
 
 // CountStanzas returns the number of queued stanzas of domain.

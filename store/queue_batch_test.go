@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -26,5 +28,69 @@ func TestEnqueueStanzasAllOrNone(t *testing.T) {
 	}
 	if n, _ := s.CountStanzas(ctx, "d"); n != 2 {
 		t.Fatalf("outbox holds %d stanzas after a failed batch, want 2", n)
+	}
+}
+
+// StanzasSent removes all the stanzas, in as many statements as their
+// number needs, or, when one fails, none.
+func TestStanzasSentAllOrNone(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	batch := make([]string, 1200)
+	for i := range batch {
+		batch[i] = fmt.Sprintf("<m n='%d'/>", i)
+	}
+	if err := s.EnqueueStanzas(ctx, "d", batch); err != nil {
+		t.Fatal(err)
+	}
+	items, err := s.PendingStanzas(ctx, "d", len(batch))
+	if err != nil || len(items) != len(batch) {
+		t.Fatalf("pending: %d, %v", len(items), err)
+	}
+	ids := make([]int64, len(items))
+	for i, it := range items {
+		ids[i] = it.ID
+	}
+	// The last one cannot be removed: none is.
+	if _, err := s.DB().ExecContext(ctx, fmt.Sprintf(`CREATE TRIGGER refuse BEFORE DELETE ON outbox WHEN OLD.id = %d
+		BEGIN SELECT RAISE(ABORT, 'refused'); END`, ids[len(ids)-1])); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StanzasSent(ctx, ids...); err == nil {
+		t.Fatal("a failed removal reported success")
+	}
+	if n, _ := s.CountStanzas(ctx, "d"); n != len(batch) {
+		t.Fatalf("outbox holds %d stanzas after a failed removal, want %d", n, len(batch))
+	}
+	if _, err := s.DB().ExecContext(ctx, `DROP TRIGGER refuse`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StanzasSent(ctx, ids...); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.CountStanzas(ctx, "d"); n != 0 {
+		t.Fatalf("outbox holds %d stanzas after the removal, want 0", n)
+	}
+}
+
+// CheckWrite fails while the database refuses writes, and works again after.
+func TestCheckWrite(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	if err := s.CheckWrite(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DB().ExecContext(ctx, `CREATE TRIGGER refuse BEFORE UPDATE ON health
+		BEGIN SELECT RAISE(ABORT, 'disk full'); END`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckWrite(ctx); err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("CheckWrite with writes refused: %v", err)
+	}
+	if _, err := s.DB().ExecContext(ctx, `DROP TRIGGER refuse`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckWrite(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -170,7 +170,15 @@ func (s *Store) Close() error { return s.db.Close() }
 // DB exposes the handle for bridge-specific tables added by migrations.
 func (s *Store) DB() *sql.DB { return s.db }
 
-// Ping checks that the database answers (for /healthz).
-func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+// CheckWrite commits a one-row write (for /healthz): it fails while the
+// database cannot commit (a full disk, a read-only file), where a read or a
+// ping would still succeed.
+func (s *Store) CheckWrite(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO health (id, checked) VALUES (1, ?)
+		ON CONFLICT (id) DO UPDATE SET checked = excluded.checked`, time.Now().UnixMilli()); err != nil {
+		return fmt.Errorf("failed to write to the database: %w", err)
+	}
+	return nil
+}
 
 func now() int64 { return time.Now().Unix() }

@@ -138,7 +138,7 @@ func TestOutboxAndJobs(t *testing.T) {
 	if len(items) != 2 || items[0].Stanza != "<a/>" || items[1].Stanza != "<b/>" {
 		t.Fatalf("pending = %+v", items)
 	}
-	s.StanzaSent(ctx, items[0].ID)
+	s.StanzasSent(ctx, items[0].ID)
 	items, _ = s.PendingStanzas(ctx, "d", 10)
 	if len(items) != 2 || items[0].Stanza != "<b/>" {
 		t.Fatalf("pending after send = %+v", items)

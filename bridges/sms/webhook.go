@@ -116,11 +116,18 @@ func (b *Bridge) handleInbound(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if err := b.deliverInbound(ctx, in); err != nil {
 		log.Error("cannot take an inbound text; the provider will retry", "sid", in.SID, "err", err)
-		http.Error(w, "temporary failure", http.StatusServiceUnavailable)
+		unavailable(w)
 		return
 	}
 	w.Header().Set("Content-Type", "text/xml")
 	w.Write([]byte(emptyTwiML))
+}
+
+// unavailable answers a webhook the gateway cannot take now (the store
+// cannot commit it): 503, so that the provider retries it later.
+func unavailable(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "60")
+	http.Error(w, "temporary failure", http.StatusServiceUnavailable)
 }
 
 // inboundExtra marks the message_ids rows of inbound texts (the migration
@@ -192,7 +199,7 @@ func (b *Bridge) handleStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := b.applyStatus(r.Context(), s); err != nil {
 		log.Error("cannot apply a status callback; the provider will retry", "sid", s.SID, "err", err)
-		http.Error(w, "temporary failure", http.StatusServiceUnavailable)
+		unavailable(w)
 		return
 	}
 	w.WriteHeader(http.StatusOK)

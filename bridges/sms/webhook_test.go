@@ -151,6 +151,27 @@ func TestInboundNotCommitted(t *testing.T) {
 	tb.h.wait(t, false, "the text", func(e *xmlel.Element) bool { return e.Attr("id") == "SMf" })
 }
 
+// A delivery report whose receipt the outbox refuses gets 503: the
+// provider reports it again, and the receipt goes out then.
+func TestStatusNotCommitted(t *testing.T) {
+	tb := newTestBridge(t)
+	tb.b.Handle(context.Background(), user(), stanza.Message(userFull, peer+"@"+testDomain, "chat", "r1", "receipt?").
+		Add(xmlel.New(stanza.NSReceipts, "request")))
+	r := tb.p.WaitRequest(t, wantWait, "the text", func(r smstest.Request) bool { return r.Body() == "receipt?" && r.SID != "" })
+	// The report comes once the worker has recorded the text (an earlier
+	// one is kept for it, and answered 200).
+	waitLink(t, tb, r.SID)
+	tb.h.setFailSend(errors.New("disk full"))
+	if code := tb.status(t, r.SID, "delivered", ""); code != http.StatusServiceUnavailable {
+		t.Fatalf("status callback when the outbox fails: %d, want 503", code)
+	}
+	tb.h.setFailSend(nil)
+	if code := tb.status(t, r.SID, "delivered", ""); code != http.StatusOK {
+		t.Fatalf("status callback retried: %d", code)
+	}
+	tb.h.wait(t, false, "the receipt", func(e *xmlel.Element) bool { return e.Child(stanza.NSReceipts, "received").Attr("id") == "r1" })
+}
+
 func TestStatusCallbacks(t *testing.T) {
 	tb := newTestBridge(t)
 	ctx := context.Background()
@@ -276,7 +297,7 @@ func TestStatusRepeated(t *testing.T) {
 
 // A status callback the store cannot commit gets 503, so that the
 // provider tries again; its retry is applied.
-func TestStatusNotCommitted(t *testing.T) {
+func TestFailureStatusNotCommitted(t *testing.T) {
 	tb := newTestBridge(t)
 	ctx := context.Background()
 	tb.b.Handle(ctx, user(), stanza.Message(userFull, peer+"@"+testDomain, "chat", "n1", "not committed"))

@@ -73,12 +73,19 @@ func baseEnv(t *testing.T, srv harness.Server) map[string]string {
 // healthz returns the status code of the gateway's /healthz (0 when it
 // does not answer).
 func (e *gwEnv) healthz() int {
+	code, _ := e.health()
+	return code
+}
+
+// health returns the status and body of /healthz (0 when it does not answer).
+func (e *gwEnv) health() (int, string) {
 	resp, err := http.Get("http://" + e.env["PASSERELLE_HTTP_LISTEN"] + "/healthz")
 	if err != nil {
-		return 0
+		return 0, err.Error()
 	}
-	resp.Body.Close()
-	return resp.StatusCode
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b))
 }
 
 func startGateway(t *testing.T, srv harness.Server, env map[string]string) *gwEnv {

@@ -37,7 +37,8 @@ type smsEnv struct {
 	hook string // the webhook listener's address
 }
 
-func startSMS(t *testing.T, srv harness.Server) *smsEnv {
+// startSMS starts it; tune, when given, changes the configuration first.
+func startSMS(t *testing.T, srv harness.Server, tune ...func(env map[string]string)) *smsEnv {
 	p := smstest.Start(t, smsSID, smsToken)
 	env := baseEnv(t, srv)
 	delete(env, "PASSERELLE_IRC_DOMAIN")
@@ -52,6 +53,9 @@ func startSMS(t *testing.T, srv harness.Server) *smsEnv {
 		"PASSERELLE_RETRY_MAX_DELAY":    "1s",
 	} {
 		env[k] = v
+	}
+	for _, f := range tune {
+		f(env)
 	}
 	e := startGateway(t, srv, env)
 	e.gw.WaitOutput(t, wait, `msg="SMS webhooks listening"`)

@@ -1,0 +1,163 @@
+package component
+
+import (
+	"context"
+	"time"
+
+	"passerelle/bridges"
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+)
+
+const (
+	// outboxBatch is the most stanzas the pump sends before it asks the
+	// server to confirm them.
+	outboxBatch = 100
+	// storeRetryMax caps the pump's backoff on a failing store (less when
+	// PASSERELLE_RETRY_MAX_DELAY is less): once the store works again,
+	// the stanzas waiting behind it go out within that time.
+	storeRetryMax = time.Minute
+	// storeWarnEvery is how many failures in a row make one more warning
+	// (the first failure is an error; the others are counted in metrics).
+	storeWarnEvery = 10
+)
+
+// outboxState is what the pump knows that the store may not: the stanzas
+// the server confirmed but the store would not remove yet, and how long to
+// leave a failing store alone. It outlives a stream, so that no stream of
+// this process sends those stanzas again, and belongs to the one pump
+// running at a time (serve waits for its pump to return).
+type outboxState struct {
+	sent     []int64 // confirmed, still in the store
+	failures int     // store failures in a row
+	retryAt  time.Time
+}
+
+// pump sends the persistent outbox over session s, oldest first, until the
+// session ends. A batch leaves the outbox only once the server has shown it
+// processed it: a ping the component sends to its own domain comes back only
+// after everything written before it was routed. A batch interrupted by a
+// disconnection is sent again after reconnecting (at least once, never lost).
+// A confirmed batch is never sent again by this process: while the store
+// will not remove it, the pump sends nothing and retries the removal with
+// backoff.
+func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) {
+	o := &c.outbox
+	for {
+		if wait := time.Until(o.retryAt); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-stop:
+				t.Stop()
+				return
+			case <-ctx.Done():
+				t.Stop()
+				return
+			}
+		}
+		if !c.removeSent(ctx) {
+			continue
+		}
+		items, err := c.store.PendingStanzas(ctx, c.opts.Domain, outboxBatch)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.storeFailed("cannot read the outbox; will retry", err, 0)
+			continue
+		}
+		c.storeWorks(0)
+		if len(items) == 0 {
+			select {
+			case <-c.outboxWake:
+			case <-stop:
+				return
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		for _, it := range items {
+			select {
+			case s.queue <- []byte(it.Stanza):
+			case <-stop:
+				return
+			}
+		}
+		// Any answer (even an error) proves the server got that far.
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err = c.IQ(pctx, stanza.IQ(c.opts.Domain, c.opts.Domain, "get", "", xmlel.New(NSPing, "ping")))
+		cancel()
+		select {
+		case <-stop:
+			return // the stream broke: the batch is sent again after reconnecting
+		default:
+		}
+		if err != nil && ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			// The stream is still up after 30 s: the server does not
+			// answer pings to the component itself; what was written
+			// has reached it.
+			c.log.Warn("the server does not answer the outbox confirmation ping", "err", err)
+		}
+		for _, it := range items {
+			o.sent = append(o.sent, it.ID)
+		}
+	}
+}
+
+// removeSent removes the confirmed stanzas from the store and reports
+// whether none is left there.
+func (c *Component) removeSent(ctx context.Context) bool {
+	o := &c.outbox
+	if len(o.sent) == 0 {
+		return true
+	}
+	// Not cancelled with the stream: a stop between the confirmation and
+	// the removal would send the batch again after the restart.
+	rctx, cancel := bridges.RecordContext(ctx)
+	defer cancel()
+	if err := c.store.StanzasSent(rctx, o.sent...); err != nil {
+		c.storeFailed("cannot remove sent stanzas from the outbox; they will not be sent again, and the outbox waits until they are removed", err, len(o.sent))
+		return false
+	}
+	c.storeWorks(len(o.sent))
+	o.sent = o.sent[:0]
+	return true
+}
+
+// storeFailed backs the pump off a store that failed; sent is the number
+// of confirmed stanzas it holds. The first failure in a row is logged as
+// an error, then every storeWarnEvery-th as a warning; all are counted.
+func (c *Component) storeFailed(msg string, err error, sent int) {
+	o := &c.outbox
+	o.failures++
+	c.m.OutboxStoreErrors.Add(1)
+	delay := bridges.RetryDelay(o.failures-1, min(c.opts.RetryMaxDelay, storeRetryMax))
+	o.retryAt = time.Now().Add(delay)
+	args := []any{"err", err, "failures", o.failures, "retry_in", delay.Round(time.Millisecond)}
+	if sent > 0 {
+		args = append(args, "sent", sent)
+	}
+	switch {
+	case o.failures == 1:
+		c.log.Error(msg, args...)
+	case o.failures%storeWarnEvery == 0:
+		c.log.Warn(msg, args...)
+	default:
+		c.log.Debug(msg, args...)
+	}
+}
+
+// storeWorks ends a run of store failures (removed: the stanzas it has
+// just removed).
+func (c *Component) storeWorks(removed int) {
+	o := &c.outbox
+	if o.failures > 0 {
+		c.log.Info("the outbox works again", "failures", o.failures, "removed", removed)
+	}
+	o.failures, o.retryAt = 0, time.Time{}
+}
