@@ -49,6 +49,9 @@ type network struct {
 	bans        map[string]*banList         // ban list requests, by folded channel
 	batch       batchState
 	retryAt     time.Time
+	link        link          // how the current connection was made
+	upgrade     int           // the TLS port the server asked for on a plain connection (sts); 0: none
+	stsDuration time.Duration // the sts policy the current connection saw (0: none), rescheduled when it closes
 }
 
 // sessionFor returns user's session, creating it.
@@ -94,9 +97,9 @@ func (b *Bridge) network(ctx context.Context, u *bridges.User, server, nick stri
 // connect dials in the background and posts the outcome to the user's
 // goroutine.
 func (b *Bridge) connect(n *network) {
-	user, server, cfg := n.user, n.server, n.cfg
+	user, server, cfg, upgrade := n.user, n.server, n.cfg, n.upgrade
 	go func() {
-		nc, encrypted, err := b.dialer.dial(b.ctx, server, cfg)
+		nc, lk, err := b.dialSTS(b.ctx, server, cfg, upgrade)
 		b.post(user, func(ctx context.Context) {
 			cur := b.sessionFor(user).nets[server]
 			if cur != n {
@@ -115,8 +118,8 @@ func (b *Bridge) connect(n *network) {
 				n.fail("Cannot connect to " + server + ": " + err.Error())
 				return
 			}
-			c := newConn(nc, encrypted, float64(cfg.ThrottleLimit))
-			n.c = c
+			c := newConn(nc, lk.tls, float64(cfg.ThrottleLimit))
+			n.c, n.link = c, lk
 			b.track(c, true)
 			c.run(func(line string) {
 				b.post(user, func(ctx context.Context) {
@@ -232,6 +235,7 @@ func (n *network) forget() {
 	n.dropListRequests()
 	n.failEchoes()
 	if n.c != nil {
+		n.stsClosed()
 		l, _ := buildLine("QUIT", "Passerelle")
 		n.c.close(l)
 		n.c = nil
@@ -247,6 +251,7 @@ func (n *network) forget() {
 func (n *network) lost(err error) {
 	n.c = nil
 	n.registered = false
+	n.stsClosed()
 	n.dropListRequests()
 	n.failEchoes()
 	reason := "The connection to " + n.server + " was lost"
