@@ -49,9 +49,8 @@ type network struct {
 	bans        map[string]*banList         // ban list requests, by folded channel
 	batch       batchState
 	retryAt     time.Time
-	link        link          // how the current connection was made
-	upgrade     int           // the TLS port the server asked for on a plain connection (sts); 0: none
-	stsDuration time.Duration // the sts policy the current connection saw (0: none), rescheduled when it closes
+	link        link // how the current connection was made
+	upgrade     int  // the TLS port the server asked for on a plain connection (sts); 0: none
 }
 
 // sessionFor returns user's session, creating it.
@@ -235,7 +234,6 @@ func (n *network) forget() {
 	n.dropListRequests()
 	n.failEchoes()
 	if n.c != nil {
-		n.stsClosed()
 		l, _ := buildLine("QUIT", "Passerelle")
 		n.c.close(l)
 		n.c = nil
@@ -251,7 +249,6 @@ func (n *network) forget() {
 func (n *network) lost(err error) {
 	n.c = nil
 	n.registered = false
-	n.stsClosed()
 	n.dropListRequests()
 	n.failEchoes()
 	reason := "The connection to " + n.server + " was lost"

@@ -111,7 +111,7 @@ func (n *network) sts(value string, ls bool) bool {
 		if !v.hasDur {
 			return false // no persistence policy: nothing is stored
 		}
-		n.stsDuration = v.duration
+		n.b.stsSeen(n.c, n.server, v.duration > 0)
 		err := n.b.host.Store().PutSTSPolicy(n.b.ctx, n.server, n.link.port, v.duration, time.Now())
 		if err != nil {
 			n.b.host.Log().Error("cannot store an irc strict transport security policy", "server", n.server, "err", err)
@@ -135,14 +135,24 @@ func (n *network) sts(value string, ls bool) bool {
 	return true
 }
 
-// stsClosed reschedules the expiry of the policy the closing connection
-// saw: its duration from now.
-func (n *network) stsClosed() {
-	if n.stsDuration == 0 {
+// stsSeen records whether connection c saw a policy of host in force,
+// for rescheduling its expiry when c ends.
+func (b *Bridge) stsSeen(c *conn, host string, inForce bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, open := b.conns[c]; !open {
 		return
 	}
-	n.stsDuration = 0
-	if err := n.b.host.Store().RescheduleSTSPolicy(n.b.ctx, n.server, time.Now()); err != nil {
-		n.b.host.Log().Error("cannot reschedule an irc strict transport security policy", "server", n.server, "err", err)
+	if !inForce {
+		host = ""
+	}
+	b.conns[c] = host
+}
+
+// rescheduleSTS moves the expiry of host's policy to its duration from
+// now: a connection that saw it ends.
+func (b *Bridge) rescheduleSTS(ctx context.Context, host string) {
+	if err := b.host.Store().RescheduleSTSPolicy(ctx, host, time.Now()); err != nil {
+		b.host.Log().Error("cannot reschedule an irc strict transport security policy", "server", host, "err", err)
 	}
 }

@@ -24,6 +24,7 @@ type stsFixture struct {
 	*fixture
 	plain, tls *fakeIRC
 	logs       *logBuffer
+	stop       func() // stops the bridge and waits for it
 }
 
 func setupSTS(t *testing.T, cfg func(plain, tls int) netConfig) *stsFixture {
@@ -37,7 +38,12 @@ func setupSTS(t *testing.T, cfg func(plain, tls int) netConfig) *stsFixture {
 		plain: newFakeIRC(t), tls: serveFake(t, ln), logs: &logBuffer{}}
 	fx.b.dialer.roots = ca.Roots
 	fx.h.log = slog.New(slog.NewTextHandler(fx.logs, nil))
-	ctx := startOn(t, fx.b, fx.h)
+	ctx, cancel := context.WithCancel(context.Background())
+	fx.stop = func() { cancel(); fx.b.Wait() }
+	t.Cleanup(fx.stop)
+	if err := fx.b.Start(ctx, fx.h); err != nil {
+		t.Fatal(err)
+	}
 	if err := fx.b.saveNetConfig(ctx, testUser, "localhost", cfg(fx.plain.port(), fx.tls.port())); err != nil {
 		t.Fatal(err)
 	}
@@ -264,11 +270,7 @@ func TestSTSRemoveAndReschedule(t *testing.T) {
 	fx.handle(t, "<presence xmlns='jabber:component:accept' from='"+testUser+"/r' to='#c%localhost@irc.example/nick' type='unavailable'/>")
 	fx.tls.expect(t, "PART #c")
 	fx.tls.closed(t) // no channel left
-
-	p := fx.policy(t)
-	if p == nil || time.Until(p.Expires) < 59*time.Minute {
-		t.Fatalf("the policy was not rescheduled on disconnect: %+v", p)
-	}
+	fx.waitPolicy(t, "rescheduled on disconnect", func(p *store.STSPolicy) bool { return p != nil && time.Until(p.Expires) > 59*time.Minute })
 
 	fx.join(t)
 	register(t, fx.tls, "sts=duration=0")
@@ -325,4 +327,21 @@ func freePort(t *testing.T) int {
 	p := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	return p
+}
+
+// A connection that saw a policy and is closed when the gateway stops
+// reschedules the policy too.
+func TestSTSRescheduleOnShutdown(t *testing.T) {
+	fx := setupSTS(t, func(_, tls int) netConfig { return netConfig{TLSPorts: []int{tls}, VerifyCert: true} })
+	fx.join(t)
+	register(t, fx.tls, "sts=duration=3600")
+	fx.tls.expect(t, "JOIN #c")
+	if err := fx.h.st.PutSTSPolicy(context.Background(), "localhost", fx.tls.port(), time.Hour, time.Now().Add(-50*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	fx.stop()
+	fx.tls.expect(t, "QUIT")
+	if p := fx.policy(t); p == nil || time.Until(p.Expires) < 59*time.Minute {
+		t.Fatalf("the policy was not rescheduled at shutdown: %+v", p)
+	}
 }
