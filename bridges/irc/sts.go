@@ -122,7 +122,7 @@ func (n *network) sts(value string, ls bool) bool {
 		return false
 	}
 	if v.port == 0 || !ls {
-		return false // no upgrade policy; or announced late, when the next connection upgrades
+		return false // no upgrade policy; or one in CAP NEW, which the next connection's CAP LS carries
 	}
 	n.b.host.Log().Info("irc server asks for TLS (sts); reconnecting", "user", n.user, "server", n.server, "port", v.port)
 	n.status(n.b.ctx, n.server+" asks for TLS on port "+strconv.Itoa(v.port)+" (strict transport security); reconnecting with TLS.")
