@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -44,7 +45,19 @@ var errClosed = errors.New("the irc connection is closed")
 type dialer struct {
 	allowPrivate bool
 	resolver     *net.Resolver
+	roots        *x509.CertPool // trusted for TLS; nil: the system's
 }
+
+// link is how a connection was made.
+type link struct {
+	port     int
+	tls      bool
+	verified bool // the server's certificate was verified
+}
+
+// secure reports whether the link is secure in the sense of strict
+// transport security: TLS with a verified certificate.
+func (l link) secure() bool { return l.tls && l.verified }
 
 // checkAddr refuses loopback, private, link-local and unspecified
 // addresses unless allowed.
@@ -62,21 +75,21 @@ func (d *dialer) checkAddr(ip netip.Addr) error {
 }
 
 // dial resolves server, checks its addresses, and tries the TLS ports,
-// then the plain ones. It reports whether the link is encrypted.
-func (d *dialer) dial(ctx context.Context, server string, cfg netConfig) (net.Conn, bool, error) {
+// then the plain ones. It reports how the connection was made.
+func (d *dialer) dial(ctx context.Context, server string, cfg netConfig) (net.Conn, link, error) {
 	ips, err := d.resolver.LookupNetIP(ctx, "ip", server)
 	if err != nil {
-		return nil, false, &connError{msg: "cannot resolve " + server + ": " + err.Error()}
+		return nil, link{}, &connError{msg: "cannot resolve " + server + ": " + err.Error()}
 	}
 	var ok []netip.Addr
 	for _, ip := range ips {
 		if err := d.checkAddr(ip); err != nil {
-			return nil, false, err
+			return nil, link{}, err
 		}
 		ok = append(ok, ip)
 	}
 	if len(ok) == 0 {
-		return nil, false, &connError{msg: "no address for " + server}
+		return nil, link{}, &connError{msg: "no address for " + server}
 	}
 	var errs []string
 	try := func(port int, secure bool) (net.Conn, bool) {
@@ -85,7 +98,7 @@ func (d *dialer) dial(ctx context.Context, server string, cfg netConfig) (net.Co
 			dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 			nc, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
 			if err == nil && secure {
-				tc := tls.Client(nc, &tls.Config{ServerName: server, InsecureSkipVerify: !cfg.VerifyCert})
+				tc := tls.Client(nc, &tls.Config{ServerName: server, InsecureSkipVerify: !cfg.VerifyCert, RootCAs: d.roots})
 				if err = tc.HandshakeContext(dctx); err != nil {
 					nc.Close()
 				} else {
@@ -106,18 +119,18 @@ func (d *dialer) dial(ctx context.Context, server string, cfg netConfig) (net.Co
 	}
 	for _, p := range cfg.TLSPorts {
 		if nc, ok := try(p, true); ok {
-			return nc, true, nil
+			return nc, link{port: p, tls: true, verified: cfg.VerifyCert}, nil
 		}
 	}
 	for _, p := range cfg.Ports {
 		if nc, ok := try(p, false); ok {
-			return nc, false, nil
+			return nc, link{port: p}, nil
 		}
 	}
 	if len(errs) == 0 {
-		return nil, false, &connError{msg: "no port configured for " + server, permanent: true}
+		return nil, link{}, &connError{msg: "no port configured for " + server, permanent: true}
 	}
-	return nil, false, &connError{msg: "cannot connect to " + server + ": " + strings.Join(errs, "; ")}
+	return nil, link{}, &connError{msg: "cannot connect to " + server + ": " + strings.Join(errs, "; ")}
 }
 
 // conn is one IRC connection: a reader goroutine delivering parsed

@@ -31,6 +31,7 @@ type fakeHost struct {
 	ch      chan func(context.Context)
 	out     chan *xmlel.Element
 	allowed func(jid string) bool // nil: everyone
+	log     *slog.Logger          // nil: discarded
 }
 
 func newFakeHost(t testing.TB) *fakeHost {
@@ -56,10 +57,15 @@ func newFakeHost(t testing.TB) *fakeHost {
 	return h
 }
 
-func (h *fakeHost) Domain() string                               { return "irc.example" }
-func (h *fakeHost) Send(st *xmlel.Element) error                 { h.out <- st; return nil }
-func (h *fakeHost) Store() *store.Store                          { return h.st }
-func (h *fakeHost) Log() *slog.Logger                            { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func (h *fakeHost) Domain() string               { return "irc.example" }
+func (h *fakeHost) Send(st *xmlel.Element) error { h.out <- st; return nil }
+func (h *fakeHost) Store() *store.Store          { return h.st }
+func (h *fakeHost) Log() *slog.Logger {
+	if h.log != nil {
+		return h.log
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
 func (h *fakeHost) RetryMaxDelay() time.Duration                 { return time.Minute }
 func (h *fakeHost) Allowed(jid string) bool                      { return h.allowed == nil || h.allowed(jid) }
 func (h *fakeHost) Registered(context.Context) ([]string, error) { return nil, nil }

@@ -33,7 +33,7 @@ type Bridge struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // by bare JID; each owned by its user's goroutine
-	conns    map[*conn]bool      // open connections, to QUIT on shutdown
+	conns    map[*conn]string    // open connections, to QUIT on shutdown, with the host of the sts policy each saw ("": none)
 
 	keys storedKeys // the case mapping of each server's stored keys, with its own locks
 
@@ -48,7 +48,7 @@ func New(opts Options) *Bridge {
 	if opts.Sealer == nil {
 		opts.Sealer = store.NewSealer("")
 	}
-	return &Bridge{opts: opts, sessions: map[string]*session{}, conns: map[*conn]bool{}, joinTimeout: time.Minute, banTimeout: 30 * time.Second, pruneEvery: pruneEvery,
+	return &Bridge{opts: opts, sessions: map[string]*session{}, conns: map[*conn]string{}, joinTimeout: time.Minute, banTimeout: 30 * time.Second, pruneEvery: pruneEvery,
 		dialer: &dialer{allowPrivate: opts.AllowPrivate, resolver: net.DefaultResolver}}
 }
 
@@ -151,14 +151,20 @@ func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 	return nil
 }
 
-// track records an open connection (untrack when it ends).
+// track records an open connection (untrack when it ends). The end of
+// one that saw a strict transport security policy reschedules the
+// policy's expiry (at shutdown quitAll does).
 func (b *Bridge) track(c *conn, open bool) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	host := b.conns[c]
 	if open {
-		b.conns[c] = true
+		b.conns[c] = ""
 	} else {
 		delete(b.conns, c)
+	}
+	b.mu.Unlock()
+	if !open && host != "" && b.ctx.Err() == nil {
+		b.rescheduleSTS(b.ctx, host)
 	}
 }
 
@@ -180,10 +186,17 @@ const quitWait = 2 * time.Second
 func (b *Bridge) quitAll() {
 	b.mu.Lock()
 	conns := make([]*conn, 0, len(b.conns))
-	for c := range b.conns {
+	hosts := map[string]bool{}
+	for c, host := range b.conns {
 		conns = append(conns, c)
+		if host != "" {
+			hosts[host] = true
+		}
 	}
 	b.mu.Unlock()
+	for host := range hosts {
+		b.rescheduleSTS(context.WithoutCancel(b.ctx), host)
+	}
 	l, _ := buildLine("QUIT", "Gateway shutting down")
 	for _, c := range conns {
 		c.close(l)

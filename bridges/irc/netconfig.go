@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"passerelle/bridges"
 	"passerelle/component/form"
@@ -198,5 +199,20 @@ func (b *Bridge) configure(ctx context.Context, u *bridges.User, server string, 
 		return nil, err
 	}
 	b.host.Log().Info("irc network configured", "user", u.JID, "server", server)
-	return &bridges.CommandResult{Done: true, Note: "Settings for " + server + " saved; they apply to the next connection."}, nil
+	return &bridges.CommandResult{Done: true, Note: "Settings for " + server + " saved; they apply to the next connection." + b.stsNote(ctx, server)}, nil
+}
+
+// stsNote tells, after the settings, that the server's strict transport
+// security policy overrides the ports and verify_cert.
+func (b *Bridge) stsNote(ctx context.Context, server string) string {
+	pol, err := b.host.Store().STSPolicyAt(ctx, server, time.Now())
+	switch {
+	case err != nil:
+		b.host.Log().Error("cannot read an irc strict transport security policy", "server", server, "err", err)
+		return " The strict transport security policy of " + server + " could not be read; until it can, the gateway does not connect."
+	case pol == nil:
+		return ""
+	}
+	return " " + server + " has a strict transport security policy until " + pol.Expires.UTC().Format(time.RFC3339) +
+		": the gateway connects to it only with TLS (port " + strconv.Itoa(pol.Port) + " first, then the TLS ports) and verifies its certificate, whatever the ports and verify_cert say."
 }

@@ -84,6 +84,9 @@ func (n *network) handleCap(m *irc.Message) {
 		// The list (slices of the LS lines) is not kept past its last line.
 		ls := n.caps.ls
 		n.caps.ls = nil
+		if v, ok := capValue(ls, "sts"); ok && n.sts(v, true) {
+			return // reconnecting with TLS
+		}
 		var req []string
 		sasl := false
 		for _, c := range ls {
@@ -122,6 +125,10 @@ func (n *network) handleCap(m *irc.Message) {
 			return // CAP END after the SASL outcome
 		}
 		n.capAnswered()
+	case "NEW":
+		if v, ok := capValue(strings.Fields(m.Trailing()), "sts"); ok {
+			n.sts(v, false)
+		}
 	case "NAK":
 		if n.cfg.SASLPassword != "" {
 			n.saslFailed(n.server + " refused the SASL capability.")

@@ -49,6 +49,8 @@ type network struct {
 	bans        map[string]*banList         // ban list requests, by folded channel
 	batch       batchState
 	retryAt     time.Time
+	link        link // how the current connection was made
+	upgrade     int  // the TLS port the server asked for on a plain connection (sts); 0: none
 }
 
 // sessionFor returns user's session, creating it.
@@ -94,9 +96,9 @@ func (b *Bridge) network(ctx context.Context, u *bridges.User, server, nick stri
 // connect dials in the background and posts the outcome to the user's
 // goroutine.
 func (b *Bridge) connect(n *network) {
-	user, server, cfg := n.user, n.server, n.cfg
+	user, server, cfg, upgrade := n.user, n.server, n.cfg, n.upgrade
 	go func() {
-		nc, encrypted, err := b.dialer.dial(b.ctx, server, cfg)
+		nc, lk, err := b.dialSTS(b.ctx, server, cfg, upgrade)
 		b.post(user, func(ctx context.Context) {
 			cur := b.sessionFor(user).nets[server]
 			if cur != n {
@@ -115,8 +117,8 @@ func (b *Bridge) connect(n *network) {
 				n.fail("Cannot connect to " + server + ": " + err.Error())
 				return
 			}
-			c := newConn(nc, encrypted, float64(cfg.ThrottleLimit))
-			n.c = c
+			c := newConn(nc, lk.tls, float64(cfg.ThrottleLimit))
+			n.c, n.link = c, lk
 			b.track(c, true)
 			c.run(func(line string) {
 				b.post(user, func(ctx context.Context) {

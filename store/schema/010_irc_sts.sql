@@ -1,0 +1,9 @@
+-- Version 10: the strict transport security policies (IRCv3 sts) that IRC
+-- servers announced on verified TLS connections. A policy is the server's,
+-- not a user's: while it is in force every connection to the host uses TLS.
+CREATE TABLE irc_sts (
+	host     TEXT    PRIMARY KEY,   -- the server name as the users give it
+	port     INTEGER NOT NULL,      -- the TLS port the policy was announced on
+	duration INTEGER NOT NULL,      -- seconds, as last announced
+	expires  INTEGER NOT NULL       -- unix seconds
+);
