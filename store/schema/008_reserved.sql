@@ -1,1 +1,0 @@
--- Version 8: reserved for a change made alongside; replaced by it on merge.

@@ -1,1 +1,0 @@
--- Version 9: reserved for a change made alongside; replaced by it on merge.
