@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 )
@@ -85,7 +86,7 @@ func TestInboundRefusals(t *testing.T) {
 	if err := submit(addr, "x@example.com", []string{"Alice+News@" + testDomain}, "From: x@example.com\n\nhello\n"); err != nil {
 		t.Fatal(err)
 	}
-	if st := h.next(t); st.Attr("to") != "alice@example.org" || st.ChildText("", "body") != "hello" {
+	if st := h.next(t); st.Attr("to") != "alice@example.org" || st.ChildText("", "body") != unverifiedMark+"\nhello" {
 		t.Fatalf("got %s", st)
 	}
 
@@ -188,5 +189,111 @@ func TestInboundTwoRecipientsAllOrNone(t *testing.T) {
 	}
 	if len(items) != 2 || got["alice@example.org"] != 1 || got["bob@example.org"] != 1 {
 		t.Fatalf("queued %d stanzas: %v", len(items), got)
+	}
+}
+
+// After MaxRefusedRcpts refused recipients, the next refusal answers 421
+// and closes the connection.
+func TestInboundRefusedRecipientLimit(t *testing.T) {
+	b, _ := startBridge(t, Options{Listen: "127.0.0.1:0", Inbound: InboundOptions{MaxRefusedRcpts: 3}},
+		map[string]string{"alice@example.org": "alice"})
+	c, err := smtp.Dial(b.smtpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Mail("x@example.com", nil); err != nil {
+		t.Fatal(err)
+	}
+	// An accepted recipient does not count.
+	if err := c.Rcpt("alice@"+testDomain, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if got, _ := code(c.Rcpt("nobody@"+testDomain, nil)); got != 550 {
+			t.Fatalf("refusal %d: got %d, want 550", i+1, got)
+		}
+	}
+	if got, enh := code(c.Rcpt("nobody2@"+testDomain, nil)); got != 421 || enh != (smtp.EnhancedCode{4, 7, 0}) {
+		t.Fatalf("refusal past the limit: got %d %v, want 421 4.7.0", got, enh)
+	}
+	if err := c.Noop(); err == nil {
+		t.Fatal("the connection is still open after the 421")
+	}
+}
+
+// The global cap refuses a connection from any address once MaxConns are
+// open; the relay's address is exempt from the per-client cap only.
+func TestInboundGlobalCapAndRelayExemption(t *testing.T) {
+	b, _ := startBridge(t, Options{Listen: "127.0.0.1:0", Relay: "smtp://127.0.0.1:25", MaxConnsPerClient: 1,
+		Inbound: InboundOptions{MaxConns: 3}}, nil)
+	dial := func(local string) (net.Conn, string) {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+		c, err := d.Dial("tcp", b.smtpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		return c, line
+	}
+	// The relay (127.0.0.1) holds two connections, over the per-client cap.
+	for i := range 2 {
+		if _, line := dial("127.0.0.1"); !strings.HasPrefix(line, "220") {
+			t.Fatalf("relay connection %d: %q", i+1, line)
+		}
+	}
+	// Another client gets one, then the per-client cap.
+	if _, line := dial("127.0.0.2"); !strings.HasPrefix(line, "220") {
+		t.Fatalf("first connection of 127.0.0.2: %q", line)
+	}
+	// All three are taken: everyone is refused, the relay too.
+	for _, ip := range []string{"127.0.0.3", "127.0.0.1"} {
+		if _, line := dial(ip); line != "421 4.7.0 Too many connections, try again later\r\n" {
+			t.Fatalf("%s past the global cap: %q", ip, line)
+		}
+	}
+}
+
+func TestInboundPerClientCapWithoutRelay(t *testing.T) {
+	b, _ := startBridge(t, Options{Listen: "127.0.0.1:0", MaxConnsPerClient: 1, Inbound: InboundOptions{MaxConns: 5}}, nil)
+	var lines []string
+	for range 2 {
+		c, err := net.Dial("tcp", b.smtpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		lines = append(lines, line)
+	}
+	if !strings.HasPrefix(lines[0], "220") || lines[1] != "421 4.7.0 Too many connections from your address, try again later\r\n" {
+		t.Fatalf("got %q", lines)
+	}
+}
+
+// An idle client is closed with 421 after the timeout, and its connection
+// no longer counts.
+func TestInboundIdleTimeout(t *testing.T) {
+	b, _ := startBridge(t, Options{Listen: "127.0.0.1:0", MaxConnsPerClient: 1,
+		Inbound: InboundOptions{Timeout: 300 * time.Millisecond}}, nil)
+	c, err := net.Dial("tcp", b.smtpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "220") {
+		t.Fatalf("greeting %q", line)
+	}
+	if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "421 4.4.2") {
+		t.Fatalf("after idling: %q, want 421 4.4.2", line)
+	}
+	if _, err := r.ReadString('\n'); err != io.EOF {
+		t.Fatalf("connection not closed: %v", err)
+	}
+	if got, _ := code(submit(b.smtpAddr, "x@example.com", []string{"nobody@" + testDomain}, "x\n")); got != 550 {
+		t.Fatalf("after the timeout, a new connection: got %d, want the 550 of an unknown user", got)
 	}
 }
