@@ -134,6 +134,7 @@ func TestCheckSender(t *testing.T) {
 		{"two From fields", attacker, "nobody@attacker.invalid", crlf("From: boss@corp.example\n" + from("x@attacker.invalid")), false, false},
 		{"two From addresses", attacker, "nobody@attacker.invalid", crlf(from("boss@corp.example, x@attacker.invalid")), false, false},
 		{"no From", attacker, "nobody@attacker.invalid", crlf("Subject: x\n\nhello\n"), false, false},
+		{"unreadable header", attacker, "nobody@attacker.invalid", crlf("From: boss@corp.example\nnot a header field\n\nhello\n"), false, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -230,7 +230,7 @@ func (c *countedConn) Close() error {
 }
 
 func (in *inbound) newSession(c *smtp.Conn) (smtp.Session, error) {
-	s := &session{b: in.b, conn: c, client: c.Conn().RemoteAddr().String(), helo: c.Hostname(), start: time.Now()}
+	s := &session{b: in.b, conn: c, client: c.Conn().RemoteAddr().String(), start: time.Now()}
 	if a, ok := c.Conn().RemoteAddr().(*net.TCPAddr); ok {
 		s.ip = a.IP
 	}
@@ -243,7 +243,6 @@ type session struct {
 	conn    *smtp.Conn
 	client  string
 	ip      net.IP
-	helo    string
 	from    string
 	hasMail bool
 	rcpts   []recipient
@@ -266,7 +265,7 @@ func (s *session) Reset() { s.from, s.hasMail, s.rcpts = "", false, nil }
 // Logout logs the session's one summary line: refused recipients are
 // counted there, not logged one by one.
 func (s *session) Logout() error {
-	args := []any{"client", s.client, "helo", s.helo, "duration", time.Since(s.start).Round(time.Millisecond),
+	args := []any{"client", s.client, "helo", s.conn.Hostname(), "duration", time.Since(s.start).Round(time.Millisecond),
 		"accepted", s.accepted, "refused_rcpts", s.refusedRcpts, "refused_mails", s.refusedMails}
 	if s.lastRefusal != "" {
 		args = append(args, "last_refusal", s.lastRefusal)
@@ -373,7 +372,7 @@ func (s *session) Data(r io.Reader) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	v := s.b.checkSender(ctx, s.ip, s.helo, s.from, raw)
+	v := s.b.checkSender(ctx, s.ip, s.conn.Hostname(), s.from, raw)
 	if v.reject {
 		s.refuseMail(errDMARCReject, v.detail)
 		return errDMARCReject

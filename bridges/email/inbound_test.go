@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -197,14 +198,7 @@ func TestInboundTwoRecipientsAllOrNone(t *testing.T) {
 func TestInboundRefusedRecipientLimit(t *testing.T) {
 	b, _ := startBridge(t, Options{Listen: "127.0.0.1:0", Inbound: InboundOptions{MaxRefusedRcpts: 3}},
 		map[string]string{"alice@example.org": "alice"})
-	c, err := smtp.Dial(b.smtpAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Mail("x@example.com", nil); err != nil {
-		t.Fatal(err)
-	}
+	c := mailSession(t, b.smtpAddr)
 	// An accepted recipient does not count.
 	if err := c.Rcpt("alice@"+testDomain, nil); err != nil {
 		t.Fatal(err)
@@ -256,23 +250,6 @@ func TestInboundGlobalCapAndRelayExemption(t *testing.T) {
 	}
 }
 
-func TestInboundPerClientCapWithoutRelay(t *testing.T) {
-	b, _ := startBridge(t, Options{Listen: "127.0.0.1:0", MaxConnsPerClient: 1, Inbound: InboundOptions{MaxConns: 5}}, nil)
-	var lines []string
-	for range 2 {
-		c, err := net.Dial("tcp", b.smtpAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		line, _ := bufio.NewReader(c).ReadString('\n')
-		lines = append(lines, line)
-	}
-	if !strings.HasPrefix(lines[0], "220") || lines[1] != "421 4.7.0 Too many connections from your address, try again later\r\n" {
-		t.Fatalf("got %q", lines)
-	}
-}
-
 // An idle client is closed with 421 after the timeout, and its connection
 // no longer counts.
 func TestInboundIdleTimeout(t *testing.T) {
@@ -296,4 +273,89 @@ func TestInboundIdleTimeout(t *testing.T) {
 	if got, _ := code(submit(b.smtpAddr, "x@example.com", []string{"nobody@" + testDomain}, "x\n")); got != 550 {
 		t.Fatalf("after the timeout, a new connection: got %d, want the 550 of an unknown user", got)
 	}
+}
+
+// The relay given by name is exempt once resolved; when it cannot be
+// resolved, its connections get the per-client cap like any other.
+func TestInboundRelayByName(t *testing.T) {
+	dns := fakeDNS{"ip:relay.test": {"127.0.0.1"}}
+	for _, c := range []struct {
+		relay, second string
+	}{{"smtp://relay.test:25", "220"}, {"smtp://unknown.test:25", "421 4.7.0 Too many connections from your address"}} {
+		t.Run(c.relay, func(t *testing.T) {
+			b, _ := startBridge(t, Options{Listen: "127.0.0.1:0", Relay: c.relay, MaxConnsPerClient: 1,
+				Inbound: InboundOptions{MaxConns: 5, Resolver: dns}}, nil)
+			var lines []string
+			for range 2 {
+				conn, err := net.Dial("tcp", b.smtpAddr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close()
+				line, _ := bufio.NewReader(conn).ReadString('\n')
+				lines = append(lines, line)
+			}
+			if !strings.HasPrefix(lines[0], "220") || !strings.HasPrefix(lines[1], c.second) {
+				t.Fatalf("got %q, want 220 then %s", lines, c.second)
+			}
+		})
+	}
+}
+
+// A recipient the store cannot check gets 451 and does not count as
+// refused.
+func TestInboundTemporaryRecipientFailureNotCounted(t *testing.T) {
+	b, h := startBridge(t, Options{Listen: "127.0.0.1:0", Inbound: InboundOptions{MaxRefusedRcpts: 1}}, nil)
+	if _, err := h.st.DB().Exec(`DROP TABLE claims`); err != nil {
+		t.Fatal(err)
+	}
+	c := mailSession(t, b.smtpAddr)
+	for i := range 3 {
+		if got, _ := code(c.Rcpt("alice@"+testDomain, nil)); got != 451 {
+			t.Fatalf("attempt %d: got %d, want 451", i+1, got)
+		}
+	}
+	if err := c.Noop(); err != nil {
+		t.Fatalf("the session was closed: %v", err)
+	}
+}
+
+// Refused connections are logged once a minute at most, with their count.
+func TestConnLimitsLogSpacing(t *testing.T) {
+	var buf strings.Builder
+	l := &connLimits{max: 1, perIP: 1, byIP: map[string]int{}, log: slog.New(slog.NewTextHandler(&buf, nil))}
+	if r := l.acquire("192.0.2.1"); r != "" {
+		t.Fatalf("first connection refused: %s", r)
+	}
+	for range 100 {
+		if r := l.acquire("192.0.2.2"); r == "" {
+			t.Fatal("a connection past the cap was accepted")
+		}
+	}
+	if n := strings.Count(buf.String(), "\n"); n != 1 || !strings.Contains(buf.String(), "count=1 ") {
+		t.Fatalf("%d lines for 100 refusals:\n%s", n, buf.String())
+	}
+	l.logged = l.logged.Add(-refusalLogEvery)
+	l.acquire("192.0.2.2")
+	if n := strings.Count(buf.String(), "\n"); n != 2 || !strings.Contains(buf.String(), "count=100 ") {
+		t.Fatalf("after a minute: %d lines:\n%s", n, buf.String())
+	}
+	l.release("192.0.2.1")
+	if r := l.acquire("192.0.2.2"); r != "" {
+		t.Fatalf("refused after a release: %s", r)
+	}
+}
+
+// mailSession dials addr and starts a transaction.
+func mailSession(t *testing.T, addr string) *smtp.Client {
+	t.Helper()
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Mail("x@example.com", nil); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
