@@ -230,7 +230,7 @@ func (c *countedConn) Close() error {
 }
 
 func (in *inbound) newSession(c *smtp.Conn) (smtp.Session, error) {
-	s := &session{b: in.b, conn: c, client: c.Conn().RemoteAddr().String(), start: time.Now()}
+	s := &session{b: in.b, conn: c, client: c.Conn().RemoteAddr().String(), start: time.Now(), stats: sessionStats{helo: c.Hostname()}}
 	if a, ok := c.Conn().RemoteAddr().(*net.TCPAddr); ok {
 		s.ip = a.IP
 	}
@@ -246,13 +246,26 @@ type session struct {
 	from    string
 	hasMail bool
 	rcpts   []recipient
-	// What the session's summary line tells at its end.
-	start          time.Time
+	start   time.Time
+	// stats are what the session's summary line tells. go-smtp may call
+	// Logout from another goroutine (a server closed while a command runs).
+	statsMu sync.Mutex
+	stats   sessionStats
+}
+
+type sessionStats struct {
+	helo           string
 	accepted       int // mails
 	refusedRcpts   int
 	refusedMails   int
 	lastRefusal    string
 	closedByLimits bool
+}
+
+func (s *session) updateStats(f func(*sessionStats)) {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	f(&s.stats)
 }
 
 // recipient is a hosted address and the user who owns it.
@@ -265,12 +278,15 @@ func (s *session) Reset() { s.from, s.hasMail, s.rcpts = "", false, nil }
 // Logout logs the session's one summary line: refused recipients are
 // counted there, not logged one by one.
 func (s *session) Logout() error {
-	args := []any{"client", s.client, "helo", s.conn.Hostname(), "duration", time.Since(s.start).Round(time.Millisecond),
-		"accepted", s.accepted, "refused_rcpts", s.refusedRcpts, "refused_mails", s.refusedMails}
-	if s.lastRefusal != "" {
-		args = append(args, "last_refusal", s.lastRefusal)
+	s.statsMu.Lock()
+	st := s.stats
+	s.statsMu.Unlock()
+	args := []any{"client", s.client, "helo", st.helo, "duration", time.Since(s.start).Round(time.Millisecond),
+		"accepted", st.accepted, "refused_rcpts", st.refusedRcpts, "refused_mails", st.refusedMails}
+	if st.lastRefusal != "" {
+		args = append(args, "last_refusal", st.lastRefusal)
 	}
-	if s.closedByLimits {
+	if st.closedByLimits {
 		args = append(args, "closed", "too many refused recipients")
 	}
 	s.b.host.Log().Info("SMTP session ended", args...)
@@ -279,6 +295,8 @@ func (s *session) Logout() error {
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.from, s.hasMail = from, true
+	helo := s.conn.Hostname() // a later EHLO may have changed it
+	s.updateStats(func(st *sessionStats) { st.helo = helo })
 	return nil
 }
 
@@ -307,16 +325,21 @@ func (s *session) refuseRcpt(to string, err error) error {
 	if err == errTempStore {
 		return err
 	}
-	s.lastRefusal = err.Error()
-	if s.refusedRcpts >= s.b.opts.Inbound.MaxRefusedRcpts {
-		s.closedByLimits = true
+	var closing bool
+	s.updateStats(func(st *sessionStats) {
+		st.lastRefusal = err.Error()
+		if closing = st.refusedRcpts >= s.b.opts.Inbound.MaxRefusedRcpts; closing {
+			st.closedByLimits = true
+		} else {
+			st.refusedRcpts++
+		}
+	})
+	if closing {
 		c := s.conn.Conn()
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		io.WriteString(c, "421 4.7.0 Too many refused recipients, closing connection\r\n")
 		s.conn.Close() // ends the session: Logout logs it
-		return err
 	}
-	s.refusedRcpts++
 	return err
 }
 
@@ -385,7 +408,7 @@ func (s *session) Data(r io.Reader) error {
 		s.b.host.Log().Error("cannot store an inbound mail", "recipients", len(users), "err", err)
 		return errTempStore
 	}
-	s.accepted++
+	s.updateStats(func(st *sessionStats) { st.accepted++ })
 	s.b.host.Log().Info("accepted a mail", "client", s.client, "from", s.from, "recipients", len(s.rcpts), "size", len(raw),
 		"verified", v.verified, "auth", v.detail)
 	return nil
@@ -393,8 +416,7 @@ func (s *session) Data(r io.Reader) error {
 
 // refuseMail logs a refused mail and counts it for the session's summary.
 func (s *session) refuseMail(err error, detail string) {
-	s.refusedMails++
-	s.lastRefusal = err.Error()
+	s.updateStats(func(st *sessionStats) { st.refusedMails++; st.lastRefusal = err.Error() })
 	args := []any{"client", s.client, "from", s.from, "err", err}
 	if detail != "" {
 		args = append(args, "auth", detail)
