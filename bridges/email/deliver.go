@@ -54,8 +54,9 @@ func (b *Bridge) senderLocal(p *Parsed, envFrom string) (local, addr string, err
 // BuildInbound turns a mail for user into the message stanza she receives
 // and the link to store for answers. It never fails: a mail whose sender
 // cannot be addressed comes from the gateway domain itself, with the
-// sender's text in the body.
-func (b *Bridge) BuildInbound(ctx context.Context, user, envFrom string, raw []byte) (*xmlel.Element, store.MessageID, string, string) {
+// sender's text in the body. The body of a mail whose sender is unverified
+// starts with a line that says so.
+func (b *Bridge) BuildInbound(ctx context.Context, user, envFrom string, raw []byte, unverified bool) (*xmlel.Element, store.MessageID, string, string) {
 	p, err := ParseMail(raw)
 	if err != nil {
 		p = &Parsed{Text: cleanText(string(raw))}
@@ -64,6 +65,9 @@ func (b *Bridge) BuildInbound(ctx context.Context, user, envFrom string, raw []b
 	local, addr, err := b.senderLocal(p, envFrom)
 	from := domain
 	var body strings.Builder
+	if unverified {
+		body.WriteString(unverifiedMark + "\n")
+	}
 	if err == nil {
 		from = local + "@" + domain
 	} else {
@@ -86,7 +90,7 @@ func (b *Bridge) BuildInbound(ctx context.Context, user, envFrom string, raw []b
 			}
 		}
 	}
-	if body.Len() == 0 {
+	if p.Text == "" && len(p.Attachments) == 0 && err == nil {
 		body.WriteString("(empty mail)")
 	}
 	mid := p.MessageID
@@ -128,18 +132,20 @@ func (b *Bridge) tryUpload(ctx context.Context, a Attachment) string {
 	return url
 }
 
-// deliverMail commits the stanza for one inbound mail to the outbox.
+// deliverMail commits the stanza for one mail from a user's own mailbox to
+// the outbox (her provider received it; it is not marked).
 func (b *Bridge) deliverMail(ctx context.Context, user, envFrom string, raw []byte) error {
-	return b.deliverMailTo(ctx, []string{user}, envFrom, raw)
+	return b.deliverMailTo(ctx, []string{user}, envFrom, raw, false)
 }
 
 // deliverMailTo commits the stanzas of one inbound mail for all its users
 // to the outbox together: a failure leaves none of them, so that the
-// sender's retry gives nobody the mail twice.
-func (b *Bridge) deliverMailTo(ctx context.Context, users []string, envFrom string, raw []byte) error {
+// sender's retry gives nobody the mail twice. unverified marks a mail whose
+// sender could not be authenticated.
+func (b *Bridge) deliverMailTo(ctx context.Context, users []string, envFrom string, raw []byte, unverified bool) error {
 	msgs := make([]*xmlel.Element, 0, len(users))
 	for _, user := range users {
-		msg, link, local, addr := b.BuildInbound(ctx, user, envFrom, raw)
+		msg, link, local, addr := b.BuildInbound(ctx, user, envFrom, raw, unverified)
 		if local != "" {
 			// The server may fold the localpart; remember the original spelling.
 			if err := b.host.Store().PutIdentity(ctx, b.host.Domain(), strings.ToLower(local), addr); err != nil {

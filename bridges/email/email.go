@@ -33,6 +33,9 @@ type Options struct {
 	// MaxConnsPerClient bounds the simultaneous inbound SMTP connections
 	// of one client address (default 10).
 	MaxConnsPerClient int
+	// Inbound holds the other limits and the sender checks of the SMTP
+	// listener.
+	Inbound InboundOptions
 	// PollInterval is how often a mailbox without IMAP IDLE is checked
 	// (default 1 minute).
 	PollInterval time.Duration
@@ -81,6 +84,7 @@ func New(opts Options) *Bridge {
 	if opts.MaxConnsPerClient <= 0 {
 		opts.MaxConnsPerClient = 10
 	}
+	opts.Inbound.setDefaults()
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = time.Minute
 	}

@@ -134,6 +134,9 @@ func (h *fakeHost) next(t testing.TB) *xmlel.Element {
 // (JID → hosted address).
 func startBridge(t testing.TB, opts Options, users map[string]string) (*Bridge, *fakeHost) {
 	opts.Domain = testDomain
+	if opts.Inbound.Resolver == nil {
+		opts.Inbound.Resolver = fakeDNS{} // no records; never the network
+	}
 	b := New(opts)
 	h := newFakeHost(t, b)
 	ctx, cancel := context.WithCancel(context.Background())

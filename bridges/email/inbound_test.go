@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 )
@@ -85,7 +87,7 @@ func TestInboundRefusals(t *testing.T) {
 	if err := submit(addr, "x@example.com", []string{"Alice+News@" + testDomain}, "From: x@example.com\n\nhello\n"); err != nil {
 		t.Fatal(err)
 	}
-	if st := h.next(t); st.Attr("to") != "alice@example.org" || st.ChildText("", "body") != "hello" {
+	if st := h.next(t); st.Attr("to") != "alice@example.org" || st.ChildText("", "body") != unverifiedMark+"\nhello" {
 		t.Fatalf("got %s", st)
 	}
 
@@ -189,4 +191,171 @@ func TestInboundTwoRecipientsAllOrNone(t *testing.T) {
 	if len(items) != 2 || got["alice@example.org"] != 1 || got["bob@example.org"] != 1 {
 		t.Fatalf("queued %d stanzas: %v", len(items), got)
 	}
+}
+
+// After MaxRefusedRcpts refused recipients, the next refusal answers 421
+// and closes the connection.
+func TestInboundRefusedRecipientLimit(t *testing.T) {
+	b, _ := startBridge(t, Options{Listen: "127.0.0.1:0", Inbound: InboundOptions{MaxRefusedRcpts: 3}},
+		map[string]string{"alice@example.org": "alice"})
+	c := mailSession(t, b.smtpAddr)
+	// An accepted recipient does not count.
+	if err := c.Rcpt("alice@"+testDomain, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if got, _ := code(c.Rcpt("nobody@"+testDomain, nil)); got != 550 {
+			t.Fatalf("refusal %d: got %d, want 550", i+1, got)
+		}
+	}
+	if got, enh := code(c.Rcpt("nobody2@"+testDomain, nil)); got != 421 || enh != (smtp.EnhancedCode{4, 7, 0}) {
+		t.Fatalf("refusal past the limit: got %d %v, want 421 4.7.0", got, enh)
+	}
+	if err := c.Noop(); err == nil {
+		t.Fatal("the connection is still open after the 421")
+	}
+}
+
+// The global cap refuses a connection from any address once MaxConns are
+// open; the relay's address is exempt from the per-client cap only.
+func TestInboundGlobalCapAndRelayExemption(t *testing.T) {
+	b, _ := startBridge(t, Options{Listen: "127.0.0.1:0", Relay: "smtp://127.0.0.1:25", MaxConnsPerClient: 1,
+		Inbound: InboundOptions{MaxConns: 3}}, nil)
+	dial := func(local string) (net.Conn, string) {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+		c, err := d.Dial("tcp", b.smtpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		return c, line
+	}
+	// The relay (127.0.0.1) holds two connections, over the per-client cap.
+	for i := range 2 {
+		if _, line := dial("127.0.0.1"); !strings.HasPrefix(line, "220") {
+			t.Fatalf("relay connection %d: %q", i+1, line)
+		}
+	}
+	// Another client gets one, then the per-client cap.
+	if _, line := dial("127.0.0.2"); !strings.HasPrefix(line, "220") {
+		t.Fatalf("first connection of 127.0.0.2: %q", line)
+	}
+	// All three are taken: everyone is refused, the relay too.
+	for _, ip := range []string{"127.0.0.3", "127.0.0.1"} {
+		if _, line := dial(ip); line != "421 4.7.0 Too many connections, try again later\r\n" {
+			t.Fatalf("%s past the global cap: %q", ip, line)
+		}
+	}
+}
+
+// An idle client is closed with 421 after the timeout, and its connection
+// no longer counts.
+func TestInboundIdleTimeout(t *testing.T) {
+	b, _ := startBridge(t, Options{Listen: "127.0.0.1:0", MaxConnsPerClient: 1,
+		Inbound: InboundOptions{Timeout: 300 * time.Millisecond}}, nil)
+	c, err := net.Dial("tcp", b.smtpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "220") {
+		t.Fatalf("greeting %q", line)
+	}
+	if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "421 4.4.2") {
+		t.Fatalf("after idling: %q, want 421 4.4.2", line)
+	}
+	if _, err := r.ReadString('\n'); err != io.EOF {
+		t.Fatalf("connection not closed: %v", err)
+	}
+	if got, _ := code(submit(b.smtpAddr, "x@example.com", []string{"nobody@" + testDomain}, "x\n")); got != 550 {
+		t.Fatalf("after the timeout, a new connection: got %d, want the 550 of an unknown user", got)
+	}
+}
+
+// The relay given by name is exempt once resolved; when it cannot be
+// resolved, its connections get the per-client cap like any other.
+func TestInboundRelayByName(t *testing.T) {
+	dns := fakeDNS{"ip:relay.test": {"127.0.0.1"}}
+	for _, c := range []struct {
+		relay, second string
+	}{{"smtp://relay.test:25", "220"}, {"smtp://unknown.test:25", "421 4.7.0 Too many connections from your address"}} {
+		t.Run(c.relay, func(t *testing.T) {
+			b, _ := startBridge(t, Options{Listen: "127.0.0.1:0", Relay: c.relay, MaxConnsPerClient: 1,
+				Inbound: InboundOptions{MaxConns: 5, Resolver: dns}}, nil)
+			var lines []string
+			for range 2 {
+				conn, err := net.Dial("tcp", b.smtpAddr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close()
+				line, _ := bufio.NewReader(conn).ReadString('\n')
+				lines = append(lines, line)
+			}
+			if !strings.HasPrefix(lines[0], "220") || !strings.HasPrefix(lines[1], c.second) {
+				t.Fatalf("got %q, want 220 then %s", lines, c.second)
+			}
+		})
+	}
+}
+
+// A recipient the store cannot check gets 451 and does not count as
+// refused.
+func TestInboundTemporaryRecipientFailureNotCounted(t *testing.T) {
+	b, h := startBridge(t, Options{Listen: "127.0.0.1:0", Inbound: InboundOptions{MaxRefusedRcpts: 1}}, nil)
+	if _, err := h.st.DB().Exec(`DROP TABLE claims`); err != nil {
+		t.Fatal(err)
+	}
+	c := mailSession(t, b.smtpAddr)
+	for i := range 3 {
+		if got, _ := code(c.Rcpt("alice@"+testDomain, nil)); got != 451 {
+			t.Fatalf("attempt %d: got %d, want 451", i+1, got)
+		}
+	}
+	if err := c.Noop(); err != nil {
+		t.Fatalf("the session was closed: %v", err)
+	}
+}
+
+// Refused connections are logged once a minute at most, with their count.
+func TestConnLimitsLogSpacing(t *testing.T) {
+	var buf strings.Builder
+	l := &connLimits{max: 1, perIP: 1, byIP: map[string]int{}, log: slog.New(slog.NewTextHandler(&buf, nil))}
+	if r := l.acquire("192.0.2.1"); r != "" {
+		t.Fatalf("first connection refused: %s", r)
+	}
+	for range 100 {
+		if r := l.acquire("192.0.2.2"); r == "" {
+			t.Fatal("a connection past the cap was accepted")
+		}
+	}
+	if n := strings.Count(buf.String(), "\n"); n != 1 || !strings.Contains(buf.String(), "count=1 ") {
+		t.Fatalf("%d lines for 100 refusals:\n%s", n, buf.String())
+	}
+	l.logged = l.logged.Add(-refusalLogEvery)
+	l.acquire("192.0.2.2")
+	if n := strings.Count(buf.String(), "\n"); n != 2 || !strings.Contains(buf.String(), "count=100 ") {
+		t.Fatalf("after a minute: %d lines:\n%s", n, buf.String())
+	}
+	l.release("192.0.2.1")
+	if r := l.acquire("192.0.2.2"); r != "" {
+		t.Fatalf("refused after a release: %s", r)
+	}
+}
+
+// mailSession dials addr and starts a transaction.
+func mailSession(t *testing.T, addr string) *smtp.Client {
+	t.Helper()
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Mail("x@example.com", nil); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

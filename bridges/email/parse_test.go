@@ -126,7 +126,7 @@ func FuzzParseMail(f *testing.F) {
 	h := newFakeHost(f, b)
 	b.host = h
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		msg, link, _, _ := b.BuildInbound(context.Background(), "alice@example.org", "env@example.com", raw)
+		msg, link, _, _ := b.BuildInbound(context.Background(), "alice@example.org", "env@example.com", raw, false)
 		body := msg.ChildText("", "body")
 		if body == "" || !utf8.ValidString(body) || !utf8.ValidString(msg.ChildText("", "subject")) {
 			t.Fatalf("bad body %q", body)

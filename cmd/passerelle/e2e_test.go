@@ -67,6 +67,8 @@ func baseEnv(t *testing.T, srv harness.Server) map[string]string {
 		"PASSERELLE_STORE_KEY":    "test-store-key",
 		"PASSERELLE_LOG_LEVEL":    "debug",
 		"PASSERELLE_HTTP_LISTEN":  fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
+		// Inbound mail's SPF, DKIM and DMARC lookups stay on loopback.
+		"PASSERELLE_DNS_RESOLVER": harness.StartDNS(t).Addr(),
 	}
 }
 

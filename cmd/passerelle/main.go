@@ -99,7 +99,9 @@ func run() int {
 	}
 	if cfg.EmailDomain != "" {
 		add(cfg.EmailDomain, email.New(email.Options{Domain: cfg.EmailDomain, Listen: cfg.SMTPListen,
-			Relay: cfg.SMTPRelay, MaxSize: cfg.SMTPMaxSize}))
+			Relay: cfg.SMTPRelay, MaxSize: cfg.SMTPMaxSize, MaxConnsPerClient: cfg.SMTPMaxConnectionsPerIP,
+			Inbound: email.InboundOptions{MaxConns: cfg.SMTPMaxConnections, Timeout: cfg.SMTPTimeout,
+				Resolver: email.NewResolver(cfg.DNSResolver), TrustedAuthServ: cfg.SMTPTrustedAuthserv}}))
 	}
 	if cfg.SMSDomain != "" {
 		add(cfg.SMSDomain, sms.New(sms.Options{Numbers: cfg.SMSNumbers, Region: cfg.SMSRegion,
