@@ -249,7 +249,7 @@ func (c *Component) Registration(ctx context.Context, user string) (*bridges.Reg
 	}
 	out := &bridges.Registration{JID: r.JID, Fields: map[string]string{}, Claims: r.Claims}
 	for k, v := range r.Fields {
-		pt, err := c.opts.Sealer.Open(v)
+		pt, err := c.opts.Sealer.Open(v, store.Binding{Domain: c.opts.Domain, JID: user, Field: k})
 		if err != nil {
 			return nil, err
 		}

@@ -3,6 +3,7 @@ package irc
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -301,10 +302,16 @@ func TestLabeledEcho(t *testing.T) {
 	}
 }
 
-// Stored IRC passwords are sealed when a store key is set.
+// Stored IRC passwords are sealed when a store key is set, bound to the
+// user and the network: moved to another network's settings they do not
+// open.
 func TestPasswordsSealed(t *testing.T) {
 	h := newFakeHost(t)
-	b := New(Options{Sealer: store.NewSealer("k")})
+	sealer, _, err := h.st.OpenSealer(context.Background(), "k", h.Domain())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := New(Options{Sealer: sealer})
 	startOn(t, b, h)
 	cfg := defaultNetConfig()
 	cfg.Password, cfg.SASLPassword = "server-pass", "sasl-pass"
@@ -321,6 +328,13 @@ func TestPasswordsSealed(t *testing.T) {
 	got, err := b.loadNetConfig(context.Background(), testUser, "irc.example.net")
 	if err != nil || got.Password != "server-pass" || got.SASLPassword != "sasl-pass" {
 		t.Fatalf("loaded %+v, %v", got, err)
+	}
+	if _, err := h.st.DB().Exec(`INSERT INTO irc_networks (jid, server, settings) VALUES (?, 'other.example.net', ?)`, testUser, raw); err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.loadNetConfig(context.Background(), testUser, "other.example.net")
+	if !errors.Is(err, store.ErrNotBound) || !strings.Contains(err.Error(), "irc_networks/other.example.net/password of "+testUser) {
+		t.Fatalf("password moved to another network: %v", err)
 	}
 }
 

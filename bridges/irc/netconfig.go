@@ -13,6 +13,7 @@ import (
 	"passerelle/component/form"
 	"passerelle/component/stanza"
 	"passerelle/mapping"
+	"passerelle/store"
 )
 
 // netConfig is a user's settings for one network (ad-hoc "configure").
@@ -26,6 +27,21 @@ type netConfig struct {
 	Username      string `json:"username,omitempty"`
 	Realname      string `json:"realname,omitempty"`
 	ThrottleLimit int    `json:"throttle_limit"` // lines per second; 0: default
+}
+
+// secret is a setting sealed at rest, with its JSON name.
+type secret struct {
+	field string
+	value *string
+}
+
+func (cfg *netConfig) secrets() []secret {
+	return []secret{{"password", &cfg.Password}, {"sasl_password", &cfg.SASLPassword}}
+}
+
+// binding is where a sealed setting of user's for server belongs.
+func (b *Bridge) binding(user, server, field string) store.Binding {
+	return store.Binding{Domain: b.host.Domain(), JID: user, Field: store.NetworkField(server, field)}
 }
 
 func defaultNetConfig() netConfig {
@@ -47,19 +63,20 @@ func (b *Bridge) loadNetConfig(ctx context.Context, user, server string) (netCon
 	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
 		return cfg, fmt.Errorf("failed to decode the irc network settings: %w", err)
 	}
-	for _, p := range []*string{&cfg.Password, &cfg.SASLPassword} {
-		v, err := b.opts.Sealer.Open(*p)
+	for _, p := range cfg.secrets() {
+		v, err := b.opts.Sealer.Open(*p.value, b.binding(user, server, p.field))
 		if err != nil {
-			return cfg, fmt.Errorf("failed to open a stored irc password: %w", err)
+			return cfg, err
 		}
-		*p = v
+		*p.value = v
 	}
 	return cfg, nil
 }
 
 func (b *Bridge) saveNetConfig(ctx context.Context, user, server string, cfg netConfig) error {
-	cfg.Password = b.opts.Sealer.Seal(cfg.Password)
-	cfg.SASLPassword = b.opts.Sealer.Seal(cfg.SASLPassword)
+	for _, p := range cfg.secrets() {
+		*p.value = b.opts.Sealer.Seal(*p.value, b.binding(user, server, p.field))
+	}
 	raw, err := json.Marshal(cfg)
 	if err != nil {
 		return err
