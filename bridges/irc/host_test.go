@@ -31,6 +31,25 @@ type fakeHost struct {
 	ch      chan func(context.Context)
 	out     chan *xmlel.Element
 	allowed func(jid string) bool // nil: everyone
+	logs    *logBuffer            // nil: the log is discarded
+}
+
+// logBuffer keeps a fake host's log lines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func newFakeHost(t testing.TB) *fakeHost {
@@ -59,7 +78,12 @@ func newFakeHost(t testing.TB) *fakeHost {
 func (h *fakeHost) Domain() string                               { return "irc.example" }
 func (h *fakeHost) Send(st *xmlel.Element) error                 { h.out <- st; return nil }
 func (h *fakeHost) Store() *store.Store                          { return h.st }
-func (h *fakeHost) Log() *slog.Logger                            { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func (h *fakeHost) Log() *slog.Logger {
+	if h.logs != nil {
+		return slog.New(slog.NewTextHandler(h.logs, nil))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
 func (h *fakeHost) RetryMaxDelay() time.Duration                 { return time.Minute }
 func (h *fakeHost) Allowed(jid string) bool                      { return h.allowed == nil || h.allowed(jid) }
 func (h *fakeHost) Registered(context.Context) ([]string, error) { return nil, nil }

@@ -3,7 +3,6 @@ package irc
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -307,6 +306,7 @@ func TestLabeledEcho(t *testing.T) {
 // open.
 func TestPasswordsSealed(t *testing.T) {
 	h := newFakeHost(t)
+	h.logs = &logBuffer{}
 	sealer, _, err := h.st.OpenSealer(context.Background(), "k", h.Domain())
 	if err != nil {
 		t.Fatal(err)
@@ -332,9 +332,14 @@ func TestPasswordsSealed(t *testing.T) {
 	if _, err := h.st.DB().Exec(`INSERT INTO irc_networks (jid, server, settings) VALUES (?, 'other.example.net', ?)`, testUser, raw); err != nil {
 		t.Fatal(err)
 	}
-	_, err = b.loadNetConfig(context.Background(), testUser, "other.example.net")
-	if !errors.Is(err, store.ErrNotBound) || !strings.Contains(err.Error(), "irc_networks/other.example.net/password of "+testUser) {
-		t.Fatalf("password moved to another network: %v", err)
+	got, err = b.loadNetConfig(context.Background(), testUser, "other.example.net")
+	if err != nil || got.Password != "" || got.SASLPassword != "" || got.Ports[0] != cfg.Ports[0] {
+		t.Fatalf("passwords moved to another network: %+v %v", got, err)
+	}
+	for _, want := range []string{"irc_networks/other.example.net/password of " + testUser, "irc_networks/other.example.net/sasl_password of " + testUser, store.ErrNotBound.Error()} {
+		if !strings.Contains(h.logs.String(), want) {
+			t.Errorf("log without %q:\n%s", want, h.logs)
+		}
 	}
 }
 

@@ -48,7 +48,10 @@ func defaultNetConfig() netConfig {
 	return netConfig{Ports: []int{6667}, TLSPorts: []int{6697}, VerifyCert: true}
 }
 
-// loadNetConfig reads user's settings for server (defaults when none).
+// loadNetConfig reads user's settings for server (defaults when none). A
+// password that does not open (copied from another user's or network's
+// settings, or sealed under another key) is logged and left out: it is
+// never used, and the user can configure it again.
 func (b *Bridge) loadNetConfig(ctx context.Context, user, server string) (netConfig, error) {
 	cfg := defaultNetConfig()
 	var raw string
@@ -66,7 +69,7 @@ func (b *Bridge) loadNetConfig(ctx context.Context, user, server string) (netCon
 	for _, p := range cfg.secrets() {
 		v, err := b.opts.Sealer.Open(*p.value, b.binding(user, server, p.field))
 		if err != nil {
-			return cfg, err
+			b.host.Log().Error("a stored irc password does not open: not used, the user must configure it again", "user", user, "server", server, "field", p.field, "err", err)
 		}
 		*p.value = v
 	}
