@@ -75,9 +75,9 @@ func newFakeHost(t testing.TB) *fakeHost {
 	return h
 }
 
-func (h *fakeHost) Domain() string                               { return "irc.example" }
-func (h *fakeHost) Send(st *xmlel.Element) error                 { h.out <- st; return nil }
-func (h *fakeHost) Store() *store.Store                          { return h.st }
+func (h *fakeHost) Domain() string               { return "irc.example" }
+func (h *fakeHost) Send(st *xmlel.Element) error { h.out <- st; return nil }
+func (h *fakeHost) Store() *store.Store          { return h.st }
 func (h *fakeHost) Log() *slog.Logger {
 	if h.logs != nil {
 		return slog.New(slog.NewTextHandler(h.logs, nil))
