@@ -156,6 +156,7 @@ func run() int {
 // the secrets stored by the previous version; without a Sealer it returns
 // the exit code: 2 for a wrong or missing key, 1 for a failing database.
 func openSealer(st *store.Store, cfg *config.Config, log *slog.Logger) (*store.Sealer, int) {
+	start := time.Now()
 	sealer, rep, err := st.OpenSealer(context.Background(), cfg.StoreKey, cfg.IRCDomain)
 	if errors.Is(err, store.ErrWrongKey) {
 		fmt.Fprintf(os.Stderr, "passerelle: bad configuration: %v\n", err)
@@ -168,7 +169,7 @@ func openSealer(st *store.Store, cfg *config.Config, log *slog.Logger) (*store.S
 	if cfg.StoreKey == "" {
 		log.Warn("PASSERELLE_STORE_KEY is not set: foreign passwords are stored in clear in the database", "db", cfg.DB)
 	} else {
-		log.Info("stored secrets are sealed", "kdf", rep.KDF, "new_key", rep.Created)
+		log.Info("stored secrets are sealed", "kdf", rep.KDF, "new_key", rep.Created, "took", time.Since(start).Round(time.Millisecond))
 	}
 	if rep.Resealed > 0 {
 		log.Info("stored secrets of the previous format re-sealed, bound to their user and field", "values", rep.Resealed)
