@@ -65,10 +65,10 @@ func v1Database(t *testing.T, key string) string {
 func dump(t *testing.T, s *Store) string {
 	t.Helper()
 	var regs, nets string
-	if err := s.db.QueryRow(`SELECT group_concat(fields, '|') FROM registrations`).Scan(&regs); err != nil {
+	if err := s.db.QueryRow(`SELECT coalesce(group_concat(fields, '|'), '') FROM registrations`).Scan(&regs); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.db.QueryRow(`SELECT group_concat(settings, '|') FROM irc_networks`).Scan(&nets); err != nil {
+	if err := s.db.QueryRow(`SELECT coalesce(group_concat(settings, '|'), '') FROM irc_networks`).Scan(&nets); err != nil {
 		t.Fatal(err)
 	}
 	return regs + "|" + nets

@@ -55,9 +55,7 @@ func (s *Store) OpenSealer(ctx context.Context, key, ircDomain string) (*Sealer,
 	case rep.Created:
 		rep.KDF = kdfFor(key)
 		salt = make([]byte, saltSize)
-		if _, err := rand.Read(salt); err != nil {
-			return nil, rep, err
-		}
+		rand.Read(salt) // never fails (it crashes the program instead)
 	case err != nil:
 		return nil, rep, fmt.Errorf("failed to read the store key's derivation: %w", err)
 	}

@@ -154,6 +154,25 @@ func TestOpenSealerFailures(t *testing.T) {
 		t.Error("the key was recorded although the start failed")
 	}
 
+	for _, c := range []struct{ setup, want string }{
+		{`DROP TABLE sealing`, "failed to read the store key's derivation"},
+		{`CREATE TRIGGER no_insert BEFORE INSERT ON sealing BEGIN SELECT RAISE(ABORT, 'refused'); END`, "failed to record the store key's derivation"},
+		{`INSERT INTO registrations (domain, jid, fields, created, updated) VALUES ('d', 'a@x', '{"password":"` + sealV1(t, hexKey, "pw") + `"}', 0, 0);
+		  CREATE TRIGGER no_update BEFORE UPDATE ON registrations BEGIN SELECT RAISE(ABORT, 'refused'); END`, "failed to store re-sealed values"},
+	} {
+		s := openTest(t)
+		if _, err := s.db.Exec(c.setup); err != nil {
+			t.Fatal(err)
+		}
+		before := dump(t, s)
+		if _, _, err := s.OpenSealer(ctx, hexKey, ""); err == nil || errors.Is(err, ErrWrongKey) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v", c.setup, err)
+		}
+		if dump(t, s) != before {
+			t.Errorf("%s: stored values changed", c.setup)
+		}
+	}
+
 	s.Close()
 	for _, key := range []string{"", hexKey} {
 		if _, _, err := s.OpenSealer(ctx, key, ""); err == nil || errors.Is(err, ErrWrongKey) {
