@@ -105,7 +105,8 @@ func (s *Sealer) Open(v string, b Binding) (string, error) {
 	}
 	rest, ok := strings.CutPrefix(v, sealedPrefix)
 	if !ok {
-		return "", fmt.Errorf("failed to open the stored %s: unknown format %q (written by a newer version?)", b, strings.SplitN(v, ":", 3)[:2])
+		format, _, _ := strings.Cut(strings.TrimPrefix(v, sealedAny), ":")
+		return "", fmt.Errorf("failed to open the stored %s: unknown format sealed:%.10s (written by a newer version?)", b, format)
 	}
 	pt, err := openSealed(s.aead, rest, b.aad())
 	if err != nil {

@@ -53,7 +53,7 @@ func TestSealer(t *testing.T) {
 	if _, err := sl.Open(sealedPrefix+"!!", alice); !errors.Is(err, errCorrupt) {
 		t.Fatalf("corrupt value: %v", err)
 	}
-	if _, err := sl.Open("sealed:v3:AAAA", alice); err == nil || !strings.Contains(err.Error(), "unknown format") {
+	if _, err := sl.Open("sealed:v3:AAAA", alice); err == nil || !strings.Contains(err.Error(), "unknown format sealed:v3 ") {
 		t.Fatalf("unknown format: %v", err)
 	}
 	if v, _ := sl.Open("plain", alice); v != "plain" {
