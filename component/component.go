@@ -136,7 +136,7 @@ func New(opts Options) *Component {
 		opts.Log = slog.Default()
 	}
 	if opts.Sealer == nil {
-		opts.Sealer = store.NewSealer("")
+		opts.Sealer = &store.Sealer{}
 	}
 	if opts.IsAdmin == nil {
 		opts.IsAdmin = func(string) bool { return false }

@@ -122,7 +122,7 @@ func (c *Component) saveRegistration(ctx context.Context, u *bridges.User, value
 	}
 	for _, k := range reg.Secret {
 		if v, ok := stored[k]; ok {
-			stored[k] = c.opts.Sealer.Seal(v)
+			stored[k] = c.opts.Sealer.Seal(v, store.Binding{Domain: c.opts.Domain, JID: u.JID, Field: k})
 		}
 	}
 	if err := c.store.PutRegistration(ctx, c.opts.Domain, u.JID, stored, reg.Claims); err != nil {

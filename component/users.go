@@ -241,7 +241,9 @@ func (c *Component) user(ctx context.Context, full string) (*bridges.User, error
 }
 
 // Registration implements bridges.Host: the stored registration with its
-// secrets opened.
+// secrets opened. A secret that does not open (copied from another user's
+// registration or another field, or sealed under another key) is logged
+// and left out: it is never used, and the user can register it again.
 func (c *Component) Registration(ctx context.Context, user string) (*bridges.Registration, error) {
 	r, err := c.store.GetRegistration(ctx, c.opts.Domain, user)
 	if err != nil {
@@ -249,9 +251,10 @@ func (c *Component) Registration(ctx context.Context, user string) (*bridges.Reg
 	}
 	out := &bridges.Registration{JID: r.JID, Fields: map[string]string{}, Claims: r.Claims}
 	for k, v := range r.Fields {
-		pt, err := c.opts.Sealer.Open(v)
+		pt, err := c.opts.Sealer.Open(v, store.Binding{Domain: c.opts.Domain, JID: user, Field: k})
 		if err != nil {
-			return nil, err
+			c.log.Error("a stored secret does not open: not used, the user must register it again", "user", user, "field", k, "err", err)
+			continue
 		}
 		out.Fields[k] = pt
 	}

@@ -4,9 +4,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"passerelle/store"
 )
 
 // A user's work runs in order on a goroutine that exists only while work
@@ -163,5 +166,42 @@ func TestCommandExpiryWaitsForRoom(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the command session never ended after the queue drained")
 		}
+	}
+}
+
+// A stored secret that does not open under its user's binding (here it is
+// another user's) is left out of the registration and logged; the rest of
+// the registration is read, so that the user can register again.
+func TestRegistrationSecretNotBound(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	sl, _, err := st.OpenSealer(ctx, strings.Repeat("ab", 32), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	c := New(Options{Domain: "test.example.org", Store: st, Sealer: sl, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	sealed := sl.Seal("pw", store.Binding{Domain: "test.example.org", JID: "alice@example.org", Field: "password"})
+	for _, u := range []string{"alice@example.org", "bob@example.org"} {
+		if err := st.PutRegistration(ctx, "test.example.org", u, map[string]string{"nick": u[:1], "password": sealed}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, err := c.Registration(ctx, "alice@example.org"); err != nil || r.Fields["password"] != "pw" {
+		t.Fatalf("alice: %+v %v", r, err)
+	}
+	if logs.Len() != 0 {
+		t.Fatalf("log: %s", logs.String())
+	}
+	r, err := c.Registration(ctx, "bob@example.org")
+	if _, ok := r.Fields["password"]; err != nil || ok || r.Fields["nick"] != "b" {
+		t.Fatalf("bob: %+v %v", r, err)
+	}
+	if l := logs.String(); !strings.Contains(l, "password of bob@example.org on test.example.org") || !strings.Contains(l, store.ErrNotBound.Error()) {
+		t.Errorf("log: %s", l)
 	}
 }

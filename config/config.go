@@ -64,7 +64,7 @@ type spec struct {
 	SMSWebhookURL           string        `split_words:"true" desc:"public base URL of that listener"`
 	SMSNumbers              []string      `split_words:"true" desc:"provider numbers users may claim (E.164, comma-separated)"`
 	SMSRegion               string        `split_words:"true" default:"US" desc:"default region for numbers typed without +"`
-	StoreKey                string        `split_words:"true" desc:"key that encrypts stored foreign credentials (empty: clear text, with a warning at start)"`
+	StoreKey                string        `split_words:"true" desc:"key that seals stored foreign credentials: 64 hex digits or base64 of 32+ bytes is a random key (HKDF-SHA256), anything else a passphrase (Argon2id, salt kept in the database); a wrong key stops the start (exit 2); empty: clear text, with a warning at start"`
 	RetryMaxDelay           time.Duration `split_words:"true" default:"10m" desc:"cap of the retry backoff (duration)"`
 	HTTPListen              string        `split_words:"true" desc:"/healthz and /metrics listener (host:port)"`
 	LogLevel                string        `split_words:"true" default:"info" desc:"log level: debug, info, warn or error"`

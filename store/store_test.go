@@ -228,33 +228,6 @@ func TestIdentityAndMessageIDs(t *testing.T) {
 	}
 }
 
-func TestSealer(t *testing.T) {
-	clear := NewSealer("")
-	if clear.Seal("pw") != "pw" {
-		t.Fatal("clear sealer changed the value")
-	}
-	s := NewSealer("k1")
-	sealed := s.Seal("hunter2")
-	if sealed == "hunter2" || sealed == s.Seal("hunter2") {
-		t.Fatalf("sealed value not encrypted with a fresh nonce: %q", sealed)
-	}
-	if v, err := s.Open(sealed); err != nil || v != "hunter2" {
-		t.Fatalf("open = %q %v", v, err)
-	}
-	if _, err := NewSealer("k2").Open(sealed); err == nil {
-		t.Fatal("wrong key opened the value")
-	}
-	if _, err := clear.Open(sealed); !errors.Is(err, ErrNoKey) {
-		t.Fatalf("no key: %v", err)
-	}
-	if _, err := s.Open(sealedPrefix + "!!"); err == nil {
-		t.Fatal("corrupt value opened")
-	}
-	if v, _ := s.Open("plain"); v != "plain" {
-		t.Fatal("clear value not passed through")
-	}
-}
-
 // PruneMessageIDs deletes the links older than its limit, in batches, and
 // keeps the newer ones.
 func TestPruneMessageIDs(t *testing.T) {

@@ -31,7 +31,25 @@ type fakeHost struct {
 	ch      chan func(context.Context)
 	out     chan *xmlel.Element
 	allowed func(jid string) bool // nil: everyone
-	log     *slog.Logger          // nil: discarded
+	logs    *logBuffer            // nil: the log is discarded
+}
+
+// logBuffer keeps a fake host's log lines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func newFakeHost(t testing.TB) *fakeHost {
@@ -61,8 +79,8 @@ func (h *fakeHost) Domain() string               { return "irc.example" }
 func (h *fakeHost) Send(st *xmlel.Element) error { h.out <- st; return nil }
 func (h *fakeHost) Store() *store.Store          { return h.st }
 func (h *fakeHost) Log() *slog.Logger {
-	if h.log != nil {
-		return h.log
+	if h.logs != nil {
+		return slog.New(slog.NewTextHandler(h.logs, nil))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }

@@ -46,7 +46,7 @@ type Bridge struct {
 // New returns an IRC bridge.
 func New(opts Options) *Bridge {
 	if opts.Sealer == nil {
-		opts.Sealer = store.NewSealer("")
+		opts.Sealer = &store.Sealer{}
 	}
 	return &Bridge{opts: opts, sessions: map[string]*session{}, conns: map[*conn]string{}, joinTimeout: time.Minute, banTimeout: 30 * time.Second, pruneEvery: pruneEvery,
 		dialer: &dialer{allowPrivate: opts.AllowPrivate, resolver: net.DefaultResolver}}

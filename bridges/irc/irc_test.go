@@ -301,10 +301,17 @@ func TestLabeledEcho(t *testing.T) {
 	}
 }
 
-// Stored IRC passwords are sealed when a store key is set.
+// Stored IRC passwords are sealed when a store key is set, bound to the
+// user and the network: moved to another network's settings they do not
+// open.
 func TestPasswordsSealed(t *testing.T) {
 	h := newFakeHost(t)
-	b := New(Options{Sealer: store.NewSealer("k")})
+	h.logs = &logBuffer{}
+	sealer, _, err := h.st.OpenSealer(context.Background(), "k", h.Domain())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := New(Options{Sealer: sealer})
 	startOn(t, b, h)
 	cfg := defaultNetConfig()
 	cfg.Password, cfg.SASLPassword = "server-pass", "sasl-pass"
@@ -321,6 +328,18 @@ func TestPasswordsSealed(t *testing.T) {
 	got, err := b.loadNetConfig(context.Background(), testUser, "irc.example.net")
 	if err != nil || got.Password != "server-pass" || got.SASLPassword != "sasl-pass" {
 		t.Fatalf("loaded %+v, %v", got, err)
+	}
+	if _, err := h.st.DB().Exec(`INSERT INTO irc_networks (jid, server, settings) VALUES (?, 'other.example.net', ?)`, testUser, raw); err != nil {
+		t.Fatal(err)
+	}
+	got, err = b.loadNetConfig(context.Background(), testUser, "other.example.net")
+	if err != nil || got.Password != "" || got.SASLPassword != "" || got.Ports[0] != cfg.Ports[0] {
+		t.Fatalf("passwords moved to another network: %+v %v", got, err)
+	}
+	for _, want := range []string{"irc_networks/other.example.net/password of " + testUser, "irc_networks/other.example.net/sasl_password of " + testUser, store.ErrNotBound.Error()} {
+		if !strings.Contains(h.logs.String(), want) {
+			t.Errorf("log without %q:\n%s", want, h.logs)
+		}
 	}
 }
 

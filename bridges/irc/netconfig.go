@@ -14,6 +14,7 @@ import (
 	"passerelle/component/form"
 	"passerelle/component/stanza"
 	"passerelle/mapping"
+	"passerelle/store"
 )
 
 // netConfig is a user's settings for one network (ad-hoc "configure").
@@ -29,11 +30,29 @@ type netConfig struct {
 	ThrottleLimit int    `json:"throttle_limit"` // lines per second; 0: default
 }
 
+// secret is a setting sealed at rest, with its JSON name.
+type secret struct {
+	field string
+	value *string
+}
+
+func (cfg *netConfig) secrets() []secret {
+	return []secret{{"password", &cfg.Password}, {"sasl_password", &cfg.SASLPassword}}
+}
+
+// binding is where a sealed setting of user's for server belongs.
+func (b *Bridge) binding(user, server, field string) store.Binding {
+	return store.Binding{Domain: b.host.Domain(), JID: user, Field: store.NetworkField(server, field)}
+}
+
 func defaultNetConfig() netConfig {
 	return netConfig{Ports: []int{6667}, TLSPorts: []int{6697}, VerifyCert: true}
 }
 
-// loadNetConfig reads user's settings for server (defaults when none).
+// loadNetConfig reads user's settings for server (defaults when none). A
+// password that does not open (copied from another user's or network's
+// settings, or sealed under another key) is logged and left out: it is
+// never used, and the user can configure it again.
 func (b *Bridge) loadNetConfig(ctx context.Context, user, server string) (netConfig, error) {
 	cfg := defaultNetConfig()
 	var raw string
@@ -48,19 +67,20 @@ func (b *Bridge) loadNetConfig(ctx context.Context, user, server string) (netCon
 	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
 		return cfg, fmt.Errorf("failed to decode the irc network settings: %w", err)
 	}
-	for _, p := range []*string{&cfg.Password, &cfg.SASLPassword} {
-		v, err := b.opts.Sealer.Open(*p)
+	for _, p := range cfg.secrets() {
+		v, err := b.opts.Sealer.Open(*p.value, b.binding(user, server, p.field))
 		if err != nil {
-			return cfg, fmt.Errorf("failed to open a stored irc password: %w", err)
+			b.host.Log().Error("a stored irc password does not open: not used, the user must configure it again", "user", user, "server", server, "field", p.field, "err", err)
 		}
-		*p = v
+		*p.value = v
 	}
 	return cfg, nil
 }
 
 func (b *Bridge) saveNetConfig(ctx context.Context, user, server string, cfg netConfig) error {
-	cfg.Password = b.opts.Sealer.Seal(cfg.Password)
-	cfg.SASLPassword = b.opts.Sealer.Seal(cfg.SASLPassword)
+	for _, p := range cfg.secrets() {
+		*p.value = b.opts.Sealer.Seal(*p.value, b.binding(user, server, p.field))
+	}
 	raw, err := json.Marshal(cfg)
 	if err != nil {
 		return err

@@ -3,11 +3,9 @@ package irc
 import (
 	"context"
 	"crypto/tls"
-	"log/slog"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,7 +35,7 @@ func setupSTS(t *testing.T, cfg func(plain, tls int) netConfig) *stsFixture {
 	fx := &stsFixture{fixture: &fixture{b: New(Options{AllowPrivate: true}), h: newFakeHost(t)},
 		plain: newFakeIRC(t), tls: serveFake(t, ln), logs: &logBuffer{}}
 	fx.b.dialer.roots = ca.Roots
-	fx.h.log = slog.New(slog.NewTextHandler(fx.logs, nil))
+	fx.h.logs = fx.logs
 	ctx, cancel := context.WithCancel(context.Background())
 	fx.stop = func() { cancel(); fx.b.Wait() }
 	t.Cleanup(fx.stop)
@@ -101,24 +99,12 @@ func register(t *testing.T, f *fakeIRC, ls string) {
 	f.send(t, ":srv 001 nick :Welcome")
 }
 
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
+// wait waits until the log has a line with substr.
 func (l *logBuffer) wait(t *testing.T, substr string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		l.mu.Lock()
-		s := l.b.String()
-		l.mu.Unlock()
+		s := l.String()
 		if strings.Contains(s, substr) {
 			return
 		}

@@ -72,10 +72,10 @@ func run() int {
 		return 1
 	}
 	defer st.Close()
-	if cfg.StoreKey == "" {
-		log.Warn("PASSERELLE_STORE_KEY is not set: foreign passwords are stored in clear in the database", "db", cfg.DB)
+	sealer, code := openSealer(st, cfg, log)
+	if sealer == nil {
+		return code
 	}
-	sealer := store.NewSealer(cfg.StoreKey)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -152,6 +152,34 @@ func run() int {
 	}
 	log.Info("stopped cleanly")
 	return 0
+}
+
+// openSealer checks PASSERELLE_STORE_KEY against the database and re-seals
+// the secrets stored by the previous version; without a Sealer it returns
+// the exit code: 2 for a wrong or missing key, 1 for a failing database.
+func openSealer(st *store.Store, cfg *config.Config, log *slog.Logger) (*store.Sealer, int) {
+	start := time.Now()
+	sealer, rep, err := st.OpenSealer(context.Background(), cfg.StoreKey, cfg.IRCDomain)
+	if errors.Is(err, store.ErrWrongKey) {
+		fmt.Fprintf(os.Stderr, "passerelle: bad configuration: %v\n", err)
+		return nil, 2
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "passerelle: %v\n", err)
+		return nil, 1
+	}
+	if cfg.StoreKey == "" {
+		log.Warn("PASSERELLE_STORE_KEY is not set: foreign passwords are stored in clear in the database", "db", cfg.DB)
+	} else {
+		log.Info("stored secrets are sealed", "kdf", rep.KDF, "new_key", rep.Created, "took", time.Since(start).Round(time.Millisecond))
+	}
+	if rep.Resealed > 0 {
+		log.Info("stored secrets of the previous format re-sealed, bound to their user and field", "values", rep.Resealed)
+	}
+	for _, v := range rep.Kept {
+		log.Warn("a stored secret of the previous format does not open with PASSERELLE_STORE_KEY: kept as it was", "secret", v)
+	}
+	return sealer, 0
 }
 
 // serveHTTP serves /healthz (200 when the database can commit a write and

@@ -111,3 +111,15 @@ func (n *Ngircd) Stop(t testing.TB) { t.Helper(); n.stop(t) }
 
 // LogTail returns the last n lines of ngircd's log (its console output).
 func (n *Ngircd) LogTail(lines int) string { return fileTail(n.logPath, lines) }
+
+// RequirePassword makes ngircd refuse clients that do not send PASS pw (a
+// [Global] Password in its include directory) and restarts it.
+func (n *Ngircd) RequirePassword(t testing.TB, pw string) {
+	t.Helper()
+	conf := "[Global]\n\tPassword = " + pw + "\n"
+	if err := os.WriteFile(filepath.Join(n.dir, "conf.d", "password.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n.Stop(t)
+	n.Start(t)
+}
