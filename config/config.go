@@ -40,29 +40,30 @@ var fileSuffixes = []string{"_SECRET", "_PASSWORD", "_TOKEN", "_KEY"}
 // spec is the environment contract. Field names are chosen so that
 // split_words yields the variable name (SMSApiURL -> SMS_API_URL).
 type spec struct {
-	XMPPAddr         string        `split_words:"true" default:"127.0.0.1:5347" desc:"component port of the XMPP server (host:port)"`
-	XMPPSecret       string        `split_words:"true" required:"true" desc:"component secret, shared by all bridge components"`
-	DB               string        `split_words:"true" default:"passerelle.db" desc:"SQLite database file"`
-	Admins           []string      `split_words:"true" desc:"bare JIDs with admin rights, comma-separated"`
-	Allow            []string      `split_words:"true" desc:"who may use the gateway: comma-separated domains or bare JIDs (default: the parent domain of each component)"`
-	IRCDomain        string        `split_words:"true" desc:"component domain of the IRC bridge (empty: bridge off)"`
-	IRCAllowPrivate  bool          `split_words:"true" default:"false" desc:"allow IRC connections to loopback/private addresses"`
-	EmailDomain      string        `split_words:"true" desc:"component domain of the email bridge, also mail domain of hosted addresses (empty: bridge off)"`
-	SMTPListen       string        `split_words:"true" desc:"inbound SMTP listener (host:port), e.g. 127.0.0.1:2525"`
-	SMTPRelay        string        `split_words:"true" desc:"outbound relay, smtp://[user:pass@]host:port or smtps://..."`
-	SMTPMaxSize      int64         `split_words:"true" default:"10485760" desc:"largest inbound mail in bytes"`
-	SMSDomain        string        `split_words:"true" desc:"component domain of the SMS bridge (empty: bridge off)"`
-	SMSApiURL        string        `split_words:"true" default:"https://api.twilio.com" desc:"base URL of the Twilio-compatible provider API"`
-	SMSAccountSID    string        `split_words:"true" desc:"provider account SID"`
-	SMSAuthToken     string        `split_words:"true" desc:"provider token"`
-	SMSWebhookListen string        `split_words:"true" desc:"HTTP listener (host:port) for inbound SMS/status webhooks"`
-	SMSWebhookURL    string        `split_words:"true" desc:"public base URL of that listener"`
-	SMSNumbers       []string      `split_words:"true" desc:"provider numbers users may claim (E.164, comma-separated)"`
-	SMSRegion        string        `split_words:"true" default:"US" desc:"default region for numbers typed without +"`
-	StoreKey         string        `split_words:"true" desc:"key that encrypts stored foreign credentials (empty: clear text, with a warning at start)"`
-	RetryMaxDelay    time.Duration `split_words:"true" default:"10m" desc:"cap of the retry backoff (duration)"`
-	HTTPListen       string        `split_words:"true" desc:"/healthz and /metrics listener (host:port)"`
-	LogLevel         string        `split_words:"true" default:"info" desc:"log level: debug, info, warn or error"`
+	XMPPAddr            string        `split_words:"true" default:"127.0.0.1:5347" desc:"component port of the XMPP server (host:port)"`
+	XMPPSecret          string        `split_words:"true" required:"true" desc:"component secret, shared by all bridge components"`
+	DB                  string        `split_words:"true" default:"passerelle.db" desc:"SQLite database file"`
+	Admins              []string      `split_words:"true" desc:"bare JIDs with admin rights, comma-separated"`
+	Allow               []string      `split_words:"true" desc:"who may use the gateway: comma-separated domains or bare JIDs (default: the parent domain of each component)"`
+	IRCDomain           string        `split_words:"true" desc:"component domain of the IRC bridge (empty: bridge off)"`
+	IRCAllowPrivate     bool          `split_words:"true" default:"false" desc:"allow IRC connections to loopback/private addresses"`
+	MailboxAllowPrivate bool          `split_words:"true" default:"false" desc:"allow users' own IMAP/SMTP servers (mailbox mode) on loopback/private/link-local addresses"`
+	EmailDomain         string        `split_words:"true" desc:"component domain of the email bridge, also mail domain of hosted addresses (empty: bridge off)"`
+	SMTPListen          string        `split_words:"true" desc:"inbound SMTP listener (host:port), e.g. 127.0.0.1:2525"`
+	SMTPRelay           string        `split_words:"true" desc:"outbound relay, smtp://[user:pass@]host:port or smtps://..."`
+	SMTPMaxSize         int64         `split_words:"true" default:"10485760" desc:"largest inbound mail in bytes"`
+	SMSDomain           string        `split_words:"true" desc:"component domain of the SMS bridge (empty: bridge off)"`
+	SMSApiURL           string        `split_words:"true" default:"https://api.twilio.com" desc:"base URL of the Twilio-compatible provider API"`
+	SMSAccountSID       string        `split_words:"true" desc:"provider account SID"`
+	SMSAuthToken        string        `split_words:"true" desc:"provider token"`
+	SMSWebhookListen    string        `split_words:"true" desc:"HTTP listener (host:port) for inbound SMS/status webhooks"`
+	SMSWebhookURL       string        `split_words:"true" desc:"public base URL of that listener"`
+	SMSNumbers          []string      `split_words:"true" desc:"provider numbers users may claim (E.164, comma-separated)"`
+	SMSRegion           string        `split_words:"true" default:"US" desc:"default region for numbers typed without +"`
+	StoreKey            string        `split_words:"true" desc:"key that encrypts stored foreign credentials (empty: clear text, with a warning at start)"`
+	RetryMaxDelay       time.Duration `split_words:"true" default:"10m" desc:"cap of the retry backoff (duration)"`
+	HTTPListen          string        `split_words:"true" desc:"/healthz and /metrics listener (host:port)"`
+	LogLevel            string        `split_words:"true" default:"info" desc:"log level: debug, info, warn or error"`
 }
 
 // Config is the validated configuration.
@@ -76,6 +77,8 @@ type Config struct {
 
 	IRCDomain       string // empty: bridge off
 	IRCAllowPrivate bool
+
+	MailboxAllowPrivate bool
 
 	EmailDomain string // empty: bridge off
 	SMTPListen  string
@@ -121,28 +124,29 @@ func LoadFrom(lookup func(string) (string, bool)) (*Config, error) {
 		return nil, err
 	}
 	c := &Config{
-		XMPPAddr:         s.XMPPAddr,
-		XMPPSecret:       s.XMPPSecret,
-		DB:               s.DB,
-		Admins:           s.Admins,
-		Allow:            s.Allow,
-		IRCDomain:        s.IRCDomain,
-		IRCAllowPrivate:  s.IRCAllowPrivate,
-		EmailDomain:      s.EmailDomain,
-		SMTPListen:       s.SMTPListen,
-		SMTPRelay:        s.SMTPRelay,
-		SMTPMaxSize:      s.SMTPMaxSize,
-		SMSDomain:        s.SMSDomain,
-		SMSAPIURL:        s.SMSApiURL,
-		SMSAccountSID:    s.SMSAccountSID,
-		SMSAuthToken:     s.SMSAuthToken,
-		SMSWebhookListen: s.SMSWebhookListen,
-		SMSWebhookURL:    s.SMSWebhookURL,
-		SMSNumbers:       s.SMSNumbers,
-		SMSRegion:        s.SMSRegion,
-		StoreKey:         s.StoreKey,
-		RetryMaxDelay:    s.RetryMaxDelay,
-		HTTPListen:       s.HTTPListen,
+		XMPPAddr:            s.XMPPAddr,
+		XMPPSecret:          s.XMPPSecret,
+		DB:                  s.DB,
+		Admins:              s.Admins,
+		Allow:               s.Allow,
+		IRCDomain:           s.IRCDomain,
+		IRCAllowPrivate:     s.IRCAllowPrivate,
+		MailboxAllowPrivate: s.MailboxAllowPrivate,
+		EmailDomain:         s.EmailDomain,
+		SMTPListen:          s.SMTPListen,
+		SMTPRelay:           s.SMTPRelay,
+		SMTPMaxSize:         s.SMTPMaxSize,
+		SMSDomain:           s.SMSDomain,
+		SMSAPIURL:           s.SMSApiURL,
+		SMSAccountSID:       s.SMSAccountSID,
+		SMSAuthToken:        s.SMSAuthToken,
+		SMSWebhookListen:    s.SMSWebhookListen,
+		SMSWebhookURL:       s.SMSWebhookURL,
+		SMSNumbers:          s.SMSNumbers,
+		SMSRegion:           s.SMSRegion,
+		StoreKey:            s.StoreKey,
+		RetryMaxDelay:       s.RetryMaxDelay,
+		HTTPListen:          s.HTTPListen,
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(s.LogLevel)); err != nil {
 		return nil, errorf("PASSERELLE_LOG_LEVEL", "want debug, info, warn or error, got %q", s.LogLevel)
