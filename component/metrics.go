@@ -22,6 +22,7 @@ type DomainMetrics struct {
 	Dropped       atomic.Int64 // stanzas that could not be queued (each answered or logged)
 	Refused       atomic.Int64 // stanzas from users outside PASSERELLE_ALLOW
 	Registrations atomic.Int64
+	Insecure      atomic.Int64 // deliveries held back or refused: the server could not be reached safely
 }
 
 // NewMetrics returns an empty registry.
@@ -58,6 +59,7 @@ func (m *Metrics) WritePrometheus(w io.Writer) {
 		{"passerelle_dropped_total", "counter", "stanzas that could not be queued", func(d *DomainMetrics) int64 { return d.Dropped.Load() }},
 		{"passerelle_refused_total", "counter", "stanzas refused from users outside PASSERELLE_ALLOW", func(d *DomainMetrics) int64 { return d.Refused.Load() }},
 		{"passerelle_registrations_total", "counter", "new registrations", func(d *DomainMetrics) int64 { return d.Registrations.Load() }},
+		{"passerelle_insecure_deliveries_total", "counter", "deliveries held back or refused because the server could not be reached safely (no TLS for a password, untrusted certificate)", func(d *DomainMetrics) int64 { return d.Insecure.Load() }},
 	}
 	for _, s := range series {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", s.name, s.help, s.name, s.kind)

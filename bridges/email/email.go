@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"passerelle/bridges"
@@ -46,6 +47,9 @@ type Options struct {
 	// AllowPrivate lets users' own IMAP and SMTP servers be on loopback,
 	// private or link-local addresses (PASSERELLE_MAILBOX_ALLOW_PRIVATE).
 	AllowPrivate bool
+	// Insecure, when set, counts the mail deliveries held back or refused
+	// because the server could not be reached safely (for /metrics).
+	Insecure *atomic.Int64
 }
 
 // Bridge is the email bridge.
@@ -304,6 +308,8 @@ func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 	}
 	if relay != nil {
 		relay.tls = b.opts.TLSConfig
+		// Credentials never go in clear, except to a loopback relay.
+		relay.requireTLS = relay.user != "" && !b.isLocal(relay.addr)
 	}
 	if b.opts.AllowPrivate {
 		host.Log().Warn("users' own mail servers may be on loopback and private addresses (PASSERELLE_MAILBOX_ALLOW_PRIVATE)")

@@ -144,3 +144,67 @@ func TestUserServerGenericError(t *testing.T) {
 		}
 	}
 }
+
+// The operator's relay with credentials: off loopback, a relay without
+// STARTTLS never gets them; the mail stays queued, and the refusal is
+// counted. On loopback, or without credentials, plain SMTP is used.
+func TestRelayCredentialsNeedTLS(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		creds, local bool
+		delivered    bool
+	}{
+		{"credentials, not local", true, false, false},
+		{"credentials, loopback", true, true, true},
+		{"no credentials, not local", false, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := startTLSRelay(t, nil, false) // no TLS; AUTH in clear accepted
+			url := "smtp://" + r.addr
+			if tc.creds {
+				url = "smtp://u:pw@" + r.addr
+			}
+			var insecure atomic.Int64
+			b := New(Options{Domain: testDomain, Relay: url, Insecure: &insecure})
+			if !tc.local {
+				b.isLocal = func(string) bool { return false }
+			}
+			h := newFakeHost(t, b)
+			ctx, cancel := context.WithCancel(context.Background())
+			t.Cleanup(func() { cancel(); b.Wait() })
+			if err := b.Start(ctx, h); err != nil {
+				t.Fatal(err)
+			}
+			b.Handle(ctx, alice(), chat("bob%example.com", "c1", "the relay's password"))
+			if tc.delivered {
+				m := waitTLSMail(t, r)
+				if tc.creds != (m.user == "u") {
+					t.Fatalf("got %+v", m)
+				}
+				return
+			}
+			for i := 0; insecure.Load() < 2; i++ { // the first try and a retry
+				if mails, auths := r.count(); mails != 0 || auths != 0 {
+					t.Fatalf("%d mails, %d logins in clear", mails, auths)
+				}
+				if i == 1000 {
+					t.Fatal("the refusal was not counted at two tries (the mail was not kept queued)")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if mails, auths := r.count(); mails != 0 || auths != 0 {
+				t.Fatalf("%d mails, %d logins in clear", mails, auths)
+			}
+			if _, ok, err := h.st.NextJobTime(ctx, testDomain); err != nil || !ok {
+				t.Fatalf("the mail is no longer queued (%v)", err)
+			}
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			for _, st := range h.sent {
+				if st.Attr("type") == "error" {
+					t.Fatalf("the sender got an error for a mail that waits: %s", st)
+				}
+			}
+		})
+	}
+}

@@ -31,8 +31,8 @@ const (
 type relayConfig struct {
 	addr, host  string
 	implicitTLS bool
-	// requireTLS refuses a server without TLS (a user's server not on
-	// loopback).
+	// requireTLS refuses a server without TLS: a user's server not on
+	// loopback, or a relay not on loopback that gets credentials.
 	requireTLS     bool
 	user, password string
 	tls            *tls.Config // base TLS configuration (Options.TLSConfig)
@@ -98,7 +98,14 @@ func classify(err error, rcpt bool) error {
 func (r *relayConfig) send(ctx context.Context, heloName, from, to string, raw []byte) error {
 	c, err := r.dial(ctx, heloName)
 	if err != nil {
-		return classify(err, false)
+		err = classify(err, false)
+		var sec *securityError
+		if errors.As(err, &sec) && sec.clear && !r.own {
+			// The operator's relay wants the password in clear: the mail
+			// waits until the relay (or its URL) is fixed.
+			err.(*sendError).temporary = true
+		}
+		return err
 	}
 	defer c.Close()
 	if err := r.auth(c); err != nil {
@@ -391,6 +398,14 @@ func (b *Bridge) runJob(ctx context.Context, id int64, attempts int, created tim
 	var se *sendError
 	errors.As(err, &se)
 	temporary := se != nil && se.temporary
+	if se != nil && se.insecure {
+		if b.opts.Insecure != nil {
+			b.opts.Insecure.Add(1)
+		}
+		if temporary {
+			b.host.Log().Error("mail delivery held back: the relay would get the password in clear; give it STARTTLS or use smtps://", "to", j.To, "job", id, "err", err)
+		}
+	}
 	if temporary && time.Since(created) < maxAge {
 		next := time.Now().Add(backoff(attempts, b.host.RetryMaxDelay()))
 		b.host.Log().Warn("mail delivery failed; will retry", "to", j.To, "job", id, "err", err, "retry_at", next.Format(time.RFC3339))

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"passerelle/bridges/email/emailtest"
 	"passerelle/cmd/internal/harness"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
@@ -342,6 +344,67 @@ func TestMailboxSubmissionVerified(t *testing.T) {
 			if from != "dave@"+mailDomain {
 				t.Errorf("a mail from %q left through a server that did not authenticate its sender", from)
 			}
+		}
+	})
+}
+
+// insecureCount reads passerelle_insecure_deliveries_total of the mail
+// component from /metrics (-1 when absent).
+func insecureCount(t *testing.T, e *gwEnv) int {
+	t.Helper()
+	resp, err := http.Get("http://" + e.env["PASSERELLE_HTTP_LISTEN"] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var n int
+	for _, line := range strings.Split(string(body), "\n") {
+		if _, err := fmt.Sscanf(line, `passerelle_insecure_deliveries_total{domain="`+mailDomain+`"} %d`, &n); err == nil {
+			return n
+		}
+	}
+	return -1
+}
+
+// The operator's relay with credentials: on loopback a relay without TLS
+// still gets them (the exemption); a STARTTLS relay whose certificate does
+// not verify gets nothing, and the refusal is logged and counted in
+// /metrics. (A relay off loopback without STARTTLS cannot be reached from
+// a test here; the unit test TestRelayCredentialsNeedTLS drives it.)
+func TestRelayCredentialsTLS(t *testing.T) {
+	srv := harness.StartProsody(t, harness.ServerOptions{Domain: "localhost", Components: []string{mailDomain}})
+	plain := startSink(t) // no TLS; AUTH allowed in clear
+	env := mailEnv(t, srv)
+	env["PASSERELLE_SMTP_RELAY"] = "smtp://relay-user:smtp-pw@" + plain.addr
+	e := startGateway(t, srv, env)
+	top := t
+	alice := e.dial(t, "alice@localhost")
+	wantResult(t, register(alice, t, mailDomain, "address", "alice"), "register alice")
+
+	t.Run("loopback relay without TLS", func(t *testing.T) {
+		alice.Send(t, "<message to='bob%%example.com@%s' type='chat' id='p1'><body>Local relay</body></message>", mailDomain)
+		if m := plain.waitMail(t, wait, "bob@example.com", "Local relay"); m.user != "relay-user" {
+			t.Errorf("AUTH as %q", m.user)
+		}
+	})
+
+	t.Run("STARTTLS with an untrusted certificate", func(t *testing.T) {
+		impostor := startSinkTLS(t, emailtest.NewCA(t, "Unknown CA").ServerTLS(t), false)
+		e.restart(t, top, withVar(env, "PASSERELLE_SMTP_RELAY", "smtp://relay-user:smtp-pw@"+impostor.addr))
+		alice.Send(t, "<message to='bob%%example.com@%s' type='chat' id='p2'><body>Not for an impostor</body></message>", mailDomain)
+		m := alice.Expect(t, wait, "the refusal", func(el *xmlel.Element) bool {
+			return harness.IsMessage(el) && el.Attr("type") == "error" && el.Attr("id") == "p2"
+		})
+		wantError(t, m, "not-acceptable", "untrusted STARTTLS relay")
+		e.gw.WaitOutput(t, wait, `level=ERROR msg="mail delivery refused`)
+		if n := insecureCount(t, e); n != 1 {
+			t.Errorf("passerelle_insecure_deliveries_total = %d, want 1", n)
+		}
+		impostor.mu.Lock()
+		defer impostor.mu.Unlock()
+		if len(impostor.mails) != 0 {
+			t.Errorf("%d mails reached the impostor", len(impostor.mails))
 		}
 	})
 }

@@ -99,7 +99,8 @@ func run() int {
 	}
 	if cfg.EmailDomain != "" {
 		add(cfg.EmailDomain, email.New(email.Options{Domain: cfg.EmailDomain, Listen: cfg.SMTPListen,
-			Relay: cfg.SMTPRelay, MaxSize: cfg.SMTPMaxSize, AllowPrivate: cfg.MailboxAllowPrivate}))
+			Relay: cfg.SMTPRelay, MaxSize: cfg.SMTPMaxSize, AllowPrivate: cfg.MailboxAllowPrivate,
+			Insecure: &metrics.For(cfg.EmailDomain).Insecure}))
 	}
 	if cfg.SMSDomain != "" {
 		add(cfg.SMSDomain, sms.New(sms.Options{Numbers: cfg.SMSNumbers, Region: cfg.SMSRegion,
