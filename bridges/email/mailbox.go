@@ -158,6 +158,9 @@ func dialIMAP(ctx context.Context, cfg mailboxConfig, opts *imapclient.Options) 
 		return nil, err
 	}
 	opts.TLSConfig = tlsFor(cfg.tls, host)
+	if port == "993" && opts.TLSConfig.NextProtos == nil {
+		opts.TLSConfig.NextProtos = []string{"imap"} // as imapclient.DialTLS
+	}
 	c, conn, err := connectIMAP(ctx, cfg, port == "993", opts)
 	if err != nil {
 		if cerr, ok := certError(err, cfg.IMAPServer); ok {

@@ -183,7 +183,9 @@ func TestMailboxPrivateAddresses(t *testing.T) {
 	}
 
 	t.Run("refused before connecting", func(t *testing.T) {
-		sameText(t, texts(t), "private address 127.0.0.1")
+		got := texts(t)
+		t.Logf("every refusal: %q", got["imap"]["ssh"])
+		sameText(t, got, "private address 127.0.0.1")
 		if conns, _ := sshd.seen(); conns != 0 {
 			t.Errorf("the gateway connected %d times to a private address", conns)
 		}
@@ -192,8 +194,11 @@ func TestMailboxPrivateAddresses(t *testing.T) {
 	t.Run("allowed private, generic errors", func(t *testing.T) {
 		allowed := withVar(env, "PASSERELLE_MAILBOX_ALLOW_PRIVATE", "true")
 		e.restart(t, top, allowed)
-		sameText(t, texts(t), "could not be reached, or it did not answer as expected")
+		texts := texts(t)
+		t.Logf("every refusal: %q", texts["imap"]["ssh"])
+		sameText(t, texts, "could not be reached, or it did not answer as expected")
 		conns, got := sshd.seen()
+		t.Logf("the SSH listener saw %d connections and %d bytes", conns, len(got))
 		if conns == 0 {
 			t.Fatal("the gateway never connected: the case tests nothing")
 		}
