@@ -50,7 +50,7 @@ type spec struct {
 	MailboxAllowPrivate bool          `split_words:"true" default:"false" desc:"allow users' own IMAP/SMTP servers (mailbox mode) on loopback/private/link-local addresses"`
 	EmailDomain         string        `split_words:"true" desc:"component domain of the email bridge, also mail domain of hosted addresses (empty: bridge off)"`
 	SMTPListen          string        `split_words:"true" desc:"inbound SMTP listener (host:port), e.g. 127.0.0.1:2525"`
-	SMTPRelay           string        `split_words:"true" desc:"outbound relay, smtp://[user:pass@]host:port or smtps://..."`
+	SMTPRelay           string        `split_words:"true" desc:"outbound relay, smtp://[user:pass@]host:port (STARTTLS when offered; required with credentials unless on loopback) or smtps://..."`
 	SMTPMaxSize         int64         `split_words:"true" default:"10485760" desc:"largest inbound mail in bytes"`
 	SMSDomain           string        `split_words:"true" desc:"component domain of the SMS bridge (empty: bridge off)"`
 	SMSApiURL           string        `split_words:"true" default:"https://api.twilio.com" desc:"base URL of the Twilio-compatible provider API"`
