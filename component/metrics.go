@@ -25,6 +25,7 @@ type DomainMetrics struct {
 	// OutboxStoreErrors counts the times the store would not read the
 	// outbox or remove sent stanzas from it.
 	OutboxStoreErrors atomic.Int64
+	Insecure          atomic.Int64 // deliveries held back or refused: the server could not be reached safely
 }
 
 // NewMetrics returns an empty registry.
@@ -62,6 +63,7 @@ func (m *Metrics) WritePrometheus(w io.Writer) {
 		{"passerelle_refused_total", "counter", "stanzas refused from users outside PASSERELLE_ALLOW", func(d *DomainMetrics) int64 { return d.Refused.Load() }},
 		{"passerelle_registrations_total", "counter", "new registrations", func(d *DomainMetrics) int64 { return d.Registrations.Load() }},
 		{"passerelle_outbox_store_errors_total", "counter", "failed reads and removals of the stanza outbox", func(d *DomainMetrics) int64 { return d.OutboxStoreErrors.Load() }},
+		{"passerelle_insecure_deliveries_total", "counter", "deliveries held back or refused because the server could not be reached safely (no TLS for a password, untrusted certificate)", func(d *DomainMetrics) int64 { return d.Insecure.Load() }},
 	}
 	for _, s := range series {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", s.name, s.help, s.name, s.kind)

@@ -47,9 +47,10 @@ type spec struct {
 	Allow                   []string      `split_words:"true" desc:"who may use the gateway: comma-separated domains or bare JIDs (default: the parent domain of each component)"`
 	IRCDomain               string        `split_words:"true" desc:"component domain of the IRC bridge (empty: bridge off)"`
 	IRCAllowPrivate         bool          `split_words:"true" default:"false" desc:"allow IRC connections to loopback/private addresses"`
+	MailboxAllowPrivate     bool          `split_words:"true" default:"false" desc:"allow users' own IMAP/SMTP servers (mailbox mode) on loopback/private/link-local addresses"`
 	EmailDomain             string        `split_words:"true" desc:"component domain of the email bridge, also mail domain of hosted addresses (empty: bridge off)"`
 	SMTPListen              string        `split_words:"true" desc:"inbound SMTP listener (host:port), e.g. 127.0.0.1:2525"`
-	SMTPRelay               string        `split_words:"true" desc:"outbound relay, smtp://[user:pass@]host:port or smtps://..."`
+	SMTPRelay               string        `split_words:"true" desc:"outbound relay, smtp://[user:pass@]host:port (STARTTLS when offered; required with credentials unless on loopback) or smtps://..."`
 	SMTPMaxSize             int64         `split_words:"true" default:"10485760" desc:"largest inbound mail in bytes"`
 	SMTPMaxConnections      int64         `split_words:"true" default:"100" desc:"most simultaneous inbound SMTP connections (more: 421)"`
 	SMTPMaxConnectionsPerIP int64         `split_words:"true" default:"10" desc:"most simultaneous inbound SMTP connections from one client address, at most PASSERELLE_SMTP_MAX_CONNECTIONS; the relay's addresses are exempt"`
@@ -81,6 +82,8 @@ type Config struct {
 
 	IRCDomain       string // empty: bridge off
 	IRCAllowPrivate bool
+
+	MailboxAllowPrivate bool
 
 	EmailDomain string // empty: bridge off
 	SMTPListen  string
@@ -139,6 +142,7 @@ func LoadFrom(lookup func(string) (string, bool)) (*Config, error) {
 		Allow:                   s.Allow,
 		IRCDomain:               s.IRCDomain,
 		IRCAllowPrivate:         s.IRCAllowPrivate,
+		MailboxAllowPrivate:     s.MailboxAllowPrivate,
 		EmailDomain:             s.EmailDomain,
 		SMTPListen:              s.SMTPListen,
 		SMTPRelay:               s.SMTPRelay,

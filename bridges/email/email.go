@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"passerelle/bridges"
@@ -46,6 +47,12 @@ type Options struct {
 	// connection and certificates are always verified. nil: the system's
 	// roots. Tests give their own RootCAs here.
 	TLSConfig *tls.Config
+	// AllowPrivate lets users' own IMAP and SMTP servers be on loopback,
+	// private or link-local addresses (PASSERELLE_MAILBOX_ALLOW_PRIVATE).
+	AllowPrivate bool
+	// Insecure, when set, counts the mail deliveries held back or refused
+	// because the server could not be reached safely (for /metrics).
+	Insecure *atomic.Int64
 }
 
 // Bridge is the email bridge.
@@ -63,7 +70,9 @@ type Bridge struct {
 	noIdle bool // poll even when the server has IDLE (tests of the fallback)
 	// isLocal tells the servers that may be reached without TLS (loopback;
 	// tests replace it to act as if a server were remote).
-	isLocal  func(hostport string) bool
+	isLocal func(hostport string) bool
+	// resolver looks up the servers users name (tests give their own).
+	resolver bridges.Resolver
 	mu       sync.Mutex
 	watchers map[string]*watcher // mailbox watchers by user
 	// queueDone is closed when the outbound queue's goroutine returned.
@@ -91,7 +100,8 @@ func New(opts Options) *Bridge {
 	if opts.CheckTimeout <= 0 {
 		opts.CheckTimeout = 20 * time.Second
 	}
-	return &Bridge{opts: opts, wake: make(chan struct{}, 1), httpc: &http.Client{Timeout: 2 * time.Minute}, watchers: map[string]*watcher{}, runCtx: context.Background(), isLocal: isLoopback}
+	return &Bridge{opts: opts, wake: make(chan struct{}, 1), httpc: &http.Client{Timeout: 2 * time.Minute}, watchers: map[string]*watcher{}, runCtx: context.Background(), isLocal: isLoopback,
+		resolver: net.DefaultResolver}
 }
 
 // Kind implements bridges.Bridge.
@@ -210,6 +220,20 @@ func (b *Bridge) Register(ctx context.Context, user string, values map[string]st
 	if fields["smtp_server"] != "" && fields["email"] == "" {
 		return nil, stanza.Errorf("not-acceptable", "email: your own address is needed to send through your SMTP server.")
 	}
+	if fields["smtp_server"] != "" {
+		// Mail will leave through this server as this user: it must
+		// take the user's login now.
+		sub := b.submission(fields)
+		if sub.user == "" || sub.password == "" {
+			return nil, stanza.Errorf("not-acceptable", "smtp_username and smtp_password (or the IMAP ones) are needed to send through your SMTP server.")
+		}
+		cctx, cancel := context.WithTimeout(ctx, b.opts.CheckTimeout)
+		err := sub.checkLogin(cctx, b.opts.Domain)
+		cancel()
+		if err != nil {
+			return nil, b.refuseServer(user, "Your SMTP server cannot be used", "smtp_server", err)
+		}
+	}
 	cfg, mailbox := mailboxFromFields(fields)
 	if mailbox {
 		if cfg.IMAPUser == "" || cfg.IMAPPassword == "" {
@@ -219,7 +243,7 @@ func (b *Bridge) Register(ctx context.Context, user string, values map[string]st
 		pos, err := checkMailbox(cctx, b.secure(cfg))
 		cancel()
 		if err != nil {
-			return nil, stanza.Errorf("not-acceptable", "Your mailbox could not be opened: "+err.Error())
+			return nil, b.refuseServer(user, "Your mailbox could not be opened", "imap_server", err)
 		}
 		// Mail from now on is forwarded (unless a position is kept already).
 		if old, ok, err := b.loadPos(ctx, user); err != nil {
@@ -234,6 +258,16 @@ func (b *Bridge) Register(ctx context.Context, user string, values map[string]st
 		b.stopWatcher(user)
 	}
 	return &bridges.Registered{Fields: fields, Secret: []string{"imap_password", "smtp_password"}, Claims: []string{addr}}, nil
+}
+
+// refuseServer is the registration error for a server the user named that
+// cannot be used: a generic text (userServerText) for the user, the detail
+// in the log.
+func (b *Bridge) refuseServer(user, what, field string, err error) *stanza.Error {
+	if b.host != nil {
+		b.host.Log().Info("registration refused: the server cannot be used", "user", user, "field", field, "err", err)
+	}
+	return stanza.Errorf("not-acceptable", what+" ("+field+"): "+userServerText(err))
 }
 
 // Unregistered implements bridges.Bridge.
@@ -278,6 +312,11 @@ func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 	}
 	if relay != nil {
 		relay.tls = b.opts.TLSConfig
+		// Credentials never go in clear, except to a loopback relay.
+		relay.requireTLS = relay.user != "" && !b.isLocal(relay.addr)
+	}
+	if b.opts.AllowPrivate {
+		host.Log().Warn("users' own mail servers may be on loopback and private addresses (PASSERELLE_MAILBOX_ALLOW_PRIVATE)")
 	}
 	b.relay = relay
 	if b.opts.Listen != "" {

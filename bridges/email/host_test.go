@@ -133,11 +133,22 @@ func (h *fakeHost) next(t testing.TB) *xmlel.Element {
 // startBridge starts a bridge with opts on a fake host and registers users
 // (JID → hosted address).
 func startBridge(t testing.TB, opts Options, users map[string]string) (*Bridge, *fakeHost) {
+	// The test servers listen on loopback.
+	opts.AllowPrivate = true
+	return startBridgeWith(t, opts, users, nil)
+}
+
+// startBridgeWith is startBridge with opts as given (the private-address
+// check on unless opts say otherwise) and, when set, a resolver.
+func startBridgeWith(t testing.TB, opts Options, users map[string]string, r bridges.Resolver) (*Bridge, *fakeHost) {
 	opts.Domain = testDomain
 	if opts.Inbound.Resolver == nil {
 		opts.Inbound.Resolver = fakeDNS{} // no records; never the network
 	}
 	b := New(opts)
+	if r != nil {
+		b.resolver = r
+	}
 	h := newFakeHost(t, b)
 	ctx, cancel := context.WithCancel(context.Background())
 	// Stopped, and its goroutines done, before the store closes.

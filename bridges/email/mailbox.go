@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"passerelle/bridges"
 	"passerelle/component/stanza"
 	"passerelle/store"
 )
@@ -24,12 +25,16 @@ type mailboxConfig struct {
 
 	tls        *tls.Config // base TLS configuration (Options.TLSConfig)
 	requireTLS bool        // the server is not local: no password in clear
+	// dial connects to the server through the private-address check
+	// (Bridge.dialUser).
+	dial func(ctx context.Context, hostport string) (net.Conn, error)
 }
 
-// secure completes cfg with the bridge's TLS policy.
+// secure completes cfg with the bridge's TLS and address policy.
 func (b *Bridge) secure(cfg mailboxConfig) mailboxConfig {
 	cfg.tls = b.opts.TLSConfig
 	cfg.requireTLS = !b.isLocal(cfg.IMAPServer)
+	cfg.dial = b.dialUser
 	return cfg
 }
 
@@ -45,15 +50,71 @@ var errUnregistered = errors.New("the user is not registered")
 // credentials change.
 type authError struct{ err error }
 
-func (e *authError) Error() string { return "the IMAP server refused the login: " + e.err.Error() }
+func (e *authError) Error() string { return "the server refused the login: " + e.err.Error() }
 func (e *authError) Unwrap() error { return e.err }
 
 // securityError is a server that cannot be reached safely: no TLS, or a
 // certificate that does not verify. It does not fix itself.
-type securityError struct{ err error }
+type securityError struct {
+	err   error
+	clear bool // the server offers no TLS (else its certificate failed)
+}
 
 func (e *securityError) Error() string { return e.err.Error() }
 func (e *securityError) Unwrap() error { return e.err }
+
+// errNoAuth is a submission server that does not ask for a login: it
+// would take any sender address from anyone.
+var errNoAuth = errors.New("the server offers no authentication (SMTP AUTH)")
+
+// userServerText says why a server a user named cannot be used, in words
+// of the gateway's own: never what the server sent nor how the connection
+// failed (refused, closed, a foreign banner, a timeout all read the same),
+// so that registration cannot be used to probe ports. The detail goes to
+// the log.
+func userServerText(err error) string {
+	var pe *bridges.PrivateAddrError
+	var ae *authError
+	var se *securityError
+	switch {
+	case errors.As(err, &pe):
+		return pe.Error() + "."
+	case errors.Is(err, errNoAuth):
+		return "the server does not ask for a login; only a server that authenticates you is accepted."
+	case errors.As(err, &ae):
+		return "the server refused the login; check the user name and password."
+	case errors.As(err, &se) && se.clear:
+		return "the server offers no TLS; the password was not sent in clear."
+	case errors.As(err, &se):
+		return "the TLS certificate of the server is not trusted."
+	}
+	return "the server could not be reached, or it did not answer as expected."
+}
+
+// dialUser connects to hostport, a server a user named (IMAP, SMTP
+// submission): the host is resolved, private addresses are refused unless
+// PASSERELLE_MAILBOX_ALLOW_PRIVATE (bridges.ResolvePublic), and the
+// checked addresses themselves are dialled, never the name again.
+func (b *Bridge) dialUser(ctx context.Context, hostport string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, err
+	}
+	ips, err := bridges.ResolvePublic(ctx, b.resolver, host, b.opts.AllowPrivate)
+	if err != nil {
+		return nil, err
+	}
+	d := net.Dialer{Timeout: dialTimout}
+	var errs []error
+	for _, ip := range ips {
+		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(ip.String(), port))
+		if err == nil {
+			return c, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, fmt.Errorf("failed to connect to %s: %w", hostport, errors.Join(errs...))
+}
 
 // tlsFor returns the TLS configuration of a connection to host.
 func tlsFor(base *tls.Config, host string) *tls.Config {
@@ -91,30 +152,24 @@ func isLoopback(hostport string) bool {
 
 // dialIMAP connects and logs in: implicit TLS on port 993, STARTTLS when
 // offered, plaintext only to a loopback server.
-func dialIMAP(cfg mailboxConfig, opts *imapclient.Options) (*imapclient.Client, error) {
+func dialIMAP(ctx context.Context, cfg mailboxConfig, opts *imapclient.Options) (*imapclient.Client, error) {
 	host, port, err := net.SplitHostPort(cfg.IMAPServer)
 	if err != nil {
 		return nil, err
 	}
 	opts.TLSConfig = tlsFor(cfg.tls, host)
-	var c *imapclient.Client
-	if port == "993" {
-		c, err = imapclient.DialTLS(cfg.IMAPServer, opts)
-	} else {
-		c, err = imapclient.DialInsecure(cfg.IMAPServer, opts)
-		if err == nil {
-			if err = c.WaitGreeting(); err == nil && c.Caps().Has(imap.CapStartTLS) {
-				c.Close()
-				c, err = imapclient.DialStartTLS(cfg.IMAPServer, opts)
-			} else if err == nil && cfg.requireTLS {
-				c.Close()
-				return nil, &securityError{fmt.Errorf("%s offers no TLS; refusing to send the password in clear", cfg.IMAPServer)}
-			}
-		}
+	if port == "993" && opts.TLSConfig.NextProtos == nil {
+		opts.TLSConfig.NextProtos = []string{"imap"} // as imapclient.DialTLS
 	}
+	c, conn, err := connectIMAP(ctx, cfg, port == "993", opts)
 	if err != nil {
 		if cerr, ok := certError(err, cfg.IMAPServer); ok {
-			return nil, &securityError{cerr}
+			return nil, &securityError{err: cerr}
+		}
+		var pe *bridges.PrivateAddrError
+		var se *securityError
+		if errors.As(err, &pe) || errors.As(err, &se) {
+			return nil, err
 		}
 		return nil, fmt.Errorf("failed to connect to %s: %w", cfg.IMAPServer, err)
 	}
@@ -126,7 +181,52 @@ func dialIMAP(cfg mailboxConfig, opts *imapclient.Options) (*imapclient.Client, 
 		}
 		return nil, fmt.Errorf("failed to log in to %s: %w", cfg.IMAPServer, err)
 	}
+	conn.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// connectIMAP opens the connection dialIMAP logs in on, and returns the
+// network connection under it, whose deadline bounds the greeting, TLS and
+// login (a server that never greets cannot hold the gateway).
+func connectIMAP(ctx context.Context, cfg mailboxConfig, implicitTLS bool, opts *imapclient.Options) (*imapclient.Client, net.Conn, error) {
+	dial := func() (net.Conn, error) {
+		conn, err := cfg.dial(ctx, cfg.IMAPServer)
+		if err == nil {
+			conn.SetDeadline(time.Now().Add(dialTimout))
+		}
+		return conn, err
+	}
+	conn, err := dial()
+	if err != nil {
+		return nil, nil, err
+	}
+	if implicitTLS {
+		tc := tls.Client(conn, opts.TLSConfig)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, nil, err
+		}
+		return imapclient.New(tc, opts), conn, nil
+	}
+	c := imapclient.New(conn, opts)
+	if err := c.WaitGreeting(); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	if !c.Caps().Has(imap.CapStartTLS) {
+		if cfg.requireTLS {
+			c.Close()
+			return nil, nil, &securityError{err: fmt.Errorf("%s offers no TLS; refusing to send the password in clear", cfg.IMAPServer), clear: true}
+		}
+		return c, conn, nil
+	}
+	// STARTTLS: start again on a fresh connection.
+	c.Close()
+	if conn, err = dial(); err != nil {
+		return nil, nil, err
+	}
+	c, err = imapclient.NewStartTLS(conn, opts)
+	return c, conn, err
 }
 
 // checkMailbox verifies a mailbox configuration at registration and
@@ -139,7 +239,7 @@ func checkMailbox(ctx context.Context, cfg mailboxConfig) (imapPos, error) {
 	done := make(chan result, 1)
 	go func() {
 		var r result
-		c, err := dialIMAP(cfg, &imapclient.Options{})
+		c, err := dialIMAP(ctx, cfg, &imapclient.Options{})
 		if err == nil {
 			var sel *imap.SelectData
 			sel, err = c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait()
@@ -244,17 +344,19 @@ func (w *watcher) run(ctx context.Context) {
 			return
 		}
 		var ae *authError
+		var se *securityError
+		var pe *bridges.PrivateAddrError
 		if errors.As(err, &ae) {
 			if !w.reported {
 				w.reported = true
-				w.tell(ctx, "Your mailbox "+w.cfg.IMAPServer+" refused the login ("+ae.err.Error()+"). Update the password with the gateway's registration or settings; it will keep trying.")
+				w.tell(ctx, "Your mailbox "+w.cfg.IMAPServer+": "+userServerText(err)+" Update the password with the gateway's registration or settings; it will keep trying.")
 			}
 			delay = w.b.host.RetryMaxDelay()
-		} else if se := (*securityError)(nil); errors.As(err, &se) {
+		} else if errors.As(err, &se) || errors.As(err, &pe) {
 			log.Error("cannot reach the mailbox safely", "err", err)
 			if !w.reported {
 				w.reported = true
-				w.tell(ctx, "Your mailbox "+w.cfg.IMAPServer+" cannot be reached safely: "+se.Error()+". Your password was not sent. Fix the server or change it in the gateway's registration or settings; it will keep trying.")
+				w.tell(ctx, "Your mailbox "+w.cfg.IMAPServer+" cannot be reached safely: "+userServerText(err)+" Your password was not sent. Fix the server or change it in the gateway's registration or settings; it will keep trying.")
 			}
 			delay = w.b.host.RetryMaxDelay()
 		} else {
@@ -291,7 +393,7 @@ func (w *watcher) session(ctx context.Context, connected func()) error {
 			}
 		},
 	}}
-	c, err := dialIMAP(w.cfg, opts)
+	c, err := dialIMAP(ctx, w.cfg, opts)
 	if err != nil {
 		return err
 	}

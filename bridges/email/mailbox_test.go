@@ -286,7 +286,7 @@ func TestMailboxWatcherWithoutRegistration(t *testing.T) {
 // the store can be closed after it.
 func TestWaitStopsQueueAndWatchers(t *testing.T) {
 	m := startMemIMAP(t)
-	b := New(Options{Domain: testDomain})
+	b := New(Options{Domain: testDomain, AllowPrivate: true})
 	h := newFakeHost(t, b)
 	b.Wait() // not started: returns at once
 	ctx, cancel := context.WithCancel(context.Background())

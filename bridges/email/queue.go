@@ -26,13 +26,22 @@ const (
 	dialTimout = 30 * time.Second
 )
 
-// relayConfig is the parsed PASSERELLE_SMTP_RELAY.
+// relayConfig is a server mail leaves through: the parsed
+// PASSERELLE_SMTP_RELAY, or a user's own submission server.
 type relayConfig struct {
-	addr, host     string
-	implicitTLS    bool
-	requireTLS     bool // refuse a server without TLS (a user's server not on loopback)
+	addr, host  string
+	implicitTLS bool
+	// requireTLS refuses a server without TLS: a user's server not on
+	// loopback, or a relay not on loopback that gets credentials.
+	requireTLS     bool
 	user, password string
 	tls            *tls.Config // base TLS configuration (Options.TLSConfig)
+	// own is a user's submission server: mail goes only after a login,
+	// as that user, so that the user's provider decides the sender.
+	own bool
+	// connect opens the connection to addr (nil: directly; a user's
+	// server: through the private-address check).
+	connect func(ctx context.Context, hostport string) (net.Conn, error)
 }
 
 func parseRelay(s string) (*relayConfig, error) {
@@ -74,6 +83,10 @@ func classify(err error, rcpt bool) error {
 	if errors.As(err, &sec) {
 		return &sendError{insecure: true, err: err}
 	}
+	var pe *bridges.PrivateAddrError
+	if errors.As(err, &pe) || errors.Is(err, errNoAuth) {
+		return &sendError{err: err}
+	}
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
 		return &sendError{temporary: se.Temporary() || se.Code/100 != 5, rcpt: rcpt, err: err}
@@ -85,13 +98,18 @@ func classify(err error, rcpt bool) error {
 func (r *relayConfig) send(ctx context.Context, heloName, from, to string, raw []byte) error {
 	c, err := r.dial(ctx, heloName)
 	if err != nil {
-		return classify(err, false)
+		err = classify(err, false)
+		var sec *securityError
+		if errors.As(err, &sec) && sec.clear && !r.own {
+			// The operator's relay wants the password in clear: the mail
+			// waits until the relay (or its URL) is fixed.
+			err.(*sendError).temporary = true
+		}
+		return err
 	}
 	defer c.Close()
-	if r.user != "" {
-		if err := c.Auth(sasl.NewPlainClient("", r.user, r.password)); err != nil {
-			return classify(fmt.Errorf("relay refused the credentials: %w", err), false)
-		}
+	if err := r.auth(c); err != nil {
+		return classify(err, false)
 	}
 	if err := c.Mail(from, nil); err != nil {
 		return classify(err, false)
@@ -113,29 +131,76 @@ func (r *relayConfig) send(ctx context.Context, heloName, from, to string, raw [
 	return nil
 }
 
+// auth logs in with the configured credentials. A user's own server must
+// offer AUTH and take them.
+func (r *relayConfig) auth(c *smtp.Client) error {
+	if r.own && (r.user == "" || r.password == "") {
+		return &authError{errors.New("no user name or password for the SMTP server")}
+	}
+	if r.user == "" {
+		return nil
+	}
+	if ok, _ := c.Extension("AUTH"); !ok && r.own {
+		return errNoAuth
+	}
+	if err := c.Auth(sasl.NewPlainClient("", r.user, r.password)); err != nil {
+		return fmt.Errorf("relay refused the credentials: %w", err)
+	}
+	return nil
+}
+
+// checkLogin verifies a user's submission server at registration: it is
+// reached safely and takes the user's login. Nothing is sent.
+func (r *relayConfig) checkLogin(ctx context.Context, heloName string) error {
+	c, err := r.dial(ctx, heloName)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	if err := r.auth(c); err != nil {
+		var se *smtp.SMTPError
+		if errors.As(err, &se) && se.Code/100 == 5 {
+			return &authError{err}
+		}
+		return err
+	}
+	c.Quit()
+	return nil
+}
+
 // dial connects to the relay: implicit TLS for smtps, STARTTLS when
 // offered. A certificate that does not verify is a securityError.
 func (r *relayConfig) dial(ctx context.Context, heloName string) (*smtp.Client, error) {
 	c, err := r.dialTLS(ctx, heloName)
 	if err != nil {
 		if cerr, ok := certError(err, r.addr); ok {
-			return nil, &securityError{cerr}
+			return nil, &securityError{err: cerr}
 		}
 	}
 	return c, err
 }
 
 func (r *relayConfig) dialTLS(ctx context.Context, heloName string) (*smtp.Client, error) {
-	d := net.Dialer{Timeout: dialTimout}
+	dial := r.connect
+	if dial == nil {
+		d := net.Dialer{Timeout: dialTimout}
+		dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+	}
+	// The greeting and the handshakes end with ctx too (go-smtp bounds
+	// them by its own timeouts only).
+	closeOnDone := func(conn net.Conn) func() bool { return context.AfterFunc(ctx, func() { conn.Close() }) }
 	tc := tlsFor(r.tls, r.host)
-	conn, err := d.DialContext(ctx, "tcp", r.addr)
+	conn, err := dial(ctx, r.addr)
 	if err != nil {
 		return nil, err
 	}
+	defer closeOnDone(conn)()
 	if r.implicitTLS {
 		conn = tls.Client(conn, tc)
 	}
-	c := smtp.NewClient(conn)
+	c := smtp.NewClient(&smtpConn{Conn: conn})
 	c.CommandTimeout = time.Minute
 	c.SubmissionTimeout = 5 * time.Minute
 	if err := c.Hello(heloName); err != nil {
@@ -145,11 +210,12 @@ func (r *relayConfig) dialTLS(ctx context.Context, heloName string) (*smtp.Clien
 	if ok, _ := c.Extension("STARTTLS"); ok && !r.implicitTLS {
 		// STARTTLS when offered: start again on a fresh connection.
 		c.Close()
-		conn, err := d.DialContext(ctx, "tcp", r.addr)
+		conn, err = dial(ctx, r.addr)
 		if err != nil {
 			return nil, err
 		}
-		c, err = smtp.NewClientStartTLS(conn, tc)
+		defer closeOnDone(conn)()
+		c, err = smtp.NewClientStartTLS(&smtpConn{Conn: conn}, tc)
 		if err != nil {
 			conn.Close()
 			return nil, fmt.Errorf("STARTTLS with the relay failed: %w", err)
@@ -162,9 +228,34 @@ func (r *relayConfig) dialTLS(ctx context.Context, heloName string) (*smtp.Clien
 		}
 	} else if !ok && !r.implicitTLS && r.requireTLS {
 		c.Close()
-		return nil, &securityError{errors.New(r.addr + " offers no TLS; refusing to send the password in clear")}
+		return nil, &securityError{err: errors.New(r.addr + " offers no TLS; refusing to send the password in clear"), clear: true}
 	}
 	return c, nil
+}
+
+// errNotSMTP is a server whose first bytes cannot start an SMTP reply.
+var errNotSMTP = errors.New("the server does not speak SMTP")
+
+// smtpConn fails at once when the server's first bytes are not the three
+// digits of an SMTP reply: net/textproto would take a banner such as
+// "SSH-2.0-…" for the first line of a continued reply and wait for the
+// next line until the timeout.
+type smtpConn struct {
+	net.Conn
+	checked bool
+}
+
+func (c *smtpConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if !c.checked && n > 0 {
+		c.checked = true
+		for _, ch := range p[:min(n, 3)] {
+			if ch < '0' || ch > '9' {
+				return 0, errNotSMTP
+			}
+		}
+	}
+	return n, err
 }
 
 // relayFor returns the server a job leaves through: the user's own
@@ -187,10 +278,16 @@ func (b *Bridge) relayFor(ctx context.Context, j outJob) (*relayConfig, error) {
 	if f["smtp_server"] == "" {
 		return nil, &sendError{err: errors.New("your registration has no SMTP server any more")}
 	}
+	return b.submission(f), nil
+}
+
+// submission is the user's own SMTP submission server of registration
+// fields f (smtp_server set): the SMTP credentials, else the IMAP ones.
+func (b *Bridge) submission(f map[string]string) *relayConfig {
 	host, port, _ := net.SplitHostPort(f["smtp_server"])
-	r := &relayConfig{addr: f["smtp_server"], host: host, implicitTLS: port == "465", requireTLS: !b.isLocal(f["smtp_server"]), tls: b.opts.TLSConfig,
-		user: firstNonEmpty(f["smtp_username"], f["imap_username"]), password: firstNonEmpty(f["smtp_password"], f["imap_password"])}
-	return r, nil
+	return &relayConfig{addr: f["smtp_server"], host: host, implicitTLS: port == "465", requireTLS: !b.isLocal(f["smtp_server"]), tls: b.opts.TLSConfig,
+		user: firstNonEmpty(f["smtp_username"], f["imap_username"]), password: firstNonEmpty(f["smtp_password"], f["imap_password"]),
+		own: true, connect: b.dialUser}
 }
 
 // wakeQueue makes the queue runner look for due jobs now.
@@ -301,6 +398,14 @@ func (b *Bridge) runJob(ctx context.Context, id int64, attempts int, created tim
 	var se *sendError
 	errors.As(err, &se)
 	temporary := se != nil && se.temporary
+	if se != nil && se.insecure {
+		if b.opts.Insecure != nil {
+			b.opts.Insecure.Add(1)
+		}
+		if temporary {
+			b.host.Log().Error("mail delivery held back: the relay would get the password in clear; give it STARTTLS or use smtps://", "to", j.To, "job", id, "err", err)
+		}
+	}
 	if temporary && time.Since(created) < maxAge {
 		next := time.Now().Add(backoff(attempts, b.host.RetryMaxDelay()))
 		b.host.Log().Warn("mail delivery failed; will retry", "to", j.To, "job", id, "err", err, "retry_at", next.Format(time.RFC3339))

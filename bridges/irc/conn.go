@@ -9,11 +9,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"passerelle/bridges"
 )
 
 const (
@@ -44,7 +45,7 @@ var errClosed = errors.New("the irc connection is closed")
 // dialer opens IRC connections.
 type dialer struct {
 	allowPrivate bool
-	resolver     *net.Resolver
+	resolver     bridges.Resolver
 	roots        *x509.CertPool // trusted for TLS; nil: the system's
 }
 
@@ -59,37 +60,16 @@ type link struct {
 // transport security: TLS with a verified certificate.
 func (l link) secure() bool { return l.tls && l.verified }
 
-// checkAddr refuses loopback, private, link-local and unspecified
-// addresses unless allowed.
-func (d *dialer) checkAddr(ip netip.Addr) error {
-	ip = ip.Unmap()
-	if d.allowPrivate {
-		return nil
-	}
-	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-		ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast() ||
-		netip.MustParsePrefix("100.64.0.0/10").Contains(ip) {
-		return &connError{msg: "connections to the private address " + ip.String() + " are not allowed on this gateway", permanent: true}
-	}
-	return nil
-}
-
-// dial resolves server, checks its addresses, and tries the TLS ports,
-// then the plain ones. It reports how the connection was made.
+// dial resolves server, refuses private addresses unless allowed
+// (bridges.ResolvePublic), and tries the TLS ports, then the plain ones, on
+// the checked addresses. It reports how the connection was made.
 func (d *dialer) dial(ctx context.Context, server string, cfg netConfig) (net.Conn, link, error) {
-	ips, err := d.resolver.LookupNetIP(ctx, "ip", server)
-	if err != nil {
-		return nil, link{}, &connError{msg: "cannot resolve " + server + ": " + err.Error()}
-	}
-	var ok []netip.Addr
-	for _, ip := range ips {
-		if err := d.checkAddr(ip); err != nil {
-			return nil, link{}, err
-		}
-		ok = append(ok, ip)
-	}
-	if len(ok) == 0 {
-		return nil, link{}, &connError{msg: "no address for " + server}
+	ok, err := bridges.ResolvePublic(ctx, d.resolver, server, d.allowPrivate)
+	var pe *bridges.PrivateAddrError
+	if errors.As(err, &pe) {
+		return nil, link{}, &connError{msg: pe.Error(), permanent: true}
+	} else if err != nil {
+		return nil, link{}, &connError{msg: err.Error()}
 	}
 	var errs []string
 	try := func(port int, secure bool) (net.Conn, bool) {

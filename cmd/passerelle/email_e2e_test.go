@@ -231,6 +231,7 @@ func TestEmailProsody(t *testing.T) {
 	env["PASSERELLE_SMTP_RELAY"] = "smtp://" + sink.addr
 	env["PASSERELLE_SMTP_MAX_SIZE"] = "100000"
 	env["PASSERELLE_RETRY_MAX_DELAY"] = "1s"
+	env["PASSERELLE_MAILBOX_ALLOW_PRIVATE"] = "true" // dovecot and the sink listen on loopback
 	e := startGateway(t, srv, env)
 
 	top := t
@@ -641,6 +642,7 @@ func TestEmailTLS(t *testing.T) {
 	env["PASSERELLE_SMTP_RELAY"] = "smtps://relay-user:smtp-pw@" + sink.addr
 	env["SSL_CERT_FILE"] = ca.File
 	env["PASSERELLE_RETRY_MAX_DELAY"] = "1s"
+	env["PASSERELLE_MAILBOX_ALLOW_PRIVATE"] = "true"
 	e := startGateway(t, srv, env)
 	alice := e.dial(t, "alice@localhost")
 	wantResult(t, register(alice, t, mailDomain, "address", "alice"), "register alice")

@@ -100,6 +100,7 @@ func run() int {
 	if cfg.EmailDomain != "" {
 		add(cfg.EmailDomain, email.New(email.Options{Domain: cfg.EmailDomain, Listen: cfg.SMTPListen,
 			Relay: cfg.SMTPRelay, MaxSize: cfg.SMTPMaxSize, MaxConnsPerClient: cfg.SMTPMaxConnectionsPerIP,
+			AllowPrivate: cfg.MailboxAllowPrivate, Insecure: &metrics.For(cfg.EmailDomain).Insecure,
 			Inbound: email.InboundOptions{MaxConns: cfg.SMTPMaxConnections, Timeout: cfg.SMTPTimeout,
 				Resolver: email.NewResolver(cfg.DNSResolver), TrustedAuthServ: cfg.SMTPTrustedAuthserv}}))
 	}
