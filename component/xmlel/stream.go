@@ -334,6 +334,8 @@ func (f *framer) lex() bool {
 			case '!':
 				f.st, f.marks = sBang, 0
 				f.junkAtStreamLevel()
+			case ' ', '\t', '\r', '\n', '>', '<', '=', '"', '\'':
+				return f.malformed(c)
 			default:
 				if f.where == inProlog { // where the root's start tag will be in out
 					f.rootAt = len(f.out) + i - f.run - 1
@@ -343,6 +345,8 @@ func (f *framer) lex() bool {
 			}
 		case sName:
 			switch c {
+			case '<', '=', '"', '\'':
+				return f.malformed(c)
 			case ' ', '\t', '\r', '\n':
 				f.st = sTag
 			case '/':
@@ -361,6 +365,8 @@ func (f *framer) lex() bool {
 			}
 		case sTag:
 			switch c {
+			case '<', '=', '"', '\'':
+				return f.malformed(c)
 			case ' ', '\t', '\r', '\n':
 			case '/':
 				f.st = sEmpty
@@ -390,10 +396,13 @@ func (f *framer) lex() bool {
 				f.startValue()
 			case '=', ' ', '\t', '\r', '\n':
 				f.st = sAttrEq
+			case '<', '>', '/':
+				return f.malformed(c)
 			default:
 				if f.st == sAttrEq {
-					f.st = sTag // malformed: the decoder says so
-				} else if f.top && len(f.aname) < 16 {
+					return f.malformed(c)
+				}
+				if f.top && len(f.aname) < 16 {
 					f.aname = append(f.aname, c)
 				}
 			}
@@ -401,7 +410,11 @@ func (f *framer) lex() bool {
 			j := bytes.IndexByte(p[i:], f.quote)
 			if j < 0 {
 				j = len(p) - i
-			} else {
+			}
+			if bytes.IndexByte(p[i:i+j], '<') >= 0 {
+				return f.malformed('<')
+			}
+			if i+j < len(p) {
 				f.st = sTag
 				j++
 			}
@@ -424,11 +437,10 @@ func (f *framer) lex() bool {
 			i += j
 			continue
 		case sEmpty:
-			i++
 			if c != '>' {
-				f.st = sTag // malformed: the decoder says so
-				continue
+				return f.malformed(c)
 			}
+			i++
 			f.st = sText
 			if f.top {
 				f.top = false
@@ -445,6 +457,9 @@ func (f *framer) lex() bool {
 			}
 			continue
 		case sEndTag:
+			if c == '<' {
+				return f.malformed(c)
+			}
 			i++
 			if c != '>' {
 				continue
@@ -516,6 +531,12 @@ func (f *framer) lex() bool {
 		}
 		i++
 	}
+	return false
+}
+
+// malformed ends the stream at a byte that cannot be where it is.
+func (f *framer) malformed(c byte) bool {
+	f.err = fmt.Errorf("xml: syntax error: unexpected %q", c)
 	return false
 }
 
