@@ -537,3 +537,57 @@ func TestAdhocSessionsCapped(t *testing.T) {
 		}
 	}
 }
+
+// A stanza over a limit of the stream reader is answered with
+// policy-violation (unless it is an error) and the stream stays up.
+func TestStanzaOverLimitKeepsStream(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	c, _, _ := startComponent(t, srv, &fakeBridge{}, "s")
+	fc := srv.accept(t)
+
+	var many strings.Builder
+	for i := range xmlel.MaxAttrs + 1 {
+		fmt.Fprintf(&many, " a%d='x'", i)
+	}
+	deep := strings.Repeat("<a>", xmlel.MaxDepth+1) + strings.Repeat("</a>", xmlel.MaxDepth+1)
+	for _, tc := range []struct{ id, from, inside, limit string }{
+		{"deep", "eve@evil.org/x", deep, "nested deeper"},
+		{"attrs", "u@example.org/x", "<x xmlns='urn:example'" + many.String() + "/>", "more attributes"},
+		{"large", "u@example.org/x", "<body>" + strings.Repeat("x", xmlel.MaxStanzaSize) + "</body>", "larger"},
+	} {
+		fc.send(t, "<message from='%s' to='c@test.example.org' id='%s' type='chat'>%s</message>", tc.from, tc.id, tc.inside)
+		r := fc.expect(t, "the refusal of "+tc.id, func(e *xmlel.Element) bool { return e.Attr("id") == tc.id })
+		e := stanza.ErrorOf(r)
+		if r.Attr("type") != "error" || e == nil || e.Condition != "policy-violation" || !strings.Contains(e.Text, tc.limit) ||
+			r.Attr("from") != "c@test.example.org" || r.Attr("to") != tc.from {
+			t.Fatalf("answer to %s: %s", tc.id, r)
+		}
+	}
+	// An error stanza is never answered; a stanza to another domain is
+	// answered from the component's.
+	fc.send(t, "<message from='u@example.org/x' to='c@test.example.org' id='err' type='error'>%s</message>", deep)
+	fc.send(t, "<iq from='u@example.org/x' to='other.example.org' id='elsewhere' type='get'>%s</iq>", deep)
+	r := fc.expect(t, "the refusal of elsewhere", func(e *xmlel.Element) bool {
+		if e.Attr("id") == "err" {
+			t.Fatalf("an error stanza was answered: %s", e)
+		}
+		return e.Attr("id") == "elsewhere"
+	})
+	if r.Attr("from") != "test.example.org" || r.Attr("type") != "error" {
+		t.Fatalf("answer to a stanza for another domain: %s", r)
+	}
+
+	// The same stream goes on.
+	fc.send(t, "<iq type='get' id='after' from='w@example.org/x' to='test.example.org'><query xmlns='jabber:iq:version'/></iq>")
+	fc.expect(t, "the version after the refusals", func(e *xmlel.Element) bool { return e.Attr("id") == "after" && e.Attr("type") == "result" })
+	select {
+	case err := <-fc.err:
+		t.Fatalf("the stream ended: %v", err)
+	case <-srv.conns:
+		t.Fatal("the component connected again")
+	default:
+	}
+	if n := c.m.OverLimit.Load(); n != 5 {
+		t.Fatalf("%d stanzas counted over a limit, want 5", n)
+	}
+}

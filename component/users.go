@@ -3,6 +3,7 @@ package component
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -216,6 +217,47 @@ func (c *Component) dispatch(st *xmlel.Element) {
 		e.Type = "wait"
 		c.replyError(st, e)
 	}
+}
+
+// refuseOverLimit answers a stanza the stream reader skipped because it
+// went over a limit (too deep, too many attributes, too large): the stream
+// stays up, and the sender learns why the stanza went nowhere.
+func (c *Component) refuseOverLimit(e *xmlel.LimitError) {
+	c.m.OverLimit.Add(1)
+	st := e.Stanza
+	if st == nil {
+		c.log.Warn("skipped a stanza over a limit; its sender could not be read", "limit", e.Limit, "max", e.Max)
+		return
+	}
+	from := st.Attr("from")
+	c.log.Warn("skipped a stanza over a limit", "limit", e.Limit, "max", e.Max, "from", from, "stanza", st.Local, "id", st.Attr("id"))
+	switch st.Local {
+	case "iq", "message", "presence":
+	default:
+		return
+	}
+	if from == "" {
+		return
+	}
+	// The answer comes from the address the stanza was sent to when it
+	// is one of the process's components, else from this one.
+	if to := stanza.Domain(st.Attr("to")); !strings.EqualFold(to, c.opts.Domain) && c.opts.Group.get(to) == nil {
+		st.SetAttr("to", c.opts.Domain)
+	}
+	c.replyError(st, stanza.Errorf("policy-violation", limitText(e)))
+}
+
+// limitText says which limit a refused stanza went over.
+func limitText(e *xmlel.LimitError) string {
+	switch e.Limit {
+	case "depth":
+		return fmt.Sprintf("The stanza was refused: it is nested deeper than the gateway accepts (%d levels).", e.Max)
+	case "attributes":
+		return fmt.Sprintf("The stanza was refused: an element in it has more attributes than the gateway accepts (%d).", e.Max)
+	case "size":
+		return fmt.Sprintf("The stanza was refused: it is larger than the gateway accepts (%d bytes).", e.Max)
+	}
+	return "The stanza was refused: it goes over a limit of the gateway."
 }
 
 // replyError answers st with an error unless st is an error or a result
