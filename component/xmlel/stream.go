@@ -207,6 +207,11 @@ func (f *framer) Read(p []byte) (int, error) {
 }
 
 func (f *framer) ReadByte() (byte, error) {
+	if f.op < len(f.out) {
+		b := f.out[f.op]
+		f.op++
+		return b, nil
+	}
 	if err := f.ready(); err != nil {
 		return 0, err
 	}
