@@ -591,3 +591,48 @@ func TestStanzaOverLimitKeepsStream(t *testing.T) {
 		t.Fatalf("%d stanzas counted over a limit, want 5", n)
 	}
 }
+
+// The answer to the gateway's own request that goes over a limit ends the
+// request with the refusal instead of leaving it waiting.
+func TestAnswerOverLimitEndsRequest(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	c, _, _ := startComponent(t, srv, &fakeBridge{}, "s")
+	fc := srv.accept(t)
+	type answer struct {
+		el  *xmlel.Element
+		err error
+	}
+	for deadline := time.Now().Add(10 * time.Second); !c.Connected(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the component did not take the stream")
+		}
+	}
+	done := make(chan answer, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		el, err := c.IQ(ctx, stanza.IQ("test.example.org", "u@example.org", "get", "roster-1", xmlel.New("jabber:iq:roster", "query")))
+		done <- answer{el, err}
+	}()
+	fc.expect(t, "the request", func(e *xmlel.Element) bool { return e.Attr("id") == "roster-1" })
+	fc.send(t, "<iq from='u@example.org' to='test.example.org' id='roster-1' type='result'><query xmlns='jabber:iq:roster'>%s</query></iq>",
+		strings.Repeat("<item jid='contact@example.org' subscription='both'/>", xmlel.MaxStanzaSize/40))
+	select {
+	case a := <-done:
+		if a.err != nil {
+			t.Fatal(a.err)
+		}
+		if e := stanza.ErrorOf(a.el); a.el.Attr("type") != "error" || e == nil || e.Condition != "policy-violation" {
+			t.Fatalf("answer = %s", a.el)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request still waits")
+	}
+	fc.send(t, "<iq type='get' id='v1' from='w@example.org/x' to='test.example.org'><query xmlns='jabber:iq:version'/></iq>")
+	fc.expect(t, "no answer to the result", func(e *xmlel.Element) bool {
+		if e.Attr("id") == "roster-1" {
+			t.Fatalf("the result was answered: %s", e)
+		}
+		return e.Attr("id") == "v1"
+	})
+}

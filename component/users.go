@@ -236,15 +236,34 @@ func (c *Component) refuseOverLimit(e *xmlel.LimitError) {
 	default:
 		return
 	}
+	owner := c
+	if to := stanza.Domain(st.Attr("to")); !strings.EqualFold(to, c.opts.Domain) {
+		owner = c.opts.Group.get(to)
+		if owner == nil {
+			// Answered from this component's address.
+			owner = c
+			st.SetAttr("to", c.opts.Domain)
+		}
+	}
+	refusal := stanza.Errorf("policy-violation", limitText(e))
+	if typ := st.Attr("type"); st.Local == "iq" && (typ == "result" || typ == "error") {
+		// The answer to one of the gateway's own requests (a roster,
+		// say): the request gets the refusal instead of waiting.
+		owner.mu.Lock()
+		ch := owner.pending[st.Attr("id")]
+		owner.mu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- stanza.New("iq", from, st.Attr("to"), "error", st.Attr("id")).Add(refusal.Element()):
+			default:
+			}
+		}
+		return
+	}
 	if from == "" {
 		return
 	}
-	// The answer comes from the address the stanza was sent to when it
-	// is one of the process's components, else from this one.
-	if to := stanza.Domain(st.Attr("to")); !strings.EqualFold(to, c.opts.Domain) && c.opts.Group.get(to) == nil {
-		st.SetAttr("to", c.opts.Domain)
-	}
-	c.replyError(st, stanza.Errorf("policy-violation", limitText(e)))
+	c.replyError(st, refusal)
 }
 
 // limitText says which limit a refused stanza went over.
