@@ -232,6 +232,9 @@ func (f *framer) ready() error {
 			return f.err
 		}
 		f.out, f.op = f.out[:0], 0
+		if cap(f.out) > 64<<10 {
+			f.out = nil // a large stanza's buffer is not kept for the small ones
+		}
 		f.fill()
 	}
 	return nil
@@ -270,6 +273,19 @@ func (f *framer) fill() {
 func (f *framer) emit(b []byte) {
 	if !f.keep {
 		return
+	}
+	if len(f.out)+len(b) > cap(f.out) {
+		// Doubling, and at once to the size limit (and a chunk)
+		// when a doubling would reach it: append's slower growth of
+		// large slices would allocate about five times the limit on
+		// the way there.
+		n := 2 * cap(f.out)
+		if n >= f.lim.Size {
+			n = f.lim.Size + len(f.in)
+		}
+		grown := make([]byte, len(f.out), max(n, len(f.out)+len(b), 4096))
+		copy(grown, f.out)
+		f.out = grown
 	}
 	f.out = append(f.out, b...)
 	if len(f.out) > f.lim.Size {
