@@ -258,6 +258,11 @@ func (c *Component) serve(ctx context.Context, cn *conn) error {
 	go func() {
 		for {
 			el, err := cn.read()
+			var over *xmlel.LimitError
+			if errors.As(err, &over) {
+				c.refuseOverLimit(over)
+				continue
+			}
 			if err != nil {
 				readErr <- err
 				return

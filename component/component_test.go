@@ -537,3 +537,102 @@ func TestAdhocSessionsCapped(t *testing.T) {
 		}
 	}
 }
+
+// A stanza over a limit of the stream reader is answered with
+// policy-violation (unless it is an error) and the stream stays up.
+func TestStanzaOverLimitKeepsStream(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	c, _, _ := startComponent(t, srv, &fakeBridge{}, "s")
+	fc := srv.accept(t)
+
+	var many strings.Builder
+	for i := range xmlel.MaxAttrs + 1 {
+		fmt.Fprintf(&many, " a%d='x'", i)
+	}
+	deep := strings.Repeat("<a>", xmlel.MaxDepth+1) + strings.Repeat("</a>", xmlel.MaxDepth+1)
+	for _, tc := range []struct{ id, from, inside, limit string }{
+		{"deep", "eve@evil.org/x", deep, "nested deeper"},
+		{"attrs", "u@example.org/x", "<x xmlns='urn:example'" + many.String() + "/>", "more attributes"},
+		{"large", "u@example.org/x", "<body>" + strings.Repeat("x", xmlel.MaxStanzaSize) + "</body>", "larger"},
+	} {
+		fc.send(t, "<message from='%s' to='c@test.example.org' id='%s' type='chat'>%s</message>", tc.from, tc.id, tc.inside)
+		r := fc.expect(t, "the refusal of "+tc.id, func(e *xmlel.Element) bool { return e.Attr("id") == tc.id })
+		e := stanza.ErrorOf(r)
+		if r.Attr("type") != "error" || e == nil || e.Condition != "policy-violation" || !strings.Contains(e.Text, tc.limit) ||
+			r.Attr("from") != "c@test.example.org" || r.Attr("to") != tc.from {
+			t.Fatalf("answer to %s: %s", tc.id, r)
+		}
+	}
+	// An error stanza is never answered; a stanza to another domain is
+	// answered from the component's.
+	fc.send(t, "<message from='u@example.org/x' to='c@test.example.org' id='err' type='error'>%s</message>", deep)
+	fc.send(t, "<iq from='u@example.org/x' to='other.example.org' id='elsewhere' type='get'>%s</iq>", deep)
+	r := fc.expect(t, "the refusal of elsewhere", func(e *xmlel.Element) bool {
+		if e.Attr("id") == "err" {
+			t.Fatalf("an error stanza was answered: %s", e)
+		}
+		return e.Attr("id") == "elsewhere"
+	})
+	if r.Attr("from") != "test.example.org" || r.Attr("type") != "error" {
+		t.Fatalf("answer to a stanza for another domain: %s", r)
+	}
+
+	// The same stream goes on.
+	fc.send(t, "<iq type='get' id='after' from='w@example.org/x' to='test.example.org'><query xmlns='jabber:iq:version'/></iq>")
+	fc.expect(t, "the version after the refusals", func(e *xmlel.Element) bool { return e.Attr("id") == "after" && e.Attr("type") == "result" })
+	select {
+	case err := <-fc.err:
+		t.Fatalf("the stream ended: %v", err)
+	case <-srv.conns:
+		t.Fatal("the component connected again")
+	default:
+	}
+	if n := c.m.OverLimit.Load(); n != 5 {
+		t.Fatalf("%d stanzas counted over a limit, want 5", n)
+	}
+}
+
+// The answer to the gateway's own request that goes over a limit ends the
+// request with the refusal instead of leaving it waiting.
+func TestAnswerOverLimitEndsRequest(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	c, _, _ := startComponent(t, srv, &fakeBridge{}, "s")
+	fc := srv.accept(t)
+	type answer struct {
+		el  *xmlel.Element
+		err error
+	}
+	for deadline := time.Now().Add(10 * time.Second); !c.Connected(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the component did not take the stream")
+		}
+	}
+	done := make(chan answer, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		el, err := c.IQ(ctx, stanza.IQ("test.example.org", "u@example.org", "get", "roster-1", xmlel.New("jabber:iq:roster", "query")))
+		done <- answer{el, err}
+	}()
+	fc.expect(t, "the request", func(e *xmlel.Element) bool { return e.Attr("id") == "roster-1" })
+	fc.send(t, "<iq from='u@example.org' to='test.example.org' id='roster-1' type='result'><query xmlns='jabber:iq:roster'>%s</query></iq>",
+		strings.Repeat("<item jid='contact@example.org' subscription='both'/>", xmlel.MaxStanzaSize/40))
+	select {
+	case a := <-done:
+		if a.err != nil {
+			t.Fatal(a.err)
+		}
+		if e := stanza.ErrorOf(a.el); a.el.Attr("type") != "error" || e == nil || e.Condition != "policy-violation" {
+			t.Fatalf("answer = %s", a.el)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request still waits")
+	}
+	fc.send(t, "<iq type='get' id='v1' from='w@example.org/x' to='test.example.org'><query xmlns='jabber:iq:version'/></iq>")
+	fc.expect(t, "no answer to the result", func(e *xmlel.Element) bool {
+		if e.Attr("id") == "roster-1" {
+			t.Fatalf("the result was answered: %s", e)
+		}
+		return e.Attr("id") == "v1"
+	})
+}

@@ -21,6 +21,7 @@ type DomainMetrics struct {
 	StanzasOut    atomic.Int64
 	Dropped       atomic.Int64 // stanzas that could not be queued (each answered or logged)
 	Refused       atomic.Int64 // stanzas from users outside PASSERELLE_ALLOW
+	OverLimit     atomic.Int64 // stanzas skipped over a limit of the stream reader (each answered or logged)
 	Registrations atomic.Int64
 	// OutboxStoreErrors counts the times the store would not read the
 	// outbox or remove sent stanzas from it.
@@ -61,6 +62,7 @@ func (m *Metrics) WritePrometheus(w io.Writer) {
 		{"passerelle_stanzas_out_total", "counter", "stanzas written to the XMPP server", func(d *DomainMetrics) int64 { return d.StanzasOut.Load() }},
 		{"passerelle_dropped_total", "counter", "stanzas that could not be queued", func(d *DomainMetrics) int64 { return d.Dropped.Load() }},
 		{"passerelle_refused_total", "counter", "stanzas refused from users outside PASSERELLE_ALLOW", func(d *DomainMetrics) int64 { return d.Refused.Load() }},
+		{"passerelle_over_limit_total", "counter", "stanzas skipped for going over a limit (nesting, attributes, size)", func(d *DomainMetrics) int64 { return d.OverLimit.Load() }},
 		{"passerelle_registrations_total", "counter", "new registrations", func(d *DomainMetrics) int64 { return d.Registrations.Load() }},
 		{"passerelle_outbox_store_errors_total", "counter", "failed reads and removals of the stanza outbox", func(d *DomainMetrics) int64 { return d.OutboxStoreErrors.Load() }},
 		{"passerelle_insecure_deliveries_total", "counter", "deliveries held back or refused because the server could not be reached safely (no TLS for a password, untrusted certificate)", func(d *DomainMetrics) int64 { return d.Insecure.Load() }},

@@ -56,8 +56,8 @@ func streamError(el *xmlel.Element) *StreamError {
 
 // conn is one authenticated XEP-0114 stream.
 type conn struct {
-	nc  net.Conn
-	dec *xml.Decoder
+	nc net.Conn
+	rd *xmlel.Reader
 
 	wmu sync.Mutex
 	bw  *bufio.Writer
@@ -75,7 +75,7 @@ func dial(ctx context.Context, addr, domain, secret string) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{nc: nc, dec: xml.NewDecoder(nc), bw: bufio.NewWriter(nc)}
+	c := &conn{nc: nc, rd: xmlel.NewReader(nc, xmlel.DefaultLimits), bw: bufio.NewWriter(nc)}
 	if err := c.handshake(domain, secret); err != nil {
 		nc.Close()
 		return nil, err
@@ -91,25 +91,21 @@ func (c *conn) handshake(domain, secret string) error {
 	if _, err := io.WriteString(c.nc, open); err != nil {
 		return err
 	}
+	st, err := c.rd.Open()
+	if err != nil {
+		return fmt.Errorf("failed to read stream header: %w", err)
+	}
+	if st.Name.Space != nsStreams || st.Name.Local != "stream" {
+		return &PermanentError{fmt.Errorf("server did not open a stream (got <%s>): is %s an XMPP component port?", st.Name.Local, c.nc.RemoteAddr())}
+	}
 	var id string
-	for id == "" {
-		tok, err := c.dec.Token()
-		if err != nil {
-			return fmt.Errorf("failed to read stream header: %w", err)
+	for _, a := range st.Attr {
+		if a.Name.Local == "id" {
+			id = a.Value
 		}
-		if st, ok := tok.(xml.StartElement); ok {
-			if st.Name.Space != nsStreams || st.Name.Local != "stream" {
-				return &PermanentError{fmt.Errorf("server did not open a stream (got <%s>): is %s an XMPP component port?", st.Name.Local, c.nc.RemoteAddr())}
-			}
-			for _, a := range st.Attr {
-				if a.Name.Local == "id" {
-					id = a.Value
-				}
-			}
-			if id == "" {
-				return errors.New("stream header without id")
-			}
-		}
+	}
+	if id == "" {
+		return errors.New("stream header without id")
 	}
 	sum := sha1.Sum([]byte(id + secret))
 	if _, err := io.WriteString(c.nc, "<handshake>"+hex.EncodeToString(sum[:])+"</handshake>"); err != nil {
@@ -135,27 +131,18 @@ func (c *conn) handshake(domain, secret string) error {
 }
 
 // read returns the next top-level element. A stream error is returned as
-// *StreamError, the end of the stream as io.EOF.
+// *StreamError, the end of the stream as io.EOF, and a stanza over a limit
+// of xmlel.DefaultLimits, which was skipped, as *xmlel.LimitError (the
+// stream can still be read).
 func (c *conn) read() (*xmlel.Element, error) {
-	for {
-		tok, err := c.dec.Token()
-		if err != nil {
-			return nil, err
-		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			el, err := xmlel.Read(c.dec, t)
-			if err != nil {
-				return nil, err
-			}
-			if el.Space == nsStreams && el.Local == "error" {
-				return nil, streamError(el)
-			}
-			return el, nil
-		case xml.EndElement:
-			return nil, io.EOF
-		}
+	el, err := c.rd.Next()
+	if err != nil {
+		return nil, err
 	}
+	if el.Space == nsStreams && el.Local == "error" {
+		return nil, streamError(el)
+	}
+	return el, nil
 }
 
 // write serialises and writes elements, flushing once.

@@ -3,6 +3,7 @@ package component
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -216,6 +217,66 @@ func (c *Component) dispatch(st *xmlel.Element) {
 		e.Type = "wait"
 		c.replyError(st, e)
 	}
+}
+
+// refuseOverLimit answers a stanza the stream reader skipped because it
+// went over a limit (too deep, too many attributes, too large): the stream
+// stays up, and the sender learns why the stanza went nowhere.
+func (c *Component) refuseOverLimit(e *xmlel.LimitError) {
+	c.m.OverLimit.Add(1)
+	st := e.Stanza
+	if st == nil {
+		c.log.Warn("skipped a stanza over a limit; its sender could not be read", "limit", e.Limit, "max", e.Max)
+		return
+	}
+	from := st.Attr("from")
+	c.log.Warn("skipped a stanza over a limit", "limit", e.Limit, "max", e.Max, "from", from, "stanza", st.Local, "id", st.Attr("id"))
+	switch st.Local {
+	case "iq", "message", "presence":
+	default:
+		return
+	}
+	owner := c
+	if to := stanza.Domain(st.Attr("to")); !strings.EqualFold(to, c.opts.Domain) {
+		owner = c.opts.Group.get(to)
+		if owner == nil {
+			// Answered from this component's address.
+			owner = c
+			st.SetAttr("to", c.opts.Domain)
+		}
+	}
+	refusal := stanza.Errorf("policy-violation", limitText(e))
+	if typ := st.Attr("type"); st.Local == "iq" && (typ == "result" || typ == "error") {
+		// The answer to one of the gateway's own requests (a roster,
+		// say): the request gets the refusal instead of waiting.
+		owner.mu.Lock()
+		ch := owner.pending[st.Attr("id")]
+		owner.mu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- stanza.New("iq", from, st.Attr("to"), "error", st.Attr("id")).Add(refusal.Element()):
+			default:
+			}
+		}
+		return
+	}
+	if from == "" {
+		return
+	}
+	c.replyError(st, refusal)
+}
+
+// limitText says which limit a refused stanza went over.
+func limitText(e *xmlel.LimitError) string {
+	switch e.Limit {
+	case "depth":
+		return fmt.Sprintf("The stanza was refused: it is nested deeper than the gateway accepts (%d levels).", e.Max)
+	case "attributes":
+		return fmt.Sprintf("The stanza was refused: an element in it has more attributes than the gateway accepts (%d).", e.Max)
+	case "size":
+		return fmt.Sprintf("The stanza was refused: it is larger than the gateway accepts (%d bytes).", e.Max)
+	}
+	return "The stanza was refused: it goes over a limit of the gateway."
 }
 
 // replyError answers st with an error unless st is an error or a result

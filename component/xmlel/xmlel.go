@@ -2,6 +2,8 @@
 //
 // Stanzas are read from a stream as a whole element (with every namespace
 // resolved) and written back with the minimal namespace declarations needed.
+// Reader reads a stream's stanzas within Limits, skipping one over a limit
+// without losing the stream.
 // Handlers inspect them with Child/Attr/Text and build replies with New/Add.
 package xmlel
 

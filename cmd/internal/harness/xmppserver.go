@@ -31,6 +31,10 @@ type ServerOptions struct {
 	// hosts (Prosody only: mod_mam with internal storage), archiving every
 	// chat message by default and never expiring it.
 	MAM bool
+	// C2SStanzaSizeLimit, when set, is the largest stanza in bytes the
+	// server takes from a client (Prosody only: c2s_stanza_size_limit;
+	// its default is 256 KiB).
+	C2SStanzaSizeLimit int
 }
 
 // Server is a running XMPP server (Prosody or ejabberd).
@@ -344,6 +348,9 @@ func (s *Prosody) config() string {
 	w("min_seconds_between_registrations = 0")
 	w("c2s_require_encryption = false")
 	w("allow_unencrypted_plain_auth = true")
+	if s.opts.C2SStanzaSizeLimit > 0 {
+		w("c2s_stanza_size_limit = %d", s.opts.C2SStanzaSizeLimit)
+	}
 	if s.opts.MAM {
 		w("archive_expires_after = \"never\"")
 		w("default_archive_policy = true")
