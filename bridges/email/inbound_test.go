@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"passerelle/store/storetest"
 )
 
 // submit sends raw from a real SMTP client and returns the refusal, if any.
@@ -158,10 +160,7 @@ func TestInboundTwoRecipientsAllOrNone(t *testing.T) {
 	b, h := startBridge(t, Options{Listen: "127.0.0.1:0"}, map[string]string{"alice@example.org": "alice", "bob@example.org": "bob"})
 	ctx := context.Background()
 	// The outbox refuses bob's stanza.
-	if _, err := h.st.DB().ExecContext(ctx, `CREATE TRIGGER refuse_bob BEFORE INSERT ON outbox
-		WHEN NEW.stanza LIKE '%to="bob@example.org"%' BEGIN SELECT RAISE(ABORT, 'disk full'); END`); err != nil {
-		t.Fatal(err)
-	}
+	lift := storetest.Refuse(t, h.st, storetest.Insert, "outbox", `to="bob@example.org"`)
 	rcpts := []string{"alice@" + testDomain, "bob@" + testDomain}
 	raw := "From: x@example.com\nSubject: both\n\nfor both of you\n"
 	if c, _ := code(submit(b.smtpAddr, "x@example.com", rcpts, raw)); c != 451 {
@@ -170,9 +169,7 @@ func TestInboundTwoRecipientsAllOrNone(t *testing.T) {
 	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 0 {
 		t.Fatalf("%d stanzas queued by a failed mail", n)
 	}
-	if _, err := h.st.DB().ExecContext(ctx, `DROP TRIGGER refuse_bob`); err != nil {
-		t.Fatal(err)
-	}
+	lift()
 	if err := submit(b.smtpAddr, "x@example.com", rcpts, raw); err != nil {
 		t.Fatal(err)
 	}
@@ -306,9 +303,7 @@ func TestInboundRelayByName(t *testing.T) {
 // refused.
 func TestInboundTemporaryRecipientFailureNotCounted(t *testing.T) {
 	b, h := startBridge(t, Options{Listen: "127.0.0.1:0", Inbound: InboundOptions{MaxRefusedRcpts: 1}}, nil)
-	if _, err := h.st.DB().Exec(`DROP TABLE claims`); err != nil {
-		t.Fatal(err)
-	}
+	storetest.Drop(t, h.st, "claims")
 	c := mailSession(t, b.smtpAddr)
 	for i := range 3 {
 		if got, _ := code(c.Rcpt("alice@"+testDomain, nil)); got != 451 {
