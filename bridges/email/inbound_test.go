@@ -354,3 +354,44 @@ func mailSession(t *testing.T, addr string) *smtp.Client {
 	}
 	return c
 }
+
+// A mail given twice (a sender that got no answer sends it again) reaches
+// each of its users once: its Message-ID and its users are its delivery's
+// key, whatever the order of the recipients. Another mail with the same
+// Message-ID for other users is delivered; mails without a Message-ID are
+// delivered each time.
+func TestInboundSameMailTwice(t *testing.T) {
+	b, h := startBridge(t, Options{Listen: "127.0.0.1:0"}, map[string]string{"alice@example.org": "alice", "bob@example.org": "bob"})
+	ctx := context.Background()
+	alice, bob := "alice@"+testDomain, "bob@"+testDomain
+	raw := "From: x@example.com\nMessage-ID: <once@example.com>\nSubject: once\n\nonly once\n"
+	for _, rcpts := range [][]string{{alice, bob}, {bob, alice}, {alice, bob}} {
+		if err := submit(b.smtpAddr, "x@example.com", rcpts, raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := h.st.CountStanzas(ctx, testDomain); err != nil || n != 2 {
+		t.Fatalf("%d stanzas queued for a mail to two users given three times (%v)", n, err)
+	}
+	if err := submit(b.smtpAddr, "x@example.com", []string{alice}, raw); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 3 {
+		t.Fatalf("%d stanzas queued after the mail for alice alone", n)
+	}
+	if err := b.deliverMail(ctx, "alice@example.org", "", []byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 3 {
+		t.Fatalf("%d stanzas queued after the mail read again from alice's mailbox", n)
+	}
+	noID := "From: x@example.com\nSubject: no id\n\nevery time\n"
+	for range 2 {
+		if err := submit(b.smtpAddr, "x@example.com", []string{alice}, noID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 5 {
+		t.Fatalf("%d stanzas queued after two mails without a Message-ID", n)
+	}
+}
