@@ -1,6 +1,7 @@
-// Package storetest breaks a store the way a full disk or a damaged file
-// would, for tests of what the code above the store does then.
 package storetest
+
+// Faults: a store broken the way a full disk or a damaged file would
+// break it, for tests of what the code above the store does then.
 
 import (
 	"fmt"
