@@ -1,6 +1,7 @@
 package email
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -144,8 +145,8 @@ func (b *Bridge) deliverMail(ctx context.Context, user, envFrom string, raw []by
 // of them, so that the sender's retry gives nobody the mail twice.
 // unverified marks a mail whose sender could not be authenticated. A mail
 // given again (by a sender that got no answer, or by a mailbox read again
-// after a stop) is delivered once: its Message-ID and its users are the
-// key of its delivery, kept as long as the links.
+// after a stop) is delivered once: its Message-ID, its content and its
+// users are the key of its delivery, kept as long as the links.
 func (b *Bridge) deliverMailTo(ctx context.Context, users []string, envFrom string, raw []byte, unverified bool) error {
 	msgs := make([]*xmlel.Element, 0, len(users))
 	links := make([]store.MessageID, 0, len(users))
@@ -159,7 +160,7 @@ func (b *Bridge) deliverMailTo(ctx context.Context, users []string, envFrom stri
 		}
 		msgs, links = append(msgs, msg), append(links, link)
 	}
-	ok, err := b.host.Deliver(ctx, b.mailKey(links), links, msgs...)
+	ok, err := b.host.Deliver(ctx, b.mailKey(links, raw), links, msgs...)
 	if err != nil {
 		return fmt.Errorf("failed to queue the message: %w", err)
 	}
@@ -172,10 +173,12 @@ func (b *Bridge) deliverMailTo(ctx context.Context, users []string, envFrom stri
 // missingID ends the Message-ID BuildInbound makes up for a mail without one.
 const missingID = ".missing-id@"
 
-// mailKey is the key of the delivery of a mail to the users of links: its
-// Message-ID and their JIDs, in any order. A mail without a Message-ID has
+// mailKey is the key of the delivery of the mail raw to the users of
+// links: its Message-ID, a digest of its lines (a sender gives the same
+// lines again; another mail that merely takes the Message-ID is not
+// dropped) and their JIDs, in any order. A mail without a Message-ID has
 // none (each copy is delivered).
-func (b *Bridge) mailKey(links []store.MessageID) string {
+func (b *Bridge) mailKey(links []store.MessageID, raw []byte) string {
 	mid := links[0].ForeignID
 	if strings.HasSuffix(mid, missingID+b.host.Domain()) {
 		return ""
@@ -185,7 +188,14 @@ func (b *Bridge) mailKey(links []store.MessageID) string {
 		users[i] = l.JID
 	}
 	slices.Sort(users)
-	return "mail <" + mid + "> to " + strings.Join(users, " ")
+	// The same mail over SMTP and read from a mailbox may end its lines
+	// differently.
+	h := sha256.New()
+	for line := range bytes.Lines(raw) {
+		h.Write(bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r")))
+		h.Write([]byte("\n"))
+	}
+	return "mail <" + mid + "> " + hex.EncodeToString(h.Sum(nil)[:16]) + " to " + strings.Join(users, " ")
 }
 
 // threadFor returns the XMPP thread of a mail: the thread of the latest mail

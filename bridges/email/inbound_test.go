@@ -357,9 +357,10 @@ func mailSession(t *testing.T, addr string) *smtp.Client {
 
 // A mail given twice (a sender that got no answer sends it again) reaches
 // each of its users once: its Message-ID and its users are its delivery's
-// key, whatever the order of the recipients. Another mail with the same
-// Message-ID for other users is delivered; mails without a Message-ID are
-// delivered each time.
+// key with its content, whatever the order of the recipients. The same
+// Message-ID for other users, or on another mail (that would otherwise
+// drop the first one's later copies), is delivered; mails without a
+// Message-ID are delivered each time.
 func TestInboundSameMailTwice(t *testing.T) {
 	b, h := startBridge(t, Options{Listen: "127.0.0.1:0"}, map[string]string{"alice@example.org": "alice", "bob@example.org": "bob"})
 	ctx := context.Background()
@@ -385,13 +386,20 @@ func TestInboundSameMailTwice(t *testing.T) {
 	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 3 {
 		t.Fatalf("%d stanzas queued after the mail read again from alice's mailbox", n)
 	}
+	forged := strings.Replace(raw, "only once", "not the same mail", 1)
+	if err := submit(b.smtpAddr, "x@example.com", []string{alice}, forged); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 4 {
+		t.Fatalf("%d stanzas queued after another mail with the same Message-ID", n)
+	}
 	noID := "From: x@example.com\nSubject: no id\n\nevery time\n"
 	for range 2 {
 		if err := submit(b.smtpAddr, "x@example.com", []string{alice}, noID); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 5 {
+	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 6 {
 		t.Fatalf("%d stanzas queued after two mails without a Message-ID", n)
 	}
 }
