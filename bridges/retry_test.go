@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"passerelle/store"
+	"passerelle/store/storetest"
 )
 
 func TestRetryDelay(t *testing.T) {
@@ -48,15 +49,11 @@ func TestFinishedJobs(t *testing.T) {
 	if f.Has(id) {
 		t.Fatal("finished before anything")
 	}
-	if _, err := st.DB().Exec(`CREATE TRIGGER sabotage BEFORE DELETE ON jobs BEGIN SELECT RAISE(ABORT, 'refused'); END`); err != nil {
-		t.Fatal(err)
-	}
+	lift := storetest.Refuse(t, st, storetest.Delete, "jobs", "")
 	if err := f.Remove(ctx, st, id); err == nil || !f.Has(id) {
 		t.Fatalf("refused removal: %v, finished %v", err, f.Has(id))
 	}
-	if _, err := st.DB().Exec(`DROP TRIGGER sabotage`); err != nil {
-		t.Fatal(err)
-	}
+	lift()
 	if err := f.Remove(ctx, st, id); err != nil || f.Has(id) {
 		t.Fatalf("removal: %v, finished %v", err, f.Has(id))
 	}

@@ -1,12 +1,14 @@
 package email
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -95,7 +97,7 @@ func (b *Bridge) BuildInbound(ctx context.Context, user, envFrom string, raw []b
 	}
 	mid := p.MessageID
 	if mid == "" {
-		mid = stanza.NewID() + ".missing-id@" + domain
+		mid = stanza.NewID() + missingID + domain
 	}
 	thread := b.threadFor(ctx, user, p.References, mid)
 	id := stanza.NewID()
@@ -139,11 +141,15 @@ func (b *Bridge) deliverMail(ctx context.Context, user, envFrom string, raw []by
 }
 
 // deliverMailTo commits the stanzas of one inbound mail for all its users
-// to the outbox together: a failure leaves none of them, so that the
-// sender's retry gives nobody the mail twice. unverified marks a mail whose
-// sender could not be authenticated.
+// to the outbox together, with their message links: a failure leaves none
+// of them, so that the sender's retry gives nobody the mail twice.
+// unverified marks a mail whose sender could not be authenticated. A mail
+// given again (by a sender that got no answer, or by a mailbox read again
+// after a stop) is delivered once: its Message-ID, its content and its
+// users are the key of its delivery, kept as long as the links.
 func (b *Bridge) deliverMailTo(ctx context.Context, users []string, envFrom string, raw []byte, unverified bool) error {
 	msgs := make([]*xmlel.Element, 0, len(users))
+	links := make([]store.MessageID, 0, len(users))
 	for _, user := range users {
 		msg, link, local, addr := b.BuildInbound(ctx, user, envFrom, raw, unverified)
 		if local != "" {
@@ -152,15 +158,44 @@ func (b *Bridge) deliverMailTo(ctx context.Context, users []string, envFrom stri
 				return fmt.Errorf("failed to store the sender: %w", err)
 			}
 		}
-		if err := b.host.Store().PutMessageID(ctx, link); err != nil {
-			return fmt.Errorf("failed to store the message link: %w", err)
-		}
-		msgs = append(msgs, msg)
+		msgs, links = append(msgs, msg), append(links, link)
 	}
-	if err := b.host.SendMessage(ctx, msgs...); err != nil {
+	ok, err := b.host.Deliver(ctx, b.mailKey(links, raw), links, msgs...)
+	if err != nil {
 		return fmt.Errorf("failed to queue the message: %w", err)
 	}
+	if !ok {
+		b.host.Log().Info("ignored a mail delivered before", "message_id", links[0].ForeignID, "recipients", len(users))
+	}
 	return nil
+}
+
+// missingID ends the Message-ID BuildInbound makes up for a mail without one.
+const missingID = ".missing-id@"
+
+// mailKey is the key of the delivery of the mail raw to the users of
+// links: its Message-ID, a digest of its lines (a sender gives the same
+// lines again; another mail that merely takes the Message-ID is not
+// dropped) and their JIDs, in any order. A mail without a Message-ID has
+// none (each copy is delivered).
+func (b *Bridge) mailKey(links []store.MessageID, raw []byte) string {
+	mid := links[0].ForeignID
+	if strings.HasSuffix(mid, missingID+b.host.Domain()) {
+		return ""
+	}
+	users := make([]string, len(links))
+	for i, l := range links {
+		users[i] = l.JID
+	}
+	slices.Sort(users)
+	// The same mail over SMTP and read from a mailbox may end its lines
+	// differently.
+	h := sha256.New()
+	for line := range bytes.Lines(raw) {
+		h.Write(bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r")))
+		h.Write([]byte("\n"))
+	}
+	return "mail <" + mid + "> " + hex.EncodeToString(h.Sum(nil)[:16]) + " to " + strings.Join(users, " ")
 }
 
 // threadFor returns the XMPP thread of a mail: the thread of the latest mail

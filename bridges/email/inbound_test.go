@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"passerelle/store/storetest"
 )
 
 // submit sends raw from a real SMTP client and returns the refusal, if any.
@@ -158,10 +160,7 @@ func TestInboundTwoRecipientsAllOrNone(t *testing.T) {
 	b, h := startBridge(t, Options{Listen: "127.0.0.1:0"}, map[string]string{"alice@example.org": "alice", "bob@example.org": "bob"})
 	ctx := context.Background()
 	// The outbox refuses bob's stanza.
-	if _, err := h.st.DB().ExecContext(ctx, `CREATE TRIGGER refuse_bob BEFORE INSERT ON outbox
-		WHEN NEW.stanza LIKE '%to="bob@example.org"%' BEGIN SELECT RAISE(ABORT, 'disk full'); END`); err != nil {
-		t.Fatal(err)
-	}
+	lift := storetest.Refuse(t, h.st, storetest.Insert, "outbox", `to="bob@example.org"`)
 	rcpts := []string{"alice@" + testDomain, "bob@" + testDomain}
 	raw := "From: x@example.com\nSubject: both\n\nfor both of you\n"
 	if c, _ := code(submit(b.smtpAddr, "x@example.com", rcpts, raw)); c != 451 {
@@ -170,9 +169,7 @@ func TestInboundTwoRecipientsAllOrNone(t *testing.T) {
 	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 0 {
 		t.Fatalf("%d stanzas queued by a failed mail", n)
 	}
-	if _, err := h.st.DB().ExecContext(ctx, `DROP TRIGGER refuse_bob`); err != nil {
-		t.Fatal(err)
-	}
+	lift()
 	if err := submit(b.smtpAddr, "x@example.com", rcpts, raw); err != nil {
 		t.Fatal(err)
 	}
@@ -306,9 +303,7 @@ func TestInboundRelayByName(t *testing.T) {
 // refused.
 func TestInboundTemporaryRecipientFailureNotCounted(t *testing.T) {
 	b, h := startBridge(t, Options{Listen: "127.0.0.1:0", Inbound: InboundOptions{MaxRefusedRcpts: 1}}, nil)
-	if _, err := h.st.DB().Exec(`DROP TABLE claims`); err != nil {
-		t.Fatal(err)
-	}
+	storetest.Drop(t, h.st, "claims")
 	c := mailSession(t, b.smtpAddr)
 	for i := range 3 {
 		if got, _ := code(c.Rcpt("alice@"+testDomain, nil)); got != 451 {
@@ -358,4 +353,53 @@ func mailSession(t *testing.T, addr string) *smtp.Client {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// A mail given twice (a sender that got no answer sends it again) reaches
+// each of its users once: its Message-ID and its users are its delivery's
+// key with its content, whatever the order of the recipients. The same
+// Message-ID for other users, or on another mail (that would otherwise
+// drop the first one's later copies), is delivered; mails without a
+// Message-ID are delivered each time.
+func TestInboundSameMailTwice(t *testing.T) {
+	b, h := startBridge(t, Options{Listen: "127.0.0.1:0"}, map[string]string{"alice@example.org": "alice", "bob@example.org": "bob"})
+	ctx := context.Background()
+	alice, bob := "alice@"+testDomain, "bob@"+testDomain
+	raw := "From: x@example.com\nMessage-ID: <once@example.com>\nSubject: once\n\nonly once\n"
+	for _, rcpts := range [][]string{{alice, bob}, {bob, alice}, {alice, bob}} {
+		if err := submit(b.smtpAddr, "x@example.com", rcpts, raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := h.st.CountStanzas(ctx, testDomain); err != nil || n != 2 {
+		t.Fatalf("%d stanzas queued for a mail to two users given three times (%v)", n, err)
+	}
+	if err := submit(b.smtpAddr, "x@example.com", []string{alice}, raw); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 3 {
+		t.Fatalf("%d stanzas queued after the mail for alice alone", n)
+	}
+	if err := b.deliverMail(ctx, "alice@example.org", "", []byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 3 {
+		t.Fatalf("%d stanzas queued after the mail read again from alice's mailbox", n)
+	}
+	forged := strings.Replace(raw, "only once", "not the same mail", 1)
+	if err := submit(b.smtpAddr, "x@example.com", []string{alice}, forged); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 4 {
+		t.Fatalf("%d stanzas queued after another mail with the same Message-ID", n)
+	}
+	noID := "From: x@example.com\nSubject: no id\n\nevery time\n"
+	for range 2 {
+		if err := submit(b.smtpAddr, "x@example.com", []string{alice}, noID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 6 {
+		t.Fatalf("%d stanzas queued after two mails without a Message-ID", n)
+	}
 }

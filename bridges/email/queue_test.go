@@ -18,6 +18,7 @@ import (
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 	"passerelle/store"
+	"passerelle/store/storetest"
 )
 
 // relay is a scripted SMTP relay: the local part of the recipient picks
@@ -361,18 +362,11 @@ func TestFailedWhileStopping(t *testing.T) {
 	}
 }
 
-// sabotage makes the store refuse op ("DELETE" or "UPDATE") on jobs
+// sabotage makes the store refuse op (storetest.Delete or Update) on jobs
 // until the function returned is called.
 func sabotage(t *testing.T, h *fakeHost, op string) (mend func()) {
 	t.Helper()
-	if _, err := h.st.DB().Exec(`CREATE TRIGGER sabotage BEFORE ` + op + ` ON jobs BEGIN SELECT RAISE(ABORT, 'refused'); END`); err != nil {
-		t.Fatal(err)
-	}
-	return func() {
-		if _, err := h.st.DB().Exec(`DROP TRIGGER sabotage`); err != nil {
-			t.Fatal(err)
-		}
-	}
+	return storetest.Refuse(t, h.st, op, "jobs", "")
 }
 
 // When the store will not remove a mail the relay took, the mail is not
@@ -380,7 +374,7 @@ func sabotage(t *testing.T, h *fakeHost, op string) (mend func()) {
 func TestDeliveredButNotRemoved(t *testing.T) {
 	r := startRelay(t)
 	b, h := startBridge(t, Options{Relay: "smtp://" + r.addr}, map[string]string{"alice@example.org": "alice"})
-	mend := sabotage(t, h, "DELETE")
+	mend := sabotage(t, h, storetest.Delete)
 	b.Handle(context.Background(), alice(), chat("bob%example.com", "d1", "only once"))
 	<-r.got
 	time.Sleep(500 * time.Millisecond) // two backoffs of the fake host (200 ms)
@@ -427,7 +421,7 @@ func TestMailRescheduleRefusedBacksOff(t *testing.T) {
 		}
 	}()
 	b, h := startBridge(t, Options{Relay: "smtp://" + ln.Addr().String()}, map[string]string{"alice@example.org": "alice"})
-	sabotage(t, h, "UPDATE")
+	sabotage(t, h, storetest.Update)
 	b.Handle(context.Background(), alice(), chat("bob%example.com", "d2", "later"))
 	time.Sleep(300 * time.Millisecond)
 	// The fake host's backoff is 200 ms: two or three tries; a queue that

@@ -12,6 +12,7 @@ import (
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 	"passerelle/store"
+	"passerelle/store/storetest"
 )
 
 // idleBridge is a bridge on a fake host and a fake provider at apiURL,
@@ -211,9 +212,7 @@ func TestMultipartQueueUnreadable(t *testing.T) {
 	b, h := idleBridge(t, p.URL())
 	jobs := queueParts(t, b, h, "q3", threeParts, 3)
 	// A row the store cannot read back.
-	if _, err := h.st.DB().Exec(`UPDATE jobs SET created = 'yesterday' WHERE id = ?`, jobs[0].ID); err != nil {
-		t.Fatal(err)
-	}
+	storetest.SpoilJob(t, h.st, jobs[0].ID)
 	if b.send(ctx, jobs[1]) {
 		t.Error("send removed jobs")
 	}
@@ -272,9 +271,7 @@ func TestMultipartDelayFails(t *testing.T) {
 	if err := h.st.RetryJob(ctx, jobs[0].ID, time.Now().Add(time.Hour), "503"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.st.DB().Exec(`CREATE TRIGGER sabotage BEFORE UPDATE ON jobs BEGIN SELECT RAISE(ABORT, 'refused'); END`); err != nil {
-		t.Fatal(err)
-	}
+	storetest.Refuse(t, h.st, storetest.Update, "jobs", "")
 	b.send(ctx, jobs[1])
 	if n := len(p.Requests()); n != 0 {
 		t.Errorf("%d requests, want none", n)

@@ -12,6 +12,7 @@ import (
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 	"passerelle/store"
+	"passerelle/store/storetest"
 )
 
 const wantWait = 10 * time.Second
@@ -314,9 +315,7 @@ func TestMultipartRefused(t *testing.T) {
 // A message that cannot be queued is refused whole: no part of it waits.
 func TestOutboundNotQueued(t *testing.T) {
 	tb := newTestBridge(t)
-	if _, err := tb.h.st.DB().Exec(`CREATE TRIGGER sabotage BEFORE INSERT ON jobs WHEN CAST(NEW.payload AS TEXT) LIKE '%"part":3%' BEGIN SELECT RAISE(ABORT, 'disk full'); END`); err != nil {
-		t.Fatal(err)
-	}
+	storetest.Refuse(t, tb.h.st, storetest.Insert, "jobs", `"part":3`)
 	tb.b.Handle(context.Background(), user(), stanza.Message(userFull, peer+"@"+testDomain, "chat", "nq", threeParts))
 	e := tb.h.wait(t, true, "error for nq", errorFor("nq"))
 	if se := stanza.ErrorOf(e); se.Condition != "internal-server-error" || se.Text != "The gateway cannot queue the text." {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -103,10 +104,12 @@ func TestInboundUnclaimed(t *testing.T) {
 	if code := tb.inbound(t, smstest.InboundParams("SMu", peer, freeNumber, "anyone?", "https://m.test/u.jpg")); code != http.StatusOK {
 		t.Fatalf("webhook: %d", code)
 	}
-	var to, from, body, media, sid string
-	err := tb.h.st.DB().QueryRow(`SELECT to_number, from_number, body, media, sid FROM sms_unclaimed`).Scan(&to, &from, &body, &media, &sid)
-	if err != nil || to != freeNumber || from != peer || body != "anyone?" || media != `["https://m.test/u.jpg"]` || sid != "SMu" {
-		t.Fatalf("kept: %q %q %q %q %q %v", to, from, body, media, sid, err)
+	kept, err := tb.h.st.UnclaimedTexts(context.Background(), freeNumber)
+	if err != nil || len(kept) != 1 {
+		t.Fatalf("kept: %+v %v", kept, err)
+	}
+	if k := kept[0]; k.To != freeNumber || k.From != peer || k.Body != "anyone?" || !slices.Equal(k.Media, []string{"https://m.test/u.jpg"}) || k.SID != "SMu" {
+		t.Fatalf("kept: %+v", k)
 	}
 	if n := tb.h.count(false); n != 0 {
 		t.Errorf("%d messages for an unclaimed number", n)

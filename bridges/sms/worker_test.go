@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"passerelle/store"
+	"passerelle/store/storetest"
 )
 
 // providerFunc is a Provider made of a function.
@@ -90,9 +91,8 @@ func TestWaitStopsWorker(t *testing.T) {
 	jobGone(t, h, j.ID)
 }
 
-// runWorker starts b's worker on h with provider p until the test ends,
-// and returns a function that runs SQL on the store (to sabotage it).
-func runWorker(t *testing.T, b *Bridge, h *fakeHost, p Provider) func(query string) {
+// runWorker starts b's worker on h with provider p until the test ends.
+func runWorker(t *testing.T, b *Bridge, h *fakeHost, p Provider) {
 	t.Helper()
 	b.provider = p
 	ctx, cancel := context.WithCancel(context.Background())
@@ -100,29 +100,17 @@ func runWorker(t *testing.T, b *Bridge, h *fakeHost, p Provider) func(query stri
 	if err := b.Start(ctx, h); err != nil {
 		t.Fatal(err)
 	}
-	return func(query string) {
-		t.Helper()
-		if _, err := h.st.DB().Exec(query); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
-
-const (
-	refuseDelete = `CREATE TRIGGER sabotage BEFORE DELETE ON jobs BEGIN SELECT RAISE(ABORT, 'refused'); END`
-	refuseUpdate = `CREATE TRIGGER sabotage BEFORE UPDATE ON jobs BEGIN SELECT RAISE(ABORT, 'refused'); END`
-	mend         = `DROP TRIGGER sabotage`
-)
 
 // When the store will not remove a text the provider took, the text is
 // not sent again: the removal is tried again until it works.
 func TestSentButNotRemoved(t *testing.T) {
 	b, h := idleBridge(t, "")
 	var sends atomic.Int32
-	exec := runWorker(t, b, h, providerFunc(func(context.Context, Text) (string, error) {
+	runWorker(t, b, h, providerFunc(func(context.Context, Text) (string, error) {
 		return fmt.Sprintf("SM%d", sends.Add(1)), nil
 	}))
-	exec(refuseDelete)
+	lift := storetest.Refuse(t, h.st, storetest.Delete, "jobs", "")
 	j := queueText(t, b, h, "k1", "only once")
 	b.wakeWorker()
 	for deadline := time.Now().Add(5 * time.Second); sends.Load() == 0; time.Sleep(5 * time.Millisecond) {
@@ -134,7 +122,7 @@ func TestSentButNotRemoved(t *testing.T) {
 	if n := sends.Load(); n != 1 {
 		t.Fatalf("sent %d times while the store kept the job", n)
 	}
-	exec(mend)
+	lift()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		if _, err := h.st.GetJob(context.Background(), j.ID); errors.Is(err, store.ErrNotFound) {
 			break
@@ -149,17 +137,17 @@ func TestSentButNotRemoved(t *testing.T) {
 }
 
 // failingWorker runs a worker whose provider fails every text with perr,
-// on a store made to refuse by the trigger sabotage, and queues the text
-// id. It returns the provider's count of tries.
-func failingWorker(t *testing.T, id string, perr error, sabotage string) (*fakeHost, *atomic.Int32) {
+// on a store made to refuse op on jobs, and queues the text id. It returns
+// the provider's count of tries.
+func failingWorker(t *testing.T, id string, perr error, op string) (*fakeHost, *atomic.Int32) {
 	t.Helper()
 	b, h := idleBridge(t, "")
 	sends := new(atomic.Int32)
-	exec := runWorker(t, b, h, providerFunc(func(context.Context, Text) (string, error) {
+	runWorker(t, b, h, providerFunc(func(context.Context, Text) (string, error) {
 		sends.Add(1)
 		return "", perr
 	}))
-	exec(sabotage)
+	storetest.Refuse(t, h.st, op, "jobs", "")
 	queueText(t, b, h, id, "text "+id)
 	b.wakeWorker()
 	return h, sends
@@ -168,7 +156,7 @@ func failingWorker(t *testing.T, id string, perr error, sabotage string) (*fakeH
 // When the store will not reschedule a text that failed, the worker backs
 // off instead of trying it again at once, over and over.
 func TestRescheduleRefusedBacksOff(t *testing.T) {
-	_, sends := failingWorker(t, "k2", &ProviderError{Status: 503, Message: "busy"}, refuseUpdate)
+	_, sends := failingWorker(t, "k2", &ProviderError{Status: 503, Message: "busy"}, storetest.Update)
 	time.Sleep(300 * time.Millisecond)
 	// The fake host's backoff is 20 ms: about 15 tries; a worker that
 	// does not wait makes thousands.
@@ -180,7 +168,7 @@ func TestRescheduleRefusedBacksOff(t *testing.T) {
 // When the store will not remove a refused text once it was reported, the
 // report is not sent again.
 func TestReportedButNotRemoved(t *testing.T) {
-	h, sends := failingWorker(t, "k3", &ProviderError{Status: 400, Code: 21211, Message: "invalid number"}, refuseDelete)
+	h, sends := failingWorker(t, "k3", &ProviderError{Status: 400, Code: 21211, Message: "invalid number"}, storetest.Delete)
 	failureReport(t, h, "k3", "not-acceptable")
 	time.Sleep(200 * time.Millisecond)
 	if n := sends.Load(); n != 1 {

@@ -1,0 +1,93 @@
+package storetest
+
+// Faults: a store broken the way a full disk or a damaged file would
+// break it, for tests of what the code above the store does then.
+
+import (
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"passerelle/store"
+)
+
+// Operations a store can be made to refuse.
+const (
+	Insert = "INSERT"
+	Update = "UPDATE"
+	Delete = "DELETE"
+)
+
+// content is the text of a row that Refuse matches, by table.
+var content = map[string]string{
+	"jobs":   "CAST(%s.payload AS TEXT)",
+	"outbox": "%s.stanza",
+}
+
+var triggers atomic.Int64
+
+// Refuse makes st refuse op (Insert, Update or Delete) on the rows of
+// table whose content (a job's payload, an outbox stanza) contains
+// containing, or on every row when containing is "", until lift is called
+// or the test ends.
+func Refuse(t testing.TB, st *store.Store, op, table, containing string) (lift func()) {
+	t.Helper()
+	if op != Insert && op != Update && op != Delete {
+		t.Fatalf("storetest: cannot refuse %q", op)
+	}
+	name := fmt.Sprintf("storetest_refuse_%d", triggers.Add(1))
+	when := ""
+	if containing != "" {
+		col, ok := content[table]
+		if !ok {
+			t.Fatalf("storetest: no content known for the rows of %s", table)
+		}
+		row := "NEW"
+		if op == Delete {
+			row = "OLD"
+		}
+		// A trigger takes no bound parameters: containing is quoted.
+		when = fmt.Sprintf("WHEN instr("+col+", '%s') > 0", row, strings.ReplaceAll(containing, "'", "''"))
+	}
+	if _, err := st.DB().Exec(fmt.Sprintf(`CREATE TRIGGER %s BEFORE %s ON %s %s BEGIN SELECT RAISE(ABORT, 'refused'); END`,
+		name, op, table, when)); err != nil {
+		t.Fatalf("storetest: cannot make the store refuse %s on %s: %v", op, table, err)
+	}
+	lifted := false
+	lift = func() {
+		t.Helper()
+		if lifted {
+			return
+		}
+		lifted = true
+		if _, err := st.DB().Exec(`DROP TRIGGER ` + name); err != nil {
+			t.Fatalf("storetest: cannot lift the refusal of %s on %s: %v", op, table, err)
+		}
+	}
+	t.Cleanup(func() {
+		if !lifted {
+			lifted = true
+			st.DB().Exec(`DROP TRIGGER ` + name) // the store may be closed already
+		}
+	})
+	return lift
+}
+
+// Drop removes table from st, as a damaged file would lose it: every
+// statement reading or writing it fails from then on.
+func Drop(t testing.TB, st *store.Store, table string) {
+	t.Helper()
+	if _, err := st.DB().Exec(`DROP TABLE ` + table); err != nil {
+		t.Fatalf("storetest: cannot drop %s: %v", table, err)
+	}
+}
+
+// SpoilJob makes the job id unreadable: its creation time is no longer a
+// time.
+func SpoilJob(t testing.TB, st *store.Store, id int64) {
+	t.Helper()
+	if _, err := st.DB().Exec(`UPDATE jobs SET created = 'yesterday' WHERE id = ?`, id); err != nil {
+		t.Fatalf("storetest: cannot spoil job %d: %v", id, err)
+	}
+}
