@@ -31,8 +31,8 @@ func (p mamPage) first() string {
 	return p.fin.Child("http://jabber.org/protocol/rsm", "set").ChildText("", "first")
 }
 
-// mamQuery sends a MAM query with the payload inside <query/> to room.
-func mamQuery(t *testing.T, c *harness.Client, room, payload string) mamPage {
+// roomArchive sends a MAM query with the payload inside <query/> to room.
+func roomArchive(t *testing.T, c *harness.Client, room, payload string) mamPage {
 	t.Helper()
 	qid := fmt.Sprintf("a%d", time.Now().UnixNano())
 	r := c.IQ(t, "set", room, "<query xmlns='"+nsMAM+"' queryid='"+qid+"'>"+payload+"</query>")
@@ -45,7 +45,9 @@ func mamQuery(t *testing.T, c *harness.Client, room, payload string) mamPage {
 	return p
 }
 
-func rsm(set string) string { return "<set xmlns='http://jabber.org/protocol/rsm'>" + set + "</set>" }
+func rsmSet(set string) string {
+	return "<set xmlns='http://jabber.org/protocol/rsm'>" + set + "</set>"
+}
 
 func TestIRCArchiveQueries(t *testing.T) {
 	ngircd := harness.StartNgircd(t)
@@ -78,11 +80,11 @@ func TestIRCArchiveQueries(t *testing.T) {
 	}
 
 	t.Run("paging from the end", func(t *testing.T) {
-		last := mamQuery(t, alice, room, rsm("<max>2</max><before/>"))
+		last := roomArchive(t, alice, room, rsmSet("<max>2</max><before/>"))
 		if last.String() != "three four" || last.complete() {
 			t.Fatalf("the last page: %q, fin %s", last, last.fin)
 		}
-		before := mamQuery(t, alice, room, rsm("<max>10</max><before>"+last.first()+"</before>"))
+		before := roomArchive(t, alice, room, rsmSet("<max>10</max><before>"+last.first()+"</before>"))
 		if before.String() != "one two" || !before.complete() {
 			t.Errorf("the page before: %q, fin %s", before, before.fin)
 		}
@@ -100,7 +102,7 @@ func TestIRCArchiveQueries(t *testing.T) {
 			{[]string{"end", "2000-01-01T00:00:00Z"}, ""},
 			{[]string{"start", "2000-01-01T00:00:00Z", "with", room + "/carol"}, "two"},
 		} {
-			p := mamQuery(t, alice, room, submitForm(nsMAM, c.fields...))
+			p := roomArchive(t, alice, room, submitForm(nsMAM, c.fields...))
 			wantResult(t, p.reply, fmt.Sprint("query with ", c.fields))
 			if p.String() != c.want || !p.complete() {
 				t.Errorf("%v: %q, fin %s", c.fields, p, p.fin)
@@ -109,10 +111,10 @@ func TestIRCArchiveQueries(t *testing.T) {
 	})
 
 	t.Run("refused queries", func(t *testing.T) {
-		wantError(t, mamQuery(t, alice, room, submitForm(nsMAM, "start", "yesterday")).reply, "bad-request", "a bad date")
-		wantError(t, mamQuery(t, alice, room, submitForm(nsMAM, "with", "not a jid")).reply, "bad-request", "a bad with")
-		wantError(t, mamQuery(t, alice, room, rsm("<after>x</after>")).reply, "item-not-found", "a bad RSM id")
-		wantError(t, mamQuery(t, alice, room, rsm("<before>x</before>")).reply, "item-not-found", "a bad RSM id")
+		wantError(t, roomArchive(t, alice, room, submitForm(nsMAM, "start", "yesterday")).reply, "bad-request", "a bad date")
+		wantError(t, roomArchive(t, alice, room, submitForm(nsMAM, "with", "not a jid")).reply, "bad-request", "a bad with")
+		wantError(t, roomArchive(t, alice, room, rsmSet("<after>x</after>")).reply, "item-not-found", "a bad RSM id")
+		wantError(t, roomArchive(t, alice, room, rsmSet("<before>x</before>")).reply, "item-not-found", "a bad RSM id")
 	})
 
 	t.Run("join history", func(t *testing.T) {
