@@ -145,29 +145,20 @@ func (fx *fixture) settings(t *testing.T, user, name string) chanSettings {
 
 func (fx *fixture) exec(t *testing.T, query string, args ...any) {
 	t.Helper()
-	if _, err := fx.h.st.DB().Exec(query, args...); err != nil {
-		t.Fatalf("%s: %v", query, err)
-	}
+	fx.h.st.Exec(t, query, args...)
 }
 
 // column returns the values of one column, one row a value, sorted.
 func (fx *fixture) column(t *testing.T, query string, args ...any) string {
 	t.Helper()
-	rows, err := fx.h.st.DB().Query(query, args...)
-	if err != nil {
-		t.Fatalf("%s: %v", query, err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s)
-	}
-	sort.Strings(out)
-	return strings.Join(out, " ")
+	return fx.h.st.Column(t, query, args...)
+}
+
+// storedKey returns the stored key of name on server.
+func (fx *fixture) storedKey(ctx context.Context, server, name string) string {
+	var key string
+	fx.b.withKey(ctx, server, name, func(k string) error { key = k; return nil })
+	return key
 }
 
 // On an ascii server #a[b and #a{b are two channels: their own
@@ -368,54 +359,33 @@ func (fx *fixture) start(t *testing.T) context.CancelFunc {
 	return cancel
 }
 
-// Sabotaging each step of the re-keying: it fails as a whole, the old
-// keys stay in use, and the next try succeeds.
+// A re-keying that fails (store.TestRekeyIRCServerFailures fails each
+// of its steps) keeps the old keys in use, and the next try succeeds.
 func TestRekeyFailureKeepsOldKeys(t *testing.T) {
-	trigger := func(table, op string) [2]string {
-		return [2]string{`CREATE TRIGGER sabotage BEFORE ` + op + ` ON ` + table + ` BEGIN SELECT RAISE(ABORT, 'refused'); END`,
-			`DROP TRIGGER sabotage`}
+	fx := &fixture{h: newFakeHost(t)}
+	fx.start(t)
+	ctx := context.Background()
+	fx.exec(t, `INSERT INTO irc_channels (jid, server, channel, name, persistent) VALUES (?, 'localhost', '#a{b', '#A[b', 1)`, testUser)
+	fx.exec(t, `INSERT INTO irc_history (jid, server, channel, nick, body, stamp) VALUES (?, 'localhost', '#a{b', 'bob', 'm', 0)`, testUser)
+	fx.exec(t, `CREATE TRIGGER sabotage BEFORE INSERT ON irc_channels BEGIN SELECT RAISE(ABORT, 'refused'); END`)
+	if merged := fx.b.storeCasemap(ctx, "localhost", caseASCII); merged != nil {
+		t.Fatalf("re-keyed despite the failure: %v", merged)
 	}
-	for _, c := range []struct {
-		name string
-		sql  [2]string // sabotage, repair
-	}{
-		{"read the channels", [2]string{`ALTER TABLE irc_channels RENAME TO away`, `ALTER TABLE away RENAME TO irc_channels`}},
-		{"a bad row", [2]string{`UPDATE irc_channels SET persistent = 'x'`, `UPDATE irc_channels SET persistent = 1`}},
-		{"read the archive", [2]string{`ALTER TABLE irc_history RENAME TO away`, `ALTER TABLE away RENAME TO irc_history`}},
-		{"move the archive", trigger("irc_history", "UPDATE")},
-		{"delete the channels", trigger("irc_channels", "DELETE")},
-		{"insert the channels", trigger("irc_channels", "INSERT")},
-		{"store the mapping", trigger("irc_servers", "INSERT")},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			fx := &fixture{h: newFakeHost(t)}
-			fx.start(t)
-			ctx := context.Background()
-			fx.exec(t, `INSERT INTO irc_channels (jid, server, channel, name, persistent) VALUES (?, 'localhost', '#a{b', '#A[b', 1)`, testUser)
-			fx.exec(t, `INSERT INTO irc_history (jid, server, channel, nick, body, stamp) VALUES (?, 'localhost', '#a{b', 'bob', 'm', 0)`, testUser)
-			fx.exec(t, c.sql[0])
-			if merged := fx.b.storeCasemap(ctx, "localhost", caseASCII); merged != nil {
-				t.Fatalf("re-keyed despite the failure: %v", merged)
-			}
-			fx.exec(t, c.sql[1])
-			key, done := fx.b.storedKey(ctx, "localhost", "#A[b")
-			done()
-			if key != "#a{b" {
-				t.Errorf("key after the failure: %q", key)
-			}
-			if !fx.settings(t, testUser, "#a[b").Persistent {
-				t.Errorf("the settings are lost after the failure")
-			}
-			if got := fx.column(t, `SELECT channel FROM irc_channels UNION ALL SELECT channel FROM irc_history UNION ALL SELECT server FROM irc_servers`); got != "#a{b #a{b" {
-				t.Errorf("rows after the failure: %q", got)
-			}
-			if merged := fx.b.storeCasemap(ctx, "localhost", caseASCII); merged == nil {
-				t.Fatal("the second try failed")
-			}
-			if got := fx.column(t, `SELECT channel FROM irc_channels UNION ALL SELECT channel FROM irc_history UNION ALL SELECT casemapping FROM irc_servers`); got != "#a[b #a[b ascii" {
-				t.Errorf("rows after the second try: %q", got)
-			}
-		})
+	fx.exec(t, `DROP TRIGGER sabotage`)
+	if key := fx.storedKey(ctx, "localhost", "#A[b"); key != "#a{b" {
+		t.Errorf("key after the failure: %q", key)
+	}
+	if !fx.settings(t, testUser, "#a[b").Persistent {
+		t.Errorf("the settings are lost after the failure")
+	}
+	if got := fx.column(t, `SELECT channel FROM irc_channels UNION ALL SELECT channel FROM irc_history UNION ALL SELECT server FROM irc_servers`); got != "#a{b #a{b" {
+		t.Errorf("rows after the failure: %q", got)
+	}
+	if merged := fx.b.storeCasemap(ctx, "localhost", caseASCII); merged == nil {
+		t.Fatal("the second try failed")
+	}
+	if got := fx.column(t, `SELECT channel FROM irc_channels UNION ALL SELECT channel FROM irc_history UNION ALL SELECT casemapping FROM irc_servers`); got != "#a[b #a[b ascii" {
+		t.Errorf("rows after the second try: %q", got)
 	}
 }
 
@@ -424,14 +394,12 @@ func TestRekeyFailureToBegin(t *testing.T) {
 	fx := &fixture{h: newFakeHost(t)}
 	fx.start(t)
 	ctx := context.Background()
-	key, done := fx.b.storedKey(ctx, "localhost", "#A[b")
-	done()
+	key := fx.storedKey(ctx, "localhost", "#A[b")
 	fx.h.st.Close()
 	if merged := fx.b.storeCasemap(ctx, "localhost", caseASCII); merged != nil {
 		t.Fatalf("re-keyed a closed database: %v", merged)
 	}
-	again, done := fx.b.storedKey(ctx, "localhost", "#A[b")
-	done()
+	again := fx.storedKey(ctx, "localhost", "#A[b")
 	if key != "#a{b" || again != key {
 		t.Errorf("key %q, then %q", key, again)
 	}
@@ -528,7 +496,7 @@ func restartWithPersistent(t *testing.T, f *fakeIRC, port int) *fixture {
 	cfg := defaultNetConfig()
 	cfg.Ports, cfg.TLSPorts = []int{port}, nil
 	b := New(Options{AllowPrivate: true})
-	b.host = fx.h
+	b.host, b.db = fx.h, fx.h.st
 	if err := b.saveNetConfig(context.Background(), testUser, "localhost", cfg); err != nil {
 		t.Fatal(err)
 	}

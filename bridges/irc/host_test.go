@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,12 +21,13 @@ import (
 	"passerelle/bridges"
 	"passerelle/component/xmlel"
 	"passerelle/store"
+	"passerelle/store/storetest"
 )
 
 // fakeHost is a bridges.Host recording what the bridge sends; Post runs
 // functions on one goroutine, like the component's user goroutines.
 type fakeHost struct {
-	st      *store.Store
+	st      *storetest.Store
 	ch      chan func(context.Context)
 	out     chan *xmlel.Element
 	allowed func(jid string) bool // nil: everyone
@@ -53,10 +53,7 @@ func (l *logBuffer) String() string {
 }
 
 func newFakeHost(t testing.TB) *fakeHost {
-	st, err := store.Open(filepath.Join(t.TempDir(), "db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Open(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &fakeHost{st: st, ch: make(chan func(context.Context), 256), out: make(chan *xmlel.Element, 10000)}
 	done := make(chan struct{})
@@ -71,13 +68,13 @@ func newFakeHost(t testing.TB) *fakeHost {
 			}
 		}
 	}()
-	t.Cleanup(func() { cancel(); <-done; st.Close() })
+	t.Cleanup(func() { cancel(); <-done })
 	return h
 }
 
 func (h *fakeHost) Domain() string               { return "irc.example" }
 func (h *fakeHost) Send(st *xmlel.Element) error { h.out <- st; return nil }
-func (h *fakeHost) Store() *store.Store          { return h.st }
+func (h *fakeHost) Store() *store.Store          { return h.st.Store }
 func (h *fakeHost) Log() *slog.Logger {
 	if h.logs != nil {
 		return slog.New(slog.NewTextHandler(h.logs, nil))

@@ -28,6 +28,7 @@ type Options struct {
 type Bridge struct {
 	opts   Options
 	host   bridges.Host
+	db     ircStore // the host's store, unless a test gave another before Start
 	ctx    context.Context
 	dialer *dialer
 
@@ -134,6 +135,9 @@ func (b *Bridge) Translate(ctx context.Context, input string) (string, error) {
 // Start implements bridges.Bridge.
 func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 	b.host = host
+	if b.db == nil {
+		b.db = host.Store()
+	}
 	b.ctx = ctx
 	b.stopped = make(chan struct{})
 	var work sync.WaitGroup // what reads or writes the store on its own

@@ -318,18 +318,18 @@ func TestPasswordsSealed(t *testing.T) {
 	if err := b.saveNetConfig(context.Background(), testUser, "irc.example.net", cfg); err != nil {
 		t.Fatal(err)
 	}
-	var raw string
-	if err := h.st.DB().QueryRow(`SELECT settings FROM irc_networks`).Scan(&raw); err != nil {
+	raw, err := h.st.IRCNetworkSettings(context.Background(), testUser, "irc.example.net")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(raw, "server-pass") || strings.Contains(raw, "sasl-pass") {
+	if strings.Contains(string(raw), "server-pass") || strings.Contains(string(raw), "sasl-pass") {
 		t.Fatalf("passwords stored in clear: %s", raw)
 	}
 	got, err := b.loadNetConfig(context.Background(), testUser, "irc.example.net")
 	if err != nil || got.Password != "server-pass" || got.SASLPassword != "sasl-pass" {
 		t.Fatalf("loaded %+v, %v", got, err)
 	}
-	if _, err := h.st.DB().Exec(`INSERT INTO irc_networks (jid, server, settings) VALUES (?, 'other.example.net', ?)`, testUser, raw); err != nil {
+	if err := h.st.PutIRCNetworkSettings(context.Background(), testUser, "other.example.net", raw); err != nil {
 		t.Fatal(err)
 	}
 	got, err = b.loadNetConfig(context.Background(), testUser, "other.example.net")

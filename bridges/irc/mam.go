@@ -11,6 +11,7 @@ import (
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 	"passerelle/mapping"
+	"passerelle/store"
 )
 
 const (
@@ -20,22 +21,19 @@ const (
 	mamMax    = 100
 )
 
-// withFilter turns the "with" field of a query on room's archive into an
-// SQL condition: room/nick selects one occupant's messages (nicks compared
-// without case), the bare room JID selects all, any other JID none (the
-// archive holds no real JIDs).
-func withFilter(with, room string) (string, []any, *stanza.Error) {
+// withFilter reads the "with" field of a query on room's archive:
+// room/nick selects one occupant's messages (nicks compared without
+// case), the bare room JID selects all, any other JID none (the archive
+// holds no real JIDs).
+func withFilter(with, room string) (nick string, none bool, e *stanza.Error) {
 	bare, nick, _ := strings.Cut(with, "/")
 	if bare == "" || strings.ContainsAny(with, " \t\r\n") {
-		return "", nil, stanza.Errorf("bad-request", "with is not a JID.")
+		return "", false, stanza.Errorf("bad-request", "with is not a JID.")
 	}
-	switch {
-	case !strings.EqualFold(bare, room):
-		return "0", nil, nil
-	case nick == "":
-		return "", nil, nil
+	if !strings.EqualFold(bare, room) {
+		return "", true, nil
 	}
-	return "nick = ? COLLATE NOCASE", []any{nick}, nil
+	return nick, false, nil
 }
 
 // mamQuery answers an XEP-0313 query on a room's archive (the user's own
@@ -59,108 +57,97 @@ func (b *Bridge) mamQuery(ctx context.Context, u *bridges.User, st *xmlel.Elemen
 		return
 	}
 	room := mapping.IRCAddr{Kind: mapping.IRCChannel, Name: a.Name, Server: a.Server}.Local() + "@" + b.host.Domain()
-	where := []string{"jid = ?", "server = ?", "channel = ?"}
-	args := []any{u.JID, a.Server, nil} // the channel's stored key, when querying
-	if f, err := form.Find(q); err == nil {
-		for _, fl := range []struct{ name, op string }{{"start", ">="}, {"end", "<="}} {
-			if v := f.Get(fl.name); v != "" {
-				t, err := time.Parse(time.RFC3339, v)
-				if err != nil {
-					bridges.Refuse(b.host, st, stanza.Errorf("bad-request", fl.name+" is not an XEP-0082 date-time"))
-					return
-				}
-				where = append(where, "stamp "+fl.op+" ?")
-				args = append(args, t.UnixMilli())
-			}
-		}
-		if w := f.Get("with"); w != "" {
-			cond, arg, e := withFilter(w, room)
-			if e != nil {
-				bridges.Refuse(b.host, st, e)
-				return
-			}
-			if cond != "" {
-				where, args = append(where, cond), append(args, arg...)
-			}
-		}
-	}
-	max := mamMax
-	set := q.Child(nsRSM, "set")
-	order := "ASC"
-	if set != nil {
-		if v, err := strconv.Atoi(set.ChildText(nsRSM, "max")); err == nil && v >= 0 && v < max {
-			max = v
-		}
-		if after := set.Child(nsRSM, "after"); after != nil {
-			id, err := strconv.ParseInt(after.Text, 10, 64)
-			if err != nil {
-				bridges.Refuse(b.host, st, stanza.Errorf("item-not-found", "Unknown RSM id."))
-				return
-			}
-			where, args = append(where, "id > ?"), append(args, id)
-		}
-		if before := set.Child(nsRSM, "before"); before != nil {
-			order = "DESC" // the page just before (the last page when empty)
-			if before.Text != "" {
-				id, err := strconv.ParseInt(before.Text, 10, 64)
-				if err != nil {
-					bridges.Refuse(b.host, st, stanza.Errorf("item-not-found", "Unknown RSM id."))
-					return
-				}
-				where, args = append(where, "id < ?"), append(args, id)
-			}
-		}
-	}
-	type item struct {
-		id         int64
-		nick, body string
-		stamp      int64
-	}
-	var items []item
-	key, done := b.storedKey(ctx, a.Server, a.Name)
-	args[2] = key
-	rows, err := b.host.Store().DB().QueryContext(ctx,
-		`SELECT id, nick, body, stamp FROM irc_history WHERE `+strings.Join(where, " AND ")+
-			` ORDER BY id `+order+` LIMIT ?`, append(args, max+1)...)
-	if err != nil {
-		done()
-		b.host.Log().Error("cannot query the irc archive", "user", u.JID, "err", err)
-		bridges.Refuse(b.host, st, stanza.Errorf("internal-server-error", "The archive cannot be read."))
+	aq, none, e := archiveQuery(q, room)
+	if e != nil {
+		bridges.Refuse(b.host, st, e)
 		return
 	}
-	for rows.Next() {
-		var it item
-		if rows.Scan(&it.id, &it.nick, &it.body, &it.stamp) == nil {
-			items = append(items, it)
-		}
-	}
-	rows.Close()
-	done()
-	complete := len(items) <= max
-	if !complete {
-		items = items[:max]
-	}
-	if order == "DESC" {
-		for i, j := 0, len(items)-1; i < j; i, j = i+1, j-1 {
-			items[i], items[j] = items[j], items[i]
+	aq.User, aq.Server = u.JID, a.Server
+	var items []store.IRCMessage
+	more := false
+	if !none {
+		err := b.withKey(ctx, a.Server, a.Name, func(key string) (err error) {
+			aq.Channel = key
+			items, more, err = b.db.QueryIRCArchive(ctx, aq)
+			return err
+		})
+		if err != nil {
+			b.host.Log().Error("cannot query the irc archive", "user", u.JID, "err", err)
+			bridges.Refuse(b.host, st, stanza.Errorf("internal-server-error", "The archive cannot be read."))
+			return
 		}
 	}
 	for _, it := range items {
-		inner := stanza.Message(room+"/"+it.nick, u.JID, "groupchat", "", it.body)
-		res := xmlel.New(nsMAM, "result").SetAttr("queryid", q.Attr("queryid")).SetAttr("id", strconv.FormatInt(it.id, 10))
+		inner := stanza.Message(room+"/"+it.Nick, u.JID, "groupchat", "", it.Body)
+		res := xmlel.New(nsMAM, "result").SetAttr("queryid", q.Attr("queryid")).SetAttr("id", strconv.FormatInt(it.ID, 10))
 		res.Add(xmlel.New(nsForward, "forwarded").Add(
-			xmlel.New(stanza.NSDelay, "delay").SetAttr("stamp", time.UnixMilli(it.stamp).UTC().Format("2006-01-02T15:04:05.000Z")),
+			xmlel.New(stanza.NSDelay, "delay").SetAttr("stamp", it.Stamp.UTC().Format("2006-01-02T15:04:05.000Z")),
 			inner))
 		b.host.Send(stanza.New("message", room, u.Full, "", "").Add(res))
 	}
 	fin := xmlel.New(nsMAM, "fin")
-	if complete {
+	if !more {
 		fin.SetAttr("complete", "true")
 	}
 	rs := xmlel.New(nsRSM, "set")
 	if len(items) > 0 {
-		rs.Add(xmlel.New(nsRSM, "first").WithText(strconv.FormatInt(items[0].id, 10)))
-		rs.Add(xmlel.New(nsRSM, "last").WithText(strconv.FormatInt(items[len(items)-1].id, 10)))
+		rs.Add(xmlel.New(nsRSM, "first").WithText(strconv.FormatInt(items[0].ID, 10)))
+		rs.Add(xmlel.New(nsRSM, "last").WithText(strconv.FormatInt(items[len(items)-1].ID, 10)))
 	}
 	b.host.Send(stanza.Result(st, fin.Add(rs)))
+}
+
+// archiveQuery reads the form and the RSM set of a MAM query on room's
+// archive (not the user, server and channel); none is a query nothing can
+// match.
+func archiveQuery(q *xmlel.Element, room string) (aq store.IRCArchiveQuery, none bool, e *stanza.Error) {
+	aq.Max = mamMax
+	if f, err := form.Find(q); err == nil {
+		for _, fl := range []struct {
+			name string
+			dst  **time.Time
+		}{{"start", &aq.Start}, {"end", &aq.End}} {
+			if v := f.Get(fl.name); v != "" {
+				t, err := time.Parse(time.RFC3339, v)
+				if err != nil {
+					return aq, false, stanza.Errorf("bad-request", fl.name+" is not an XEP-0082 date-time")
+				}
+				*fl.dst = &t
+			}
+		}
+		if w := f.Get("with"); w != "" {
+			if aq.Nick, none, e = withFilter(w, room); e != nil {
+				return aq, false, e
+			}
+		}
+	}
+	set := q.Child(nsRSM, "set")
+	if set == nil {
+		return aq, none, nil
+	}
+	if v, err := strconv.Atoi(set.ChildText(nsRSM, "max")); err == nil && v >= 0 && v < aq.Max {
+		aq.Max = v
+	}
+	if after := set.Child(nsRSM, "after"); after != nil {
+		if aq.After, e = rsmID(after.Text); e != nil {
+			return aq, false, e
+		}
+	}
+	if before := set.Child(nsRSM, "before"); before != nil {
+		aq.Last = true // the page just before (the last page when empty)
+		if before.Text != "" {
+			if aq.Before, e = rsmID(before.Text); e != nil {
+				return aq, false, e
+			}
+		}
+	}
+	return aq, none, nil
+}
+
+func rsmID(s string) (*int64, *stanza.Error) {
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return nil, stanza.Errorf("item-not-found", "Unknown RSM id.")
+	}
+	return &id, nil
 }

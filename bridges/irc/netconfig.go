@@ -2,7 +2,6 @@ package irc
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,16 +54,14 @@ func defaultNetConfig() netConfig {
 // never used, and the user can configure it again.
 func (b *Bridge) loadNetConfig(ctx context.Context, user, server string) (netConfig, error) {
 	cfg := defaultNetConfig()
-	var raw string
-	err := b.host.Store().DB().QueryRowContext(ctx,
-		`SELECT settings FROM irc_networks WHERE jid = ? AND server = ?`, user, server).Scan(&raw)
-	if errors.Is(err, sql.ErrNoRows) {
+	raw, err := b.db.IRCNetworkSettings(ctx, user, server)
+	if errors.Is(err, store.ErrNotFound) {
 		return cfg, nil
 	}
 	if err != nil {
-		return cfg, fmt.Errorf("failed to read the irc network settings: %w", err)
+		return cfg, err
 	}
-	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+	if err := json.Unmarshal(raw, &cfg); err != nil {
 		return cfg, fmt.Errorf("failed to decode the irc network settings: %w", err)
 	}
 	for _, p := range cfg.secrets() {
@@ -85,13 +82,7 @@ func (b *Bridge) saveNetConfig(ctx context.Context, user, server string, cfg net
 	if err != nil {
 		return err
 	}
-	_, err = b.host.Store().DB().ExecContext(ctx,
-		`INSERT INTO irc_networks (jid, server, settings) VALUES (?, ?, ?)
-		 ON CONFLICT (jid, server) DO UPDATE SET settings = excluded.settings`, user, server, string(raw))
-	if err != nil {
-		return fmt.Errorf("failed to store the irc network settings: %w", err)
-	}
-	return nil
+	return b.db.PutIRCNetworkSettings(ctx, user, server, raw)
 }
 
 func joinPorts(ps []int) string {
@@ -225,7 +216,7 @@ func (b *Bridge) configure(ctx context.Context, u *bridges.User, server string, 
 // stsNote tells, after the settings, that the server's strict transport
 // security policy overrides the ports and verify_cert.
 func (b *Bridge) stsNote(ctx context.Context, server string) string {
-	pol, err := b.host.Store().STSPolicyAt(ctx, server, time.Now())
+	pol, err := b.db.STSPolicyAt(ctx, server, time.Now())
 	switch {
 	case err != nil:
 		b.host.Log().Error("cannot read an irc strict transport security policy", "server", server, "err", err)

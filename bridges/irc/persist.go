@@ -2,9 +2,7 @@ package irc
 
 import (
 	"context"
-	"database/sql"
-	"errors"
-	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 	"passerelle/mapping"
+	"passerelle/store"
 )
 
 // defaultHistory is how many archived messages a join gets without a
@@ -20,47 +19,29 @@ import (
 const defaultHistory = 20
 
 // chanSettings are a user's settings for one channel.
-type chanSettings struct {
-	Persistent bool
-	Record     bool
-}
+type chanSettings = store.IRCChannelSettings
 
-func (b *Bridge) loadChanSettings(ctx context.Context, user, server, name string) (chanSettings, error) {
-	cs := chanSettings{Record: true}
-	key, done := b.storedKey(ctx, server, name)
-	defer done()
-	err := b.host.Store().DB().QueryRowContext(ctx,
-		`SELECT persistent, record_history FROM irc_channels WHERE jid = ? AND server = ? AND channel = ?`,
-		user, server, key).Scan(&cs.Persistent, &cs.Record)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return cs, fmt.Errorf("failed to read the irc channel settings: %w", err)
-	}
-	return cs, nil
+func (b *Bridge) loadChanSettings(ctx context.Context, user, server, name string) (cs chanSettings, err error) {
+	err = b.withKey(ctx, server, name, func(key string) error {
+		cs, err = b.db.IRCChannelSettings(ctx, user, server, key)
+		return err
+	})
+	return cs, err
 }
 
 // saveChanSettings stores a channel's settings; a new row (or one from
 // before the spelling was kept) takes name as the channel's spelling.
 func (b *Bridge) saveChanSettings(ctx context.Context, user, server, name string, cs chanSettings) error {
-	key, done := b.storedKey(ctx, server, name)
-	defer done()
-	_, err := b.host.Store().DB().ExecContext(ctx,
-		`INSERT INTO irc_channels (jid, server, channel, name, persistent, record_history) VALUES (?, ?, ?, ?, ?, ?)
-		 ON CONFLICT (jid, server, channel) DO UPDATE SET persistent = excluded.persistent, record_history = excluded.record_history,
-		 name = CASE irc_channels.name WHEN '' THEN excluded.name ELSE irc_channels.name END`,
-		user, server, key, name, cs.Persistent, cs.Record)
-	if err != nil {
-		return fmt.Errorf("failed to store the irc channel settings: %w", err)
-	}
-	return nil
+	return b.withKey(ctx, server, name, func(key string) error {
+		return b.db.PutIRCChannelSettings(ctx, user, server, key, name, cs)
+	})
 }
 
 // rememberNick stores the nick and the channel's spelling for rejoining.
 func (b *Bridge) rememberNick(ctx context.Context, user, server, name, nick string) {
-	key, done := b.storedKey(ctx, server, name)
-	defer done()
-	_, err := b.host.Store().DB().ExecContext(ctx,
-		`INSERT INTO irc_channels (jid, server, channel, name, nick) VALUES (?, ?, ?, ?, ?)
-		 ON CONFLICT (jid, server, channel) DO UPDATE SET nick = excluded.nick, name = excluded.name`, user, server, key, name, nick)
+	err := b.withKey(ctx, server, name, func(key string) error {
+		return b.db.PutIRCChannelNick(ctx, user, server, key, name, nick)
+	})
 	if err != nil {
 		b.host.Log().Warn("cannot store the irc nick of a channel", "user", user, "err", err)
 	}
@@ -109,17 +90,13 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string) st
 	if !ch.settings.Record {
 		return stanza.NewID()
 	}
-	key, done := n.b.storedKey(ctx, n.server, ch.name)
-	res, err := n.b.host.Store().DB().ExecContext(ctx,
-		`INSERT INTO irc_history (jid, server, channel, nick, body, stamp) VALUES (?, ?, ?, ?, ?, ?)`,
-		n.user, n.server, key, nick, body, time.Now().UnixMilli())
-	done()
+	var id int64
+	err := n.b.withKey(ctx, n.server, ch.name, func(key string) (err error) {
+		id, err = n.b.db.ArchiveIRCMessage(ctx, store.IRCMessage{User: n.user, Server: n.server, Channel: key, Nick: nick, Body: body, Stamp: time.Now()})
+		return err
+	})
 	if err != nil {
 		n.b.host.Log().Warn("cannot archive an irc message", "user", n.user, "err", err)
-		return stanza.NewID()
-	}
-	id, err := res.LastInsertId()
-	if err != nil {
 		return stanza.NewID()
 	}
 	return strconv.FormatInt(id, 10)
@@ -173,27 +150,27 @@ func (n *network) sendHistory(ch *channel, full string, h historyReq) {
 
 // history reads the messages sendHistory replays, newest first.
 func (n *network) history(ch *channel, full string, h historyReq) ([]*xmlel.Element, error) {
-	key, done := n.b.storedKey(n.b.ctx, n.server, ch.name)
-	defer done()
-	rows, err := n.b.host.Store().DB().QueryContext(n.b.ctx,
-		`SELECT id, nick, body, stamp FROM irc_history WHERE jid = ? AND server = ? AND channel = ? AND stamp >= ?
-		 ORDER BY id DESC LIMIT ?`, n.user, n.server, key, h.since.UnixMilli(), h.maxStanzas)
+	q := store.IRCArchiveQuery{User: n.user, Server: n.server, Start: &h.since, Last: true, Max: h.maxStanzas}
+	if q.Max < 0 {
+		q.Max = math.MaxInt
+	}
+	var found []store.IRCMessage
+	err := n.b.withKey(n.b.ctx, n.server, ch.name, func(key string) (err error) {
+		q.Channel = key
+		found, _, err = n.b.db.QueryIRCArchive(n.b.ctx, q)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
 	var msgs []*xmlel.Element
 	chars := 0
-	for rows.Next() {
-		var id, stamp int64
-		var nick, body string
-		if err := rows.Scan(&id, &nick, &body, &stamp); err != nil {
-			break
-		}
-		msg := stanza.Message(ch.jid(n)+"/"+nick, full, "groupchat", stanza.NewID(), body)
+	for i := len(found) - 1; i >= 0; i-- {
+		m := found[i]
+		msg := stanza.Message(ch.jid(n)+"/"+m.Nick, full, "groupchat", stanza.NewID(), m.Body)
 		msg.Add(xmlel.New(stanza.NSDelay, "delay").SetAttr("from", ch.jid(n)).
-			SetAttr("stamp", time.UnixMilli(stamp).UTC().Format("2006-01-02T15:04:05.000Z")))
-		msg.Add(xmlel.New(stanza.NSStanzaID, "stanza-id").SetAttr("id", strconv.FormatInt(id, 10)).SetAttr("by", ch.jid(n)))
+			SetAttr("stamp", m.Stamp.UTC().Format("2006-01-02T15:04:05.000Z")))
+		msg.Add(xmlel.New(stanza.NSStanzaID, "stanza-id").SetAttr("id", strconv.FormatInt(m.ID, 10)).SetAttr("by", ch.jid(n)))
 		chars += len(msg.String())
 		if h.maxChars >= 0 && chars > h.maxChars {
 			break
@@ -205,39 +182,27 @@ func (n *network) history(ch *channel, full string, h historyReq) ([]*xmlel.Elem
 
 // restore rejoins the persistent channels after a start.
 func (b *Bridge) restore(ctx context.Context) {
-	// The channel is rejoined under its spelling; rows from before the
-	// spelling was kept have only the key.
-	rows, err := b.host.Store().DB().QueryContext(ctx,
-		`SELECT jid, server, CASE name WHEN '' THEN channel ELSE name END, nick FROM irc_channels WHERE persistent = 1 AND nick != ''`)
+	all, err := b.db.PersistentIRCChannels(ctx)
 	if err != nil {
 		b.host.Log().Error("cannot read the persistent irc channels", "err", err)
 		return
 	}
-	type row struct{ jid, server, channel, nick string }
-	var all []row
-	for rows.Next() {
-		var r row
-		if rows.Scan(&r.jid, &r.server, &r.channel, &r.nick) == nil {
-			all = append(all, r)
-		}
-	}
-	rows.Close()
 	for _, r := range all {
 		r := r
-		if !b.host.Allowed(r.jid) {
+		if !b.host.Allowed(r.User) {
 			continue
 		}
-		b.post(r.jid, func(ctx context.Context) {
-			u := &bridges.User{JID: r.jid}
-			if reg, err := b.host.Registration(ctx, r.jid); err == nil {
+		b.post(r.User, func(ctx context.Context) {
+			u := &bridges.User{JID: r.User}
+			if reg, err := b.host.Registration(ctx, r.User); err == nil {
 				u.Registration = reg
 			}
-			n, err := b.network(ctx, u, r.server, r.nick)
+			n, err := b.network(ctx, u, r.Server, r.Nick)
 			if err != nil {
-				b.host.Log().Error("cannot rejoin a persistent irc channel", "user", r.jid, "err", err)
+				b.host.Log().Error("cannot rejoin a persistent irc channel", "user", r.User, "err", err)
 				return
 			}
-			n.join(ctx, r.channel, "", r.nick, historyReq{}, "")
+			n.join(ctx, r.Name, "", r.Nick, historyReq{}, "")
 		})
 	}
 	if len(all) > 0 {

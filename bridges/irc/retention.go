@@ -2,7 +2,6 @@ package irc
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"passerelle/bridges"
@@ -24,44 +23,10 @@ func (b *Bridge) pruneLoop(ctx context.Context) {
 
 // prune deletes, in every channel archive holding more than the limit,
 // the oldest messages beyond it. It returns how many were deleted.
-//
-// It takes the stored keys as they are, without b.keys: each DELETE
-// counts the limit in its own statement, so a re-keying for a new case
-// mapping between the two queries only makes it trim whichever channel
-// the key names by then (two merged channels count as one).
 func (b *Bridge) prune(ctx context.Context) (int64, error) {
 	limit := b.opts.HistoryLimit
 	if limit <= 0 {
 		limit = defaultHistoryLimit
 	}
-	db := b.host.Store().DB()
-	rows, err := db.QueryContext(ctx,
-		`SELECT jid, server, channel FROM irc_history GROUP BY jid, server, channel HAVING COUNT(*) > ?`, limit)
-	if err != nil {
-		return 0, fmt.Errorf("failed to count the irc archive: %w", err)
-	}
-	type key struct{ jid, server, channel string }
-	var over []key
-	for rows.Next() {
-		var k key
-		if err := rows.Scan(&k.jid, &k.server, &k.channel); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("failed to read the irc archive: %w", err)
-		}
-		over = append(over, k)
-	}
-	rows.Close()
-	var total int64
-	for _, k := range over {
-		res, err := db.ExecContext(ctx,
-			`DELETE FROM irc_history WHERE jid = ? AND server = ? AND channel = ? AND id <=
-			 (SELECT id FROM irc_history WHERE jid = ? AND server = ? AND channel = ? ORDER BY id DESC LIMIT 1 OFFSET ?)`,
-			k.jid, k.server, k.channel, k.jid, k.server, k.channel, limit)
-		if err != nil {
-			return total, fmt.Errorf("failed to prune the irc archive: %w", err)
-		}
-		n, _ := res.RowsAffected()
-		total += n
-	}
-	return total, nil
+	return b.db.PruneIRCArchive(ctx, limit)
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"passerelle/store"
 )
 
 // The archive keeps the newest HistoryLimit messages of each channel.
@@ -14,11 +16,10 @@ func TestArchivePruned(t *testing.T) {
 	b.pruneEvery = 20 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); b.Wait() })
-	db := h.st.DB()
 	insert := func(channel string, bodies ...string) {
 		for _, body := range bodies {
-			if _, err := db.Exec(`INSERT INTO irc_history (jid, server, channel, nick, body, stamp) VALUES (?, 'srv', ?, 'bob', ?, 0)`,
-				testUser, channel, body); err != nil {
+			if _, err := h.st.ArchiveIRCMessage(context.Background(), store.IRCMessage{User: testUser, Server: "srv", Channel: channel,
+				Nick: "bob", Body: body, Stamp: time.UnixMilli(0)}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -29,16 +30,13 @@ func TestArchivePruned(t *testing.T) {
 		t.Fatal(err)
 	}
 	bodies := func(channel string) string {
-		rows, err := db.Query(`SELECT body FROM irc_history WHERE channel = ? ORDER BY id`, channel)
+		msgs, _, err := h.st.QueryIRCArchive(context.Background(), store.IRCArchiveQuery{User: testUser, Server: "srv", Channel: channel, Max: 100})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer rows.Close()
 		var out []string
-		for rows.Next() {
-			var s string
-			rows.Scan(&s)
-			out = append(out, s)
+		for _, m := range msgs {
+			out = append(out, m.Body)
 		}
 		return strings.Join(out, " ")
 	}

@@ -34,9 +34,7 @@ func TestShutdownQuits(t *testing.T) {
 // the store on its own goroutine: the store is closed after Wait.
 func TestWaitStopsRestore(t *testing.T) {
 	h := newFakeHost(t)
-	if _, err := h.st.DB().Exec(`INSERT INTO irc_channels (jid, server, channel, nick, persistent) VALUES (?, 'localhost', '#c', 'nick', 1)`, testUser); err != nil {
-		t.Fatal(err)
-	}
+	h.st.Exec(t, `INSERT INTO irc_channels (jid, server, channel, nick, persistent) VALUES (?, 'localhost', '#c', 'nick', 1)`, testUser)
 	inRestore, release := make(chan struct{}), make(chan struct{})
 	h.allowed = func(string) bool { close(inRestore); <-release; return false }
 	b := New(Options{AllowPrivate: true})

@@ -79,7 +79,7 @@ func tlsOnly(cfg netConfig, port int) netConfig {
 // the policy cannot be read, it does not connect: whether plain text is
 // allowed is unknown.
 func (b *Bridge) dialSTS(ctx context.Context, server string, cfg netConfig, upgrade int) (net.Conn, link, error) {
-	pol, err := b.host.Store().STSPolicyAt(ctx, server, time.Now())
+	pol, err := b.db.STSPolicyAt(ctx, server, time.Now())
 	if err != nil {
 		b.host.Log().Error("cannot read an irc strict transport security policy", "server", server, "err", err)
 		return nil, link{}, &connError{msg: "cannot read its strict transport security policy; the gateway does not connect without it"}
@@ -112,7 +112,7 @@ func (n *network) sts(value string, ls bool) bool {
 			return false // no persistence policy: nothing is stored
 		}
 		n.b.stsSeen(n.c, n.server, v.duration > 0)
-		err := n.b.host.Store().PutSTSPolicy(n.b.ctx, n.server, n.link.port, v.duration, time.Now())
+		err := n.b.db.PutSTSPolicy(n.b.ctx, n.server, n.link.port, v.duration, time.Now())
 		if err != nil {
 			n.b.host.Log().Error("cannot store an irc strict transport security policy", "server", n.server, "err", err)
 			n.status(n.b.ctx, "The strict transport security policy of "+n.server+" could not be stored: "+err.Error())
@@ -152,7 +152,7 @@ func (b *Bridge) stsSeen(c *conn, host string, inForce bool) {
 // rescheduleSTS moves the expiry of host's policy to its duration from
 // now: a connection that saw it ends.
 func (b *Bridge) rescheduleSTS(ctx context.Context, host string) {
-	if err := b.host.Store().RescheduleSTSPolicy(ctx, host, time.Now()); err != nil {
+	if err := b.db.RescheduleSTSPolicy(ctx, host, time.Now()); err != nil {
 		b.host.Log().Error("cannot reschedule an irc strict transport security policy", "server", host, "err", err)
 	}
 }

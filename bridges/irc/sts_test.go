@@ -273,9 +273,7 @@ func TestSTSBrokenStore(t *testing.T) {
 	fx := setupSTS(t, func(_, tls int) netConfig { return netConfig{TLSPorts: []int{tls}, VerifyCert: true} })
 	fx.join(t)
 	fx.tls.expect(t, "CAP LS 302")
-	if _, err := fx.h.st.DB().Exec(`DROP TABLE irc_sts`); err != nil {
-		t.Fatal(err)
-	}
+	fx.h.st.Exec(t, `DROP TABLE irc_sts`)
 	fx.tls.send(t, ":srv CAP * LS :sts=duration=3600")
 	fx.tls.expect(t, "CAP END")
 	fx.h.expect(t, "status", statusMessage("could not be stored"))
@@ -290,9 +288,7 @@ func TestSTSBrokenStore(t *testing.T) {
 	}
 
 	fx2 := setupSTS(t, plainOnly)
-	if _, err := fx2.h.st.DB().Exec(`DROP TABLE irc_sts`); err != nil {
-		t.Fatal(err)
-	}
+	fx2.h.st.Exec(t, `DROP TABLE irc_sts`)
 	fx2.join(t)
 	e := fx2.h.expect(t, "join error", presenceErr("item-not-found"))
 	if !strings.Contains(stanza.ErrorOf(e).Text, "cannot read its strict transport security policy") {
