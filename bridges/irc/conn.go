@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 const (
@@ -133,41 +135,34 @@ func (d *dialer) dial(ctx context.Context, server string, cfg netConfig) (net.Co
 	return nil, link{}, &connError{msg: "cannot connect to " + server + ": " + strings.Join(errs, "; ")}
 }
 
-// conn is one IRC connection: a reader goroutine delivering parsed
-// messages, and a bounded queue of lines drained through a token bucket
-// (PONG, PING and QUIT skip the throttle).
-//
-// An idle connection costs one goroutine (the reader) and a small read
-// buffer: the queue is a slice that exists only while lines wait, and the
-// writing goroutine runs only while there is something to write. While it
-// waits for a token, a timer holds its place.
+// conn is one IRC connection: a reader goroutine delivering lines, and a
+// writer goroutine draining a bounded queue through a token bucket (PONG,
+// PING and QUIT skip the bucket), each write with a deadline.
 type conn struct {
 	nc        net.Conn
 	encrypted bool
-	perSec    float64
-	burst     float64
-	done      chan struct{} // closed when the writing has stopped and nc is closed
-
-	mu      sync.Mutex
-	queue   []string    // throttled lines, at most queueSize
-	prio    []string    // PONG and PING, ahead of the queue
-	quit    *string     // set by close: the line (maybe empty) to end with
-	tokens  float64     // the bucket
-	last    time.Time   // when tokens was last refilled
-	writing bool        // a goroutine is draining
-	timer   *time.Timer // waiting for a token
-	stopped bool
-	werr    error // the write that failed and stopped the connection
+	limit     *rate.Limiter
+	queue     chan string   // throttled lines, at most queueSize
+	prio      chan string   // PONG and PING, ahead of the queue and of the bucket
+	closing   chan struct{} // closed by close: write what is queued, then quit
+	closeOnce sync.Once
+	quit      string        // the line (maybe empty) to end with; set before closing is closed
+	done      chan struct{} // closed when the writer has stopped and nc is closed
+	werr      error         // the write that failed and stopped the connection; read after done
 }
 
 const prioSize = 16
 
+// newConn starts the connection's writer; run starts its reader.
 func newConn(nc net.Conn, encrypted bool, perSec float64) *conn {
 	if perSec <= 0 {
 		perSec = defaultPerSec
 	}
-	return &conn{nc: nc, encrypted: encrypted, done: make(chan struct{}), perSec: perSec, burst: defaultBurst,
-		tokens: defaultBurst, last: time.Now()}
+	c := &conn{nc: nc, encrypted: encrypted, limit: rate.NewLimiter(rate.Limit(perSec), defaultBurst),
+		queue: make(chan string, queueSize), prio: make(chan string, prioSize),
+		closing: make(chan struct{}), done: make(chan struct{})}
+	go c.write()
+	return c
 }
 
 // run starts the reader; deliver is called (from the reader) for each
@@ -183,10 +178,7 @@ func (c *conn) run(deliver func(line string), closed func(error)) {
 		err := c.read(deliver)
 		c.close("")
 		<-c.done
-		c.mu.Lock()
-		werr := c.werr
-		c.mu.Unlock()
-		if werr != nil && (errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe)) {
+		if werr := c.werr; werr != nil && (errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe)) {
 			// The reader ended because a failed write closed the
 			// connection: that write's error is the reason.
 			err = werr
@@ -317,159 +309,134 @@ func readLine(r *bufio.Reader) (string, error) {
 	return strings.TrimRight(string(b), "\r\n"), nil
 }
 
-// send queues a line (already built by buildLine).
+// send queues a line (already built by buildLine). It never waits: a
+// full queue refuses the line.
 func (c *conn) send(line string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch {
-	case c.stopped || c.quit != nil:
+	select {
+	case <-c.closing:
 		return errClosed
-	case len(c.queue) >= queueSize:
+	default:
+	}
+	select {
+	case c.queue <- line:
+		return nil
+	default:
 		return errQueueFull
 	}
-	c.queue = append(c.queue, line)
-	c.kick()
-	return nil
 }
 
-// room reports how many lines can be queued now.
-func (c *conn) room() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return queueSize - len(c.queue)
-}
+// room reports how many lines can be queued now. Lines are queued by the
+// user's goroutine only, so they fit when it sends them next.
+func (c *conn) room() int { return cap(c.queue) - len(c.queue) }
 
-// sendPrio writes line ahead of the queue and of the throttle; it is
+// sendPrio writes line ahead of the queue and of the bucket; it is
 // dropped when prioSize lines already wait (a server flooding PINGs).
 func (c *conn) sendPrio(line string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.stopped && len(c.prio) < prioSize {
-		c.prio = append(c.prio, line)
-		c.kick()
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	select {
+	case c.prio <- line:
+	default:
 	}
 }
 
 // close writes what is queued, then quitLine (if not empty), and closes
 // the connection.
 func (c *conn) close(quitLine string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.stopped || c.quit != nil {
-		return
-	}
-	c.quit = &quitLine
-	c.kick()
+	c.closeOnce.Do(func() {
+		c.quit = quitLine
+		close(c.closing)
+	})
 }
 
-// kick starts the writing goroutine unless it runs, or waits for a token
-// with nothing urgent to write. Called with c.mu held.
-func (c *conn) kick() {
-	if c.writing || c.stopped {
-		return
-	}
-	if c.timer != nil {
-		if len(c.prio) == 0 && c.quit == nil {
-			return
-		}
-		c.timer.Stop()
-		c.timer = nil
-	}
-	c.writing = true
-	go c.drain()
-}
-
-// writeStep is what drain does next.
-type writeStep int
-
-const (
-	stepIdle  writeStep = iota // nothing to write now
-	stepWrite                  // write the line
-	stepLast                   // write the line (if any), then close
-)
-
-// next picks the next line to write. Called with c.mu held.
-func (c *conn) next() (string, writeStep) {
-	if len(c.prio) > 0 {
-		l := c.prio[0]
-		c.prio = c.prio[1:]
-		if len(c.prio) == 0 {
-			c.prio = nil
-		}
-		return l, stepWrite
-	}
-	if c.quit == nil && len(c.queue) > 0 {
-		now := time.Now()
-		c.tokens = min(c.burst, c.tokens+now.Sub(c.last).Seconds()*c.perSec)
-		c.last = now
-		if c.tokens < 1 {
-			wait := time.Duration((1 - c.tokens) / c.perSec * float64(time.Second))
-			c.timer = time.AfterFunc(wait, c.tick)
-			return "", stepIdle
-		}
-		c.tokens--
-	}
-	if len(c.queue) > 0 {
-		l := c.queue[0]
-		c.queue[0] = ""
-		c.queue = c.queue[1:]
-		if len(c.queue) == 0 {
-			c.queue = nil
-		}
-		return l, stepWrite
-	}
-	if c.quit != nil {
-		return *c.quit, stepLast
-	}
-	return "", stepIdle
-}
-
-// tick is the token timer.
-func (c *conn) tick() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.timer = nil
-	c.kick()
-}
-
-// drain writes lines until there is nothing to write now.
-func (c *conn) drain() {
+// write is the writer goroutine: urgent lines first, queued lines as the
+// bucket allows, and after close what is left, unthrottled, then the QUIT.
+func (c *conn) write() {
+	defer c.stop()
 	for {
-		c.mu.Lock()
-		l, step := c.next()
-		if step == stepIdle {
-			c.writing = false
-			c.mu.Unlock()
+		select {
+		case l := <-c.prio:
+			if !c.writeLine(l) {
+				return
+			}
+			continue
+		default:
+		}
+		select {
+		case l := <-c.prio:
+			if !c.writeLine(l) {
+				return
+			}
+		case l := <-c.queue:
+			if !c.wait() || !c.writeLine(l) {
+				return
+			}
+		case <-c.closing:
+			c.flush()
 			return
 		}
-		c.mu.Unlock()
-		ok := true
-		if l != "" {
-			c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-			if _, err := io.WriteString(c.nc, l+"\r\n"); err != nil {
-				ok = false
-				c.mu.Lock()
-				c.werr = err
-				c.mu.Unlock()
+	}
+}
+
+// wait waits for a token, writing urgent lines meanwhile; after close it
+// waits no more. It reports false when a write failed.
+func (c *conn) wait() bool {
+	d := c.limit.Reserve().Delay()
+	if d == 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return true
+		case <-c.closing:
+			return true
+		case l := <-c.prio:
+			if !c.writeLine(l) {
+				return false
 			}
 		}
-		if !ok || step == stepLast {
-			c.stop()
+	}
+}
+
+// flush writes the lines still waiting, then the QUIT.
+func (c *conn) flush() {
+	for {
+		var l string
+		select {
+		case l = <-c.prio:
+		case l = <-c.queue:
+		default:
+			if c.quit != "" {
+				c.writeLine(c.quit)
+			}
+			return
+		}
+		if !c.writeLine(l) {
 			return
 		}
 	}
 }
 
-// stop closes the connection and drops what is still queued.
-func (c *conn) stop() {
-	c.mu.Lock()
-	c.stopped, c.writing = true, false
-	c.queue, c.prio = nil, nil
-	if c.timer != nil {
-		c.timer.Stop()
-		c.timer = nil
+// writeLine writes one line; a failure is kept as the reason the
+// connection ended.
+func (c *conn) writeLine(l string) bool {
+	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := io.WriteString(c.nc, l+"\r\n"); err != nil {
+		c.werr = err
+		return false
 	}
-	c.mu.Unlock()
+	return true
+}
+
+// stop closes the connection; what is still queued is dropped.
+func (c *conn) stop() {
+	c.close("")
 	c.nc.Close()
 	close(c.done)
 }

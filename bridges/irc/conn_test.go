@@ -4,51 +4,42 @@ import (
 	"bufio"
 	"errors"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-// writerIdle waits until no goroutine is writing for c and nothing waits.
-func writerIdle(t *testing.T, c *conn) {
+// queued waits until exactly n lines wait in c's queue (the writer took
+// the others).
+func queued(t *testing.T, c *conn, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c.mu.Lock()
-		idle := !c.writing && c.timer == nil && c.queue == nil && c.prio == nil
-		c.mu.Unlock()
-		if idle {
-			return
-		}
+	for deadline := time.Now().Add(5 * time.Second); len(c.queue) != n; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("the writer did not go idle")
+			t.Fatalf("%d lines queued, want %d", len(c.queue), n)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
-// An idle connection keeps no writing goroutine and no queue: lines start
-// one when they come, and it ends once they are out.
-func TestConnWriterOnlyWhileWriting(t *testing.T) {
+// Lines go out in order, and the queue is empty again once they are out.
+func TestConnWritesInOrder(t *testing.T) {
 	client, server := net.Pipe()
 	defer server.Close()
 	c := newConn(client, false, 1000)
 	c.run(func(string) {}, func(error) {})
 	defer c.close("")
-	writerIdle(t, c)
 	r := bufio.NewReader(server)
 	for round := 0; round < 2; round++ {
 		for i := 0; i < 3; i++ {
-			if err := c.send("PRIVMSG #c :x"); err != nil {
+			if err := c.send("PRIVMSG #c :" + strconv.Itoa(i)); err != nil {
 				t.Fatal(err)
 			}
 		}
 		for i := 0; i < 3; i++ {
-			if l, err := r.ReadString('\n'); err != nil || l != "PRIVMSG #c :x\r\n" {
+			if l, err := r.ReadString('\n'); err != nil || l != "PRIVMSG #c :"+strconv.Itoa(i)+"\r\n" {
 				t.Fatalf("round %d line %d: %q %v", round, i, l, err)
 			}
 		}
-		writerIdle(t, c)
 	}
 	if got := c.room(); got != queueSize {
 		t.Fatalf("room = %d, want %d", got, queueSize)
@@ -61,12 +52,18 @@ func TestConnRefusals(t *testing.T) {
 	client, server := net.Pipe()
 	defer server.Close()
 	c := newConn(client, false, 1)
-	// Nobody reads the pipe: the first write blocks, the rest queue up.
-	var err error
-	for i := 0; i <= queueSize+1 && err == nil; i++ {
-		err = c.send("PRIVMSG #c :x")
+	// Nobody reads the pipe: the writer blocks on the first line, the
+	// rest queue up.
+	if err := c.send("PRIVMSG #c :first"); err != nil {
+		t.Fatal(err)
 	}
-	if !errors.Is(err, errQueueFull) {
+	queued(t, c, 0)
+	for i := 0; i < queueSize; i++ {
+		if err := c.send("PRIVMSG #c :x"); err != nil {
+			t.Fatalf("line %d: %v", i, err)
+		}
+	}
+	if err := c.send("PRIVMSG #c :x"); !errors.Is(err, errQueueFull) {
 		t.Fatalf("send on a full queue: %v", err)
 	}
 	if c.room() != 0 {
@@ -86,10 +83,8 @@ func TestConnRefusals(t *testing.T) {
 		t.Fatalf("send after the end: %v", err)
 	}
 	c.sendPrio("PONG x") // dropped, not queued
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.prio != nil || c.queue != nil || c.writing {
-		t.Fatalf("stopped connection still holds lines: prio %q queue %d writing %v", c.prio, len(c.queue), c.writing)
+	if len(c.prio) != 0 {
+		t.Fatalf("stopped connection queued %d urgent lines", len(c.prio))
 	}
 }
 
@@ -116,17 +111,7 @@ func TestConnQuitDuringThrottle(t *testing.T) {
 	for i := 0; i < defaultBurst; i++ {
 		<-lines
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		c.mu.Lock()
-		waiting := c.timer != nil && !c.writing
-		c.mu.Unlock()
-		if waiting {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no timer holds the throttled lines")
-		}
-	}
+	queued(t, c, 1) // the writer holds one line, waiting for a token
 	c.close("QUIT :bye")
 	var got []string
 	for l := range lines {
