@@ -29,7 +29,7 @@ func (b *Bridge) ctcpIQ(u *bridges.User, st *xmlel.Element, server, nick string)
 	default:
 		return false
 	}
-	n := b.sessionFor(u.JID).nets[server]
+	n := b.networkOf(u.JID, server)
 	if n == nil || n.c == nil || !n.registered {
 		bridges.Refuse(b.host, st, stanza.Errorf("recipient-unavailable", "Not connected to "+server+"."))
 		return true

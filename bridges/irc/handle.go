@@ -22,7 +22,7 @@ func (b *Bridge) Handle(ctx context.Context, u *bridges.User, st *xmlel.Element)
 		bridges.Refuse(b.host, st, stanza.Errorf("jid-malformed", err.Error()))
 		return
 	}
-	if n := b.sessionFor(u.JID).nets[a.Server]; n != nil && a.Kind != mapping.IRCServer {
+	if n := b.networkOf(u.JID, a.Server); n != nil && a.Kind != mapping.IRCServer {
 		// Reparse with the server's CHANTYPES.
 		if a2, err := mapping.ParseIRCLocal(local, n.chantypes); err == nil {
 			a = a2
@@ -44,7 +44,7 @@ func (b *Bridge) handleChannel(ctx context.Context, u *bridges.User, st *xmlel.E
 	case "presence":
 		typ := st.Attr("type")
 		if typ == "unavailable" || typ == "error" {
-			if n := b.sessionFor(u.JID).nets[a.Server]; n != nil {
+			if n := b.networkOf(u.JID, a.Server); n != nil {
 				n.leave(a.Name, u.Full)
 			}
 			return
@@ -82,7 +82,7 @@ func (b *Bridge) handleChannel(ctx context.Context, u *bridges.User, st *xmlel.E
 		}
 		n.join(ctx, a.Name, u.Full, nick, parseHistory(st.Child(nsMUC, "x")), pw)
 	case "message":
-		n := b.sessionFor(u.JID).nets[a.Server]
+		n := b.networkOf(u.JID, a.Server)
 		var ch *channel
 		if n != nil {
 			ch = n.chans[n.fold(a.Name)]
@@ -121,7 +121,7 @@ func (b *Bridge) handleChannel(ctx context.Context, u *bridges.User, st *xmlel.E
 			return
 		}
 		if nick == "" && st.Child(nsMUCAdmin, "query") != nil {
-			n := b.sessionFor(u.JID).nets[a.Server]
+			n := b.networkOf(u.JID, a.Server)
 			var ch *channel
 			if n != nil {
 				ch = n.chans[n.fold(a.Name)]
@@ -132,14 +132,14 @@ func (b *Bridge) handleChannel(ctx context.Context, u *bridges.User, st *xmlel.E
 		if nick == "" && bridges.AnswerContactIQ(b.host, st, bridges.Identity{Category: "conference", Type: "irc", Name: a.Name}, nsMUC, nsMAM) {
 			return
 		}
-		if n := b.sessionFor(u.JID).nets[a.Server]; nick != "" && n != nil && n.fold(nick) != n.fold(n.nick) &&
+		if n := b.networkOf(u.JID, a.Server); nick != "" && n != nil && n.fold(nick) != n.fold(n.nick) &&
 			n.chans[n.fold(a.Name)] != nil && n.chans[n.fold(a.Name)].resources[u.Full] != nil && b.ctcpIQ(u, st, a.Server, nick) {
 			return
 		}
 		if nick != "" && st.Attr("type") == "get" && st.Child("urn:xmpp:ping", "ping") != nil {
 			// XEP-0410 self-ping (and pings to occupants), answered here:
 			// fine when the sender's resource is in the room.
-			n := b.sessionFor(u.JID).nets[a.Server]
+			n := b.networkOf(u.JID, a.Server)
 			if n == nil || n.chans[n.fold(a.Name)] == nil || n.chans[n.fold(a.Name)].resources[u.Full] == nil {
 				bridges.Refuse(b.host, st, stanza.Errorf("not-acceptable", "You are not in this room."))
 				return

@@ -343,7 +343,7 @@ func (b *Bridge) private(ctx context.Context, u *bridges.User, st *xmlel.Element
 	if body == "" {
 		return
 	}
-	n := b.sessionFor(u.JID).nets[server]
+	n := b.networkOf(u.JID, server)
 	if n == nil {
 		bridges.Refuse(b.host, st, stanza.Errorf("recipient-unavailable", "Not connected to "+server+": join a channel there first."))
 		return
@@ -364,7 +364,7 @@ func (b *Bridge) raw(ctx context.Context, u *bridges.User, st *xmlel.Element, se
 	if body == "" {
 		return
 	}
-	n := b.sessionFor(u.JID).nets[server]
+	n := b.networkOf(u.JID, server)
 	if n == nil || n.c == nil || !n.registered {
 		bridges.Refuse(b.host, st, stanza.Errorf("recipient-unavailable", "Not connected to "+server+": join a channel there first."))
 		return

@@ -12,13 +12,6 @@ import (
 	"passerelle/mapping"
 )
 
-// session is one local user's IRC state. It is only touched on that
-// user's goroutine (Handle, or a function given to host.Post).
-type session struct {
-	jid  string
-	nets map[string]*network // by server
-}
-
 // network is a user's connection to one IRC server, shared by all the
 // user's resources.
 type network struct {
@@ -53,23 +46,56 @@ type network struct {
 	upgrade     int  // the TLS port the server asked for on a plain connection (sts); 0: none
 }
 
-// sessionFor returns user's session, creating it.
-func (b *Bridge) sessionFor(user string) *session {
+// A user's IRC session is the user's networks, by server: b.sessions
+// holds it while the user has a network. The map of networks is only
+// touched on the user's goroutine (Handle, or a function given to
+// host.Post); b.mu guards b.sessions.
+
+// networkOf returns the user's network for server, or nil.
+func (b *Bridge) networkOf(user, server string) *network {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s := b.sessions[user]
-	if s == nil {
-		s = &session{jid: user, nets: map[string]*network{}}
-		b.sessions[user] = s
+	return b.sessions[user][server]
+}
+
+// networksOf returns the user's networks by server (nil: none).
+func (b *Bridge) networksOf(user string) map[string]*network {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.sessions[user]
+}
+
+// addNetwork puts n in its user's session, starting the session.
+func (b *Bridge) addNetwork(n *network) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	nets := b.sessions[n.user]
+	if nets == nil {
+		nets = map[string]*network{}
+		b.sessions[n.user] = nets
 	}
-	return s
+	nets[n.server] = n
+}
+
+// dropNetwork takes n out of its user's session, and forgets the session
+// when no network is left.
+func (b *Bridge) dropNetwork(n *network) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	nets := b.sessions[n.user]
+	if nets[n.server] != n {
+		return
+	}
+	delete(nets, n.server)
+	if len(nets) == 0 {
+		delete(b.sessions, n.user)
+	}
 }
 
 // network returns the user's network for server, connecting when new.
 // nick is the nick of the join that opens it (the lowest precedence).
 func (b *Bridge) network(ctx context.Context, u *bridges.User, server, nick string) (*network, error) {
-	s := b.sessionFor(u.JID)
-	if n := s.nets[server]; n != nil {
+	if n := b.networkOf(u.JID, server); n != nil {
 		return n, nil
 	}
 	cfg, err := b.loadNetConfig(ctx, u.JID, server)
@@ -88,7 +114,7 @@ func (b *Bridge) network(ctx context.Context, u *bridges.User, server, nick stri
 	n := &network{b: b, user: u.JID, server: server, cfg: cfg, nick: nick,
 		chantypes: mapping.DefaultChanTypes, casemap: caseRFC1459, prefixMode: "ov", prefixSym: "@+",
 		chans: map[string]*channel{}, started: time.Now(), echoes: map[string]*pendingEcho{}}
-	s.nets[server] = n
+	b.addNetwork(n)
 	b.connect(n)
 	return n, nil
 }
@@ -100,7 +126,7 @@ func (b *Bridge) connect(n *network) {
 	go func() {
 		nc, lk, err := b.dialSTS(b.ctx, server, cfg, upgrade)
 		b.post(user, func(ctx context.Context) {
-			cur := b.sessionFor(user).nets[server]
+			cur := b.networkOf(user, server)
 			if cur != n {
 				if nc != nil {
 					nc.Close()
@@ -122,7 +148,7 @@ func (b *Bridge) connect(n *network) {
 			b.track(c, true)
 			c.run(func(line string) {
 				b.post(user, func(ctx context.Context) {
-					if n.c != c || b.sessionFor(user).nets[server] != n {
+					if n.c != c || b.networkOf(user, server) != n {
 						return
 					}
 					if m, err := parseLine(line); err == nil {
@@ -132,7 +158,7 @@ func (b *Bridge) connect(n *network) {
 			}, func(err error) {
 				b.track(c, false)
 				b.post(user, func(ctx context.Context) {
-					if n.c == c && b.sessionFor(user).nets[server] == n {
+					if n.c == c && b.networkOf(user, server) == n {
 						n.lost(err)
 					}
 				})
@@ -238,10 +264,7 @@ func (n *network) forget() {
 		n.c.close(l)
 		n.c = nil
 	}
-	s := n.b.sessionFor(n.user)
-	if s.nets[n.server] == n {
-		delete(s.nets, n.server)
-	}
+	n.b.dropNetwork(n)
 }
 
 // lost handles the end of the connection: rooms that were joined are
@@ -313,7 +336,7 @@ func (n *network) scheduleReconnect(reason string) {
 	n.retryAt = time.Now().Add(d)
 	time.AfterFunc(d, func() {
 		n.b.post(n.user, func(ctx context.Context) {
-			if n.b.sessionFor(n.user).nets[n.server] == n && n.c == nil {
+			if n.b.networkOf(n.user, n.server) == n && n.c == nil {
 				n.b.connect(n)
 			}
 		})

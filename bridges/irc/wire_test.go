@@ -144,7 +144,7 @@ func FuzzIRCLine(f *testing.F) {
 		h.run(func(ctx context.Context) {
 			n := &network{b: b, user: testUser, server: "irc.example.net", nick: "nick", registered: true,
 				chantypes: "#&", prefixMode: "ov", prefixSym: "@+", chans: map[string]*channel{}}
-			b.sessionFor(testUser).nets[n.server] = n
+			b.addNetwork(n)
 			ch := &channel{name: "#c", pending: map[string]string{}, resources: map[string]*resource{testUser + "/r": {nick: "nick"}},
 				joined: true, namesDone: true, members: newRoster(caseRFC1459, member{nick: "nick"}, member{nick: "bob"})}
 			n.chans["#c"] = ch
