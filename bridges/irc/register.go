@@ -228,7 +228,7 @@ func (n *network) welcome(ctx context.Context, m *irc.Message) {
 	n.b.host.Log().Info("irc connection registered", "user", n.user, "server", n.server, "encrypted", n.c != nil && n.c.encrypted)
 	n.status(ctx, "Connected to "+n.server+" as "+n.nick+" (the link is "+link+").")
 	for _, ch := range n.chans {
-		if ch.namesDone {
+		if ch.state.shown() {
 			n.roomMessage(ctx, ch, "", "Connected to "+n.server+" again (the link is "+link+"); rejoining.", nil)
 		}
 	}

@@ -293,7 +293,7 @@ func (n *network) lost(err error) {
 // network and the pending joins get the error.
 func (n *network) keepsTrying() bool {
 	for _, ch := range n.chans {
-		if ch.namesDone || ch.settings.Persistent {
+		if ch.state.shown() || ch.settings.Persistent {
 			return true
 		}
 	}
@@ -320,16 +320,12 @@ func (n *network) scheduleReconnect(reason string) {
 		n.prevNick = n.nick
 	}
 	for _, ch := range n.chans {
-		ch.joinSent, ch.joined, ch.listing = false, false, false
-		if ch.before == nil && ch.namesDone {
-			before := ch.members.clone()
-			ch.before = &before
-		}
+		ch.connectionLost()
 	}
 	text := reason + "; reconnecting in " + d.Round(time.Second).String() + "."
 	n.status(n.b.ctx, text)
 	for _, ch := range n.chans {
-		if ch.namesDone {
+		if ch.state.shown() {
 			n.roomMessage(n.b.ctx, ch, "", text, nil)
 		}
 	}

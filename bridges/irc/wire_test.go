@@ -146,7 +146,7 @@ func FuzzIRCLine(f *testing.F) {
 				chantypes: "#&", prefixMode: "ov", prefixSym: "@+", chans: map[string]*channel{}}
 			b.addNetwork(n)
 			ch := &channel{name: "#c", pending: map[string]string{}, resources: map[string]*resource{testUser + "/r": {nick: "nick"}},
-				joined: true, namesDone: true, members: newRoster(caseRFC1459, member{nick: "nick"}, member{nick: "bob"})}
+				state: chanIn, members: newRoster(caseRFC1459, member{nick: "nick"}, member{nick: "bob"})}
 			n.chans["#c"] = ch
 			n.handle(ctx, m)
 		})
