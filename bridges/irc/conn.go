@@ -136,33 +136,40 @@ func (d *dialer) dial(ctx context.Context, server string, cfg netConfig) (net.Co
 }
 
 // conn is one IRC connection: a reader goroutine delivering lines, and a
-// writer goroutine draining a bounded queue through a token bucket (PONG,
-// PING and QUIT skip the bucket), each write with a deadline.
+// bounded queue drained through a token bucket by a writer goroutine,
+// each write with a deadline (PONG, PING and QUIT skip the bucket).
+//
+// The writer runs only while lines wait: the line that finds it stopped
+// starts it, and it ends when nothing is left; the queue is a slice that
+// exists only while lines wait. A writer for the whole life of the
+// connection, draining a buffered channel of queueSize lines, measured
+// 6 KB more heap per user in BenchmarkChannel (users=100: 15.6-15.8 KB,
+// against 9.6-9.9 KB so; three runs each), the channel's buffer; the
+// stacks did not differ beyond the noise.
 type conn struct {
 	nc        net.Conn
 	encrypted bool
 	limit     *rate.Limiter
-	queue     chan string   // throttled lines, at most queueSize
-	prio      chan string   // PONG and PING, ahead of the queue and of the bucket
-	closing   chan struct{} // closed by close: write what is queued, then quit
-	closeOnce sync.Once
-	quit      string        // the line (maybe empty) to end with; set before closing is closed
+	wake      chan struct{} // tells a writer waiting for a token of an urgent line or of close
 	done      chan struct{} // closed when the writer has stopped and nc is closed
-	werr      error         // the write that failed and stopped the connection; read after done
+
+	mu      sync.Mutex
+	queue   []string // throttled lines, at most queueSize
+	prio    []string // PONG and PING, ahead of the queue, at most prioSize
+	quit    *string  // set by close: the line (maybe empty) to end with
+	writing bool     // the writer runs
+	stopped bool
+	werr    error // the write that failed and stopped the connection
 }
 
 const prioSize = 16
 
-// newConn starts the connection's writer; run starts its reader.
 func newConn(nc net.Conn, encrypted bool, perSec float64) *conn {
 	if perSec <= 0 {
 		perSec = defaultPerSec
 	}
-	c := &conn{nc: nc, encrypted: encrypted, limit: rate.NewLimiter(rate.Limit(perSec), defaultBurst),
-		queue: make(chan string, queueSize), prio: make(chan string, prioSize),
-		closing: make(chan struct{}), done: make(chan struct{})}
-	go c.write()
-	return c
+	return &conn{nc: nc, encrypted: encrypted, limit: rate.NewLimiter(rate.Limit(perSec), defaultBurst),
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // run starts the reader; deliver is called (from the reader) for each
@@ -178,7 +185,10 @@ func (c *conn) run(deliver func(line string), closed func(error)) {
 		err := c.read(deliver)
 		c.close("")
 		<-c.done
-		if werr := c.werr; werr != nil && (errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe)) {
+		c.mu.Lock()
+		werr := c.werr
+		c.mu.Unlock()
+		if werr != nil && (errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe)) {
 			// The reader ended because a failed write closed the
 			// connection: that write's error is the reason.
 			err = werr
@@ -312,78 +322,120 @@ func readLine(r *bufio.Reader) (string, error) {
 // send queues a line (already built by buildLine). It never waits: a
 // full queue refuses the line.
 func (c *conn) send(line string) error {
-	select {
-	case <-c.closing:
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.stopped || c.quit != nil:
 		return errClosed
-	default:
-	}
-	select {
-	case c.queue <- line:
-		return nil
-	default:
+	case len(c.queue) >= queueSize:
 		return errQueueFull
 	}
+	c.queue = append(c.queue, line)
+	c.startWriter()
+	return nil
 }
 
-// room reports how many lines can be queued now. Lines are queued by the
-// user's goroutine only, so they fit when it sends them next.
-func (c *conn) room() int { return cap(c.queue) - len(c.queue) }
+// room reports how many lines can be queued now.
+func (c *conn) room() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return queueSize - len(c.queue)
+}
 
 // sendPrio writes line ahead of the queue and of the bucket; it is
 // dropped when prioSize lines already wait (a server flooding PINGs).
 func (c *conn) sendPrio(line string) {
-	select {
-	case <-c.done:
-		return
-	default:
-	}
-	select {
-	case c.prio <- line:
-	default:
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.stopped && len(c.prio) < prioSize {
+		c.prio = append(c.prio, line)
+		c.startWriter()
 	}
 }
 
 // close writes what is queued, then quitLine (if not empty), and closes
 // the connection.
 func (c *conn) close(quitLine string) {
-	c.closeOnce.Do(func() {
-		c.quit = quitLine
-		close(c.closing)
-	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped || c.quit != nil {
+		return
+	}
+	c.quit = &quitLine
+	c.startWriter()
 }
 
-// write is the writer goroutine: urgent lines first, queued lines as the
-// bucket allows, and after close what is left, unthrottled, then the QUIT.
-func (c *conn) write() {
-	defer c.stop()
-	for {
+// startWriter starts the writer, or wakes it if it waits for a token.
+// Called with c.mu held.
+func (c *conn) startWriter() {
+	if c.writing {
 		select {
-		case l := <-c.prio:
-			if !c.writeLine(l) {
-				return
-			}
-			continue
+		case c.wake <- struct{}{}:
 		default:
 		}
-		select {
-		case l := <-c.prio:
-			if !c.writeLine(l) {
-				return
-			}
-		case l := <-c.queue:
-			if !c.wait() || !c.writeLine(l) {
-				return
-			}
-		case <-c.closing:
-			c.flush()
+		return
+	}
+	c.writing = true
+	go c.write()
+}
+
+// write is the writer: urgent lines first, queued lines as the bucket
+// allows, and after close what is left, unthrottled, then the QUIT.
+func (c *conn) write() {
+	for {
+		l, throttled, last, ok := c.next()
+		if !ok {
+			return
+		}
+		if throttled && !c.throttle() {
+			return
+		}
+		if !c.writeLine(l) || last {
+			c.stop()
 			return
 		}
 	}
 }
 
-// wait waits for a token, writing urgent lines meanwhile; after close it
-// waits no more. It reports false when a write failed.
-func (c *conn) wait() bool {
+// next takes the line to write next; when there is none it ends the
+// writer (ok is false). A queued line is throttled unless closing; last
+// is the QUIT.
+func (c *conn) next() (line string, throttled, last, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if l, ok := c.urgentLocked(); ok {
+		return l, false, false, true
+	}
+	if len(c.queue) > 0 {
+		line, c.queue[0] = c.queue[0], ""
+		if c.queue = c.queue[1:]; len(c.queue) == 0 {
+			c.queue = nil
+		}
+		return line, c.quit == nil, false, true
+	}
+	if c.quit != nil {
+		return *c.quit, false, true, true
+	}
+	c.writing = false
+	return "", false, false, false
+}
+
+// urgentLocked takes the first urgent line. Called with c.mu held.
+func (c *conn) urgentLocked() (string, bool) {
+	if len(c.prio) == 0 {
+		return "", false
+	}
+	l := c.prio[0]
+	if c.prio = c.prio[1:]; len(c.prio) == 0 {
+		c.prio = nil
+	}
+	return l, true
+}
+
+// throttle waits for a token, writing urgent lines meanwhile; close ends
+// the wait. It reports false when a write failed (the connection is
+// stopped).
+func (c *conn) throttle() bool {
 	d := c.limit.Reserve().Delay()
 	if d == 0 {
 		return true
@@ -394,31 +446,23 @@ func (c *conn) wait() bool {
 		select {
 		case <-t.C:
 			return true
-		case <-c.closing:
-			return true
-		case l := <-c.prio:
+		case <-c.wake:
+		}
+		c.mu.Lock()
+		l, urgent := c.urgentLocked()
+		closing := c.quit != nil
+		c.mu.Unlock()
+		for urgent {
 			if !c.writeLine(l) {
+				c.stop()
 				return false
 			}
+			c.mu.Lock()
+			l, urgent = c.urgentLocked()
+			c.mu.Unlock()
 		}
-	}
-}
-
-// flush writes the lines still waiting, then the QUIT.
-func (c *conn) flush() {
-	for {
-		var l string
-		select {
-		case l = <-c.prio:
-		case l = <-c.queue:
-		default:
-			if c.quit != "" {
-				c.writeLine(c.quit)
-			}
-			return
-		}
-		if !c.writeLine(l) {
-			return
+		if closing {
+			return true
 		}
 	}
 }
@@ -426,17 +470,25 @@ func (c *conn) flush() {
 // writeLine writes one line; a failure is kept as the reason the
 // connection ended.
 func (c *conn) writeLine(l string) bool {
+	if l == "" {
+		return true
+	}
 	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := io.WriteString(c.nc, l+"\r\n"); err != nil {
+		c.mu.Lock()
 		c.werr = err
+		c.mu.Unlock()
 		return false
 	}
 	return true
 }
 
-// stop closes the connection; what is still queued is dropped.
+// stop closes the connection and drops what is still queued.
 func (c *conn) stop() {
-	c.close("")
+	c.mu.Lock()
+	c.stopped, c.writing = true, false
+	c.queue, c.prio = nil, nil
+	c.mu.Unlock()
 	c.nc.Close()
 	close(c.done)
 }

@@ -10,18 +10,31 @@ import (
 	"time"
 )
 
-// queued waits until exactly n lines wait in c's queue (the writer took
-// the others).
-func queued(t *testing.T, c *conn, n int) {
+// waitConn waits until cond holds for c (checked under c.mu).
+func waitConn(t *testing.T, c *conn, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); len(c.queue) != n; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		c.mu.Lock()
+		ok := cond()
+		c.mu.Unlock()
+		if ok {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d lines queued, want %d", len(c.queue), n)
+			t.Fatal(what)
 		}
 	}
 }
 
-// Lines go out in order, and the queue is empty again once they are out.
+// queued waits until exactly n lines wait in c's queue (the writer took
+// the others).
+func queued(t *testing.T, c *conn, n int) {
+	t.Helper()
+	waitConn(t, c, "the writer did not take the lines", func() bool { return len(c.queue) == n })
+}
+
+// Lines go out in order; the writer ends once they are out, and an idle
+// connection keeps no queue.
 func TestConnWritesInOrder(t *testing.T) {
 	client, server := net.Pipe()
 	defer server.Close()
@@ -40,6 +53,7 @@ func TestConnWritesInOrder(t *testing.T) {
 				t.Fatalf("round %d line %d: %q %v", round, i, l, err)
 			}
 		}
+		waitConn(t, c, "the writer did not end", func() bool { return !c.writing && c.queue == nil && c.prio == nil })
 	}
 	if got := c.room(); got != queueSize {
 		t.Fatalf("room = %d, want %d", got, queueSize)
@@ -83,8 +97,10 @@ func TestConnRefusals(t *testing.T) {
 		t.Fatalf("send after the end: %v", err)
 	}
 	c.sendPrio("PONG x") // dropped, not queued
-	if len(c.prio) != 0 {
-		t.Fatalf("stopped connection queued %d urgent lines", len(c.prio))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.prio != nil || c.queue != nil || c.writing {
+		t.Fatalf("stopped connection still holds lines: prio %q queue %d writing %v", c.prio, len(c.queue), c.writing)
 	}
 }
 
