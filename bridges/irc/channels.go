@@ -281,15 +281,7 @@ func (n *network) onNames(m *irc.Message) {
 		return
 	}
 	for _, e := range strings.Fields(m.Trailing()) {
-		modes := ""
-		for e != "" {
-			i := strings.IndexByte(n.prefixSym, e[0])
-			if i < 0 {
-				break
-			}
-			modes += n.prefixMode[i : i+1]
-			e = e[1:]
-		}
+		modes, e := n.prefixModes(e)
 		if nick, _, _ := strings.Cut(e, "!"); nick != "" {
 			ch.members.put(member{nick: nick, modes: modes}) // interned, not a slice of the line
 		}

@@ -13,37 +13,24 @@ import (
 )
 
 // network is a user's connection to one IRC server, shared by all the
-// user's resources.
+// user's resources: the IRC client (ircClient), and the rooms and
+// requests of the user mirrored over it, kept across reconnections.
 type network struct {
-	b      *Bridge
-	user   string
-	server string
-	cfg    netConfig
-	c      *conn // nil while connecting
-	// registered is set on 001; before it, joins are queued.
-	registered  bool
-	nick        string // the nick we asked for, then the one the server gave
-	user0       string // user@host part of our prefix, once known
-	chantypes   string
-	casemap     string // CASEMAPPING from ISUPPORT
-	prefixMode  string // e.g. "qaohv"
-	prefixSym   string // e.g. "~&@%+"
-	caps        capState
-	chans       map[string]*channel // by folded name
-	started     time.Time
-	attempts    int    // failed connection attempts since the last 001
-	nickTries   int    // alternative nicks tried while reconnecting
-	prevNick    string // our nick before the connection was lost
-	connectedAt time.Time
-	listReqs    []*xmlel.Element // disco#items waiting for the LIST reply
-	listBuf     []listEntry
-	echoes      map[string]*pendingEcho     // by label
-	ctcpWait    map[string][]*xmlel.Element // IQs waiting for a CTCP reply, by "nick CMD"
-	bans        map[string]*banList         // ban list requests, by folded channel
-	batch       batchState
-	retryAt     time.Time
-	link        link // how the current connection was made
-	upgrade     int  // the TLS port the server asked for on a plain connection (sts); 0: none
+	ircClient
+	b        *Bridge
+	user     string
+	server   string
+	cfg      netConfig
+	chans    map[string]*channel // by folded name
+	started  time.Time
+	attempts int              // failed connection attempts since the last 001
+	prevNick string           // our nick before the connection was lost
+	retryAt  time.Time        // when the next connection attempt is due
+	listReqs []*xmlel.Element // disco#items waiting for the LIST reply
+	listBuf  []listEntry
+	echoes   map[string]*pendingEcho     // by label
+	ctcpWait map[string][]*xmlel.Element // IQs waiting for a CTCP reply, by "nick CMD"
+	bans     map[string]*banList         // ban list requests, by folded channel
 }
 
 // A user's IRC session is the user's networks, by server: b.sessions
@@ -111,8 +98,7 @@ func (b *Bridge) network(ctx context.Context, u *bridges.User, server, nick stri
 	if cfg.Password == "" && u.Registration != nil {
 		cfg.Password = u.Registration.Fields["password"]
 	}
-	n := &network{b: b, user: u.JID, server: server, cfg: cfg, nick: nick,
-		chantypes: mapping.DefaultChanTypes, casemap: caseRFC1459, prefixMode: "ov", prefixSym: "@+",
+	n := &network{ircClient: newIRCClient(nick), b: b, user: u.JID, server: server, cfg: cfg,
 		chans: map[string]*channel{}, started: time.Now(), echoes: map[string]*pendingEcho{}}
 	b.addNetwork(n)
 	b.connect(n)
@@ -144,7 +130,7 @@ func (b *Bridge) connect(n *network) {
 				return
 			}
 			c := newConn(nc, lk.tls, float64(cfg.ThrottleLimit))
-			n.c, n.link = c, lk
+			n.connected(c, lk)
 			b.track(c, true)
 			c.run(func(line string) {
 				b.post(user, func(ctx context.Context) {
@@ -199,18 +185,6 @@ func (n *network) status(ctx context.Context, text string) {
 	if err := n.b.host.SendMessage(ctx, m); err != nil {
 		n.b.host.Log().Warn("cannot queue an irc status message", "user", n.user, "err", err)
 	}
-}
-
-// send builds and queues a line.
-func (n *network) send(cmd string, params ...string) error {
-	l, err := buildLine(cmd, params...)
-	if err != nil {
-		return err
-	}
-	if n.c == nil {
-		return errClosed
-	}
-	return n.c.send(l)
 }
 
 // fail reports a failure to connect or register to every resource waiting
@@ -270,8 +244,7 @@ func (n *network) forget() {
 // lost handles the end of the connection: rooms that were joined are
 // kept, and the network reconnects with backoff.
 func (n *network) lost(err error) {
-	n.c = nil
-	n.registered = false
+	n.disconnected()
 	n.dropListRequests()
 	n.failEchoes()
 	reason := "The connection to " + n.server + " was lost"
