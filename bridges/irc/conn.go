@@ -152,6 +152,7 @@ type conn struct {
 	limit     *rate.Limiter
 	wake      chan struct{} // tells a writer waiting for a token of an urgent line or of close
 	done      chan struct{} // closed when the writer has stopped and nc is closed
+	werr      error         // the write that failed and stopped the connection: set by the writer, read after done
 
 	mu      sync.Mutex
 	queue   []string // throttled lines, at most queueSize
@@ -159,7 +160,6 @@ type conn struct {
 	quit    *string  // set by close: the line (maybe empty) to end with
 	writing bool     // the writer runs
 	stopped bool
-	werr    error // the write that failed and stopped the connection
 }
 
 const prioSize = 16
@@ -185,10 +185,7 @@ func (c *conn) run(deliver func(line string), closed func(error)) {
 		err := c.read(deliver)
 		c.close("")
 		<-c.done
-		c.mu.Lock()
-		werr := c.werr
-		c.mu.Unlock()
-		if werr != nil && (errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe)) {
+		if werr := c.werr; werr != nil && (errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe)) {
 			// The reader ended because a failed write closed the
 			// connection: that write's error is the reason.
 			err = werr
@@ -383,88 +380,60 @@ func (c *conn) startWriter() {
 // allows, and after close what is left, unthrottled, then the QUIT.
 func (c *conn) write() {
 	for {
-		l, throttled, last, ok := c.next()
-		if !ok {
+		l, wait, last, ok := c.next()
+		switch {
+		case !ok:
 			return
-		}
-		if throttled && !c.throttle() {
-			return
-		}
-		if !c.writeLine(l) || last {
+		case wait > 0:
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-c.wake: // an urgent line, or close
+			}
+			t.Stop()
+		case !c.writeLine(l) || last:
 			c.stop()
 			return
 		}
 	}
 }
 
-// next takes the line to write next; when there is none it ends the
-// writer (ok is false). A queued line is throttled unless closing; last
-// is the QUIT.
-func (c *conn) next() (line string, throttled, last, ok bool) {
+// next takes the line to write next: an urgent one, else a queued one if
+// the bucket has a token (else it says how long to wait; after close
+// none is needed), else the QUIT after close. When there is nothing to
+// write it ends the writer (ok is false).
+func (c *conn) next() (line string, wait time.Duration, last, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if l, ok := c.urgentLocked(); ok {
-		return l, false, false, true
-	}
-	if len(c.queue) > 0 {
-		line, c.queue[0] = c.queue[0], ""
-		if c.queue = c.queue[1:]; len(c.queue) == 0 {
-			c.queue = nil
+	switch {
+	case len(c.prio) > 0:
+		line, c.prio = pop(c.prio)
+		return line, 0, false, true
+	case len(c.queue) > 0:
+		if c.quit == nil {
+			if r := c.limit.Reserve(); r.Delay() > 0 {
+				wait = r.Delay()
+				r.Cancel()
+				return "", wait, false, true
+			}
 		}
-		return line, c.quit == nil, false, true
-	}
-	if c.quit != nil {
-		return *c.quit, false, true, true
+		line, c.queue = pop(c.queue)
+		return line, 0, false, true
+	case c.quit != nil:
+		return *c.quit, 0, true, true
 	}
 	c.writing = false
-	return "", false, false, false
+	return "", 0, false, false
 }
 
-// urgentLocked takes the first urgent line. Called with c.mu held.
-func (c *conn) urgentLocked() (string, bool) {
-	if len(c.prio) == 0 {
-		return "", false
+// pop takes the first line of q; an emptied queue is released.
+func pop(q []string) (string, []string) {
+	l := q[0]
+	q[0] = ""
+	if q = q[1:]; len(q) == 0 {
+		q = nil
 	}
-	l := c.prio[0]
-	if c.prio = c.prio[1:]; len(c.prio) == 0 {
-		c.prio = nil
-	}
-	return l, true
-}
-
-// throttle waits for a token, writing urgent lines meanwhile; close ends
-// the wait. It reports false when a write failed (the connection is
-// stopped).
-func (c *conn) throttle() bool {
-	d := c.limit.Reserve().Delay()
-	if d == 0 {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-			return true
-		case <-c.wake:
-		}
-		c.mu.Lock()
-		l, urgent := c.urgentLocked()
-		closing := c.quit != nil
-		c.mu.Unlock()
-		for urgent {
-			if !c.writeLine(l) {
-				c.stop()
-				return false
-			}
-			c.mu.Lock()
-			l, urgent = c.urgentLocked()
-			c.mu.Unlock()
-		}
-		if closing {
-			return true
-		}
-	}
+	return l, q
 }
 
 // writeLine writes one line; a failure is kept as the reason the
@@ -475,9 +444,7 @@ func (c *conn) writeLine(l string) bool {
 	}
 	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := io.WriteString(c.nc, l+"\r\n"); err != nil {
-		c.mu.Lock()
 		c.werr = err
-		c.mu.Unlock()
 		return false
 	}
 	return true

@@ -127,7 +127,7 @@ func TestConnQuitDuringThrottle(t *testing.T) {
 	for i := 0; i < defaultBurst; i++ {
 		<-lines
 	}
-	queued(t, c, 1) // the writer holds one line, waiting for a token
+	queued(t, c, 2) // they wait for a token
 	c.close("QUIT :bye")
 	var got []string
 	for l := range lines {
