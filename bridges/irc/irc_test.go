@@ -456,3 +456,20 @@ func TestSessionForgotten(t *testing.T) {
 		t.Fatalf("%d sessions after the last network closed", n)
 	}
 }
+
+// A network that is no longer the user's (replaced, or already dropped)
+// leaves the session as it is when dropped.
+func TestDropStaleNetwork(t *testing.T) {
+	b := New(Options{})
+	cur := &network{user: testUser, server: "localhost"}
+	b.addNetwork(cur)
+	b.dropNetwork(&network{user: testUser, server: "localhost"})
+	b.dropNetwork(&network{user: testUser, server: "elsewhere"})
+	if b.networkOf(testUser, "localhost") != cur {
+		t.Fatal("dropping a stale network dropped the current one")
+	}
+	b.dropNetwork(cur)
+	if len(b.sessions) != 0 {
+		t.Fatalf("sessions left: %v", b.sessions)
+	}
+}
