@@ -79,7 +79,7 @@ func (b *Bridge) mucAdmin(u *bridges.User, st *xmlel.Element, n *network, ch *ch
 
 // connectionInfo is the "get-irc-connection-info" command.
 func (b *Bridge) connectionInfo(u *bridges.User, server string) *bridges.CommandResult {
-	n := b.sessionFor(u.JID).nets[server]
+	n := b.networkOf(u.JID, server)
 	if n == nil {
 		return &bridges.CommandResult{Done: true, Note: "You are not connected to " + server + "."}
 	}
@@ -109,10 +109,10 @@ func (b *Bridge) connectionInfo(u *bridges.User, server string) *bridges.Command
 
 // disconnectCommand is "disconnect-from-irc-server" on the gateway.
 func (b *Bridge) disconnectCommand(ctx context.Context, u *bridges.User, f *form.Form) (*bridges.CommandResult, error) {
-	s := b.sessionFor(u.JID)
+	nets := b.networksOf(u.JID)
 	if f == nil {
 		var servers []string
-		for k := range s.nets {
+		for k := range nets {
 			servers = append(servers, k)
 		}
 		if len(servers) == 0 {
@@ -130,7 +130,7 @@ func (b *Bridge) disconnectCommand(ctx context.Context, u *bridges.User, f *form
 	msg := strings.Join(strings.Fields(f.Get("quit-message")), " ")
 	var done []string
 	for _, server := range fd.Values {
-		n := s.nets[server]
+		n := nets[server]
 		if n == nil {
 			continue
 		}

@@ -17,19 +17,19 @@ type batchState struct {
 }
 
 // onBatch handles BATCH +ref type … and BATCH -ref.
-func (n *network) onBatch(m *irc.Message) {
+func (cl *ircClient) onBatch(m *irc.Message) {
 	ref := m.Param(0)
 	if len(ref) < 2 {
 		return
 	}
-	if n.batch.open == nil {
-		n.batch.open = map[string]string{}
+	if cl.batch.open == nil {
+		cl.batch.open = map[string]string{}
 	}
 	switch ref[0] {
 	case '+':
-		n.batch.open[ref[1:]] = m.Param(1)
+		cl.batch.open[ref[1:]] = m.Param(1)
 	case '-':
-		delete(n.batch.open, ref[1:])
+		delete(cl.batch.open, ref[1:])
 	}
 }
 
@@ -51,27 +51,27 @@ func messageKey(m *irc.Message) string {
 // a playback batch (chathistory, a bouncer's, or any unknown type) are
 // checked: live ones are never dropped. The lines of netsplit and
 // netjoin batches are plain QUITs and JOINs, handled one by one.
-func (n *network) replayed(m *irc.Message) bool {
+func (cl *ircClient) replayed(m *irc.Message) bool {
 	key := messageKey(m)
 	if key == "" {
 		return false
 	}
-	if ref, inBatch := m.Tags["batch"]; inBatch && n.batch.open[ref] != "netsplit" && n.batch.open[ref] != "netjoin" {
-		if _, ok := n.batch.seen[key]; ok {
+	if ref, inBatch := m.Tags["batch"]; inBatch && cl.batch.open[ref] != "netsplit" && cl.batch.open[ref] != "netjoin" {
+		if _, ok := cl.batch.seen[key]; ok {
 			return true
 		}
 	}
-	if n.batch.seen == nil {
-		n.batch.seen = map[string]struct{}{}
+	if cl.batch.seen == nil {
+		cl.batch.seen = map[string]struct{}{}
 	}
-	if _, ok := n.batch.seen[key]; ok {
+	if _, ok := cl.batch.seen[key]; ok {
 		return false
 	}
-	n.batch.seen[key] = struct{}{}
-	n.batch.ring = append(n.batch.ring, key)
-	if len(n.batch.ring) > seenMax {
-		delete(n.batch.seen, n.batch.ring[0])
-		n.batch.ring = n.batch.ring[1:]
+	cl.batch.seen[key] = struct{}{}
+	cl.batch.ring = append(cl.batch.ring, key)
+	if len(cl.batch.ring) > seenMax {
+		delete(cl.batch.seen, cl.batch.ring[0])
+		cl.batch.ring = cl.batch.ring[1:]
 	}
 	return false
 }

@@ -148,10 +148,12 @@ func benchChannel(b *testing.B, users int, archive bool) {
 	runtime.ReadMemStats(&after)
 	joinUS := float64(joinTime.Microseconds()) / float64(users)
 	heapPerUser := (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / float64(users)
+	stackPerUser := (float64(after.StackInuse) - float64(before.StackInuse)) / float64(users)
 	b.Run("join", func(b *testing.B) {
 		// The joins happened once, above; this only reports them.
 		b.ReportMetric(joinUS, "µs/join")
 		b.ReportMetric(heapPerUser, "heap-B/user")
+		b.ReportMetric(stackPerUser, "stack-B/user") // the connections' goroutines
 	})
 
 	isMsg := func(e *xmlel.Element) bool { return e.Local == "message" && e.Attr("type") == "groupchat" }

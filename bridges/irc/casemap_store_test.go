@@ -294,7 +294,7 @@ func TestStoredKeysMerge(t *testing.T) {
 	// Joined under ascii keys before 005.
 	fx.connectWith(t, "#a{b", caseRFC1459)
 	fx.h.run(func(context.Context) {
-		n := fx.b.sessionFor(testUser).nets["localhost"]
+		n := fx.b.networkOf(testUser, "localhost")
 		if ch := n.chans["#a{b"]; ch == nil || !ch.settings.Persistent || !ch.settings.Record {
 			t.Errorf("the joined channel does not have the merged settings")
 		}
@@ -420,7 +420,7 @@ func TestRekeyFailureOnConnection(t *testing.T) {
 		t.Errorf("rows: %q", got)
 	}
 	fx.h.run(func(context.Context) {
-		if n := fx.b.sessionFor(testUser).nets["localhost"]; n.casemap != caseASCII {
+		if n := fx.b.networkOf(testUser, "localhost"); n.casemap != caseASCII {
 			t.Errorf("the connection's mapping is %q", n.casemap)
 		}
 	})

@@ -64,7 +64,7 @@ func TestKeptStringsAreNotSlicesOfLines(t *testing.T) {
 		return p >= start && p < start+uintptr(len(line))
 	}
 	fx.h.run(func(ctx context.Context) {
-		n := fx.b.sessionFor(testUser).nets["localhost"]
+		n := fx.b.networkOf(testUser, "localhost")
 		isupport := ":srv 005 nick CASEMAPPING=ascii :are supported"
 		i := strings.Index(isupport, "ascii")
 		n.setCasemap(isupport[i : i+len("ascii")])

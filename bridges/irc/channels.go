@@ -23,12 +23,9 @@ type channel struct {
 	name      string
 	pending   map[string]string // full JID → requested nick, waiting for the join to complete
 	resources map[string]*resource
-	joinSent  bool
-	joined    bool    // our JOIN came back
-	namesDone bool    // end of NAMES: the room is complete and its resources are in
-	listing   bool    // between our JOIN and the end of NAMES
+	state     chanState
 	members   roster  // sorted by folded nick
-	before    *roster // members before a reconnection, for the diff
+	before    *roster // members before a reconnection, for the diff; set while rejoining a room that was shown
 	topic     string
 	settings  chanSettings
 	key       string                // channel key (+k), from the join's <password/>
@@ -45,7 +42,7 @@ type member struct {
 }
 
 // live reports whether membership changes are shown to the resources.
-func (ch *channel) live() bool { return ch.namesDone && !ch.listing }
+func (ch *channel) live() bool { return ch.state.shown() && !ch.state.listing() }
 
 func (ch *channel) jid(n *network) string {
 	if ch.roomJID == "" {
@@ -127,7 +124,7 @@ func (n *network) join(ctx context.Context, name, full, reqNick string, hist his
 		if _, in := ch.resources[full]; in {
 			return
 		}
-		if ch.namesDone {
+		if ch.state.shown() {
 			ch.resources[full] = &resource{nick: reqNick}
 			n.replay(ch, full, reqNick, hist)
 			return
@@ -138,8 +135,8 @@ func (n *network) join(ctx context.Context, name, full, reqNick string, hist his
 		ch.pending[full] = reqNick
 		ch.hist[full] = hist
 	}
-	if n.registered && !ch.joinSent {
-		ch.joinSent = true
+	if n.registered && !ch.state.joinSent() {
+		ch.sentJoin()
 		params := []string{ch.name}
 		if ch.key != "" {
 			params = append(params, ch.key)
@@ -158,8 +155,8 @@ func (n *network) join(ctx context.Context, name, full, reqNick string, hist his
 func (n *network) flushJoins() {
 	var chans []*channel
 	for _, ch := range n.chans {
-		if !ch.joinSent {
-			ch.joinSent = true
+		if !ch.state.joinSent() {
+			ch.sentJoin()
 			chans = append(chans, ch)
 		}
 	}
@@ -242,7 +239,7 @@ func (n *network) leave(name, full string) {
 
 // part leaves ch on IRC and forgets it.
 func (n *network) part(ch *channel) {
-	if ch.joinSent && n.c != nil {
+	if ch.state.joinSent() && n.c != nil {
 		n.send("PART", ch.name)
 	}
 	delete(n.chans, n.fold(ch.name))
@@ -257,7 +254,7 @@ func (n *network) onJoin(m *irc.Message) {
 			continue
 		}
 		if n.fold(m.Name) == n.fold(n.nick) {
-			ch.joined, ch.listing = true, true
+			ch.selfJoined()
 			ch.members = newRoster(n.casemap, member{nick: n.nick})
 			if m.User != "" {
 				n.user0 = m.User + "@" + m.Host
@@ -280,19 +277,11 @@ func (n *network) onNames(m *irc.Message) {
 		return
 	}
 	ch := n.chans[n.fold(m.Params[2])]
-	if ch == nil || !ch.listing {
+	if ch == nil || !ch.state.listing() {
 		return
 	}
 	for _, e := range strings.Fields(m.Trailing()) {
-		modes := ""
-		for e != "" {
-			i := strings.IndexByte(n.prefixSym, e[0])
-			if i < 0 {
-				break
-			}
-			modes += n.prefixMode[i : i+1]
-			e = e[1:]
-		}
+		modes, e := n.prefixModes(e)
 		if nick, _, _ := strings.Cut(e, "!"); nick != "" {
 			ch.members.put(member{nick: nick, modes: modes}) // interned, not a slice of the line
 		}
@@ -303,17 +292,19 @@ func (n *network) onNames(m *irc.Message) {
 // resources.
 func (n *network) onEndOfNames(m *irc.Message) {
 	ch := n.chans[n.fold(m.Param(1))]
-	if ch == nil || !ch.listing {
+	if ch == nil {
 		return
 	}
-	ch.listing = false
-	if ch.namesDone {
+	listed, rejoined := ch.namesEnded()
+	if !listed {
+		return
+	}
+	if rejoined {
 		n.resync(ch)
 		if n.allJoined() {
 			n.prevNick = ""
 		}
 	}
-	ch.namesDone = true
 	for full, req := range ch.pending {
 		ch.resources[full] = &resource{nick: req}
 		n.replay(ch, full, req, ch.hist[full])
@@ -326,7 +317,7 @@ func (n *network) onEndOfNames(m *irc.Message) {
 // onJoinError handles the numerics refusing a JOIN.
 func (n *network) onJoinError(m *irc.Message) {
 	ch := n.chans[n.fold(m.Param(1))]
-	if ch == nil || ch.joined {
+	if ch == nil || ch.state.joined() {
 		n.status(n.b.ctx, decodeText(m.Trailing()))
 		return
 	}
@@ -533,7 +524,7 @@ func (n *network) onMode(ctx context.Context, m *irc.Message) {
 func (n *network) onTopic(ctx context.Context, ch *channel, by, topic string) {
 	old := ch.topic
 	ch.topic = strings.Clone(decodeText(stripFormatting(topic))) // not a slice of the line
-	if !ch.namesDone || (ch.listing && old == ch.topic) {
+	if !ch.state.shown() || (ch.state.listing() && old == ch.topic) {
 		return
 	}
 	for full := range ch.resources {
@@ -583,7 +574,7 @@ func (n *network) resync(ch *channel) {
 // reconnection.
 func (n *network) allJoined() bool {
 	for _, ch := range n.chans {
-		if !ch.joined || ch.listing {
+		if ch.state != chanIn {
 			return false
 		}
 	}
@@ -593,14 +584,14 @@ func (n *network) allJoined() bool {
 // watchJoin answers the resources waiting to join ch with an error if
 // the server never answers the JOIN.
 func (n *network) watchJoin(ch *channel) {
-	if ch == nil || ch.namesDone {
+	if ch == nil || ch.state.shown() {
 		return
 	}
 	ch.joinGen++
 	gen := ch.joinGen
 	time.AfterFunc(n.b.joinTimeout, func() {
 		n.b.post(n.user, func(ctx context.Context) {
-			if n.chans[n.fold(ch.name)] != ch || ch.joinGen != gen || ch.namesDone || ch.joined {
+			if n.chans[n.fold(ch.name)] != ch || ch.joinGen != gen || ch.state.shown() || ch.state.joined() {
 				return
 			}
 			e := stanza.Errorf("remote-server-timeout", n.server+" did not answer the join of "+ch.name+".")

@@ -4,51 +4,56 @@ import (
 	"bufio"
 	"errors"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-// writerIdle waits until no goroutine is writing for c and nothing waits.
-func writerIdle(t *testing.T, c *conn) {
+// waitConn waits until cond holds for c (checked under c.mu).
+func waitConn(t *testing.T, c *conn, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		c.mu.Lock()
-		idle := !c.writing && c.timer == nil && c.queue == nil && c.prio == nil
+		ok := cond()
 		c.mu.Unlock()
-		if idle {
+		if ok {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the writer did not go idle")
+			t.Fatal(what)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
-// An idle connection keeps no writing goroutine and no queue: lines start
-// one when they come, and it ends once they are out.
-func TestConnWriterOnlyWhileWriting(t *testing.T) {
+// queued waits until exactly n lines wait in c's queue (the writer took
+// the others).
+func queued(t *testing.T, c *conn, n int) {
+	t.Helper()
+	waitConn(t, c, "the writer did not take the lines", func() bool { return len(c.queue) == n })
+}
+
+// Lines go out in order; the writer ends once they are out, and an idle
+// connection keeps no queue.
+func TestConnWritesInOrder(t *testing.T) {
 	client, server := net.Pipe()
 	defer server.Close()
 	c := newConn(client, false, 1000)
 	c.run(func(string) {}, func(error) {})
 	defer c.close("")
-	writerIdle(t, c)
 	r := bufio.NewReader(server)
 	for round := 0; round < 2; round++ {
 		for i := 0; i < 3; i++ {
-			if err := c.send("PRIVMSG #c :x"); err != nil {
+			if err := c.send("PRIVMSG #c :" + strconv.Itoa(i)); err != nil {
 				t.Fatal(err)
 			}
 		}
 		for i := 0; i < 3; i++ {
-			if l, err := r.ReadString('\n'); err != nil || l != "PRIVMSG #c :x\r\n" {
+			if l, err := r.ReadString('\n'); err != nil || l != "PRIVMSG #c :"+strconv.Itoa(i)+"\r\n" {
 				t.Fatalf("round %d line %d: %q %v", round, i, l, err)
 			}
 		}
-		writerIdle(t, c)
+		waitConn(t, c, "the writer did not end", func() bool { return !c.writing && c.queue == nil && c.prio == nil })
 	}
 	if got := c.room(); got != queueSize {
 		t.Fatalf("room = %d, want %d", got, queueSize)
@@ -61,12 +66,18 @@ func TestConnRefusals(t *testing.T) {
 	client, server := net.Pipe()
 	defer server.Close()
 	c := newConn(client, false, 1)
-	// Nobody reads the pipe: the first write blocks, the rest queue up.
-	var err error
-	for i := 0; i <= queueSize+1 && err == nil; i++ {
-		err = c.send("PRIVMSG #c :x")
+	// Nobody reads the pipe: the writer blocks on the first line, the
+	// rest queue up.
+	if err := c.send("PRIVMSG #c :first"); err != nil {
+		t.Fatal(err)
 	}
-	if !errors.Is(err, errQueueFull) {
+	queued(t, c, 0)
+	for i := 0; i < queueSize; i++ {
+		if err := c.send("PRIVMSG #c :x"); err != nil {
+			t.Fatalf("line %d: %v", i, err)
+		}
+	}
+	if err := c.send("PRIVMSG #c :x"); !errors.Is(err, errQueueFull) {
 		t.Fatalf("send on a full queue: %v", err)
 	}
 	if c.room() != 0 {
@@ -116,17 +127,7 @@ func TestConnQuitDuringThrottle(t *testing.T) {
 	for i := 0; i < defaultBurst; i++ {
 		<-lines
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		c.mu.Lock()
-		waiting := c.timer != nil && !c.writing
-		c.mu.Unlock()
-		if waiting {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no timer holds the throttled lines")
-		}
-	}
+	queued(t, c, 2) // they wait for a token
 	c.close("QUIT :bye")
 	var got []string
 	for l := range lines {

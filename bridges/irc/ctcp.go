@@ -22,14 +22,14 @@ func (b *Bridge) ctcpIQ(u *bridges.User, st *xmlel.Element, server, nick string)
 	}
 	var cmd string
 	switch {
-	case st.Child("jabber:iq:version", "query") != nil:
+	case st.Child(nsVersion, "query") != nil:
 		cmd = "VERSION"
-	case st.Child("urn:xmpp:ping", "ping") != nil:
+	case st.Child(nsPing, "ping") != nil:
 		cmd = "PING"
 	default:
 		return false
 	}
-	n := b.sessionFor(u.JID).nets[server]
+	n := b.networkOf(u.JID, server)
 	if n == nil || n.c == nil || !n.registered {
 		bridges.Refuse(b.host, st, stanza.Errorf("recipient-unavailable", "Not connected to "+server+"."))
 		return true
@@ -73,7 +73,7 @@ func (n *network) ctcpReply(nick, cmd, arg string) bool {
 	for _, st := range waiting {
 		var payload *xmlel.Element
 		if cmd == "VERSION" {
-			payload = xmlel.New("jabber:iq:version", "query")
+			payload = xmlel.New(nsVersion, "query")
 			payload.AddText("name", xmlel.CleanText(decodeText(stripFormatting(arg))))
 		}
 		n.b.host.Send(stanza.Result(st, payload))

@@ -20,11 +20,6 @@ type pendingEcho struct {
 	echoed  int
 }
 
-// labeled reports whether own messages come back as labeled echoes.
-func (n *network) labeled() bool {
-	return n.caps.enabled.has("echo-message") && n.caps.enabled.has("labeled-response")
-}
-
 func (n *network) dropEcho(p *pendingEcho) {
 	if p == nil {
 		return

@@ -22,7 +22,7 @@ func (b *Bridge) Handle(ctx context.Context, u *bridges.User, st *xmlel.Element)
 		bridges.Refuse(b.host, st, stanza.Errorf("jid-malformed", err.Error()))
 		return
 	}
-	if n := b.sessionFor(u.JID).nets[a.Server]; n != nil && a.Kind != mapping.IRCServer {
+	if n := b.networkOf(u.JID, a.Server); n != nil && a.Kind != mapping.IRCServer {
 		// Reparse with the server's CHANTYPES.
 		if a2, err := mapping.ParseIRCLocal(local, n.chantypes); err == nil {
 			a = a2
@@ -44,7 +44,7 @@ func (b *Bridge) handleChannel(ctx context.Context, u *bridges.User, st *xmlel.E
 	case "presence":
 		typ := st.Attr("type")
 		if typ == "unavailable" || typ == "error" {
-			if n := b.sessionFor(u.JID).nets[a.Server]; n != nil {
+			if n := b.networkOf(u.JID, a.Server); n != nil {
 				n.leave(a.Name, u.Full)
 			}
 			return
@@ -82,7 +82,7 @@ func (b *Bridge) handleChannel(ctx context.Context, u *bridges.User, st *xmlel.E
 		}
 		n.join(ctx, a.Name, u.Full, nick, parseHistory(st.Child(nsMUC, "x")), pw)
 	case "message":
-		n := b.sessionFor(u.JID).nets[a.Server]
+		n := b.networkOf(u.JID, a.Server)
 		var ch *channel
 		if n != nil {
 			ch = n.chans[n.fold(a.Name)]
@@ -112,44 +112,11 @@ func (b *Bridge) handleChannel(ctx context.Context, u *bridges.User, st *xmlel.E
 		}
 		b.groupchat(ctx, u, st, n, ch)
 	case "iq":
-		if nick == "" && st.Child(nsMAM, "query") != nil {
-			b.mamQuery(ctx, u, st, a)
-			return
+		to := iqRoom
+		if nick != "" {
+			to = iqOccupant
 		}
-		if nick == "" && st.Child(nsMUCOwner, "query") != nil {
-			b.mucOwner(ctx, u, st, a)
-			return
-		}
-		if nick == "" && st.Child(nsMUCAdmin, "query") != nil {
-			n := b.sessionFor(u.JID).nets[a.Server]
-			var ch *channel
-			if n != nil {
-				ch = n.chans[n.fold(a.Name)]
-			}
-			b.mucAdmin(u, st, n, ch)
-			return
-		}
-		if nick == "" && bridges.AnswerContactIQ(b.host, st, bridges.Identity{Category: "conference", Type: "irc", Name: a.Name}, nsMUC, nsMAM) {
-			return
-		}
-		if n := b.sessionFor(u.JID).nets[a.Server]; nick != "" && n != nil && n.fold(nick) != n.fold(n.nick) &&
-			n.chans[n.fold(a.Name)] != nil && n.chans[n.fold(a.Name)].resources[u.Full] != nil && b.ctcpIQ(u, st, a.Server, nick) {
-			return
-		}
-		if nick != "" && st.Attr("type") == "get" && st.Child("urn:xmpp:ping", "ping") != nil {
-			// XEP-0410 self-ping (and pings to occupants), answered here:
-			// fine when the sender's resource is in the room.
-			n := b.sessionFor(u.JID).nets[a.Server]
-			if n == nil || n.chans[n.fold(a.Name)] == nil || n.chans[n.fold(a.Name)].resources[u.Full] == nil {
-				bridges.Refuse(b.host, st, stanza.Errorf("not-acceptable", "You are not in this room."))
-				return
-			}
-			b.host.Send(stanza.Result(st, nil))
-			return
-		}
-		if nick != "" && bridges.AnswerContactIQ(b.host, st, bridges.Identity{Category: "client", Type: "pc", Name: nick}) {
-			return
-		}
+		b.handleIQ(ctx, iqReq{u: u, st: st, a: a, nick: nick}, to)
 	}
 }
 
@@ -164,15 +131,7 @@ func (b *Bridge) handleUser(ctx context.Context, u *bridges.User, st *xmlel.Elem
 	case "presence":
 		bridges.AnswerContactPresence(b.host, st)
 	case "iq":
-		if st.Child(nsMAM, "query") != nil {
-			// See mamQuery: one-to-one archives belong to the user's server.
-			bridges.Refuse(b.host, st, stanza.Errorf("service-unavailable", "Private messages are archived by your own server: query its archive, with this contact as the with filter."))
-			return
-		}
-		if b.ctcpIQ(u, st, a.Server, a.Name) {
-			return
-		}
-		bridges.AnswerContactIQ(b.host, st, bridges.Identity{Category: "client", Type: "pc", Name: a.Name})
+		b.handleIQ(ctx, iqReq{u: u, st: st, a: a}, iqUser)
 	}
 }
 
@@ -186,10 +145,6 @@ func (b *Bridge) handleServer(ctx context.Context, u *bridges.User, st *xmlel.El
 	case "presence":
 		bridges.AnswerContactPresence(b.host, st)
 	case "iq":
-		if st.Attr("type") == "get" && st.Child(nsDiscoItems, "query") != nil && st.Child(nsDiscoItems, "query").Attr("node") == "" {
-			b.listChannels(u, st, a.Server)
-			return
-		}
-		bridges.AnswerContactIQ(b.host, st, bridges.Identity{Category: "gateway", Type: "irc", Name: a.Server}, "http://jabber.org/protocol/commands", nsDiscoItems)
+		b.handleIQ(ctx, iqReq{u: u, st: st, a: a}, iqNetwork)
 	}
 }

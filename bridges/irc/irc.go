@@ -33,8 +33,8 @@ type Bridge struct {
 	dialer *dialer
 
 	mu       sync.Mutex
-	sessions map[string]*session // by bare JID; each owned by its user's goroutine
-	conns    map[*conn]string    // open connections, to QUIT on shutdown, with the host of the sts policy each saw ("": none)
+	sessions map[string]map[string]*network // networks by bare JID, then server; see networkOf
+	conns    map[*conn]string               // open connections, to QUIT on shutdown, with the host of the sts policy each saw ("": none)
 
 	keys storedKeys // the case mapping of each server's stored keys, with its own locks
 
@@ -49,7 +49,7 @@ func New(opts Options) *Bridge {
 	if opts.Sealer == nil {
 		opts.Sealer = &store.Sealer{}
 	}
-	return &Bridge{opts: opts, sessions: map[string]*session{}, conns: map[*conn]string{}, joinTimeout: time.Minute, banTimeout: 30 * time.Second, pruneEvery: pruneEvery,
+	return &Bridge{opts: opts, sessions: map[string]map[string]*network{}, conns: map[*conn]string{}, joinTimeout: time.Minute, banTimeout: 30 * time.Second, pruneEvery: pruneEvery,
 		dialer: &dialer{allowPrivate: opts.AllowPrivate, resolver: net.DefaultResolver}}
 }
 

@@ -49,7 +49,7 @@ func (fx *fixture) join(t *testing.T) {
 
 func (fx *fixture) networks() int {
 	var n int
-	fx.h.run(func(context.Context) { n = len(fx.b.sessionFor(testUser).nets) })
+	fx.h.run(func(context.Context) { n = len(fx.b.networksOf(testUser)) })
 	return n
 }
 
@@ -100,7 +100,7 @@ func TestCapMultilineLS(t *testing.T) {
 	// (slices of the LS lines, which it would keep), and no maps for the
 	// joins already answered.
 	fx.h.run(func(context.Context) {
-		n := fx.b.sessionFor(testUser).nets["localhost"]
+		n := fx.b.networkOf(testUser, "localhost")
 		if n.caps.ls != nil {
 			t.Errorf("the offered capabilities are kept: %q", n.caps.ls)
 		}
@@ -422,4 +422,54 @@ func TestJoinTimeout(t *testing.T) {
 	fx.f.expect(t, "JOIN #c")
 	fx.h.expect(t, "timeout error", presenceErr("remote-server-timeout"))
 	fx.f.expect(t, "QUIT") // no channel left: the connection closes
+}
+
+// A user's session is forgotten with its last network, and a stanza for
+// a network the user is not on does not start one.
+func TestSessionForgotten(t *testing.T) {
+	fx := setup(t, true, defaultNetConfig())
+	sessions := func() int {
+		fx.b.mu.Lock()
+		defer fx.b.mu.Unlock()
+		return len(fx.b.sessions)
+	}
+	fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='bob%irc.elsewhere@irc.example' type='chat'><body>hi</body></message>")
+	fx.h.expect(t, "refusal", func(e *xmlel.Element) bool { return stanza.ErrorOf(e).Condition == "recipient-unavailable" })
+	if n := sessions(); n != 0 {
+		t.Fatalf("%d sessions after a message to a network the user is not on", n)
+	}
+	fx.join(t)
+	fx.f.expect(t, "USER")
+	fx.f.send(t, ":srv CAP * LS :", ":srv 001 nick :Welcome")
+	fx.f.expect(t, "JOIN #c")
+	fx.f.send(t, ":nick!u@h JOIN #c", ":srv 366 nick #c :End")
+	fx.h.expect(t, "self-presence", selfPresence)
+	if n := sessions(); n != 1 {
+		t.Fatalf("%d sessions while in a room", n)
+	}
+	fx.handle(t, "<presence xmlns='jabber:component:accept' from='"+testUser+"/r' to='#c%localhost@irc.example/nick' type='unavailable'/>")
+	fx.f.expect(t, "PART #c")
+	fx.f.expect(t, "QUIT")
+	var n int
+	fx.h.run(func(context.Context) { n = sessions() })
+	if n != 0 {
+		t.Fatalf("%d sessions after the last network closed", n)
+	}
+}
+
+// A network that is no longer the user's (replaced, or already dropped)
+// leaves the session as it is when dropped.
+func TestDropStaleNetwork(t *testing.T) {
+	b := New(Options{})
+	cur := &network{user: testUser, server: "localhost"}
+	b.addNetwork(cur)
+	b.dropNetwork(&network{user: testUser, server: "localhost"})
+	b.dropNetwork(&network{user: testUser, server: "elsewhere"})
+	if b.networkOf(testUser, "localhost") != cur {
+		t.Fatal("dropping a stale network dropped the current one")
+	}
+	b.dropNetwork(cur)
+	if len(b.sessions) != 0 {
+		t.Fatalf("sessions left: %v", b.sessions)
+	}
 }

@@ -23,7 +23,7 @@ type listEntry struct {
 // listChannels answers disco#items on the network JID with the channel
 // list (LIST), paged with RSM.
 func (b *Bridge) listChannels(u *bridges.User, st *xmlel.Element, server string) {
-	n := b.sessionFor(u.JID).nets[server]
+	n := b.networkOf(u.JID, server)
 	if n == nil || n.c == nil || !n.registered {
 		bridges.Refuse(b.host, st, stanza.Errorf("recipient-unavailable", "Not connected to "+server+": join a channel there first."))
 		return

@@ -133,7 +133,7 @@ func (n *network) onMessage(ctx context.Context, m *irc.Message) {
 	if n.labeled() && n.fold(m.Name) == n.fold(n.nick) {
 		// An echo without a label we know: sent by another client of
 		// ours (or a private message echo); show channel ones as ours.
-		if ch := n.chans[n.fold(target)]; ch != nil && ch.namesDone && m.Command == "PRIVMSG" {
+		if ch := n.chans[n.fold(target)]; ch != nil && ch.state.shown() && m.Command == "PRIVMSG" {
 			n.reflect(ctx, ch, stanza.NewID(), body)
 		}
 		return
@@ -144,7 +144,7 @@ func (n *network) onMessage(ctx context.Context, m *irc.Message) {
 	}
 	if strings.ContainsRune(n.chantypes, rune(target[0])) {
 		ch := n.chans[n.fold(target)]
-		if ch == nil || !ch.namesDone {
+		if ch == nil || !ch.state.shown() {
 			return
 		}
 		if notice {
@@ -343,7 +343,7 @@ func (b *Bridge) private(ctx context.Context, u *bridges.User, st *xmlel.Element
 	if body == "" {
 		return
 	}
-	n := b.sessionFor(u.JID).nets[server]
+	n := b.networkOf(u.JID, server)
 	if n == nil {
 		bridges.Refuse(b.host, st, stanza.Errorf("recipient-unavailable", "Not connected to "+server+": join a channel there first."))
 		return
@@ -364,7 +364,7 @@ func (b *Bridge) raw(ctx context.Context, u *bridges.User, st *xmlel.Element, se
 	if body == "" {
 		return
 	}
-	n := b.sessionFor(u.JID).nets[server]
+	n := b.networkOf(u.JID, server)
 	if n == nil || n.c == nil || !n.registered {
 		bridges.Refuse(b.host, st, stanza.Errorf("recipient-unavailable", "Not connected to "+server+": join a channel there first."))
 		return

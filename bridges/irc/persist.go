@@ -73,7 +73,7 @@ func (b *Bridge) channelCommand(ctx context.Context, u *bridges.User, a mapping.
 	if err := b.saveChanSettings(ctx, u.JID, a.Server, a.Name, cs); err != nil {
 		return nil, err
 	}
-	if n := b.sessionFor(u.JID).nets[a.Server]; n != nil {
+	if n := b.networkOf(u.JID, a.Server); n != nil {
 		if ch := n.chans[n.fold(a.Name)]; ch != nil {
 			ch.settings = cs
 			if !cs.Persistent && len(ch.resources) == 0 && len(ch.pending) == 0 {

@@ -40,8 +40,6 @@ type capState struct {
 }
 
 func (n *network) startRegistration() {
-	n.caps = capState{}
-	n.batch.open = nil // batches do not outlive their connection
 	n.send("CAP", "LS", "302")
 	if n.cfg.Password != "" {
 		n.send("PASS", n.cfg.Password)
@@ -195,22 +193,6 @@ func (n *network) saslFailed(text string) {
 	n.failWith(stanza.Errorf("not-authorized", text))
 }
 
-func (n *network) capAnswered() {
-	if n.caps.awaiting > 0 {
-		n.caps.awaiting--
-		if n.caps.awaiting == 0 {
-			n.capEnd()
-		}
-	}
-}
-
-func (n *network) capEnd() {
-	if !n.caps.done {
-		n.caps.done = true
-		n.send("CAP", "END")
-	}
-}
-
 // welcome handles 001: registration is complete.
 func (n *network) welcome(ctx context.Context, m *irc.Message) {
 	n.registered = true
@@ -228,29 +210,17 @@ func (n *network) welcome(ctx context.Context, m *irc.Message) {
 	n.b.host.Log().Info("irc connection registered", "user", n.user, "server", n.server, "encrypted", n.c != nil && n.c.encrypted)
 	n.status(ctx, "Connected to "+n.server+" as "+n.nick+" (the link is "+link+").")
 	for _, ch := range n.chans {
-		if ch.namesDone {
+		if ch.state.shown() {
 			n.roomMessage(ctx, ch, "", "Connected to "+n.server+" again (the link is "+link+"); rejoining.", nil)
 		}
 	}
 	n.flushJoins()
 }
 
-// isupport handles 005.
+// isupport handles 005; a new case mapping re-keys the rooms.
 func (n *network) isupport(m *irc.Message) {
-	for _, tok := range m.Params[1 : len(m.Params)-1] {
-		k, v, _ := strings.Cut(tok, "=")
-		switch k {
-		case "CASEMAPPING":
-			n.setCasemap(strings.ToLower(v))
-		case "CHANTYPES":
-			if v != "" {
-				n.chantypes = strings.Clone(v) // not a slice of the whole line
-			}
-		case "PREFIX":
-			if i := strings.IndexByte(v, ')'); strings.HasPrefix(v, "(") && i > 0 && len(v[1:i]) == len(v[i+1:]) {
-				n.prefixMode, n.prefixSym = strings.Clone(v[1:i]), strings.Clone(v[i+1:])
-			}
-		}
+	if cm, ok := n.ircClient.isupport(m); ok {
+		n.setCasemap(cm)
 	}
 }
 

@@ -12,64 +12,77 @@ import (
 	"passerelle/mapping"
 )
 
-// session is one local user's IRC state. It is only touched on that
-// user's goroutine (Handle, or a function given to host.Post).
-type session struct {
-	jid  string
-	nets map[string]*network // by server
-}
-
 // network is a user's connection to one IRC server, shared by all the
-// user's resources.
+// user's resources: the IRC client (ircClient), and the rooms and
+// requests of the user mirrored over it, kept across reconnections.
 type network struct {
-	b      *Bridge
-	user   string
-	server string
-	cfg    netConfig
-	c      *conn // nil while connecting
-	// registered is set on 001; before it, joins are queued.
-	registered  bool
-	nick        string // the nick we asked for, then the one the server gave
-	user0       string // user@host part of our prefix, once known
-	chantypes   string
-	casemap     string // CASEMAPPING from ISUPPORT
-	prefixMode  string // e.g. "qaohv"
-	prefixSym   string // e.g. "~&@%+"
-	caps        capState
-	chans       map[string]*channel // by folded name
-	started     time.Time
-	attempts    int    // failed connection attempts since the last 001
-	nickTries   int    // alternative nicks tried while reconnecting
-	prevNick    string // our nick before the connection was lost
-	connectedAt time.Time
-	listReqs    []*xmlel.Element // disco#items waiting for the LIST reply
-	listBuf     []listEntry
-	echoes      map[string]*pendingEcho     // by label
-	ctcpWait    map[string][]*xmlel.Element // IQs waiting for a CTCP reply, by "nick CMD"
-	bans        map[string]*banList         // ban list requests, by folded channel
-	batch       batchState
-	retryAt     time.Time
-	link        link // how the current connection was made
-	upgrade     int  // the TLS port the server asked for on a plain connection (sts); 0: none
+	ircClient
+	b        *Bridge
+	user     string
+	server   string
+	cfg      netConfig
+	chans    map[string]*channel // by folded name
+	started  time.Time
+	attempts int              // failed connection attempts since the last 001
+	prevNick string           // our nick before the connection was lost
+	retryAt  time.Time        // when the next connection attempt is due
+	listReqs []*xmlel.Element // disco#items waiting for the LIST reply
+	listBuf  []listEntry
+	echoes   map[string]*pendingEcho     // by label
+	ctcpWait map[string][]*xmlel.Element // IQs waiting for a CTCP reply, by "nick CMD"
+	bans     map[string]*banList         // ban list requests, by folded channel
 }
 
-// sessionFor returns user's session, creating it.
-func (b *Bridge) sessionFor(user string) *session {
+// A user's IRC session is the user's networks, by server: b.sessions
+// holds it while the user has a network. The map of networks is only
+// touched on the user's goroutine (Handle, or a function given to
+// host.Post); b.mu guards b.sessions.
+
+// networkOf returns the user's network for server, or nil.
+func (b *Bridge) networkOf(user, server string) *network {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s := b.sessions[user]
-	if s == nil {
-		s = &session{jid: user, nets: map[string]*network{}}
-		b.sessions[user] = s
+	return b.sessions[user][server]
+}
+
+// networksOf returns the user's networks by server (nil: none).
+func (b *Bridge) networksOf(user string) map[string]*network {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.sessions[user]
+}
+
+// addNetwork puts n in its user's session, starting the session.
+func (b *Bridge) addNetwork(n *network) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	nets := b.sessions[n.user]
+	if nets == nil {
+		nets = map[string]*network{}
+		b.sessions[n.user] = nets
 	}
-	return s
+	nets[n.server] = n
+}
+
+// dropNetwork takes n out of its user's session, and forgets the session
+// when no network is left.
+func (b *Bridge) dropNetwork(n *network) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	nets := b.sessions[n.user]
+	if nets[n.server] != n {
+		return
+	}
+	delete(nets, n.server)
+	if len(nets) == 0 {
+		delete(b.sessions, n.user)
+	}
 }
 
 // network returns the user's network for server, connecting when new.
 // nick is the nick of the join that opens it (the lowest precedence).
 func (b *Bridge) network(ctx context.Context, u *bridges.User, server, nick string) (*network, error) {
-	s := b.sessionFor(u.JID)
-	if n := s.nets[server]; n != nil {
+	if n := b.networkOf(u.JID, server); n != nil {
 		return n, nil
 	}
 	cfg, err := b.loadNetConfig(ctx, u.JID, server)
@@ -85,10 +98,9 @@ func (b *Bridge) network(ctx context.Context, u *bridges.User, server, nick stri
 	if cfg.Password == "" && u.Registration != nil {
 		cfg.Password = u.Registration.Fields["password"]
 	}
-	n := &network{b: b, user: u.JID, server: server, cfg: cfg, nick: nick,
-		chantypes: mapping.DefaultChanTypes, casemap: caseRFC1459, prefixMode: "ov", prefixSym: "@+",
+	n := &network{ircClient: newIRCClient(nick), b: b, user: u.JID, server: server, cfg: cfg,
 		chans: map[string]*channel{}, started: time.Now(), echoes: map[string]*pendingEcho{}}
-	s.nets[server] = n
+	b.addNetwork(n)
 	b.connect(n)
 	return n, nil
 }
@@ -100,7 +112,7 @@ func (b *Bridge) connect(n *network) {
 	go func() {
 		nc, lk, err := b.dialSTS(b.ctx, server, cfg, upgrade)
 		b.post(user, func(ctx context.Context) {
-			cur := b.sessionFor(user).nets[server]
+			cur := b.networkOf(user, server)
 			if cur != n {
 				if nc != nil {
 					nc.Close()
@@ -118,11 +130,11 @@ func (b *Bridge) connect(n *network) {
 				return
 			}
 			c := newConn(nc, lk.tls, float64(cfg.ThrottleLimit))
-			n.c, n.link = c, lk
+			n.connected(c, lk)
 			b.track(c, true)
 			c.run(func(line string) {
 				b.post(user, func(ctx context.Context) {
-					if n.c != c || b.sessionFor(user).nets[server] != n {
+					if n.c != c || b.networkOf(user, server) != n {
 						return
 					}
 					if m, err := parseLine(line); err == nil {
@@ -132,7 +144,7 @@ func (b *Bridge) connect(n *network) {
 			}, func(err error) {
 				b.track(c, false)
 				b.post(user, func(ctx context.Context) {
-					if n.c == c && b.sessionFor(user).nets[server] == n {
+					if n.c == c && b.networkOf(user, server) == n {
 						n.lost(err)
 					}
 				})
@@ -173,18 +185,6 @@ func (n *network) status(ctx context.Context, text string) {
 	if err := n.b.host.SendMessage(ctx, m); err != nil {
 		n.b.host.Log().Warn("cannot queue an irc status message", "user", n.user, "err", err)
 	}
-}
-
-// send builds and queues a line.
-func (n *network) send(cmd string, params ...string) error {
-	l, err := buildLine(cmd, params...)
-	if err != nil {
-		return err
-	}
-	if n.c == nil {
-		return errClosed
-	}
-	return n.c.send(l)
 }
 
 // fail reports a failure to connect or register to every resource waiting
@@ -238,17 +238,13 @@ func (n *network) forget() {
 		n.c.close(l)
 		n.c = nil
 	}
-	s := n.b.sessionFor(n.user)
-	if s.nets[n.server] == n {
-		delete(s.nets, n.server)
-	}
+	n.b.dropNetwork(n)
 }
 
 // lost handles the end of the connection: rooms that were joined are
 // kept, and the network reconnects with backoff.
 func (n *network) lost(err error) {
-	n.c = nil
-	n.registered = false
+	n.disconnected()
 	n.dropListRequests()
 	n.failEchoes()
 	reason := "The connection to " + n.server + " was lost"
@@ -270,7 +266,7 @@ func (n *network) lost(err error) {
 // network and the pending joins get the error.
 func (n *network) keepsTrying() bool {
 	for _, ch := range n.chans {
-		if ch.namesDone || ch.settings.Persistent {
+		if ch.state.shown() || ch.settings.Persistent {
 			return true
 		}
 	}
@@ -297,23 +293,19 @@ func (n *network) scheduleReconnect(reason string) {
 		n.prevNick = n.nick
 	}
 	for _, ch := range n.chans {
-		ch.joinSent, ch.joined, ch.listing = false, false, false
-		if ch.before == nil && ch.namesDone {
-			before := ch.members.clone()
-			ch.before = &before
-		}
+		ch.connectionLost()
 	}
 	text := reason + "; reconnecting in " + d.Round(time.Second).String() + "."
 	n.status(n.b.ctx, text)
 	for _, ch := range n.chans {
-		if ch.namesDone {
+		if ch.state.shown() {
 			n.roomMessage(n.b.ctx, ch, "", text, nil)
 		}
 	}
 	n.retryAt = time.Now().Add(d)
 	time.AfterFunc(d, func() {
 		n.b.post(n.user, func(ctx context.Context) {
-			if n.b.sessionFor(n.user).nets[n.server] == n && n.c == nil {
+			if n.b.networkOf(n.user, n.server) == n && n.c == nil {
 				n.b.connect(n)
 			}
 		})

@@ -142,11 +142,11 @@ func FuzzIRCLine(f *testing.F) {
 			t.Fatalf("%q: PING token %q, parsed %q", line, lastParam(params), m.Trailing())
 		}
 		h.run(func(ctx context.Context) {
-			n := &network{b: b, user: testUser, server: "irc.example.net", nick: "nick", registered: true,
-				chantypes: "#&", prefixMode: "ov", prefixSym: "@+", chans: map[string]*channel{}}
-			b.sessionFor(testUser).nets[n.server] = n
+			n := &network{ircClient: ircClient{nick: "nick", registered: true, chantypes: "#&", prefixMode: "ov", prefixSym: "@+"},
+				b: b, user: testUser, server: "irc.example.net", chans: map[string]*channel{}}
+			b.addNetwork(n)
 			ch := &channel{name: "#c", pending: map[string]string{}, resources: map[string]*resource{testUser + "/r": {nick: "nick"}},
-				joined: true, namesDone: true, members: newRoster(caseRFC1459, member{nick: "nick"}, member{nick: "bob"})}
+				state: chanIn, members: newRoster(caseRFC1459, member{nick: "nick"}, member{nick: "bob"})}
 			n.chans["#c"] = ch
 			n.handle(ctx, m)
 		})
