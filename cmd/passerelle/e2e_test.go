@@ -537,6 +537,28 @@ func TestWrongSecret(t *testing.T) {
 	}
 }
 
+// TestUnknownComponentDomain: a component domain the XMPP server does not
+// host is a configuration mistake retrying cannot fix: the gateway logs the
+// server's stream error and exits 1 naming the domain and its variable.
+func TestUnknownComponentDomain(t *testing.T) {
+	srv := startServer(t, "prosody")
+	env := baseEnv(t, srv)
+	env["PASSERELLE_IRC_DOMAIN"] = "irc.nowhere.localhost"
+	gw := harness.StartGateway(t, harness.BuildBinary(t), env)
+	if code := gw.Wait(t, 30*time.Second); code != 1 {
+		t.Fatalf("exit code = %d, want 1\n%s", code, gw.Output())
+	}
+	out := gw.Output()
+	for _, want := range []string{"host-unknown", "irc.nowhere.localhost", "PASSERELLE_IRC_DOMAIN"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the output does not say %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "context canceled") {
+		t.Errorf("cancelled work logged as an error:\n%s", out)
+	}
+}
+
 func TestBadConfiguration(t *testing.T) {
 	bin := harness.BuildBinary(t)
 	cases := []struct {
