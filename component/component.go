@@ -30,11 +30,11 @@ type Options struct {
 	// DomainVariable names the setting that gave Domain, for the message
 	// when the server does not host it (e.g. PASSERELLE_IRC_DOMAIN).
 	DomainVariable string
-	Addr   string // the server's component port
-	Secret string
-	Bridge bridges.Bridge
-	Store  *store.Store
-	Sealer *store.Sealer
+	Addr           string // the server's component port
+	Secret         string
+	Bridge         bridges.Bridge
+	Store          *store.Store
+	Sealer         *store.Sealer
 	// IsAdmin and Allowed decide rights by bare JID.
 	IsAdmin       func(string) bool
 	Allowed       func(string) bool
