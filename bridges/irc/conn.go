@@ -27,9 +27,12 @@ const (
 )
 
 // connError is a connection failure; Permanent ones are not retried.
+// condition, when set, is the stanza error a join waiting on it gets
+// (item-not-found otherwise).
 type connError struct {
 	msg       string
 	permanent bool
+	condition string
 }
 
 func (e *connError) Error() string   { return e.msg }
@@ -69,7 +72,7 @@ func (d *dialer) checkAddr(ip netip.Addr) error {
 	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
 		ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast() ||
 		netip.MustParsePrefix("100.64.0.0/10").Contains(ip) {
-		return &connError{msg: "connections to the private address " + ip.String() + " are not allowed on this gateway", permanent: true}
+		return &connError{msg: "connections to the private address " + ip.String() + " are not allowed on this gateway", permanent: true, condition: "not-allowed"}
 	}
 	return nil
 }

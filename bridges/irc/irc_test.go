@@ -197,7 +197,7 @@ func TestRegistrationFailures(t *testing.T) {
 func TestPrivateAddressRefused(t *testing.T) {
 	fx := setup(t, false, defaultNetConfig())
 	fx.join(t)
-	e := fx.h.expect(t, "item-not-found", presenceErr("item-not-found"))
+	e := fx.h.expect(t, "not-allowed", presenceErr("not-allowed"))
 	if !strings.Contains(stanza.ErrorOf(e).Text, "private address") {
 		t.Errorf("error text: %s", e)
 	}

@@ -350,6 +350,18 @@ func coreSuite(t *testing.T, kind string) {
 		}
 	})
 
+	t.Run("irc private address refused", func(t *testing.T) {
+		// Without PASSERELLE_IRC_ALLOW_PRIVATE a loopback server is refused
+		// with a condition clients show, and the reason in the text.
+		room := "#demo%127.0.0.1@" + ircDomain
+		alice.Send(t, "<presence to='%s/alice'>%s</presence>", harness.Esc(room), mucX())
+		el := alice.Expect(t, wait, "the refusal", occupant(room+"/alice", "error"))
+		wantError(t, el, "not-allowed", "a join to a loopback IRC server")
+		if !strings.Contains(stanzaText(el), "private address 127.0.0.1") {
+			t.Errorf("the refusal does not say why: %s", el)
+		}
+	})
+
 	t.Run("gateway prompt", func(t *testing.T) {
 		r := alice.IQ(t, "get", mailDomain, "<query xmlns='jabber:iq:gateway'/>")
 		wantResult(t, r, "gateway get")
