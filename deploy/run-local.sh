@@ -196,7 +196,7 @@ cat >&2 <<HINTS
            accept the self-signed certificate for localhost when asked.
   Mail:    register with the service mail.localhost (address: alice), then
              swaks --server 127.0.0.1:$smtp_port --to alice@mail.localhost
-           (write to bob%example.com@mail.localhost: it is queued, no relay is set)
+           (sending mail out needs a relay, PASSERELLE_SMTP_RELAY: the demo has none)
   IRC:     join the room #demo%localhost@irc.localhost$irc_config
   SMS:     register with sms.localhost (number: +15550001111), then
              curl -d from=15557654321 -d to=15550001111 -d body=hello http://127.0.0.1:$sms_port/send
