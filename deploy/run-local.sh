@@ -194,7 +194,10 @@ cat >&2 <<HINTS
   Log in:  alice@localhost / alice-password  (or bob@localhost / bob-password)
            server 127.0.0.1, port $c2s_port (STARTTLS) or $c2s_tls_port (direct TLS);
            accept the self-signed certificate for localhost when asked.
-  Mail:    register with the service mail.localhost (address: alice), then
+  Register with a gateway from its registration form (Gajim: service discovery,
+  Register) or its ad-hoc command "settings" (Profanity: /cmd exec settings
+  mail.localhost, /field1 alice, /form submit).
+  Mail:    register with mail.localhost (address: alice), then
              swaks --server 127.0.0.1:$smtp_port --to alice@mail.localhost
            (sending mail out needs a relay, PASSERELLE_SMTP_RELAY: the demo has none)
   IRC:     join the room #demo%localhost@irc.localhost$irc_config

@@ -400,6 +400,7 @@ func (rl *runLocal) tryDemo(t *testing.T, dir string) {
 		fmt.Sprintf("port %d (STARTTLS) or %d (direct TLS)", rl.ports["c2s"], rl.ports["c2s_tls"]),
 		fmt.Sprintf("swaks --server 127.0.0.1:%d --to alice@mail.localhost", rl.ports["smtp"]),
 		"#demo%localhost@irc.localhost",
+		"/cmd exec settings",
 		fmt.Sprintf("ports=%d", rl.ports["irc"]),
 		fmt.Sprintf("curl -d from=15557654321 -d to=15550001111 -d body=hello http://127.0.0.1:%d/send", rl.ports["sms"]),
 	} {
@@ -459,7 +460,14 @@ func (rl *runLocal) tryDemo(t *testing.T, dir string) {
 	})
 
 	t.Run("sms both ways", func(t *testing.T) {
-		wantResult(t, register(alice, t, smsDomain, "number", "+15550001111"), "alice claims the demo number")
+		// Registered through the ad-hoc command the hints give for
+		// clients without a registration form (Profanity).
+		r := alice.IQ(t, "set", smsDomain, "<command xmlns='http://jabber.org/protocol/commands' node='settings' action='execute'/>")
+		wantResult(t, r, "settings first step")
+		sid := r.Child("http://jabber.org/protocol/commands", "command").Attr("sessionid")
+		r = alice.IQ(t, "set", smsDomain, "<command xmlns='http://jabber.org/protocol/commands' node='settings' sessionid='"+sid+"' action='complete'>"+
+			submitForm("", "number", "+15550001111")+"</command>")
+		wantResult(t, r, "alice claims the demo number with the settings command")
 		acceptGateway(t, alice, smsDomain)
 		peer := "+15557654321@" + smsDomain
 		// In: the command the hints give.
