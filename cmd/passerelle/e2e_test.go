@@ -547,6 +547,7 @@ func TestWrongSecret(t *testing.T) {
 	if out := gw.Output(); !strings.Contains(out, "refused the component secret") || !strings.Contains(out, "PASSERELLE_XMPP_SECRET") {
 		t.Fatalf("the message does not say the secret was refused:\n%s", out)
 	}
+	noCancelledErrors(t, gw.Output())
 }
 
 // TestUnknownComponentDomain: a component domain the XMPP server does not
@@ -566,8 +567,17 @@ func TestUnknownComponentDomain(t *testing.T) {
 			t.Errorf("the output does not say %q:\n%s", want, out)
 		}
 	}
-	if strings.Contains(out, "context canceled") {
-		t.Errorf("cancelled work logged as an error:\n%s", out)
+	noCancelledErrors(t, out)
+}
+
+// noCancelledErrors fails when work cancelled by the exit was logged as a
+// warning or an error (it belongs at debug level).
+func noCancelledErrors(t *testing.T, out string) {
+	t.Helper()
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "context canceled") && (strings.Contains(l, "level=ERROR") || strings.Contains(l, "level=WARN")) {
+			t.Errorf("cancelled work logged as a warning or an error: %s", l)
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -492,4 +493,44 @@ func (rl *runLocal) tryDemo(t *testing.T, dir string) {
 	})
 	alice.Close()
 	bob.Close()
+}
+
+// TestRunLocalMissingPrerequisites: without root's apt-get, the script
+// names what is missing and the apt-get line that installs it, or where to
+// get Go, and exits 1 before building anything.
+func TestRunLocalMissingPrerequisites(t *testing.T) {
+	harness.RequireBinary(t, "bash", "gcc", "openssl", "prosody", "ngircd")
+	for _, c := range []struct {
+		tools []string // in PATH; apt-get never is
+		want  string
+	}{
+		{[]string{"dirname", "id", "gcc", "openssl", "prosody"}, "sudo apt-get install --no-install-recommends ngircd"},
+		{[]string{"dirname", "id", "openssl", "ngircd"}, "sudo apt-get install --no-install-recommends gcc prosody"},
+		{[]string{"dirname", "id", "sed", "gcc", "openssl", "prosody", "ngircd"}, "missing: Go 1."},
+	} {
+		bin := t.TempDir()
+		for _, tool := range c.tools {
+			p, err := exec.LookPath(tool)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(p, filepath.Join(bin, tool)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		bash, err := exec.LookPath("bash")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bash, runLocalScript)
+		cmd.Env = []string{"PATH=" + bin, "HOME=" + t.TempDir()}
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), c.want) {
+			t.Errorf("with %v: %v, want exit 1 saying %q:\n%s", c.tools, err, c.want, out)
+		}
+		if strings.Contains(string(out), runLocalDirPrefix) {
+			t.Errorf("with %v: a temporary directory was made:\n%s", c.tools, out)
+		}
+	}
 }
