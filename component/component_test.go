@@ -281,7 +281,7 @@ func TestStreamErrorsAtHandshake(t *testing.T) {
 		permanent bool
 		want      []string
 	}{
-		{StreamError{Condition: "not-authorized", Text: "bad secret"}, true, []string{"PASSERELLE_XMPP_SECRET", "bad secret"}},
+		{StreamError{Condition: "not-authorized", Text: "bad secret"}, true, []string{"PASSERELLE_XMPP_SECRET", "bad secret", "irc.example.org", "PASSERELLE_IRC_DOMAIN"}},
 		{StreamError{Condition: "host-unknown", Text: "no such component"}, true, []string{"irc.example.org", "PASSERELLE_IRC_DOMAIN", "host-unknown", "no such component"}},
 		{StreamError{Condition: "see-other-host", Host: "10.0.0.2:5347"}, true, []string{"10.0.0.2:5347", "PASSERELLE_XMPP_ADDR"}},
 		{StreamError{Condition: "invalid-namespace"}, true, []string{"127.0.0.1:5347", "PASSERELLE_XMPP_ADDR"}},

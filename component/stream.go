@@ -72,10 +72,13 @@ func streamError(el *xmlel.Element) *StreamError {
 func refusal(se *StreamError, addr, domain, domainVar string) error {
 	switch se.Condition {
 	case "not-authorized":
+		// ejabberd answers so for a domain it does not host, too.
+		said := ""
 		if se.Text != "" {
-			return &PermanentError{fmt.Errorf("%w: %s", ErrSecretRefused, se.Text)}
+			said = " (" + se.Text + ")"
 		}
-		return &PermanentError{ErrSecretRefused}
+		return &PermanentError{fmt.Errorf("%w for %s%s; if the secret is right, check that the server hosts the component %s (%s)",
+			ErrSecretRefused, domain, said, domain, domainVar)}
 	case "host-unknown", "host-gone", "improper-addressing", "invalid-from":
 		return &PermanentError{fmt.Errorf("the XMPP server at %s does not host the component %s (%w); set %s to a component domain configured on the server, or add %s to the server's configuration",
 			addr, domain, se, domainVar, domain)}

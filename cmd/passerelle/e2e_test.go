@@ -554,20 +554,27 @@ func TestWrongSecret(t *testing.T) {
 // host is a configuration mistake retrying cannot fix: the gateway logs the
 // server's stream error and exits 1 naming the domain and its variable.
 func TestUnknownComponentDomain(t *testing.T) {
-	srv := startServer(t, "prosody")
-	env := baseEnv(t, srv)
-	env["PASSERELLE_IRC_DOMAIN"] = "irc.nowhere.localhost"
-	gw := harness.StartGateway(t, harness.BuildBinary(t), env)
-	if code := gw.Wait(t, 30*time.Second); code != 1 {
-		t.Fatalf("exit code = %d, want 1\n%s", code, gw.Output())
+	for _, kind := range []string{"prosody", "ejabberd"} {
+		t.Run(kind, func(t *testing.T) {
+			srv := startServer(t, kind)
+			env := baseEnv(t, srv)
+			env["PASSERELLE_IRC_DOMAIN"] = "irc.nowhere.localhost"
+			gw := harness.StartGateway(t, harness.BuildBinary(t), env)
+			if code := gw.Wait(t, 30*time.Second); code != 1 {
+				t.Fatalf("exit code = %d, want 1\n%s", code, gw.Output())
+			}
+			out := gw.Output()
+			for _, want := range []string{"irc.nowhere.localhost", "PASSERELLE_IRC_DOMAIN"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("the output does not say %q:\n%s", want, out)
+				}
+			}
+			if kind == "prosody" && !strings.Contains(out, "host-unknown: irc.nowhere.localhost does not match any configured external components") {
+				t.Errorf("the output does not give the server's stream error and text:\n%s", out)
+			}
+			noCancelledErrors(t, out)
+		})
 	}
-	out := gw.Output()
-	for _, want := range []string{"host-unknown", "irc.nowhere.localhost", "PASSERELLE_IRC_DOMAIN"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("the output does not say %q:\n%s", want, out)
-		}
-	}
-	noCancelledErrors(t, out)
 }
 
 // noCancelledErrors fails when work cancelled by the exit was logged as a
