@@ -27,11 +27,14 @@ import (
 // Options configures a Component.
 type Options struct {
 	Domain string // component domain, e.g. irc.example.org
-	Addr   string // the server's component port
-	Secret string
-	Bridge bridges.Bridge
-	Store  *store.Store
-	Sealer *store.Sealer
+	// DomainVariable names the setting that gave Domain, for the message
+	// when the server does not host it (e.g. PASSERELLE_IRC_DOMAIN).
+	DomainVariable string
+	Addr           string // the server's component port
+	Secret         string
+	Bridge         bridges.Bridge
+	Store          *store.Store
+	Sealer         *store.Sealer
 	// IsAdmin and Allowed decide rights by bare JID.
 	IsAdmin       func(string) bool
 	Allowed       func(string) bool
@@ -148,6 +151,9 @@ func New(opts Options) *Component {
 		}
 		opts.Allowed = func(j string) bool { return stanza.Domain(j) == parent }
 	}
+	if opts.DomainVariable == "" {
+		opts.DomainVariable = "the component domain"
+	}
 	if opts.RetryMaxDelay <= 0 {
 		opts.RetryMaxDelay = 10 * time.Minute
 	}
@@ -190,7 +196,7 @@ func (c *Component) Run(ctx context.Context) error {
 			case <-time.After(delay):
 			}
 		}
-		cn, err := dial(ctx, c.opts.Addr, c.opts.Domain, c.opts.Secret)
+		cn, err := dial(ctx, c.opts.Addr, c.opts.Domain, c.opts.DomainVariable, c.opts.Secret)
 		if err != nil {
 			var perm *PermanentError
 			if errors.As(err, &perm) {

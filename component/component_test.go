@@ -28,8 +28,11 @@ type fakeServer struct {
 	t      *testing.T
 	ln     net.Listener
 	secret string
-	// streamError, when set, is sent instead of accepting the handshake.
-	streamError string
+	// streamError, when set, is sent instead of accepting the handshake;
+	// with refuseHeader, right after a stream header without id, with
+	// a text, as Prosody refuses a domain it does not host.
+	streamError  string
+	refuseHeader bool
 	// ignoreSelfPings makes the server drop the component's own pings
 	// instead of routing them back (as if it died before processing).
 	ignoreSelfPings atomic.Bool
@@ -74,6 +77,12 @@ func (s *fakeServer) handle(nc net.Conn) {
 		if st, ok := tok.(xml.StartElement); ok && st.Name.Local == "stream" {
 			break
 		}
+	}
+	if s.refuseHeader {
+		io.WriteString(nc, `<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams'>`+
+			`<stream:error><`+s.streamError+` xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>the server's reason</text></stream:error></stream:stream>`)
+		nc.Close()
+		return
 	}
 	io.WriteString(nc, `<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='sid1' from='test'>`)
 	var hs *xmlel.Element
@@ -242,18 +251,58 @@ func TestRefusedSecretIsPermanent(t *testing.T) {
 }
 
 func TestUnknownHostIsPermanent(t *testing.T) {
-	srv := newFakeServer(t, "s")
-	srv.streamError = "host-unknown"
-	_, done, _ := startComponent(t, srv, &fakeBridge{}, "s")
-	select {
-	case err := <-done:
-		var perm *PermanentError
-		if !errors.As(err, &perm) || !strings.Contains(err.Error(), "test.example.org") {
-			t.Fatalf("Run = %v, want a permanent error naming the domain", err)
+	for _, refuseHeader := range []bool{false, true} {
+		srv := newFakeServer(t, "s")
+		srv.streamError = "host-unknown"
+		srv.refuseHeader = refuseHeader
+		_, done, _ := startComponent(t, srv, &fakeBridge{}, "s")
+		select {
+		case err := <-done:
+			var perm *PermanentError
+			if !errors.As(err, &perm) || !strings.Contains(err.Error(), "test.example.org") || !strings.Contains(err.Error(), "host-unknown") {
+				t.Fatalf("refused at the header %v: Run = %v, want a permanent error naming the domain", refuseHeader, err)
+			}
+			if refuseHeader && !strings.Contains(err.Error(), "the server's reason") {
+				t.Errorf("Run = %v, want the server's text", err)
+			}
+			done <- nil
+		case <-time.After(10 * time.Second):
+			t.Fatalf("refused at the header %v: Run kept going after host-unknown", refuseHeader)
 		}
-		done <- nil
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run kept going after host-unknown")
+	}
+}
+
+// TestStreamErrorsAtHandshake: what each stream error refusing the
+// handshake becomes (permanent, naming the variable to fix, or retried),
+// always with the server's text.
+func TestStreamErrorsAtHandshake(t *testing.T) {
+	cases := []struct {
+		se        StreamError
+		permanent bool
+		want      []string
+	}{
+		{StreamError{Condition: "not-authorized", Text: "bad secret"}, true, []string{"PASSERELLE_XMPP_SECRET", "bad secret", "irc.example.org", "PASSERELLE_IRC_DOMAIN"}},
+		{StreamError{Condition: "host-unknown", Text: "no such component"}, true, []string{"irc.example.org", "PASSERELLE_IRC_DOMAIN", "host-unknown", "no such component"}},
+		{StreamError{Condition: "see-other-host", Host: "10.0.0.2:5347"}, true, []string{"10.0.0.2:5347", "PASSERELLE_XMPP_ADDR"}},
+		{StreamError{Condition: "invalid-namespace"}, true, []string{"127.0.0.1:5347", "PASSERELLE_XMPP_ADDR"}},
+		{StreamError{Condition: "conflict", Text: "replaced by a new connection"}, false, []string{"conflict", "replaced by a new connection"}},
+		{StreamError{Condition: "system-shutdown"}, false, []string{"system-shutdown"}},
+	}
+	for _, c := range cases {
+		err := refusal(&c.se, "127.0.0.1:5347", "irc.example.org", "PASSERELLE_IRC_DOMAIN")
+		var perm *PermanentError
+		if errors.As(err, &perm) != c.permanent {
+			t.Errorf("%s: %v, permanent: want %v", c.se.Condition, err, c.permanent)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: %q does not say %q", c.se.Condition, err, w)
+			}
+		}
+	}
+	el, _ := xmlel.Parse(`<stream:error xmlns:stream='http://etherx.jabber.org/streams'><see-other-host xmlns='urn:ietf:params:xml:ns:xmpp-streams'>[2001:db8::1]:5347</see-other-host></stream:error>`)
+	if se := streamError(el); se.Condition != "see-other-host" || se.Host != "[2001:db8::1]:5347" {
+		t.Errorf("see-other-host read as %+v", se)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,13 +34,19 @@ func (e *PermanentError) Unwrap() error { return e.Err }
 type StreamError struct {
 	Condition string
 	Text      string
+	// Host is the content of see-other-host: where the server sends us.
+	Host string
 }
 
 func (e *StreamError) Error() string {
-	if e.Text != "" {
-		return "stream error: " + e.Condition + ": " + e.Text
+	s := "stream error: " + e.Condition
+	if e.Host != "" {
+		s += " " + e.Host
 	}
-	return "stream error: " + e.Condition
+	if e.Text != "" {
+		s += ": " + e.Text
+	}
+	return s
 }
 
 func streamError(el *xmlel.Element) *StreamError {
@@ -49,9 +56,38 @@ func streamError(el *xmlel.Element) *StreamError {
 			e.Text = c.Text
 		} else if c.Space == "urn:ietf:params:xml:ns:xmpp-streams" {
 			e.Condition = c.Local
+			if c.Local == "see-other-host" {
+				e.Host = strings.TrimSpace(c.Text)
+			}
 		}
 	}
 	return e
+}
+
+// refusal says what a stream error received during the handshake means for
+// this gateway's configuration: the errors a reconnection would only repeat
+// become a PermanentError naming the variable to change; the rest (conflict
+// with a stale session, a server shutting down…) are returned as they are,
+// to be retried and logged with the server's text.
+func refusal(se *StreamError, addr, domain, domainVar string) error {
+	switch se.Condition {
+	case "not-authorized":
+		// ejabberd answers so for a domain it does not host, too.
+		said := ""
+		if se.Text != "" {
+			said = " (" + se.Text + ")"
+		}
+		return &PermanentError{fmt.Errorf("%w for %s%s; if the secret is right, check that the server hosts the component %s (%s)",
+			ErrSecretRefused, domain, said, domain, domainVar)}
+	case "host-unknown", "host-gone", "improper-addressing", "invalid-from":
+		return &PermanentError{fmt.Errorf("the XMPP server at %s does not host the component %s (%w); set %s to a component domain configured on the server, or add %s to the server's configuration",
+			addr, domain, se, domainVar, domain)}
+	case "see-other-host":
+		return &PermanentError{fmt.Errorf("the XMPP server at %s sends the component %s elsewhere (%w); set PASSERELLE_XMPP_ADDR to that server's component port", addr, domain, se)}
+	case "invalid-namespace", "bad-format", "unsupported-version", "unsupported-stanza-type":
+		return &PermanentError{fmt.Errorf("the XMPP server at %s does not speak the component protocol (XEP-0114) on this port (%w); check PASSERELLE_XMPP_ADDR", addr, se)}
+	}
+	return se
 }
 
 // conn is one authenticated XEP-0114 stream.
@@ -68,8 +104,9 @@ const (
 	writeTimeout = 30 * time.Second
 )
 
-// dial connects to addr and authenticates as domain with secret.
-func dial(ctx context.Context, addr, domain, secret string) (*conn, error) {
+// dial connects to addr and authenticates as domain with secret; domainVar
+// names the variable that configures the domain, for the messages.
+func dial(ctx context.Context, addr, domain, domainVar, secret string) (*conn, error) {
 	d := net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -77,6 +114,10 @@ func dial(ctx context.Context, addr, domain, secret string) (*conn, error) {
 	}
 	c := &conn{nc: nc, rd: xmlel.NewReader(nc, xmlel.DefaultLimits), bw: bufio.NewWriter(nc)}
 	if err := c.handshake(domain, secret); err != nil {
+		var se *StreamError
+		if errors.As(err, &se) {
+			err = refusal(se, addr, domain, domainVar)
+		}
 		nc.Close()
 		return nil, err
 	}
@@ -105,6 +146,11 @@ func (c *conn) handshake(domain, secret string) error {
 		}
 	}
 	if id == "" {
+		// A server refusing the domain opens the stream only to send its
+		// error (Prosody: host-unknown).
+		if _, err := c.read(); err != nil {
+			return fmt.Errorf("stream header without id: %w", err)
+		}
 		return errors.New("stream header without id")
 	}
 	sum := sha1.Sum([]byte(id + secret))
@@ -113,15 +159,6 @@ func (c *conn) handshake(domain, secret string) error {
 	}
 	el, err := c.read()
 	if err != nil {
-		var se *StreamError
-		if errors.As(err, &se) {
-			switch se.Condition {
-			case "not-authorized":
-				return &PermanentError{ErrSecretRefused}
-			case "host-unknown", "improper-addressing", "invalid-namespace":
-				return &PermanentError{fmt.Errorf("the XMPP server does not accept component %s: %w", domain, se)}
-			}
-		}
 		return err
 	}
 	if el.Local != "handshake" {

@@ -57,7 +57,8 @@ func (b *Bridge) senderLocal(p *Parsed, envFrom string) (local, addr string, err
 // and the link to store for answers. It never fails: a mail whose sender
 // cannot be addressed comes from the gateway domain itself, with the
 // sender's text in the body. The body of a mail whose sender is unverified
-// starts with a line that says so.
+// starts with a line that says so. The subject is both in <subject> and
+// on the first line of the body, for clients that show only the body.
 func (b *Bridge) BuildInbound(ctx context.Context, user, envFrom string, raw []byte, unverified bool) (*xmlel.Element, store.MessageID, string, string) {
 	p, err := ParseMail(raw)
 	if err != nil {
@@ -74,6 +75,11 @@ func (b *Bridge) BuildInbound(ctx context.Context, user, envFrom string, raw []b
 		from = local + "@" + domain
 	} else {
 		fmt.Fprintf(&body, "Mail from %s\n\n", oneLine(firstNonEmpty(p.From, envFrom, "an unknown sender")))
+	}
+	if subj := strings.TrimSpace(oneLine(p.Subject)); subj != "" {
+		// Many clients ignore <subject> on a chat message: the body
+		// carries it too, emphasised (XEP-0393).
+		fmt.Fprintf(&body, "*Subject: %s*\n\n", subj)
 	}
 	body.WriteString(p.Text)
 	var links []string

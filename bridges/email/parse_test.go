@@ -157,3 +157,31 @@ func TestUploadFailureKeepsTheListing(t *testing.T) {
 		t.Fatalf("got %s", st)
 	}
 }
+
+// The subject is the body's first line, emphasised, as well as <subject>:
+// many clients show only the body of a chat message.
+func TestSubjectInBody(t *testing.T) {
+	b := New(Options{Domain: testDomain})
+	b.host = newFakeHost(t, b)
+	cases := []struct {
+		raw        string
+		unverified bool
+		want       string
+	}{
+		{"From: bob@example.com\nSubject: Lunch\n\ntomorrow?\n", false, "*Subject: Lunch*\n\ntomorrow?"},
+		{"From: bob@example.com\nSubject:  Two\n  lines \n\nx\n", true, unverifiedMark + "\n*Subject: Two lines*\n\nx"},
+		{"From: <<<@>>>\nSubject: Who\n\nhi\n", false, "Mail from @\n\n*Subject: Who*\n\nhi"},
+		{"From: bob@example.com\n\nno subject\n", false, "no subject"},
+		{"From: bob@example.com\nSubject:  \n\nblank subject\n", false, "blank subject"},
+	}
+	for _, c := range cases {
+		msg, _, _, _ := b.BuildInbound(context.Background(), "alice@example.org", "", []byte(c.raw), c.unverified)
+		if body := strings.TrimRight(msg.ChildText("", "body"), "\n"); body != c.want {
+			t.Errorf("%q: body %q, want %q", c.raw, body, c.want)
+		}
+	}
+	msg, _, _, _ := b.BuildInbound(context.Background(), "alice@example.org", "", []byte(cases[0].raw), false)
+	if s := msg.ChildText("", "subject"); s != "Lunch" {
+		t.Errorf("<subject> %q", s)
+	}
+}

@@ -30,9 +30,12 @@ const (
 )
 
 // connError is a connection failure; Permanent ones are not retried.
+// condition, when set, is the stanza error a join waiting on it gets
+// (item-not-found otherwise).
 type connError struct {
 	msg       string
 	permanent bool
+	condition string
 }
 
 func (e *connError) Error() string   { return e.msg }
@@ -69,7 +72,7 @@ func (d *dialer) dial(ctx context.Context, server string, cfg netConfig) (net.Co
 	ok, err := bridges.ResolvePublic(ctx, d.resolver, server, d.allowPrivate)
 	var pe *bridges.PrivateAddrError
 	if errors.As(err, &pe) {
-		return nil, link{}, &connError{msg: pe.Error(), permanent: true}
+		return nil, link{}, &connError{msg: pe.Error(), permanent: true, condition: "not-acceptable"}
 	} else if err != nil {
 		return nil, link{}, &connError{msg: err.Error()}
 	}

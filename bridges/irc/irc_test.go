@@ -197,7 +197,7 @@ func TestRegistrationFailures(t *testing.T) {
 func TestPrivateAddressRefused(t *testing.T) {
 	fx := setup(t, false, defaultNetConfig())
 	fx.join(t)
-	e := fx.h.expect(t, "item-not-found", presenceErr("item-not-found"))
+	e := fx.h.expect(t, "not-acceptable", presenceErr("not-acceptable"))
 	if !strings.Contains(stanza.ErrorOf(e).Text, "private address") {
 		t.Errorf("error text: %s", e)
 	}
@@ -211,13 +211,35 @@ func TestOutboundSafety(t *testing.T) {
 	fx.f.expect(t, "JOIN #c")
 	fx.f.send(t, ":nick!u@h JOIN #c", ":srv 366 nick #c :End")
 	fx.h.expect(t, "self-presence", selfPresence)
-	fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='#c%localhost@irc.example' type='groupchat' id='y'><body>one&#13;&#10;QUIT :x&#10;two</body></message>")
+	fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='#c%localhost@irc.example' type='groupchat' id='y'><body>one&#13;&#10;QUIT :x&#10;two</body>"+
+		"<origin-id xmlns='urn:xmpp:sid:0' id='origin-y'/><stanza-id xmlns='urn:xmpp:sid:0' id='forged' by='#c%localhost@irc.example'/>"+
+		"<reply xmlns='urn:xmpp:reply:0' id='earlier' to='#c%localhost@irc.example/bob'/></message>")
 	fx.f.expect(t, "PRIVMSG #c one")
 	if l := fx.f.expect(t, "PRIVMSG"); l != "PRIVMSG #c :QUIT :x" {
 		t.Fatalf("got %q", l)
 	}
 	fx.f.expect(t, "PRIVMSG #c two")
-	fx.h.expect(t, "reflection", func(e *xmlel.Element) bool { return e.Attr("id") == "y" && e.Attr("type") == "groupchat" })
+	r := fx.h.expect(t, "reflection", func(e *xmlel.Element) bool { return e.Attr("id") == "y" && e.Attr("type") == "groupchat" })
+	wantReflectionOf(t, r, "origin-y")
+	if rp := r.Child("urn:xmpp:reply:0", "reply"); rp == nil || rp.Attr("id") != "earlier" {
+		t.Errorf("reflection without the reply: %s", r)
+	}
+}
+
+// wantReflectionOf checks that a reflection keeps the client's origin-id
+// and carries one stanza-id: the room's, not one the client put there.
+func wantReflectionOf(t *testing.T, r *xmlel.Element, originID string) {
+	t.Helper()
+	if o := r.Child("urn:xmpp:sid:0", "origin-id"); o == nil || o.Attr("id") != originID {
+		t.Errorf("reflection without origin-id %s: %s", originID, r)
+	}
+	sids := r.ChildrenNamed("urn:xmpp:sid:0", "stanza-id")
+	if len(sids) != 1 || sids[0].Attr("id") == "forged" || sids[0].Attr("id") == "" || sids[0].Attr("by") != "#c%localhost@irc.example" {
+		t.Errorf("reflection stanza-ids: %s", r)
+	}
+	if bodies := r.ChildrenNamed("", "body"); len(bodies) != 1 {
+		t.Errorf("reflection with %d bodies: %s", len(bodies), r)
+	}
 }
 
 func setupPorts(t *testing.T, cfg netConfig) *fixture {
@@ -279,7 +301,7 @@ func TestLabeledEcho(t *testing.T) {
 	fx.f.send(t, ":nick!u@h JOIN #c", ":srv 366 nick #c :End")
 	fx.h.expect(t, "self-presence", selfPresence)
 	msg := func(id, body string) {
-		fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='#c%localhost@irc.example' type='groupchat' id='"+id+"'><body>"+body+"</body></message>")
+		fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='#c%localhost@irc.example' type='groupchat' id='"+id+"'><body>"+body+"</body><origin-id xmlns='urn:xmpp:sid:0' id='origin-"+id+"'/></message>")
 	}
 	msg("g", "one&#10;two")
 	l1, l2 := fx.f.expect(t, "@label="), fx.f.expect(t, "@label=")
@@ -292,6 +314,7 @@ func TestLabeledEcho(t *testing.T) {
 	if r.ChildText("", "body") != "one\ntwo" || r.Attr("type") != "groupchat" {
 		t.Fatalf("reflection: %s", r)
 	}
+	wantReflectionOf(t, r, "origin-g")
 	msg("h", "refused")
 	l := fx.f.expect(t, "@label=")
 	fx.f.send(t, "@label="+label(l)+" :srv 404 nick #c :Cannot send to channel")

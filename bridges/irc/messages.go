@@ -134,7 +134,7 @@ func (n *network) onMessage(ctx context.Context, m *irc.Message) {
 		// An echo without a label we know: sent by another client of
 		// ours (or a private message echo); show channel ones as ours.
 		if ch := n.chans[n.fold(target)]; ch != nil && ch.state.shown() && m.Command == "PRIVMSG" {
-			n.reflect(ctx, ch, stanza.NewID(), body)
+			n.reflect(ctx, ch, nil, body)
 		}
 		return
 	}
@@ -319,22 +319,50 @@ func (b *Bridge) groupchat(ctx context.Context, u *bridges.User, st *xmlel.Eleme
 		return
 	}
 	if p == nil {
-		n.reflect(ctx, ch, st.Attr("id"), body)
+		n.reflect(ctx, ch, st, body)
 	}
 }
 
 // reflect sends the user's own message back to every resource in the
-// room, with the original id.
-func (n *network) reflect(ctx context.Context, ch *channel, id, body string) {
+// room, as a room does: orig's id and the elements a client may rely on
+// (XEP-0359 origin-id, replies, corrections…) are kept, the body is the
+// one sent and the stanza-id is the room's own. orig is nil for a message
+// sent by another client of the user's.
+func (n *network) reflect(ctx context.Context, ch *channel, orig *xmlel.Element, body string) {
 	sid := n.record(ctx, ch, n.nick, body)
 	from := ch.jid(n) + "/" + n.nick
+	id := stanza.NewID()
+	if orig != nil {
+		id = orig.Attr("id")
+	}
 	for full := range ch.resources {
 		msg := stanza.Message(from, full, "groupchat", id, body)
+		if orig != nil {
+			for _, c := range orig.Children {
+				if keptInReflection(c) {
+					msg.Add(c.Copy())
+				}
+			}
+		}
 		msg.Add(xmlel.New(stanza.NSStanzaID, "stanza-id").SetAttr("id", sid).SetAttr("by", ch.jid(n)))
 		if err := n.b.host.SendMessage(ctx, msg); err != nil {
 			n.b.host.Log().Warn("cannot queue a reflection", "user", n.user, "err", err)
 		}
 	}
+}
+
+// keptInReflection reports whether a child of the user's message is
+// copied into its reflection: all but the body (set from what was sent)
+// and the stanza-ids, which only the room gives (XEP-0359 tells it to
+// remove any a client put there).
+func keptInReflection(c *xmlel.Element) bool {
+	switch {
+	case c.Local == "body" && (c.Space == "" || c.Space == stanza.NS):
+		return false
+	case c.Space == stanza.NSStanzaID && c.Local == "stanza-id":
+		return false
+	}
+	return true
 }
 
 // private handles a chat message to an IRC user.

@@ -122,8 +122,13 @@ func (b *Bridge) connect(n *network) {
 			if err != nil {
 				b.host.Log().Info("irc connection failed", "user", user, "server", server, "err", err)
 				var ce *connError
-				if n.keepsTrying() && !(errors.As(err, &ce) && ce.permanent) {
+				errors.As(err, &ce)
+				if n.keepsTrying() && (ce == nil || !ce.permanent) {
 					n.scheduleReconnect("Cannot connect to " + server + ": " + err.Error())
+					return
+				}
+				if ce != nil && ce.condition != "" {
+					n.failWith(stanza.Errorf(ce.condition, "Cannot connect to "+server+": "+err.Error()))
 					return
 				}
 				n.fail("Cannot connect to " + server + ": " + err.Error())

@@ -96,8 +96,12 @@ func (b *Bridge) dialSTS(ctx context.Context, server string, cfg netConfig, upgr
 	nc, lk, err := b.dialer.dial(ctx, server, cfg)
 	if err != nil && why != "" {
 		var ce *connError
+		var condition string
 		permanent := errors.As(err, &ce) && ce.permanent
-		err = &connError{msg: why + ", and no TLS connection with a valid certificate could be made; plain text is not used: " + err.Error(), permanent: permanent}
+		if ce != nil {
+			condition = ce.condition
+		}
+		err = &connError{msg: why + ", and no TLS connection with a valid certificate could be made; plain text is not used: " + err.Error(), permanent: permanent, condition: condition}
 	}
 	return nc, lk, err
 }

@@ -350,6 +350,18 @@ func coreSuite(t *testing.T, kind string) {
 		}
 	})
 
+	t.Run("irc private address refused", func(t *testing.T) {
+		// Without PASSERELLE_IRC_ALLOW_PRIVATE a loopback server is refused
+		// with a condition clients show, and the reason in the text.
+		room := "#demo%127.0.0.1@" + ircDomain
+		alice.Send(t, "<presence to='%s/alice'>%s</presence>", harness.Esc(room), mucX())
+		el := alice.Expect(t, wait, "the refusal", occupant(room+"/alice", "error"))
+		wantError(t, el, "not-acceptable", "a join to a loopback IRC server")
+		if !strings.Contains(stanzaText(el), "private address 127.0.0.1") {
+			t.Errorf("the refusal does not say why: %s", el)
+		}
+	})
+
 	t.Run("gateway prompt", func(t *testing.T) {
 		r := alice.IQ(t, "get", mailDomain, "<query xmlns='jabber:iq:gateway'/>")
 		wantResult(t, r, "gateway get")
@@ -534,6 +546,45 @@ func TestWrongSecret(t *testing.T) {
 	}
 	if out := gw.Output(); !strings.Contains(out, "refused the component secret") || !strings.Contains(out, "PASSERELLE_XMPP_SECRET") {
 		t.Fatalf("the message does not say the secret was refused:\n%s", out)
+	}
+	noCancelledErrors(t, gw.Output())
+}
+
+// TestUnknownComponentDomain: a component domain the XMPP server does not
+// host is a configuration mistake retrying cannot fix: the gateway logs the
+// server's stream error and exits 1 naming the domain and its variable.
+func TestUnknownComponentDomain(t *testing.T) {
+	for _, kind := range []string{"prosody", "ejabberd"} {
+		t.Run(kind, func(t *testing.T) {
+			srv := startServer(t, kind)
+			env := baseEnv(t, srv)
+			env["PASSERELLE_IRC_DOMAIN"] = "irc.nowhere.localhost"
+			gw := harness.StartGateway(t, harness.BuildBinary(t), env)
+			if code := gw.Wait(t, 30*time.Second); code != 1 {
+				t.Fatalf("exit code = %d, want 1\n%s", code, gw.Output())
+			}
+			out := gw.Output()
+			for _, want := range []string{"irc.nowhere.localhost", "PASSERELLE_IRC_DOMAIN"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("the output does not say %q:\n%s", want, out)
+				}
+			}
+			if kind == "prosody" && !strings.Contains(out, "host-unknown: irc.nowhere.localhost does not match any configured external components") {
+				t.Errorf("the output does not give the server's stream error and text:\n%s", out)
+			}
+			noCancelledErrors(t, out)
+		})
+	}
+}
+
+// noCancelledErrors fails when work cancelled by the exit was logged as a
+// warning or an error (it belongs at debug level).
+func noCancelledErrors(t *testing.T, out string) {
+	t.Helper()
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "context canceled") && (strings.Contains(l, "level=ERROR") || strings.Contains(l, "level=WARN")) {
+			t.Errorf("cancelled work logged as a warning or an error: %s", l)
+		}
 	}
 }
 

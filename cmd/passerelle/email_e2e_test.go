@@ -260,6 +260,11 @@ how are you?
 		if s := first.ChildText("", "subject"); s != "Hello Alice" {
 			t.Errorf("subject %q", s)
 		}
+		// Clients that ignore <subject> on a chat message still show it.
+		// (After the line marking an unverified sender.)
+		if b := first.ChildText("", "body"); !strings.Contains("\n"+b, "\n*Subject: Hello Alice*\n\nHi Alice,\n") {
+			t.Errorf("the body does not start with the subject: %q", b)
+		}
 		if first.Attr("id") == "" || first.ChildText("", "thread") == "" {
 			t.Errorf("message without id or thread: %s", first)
 		}

@@ -243,14 +243,20 @@ func TestIRC(t *testing.T) {
 	})
 
 	t.Run("groupchat both ways", func(t *testing.T) {
-		alice.Send(t, "<message to='%s' type='groupchat' id='g1'><body>hello from xmpp</body></message>", harness.Esc(room))
+		// A client recognises its own message by its origin-id (XEP-0359);
+		// the stanza-id is the room's alone.
+		alice.Send(t, "<message to='%s' type='groupchat' id='g1'><body>hello from xmpp</body>"+
+			"<origin-id xmlns='urn:xmpp:sid:0' id='origin-g1'/><stanza-id xmlns='urn:xmpp:sid:0' id='forged' by='%s'/></message>", harness.Esc(room), harness.Esc(room))
 		bob.expect(t, "PRIVMSG #go :hello from xmpp")
 		r := alice.Expect(t, wait, "reflection", withID("g1"))
 		if r.Attr("from") != room+"/alice" || r.Attr("type") != "groupchat" || r.ChildText("", "body") != "hello from xmpp" {
 			t.Errorf("reflection: %s", r)
 		}
-		if sid := r.Child("urn:xmpp:sid:0", "stanza-id"); sid == nil || sid.Attr("id") == "" || sid.Attr("by") != room {
-			t.Errorf("reflection without stanza-id: %s", r)
+		if sids := r.ChildrenNamed("urn:xmpp:sid:0", "stanza-id"); len(sids) != 1 || sids[0].Attr("id") == "" || sids[0].Attr("id") == "forged" || sids[0].Attr("by") != room {
+			t.Errorf("reflection without the room's stanza-id alone: %s", r)
+		}
+		if o := r.Child("urn:xmpp:sid:0", "origin-id"); o == nil || o.Attr("id") != "origin-g1" {
+			t.Errorf("reflection without the client's origin-id: %s", r)
 		}
 		bob.send(t, "PRIVMSG #go :hi \x02there\x02 \x0304,01coloured\x03 text")
 		m := alice.Expect(t, wait, "bob's message", harness.MessageFrom(room+"/bob", "hi"))

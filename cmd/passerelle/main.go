@@ -61,7 +61,7 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "passerelle: bad configuration: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	log := slog.New(cancelledAtDebug{slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel})})
 	for _, v := range config.Unknown(os.Environ()) {
 		log.Warn("unknown variable ignored", "variable", v)
 	}
@@ -84,10 +84,10 @@ func run() int {
 	group := component.NewGroup()
 	var comps []*component.Component
 	var bridgeList []bridges.Bridge
-	add := func(domain string, b bridges.Bridge) {
+	add := func(domain, domainVar string, b bridges.Bridge) {
 		bridgeList = append(bridgeList, b)
 		comps = append(comps, component.New(component.Options{
-			Domain: domain, Addr: cfg.XMPPAddr, Secret: cfg.XMPPSecret,
+			Domain: domain, DomainVariable: domainVar, Addr: cfg.XMPPAddr, Secret: cfg.XMPPSecret,
 			Bridge: b, Store: st, Sealer: sealer,
 			IsAdmin: cfg.IsAdmin, Allowed: cfg.Allowed,
 			RetryMaxDelay: cfg.RetryMaxDelay, Version: version(),
@@ -95,17 +95,17 @@ func run() int {
 		}))
 	}
 	if cfg.IRCDomain != "" {
-		add(cfg.IRCDomain, irc.New(irc.Options{AllowPrivate: cfg.IRCAllowPrivate, Sealer: sealer}))
+		add(cfg.IRCDomain, "PASSERELLE_IRC_DOMAIN", irc.New(irc.Options{AllowPrivate: cfg.IRCAllowPrivate, Sealer: sealer}))
 	}
 	if cfg.EmailDomain != "" {
-		add(cfg.EmailDomain, email.New(email.Options{Domain: cfg.EmailDomain, Listen: cfg.SMTPListen,
+		add(cfg.EmailDomain, "PASSERELLE_EMAIL_DOMAIN", email.New(email.Options{Domain: cfg.EmailDomain, Listen: cfg.SMTPListen,
 			Relay: cfg.SMTPRelay, MaxSize: cfg.SMTPMaxSize, MaxConnsPerClient: cfg.SMTPMaxConnectionsPerIP,
 			AllowPrivate: cfg.MailboxAllowPrivate, Insecure: &metrics.For(cfg.EmailDomain).Insecure,
 			Inbound: email.InboundOptions{MaxConns: cfg.SMTPMaxConnections, Timeout: cfg.SMTPTimeout,
 				Resolver: email.NewResolver(cfg.DNSResolver), TrustedAuthServ: cfg.SMTPTrustedAuthserv}}))
 	}
 	if cfg.SMSDomain != "" {
-		add(cfg.SMSDomain, sms.New(sms.Options{Numbers: cfg.SMSNumbers, Region: cfg.SMSRegion,
+		add(cfg.SMSDomain, "PASSERELLE_SMS_DOMAIN", sms.New(sms.Options{Numbers: cfg.SMSNumbers, Region: cfg.SMSRegion,
 			APIURL: cfg.SMSAPIURL, AccountSID: cfg.SMSAccountSID, AuthToken: cfg.SMSAuthToken,
 			WebhookListen: cfg.SMSWebhookListen, WebhookURL: cfg.SMSWebhookURL}))
 	}

@@ -1,15 +1,20 @@
 package main
 
 // End-to-end test of the README's run command, deploy/run-local.sh: the
-// script builds the gateway, starts a throwaway Prosody and the gateway on
-// loopback, and on SIGINT or SIGTERM stops both and removes its temporary
+// script builds the gateway, starts a throwaway Prosody with TLS, an IRC
+// server, an SMS sandbox and the gateway on loopback, prints what to try,
+// and on SIGINT or SIGTERM stops them all and removes its temporary
 // directory.
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -36,6 +41,9 @@ const (
 	runLocalDirPrefix = "/tmp/passerelle-local."
 )
 
+// runLocalPorts names the loopback ports the script is given.
+var runLocalPorts = []string{"c2s", "c2s_tls", "component", "smtp", "http", "irc", "sms", "webhook"}
+
 // runLocalDirRE matches the script's temporary directory (mktemp -d
 // /tmp/passerelle-local.XXXXXX).
 var runLocalDirRE = regexp.MustCompile(regexp.QuoteMeta(runLocalDirPrefix) + `[A-Za-z0-9]{6}`)
@@ -46,15 +54,17 @@ func TestRunLocal(t *testing.T) {
 		sig      syscall.Signal
 		group    bool // signal the whole process group, as a terminal's Ctrl-C does
 		wantCode int
+		demo     bool // try what the script's hints say
 	}{
-		{"SIGINT", syscall.SIGINT, false, 130},
-		{"SIGTERM", syscall.SIGTERM, false, 143},
-		{"Ctrl-C", syscall.SIGINT, true, 130},
+		{"SIGINT", syscall.SIGINT, false, 130, true},
+		{"SIGTERM", syscall.SIGTERM, false, 143, false},
+		{"Ctrl-C", syscall.SIGINT, true, 130, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rl := startRunLocal(t, nil)
 			rl.waitHealthy(t)
 			gwPid, prosodyPid, dir := rl.children(t)
+			ngircdPid, sandboxPid := rl.child(t, "ngircd"), rl.child(t, "sms-sandbox")
 
 			alice := harness.Dial(t, rl.addr("c2s"), "alice@localhost", "alice-password", "runlocal")
 			for _, d := range allDomains {
@@ -79,6 +89,9 @@ func TestRunLocal(t *testing.T) {
 			}
 			bob.Close()
 			alice.Close()
+			if tc.demo {
+				rl.tryDemo(t, dir)
+			}
 
 			if tc.group {
 				rl.SignalGroup(tc.sig)
@@ -91,12 +104,12 @@ func TestRunLocal(t *testing.T) {
 			if !strings.Contains(rl.output(), `msg="stopped cleanly"`) {
 				t.Errorf("the gateway did not stop cleanly:\n%s", rl.output())
 			}
-			for name, pid := range map[string]int{"passerelle": gwPid, "prosody": prosodyPid} {
+			for name, pid := range map[string]int{"passerelle": gwPid, "prosody": prosodyPid, "ngircd": ngircdPid, "sms-sandbox": sandboxPid} {
 				if harness.ProcAlive(pid) {
 					t.Errorf("%s (pid %d) still runs after the script exited", name, pid)
 				}
 			}
-			for _, name := range []string{"c2s", "component", "smtp", "http"} {
+			for _, name := range runLocalPorts {
 				if c, err := net.DialTimeout("tcp", rl.addr(name), 5*time.Second); err == nil {
 					c.Close()
 					t.Errorf("%s port %s still accepts connections", name, rl.addr(name))
@@ -186,7 +199,7 @@ func TestRunLocalNoProsody(t *testing.T) {
 type runLocal struct {
 	*harness.Script
 	out   lockedOutput   // the script's stdout and stderr
-	ports map[string]int // c2s, component, smtp, http
+	ports map[string]int // runLocalPorts
 
 	mu  sync.Mutex
 	dir string // found by children, removed in the cleanup if left
@@ -197,9 +210,9 @@ type runLocal struct {
 // (harness.Script), and also when the test process dies.
 func startRunLocal(t *testing.T, ports map[string]int) *runLocal {
 	t.Helper()
-	harness.RequireBinary(t, "prosody", "prosodyctl", "bash")
+	harness.RequireBinary(t, "prosody", "prosodyctl", "bash", "ngircd", "openssl")
 	rl := &runLocal{ports: map[string]int{}}
-	for _, name := range []string{"c2s", "component", "smtp", "http"} {
+	for _, name := range runLocalPorts {
 		rl.ports[name] = ports[name]
 		if rl.ports[name] == 0 {
 			rl.ports[name] = harness.FreePort(t)
@@ -218,6 +231,10 @@ func startRunLocal(t *testing.T, ports map[string]int) *runLocal {
 		"LOCAL_COMPONENT_PORT="+strconv.Itoa(rl.ports["component"]),
 		"LOCAL_SMTP_PORT="+strconv.Itoa(rl.ports["smtp"]),
 		"LOCAL_HTTP_PORT="+strconv.Itoa(rl.ports["http"]),
+		"LOCAL_C2S_TLS_PORT="+strconv.Itoa(rl.ports["c2s_tls"]),
+		"LOCAL_IRC_PORT="+strconv.Itoa(rl.ports["irc"]),
+		"LOCAL_SMS_PORT="+strconv.Itoa(rl.ports["sms"]),
+		"LOCAL_SMS_WEBHOOK_PORT="+strconv.Itoa(rl.ports["webhook"]),
 	)
 	// A test process started with SIGINT ignored (a non-interactive
 	// shell's background job) would pass that on, and the script could
@@ -358,4 +375,162 @@ func (rl *runLocal) children(t *testing.T) (gwPid, prosodyPid int, dir string) {
 		t.Fatalf("Prosody (pid %d from its pid file) is not a child of the script", prosodyPid)
 	}
 	return gwPid, prosodyPid, dir
+}
+
+// child returns the pid of the script's child running the named program.
+func (rl *runLocal) child(t *testing.T, name string) int {
+	t.Helper()
+	for _, c := range rl.Children() {
+		if argv0, _, _ := strings.Cut(c.Cmdline, " "); filepath.Base(argv0) == name {
+			return c.Pid
+		}
+	}
+	t.Fatalf("no %s process among the script's children\n%s", name, rl.output())
+	return 0
+}
+
+// tryDemo does what the script's "try this" block says: a TLS login
+// (STARTTLS and direct TLS) trusting the certificate the script made, the
+// IRC room on the local IRC server, and texts both ways through the SMS
+// sandbox.
+func (rl *runLocal) tryDemo(t *testing.T, dir string) {
+	t.Helper()
+	out := rl.output()
+	for _, want := range []string{
+		"alice@localhost / alice-password",
+		fmt.Sprintf("port %d (STARTTLS) or %d (direct TLS)", rl.ports["c2s"], rl.ports["c2s_tls"]),
+		fmt.Sprintf("swaks --server 127.0.0.1:%d --to alice@mail.localhost", rl.ports["smtp"]),
+		"#demo%localhost@irc.localhost",
+		"/cmd exec settings",
+		fmt.Sprintf("ports=%d", rl.ports["irc"]),
+		fmt.Sprintf("curl -d from=15557654321 -d to=15550001111 -d body=hello http://127.0.0.1:%d/send", rl.ports["sms"]),
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the hints do not say %q:\n%s", want, out)
+		}
+	}
+
+	pem, err := os.ReadFile(filepath.Join(dir, "certs", "localhost.crt"))
+	if err != nil {
+		t.Fatalf("the demo certificate: %v", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		t.Fatalf("the demo certificate does not parse:\n%s", pem)
+	}
+	// A client that accepted the certificate trusts it for localhost.
+	tlsConf := &tls.Config{ServerName: "localhost", RootCAs: roots}
+	var peer tls.ConnectionState
+	alice := harness.DialWith(t, rl.addr("c2s"), "alice@localhost", "alice-password", "starttls", harness.DialOptions{TLS: tlsConf, Peer: &peer})
+	if !peer.HandshakeComplete {
+		t.Fatalf("STARTTLS login without TLS")
+	}
+	peer = tls.ConnectionState{}
+	bob := harness.DialWith(t, rl.addr("c2s_tls"), "bob@localhost", "bob-password", "directtls", harness.DialOptions{TLS: tlsConf, DirectTLS: true, Peer: &peer})
+	if !peer.HandshakeComplete {
+		t.Fatalf("direct TLS login without TLS")
+	}
+
+	t.Run("irc room", func(t *testing.T) {
+		room := "#demo%localhost@" + ircDomain
+		for _, c := range []*harness.Client{alice, bob} {
+			wantResult(t, configureNetwork(t, c, "localhost", "ports", strconv.Itoa(rl.ports["irc"]), "tls_ports", ""), "configure the local IRC server")
+		}
+		alice.Send(t, "<presence to='%s/alice'>%s</presence>", harness.Esc(room), mucX())
+		alice.Expect(t, wait, "alice in the room", occupant(room+"/alice", "", "110"))
+		bob.Send(t, "<presence to='%s/bob'>%s</presence>", harness.Esc(room), mucX())
+		bob.Expect(t, wait, "bob in the room", occupant(room+"/bob", "", "110"))
+		alice.Expect(t, wait, "bob joins", occupant(room+"/bob", ""))
+		alice.Send(t, "<message to='%s' type='groupchat' id='demo1'><body>hello from alice</body><origin-id xmlns='urn:xmpp:sid:0' id='origin-demo1'/></message>", harness.Esc(room))
+		r := alice.Expect(t, wait, "alice's reflection", withID("demo1"))
+		if o := r.Child("urn:xmpp:sid:0", "origin-id"); o == nil || o.Attr("id") != "origin-demo1" {
+			t.Errorf("the reflection lacks the origin-id: %s", r)
+		}
+		bob.Expect(t, wait, "alice's message", harness.MessageFrom(room+"/alice", "hello from alice"))
+		bob.Send(t, "<message to='%s' type='groupchat' id='demo2'><body>hello from bob</body></message>", harness.Esc(room))
+		alice.Expect(t, wait, "bob's message", harness.MessageFrom(room+"/bob", "hello from bob"))
+		copies := 0
+		for _, el := range alice.Received() {
+			if harness.IsMessage(el) && el.ChildText("", "body") == "hello from alice" {
+				copies++
+			}
+		}
+		if copies != 1 {
+			t.Errorf("alice got her message %d times", copies)
+		}
+	})
+
+	t.Run("sms both ways", func(t *testing.T) {
+		// Registered through the ad-hoc command the hints give for
+		// clients without a registration form (Profanity).
+		r := alice.IQ(t, "set", smsDomain, "<command xmlns='http://jabber.org/protocol/commands' node='settings' action='execute'/>")
+		wantResult(t, r, "settings first step")
+		sid := r.Child("http://jabber.org/protocol/commands", "command").Attr("sessionid")
+		r = alice.IQ(t, "set", smsDomain, "<command xmlns='http://jabber.org/protocol/commands' node='settings' sessionid='"+sid+"' action='complete'>"+
+			submitForm("", "number", "+15550001111")+"</command>")
+		wantResult(t, r, "alice claims the demo number with the settings command")
+		acceptGateway(t, alice, smsDomain)
+		peer := "+15557654321@" + smsDomain
+		// In: the command the hints give.
+		resp, err := http.PostForm(fmt.Sprintf("http://127.0.0.1:%d/send", rl.ports["sms"]),
+			url.Values{"from": {"15557654321"}, "to": {"15550001111"}, "body": {"hello from a phone"}})
+		if err != nil {
+			t.Fatalf("send a text to the gateway: %v", err)
+		}
+		answer, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("the sandbox answered %d: %s", resp.StatusCode, answer)
+		}
+		alice.Expect(t, wait, "the text", harness.MessageFrom(peer, "hello from a phone"))
+		// Out: logged by the sandbox and reported delivered.
+		sendText(t, alice, peer, "demo-sms", "hello from xmpp", true)
+		alice.Expect(t, wait, "the delivery receipt", receiptFor(peer, "demo-sms"))
+		want := `msg="text sent" from=+15550001111 to=+15557654321 body="hello from xmpp"`
+		if !strings.Contains(rl.output(), want) {
+			t.Errorf("the sandbox did not log %s:\n%s", want, rl.output())
+		}
+	})
+	alice.Close()
+	bob.Close()
+}
+
+// TestRunLocalMissingPrerequisites: without root's apt-get, the script
+// names what is missing and the apt-get line that installs it, or where to
+// get Go, and exits 1 before building anything.
+func TestRunLocalMissingPrerequisites(t *testing.T) {
+	harness.RequireBinary(t, "bash", "gcc", "openssl", "prosody", "ngircd")
+	for _, c := range []struct {
+		tools []string // in PATH; apt-get never is
+		want  string
+	}{
+		{[]string{"dirname", "id", "gcc", "openssl", "prosody"}, "sudo apt-get install --no-install-recommends ngircd"},
+		{[]string{"dirname", "id", "openssl", "ngircd"}, "sudo apt-get install --no-install-recommends gcc prosody"},
+		{[]string{"dirname", "id", "sed", "gcc", "openssl", "prosody", "ngircd"}, "missing: Go 1."},
+	} {
+		bin := t.TempDir()
+		for _, tool := range c.tools {
+			p, err := exec.LookPath(tool)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(p, filepath.Join(bin, tool)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		bash, err := exec.LookPath("bash")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bash, runLocalScript)
+		cmd.Env = []string{"PATH=" + bin, "HOME=" + t.TempDir()}
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), c.want) {
+			t.Errorf("with %v: %v, want exit 1 saying %q:\n%s", c.tools, err, c.want, out)
+		}
+		if strings.Contains(string(out), runLocalDirPrefix) {
+			t.Errorf("with %v: a temporary directory was made:\n%s", c.tools, out)
+		}
+	}
 }

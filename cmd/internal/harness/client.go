@@ -3,6 +3,7 @@ package harness
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/xml"
 	"errors"
@@ -67,6 +68,13 @@ type DialOptions struct {
 	// server then neither delivers bare-JID messages nor flushes offline
 	// messages to this resource).
 	NoInitialPresence bool
+	// TLS, when set, secures the connection: with STARTTLS, or from the
+	// first byte when DirectTLS is set. The handshake fails when the
+	// server does not offer STARTTLS.
+	TLS       *tls.Config
+	DirectTLS bool
+	// Peer, when set, is filled with the server's TLS connection state.
+	Peer *tls.ConnectionState
 }
 
 // Dial connects, authenticates as bareJID with password, binds resource,
@@ -105,6 +113,9 @@ func dial(addr, bareJID, password, resource string, opts DialOptions) (*Client, 
 	if err != nil {
 		return nil, err
 	}
+	if opts.TLS != nil && opts.DirectTLS {
+		conn = tls.Client(conn, opts.TLS)
+	}
 	c := &Client{
 		Domain:   domain,
 		conn:     conn,
@@ -112,9 +123,12 @@ func dial(addr, bareJID, password, resource string, opts DialOptions) (*Client, 
 		changed:  make(chan struct{}),
 		readDone: make(chan struct{}),
 	}
-	if err := c.handshake(user, domain, password, resource); err != nil {
-		conn.Close()
+	if err := c.handshake(user, domain, password, resource, opts); err != nil {
+		c.conn.Close()
 		return nil, err
+	}
+	if tc, ok := c.conn.(*tls.Conn); ok && opts.Peer != nil {
+		*opts.Peer = tc.ConnectionState()
 	}
 	go c.readLoop()
 	if !opts.NoInitialPresence {
@@ -135,13 +149,32 @@ func dial(addr, bareJID, password, resource string, opts DialOptions) (*Client, 
 	return c, nil
 }
 
-func (c *Client) handshake(user, domain, password, resource string) error {
+func (c *Client) handshake(user, domain, password, resource string, opts DialOptions) error {
 	_ = c.conn.SetDeadline(time.Now().Add(handshakeTimeout))
-	defer c.conn.SetDeadline(time.Time{})
+	defer func() { c.conn.SetDeadline(time.Time{}) }()
 
 	features, err := c.openStream(domain)
 	if err != nil {
 		return err
+	}
+	if opts.TLS != nil && !opts.DirectTLS {
+		if features.Child(nsTLS, "starttls") == nil {
+			return fmt.Errorf("server does not offer STARTTLS (features: %s)", features)
+		}
+		if err := c.write("<starttls xmlns='" + nsTLS + "'/>"); err != nil {
+			return err
+		}
+		if res, err := c.nextElement(); err != nil || res.Local != "proceed" {
+			return fmt.Errorf("STARTTLS refused: %v %v", res, err)
+		}
+		tc := tls.Client(c.conn, opts.TLS)
+		if err := tc.Handshake(); err != nil {
+			return fmt.Errorf("TLS handshake: %w", err)
+		}
+		c.conn, c.r = tc, bufio.NewReader(tc)
+		if features, err = c.openStream(domain); err != nil {
+			return err
+		}
 	}
 	var mechs []string
 	for _, m := range features.Child(nsSASL, "mechanisms").ChildrenNamed(nsSASL, "mechanism") {
