@@ -60,7 +60,6 @@ type Bridge struct {
 	opts  Options
 	host  bridges.Host
 	relay *relayConfig
-	wake  chan struct{}
 	// smtpAddr is the address the SMTP listener is bound to.
 	smtpAddr string
 	runCtx   context.Context
@@ -75,11 +74,10 @@ type Bridge struct {
 	resolver bridges.Resolver
 	mu       sync.Mutex
 	watchers map[string]*watcher // mailbox watchers by user
-	// queueDone is closed when the outbound queue's goroutine returned.
+	// jobs runs the queued outbound mail (runJob); queueDone is closed
+	// when it returned.
+	jobs      *bridges.Runner
 	queueDone chan struct{}
-	// The queue goroutine's own state (see runQueue).
-	finished bridges.FinishedJobs
-	stuck    bool // the store refused to record an outcome in this pass
 }
 
 // New returns an email bridge.
@@ -100,7 +98,7 @@ func New(opts Options) *Bridge {
 	if opts.CheckTimeout <= 0 {
 		opts.CheckTimeout = 20 * time.Second
 	}
-	return &Bridge{opts: opts, wake: make(chan struct{}, 1), httpc: &http.Client{Timeout: 2 * time.Minute}, watchers: map[string]*watcher{}, runCtx: context.Background(), isLocal: isLoopback,
+	return &Bridge{opts: opts, httpc: &http.Client{Timeout: 2 * time.Minute}, watchers: map[string]*watcher{}, runCtx: context.Background(), isLocal: isLoopback,
 		resolver: net.DefaultResolver}
 }
 
@@ -324,10 +322,11 @@ func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 			return err
 		}
 	}
+	b.jobs = bridges.NewRunner(host, jobKind, b.runJob)
 	b.queueDone = make(chan struct{})
 	go func() {
 		defer close(b.queueDone)
-		b.runQueue(ctx)
+		b.jobs.Run(ctx)
 	}()
 	users, err := host.Registered(ctx)
 	if err != nil {

@@ -38,23 +38,20 @@ type Bridge struct {
 	opts     Options
 	host     bridges.Host
 	provider Provider
-	wake     chan struct{} // a text was queued
 	stopped  chan struct{} // closed once the worker and the webhooks have stopped
 	// webhookAddr is where the webhooks are served (set by Start);
 	// shutdownWait bounds how long a stop waits for the webhooks being
 	// answered.
 	webhookAddr  net.Addr
 	shutdownWait time.Duration
-
-	// The worker's own state (see worker).
-	finished bridges.FinishedJobs
-	stuck    bool // the store refused to record an outcome in this pass
+	// jobs sends the queued texts (runJob).
+	jobs *bridges.Runner
 }
 
 // New returns an SMS bridge.
 func New(opts Options) *Bridge {
 	opts.WebhookURL = strings.TrimRight(opts.WebhookURL, "/")
-	b := &Bridge{opts: opts, provider: opts.Provider, wake: make(chan struct{}, 1), shutdownWait: 5 * time.Second}
+	b := &Bridge{opts: opts, provider: opts.Provider, shutdownWait: 5 * time.Second}
 	if b.provider == nil {
 		b.provider = NewTwilio(opts.APIURL, opts.AccountSID, opts.AuthToken)
 	}
@@ -147,7 +144,8 @@ func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 	} else {
 		host.Log().Warn("PASSERELLE_SMS_WEBHOOK_LISTEN is not set: no inbound texts and no delivery reports")
 	}
-	work.Go(func() { b.worker(ctx) })
+	b.jobs = bridges.NewRunner(host, jobKind, b.runJob)
+	work.Go(func() { b.jobs.Run(ctx) })
 	b.stopped = make(chan struct{})
 	go func() {
 		work.Wait()

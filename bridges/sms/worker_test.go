@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"passerelle/bridges"
 	"passerelle/store"
 )
 
@@ -15,6 +16,12 @@ import (
 type providerFunc func(ctx context.Context, t Text) (string, error)
 
 func (f providerFunc) Send(ctx context.Context, t Text) (string, error) { return f(ctx, t) }
+
+// runQueued runs job j through the bridge's runner, as the queue does;
+// it reports whether other jobs were removed with it.
+func runQueued(ctx context.Context, b *Bridge, j store.Job) bool {
+	return bridges.NewRunner(b.host, jobKind, b.runJob).Do(ctx, j)
+}
 
 // A text the provider took while the gateway was stopping is recorded as
 // sent: its job is gone (it would go out again after the restart) and its
@@ -28,7 +35,7 @@ func TestSentWhileStopping(t *testing.T) {
 		return "SMstop", nil
 	})
 	j := queueText(t, b, h, "s1", "sent as we stop")
-	b.send(ctx, j)
+	runQueued(ctx, b, j)
 	jobGone(t, h, j.ID)
 	if m, err := h.st.MessageByForeignID(context.Background(), testDomain, "SMstop"); err != nil || m.XMPPID != "s1" {
 		t.Fatalf("sid not recorded: %+v %v", m, err)
@@ -46,7 +53,7 @@ func TestFailedWhileStopping(t *testing.T) {
 		return "", ctx.Err()
 	})
 	j := queueText(t, b, h, "s2", "cut off")
-	b.send(ctx, j)
+	runQueued(ctx, b, j)
 	got, err := h.st.GetJob(context.Background(), j.ID)
 	if err != nil || got.Attempts != 0 {
 		t.Fatalf("job after a send cut off by the stop: %+v %v", got, err)
@@ -124,7 +131,7 @@ func TestSentButNotRemoved(t *testing.T) {
 	}))
 	exec(refuseDelete)
 	j := queueText(t, b, h, "k1", "only once")
-	b.wakeWorker()
+	b.jobs.Wake()
 	for deadline := time.Now().Add(5 * time.Second); sends.Load() == 0; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("not sent")
@@ -161,7 +168,7 @@ func failingWorker(t *testing.T, id string, perr error, sabotage string) (*fakeH
 	}))
 	exec(sabotage)
 	queueText(t, b, h, id, "text "+id)
-	b.wakeWorker()
+	b.jobs.Wake()
 	return h, sends
 }
 
