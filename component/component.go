@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -181,13 +180,16 @@ func (c *Component) Run(ctx context.Context) error {
 	if err := c.bridge.Start(ctx, c); err != nil {
 		return &PermanentError{fmt.Errorf("failed to start the %s bridge: %w", c.bridge.Kind(), err)}
 	}
-	delay := time.Duration(0)
+	var delay time.Duration
+	failures := 0 // connections failed or lost in a row
 	for {
 		if delay > 0 {
+			t := time.NewTimer(delay)
 			select {
 			case <-ctx.Done():
+				t.Stop()
 				return nil
-			case <-time.After(delay):
+			case <-t.C:
 			}
 		}
 		cn, err := dial(ctx, c.opts.Addr, c.opts.Domain, c.opts.Secret)
@@ -199,34 +201,25 @@ func (c *Component) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			delay = nextDelay(delay)
+			delay = reconnectBackoff.Delay(failures)
+			failures++
 			c.log.Warn("cannot connect to the XMPP server; will retry", "addr", c.opts.Addr, "err", err, "retry_in", delay.Round(time.Millisecond))
 			continue
 		}
 		c.log.Info("connected to the XMPP server", "addr", c.opts.Addr)
-		delay = 0
 		err = c.serve(ctx, cn)
 		if ctx.Err() != nil {
 			return nil
 		}
-		delay = nextDelay(delay)
+		delay, failures = reconnectBackoff.Delay(0), 1
 		c.log.Warn("lost the XMPP server; reconnecting", "err", err, "retry_in", delay.Round(time.Millisecond))
 	}
 }
 
-// nextDelay doubles the reconnection delay (from 500 ms to 10 s) with ±25 % jitter:
-// the server is normally near, and every second away is traffic waiting.
-func nextDelay(d time.Duration) time.Duration {
-	const first, max = 500 * time.Millisecond, 10 * time.Second
-	d = d * 2
-	if d < first {
-		d = first
-	}
-	if d > max {
-		d = max
-	}
-	return d*3/4 + time.Duration(rand.Int64N(int64(d/2)))
-}
+// reconnectBackoff is the wait before reconnecting to the XMPP server:
+// from 500 ms to 10 s; the server is normally near, and every second away
+// is traffic waiting.
+var reconnectBackoff = bridges.Backoff{First: 500 * time.Millisecond, Max: 10 * time.Second, Jitter: 0.25}
 
 // serve runs one connection until it breaks or ctx ends.
 func (c *Component) serve(ctx context.Context, cn *conn) error {
