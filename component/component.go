@@ -92,6 +92,8 @@ type Component struct {
 	m      *DomainMetrics
 
 	runCtx     context.Context
+	ready      chan struct{} // closed when the bridge is set up
+	readyOnce  sync.Once
 	started    time.Time
 	outboxWake chan struct{}
 	outbox     outboxState // owned by the running pump
@@ -160,6 +162,7 @@ func New(opts Options) *Component {
 		store:      opts.Store,
 		m:          opts.Metrics.For(opts.Domain),
 		outboxWake: make(chan struct{}, 1),
+		ready:      make(chan struct{}),
 		idleProbe:  idleProbe, probeTimeout: probeTimeout,
 		commandTimeout: commandTimeout,
 		users:          map[string]*userSession{},
@@ -171,15 +174,43 @@ func New(opts Options) *Component {
 	return c
 }
 
-// Run connects to the server and serves until ctx is cancelled (then it
-// sends unavailable presence to registered users, closes the stream and
-// returns nil) or a permanent failure such as a refused secret occurs.
+// Run runs the bridge (its Run) and, once it is ready, connects to the
+// server and serves until ctx is cancelled (then it sends unavailable
+// presence to registered users, closes the stream and returns nil) or a
+// permanent failure such as a refused secret occurs. It returns once the
+// bridge's Run has returned.
 func (c *Component) Run(ctx context.Context) error {
 	c.runCtx = ctx
 	c.started = time.Now()
-	if err := c.bridge.Start(ctx, c); err != nil {
-		return &PermanentError{fmt.Errorf("failed to start the %s bridge: %w", c.bridge.Kind(), err)}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	bridgeDone := make(chan error, 1)
+	go func() { bridgeDone <- c.bridge.Run(ctx, c) }()
+	select {
+	case err := <-bridgeDone:
+		if err == nil && ctx.Err() == nil {
+			err = errors.New("it stopped before it was ready")
+		}
+		if err != nil {
+			return &PermanentError{fmt.Errorf("failed to start the %s bridge: %w", c.bridge.Kind(), err)}
+		}
+		return nil
+	case <-c.ready:
 	}
+	err := c.connect(ctx)
+	cancel()
+	if berr := <-bridgeDone; berr != nil && err == nil {
+		err = &PermanentError{fmt.Errorf("the %s bridge failed: %w", c.bridge.Kind(), berr)}
+	}
+	return err
+}
+
+// Ready implements bridges.Host.
+func (c *Component) Ready() { c.readyOnce.Do(func() { close(c.ready) }) }
+
+// connect keeps the component connected to the XMPP server until ctx
+// ends (then it returns nil) or a permanent failure.
+func (c *Component) connect(ctx context.Context) error {
 	var delay time.Duration
 	failures := 0 // connections failed or lost in a row
 	for {

@@ -74,10 +74,8 @@ type Bridge struct {
 	resolver bridges.Resolver
 	mu       sync.Mutex
 	watchers map[string]*watcher // mailbox watchers by user
-	// jobs runs the queued outbound mail (runJob); queueDone is closed
-	// when it returned.
-	jobs      *bridges.Runner
-	queueDone chan struct{}
+	// jobs runs the queued outbound mail (runJob).
+	jobs *bridges.Runner
 }
 
 // New returns an email bridge.
@@ -300,8 +298,12 @@ func (b *Bridge) Translate(ctx context.Context, input string) (string, error) {
 	return local, nil
 }
 
-// Start implements bridges.Bridge.
-func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
+// Run implements bridges.Bridge: the SMTP listener, the queue of
+// outbound mail and the mailbox watchers run until ctx ends. It returns
+// once the listener is closed with no mail in progress, the queue has
+// recorded the mail it was sending and every watcher the mail it was
+// forwarding (each bounded), so the store is not closed under them.
+func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
 	b.host = host
 	b.runCtx = ctx
 	relay, err := parseRelay(b.opts.Relay)
@@ -317,20 +319,24 @@ func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 		host.Log().Warn("users' own mail servers may be on loopback and private addresses (PASSERELLE_MAILBOX_ALLOW_PRIVATE)")
 	}
 	b.relay = relay
+	var in *inbound
 	if b.opts.Listen != "" {
-		if err := b.listen(ctx); err != nil {
+		if in, err = b.listen(ctx); err != nil {
 			return err
 		}
 	}
-	b.jobs = bridges.NewRunner(host, jobKind, b.runJob)
-	b.queueDone = make(chan struct{})
-	go func() {
-		defer close(b.queueDone)
-		b.jobs.Run(ctx)
-	}()
 	users, err := host.Registered(ctx)
 	if err != nil {
+		if in != nil {
+			in.ln.Close()
+		}
 		return fmt.Errorf("failed to list the registered users: %w", err)
+	}
+	b.jobs = bridges.NewRunner(host, jobKind, b.runJob)
+	var work sync.WaitGroup
+	work.Go(func() { b.jobs.Run(ctx) })
+	if in != nil {
+		work.Go(func() { in.serve(ctx) })
 	}
 	for _, u := range users {
 		r, err := host.Registration(ctx, u)
@@ -342,18 +348,9 @@ func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 			b.startWatcher(u, cfg)
 		}
 	}
-	return nil
-}
-
-// Wait blocks, once the context given to Start is done, until the queue
-// has finished the mail it was sending and every mailbox watcher the mail
-// it was forwarding (each at most 30 s), so the store is not closed under
-// them. It returns at once when the bridge was never started.
-func (b *Bridge) Wait() {
-	if b.queueDone == nil {
-		return
-	}
-	<-b.queueDone
+	host.Ready()
+	<-ctx.Done()
+	work.Wait()
 	b.mu.Lock()
 	ws := make([]*watcher, 0, len(b.watchers))
 	for _, w := range b.watchers {
@@ -363,6 +360,7 @@ func (b *Bridge) Wait() {
 	for _, w := range ws {
 		w.stop()
 	}
+	return nil
 }
 
 // Handle implements bridges.Bridge.

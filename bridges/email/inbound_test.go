@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -358,4 +359,75 @@ func mailSession(t *testing.T, addr string) *smtp.Client {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// blockingDNS is fakeDNS whose TXT lookups wait until release is closed;
+// entered is closed at the first.
+type blockingDNS struct {
+	fakeDNS
+	once             sync.Once
+	entered, release chan struct{}
+}
+
+func (d *blockingDNS) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	d.once.Do(func() { close(d.entered) })
+	<-d.release
+	return d.fakeDNS.LookupTXT(ctx, name)
+}
+
+// A mail being received when the gateway stops is taken and committed
+// before Run returns (the store is closed after it): the client gets its
+// 250 and the message is in the outbox.
+func TestInboundDataDuringStop(t *testing.T) {
+	dns := &blockingDNS{entered: make(chan struct{}), release: make(chan struct{})}
+	b := New(Options{Domain: testDomain, Listen: "127.0.0.1:0", Inbound: InboundOptions{Resolver: dns}})
+	h := newFakeHost(t, b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := h.st.PutRegistration(ctx, testDomain, "alice@example.org", map[string]string{"address": "alice"}, []string{"alice"}); err != nil {
+		t.Fatal(err)
+	}
+	wait := start(t, ctx, b, h)
+	c := mailSession(t, b.smtpAddr)
+	if err := c.Rcpt("alice@"+testDomain, nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, "From: x@example.com\r\nSubject: late\r\n\r\nsent as the gateway stops\r\n")
+	answer := make(chan error, 1)
+	go func() {
+		answer <- w.Close()
+		c.Quit()
+	}()
+	<-dns.entered // the mail is being checked
+	cancel()
+	returned := make(chan struct{})
+	go func() { wait(); close(returned) }()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		conn, err := net.Dial("tcp", b.smtpAddr)
+		if err != nil {
+			break // the stop has begun: the listener is closed
+		}
+		conn.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the listener is still open after the stop")
+		}
+	}
+	select {
+	case <-returned:
+		t.Fatal("Run returned while a mail was being received")
+	default:
+	}
+	close(dns.release)
+	<-returned
+	if err := <-answer; err != nil {
+		t.Fatalf("the mail received during the stop: %v", err)
+	}
+	items, err := h.st.PendingStanzas(context.Background(), testDomain, 10)
+	if err != nil || len(items) != 1 || !strings.Contains(items[0].Stanza, "sent as the gateway stops") {
+		t.Fatalf("outbox after the stop: %v %v", items, err)
+	}
 }

@@ -32,6 +32,7 @@ type fakeHost struct {
 	out     chan *xmlel.Element
 	allowed func(jid string) bool // nil: everyone
 	logs    *logBuffer            // nil: the log is discarded
+	ready   chan struct{}         // a token per Ready
 }
 
 // logBuffer keeps a fake host's log lines.
@@ -58,7 +59,7 @@ func newFakeHost(t testing.TB) *fakeHost {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &fakeHost{st: st, ch: make(chan func(context.Context), 256), out: make(chan *xmlel.Element, 10000)}
+	h := &fakeHost{st: st, ch: make(chan func(context.Context), 256), out: make(chan *xmlel.Element, 10000), ready: make(chan struct{}, 1)}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -83,6 +84,12 @@ func (h *fakeHost) Log() *slog.Logger {
 		return slog.New(slog.NewTextHandler(h.logs, nil))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+func (h *fakeHost) Ready() {
+	select {
+	case h.ready <- struct{}{}:
+	default:
+	}
 }
 func (h *fakeHost) RetryMaxDelay() time.Duration                 { return time.Minute }
 func (h *fakeHost) Allowed(jid string) bool                      { return h.allowed == nil || h.allowed(jid) }
@@ -283,9 +290,28 @@ func (f *fakeIRC) closed(t *testing.T) {
 func startOn(t testing.TB, b *Bridge, h *fakeHost) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); b.Wait() })
-	if err := b.Start(ctx, h); err != nil {
-		t.Fatal(err)
-	}
+	wait := start(t, ctx, b, h)
+	t.Cleanup(func() { cancel(); wait() })
 	return ctx
+}
+
+// start runs b on h as the component does and returns once b is ready;
+// wait returns once b's Run has returned (after ctx ended).
+func start(t testing.TB, ctx context.Context, b *Bridge, h *fakeHost) (wait func()) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx, h) }()
+	select {
+	case <-h.ready:
+	case err := <-done:
+		t.Fatalf("Run returned before it was ready: %v", err)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
 }

@@ -13,7 +13,6 @@ func TestArchivePruned(t *testing.T) {
 	b := New(Options{HistoryLimit: 3})
 	b.pruneEvery = 20 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); b.Wait() })
 	db := h.st.DB()
 	insert := func(channel string, bodies ...string) {
 		for _, body := range bodies {
@@ -25,9 +24,8 @@ func TestArchivePruned(t *testing.T) {
 	}
 	insert("#big", "1", "2", "3", "4", "5")
 	insert("#small", "a", "b")
-	if err := b.Start(ctx, h); err != nil {
-		t.Fatal(err)
-	}
+	wait := start(t, ctx, b, h)
+	t.Cleanup(func() { cancel(); wait() })
 	bodies := func(channel string) string {
 		rows, err := db.Query(`SELECT body FROM irc_history WHERE channel = ? ORDER BY id`, channel)
 		if err != nil {

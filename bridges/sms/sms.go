@@ -38,8 +38,7 @@ type Bridge struct {
 	opts     Options
 	host     bridges.Host
 	provider Provider
-	stopped  chan struct{} // closed once the worker and the webhooks have stopped
-	// webhookAddr is where the webhooks are served (set by Start);
+	// webhookAddr is where the webhooks are served (set by Run);
 	// shutdownWait bounds how long a stop waits for the webhooks being
 	// answered.
 	webhookAddr  net.Addr
@@ -125,9 +124,11 @@ func errText(err error) string {
 	return "invalid"
 }
 
-// Start implements bridges.Bridge: the webhook listener and the worker
-// sending queued texts run until ctx is done.
-func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
+// Run implements bridges.Bridge: the webhook listener and the runner
+// sending queued texts run until ctx is done. It returns once the runner
+// has recorded the text it was sending and the webhooks being answered
+// are done (at most shutdownWait), so the store is not closed under them.
+func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
 	b.host = host
 	var work sync.WaitGroup
 	if b.opts.WebhookListen != "" {
@@ -146,23 +147,9 @@ func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 	}
 	b.jobs = bridges.NewRunner(host, jobKind, b.runJob)
 	work.Go(func() { b.jobs.Run(ctx) })
-	b.stopped = make(chan struct{})
-	go func() {
-		work.Wait()
-		close(b.stopped)
-	}()
+	host.Ready()
+	work.Wait()
 	return nil
-}
-
-// Wait implements bridges.Waiter: once the context given to Start is
-// done, it blocks until the worker has recorded the text it was sending
-// and the webhooks being answered are done (at most 5 s), so the store is
-// not closed under them. It returns at once when the bridge was never
-// started.
-func (b *Bridge) Wait() {
-	if b.stopped != nil {
-		<-b.stopped
-	}
 }
 
 // Handle implements bridges.Bridge.

@@ -63,9 +63,9 @@ func TestFailedWhileStopping(t *testing.T) {
 	}
 }
 
-// Wait returns only once the worker has finished the text it was sending
+// Run returns only once the runner has finished the text it was sending
 // and recorded it, so the store is not closed under it.
-func TestWaitStopsWorker(t *testing.T) {
+func TestRunStopsRunner(t *testing.T) {
 	b, h := idleBridge(t, "")
 	sending, release := make(chan struct{}), make(chan struct{})
 	b.provider = providerFunc(func(context.Context, Text) (string, error) {
@@ -75,24 +75,21 @@ func TestWaitStopsWorker(t *testing.T) {
 	})
 	j := queueText(t, b, h, "s3", "slow")
 	ctx, cancel := context.WithCancel(context.Background())
-	b.Wait() // never started: returns at once
-	if err := b.Start(ctx, h); err != nil {
-		t.Fatal(err)
-	}
+	wait := start(t, ctx, b, h)
 	<-sending
 	cancel()
 	waited := make(chan struct{})
-	go func() { b.Wait(); close(waited) }()
+	go func() { wait(); close(waited) }()
 	select {
 	case <-waited:
-		t.Fatal("Wait returned while a text was being sent")
+		t.Fatal("Run returned while a text was being sent")
 	case <-time.After(100 * time.Millisecond):
 	}
 	close(release)
 	select {
 	case <-waited:
 	case <-time.After(5 * time.Second):
-		t.Fatal("Wait did not return once the text was sent")
+		t.Fatal("Run did not return once the text was sent")
 	}
 	jobGone(t, h, j.ID)
 }
@@ -103,10 +100,8 @@ func runWorker(t *testing.T, b *Bridge, h *fakeHost, p Provider) func(query stri
 	t.Helper()
 	b.provider = p
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); b.Wait() })
-	if err := b.Start(ctx, h); err != nil {
-		t.Fatal(err)
-	}
+	wait := start(t, ctx, b, h)
+	t.Cleanup(func() { cancel(); wait() })
 	return func(query string) {
 		t.Helper()
 		if _, err := h.st.DB().Exec(query); err != nil {
