@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"passerelle/component/form"
@@ -169,3 +170,24 @@ type Host interface {
 // Errorf returns a stanza error with condition and text (a convenience for
 // bridges).
 func Errorf(condition, text string) *stanza.Error { return stanza.Errorf(condition, text) }
+
+// Start runs b.Run(ctx, h) on a goroutine and returns once the bridge is
+// ready: when ready (closed or sent to by h.Ready) is received from. wait
+// returns once Run has returned, with its error. When Run returns before
+// it is ready, Start returns its error, or an error of its own if the
+// bridge stopped without one while ctx was not done.
+func Start(ctx context.Context, b Bridge, h Host, ready <-chan struct{}) (wait func() error, err error) {
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx, h) }()
+	wait = sync.OnceValue(func() error { return <-done })
+	select {
+	case <-ready:
+		return wait, nil
+	case err := <-done:
+		done <- nil
+		if err == nil && ctx.Err() == nil {
+			err = errors.New("it stopped before it was ready")
+		}
+		return wait, err
+	}
+}

@@ -139,6 +139,17 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// waitRefusedRemovals waits until the store has refused n removals: the
+// runner went over the job n times.
+func (m *memJobs) waitRefusedRemovals(t *testing.T, n int) {
+	t.Helper()
+	waitFor(t, "refused removals", func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.deletesRefused >= n
+	})
+}
+
 func gone(st *memJobs, id int64) bool { _, ok := st.get(id); return !ok }
 
 // A job the foreign side took while the gateway was stopping is recorded
@@ -197,11 +208,7 @@ func TestRunnerDoneButNotRemoved(t *testing.T) {
 	r := testRunner(st, func(context.Context, Job) Outcome { runs.Add(1); return Done() })
 	id := st.add("k", time.Now())
 	serve(t, r)
-	waitFor(t, "three refused removals", func() bool {
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		return st.deletesRefused >= 3
-	})
+	st.waitRefusedRemovals(t, 3)
 	if n := runs.Load(); n != 1 {
 		t.Fatalf("ran %d times while the store kept the job", n)
 	}
@@ -223,11 +230,7 @@ func TestRunnerReportedButNotRemoved(t *testing.T) {
 	})
 	id := st.add("k", time.Now())
 	serve(t, r)
-	waitFor(t, "three refused removals", func() bool {
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		return st.deletesRefused >= 3
-	})
+	st.waitRefusedRemovals(t, 3)
 	if n := reports.Load(); n != 1 {
 		t.Fatalf("reported %d times", n)
 	}

@@ -184,22 +184,13 @@ func (c *Component) Run(ctx context.Context) error {
 	c.started = time.Now()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	bridgeDone := make(chan error, 1)
-	go func() { bridgeDone <- c.bridge.Run(ctx, c) }()
-	select {
-	case err := <-bridgeDone:
-		if err == nil && ctx.Err() == nil {
-			err = errors.New("it stopped before it was ready")
-		}
-		if err != nil {
-			return &PermanentError{fmt.Errorf("failed to start the %s bridge: %w", c.bridge.Kind(), err)}
-		}
-		return nil
-	case <-c.ready:
+	wait, err := bridges.Start(ctx, c.bridge, c, c.ready)
+	if err != nil {
+		return &PermanentError{fmt.Errorf("failed to start the %s bridge: %w", c.bridge.Kind(), err)}
 	}
-	err := c.connect(ctx)
+	err = c.connect(ctx)
 	cancel()
-	if berr := <-bridgeDone; berr != nil && err == nil {
+	if berr := wait(); berr != nil && err == nil {
 		err = &PermanentError{fmt.Errorf("the %s bridge failed: %w", c.bridge.Kind(), berr)}
 	}
 	return err

@@ -295,23 +295,11 @@ func startOn(t testing.TB, b *Bridge, h *fakeHost) context.Context {
 	return ctx
 }
 
-// start runs b on h as the component does and returns once b is ready;
-// wait returns once b's Run has returned (after ctx ended).
-func start(t testing.TB, ctx context.Context, b *Bridge, h *fakeHost) (wait func()) {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx, h) }()
-	select {
-	case <-h.ready:
-	case err := <-done:
-		t.Fatalf("Run returned before it was ready: %v", err)
+// start runs b on h as the component does (bridges.Start).
+func start(t testing.TB, ctx context.Context, b *Bridge, h *fakeHost) (wait func() error) {
+	wait, err := bridges.Start(ctx, b, h, h.ready)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		})
-	}
+	return wait
 }

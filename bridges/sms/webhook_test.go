@@ -367,7 +367,7 @@ func TestInboundMediaURLEscaped(t *testing.T) {
 
 // webhookBridge starts a bridge serving its webhooks on a loopback port,
 // with alice registered; stop stops it.
-func webhookBridge(t *testing.T, h *fakeHost) (b *Bridge, p *smstest.Provider, stop context.CancelFunc, wait func()) {
+func webhookBridge(t *testing.T, h *fakeHost) (b *Bridge, p *smstest.Provider, stop context.CancelFunc, wait func() error) {
 	t.Helper()
 	p = smstest.Start(t, testSID, testToken)
 	b = New(Options{Numbers: []string{ownNumber}, Region: "US", APIURL: p.URL(), AccountSID: testSID, AuthToken: testToken,
@@ -382,7 +382,7 @@ func webhookBridge(t *testing.T, h *fakeHost) (b *Bridge, p *smstest.Provider, s
 }
 
 // waitReturns runs wait and reports whether it returned within d.
-func waitReturns(wait func(), d time.Duration) (returned <-chan struct{}, within bool) {
+func waitReturns(wait func() error, d time.Duration) (returned <-chan struct{}, within bool) {
 	done := make(chan struct{})
 	go func() { wait(); close(done) }()
 	select {
