@@ -60,9 +60,11 @@ type Bridge struct {
 	opts  Options
 	host  bridges.Host
 	relay *relayConfig
-	// smtpAddr is the address the SMTP listener is bound to.
-	smtpAddr string
-	runCtx   context.Context
+	// smtpAddr is the address the SMTP listener is bound to;
+	// smtpShutdownWait bounds how long a stop waits for its sessions.
+	smtpAddr         string
+	smtpShutdownWait time.Duration
+	runCtx           context.Context
 
 	upload uploadService
 	httpc  *http.Client
@@ -96,7 +98,7 @@ func New(opts Options) *Bridge {
 	if opts.CheckTimeout <= 0 {
 		opts.CheckTimeout = 20 * time.Second
 	}
-	return &Bridge{opts: opts, httpc: &http.Client{Timeout: 2 * time.Minute}, watchers: map[string]*watcher{}, runCtx: context.Background(), isLocal: isLoopback,
+	return &Bridge{opts: opts, smtpShutdownWait: 5 * time.Second, httpc: &http.Client{Timeout: 2 * time.Minute}, watchers: map[string]*watcher{}, runCtx: context.Background(), isLocal: isLoopback,
 		resolver: net.DefaultResolver}
 }
 

@@ -91,7 +91,7 @@ func (b *Bridge) listen(ctx context.Context) (*inbound, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to listen for SMTP on %s: %w", b.opts.Listen, err)
 	}
-	in := &inbound{b: b, ln: ln, shutdownWait: 5 * time.Second, sessions: map[*smtp.Conn]bool{}, limits: &connLimits{
+	in := &inbound{b: b, ln: ln, shutdownWait: b.smtpShutdownWait, sessions: map[*smtp.Conn]bool{}, limits: &connLimits{
 		max: b.opts.Inbound.MaxConns, perIP: b.opts.MaxConnsPerClient,
 		exempt: b.relayAddrs(ctx), byIP: map[string]int{}, log: b.host.Log(),
 	}}

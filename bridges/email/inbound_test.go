@@ -431,3 +431,59 @@ func TestInboundDataDuringStop(t *testing.T) {
 		t.Fatalf("outbox after the stop: %v %v", items, err)
 	}
 }
+
+// A client that stops sending in the middle of a mail holds a stop up
+// for smtpShutdownWait at most: then its connection is closed, and the
+// mail is not taken.
+func TestInboundStopBoundedByStalledData(t *testing.T) {
+	b := New(Options{Domain: testDomain, Listen: "127.0.0.1:0", Inbound: InboundOptions{Resolver: fakeDNS{}}})
+	b.smtpShutdownWait = 100 * time.Millisecond
+	h := newFakeHost(t, b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := h.st.PutRegistration(ctx, testDomain, "alice@example.org", map[string]string{"address": "alice"}, []string{"alice"}); err != nil {
+		t.Fatal(err)
+	}
+	wait := start(t, ctx, b, h)
+	c := mailSession(t, b.smtpAddr)
+	if err := c.Rcpt("alice@"+testDomain, nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, "Subject: stalled\r\n\r\nand then nothing")
+	cancel()
+	returned := make(chan struct{})
+	go func() { wait(); close(returned) }()
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run still waits for a stalled mail 10 s after the stop")
+	}
+	if err := w.Close(); err == nil {
+		t.Fatal("a mail cut off by the stop was taken")
+	}
+	if n, _ := h.st.CountStanzas(context.Background(), testDomain); n != 0 {
+		t.Fatalf("%d stanzas for a mail cut off by the stop", n)
+	}
+}
+
+// A command that comes after the listener stopped is refused with 421:
+// the store may be closed.
+func TestInboundCommandAfterStop(t *testing.T) {
+	b, h := startBridge(t, Options{}, map[string]string{"alice@example.org": "alice"})
+	in := &inbound{b: b, sessions: map[*smtp.Conn]bool{}}
+	in.stopped = true
+	s := &session{b: b, in: in, hasMail: true, rcpts: []recipient{{addr: "alice@" + testDomain, user: "alice@example.org"}}}
+	if got, _ := code(s.Rcpt("alice@"+testDomain, nil)); got != 421 {
+		t.Fatalf("RCPT after the stop: %d, want 421", got)
+	}
+	if got, _ := code(s.Data(strings.NewReader("Subject: late\r\n\r\nlate\r\n"))); got != 421 {
+		t.Fatalf("DATA after the stop: %d, want 421", got)
+	}
+	if n, _ := h.st.CountStanzas(context.Background(), testDomain); n != 0 {
+		t.Fatalf("%d stanzas after the stop", n)
+	}
+}
