@@ -13,13 +13,16 @@ import (
 	"passerelle/store"
 )
 
-// memJobs is a JobStore in memory that can be made to refuse writes.
+// memJobs is a JobStore in memory that can be made to refuse reads and
+// writes.
 type memJobs struct {
 	mu                             sync.Mutex
 	jobs                           map[int64]*store.Job
 	next                           int64
 	refuseDelete                   bool
 	refuseUpdate                   bool
+	refuseRead                     bool
+	readsRefused                   int
 	deletesRefused, updatesRefused int
 	deleteCtxErr                   error // ctx.Err() of the last DeleteJob
 }
@@ -55,6 +58,10 @@ func (m *memJobs) set(f func(m *memJobs)) {
 func (m *memJobs) DueJobs(ctx context.Context, domain string, now time.Time, limit int) ([]store.Job, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.refuseRead {
+		m.readsRefused++
+		return nil, errRefused
+	}
 	var out []store.Job
 	for id := int64(1); id <= m.next && len(out) < limit; id++ {
 		if j, ok := m.jobs[id]; ok && !j.NextTry.After(now) {
@@ -67,6 +74,9 @@ func (m *memJobs) DueJobs(ctx context.Context, domain string, now time.Time, lim
 func (m *memJobs) NextJobTime(ctx context.Context, domain string) (time.Time, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.refuseRead {
+		return time.Time{}, false, errRefused
+	}
 	var t time.Time
 	for _, j := range m.jobs {
 		if t.IsZero() || j.NextTry.Before(t) {
@@ -361,4 +371,21 @@ func TestRunnerStopRecords(t *testing.T) {
 	if !gone(st, id) {
 		t.Fatal("the job taken during the stop was not recorded")
 	}
+}
+
+// While the store cannot be read, the runner tries again after the
+// backoff's first delay; once it can, the due jobs run.
+func TestRunnerQueueUnreadable(t *testing.T) {
+	st := newMemJobs()
+	st.refuseRead = true
+	r := testRunner(st, func(context.Context, Job) Outcome { return Done() })
+	id := st.add("k", time.Now())
+	serve(t, r)
+	waitFor(t, "three refused reads", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.readsRefused >= 3
+	})
+	st.set(func(m *memJobs) { m.refuseRead = false })
+	waitFor(t, "the job", func() bool { return gone(st, id) })
 }
