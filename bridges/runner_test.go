@@ -312,6 +312,11 @@ func TestRunnerRetryAndFinal(t *testing.T) {
 	if j, _ := st.get(young); j.Attempts != 1 || j.LastError != "busy" || !j.NextTry.After(time.Now()) {
 		t.Fatalf("after a retry: %+v", j)
 	}
+	// A bridge that still retries a final job (it should fail it): the
+	// job is kept, not lost.
+	if j, ok := st.get(old); !ok || j.Attempts != 1 {
+		t.Fatalf("a final job retried: %+v %v", j, ok)
+	}
 	at := time.Now().Add(time.Hour)
 	r = testRunner(st, func(context.Context, Job) Outcome { return Later(at) })
 	j, _ := st.get(young)
