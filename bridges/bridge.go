@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"passerelle/component/form"
@@ -75,9 +76,13 @@ type Bridge interface {
 	// bridge's domain, or an *stanza.Error (jid-malformed, item-not-found).
 	Translate(ctx context.Context, input string) (string, error)
 
-	// Start is called once the component is set up; background work
-	// (listeners, queues) runs until ctx is done.
-	Start(ctx context.Context, host Host) error
+	// Run does the bridge's own work (listeners, queues, foreign
+	// connections) until ctx is done. It sets up what the other methods
+	// need, calls host.Ready, and returns once its work is finished and
+	// its listeners are closed (a goodbye to a foreign network is
+	// bounded), so that the store can be closed. An error is fatal to
+	// the gateway.
+	Run(ctx context.Context, host Host) error
 	// Handle processes a stanza the component does not answer itself
 	// (anything addressed to a JID with a localpart, and messages to the
 	// domain). It runs on the user's goroutine: it must not block for long.
@@ -101,13 +106,6 @@ type Commander interface {
 // stream is (re)established.
 type Connected interface {
 	Connected(ctx context.Context)
-}
-
-// Waiter is implemented by bridges with work to finish after their context
-// ended (saying goodbye to a foreign network); Wait blocks, boundedly,
-// until it is done.
-type Waiter interface {
-	Wait()
 }
 
 // Command is an ad-hoc command (XEP-0050). Execute is called with a nil form
@@ -134,6 +132,9 @@ var ErrDisconnected = errors.New("not connected to the XMPP server")
 type Host interface {
 	// Domain is the component's domain.
 	Domain() string
+	// Ready is called by the bridge's Run once it is set up: only then
+	// does the component connect to the XMPP server and hand it stanzas.
+	Ready()
 	// Send writes a transient stanza (presence, IQ reply); while the server
 	// is away it fails with ErrDisconnected.
 	Send(st *xmlel.Element) error
@@ -169,3 +170,24 @@ type Host interface {
 // Errorf returns a stanza error with condition and text (a convenience for
 // bridges).
 func Errorf(condition, text string) *stanza.Error { return stanza.Errorf(condition, text) }
+
+// Start runs b.Run(ctx, h) on a goroutine and returns once the bridge is
+// ready: when ready (closed or sent to by h.Ready) is received from. wait
+// returns once Run has returned, with its error. When Run returns before
+// it is ready, Start returns its error, or an error of its own if the
+// bridge stopped without one while ctx was not done.
+func Start(ctx context.Context, b Bridge, h Host, ready <-chan struct{}) (wait func() error, err error) {
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx, h) }()
+	wait = sync.OnceValue(func() error { return <-done })
+	select {
+	case <-ready:
+		return wait, nil
+	case err := <-done:
+		done <- nil
+		if err == nil && ctx.Err() == nil {
+			err = errors.New("it stopped before it was ready")
+		}
+		return wait, err
+	}
+}

@@ -25,6 +25,7 @@ func (h *outboxHost) Send(st *xmlel.Element) error {
 	return errors.New("transient send in a failure report")
 }
 func (h *outboxHost) RetryMaxDelay() time.Duration             { return time.Minute }
+func (h *outboxHost) Ready()                                   {}
 func (h *outboxHost) Allowed(user string) bool                 { return true }
 func (h *outboxHost) Store() *store.Store                      { return nil }
 func (h *outboxHost) Log() *slog.Logger                        { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -96,6 +95,8 @@ type Component struct {
 	m      *DomainMetrics
 
 	runCtx     context.Context
+	ready      chan struct{} // closed when the bridge is set up
+	readyOnce  sync.Once
 	started    time.Time
 	outboxWake chan struct{}
 	outbox     outboxState // owned by the running pump
@@ -167,6 +168,7 @@ func New(opts Options) *Component {
 		store:      opts.Store,
 		m:          opts.Metrics.For(opts.Domain),
 		outboxWake: make(chan struct{}, 1),
+		ready:      make(chan struct{}),
 		idleProbe:  idleProbe, probeTimeout: probeTimeout,
 		commandTimeout: commandTimeout,
 		users:          map[string]*userSession{},
@@ -178,22 +180,44 @@ func New(opts Options) *Component {
 	return c
 }
 
-// Run connects to the server and serves until ctx is cancelled (then it
-// sends unavailable presence to registered users, closes the stream and
-// returns nil) or a permanent failure such as a refused secret occurs.
+// Run runs the bridge (its Run) and, once it is ready, connects to the
+// server and serves until ctx is cancelled (then it sends unavailable
+// presence to registered users, closes the stream and returns nil) or a
+// permanent failure such as a refused secret occurs. It returns once the
+// bridge's Run has returned.
 func (c *Component) Run(ctx context.Context) error {
 	c.runCtx = ctx
 	c.started = time.Now()
-	if err := c.bridge.Start(ctx, c); err != nil {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wait, err := bridges.Start(ctx, c.bridge, c, c.ready)
+	if err != nil {
 		return &PermanentError{fmt.Errorf("failed to start the %s bridge: %w", c.bridge.Kind(), err)}
 	}
-	delay := time.Duration(0)
+	err = c.connect(ctx)
+	cancel()
+	if berr := wait(); berr != nil && err == nil {
+		err = &PermanentError{fmt.Errorf("the %s bridge failed: %w", c.bridge.Kind(), berr)}
+	}
+	return err
+}
+
+// Ready implements bridges.Host.
+func (c *Component) Ready() { c.readyOnce.Do(func() { close(c.ready) }) }
+
+// connect keeps the component connected to the XMPP server until ctx
+// ends (then it returns nil) or a permanent failure.
+func (c *Component) connect(ctx context.Context) error {
+	var delay time.Duration
+	failures := 0 // connections failed or lost in a row
 	for {
 		if delay > 0 {
+			t := time.NewTimer(delay)
 			select {
 			case <-ctx.Done():
+				t.Stop()
 				return nil
-			case <-time.After(delay):
+			case <-t.C:
 			}
 		}
 		cn, err := dial(ctx, c.opts.Addr, c.opts.Domain, c.opts.DomainVariable, c.opts.Secret)
@@ -205,34 +229,25 @@ func (c *Component) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			delay = nextDelay(delay)
+			delay = reconnectBackoff.Delay(failures)
+			failures++
 			c.log.Warn("cannot connect to the XMPP server; will retry", "addr", c.opts.Addr, "err", err, "retry_in", delay.Round(time.Millisecond))
 			continue
 		}
 		c.log.Info("connected to the XMPP server", "addr", c.opts.Addr)
-		delay = 0
 		err = c.serve(ctx, cn)
 		if ctx.Err() != nil {
 			return nil
 		}
-		delay = nextDelay(delay)
+		delay, failures = reconnectBackoff.Delay(0), 1
 		c.log.Warn("lost the XMPP server; reconnecting", "err", err, "retry_in", delay.Round(time.Millisecond))
 	}
 }
 
-// nextDelay doubles the reconnection delay (from 500 ms to 10 s) with ±25 % jitter:
-// the server is normally near, and every second away is traffic waiting.
-func nextDelay(d time.Duration) time.Duration {
-	const first, max = 500 * time.Millisecond, 10 * time.Second
-	d = d * 2
-	if d < first {
-		d = first
-	}
-	if d > max {
-		d = max
-	}
-	return d*3/4 + time.Duration(rand.Int64N(int64(d/2)))
-}
+// reconnectBackoff is the wait before reconnecting to the XMPP server:
+// from 500 ms to 10 s; the server is normally near, and every second away
+// is traffic waiting.
+var reconnectBackoff = bridges.Backoff{First: 500 * time.Millisecond, Max: 10 * time.Second, Jitter: 0.25}
 
 // serve runs one connection until it breaks or ctx ends.
 func (c *Component) serve(ctx context.Context, cn *conn) error {

@@ -201,7 +201,12 @@ func (b *fakeBridge) Prompt() (string, string)                      { return "de
 func (b *fakeBridge) Translate(ctx context.Context, in string) (string, error) {
 	return "", stanza.Errorf("jid-malformed", "no")
 }
-func (b *fakeBridge) Start(ctx context.Context, h bridges.Host) error { b.host = h; return nil }
+func (b *fakeBridge) Run(ctx context.Context, h bridges.Host) error {
+	b.host = h
+	h.Ready()
+	<-ctx.Done()
+	return nil
+}
 func (b *fakeBridge) Handle(ctx context.Context, u *bridges.User, st *xmlel.Element) {
 	if b.handle != nil {
 		b.handle(ctx, u, st)

@@ -136,7 +136,7 @@ func (c *Component) storeFailed(msg string, err error, sent int) {
 	o := &c.outbox
 	o.failures++
 	c.m.OutboxStoreErrors.Add(1)
-	delay := bridges.RetryDelay(o.failures-1, min(c.opts.RetryMaxDelay, storeRetryMax))
+	delay := bridges.RetryBackoff(min(c.opts.RetryMaxDelay, storeRetryMax)).Delay(o.failures - 1)
 	o.retryAt = time.Now().Add(delay)
 	args := []any{"err", err, "failures", o.failures, "retry_in", delay.Round(time.Millisecond)}
 	if sent > 0 {

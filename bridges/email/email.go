@@ -60,10 +60,11 @@ type Bridge struct {
 	opts  Options
 	host  bridges.Host
 	relay *relayConfig
-	wake  chan struct{}
-	// smtpAddr is the address the SMTP listener is bound to.
-	smtpAddr string
-	runCtx   context.Context
+	// smtpAddr is the address the SMTP listener is bound to;
+	// smtpShutdownWait bounds how long a stop waits for its sessions.
+	smtpAddr         string
+	smtpShutdownWait time.Duration
+	runCtx           context.Context
 
 	upload uploadService
 	httpc  *http.Client
@@ -75,11 +76,8 @@ type Bridge struct {
 	resolver bridges.Resolver
 	mu       sync.Mutex
 	watchers map[string]*watcher // mailbox watchers by user
-	// queueDone is closed when the outbound queue's goroutine returned.
-	queueDone chan struct{}
-	// The queue goroutine's own state (see runQueue).
-	finished bridges.FinishedJobs
-	stuck    bool // the store refused to record an outcome in this pass
+	// jobs runs the queued outbound mail (runJob).
+	jobs *bridges.Runner
 }
 
 // New returns an email bridge.
@@ -100,7 +98,7 @@ func New(opts Options) *Bridge {
 	if opts.CheckTimeout <= 0 {
 		opts.CheckTimeout = 20 * time.Second
 	}
-	return &Bridge{opts: opts, wake: make(chan struct{}, 1), httpc: &http.Client{Timeout: 2 * time.Minute}, watchers: map[string]*watcher{}, runCtx: context.Background(), isLocal: isLoopback,
+	return &Bridge{opts: opts, smtpShutdownWait: 5 * time.Second, httpc: &http.Client{Timeout: 2 * time.Minute}, watchers: map[string]*watcher{}, runCtx: context.Background(), isLocal: isLoopback,
 		resolver: net.DefaultResolver}
 }
 
@@ -302,8 +300,12 @@ func (b *Bridge) Translate(ctx context.Context, input string) (string, error) {
 	return local, nil
 }
 
-// Start implements bridges.Bridge.
-func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
+// Run implements bridges.Bridge: the SMTP listener, the queue of
+// outbound mail and the mailbox watchers run until ctx ends. It returns
+// once the listener is closed with no mail in progress, the queue has
+// recorded the mail it was sending and every watcher the mail it was
+// forwarding (each bounded), so the store is not closed under them.
+func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
 	b.host = host
 	b.runCtx = ctx
 	relay, err := parseRelay(b.opts.Relay)
@@ -319,19 +321,24 @@ func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 		host.Log().Warn("users' own mail servers may be on loopback and private addresses (PASSERELLE_MAILBOX_ALLOW_PRIVATE)")
 	}
 	b.relay = relay
+	var in *inbound
 	if b.opts.Listen != "" {
-		if err := b.listen(ctx); err != nil {
+		if in, err = b.listen(ctx); err != nil {
 			return err
 		}
 	}
-	b.queueDone = make(chan struct{})
-	go func() {
-		defer close(b.queueDone)
-		b.runQueue(ctx)
-	}()
 	users, err := host.Registered(ctx)
 	if err != nil {
+		if in != nil {
+			in.ln.Close()
+		}
 		return fmt.Errorf("failed to list the registered users: %w", err)
+	}
+	b.jobs = bridges.NewRunner(host, jobKind, b.runJob)
+	var work sync.WaitGroup
+	work.Go(func() { b.jobs.Run(ctx) })
+	if in != nil {
+		work.Go(func() { in.serve(ctx) })
 	}
 	for _, u := range users {
 		r, err := host.Registration(ctx, u)
@@ -343,18 +350,9 @@ func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 			b.startWatcher(u, cfg)
 		}
 	}
-	return nil
-}
-
-// Wait blocks, once the context given to Start is done, until the queue
-// has finished the mail it was sending and every mailbox watcher the mail
-// it was forwarding (each at most 30 s), so the store is not closed under
-// them. It returns at once when the bridge was never started.
-func (b *Bridge) Wait() {
-	if b.queueDone == nil {
-		return
-	}
-	<-b.queueDone
+	host.Ready()
+	<-ctx.Done()
+	work.Wait()
 	b.mu.Lock()
 	ws := make([]*watcher, 0, len(b.watchers))
 	for _, w := range b.watchers {
@@ -364,6 +362,7 @@ func (b *Bridge) Wait() {
 	for _, w := range ws {
 		w.stop()
 	}
+	return nil
 }
 
 // Handle implements bridges.Bridge.

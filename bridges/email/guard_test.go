@@ -171,10 +171,8 @@ func TestRelayCredentialsNeedTLS(t *testing.T) {
 			}
 			h := newFakeHost(t, b)
 			ctx, cancel := context.WithCancel(context.Background())
-			t.Cleanup(func() { cancel(); b.Wait() })
-			if err := b.Start(ctx, h); err != nil {
-				t.Fatal(err)
-			}
+			wait := start(t, ctx, b, h)
+			t.Cleanup(func() { cancel(); wait() })
 			b.Handle(ctx, alice(), chat("bob%example.com", "c1", "the relay's password"))
 			if tc.delivered {
 				m := waitTLSMail(t, r)

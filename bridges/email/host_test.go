@@ -27,6 +27,7 @@ type fakeHost struct {
 	ch    chan *xmlel.Element
 	fail  error // SendMessage fails with it when set
 	retry time.Duration
+	ready chan struct{} // a token per Ready
 }
 
 func newFakeHost(t testing.TB, b *Bridge) *fakeHost {
@@ -35,7 +36,7 @@ func newFakeHost(t testing.TB, b *Bridge) *fakeHost {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return &fakeHost{b: b, st: st, ch: make(chan *xmlel.Element, 1000), retry: 200 * time.Millisecond}
+	return &fakeHost{b: b, st: st, ch: make(chan *xmlel.Element, 1000), retry: 200 * time.Millisecond, ready: make(chan struct{}, 1)}
 }
 
 func (h *fakeHost) Domain() string { return testDomain }
@@ -117,6 +118,12 @@ func (h *fakeHost) Allowed(user string) bool     { return user != "banned@exampl
 func (h *fakeHost) Store() *store.Store          { return h.st }
 func (h *fakeHost) Log() *slog.Logger            { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 func (h *fakeHost) RetryMaxDelay() time.Duration { return h.retry }
+func (h *fakeHost) Ready() {
+	select {
+	case h.ready <- struct{}{}:
+	default:
+	}
+}
 
 // next waits for the next stanza sent.
 func (h *fakeHost) next(t testing.TB) *xmlel.Element {
@@ -151,15 +158,22 @@ func startBridgeWith(t testing.TB, opts Options, users map[string]string, r brid
 	}
 	h := newFakeHost(t, b)
 	ctx, cancel := context.WithCancel(context.Background())
-	// Stopped, and its goroutines done, before the store closes.
-	t.Cleanup(func() { cancel(); b.Wait() })
 	for jid, addr := range users {
 		if err := h.st.PutRegistration(ctx, testDomain, jid, map[string]string{"address": addr}, []string{addr}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := b.Start(ctx, h); err != nil {
+	wait := start(t, ctx, b, h)
+	// Stopped, and its goroutines done, before the store closes.
+	t.Cleanup(func() { cancel(); wait() })
+	return b, h
+}
+
+// start runs b on h as the component does (bridges.Start).
+func start(t testing.TB, ctx context.Context, b *Bridge, h *fakeHost) (wait func() error) {
+	wait, err := bridges.Start(ctx, b, h, h.ready)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return b, h
+	return wait
 }

@@ -30,6 +30,8 @@ var (
 		Message: "MAIL FROM first"}
 	errTempStore = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
 		Message: "Cannot store the message now; try again later"}
+	errStopping = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2},
+		Message: "The gateway is stopping; try again later"}
 )
 
 // InboundOptions are the limits and sender checks of the SMTP listener.
@@ -69,18 +71,27 @@ func (o *InboundOptions) setDefaults() {
 
 // inbound is the SMTP listener for hosted addresses.
 type inbound struct {
-	b      *Bridge
-	srv    *smtp.Server
-	ln     net.Listener
-	limits *connLimits
+	b            *Bridge
+	srv          *smtp.Server
+	ln           net.Listener
+	limits       *connLimits
+	shutdownWait time.Duration // for the sessions to end at a stop
+
+	mu       sync.Mutex
+	sessions map[*smtp.Conn]bool // open, closed at a stop after shutdownWait
+	// busy is held for reading by each command that uses the store, and
+	// for writing by serve at a stop: it returns once they are done.
+	busy    sync.RWMutex
+	stopped bool // under busy: no command may use the store any more
 }
 
-func (b *Bridge) listen(ctx context.Context) error {
+// listen opens the SMTP listener; serve answers on it.
+func (b *Bridge) listen(ctx context.Context) (*inbound, error) {
 	ln, err := net.Listen("tcp", b.opts.Listen)
 	if err != nil {
-		return fmt.Errorf("failed to listen for SMTP on %s: %w", b.opts.Listen, err)
+		return nil, fmt.Errorf("failed to listen for SMTP on %s: %w", b.opts.Listen, err)
 	}
-	in := &inbound{b: b, ln: ln, limits: &connLimits{
+	in := &inbound{b: b, ln: ln, shutdownWait: b.smtpShutdownWait, sessions: map[*smtp.Conn]bool{}, limits: &connLimits{
 		max: b.opts.Inbound.MaxConns, perIP: b.opts.MaxConnsPerClient,
 		exempt: b.relayAddrs(ctx), byIP: map[string]int{}, log: b.host.Log(),
 	}}
@@ -95,21 +106,58 @@ func (b *Bridge) listen(ctx context.Context) error {
 	b.smtpAddr = ln.Addr().String()
 	b.host.Log().Info("listening for SMTP", "addr", ln.Addr().String(), "max_size", b.opts.MaxSize,
 		"max_connections", in.limits.max, "max_connections_per_ip", in.limits.perIP, "timeout", s.ReadTimeout)
-	go func() {
-		if err := s.Serve(limitListener{ln, in.limits}); err != nil {
-			b.host.Log().Error("the SMTP listener stopped", "err", err)
-		}
-	}()
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.Shutdown(sctx); err != nil {
-			s.Close()
-		}
-	}()
-	return nil
+	return in, nil
 }
+
+// serve answers SMTP until ctx ends. Then it closes the listener, gives
+// the sessions shutdownWait to end, closes those left, and returns once no
+// command that reads or commits to the store is running: a mail being
+// received is committed (250) or refused (4xx) before the store closes.
+func (in *inbound) serve(ctx context.Context) {
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		if err := in.srv.Serve(limitListener{in.ln, in.limits}); err != nil {
+			in.b.host.Log().Error("the SMTP listener stopped", "err", err)
+		}
+	}()
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), in.shutdownWait)
+	err := in.srv.Shutdown(sctx)
+	cancel()
+	if err != nil {
+		// Shutdown has marked the server closed: its Close would not
+		// close the sessions any more. Their commands fail, and their
+		// goroutines end.
+		in.mu.Lock()
+		conns := make([]net.Conn, 0, len(in.sessions))
+		for c := range in.sessions {
+			conns = append(conns, c.Conn())
+		}
+		in.mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	<-served
+	in.busy.Lock() // waits for the commands running
+	in.stopped = true
+	in.busy.Unlock()
+}
+
+// enter is called by a session command that uses the store; it returns
+// false once the listener stopped (the store may be closed). leave ends
+// the command.
+func (in *inbound) enter() bool {
+	in.busy.RLock()
+	if in.stopped {
+		in.busy.RUnlock()
+		return false
+	}
+	return true
+}
+
+func (in *inbound) leave() { in.busy.RUnlock() }
 
 // relayAddrs returns the addresses of the configured relay's host: a local
 // MTA that relays the gateway's mail usually also hands it its inbound
@@ -230,7 +278,10 @@ func (c *countedConn) Close() error {
 }
 
 func (in *inbound) newSession(c *smtp.Conn) (smtp.Session, error) {
-	s := &session{b: in.b, conn: c, client: c.Conn().RemoteAddr().String(), start: time.Now(), stats: sessionStats{helo: c.Hostname()}}
+	in.mu.Lock()
+	in.sessions[c] = true
+	in.mu.Unlock()
+	s := &session{b: in.b, in: in, conn: c, client: c.Conn().RemoteAddr().String(), start: time.Now(), stats: sessionStats{helo: c.Hostname()}}
 	if a, ok := c.Conn().RemoteAddr().(*net.TCPAddr); ok {
 		s.ip = a.IP
 	}
@@ -240,6 +291,7 @@ func (in *inbound) newSession(c *smtp.Conn) (smtp.Session, error) {
 // session is one SMTP transaction sequence of a client.
 type session struct {
 	b       *Bridge
+	in      *inbound
 	conn    *smtp.Conn
 	client  string
 	ip      net.IP
@@ -290,6 +342,9 @@ func (s *session) Logout() error {
 		args = append(args, "closed", "too many refused recipients")
 	}
 	s.b.host.Log().Info("SMTP session ended", args...)
+	s.in.mu.Lock()
+	delete(s.in.sessions, s.conn)
+	s.in.mu.Unlock()
 	return nil
 }
 
@@ -304,6 +359,10 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if !s.hasMail {
 		return errNoSender
 	}
+	if !s.in.enter() {
+		return errStopping
+	}
+	defer s.in.leave()
 	r, err := s.b.recipient(context.Background(), to)
 	if err != nil {
 		return s.refuseRcpt(to, err)
@@ -384,6 +443,10 @@ func (s *session) Data(r io.Reader) error {
 	if len(s.rcpts) == 0 {
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "No valid recipients"}
 	}
+	if !s.in.enter() {
+		return errStopping
+	}
+	defer s.in.leave()
 	raw, err := io.ReadAll(r)
 	if err != nil {
 		var se *smtp.SMTPError

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -401,5 +402,132 @@ func TestInboundSameMailTwice(t *testing.T) {
 	}
 	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 6 {
 		t.Fatalf("%d stanzas queued after two mails without a Message-ID", n)
+	}
+}
+
+// blockingDNS is fakeDNS whose TXT lookups wait until release is closed;
+// entered is closed at the first.
+type blockingDNS struct {
+	fakeDNS
+	once             sync.Once
+	entered, release chan struct{}
+}
+
+func (d *blockingDNS) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	d.once.Do(func() { close(d.entered) })
+	<-d.release
+	return d.fakeDNS.LookupTXT(ctx, name)
+}
+
+// A mail being received when the gateway stops is taken and committed
+// before Run returns (the store is closed after it): the client gets its
+// 250 and the message is in the outbox.
+func TestInboundDataDuringStop(t *testing.T) {
+	dns := &blockingDNS{entered: make(chan struct{}), release: make(chan struct{})}
+	b := New(Options{Domain: testDomain, Listen: "127.0.0.1:0", Inbound: InboundOptions{Resolver: dns}})
+	h := newFakeHost(t, b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := h.st.PutRegistration(ctx, testDomain, "alice@example.org", map[string]string{"address": "alice"}, []string{"alice"}); err != nil {
+		t.Fatal(err)
+	}
+	wait := start(t, ctx, b, h)
+	c := mailSession(t, b.smtpAddr)
+	if err := c.Rcpt("alice@"+testDomain, nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, "From: x@example.com\r\nSubject: late\r\n\r\nsent as the gateway stops\r\n")
+	answer := make(chan error, 1)
+	go func() {
+		answer <- w.Close()
+		c.Quit()
+	}()
+	<-dns.entered // the mail is being checked
+	cancel()
+	returned := make(chan struct{})
+	go func() { wait(); close(returned) }()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		conn, err := net.Dial("tcp", b.smtpAddr)
+		if err != nil {
+			break // the stop has begun: the listener is closed
+		}
+		conn.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the listener is still open after the stop")
+		}
+	}
+	select {
+	case <-returned:
+		t.Fatal("Run returned while a mail was being received")
+	default:
+	}
+	close(dns.release)
+	<-returned
+	if err := <-answer; err != nil {
+		t.Fatalf("the mail received during the stop: %v", err)
+	}
+	items, err := h.st.PendingStanzas(context.Background(), testDomain, 10)
+	if err != nil || len(items) != 1 || !strings.Contains(items[0].Stanza, "sent as the gateway stops") {
+		t.Fatalf("outbox after the stop: %v %v", items, err)
+	}
+}
+
+// A client that stops sending in the middle of a mail holds a stop up
+// for smtpShutdownWait at most: then its connection is closed, and the
+// mail is not taken.
+func TestInboundStopBoundedByStalledData(t *testing.T) {
+	b := New(Options{Domain: testDomain, Listen: "127.0.0.1:0", Inbound: InboundOptions{Resolver: fakeDNS{}}})
+	b.smtpShutdownWait = 100 * time.Millisecond
+	h := newFakeHost(t, b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := h.st.PutRegistration(ctx, testDomain, "alice@example.org", map[string]string{"address": "alice"}, []string{"alice"}); err != nil {
+		t.Fatal(err)
+	}
+	wait := start(t, ctx, b, h)
+	c := mailSession(t, b.smtpAddr)
+	if err := c.Rcpt("alice@"+testDomain, nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, "Subject: stalled\r\n\r\nand then nothing")
+	cancel()
+	returned := make(chan struct{})
+	go func() { wait(); close(returned) }()
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run still waits for a stalled mail 10 s after the stop")
+	}
+	if err := w.Close(); err == nil {
+		t.Fatal("a mail cut off by the stop was taken")
+	}
+	if n, _ := h.st.CountStanzas(context.Background(), testDomain); n != 0 {
+		t.Fatalf("%d stanzas for a mail cut off by the stop", n)
+	}
+}
+
+// A command that comes after the listener stopped is refused with 421:
+// the store may be closed.
+func TestInboundCommandAfterStop(t *testing.T) {
+	b, h := startBridge(t, Options{}, map[string]string{"alice@example.org": "alice"})
+	in := &inbound{b: b, sessions: map[*smtp.Conn]bool{}}
+	in.stopped = true
+	s := &session{b: b, in: in, hasMail: true, rcpts: []recipient{{addr: "alice@" + testDomain, user: "alice@example.org"}}}
+	if got, _ := code(s.Rcpt("alice@"+testDomain, nil)); got != 421 {
+		t.Fatalf("RCPT after the stop: %d, want 421", got)
+	}
+	if got, _ := code(s.Data(strings.NewReader("Subject: late\r\n\r\nlate\r\n"))); got != 421 {
+		t.Fatalf("DATA after the stop: %d, want 421", got)
+	}
+	if n, _ := h.st.CountStanzas(context.Background(), testDomain); n != 0 {
+		t.Fatalf("%d stanzas after the stop", n)
 	}
 }

@@ -327,9 +327,10 @@ type watcher struct {
 func (w *watcher) run(ctx context.Context) {
 	defer close(w.done)
 	log := w.b.host.Log().With("user", w.user, "imap", w.cfg.IMAPServer)
-	var delay time.Duration
+	reconnect := bridges.Backoff{First: time.Second, Max: w.b.host.RetryMaxDelay(), Jitter: 0.2}
+	failures := 0 // sessions ended in a row without reaching the mailbox
 	for ctx.Err() == nil {
-		err := w.session(ctx, func() { delay = 0 })
+		err := w.session(ctx, func() { failures = 0 })
 		if ctx.Err() != nil {
 			return
 		}
@@ -346,6 +347,7 @@ func (w *watcher) run(ctx context.Context) {
 		var ae *authError
 		var se *securityError
 		var pe *bridges.PrivateAddrError
+		var delay time.Duration
 		if errors.As(err, &ae) {
 			if !w.reported {
 				w.reported = true
@@ -360,7 +362,8 @@ func (w *watcher) run(ctx context.Context) {
 			}
 			delay = w.b.host.RetryMaxDelay()
 		} else {
-			delay = min(max(delay*2, time.Second), w.b.host.RetryMaxDelay())
+			delay = reconnect.Delay(failures)
+			failures++
 		}
 		log.Warn("mailbox connection ended; reconnecting", "err", err, "retry_in", delay)
 		t := time.NewTimer(delay)

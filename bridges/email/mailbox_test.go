@@ -282,30 +282,25 @@ func TestMailboxWatcherWithoutRegistration(t *testing.T) {
 	}
 }
 
-// Wait returns once the queue and the mailbox watchers have stopped, so
-// the store can be closed after it.
-func TestWaitStopsQueueAndWatchers(t *testing.T) {
+// Run returns once the mailbox watchers have stopped, so the store can be
+// closed after it (the queue: TestRunnerStopRecords in bridges).
+func TestRunStopsWatchers(t *testing.T) {
 	m := startMemIMAP(t)
 	b := New(Options{Domain: testDomain, AllowPrivate: true})
 	h := newFakeHost(t, b)
-	b.Wait() // not started: returns at once
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := b.Start(ctx, h); err != nil {
-		t.Fatal(err)
-	}
+	wait := start(t, ctx, b, h)
 	b.startWatcher("bob@example.org", mailboxConfig{IMAPServer: m.addr, IMAPUser: "bob", IMAPPassword: "secret"})
 	waitPos(t, b, "bob@example.org", func(imapPos) bool { return true })
 	b.mu.Lock()
 	w := b.watchers["bob@example.org"]
 	b.mu.Unlock()
 	cancel()
-	b.Wait()
-	for name, done := range map[string]chan struct{}{"queue": b.queueDone, "watcher": w.done} {
-		select {
-		case <-done:
-		default:
-			t.Errorf("the %s still runs after Wait", name)
-		}
+	wait()
+	select {
+	case <-w.done:
+	default:
+		t.Error("the watcher still runs after Run returned")
 	}
 }

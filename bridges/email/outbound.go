@@ -133,7 +133,7 @@ func (b *Bridge) handleMessage(ctx context.Context, u *bridges.User, st *xmlel.E
 		return
 	}
 	b.host.Log().Info("queued a mail", "user", u.JID, "to", to, "message_id", mid)
-	b.wakeQueue()
+	b.jobs.Wake()
 }
 
 // contactAddress returns the email address of a contact JID localpart: the

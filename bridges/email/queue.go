@@ -19,12 +19,7 @@ import (
 	"passerelle/store"
 )
 
-const (
-	firstRetry = bridges.FirstRetry
-	// maxAge is how long a mail is retried before it fails for good.
-	maxAge     = bridges.MaxQueueAge
-	dialTimout = 30 * time.Second
-)
+const dialTimout = 30 * time.Second
 
 // relayConfig is a server mail leaves through: the parsed
 // PASSERELLE_SMTP_RELAY, or a user's own submission server.
@@ -290,110 +285,36 @@ func (b *Bridge) submission(f map[string]string) *relayConfig {
 		own: true, connect: b.dialUser}
 }
 
-// wakeQueue makes the queue runner look for due jobs now.
-func (b *Bridge) wakeQueue() {
-	select {
-	case b.wake <- struct{}{}:
-	default:
-	}
-}
-
-// runQueue delivers queued mail until ctx is done.
-//
-// When the store refuses to record what became of a mail (a job it will
-// not remove or reschedule), the job stays due: the queue then waits
-// (backing off) before it reads the jobs again rather than spin, and a
-// job it is done with (delivered, or failed and reported) is never sent
-// or reported again while the gateway runs; its removal is tried again.
-func (b *Bridge) runQueue(ctx context.Context) {
-	stuckPasses := 0
-	for {
-		b.drainQueue(ctx)
-		wait := time.Hour
-		if b.stuck {
-			wait = backoff(stuckPasses, b.host.RetryMaxDelay())
-			stuckPasses++
-		} else {
-			stuckPasses = 0
-			if t, ok, err := b.host.Store().NextJobTime(ctx, b.host.Domain()); err == nil && ok {
-				wait = time.Until(t)
-			}
-		}
-		if wait < 0 {
-			wait = 0
-		}
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return
-		case <-b.wake:
-		case <-timer.C:
-		}
-		timer.Stop()
-	}
-}
-
-func (b *Bridge) drainQueue(ctx context.Context) {
-	b.stuck = false
-	for ctx.Err() == nil && !b.stuck {
-		jobs, err := b.host.Store().DueJobs(ctx, b.host.Domain(), time.Now(), 16)
-		if err != nil {
-			b.host.Log().Error("cannot read the mail queue", "err", err)
-			return
-		}
-		if len(jobs) == 0 {
-			return
-		}
-		ran := 0
-		for _, j := range jobs {
-			if j.Kind != jobKind {
-				continue
-			}
-			if b.finished.Has(j.ID) {
-				b.remove(ctx, j.ID)
-				continue
-			}
-			b.runJob(ctx, j.ID, j.Attempts, j.Created, j.Payload)
-			ran++
-		}
-		if ran == 0 {
-			return
-		}
-	}
-}
-
-// backoff is the delay before the next try after attempt failed ones.
-func backoff(attempt int, max time.Duration) time.Duration { return bridges.RetryDelay(attempt, max) }
-
-func (b *Bridge) runJob(ctx context.Context, id int64, attempts int, created time.Time, payload []byte) {
-	st := b.host.Store()
+// runJob delivers one queued mail through its relay: done, retried later,
+// or failed for good (refused, or still failing temporarily on the last
+// try): reported to the sender.
+func (b *Bridge) runJob(ctx context.Context, qj bridges.Job) bridges.Outcome {
 	var j outJob
-	if err := json.Unmarshal(payload, &j); err != nil {
-		b.host.Log().Error("dropping an unreadable mail job", "job", id, "err", err)
-		b.remove(ctx, id)
-		return
+	if err := json.Unmarshal(qj.Payload, &j); err != nil {
+		b.host.Log().Error("dropping an unreadable mail job", "job", qj.ID, "err", err)
+		return bridges.Done()
 	}
 	relay, err := b.relayFor(ctx, j)
 	if err == nil {
 		err = relay.send(ctx, b.opts.Domain, j.From, j.To, j.Raw)
 	}
 	if err != nil && ctx.Err() != nil {
-		return // shutting down: the job stays queued
+		return bridges.Outcome{} // shutting down: the job stays queued
 	}
 	if err == nil {
-		// The relay took the mail: it is recorded as delivered even when
-		// the gateway is stopping meanwhile.
-		ctx, cancel := bridges.RecordContext(ctx)
-		defer cancel()
-		b.host.Log().Info("relay accepted a mail", "to", j.To, "job", id)
-		b.remove(ctx, id)
-		if j.Receipt && j.ID != "" {
+		// The relay took the mail: the runner records it as delivered
+		// even when the gateway is stopping meanwhile, then the receipt.
+		b.host.Log().Info("relay accepted a mail", "to", j.To, "job", qj.ID)
+		if !j.Receipt || j.ID == "" {
+			return bridges.Done()
+		}
+		return bridges.Done().Then(func(ctx context.Context) {
 			r := stanza.New("message", j.Contact, j.User, "", stanza.NewID())
 			r.Add(xmlel.New(stanza.NSReceipts, "received").SetAttr("id", j.ID))
-			b.host.SendMessage(ctx, r)
-		}
-		return
+			if err := b.host.SendMessage(ctx, r); err != nil {
+				b.host.Log().Error("cannot queue a delivery receipt", "job", qj.ID, "err", err)
+			}
+		})
 	}
 	var se *sendError
 	errors.As(err, &se)
@@ -403,22 +324,17 @@ func (b *Bridge) runJob(ctx context.Context, id int64, attempts int, created tim
 			b.opts.Insecure.Add(1)
 		}
 		if temporary {
-			b.host.Log().Error("mail delivery held back: the relay would get the password in clear; give it STARTTLS or use smtps://", "to", j.To, "job", id, "err", err)
+			b.host.Log().Error("mail delivery held back: the relay would get the password in clear; give it STARTTLS or use smtps://", "to", j.To, "job", qj.ID, "err", err)
 		}
 	}
-	if temporary && time.Since(created) < maxAge {
-		next := time.Now().Add(backoff(attempts, b.host.RetryMaxDelay()))
-		b.host.Log().Warn("mail delivery failed; will retry", "to", j.To, "job", id, "err", err, "retry_at", next.Format(time.RFC3339))
-		if err := st.RetryJob(ctx, id, next, err.Error()); err != nil {
-			b.host.Log().Error("cannot reschedule a mail", "job", id, "err", err)
-			b.stuck = true
-		}
-		return
+	if temporary && !qj.Final {
+		b.host.Log().Warn("mail delivery failed; will retry", "to", j.To, "job", qj.ID, "err", err, "attempts", qj.Attempts+1)
+		return bridges.Retry(err)
 	}
 	if se != nil && se.insecure {
-		b.host.Log().Error("mail delivery refused: the server cannot be reached safely; fix its certificate or the trusted roots", "to", j.To, "job", id, "err", err)
+		b.host.Log().Error("mail delivery refused: the server cannot be reached safely; fix its certificate or the trusted roots", "to", j.To, "job", qj.ID, "err", err)
 	} else {
-		b.host.Log().Warn("mail delivery failed for good", "to", j.To, "job", id, "err", err, "attempts", attempts+1)
+		b.host.Log().Warn("mail delivery failed for good", "to", j.To, "job", qj.ID, "err", err, "attempts", qj.Attempts+1)
 	}
 	cond, text := "not-acceptable", "Your mail to "+j.To+" was not delivered: "+err.Error()
 	switch {
@@ -433,24 +349,7 @@ func (b *Bridge) runJob(ctx context.Context, id int64, attempts int, created tim
 	if p, perr := ParseMail(j.Raw); perr == nil && p.Subject != "" {
 		notice += "\nSubject: " + p.Subject
 	}
-	if err := bridges.ReportFailure(ctx, b.host, j.Contact, j.User, j.ID, e, notice); err != nil {
-		// Keep the job: it is tried, and reported, again later.
-		b.host.Log().Error("cannot report a failed mail; will retry", "job", id, "err", err)
-		if err := st.RetryJob(ctx, id, time.Now().Add(backoff(attempts, b.host.RetryMaxDelay())), err.Error()); err != nil {
-			b.host.Log().Error("cannot reschedule a mail", "job", id, "err", err)
-			b.stuck = true
-		}
-		return
-	}
-	b.remove(ctx, id)
-}
-
-// remove takes a job the queue is done with out of the store; when the
-// store refuses, it is not run again, and its removal is tried on the
-// next pass.
-func (b *Bridge) remove(ctx context.Context, id int64) {
-	if err := b.finished.Remove(ctx, b.host.Store(), id); err != nil {
-		b.host.Log().Error("cannot remove a finished mail from the queue", "job", id, "err", err)
-		b.stuck = true
-	}
+	return bridges.Failed(err, func(ctx context.Context) error {
+		return bridges.ReportFailure(ctx, b.host, j.Contact, j.User, j.ID, e, notice)
+	})
 }

@@ -224,7 +224,8 @@ func TestOutboundUnreachableRelay(t *testing.T) {
 	h.mu.Lock()
 	h.fail = errors.New("outbox unavailable")
 	h.mu.Unlock()
-	b.runJob(ctx, jobs[0].ID, jobs[0].Attempts, time.Now().Add(-maxAge-time.Minute), jobs[0].Payload)
+	jobs[0].Created = time.Now().Add(-bridges.MaxQueueAge - time.Minute)
+	runQueued(ctx, b, jobs[0])
 	j, err := h.st.GetJob(ctx, jobs[0].ID)
 	if err != nil || j.Attempts <= jobs[0].Attempts || !j.NextTry.After(time.Now().Add(-time.Second)) {
 		t.Fatalf("job after an unreported failure: %+v %v", j, err)
@@ -233,7 +234,8 @@ func TestOutboundUnreachableRelay(t *testing.T) {
 	h.fail = nil
 	h.mu.Unlock()
 	// Then an error to the sending resource and a notice to the user.
-	b.runJob(ctx, j.ID, j.Attempts, time.Now().Add(-maxAge-time.Minute), j.Payload)
+	j.Created = jobs[0].Created
+	runQueued(ctx, b, *j)
 	e := errorFor(t, h, "m1")
 	if e.Condition != "remote-server-timeout" || e.Type != "cancel" || !strings.Contains(e.Text, "could not be delivered for 24 hours") ||
 		!strings.Contains(e.Text, "connection refused") {
@@ -268,18 +270,6 @@ func TestOutboundRefusals(t *testing.T) {
 	b.Handle(ctx, alice(), chat("bob%example.com", "n4", ""))
 	if n, _ := h.st.CountJobs(ctx, testDomain); n != 0 {
 		t.Fatalf("%d jobs for an empty message", n)
-	}
-}
-
-func TestBackoff(t *testing.T) {
-	max := 10 * time.Minute
-	for i, want := range []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second} {
-		if d := backoff(i, max); d < want*4/5 || d > want*6/5 {
-			t.Errorf("attempt %d: %v, want about %v", i, d, want)
-		}
-	}
-	if d := backoff(30, max); d > max*6/5 || d < max*4/5 {
-		t.Errorf("capped: %v", d)
 	}
 }
 
@@ -320,6 +310,11 @@ func queuedOnly(t *testing.T, addr, id string, extra ...*xmlel.Element) (*Bridge
 	return b, h, jobs[0]
 }
 
+// runQueued runs job j through the bridge's runner, as the queue does.
+func runQueued(ctx context.Context, b *Bridge, j store.Job) {
+	bridges.NewRunner(b.host, jobKind, b.runJob).Do(ctx, j)
+}
+
 // A mail the relay accepted while the gateway was stopping is recorded as
 // delivered: its job is gone (it would go out again after the restart)
 // and the receipt asked for is queued.
@@ -331,7 +326,7 @@ func TestAcceptedWhileStopping(t *testing.T) {
 	r.mu.Lock()
 	r.onData = cancel // the gateway stops while the relay takes the mail
 	r.mu.Unlock()
-	b.runJob(ctx, j.ID, j.Attempts, j.Created, j.Payload)
+	runQueued(ctx, b, j)
 	if n, _ := h.st.CountJobs(context.Background(), testDomain); n != 0 {
 		t.Fatalf("%d jobs left: the mail would go out again", n)
 	}
@@ -347,7 +342,7 @@ func TestFailedWhileStopping(t *testing.T) {
 	b, h, j := queuedOnly(t, r.addr, "m2")
 	ctx, stop := context.WithCancel(context.Background())
 	stop()
-	b.runJob(ctx, j.ID, j.Attempts, j.Created, j.Payload)
+	runQueued(ctx, b, j)
 	got, err := h.st.GetJob(context.Background(), j.ID)
 	if err != nil || got.Attempts != 0 || got.LastError != "" {
 		t.Fatalf("job after a send cut off by the stop: %+v %v", got, err)

@@ -105,8 +105,8 @@ func benchChannel(b *testing.B, users int, archive bool) {
 	h := newFakeHost(b)
 	br := New(Options{AllowPrivate: true})
 	ctx, cancel := context.WithCancel(context.Background())
-	b.Cleanup(func() { cancel(); br.Wait() })
-	br.Start(ctx, h)
+	wait := start(b, ctx, br, h)
+	b.Cleanup(func() { cancel(); wait() })
 	cfg := defaultNetConfig()
 	cfg.Ports, cfg.TLSPorts, cfg.ThrottleLimit = []int{srv.port()}, nil, 1_000_000 // measure CPU, not the throttle
 	jid := func(i int) string { return fmt.Sprintf("u%d@example.org", i) }

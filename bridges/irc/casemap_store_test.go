@@ -319,7 +319,7 @@ func TestStoredKeysMerge(t *testing.T) {
 // spelling; a row from before the spelling was kept, under its key.
 func TestRestoreUsesSpelling(t *testing.T) {
 	fx := &fixture{h: newFakeHost(t), f: newFakeIRC(t)}
-	cancel := fx.start(t)
+	stop := fx.start(t)
 	cfg := defaultNetConfig()
 	cfg.Ports, cfg.TLSPorts = []int{fx.f.port()}, nil
 	if err := fx.b.saveNetConfig(context.Background(), testUser, "localhost", cfg); err != nil {
@@ -328,8 +328,7 @@ func TestRestoreUsesSpelling(t *testing.T) {
 	fx.connectWith(t, "#A[b", "")
 	fx.configure(t, "#A[b", chanSettings{Persistent: true, Record: true})
 	fx.exec(t, `INSERT INTO irc_channels (jid, server, channel, nick, persistent) VALUES (?, 'localhost', '#old', 'nick', 1)`, testUser)
-	cancel()
-	fx.b.Wait()
+	stop()
 	fx.f.closed(t)
 
 	fx.start(t)
@@ -346,17 +345,17 @@ func TestRestoreUsesSpelling(t *testing.T) {
 	}
 }
 
-// start starts a new bridge on fx.h; the function returned stops it.
-func (fx *fixture) start(t *testing.T) context.CancelFunc {
+// start starts a new bridge on fx.h; the function returned stops it and
+// waits for its Run to return.
+func (fx *fixture) start(t *testing.T) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	b := New(Options{AllowPrivate: true})
-	t.Cleanup(func() { cancel(); b.Wait() })
 	fx.b = b
-	if err := fx.b.Start(ctx, fx.h); err != nil {
-		t.Fatal(err)
-	}
-	return cancel
+	wait := start(t, ctx, b, fx.h)
+	stop = func() { cancel(); wait() }
+	t.Cleanup(stop)
+	return stop
 }
 
 // A re-keying that fails (store.TestRekeyIRCServerFailures fails each

@@ -32,6 +32,7 @@ type fakeHost struct {
 	out     chan *xmlel.Element
 	allowed func(jid string) bool // nil: everyone
 	logs    *logBuffer            // nil: the log is discarded
+	ready   chan struct{}         // a token per Ready
 }
 
 // logBuffer keeps a fake host's log lines.
@@ -55,7 +56,7 @@ func (l *logBuffer) String() string {
 func newFakeHost(t testing.TB) *fakeHost {
 	st := storetest.Open(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &fakeHost{st: st, ch: make(chan func(context.Context), 256), out: make(chan *xmlel.Element, 10000)}
+	h := &fakeHost{st: st, ch: make(chan func(context.Context), 256), out: make(chan *xmlel.Element, 10000), ready: make(chan struct{}, 1)}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -80,6 +81,12 @@ func (h *fakeHost) Log() *slog.Logger {
 		return slog.New(slog.NewTextHandler(h.logs, nil))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+func (h *fakeHost) Ready() {
+	select {
+	case h.ready <- struct{}{}:
+	default:
+	}
 }
 func (h *fakeHost) RetryMaxDelay() time.Duration                 { return time.Minute }
 func (h *fakeHost) Allowed(jid string) bool                      { return h.allowed == nil || h.allowed(jid) }
@@ -280,9 +287,16 @@ func (f *fakeIRC) closed(t *testing.T) {
 func startOn(t testing.TB, b *Bridge, h *fakeHost) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); b.Wait() })
-	if err := b.Start(ctx, h); err != nil {
+	wait := start(t, ctx, b, h)
+	t.Cleanup(func() { cancel(); wait() })
+	return ctx
+}
+
+// start runs b on h as the component does (bridges.Start).
+func start(t testing.TB, ctx context.Context, b *Bridge, h *fakeHost) (wait func() error) {
+	wait, err := bridges.Start(ctx, b, h, h.ready)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return ctx
+	return wait
 }

@@ -132,26 +132,26 @@ func (b *Bridge) Translate(ctx context.Context, input string) (string, error) {
 	return a.Local(), nil
 }
 
-// Start implements bridges.Bridge.
-func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
+// Run implements bridges.Bridge: persistent channels are restored and
+// the archive pruned until ctx ends. It returns once every IRC connection
+// was sent its QUIT and flushed (at most quitWait), and the restoring and
+// the pruning have stopped using the store.
+func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
 	b.host = host
 	if b.db == nil {
 		b.db = host.Store()
 	}
 	b.ctx = ctx
-	b.stopped = make(chan struct{})
-	var work sync.WaitGroup // what reads or writes the store on its own
-	work.Go(func() { b.restore(ctx) })
-	work.Go(func() { b.pruneLoop(ctx) })
-	go func() {
-		<-ctx.Done()
-		b.quitAll()
-		work.Wait()
-		close(b.stopped)
-	}()
 	if b.opts.AllowPrivate {
 		host.Log().Warn("IRC connections to loopback and private addresses are allowed (PASSERELLE_IRC_ALLOW_PRIVATE)")
 	}
+	var work sync.WaitGroup // what reads or writes the store on its own
+	work.Go(func() { b.restore(ctx) })
+	work.Go(func() { b.pruneLoop(ctx) })
+	host.Ready()
+	<-ctx.Done()
+	b.quitAll()
+	work.Wait()
 	return nil
 }
 
@@ -169,16 +169,6 @@ func (b *Bridge) track(c *conn, open bool) {
 	b.mu.Unlock()
 	if !open && host != "" && b.ctx.Err() == nil {
 		b.rescheduleSTS(b.ctx, host)
-	}
-}
-
-// Wait blocks, once the context given to Start is done, until every IRC
-// connection was sent its QUIT and flushed (at most quitWait), and the
-// restoring of persistent channels and the archive pruning have stopped
-// using the store. It returns at once when the bridge was never started.
-func (b *Bridge) Wait() {
-	if b.stopped != nil {
-		<-b.stopped
 	}
 }
 

@@ -15,7 +15,6 @@ func TestArchivePruned(t *testing.T) {
 	b := New(Options{HistoryLimit: 3})
 	b.pruneEvery = 20 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); b.Wait() })
 	insert := func(channel string, bodies ...string) {
 		for _, body := range bodies {
 			if _, err := h.st.ArchiveIRCMessage(context.Background(), store.IRCMessage{User: testUser, Server: "srv", Channel: channel,
@@ -26,9 +25,8 @@ func TestArchivePruned(t *testing.T) {
 	}
 	insert("#big", "1", "2", "3", "4", "5")
 	insert("#small", "a", "b")
-	if err := b.Start(ctx, h); err != nil {
-		t.Fatal(err)
-	}
+	wait := start(t, ctx, b, h)
+	t.Cleanup(func() { cancel(); wait() })
 	bodies := func(channel string) string {
 		msgs, _, err := h.st.QueryIRCArchive(context.Background(), store.IRCArchiveQuery{User: testUser, Server: "srv", Channel: channel, Max: 100})
 		if err != nil {

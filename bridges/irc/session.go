@@ -3,7 +3,6 @@ package irc
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"time"
 
 	"passerelle/bridges"
@@ -278,15 +277,17 @@ func (n *network) keepsTrying() bool {
 	return false
 }
 
-// backoff returns the delay before attempt (0-based): doubling from
-// 1 s to 5 min, with ±50% jitter; the first attempt is immediate.
+// reconnectBackoff is the wait before reconnecting to an IRC server
+// after the first retry (which is immediate): from 1 s to 5 min.
+var reconnectBackoff = bridges.Backoff{First: time.Second, Max: 5 * time.Minute, Jitter: 0.5}
+
+// backoff returns the delay before attempt (0-based): the first is
+// immediate, then reconnectBackoff.
 func backoff(attempt int) time.Duration {
 	if attempt == 0 {
 		return 0
 	}
-	d := time.Second << min(attempt-1, 9)
-	d = min(d, 5*time.Minute)
-	return d/2 + time.Duration(rand.Int64N(int64(d)))
+	return reconnectBackoff.Delay(attempt - 1)
 }
 
 // scheduleReconnect keeps the rooms and connects again after a backoff.

@@ -6,16 +6,13 @@ import (
 	"time"
 )
 
-// When Start's context ends, every connection is sent QUIT, and Wait
+// When Run's context ends, every connection is sent QUIT, and Run
 // returns once it went out.
 func TestShutdownQuits(t *testing.T) {
 	fx := &fixture{b: New(Options{AllowPrivate: true}), h: newFakeHost(t), f: newFakeIRC(t)}
-	fx.b.Wait() // never started: returns at once
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := fx.b.Start(ctx, fx.h); err != nil {
-		t.Fatal(err)
-	}
+	wait := start(t, ctx, fx.b, fx.h)
 	cfg := defaultNetConfig()
 	cfg.Ports, cfg.TLSPorts = []int{fx.f.port()}, nil
 	if err := fx.b.saveNetConfig(ctx, testUser, "localhost", cfg); err != nil {
@@ -23,7 +20,7 @@ func TestShutdownQuits(t *testing.T) {
 	}
 	fx.enter(t, "nick")
 	cancel()
-	fx.b.Wait()
+	wait()
 	if l := fx.f.expect(t, "QUIT"); l != "QUIT :Gateway shutting down" {
 		t.Fatalf("quit line %q", l)
 	}
@@ -39,13 +36,11 @@ func TestWaitStopsRestore(t *testing.T) {
 	h.allowed = func(string) bool { close(inRestore); <-release; return false }
 	b := New(Options{AllowPrivate: true})
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := b.Start(ctx, h); err != nil {
-		t.Fatal(err)
-	}
+	wait := start(t, ctx, b, h)
 	<-inRestore
 	cancel()
 	waited := make(chan struct{})
-	go func() { b.Wait(); close(waited) }()
+	go func() { wait(); close(waited) }()
 	select {
 	case <-waited:
 		t.Fatal("Wait returned while the restore was still running")

@@ -37,11 +37,9 @@ func setupSTS(t *testing.T, cfg func(plain, tls int) netConfig) *stsFixture {
 	fx.b.dialer.roots = ca.Roots
 	fx.h.logs = fx.logs
 	ctx, cancel := context.WithCancel(context.Background())
-	fx.stop = func() { cancel(); fx.b.Wait() }
+	wait := start(t, ctx, fx.b, fx.h)
+	fx.stop = func() { cancel(); wait() }
 	t.Cleanup(fx.stop)
-	if err := fx.b.Start(ctx, fx.h); err != nil {
-		t.Fatal(err)
-	}
 	if err := fx.b.saveNetConfig(ctx, testUser, "localhost", cfg(fx.plain.port(), fx.tls.port())); err != nil {
 		t.Fatal(err)
 	}

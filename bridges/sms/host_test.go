@@ -38,8 +38,9 @@ type fakeHost struct {
 	sent     []*xmlel.Element // Send
 	messages []*xmlel.Element // SendMessage
 	changed  chan struct{}
-	failSend error  // returned by SendMessage and Deliver when set
-	onSend   func() // called by SendMessage and Deliver first, when set
+	failSend error         // returned by SendMessage and Deliver when set
+	onSend   func()        // called by SendMessage and Deliver first, when set
+	ready    chan struct{} // a token per Ready
 }
 
 func newFakeHost(t testing.TB) *fakeHost {
@@ -48,10 +49,25 @@ func newFakeHost(t testing.TB) *fakeHost {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return &fakeHost{st: st, changed: make(chan struct{})}
+	return &fakeHost{st: st, changed: make(chan struct{}), ready: make(chan struct{}, 1)}
 }
 
 func (h *fakeHost) Domain() string { return testDomain }
+func (h *fakeHost) Ready() {
+	select {
+	case h.ready <- struct{}{}:
+	default:
+	}
+}
+
+// start runs b on h as the component does (bridges.Start).
+func start(t testing.TB, ctx context.Context, b *Bridge, h *fakeHost) (wait func() error) {
+	wait, err := bridges.Start(ctx, b, h, h.ready)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wait
+}
 func (h *fakeHost) Send(st *xmlel.Element) error {
 	h.record(&h.sent, st)
 	return nil
@@ -173,10 +189,8 @@ func newTestBridge(t *testing.T) *testBridge {
 	b := New(Options{Numbers: []string{ownNumber, freeNumber}, Region: "US", APIURL: p.URL(),
 		AccountSID: testSID, AuthToken: testToken, WebhookURL: testHook + "/"})
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); b.Wait() }) // before the store closes
-	if err := b.Start(ctx, h); err != nil {
-		t.Fatal(err)
-	}
+	wait := start(t, ctx, b, h)
+	t.Cleanup(func() { cancel(); wait() }) // before the store closes
 	hook := httptest.NewServer(b.webhookHandler())
 	t.Cleanup(hook.Close)
 	if err := h.st.PutRegistration(ctx, testDomain, userJID, map[string]string{"number": ownNumber}, []string{ownNumber}); err != nil {

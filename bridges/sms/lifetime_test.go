@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"passerelle/bridges"
 	"passerelle/bridges/sms/smstest"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
@@ -81,8 +82,8 @@ func TestTextLifetime(t *testing.T) {
 
 	// Failing for 23 hours: retried, nothing reported.
 	p.Respond(503)
-	j.Created = time.Now().Add(-maxAge + time.Hour)
-	b.send(ctx, j)
+	j.Created = time.Now().Add(-bridges.MaxQueueAge + time.Hour)
+	runQueued(ctx, b, j)
 	got, err := h.st.GetJob(ctx, j.ID)
 	if err != nil || got.Attempts != 1 || !strings.Contains(got.LastError, "503") {
 		t.Fatalf("job after a temporary failure: %+v %v", got, err)
@@ -94,8 +95,8 @@ func TestTextLifetime(t *testing.T) {
 	// Still failing past 24 hours: final, reported, removed.
 	p.Respond(503)
 	j = *got
-	j.Created = time.Now().Add(-maxAge - time.Minute)
-	b.send(ctx, j)
+	j.Created = time.Now().Add(-bridges.MaxQueueAge - time.Minute)
+	runQueued(ctx, b, j)
 	note := failureReport(t, h, "old1", "remote-server-timeout",
 		"The text to "+peer, "could not be sent for 24 hours", "503", "Internal Server Error", "Your message: “see you at the station”")
 	if note.Child("urn:xmpp:hints", "store") == nil {
@@ -118,11 +119,11 @@ func TestTextLifetimeUnreachableProvider(t *testing.T) {
 	b, h := idleBridge(t, dead)
 	long := strings.Repeat("word ", 40)
 	j := queueText(t, b, h, "old2", long)
-	j.Created = time.Now().Add(-maxAge - time.Minute)
+	j.Created = time.Now().Add(-bridges.MaxQueueAge - time.Minute)
 
 	// The report cannot be committed: the job stays for a later try.
 	h.setFailSend(errors.New("outbox unavailable"))
-	b.send(ctx, j)
+	runQueued(ctx, b, j)
 	got, err := h.st.GetJob(ctx, j.ID)
 	if err != nil || got.Attempts != 1 {
 		t.Fatalf("job after an unreported failure: %+v %v", got, err)
@@ -132,8 +133,8 @@ func TestTextLifetimeUnreachableProvider(t *testing.T) {
 	}
 	h.setFailSend(nil)
 	j = *got
-	j.Created = time.Now().Add(-maxAge - time.Minute)
-	b.send(ctx, j)
+	j.Created = time.Now().Add(-bridges.MaxQueueAge - time.Minute)
+	runQueued(ctx, b, j)
 	note := failureReport(t, h, "old2", "remote-server-timeout", "could not be sent for 24 hours", "failed to reach the SMS provider")
 	if body := note.ChildText("", "body"); !strings.HasSuffix(body, "\nYour message: “"+excerpt(long, nil)+"”") || !strings.HasSuffix(body, " word…”") {
 		t.Errorf("the notice should quote the start of the text: %q", body)
@@ -148,7 +149,7 @@ func TestTextRefusedFromQueue(t *testing.T) {
 	j := queueText(t, b, h, "bad1", "hello")
 	// A refusal is final however young the text.
 	p.Respond(400)
-	b.send(ctx, j)
+	runQueued(ctx, b, j)
 	failureReport(t, h, "bad1", "not-acceptable",
 		"The text to "+peer+" was refused by the SMS provider", "is not a valid phone number", "21211", "Your message: “hello”")
 	jobGone(t, h, j.ID)
@@ -191,8 +192,8 @@ func TestMultipartExpired(t *testing.T) {
 	b, h := idleBridge(t, p.URL())
 	jobs := queueParts(t, b, h, "old3", threeParts, 3)
 	p.Respond(503)
-	jobs[0].Created = time.Now().Add(-maxAge - time.Minute)
-	if !b.send(ctx, jobs[0]) {
+	jobs[0].Created = time.Now().Add(-bridges.MaxQueueAge - time.Minute)
+	if !runQueued(ctx, b, jobs[0]) {
 		t.Error("send did not say it removed the later parts")
 	}
 	failureReport(t, h, "old3", "remote-server-timeout", "(part 1 of 3) could not be sent for 24 hours", "None of its 3 parts was sent.")
@@ -213,7 +214,7 @@ func TestMultipartQueueUnreadable(t *testing.T) {
 	jobs := queueParts(t, b, h, "q3", threeParts, 3)
 	// A row the store cannot read back.
 	storetest.SpoilJob(t, h.st, jobs[0].ID)
-	if b.send(ctx, jobs[1]) {
+	if runQueued(ctx, b, jobs[1]) {
 		t.Error("send removed jobs")
 	}
 	if n := len(p.Requests()); n != 0 {
@@ -225,7 +226,7 @@ func TestMultipartQueueUnreadable(t *testing.T) {
 	}
 	stop, cancel := context.WithCancel(ctx)
 	cancel()
-	b.send(stop, *got)
+	runQueued(stop, b, *got)
 	if again, err := h.st.GetJob(ctx, jobs[1].ID); err != nil || again.Attempts != 1 || len(p.Requests()) != 0 {
 		t.Errorf("part 2 after a send on shutdown: %+v %v, %d requests", again, err, len(p.Requests()))
 	}
@@ -240,7 +241,7 @@ func TestMultipartReportFails(t *testing.T) {
 	jobs := queueParts(t, b, h, "rf3", threeParts, 3)
 	h.setFailSend(errors.New("disk full"))
 	p.Respond(400)
-	if b.send(ctx, jobs[0]) {
+	if runQueued(ctx, b, jobs[0]) {
 		t.Error("send removed jobs without reporting")
 	}
 	for _, j := range jobs {
@@ -254,7 +255,7 @@ func TestMultipartReportFails(t *testing.T) {
 	if err != nil || again.Attempts != 1 {
 		t.Fatalf("part 1 after a failed report: %+v %v", again, err)
 	}
-	b.send(ctx, *again)
+	runQueued(ctx, b, *again)
 	failureReport(t, h, "rf3", "not-acceptable", "(part 1 of 3) was refused", "None of its 3 parts was sent.")
 	for _, j := range jobs {
 		jobGone(t, h, j.ID)
@@ -272,7 +273,7 @@ func TestMultipartDelayFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	storetest.Refuse(t, h.st, storetest.Update, "jobs", "")
-	b.send(ctx, jobs[1])
+	runQueued(ctx, b, jobs[1])
 	if n := len(p.Requests()); n != 0 {
 		t.Errorf("%d requests, want none", n)
 	}

@@ -121,12 +121,5 @@ func (b *Bridge) handleMessage(ctx context.Context, u *bridges.User, st *xmlel.E
 		return
 	}
 	b.host.Log().Debug("queued a text", "user", u.JID, "to", to, "parts", len(parts), "media", len(media))
-	b.wakeWorker()
-}
-
-func (b *Bridge) wakeWorker() {
-	select {
-	case b.wake <- struct{}{}:
-	default:
-	}
+	b.jobs.Wake()
 }

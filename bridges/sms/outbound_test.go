@@ -142,34 +142,6 @@ func TestOutboundRetries(t *testing.T) {
 	}
 }
 
-func TestBackoff(t *testing.T) {
-	b := New(Options{})
-	h := &capHost{fakeHost: newFakeHost(t), limit: time.Minute}
-	b.host = h
-	prev := time.Duration(0)
-	for n := range 8 {
-		d := b.backoff(n)
-		want := min(firstRetry<<n, time.Minute)
-		if d > want || d < want*4/5 {
-			t.Errorf("backoff(%d) = %v, want %v minus at most 20%%", n, d, want)
-		}
-		if d < prev*4/5 {
-			t.Errorf("backoff(%d) = %v shrank from %v", n, d, prev)
-		}
-		prev = d
-	}
-	if d := b.backoff(1000); d > time.Minute {
-		t.Errorf("backoff(1000) = %v", d)
-	}
-}
-
-type capHost struct {
-	*fakeHost
-	limit time.Duration
-}
-
-func (h *capHost) RetryMaxDelay() time.Duration { return h.limit }
-
 func waitNoJobs(t *testing.T, tb *testBridge) {
 	t.Helper()
 	deadline := time.Now().Add(wantWait)
@@ -192,7 +164,7 @@ func TestOutboundOddJobs(t *testing.T) {
 	if _, err := tb.h.st.EnqueueJob(ctx, testDomain, userJID, jobKind, []byte("{not json")); err != nil {
 		t.Fatal(err)
 	}
-	tb.b.wakeWorker()
+	tb.b.jobs.Wake()
 	waitNoJobs(t, tb)
 
 	// A refusal that cannot be reported yet stays queued until it can be.

@@ -38,23 +38,19 @@ type Bridge struct {
 	opts     Options
 	host     bridges.Host
 	provider Provider
-	wake     chan struct{} // a text was queued
-	stopped  chan struct{} // closed once the worker and the webhooks have stopped
-	// webhookAddr is where the webhooks are served (set by Start);
+	// webhookAddr is where the webhooks are served (set by Run);
 	// shutdownWait bounds how long a stop waits for the webhooks being
 	// answered.
 	webhookAddr  net.Addr
 	shutdownWait time.Duration
-
-	// The worker's own state (see worker).
-	finished bridges.FinishedJobs
-	stuck    bool // the store refused to record an outcome in this pass
+	// jobs sends the queued texts (runJob).
+	jobs *bridges.Runner
 }
 
 // New returns an SMS bridge.
 func New(opts Options) *Bridge {
 	opts.WebhookURL = strings.TrimRight(opts.WebhookURL, "/")
-	b := &Bridge{opts: opts, provider: opts.Provider, wake: make(chan struct{}, 1), shutdownWait: 5 * time.Second}
+	b := &Bridge{opts: opts, provider: opts.Provider, shutdownWait: 5 * time.Second}
 	if b.provider == nil {
 		b.provider = NewTwilio(opts.APIURL, opts.AccountSID, opts.AuthToken)
 	}
@@ -128,9 +124,11 @@ func errText(err error) string {
 	return "invalid"
 }
 
-// Start implements bridges.Bridge: the webhook listener and the worker
-// sending queued texts run until ctx is done.
-func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
+// Run implements bridges.Bridge: the webhook listener and the runner
+// sending queued texts run until ctx is done. It returns once the runner
+// has recorded the text it was sending and the webhooks being answered
+// are done (at most shutdownWait), so the store is not closed under them.
+func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
 	b.host = host
 	var work sync.WaitGroup
 	if b.opts.WebhookListen != "" {
@@ -147,24 +145,11 @@ func (b *Bridge) Start(ctx context.Context, host bridges.Host) error {
 	} else {
 		host.Log().Warn("PASSERELLE_SMS_WEBHOOK_LISTEN is not set: no inbound texts and no delivery reports")
 	}
-	work.Go(func() { b.worker(ctx) })
-	b.stopped = make(chan struct{})
-	go func() {
-		work.Wait()
-		close(b.stopped)
-	}()
+	b.jobs = bridges.NewRunner(host, jobKind, b.runJob)
+	work.Go(func() { b.jobs.Run(ctx) })
+	host.Ready()
+	work.Wait()
 	return nil
-}
-
-// Wait implements bridges.Waiter: once the context given to Start is
-// done, it blocks until the worker has recorded the text it was sending
-// and the webhooks being answered are done (at most 5 s), so the store is
-// not closed under them. It returns at once when the bridge was never
-// started.
-func (b *Bridge) Wait() {
-	if b.stopped != nil {
-		<-b.stopped
-	}
 }
 
 // Handle implements bridges.Bridge.

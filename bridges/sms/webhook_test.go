@@ -370,26 +370,24 @@ func TestInboundMediaURLEscaped(t *testing.T) {
 
 // webhookBridge starts a bridge serving its webhooks on a loopback port,
 // with alice registered; stop stops it.
-func webhookBridge(t *testing.T, h *fakeHost) (b *Bridge, p *smstest.Provider, stop context.CancelFunc) {
+func webhookBridge(t *testing.T, h *fakeHost) (b *Bridge, p *smstest.Provider, stop context.CancelFunc, wait func() error) {
 	t.Helper()
 	p = smstest.Start(t, testSID, testToken)
 	b = New(Options{Numbers: []string{ownNumber}, Region: "US", APIURL: p.URL(), AccountSID: testSID, AuthToken: testToken,
 		WebhookListen: "127.0.0.1:0", WebhookURL: testHook + "/"})
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); b.Wait() })
-	if err := b.Start(ctx, h); err != nil {
-		t.Fatal(err)
-	}
+	wait = start(t, ctx, b, h)
+	t.Cleanup(func() { cancel(); wait() })
 	if err := h.st.PutRegistration(ctx, testDomain, userJID, map[string]string{"number": ownNumber}, []string{ownNumber}); err != nil {
 		t.Fatal(err)
 	}
-	return b, p, cancel
+	return b, p, cancel, wait
 }
 
-// waitReturns runs b.Wait and reports whether it returned within d.
-func waitReturns(b *Bridge, d time.Duration) (returned <-chan struct{}, within bool) {
+// waitReturns runs wait and reports whether it returned within d.
+func waitReturns(wait func() error, d time.Duration) (returned <-chan struct{}, within bool) {
 	done := make(chan struct{})
-	go func() { b.Wait(); close(done) }()
+	go func() { wait(); close(done) }()
 	select {
 	case <-done:
 		return done, true
@@ -399,12 +397,12 @@ func waitReturns(b *Bridge, d time.Duration) (returned <-chan struct{}, within b
 }
 
 // A stop lets the webhooks being answered finish: the provider gets its
-// 200 for a text that was delivered, and Wait returns only then.
+// 200 for a text that was delivered, and Run returns only then.
 func TestStopAnswersWebhooks(t *testing.T) {
 	h := newFakeHost(t)
 	entered, release := make(chan struct{}), make(chan struct{})
 	h.onSend = func() { close(entered); <-release }
-	b, p, stop := webhookBridge(t, h)
+	b, p, stop, wait := webhookBridge(t, h)
 	code := make(chan int, 1)
 	go func() {
 		c, _, err := p.Inbound(b.webhookAddr.String(), testHook, smstest.InboundParams("SMstop", "+15557654321", ownNumber, "late"))
@@ -415,15 +413,15 @@ func TestStopAnswersWebhooks(t *testing.T) {
 	}()
 	<-entered
 	stop()
-	done, returned := waitReturns(b, 100*time.Millisecond)
+	done, returned := waitReturns(wait, 100*time.Millisecond)
 	if returned {
-		t.Fatal("Wait returned while a webhook was being answered")
+		t.Fatal("Run returned while a webhook was being answered")
 	}
 	close(release)
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
-		t.Fatal("Wait did not return once the webhook was answered")
+		t.Fatal("Run did not return once the webhook was answered")
 	}
 	if c := <-code; c != http.StatusOK {
 		t.Fatalf("the webhook answered during the stop: %d, want 200", c)
@@ -437,12 +435,12 @@ func TestStopBoundedByHungWebhook(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	defer close(release)
 	h.onSend = func() { close(entered); <-release }
-	b, p, stop := webhookBridge(t, h)
+	b, p, stop, wait := webhookBridge(t, h)
 	b.shutdownWait = 200 * time.Millisecond
 	go p.Inbound(b.webhookAddr.String(), testHook, smstest.InboundParams("SMhung", "+15557654321", ownNumber, "hung"))
 	<-entered
 	stop()
-	if _, returned := waitReturns(b, 5*time.Second); !returned {
-		t.Fatalf("Wait still blocked 5 s after a stop with shutdownWait %v", b.shutdownWait)
+	if _, returned := waitReturns(wait, 5*time.Second); !returned {
+		t.Fatalf("Run still blocked 5 s after a stop with shutdownWait %v", b.shutdownWait)
 	}
 }

@@ -14,107 +14,32 @@ import (
 	"passerelle/store"
 )
 
-const (
-	firstRetry = bridges.FirstRetry
-	batchSize  = 50
-	// maxAge is how long a text failing temporarily is retried, from when
-	// it was queued, before it fails for good.
-	maxAge = bridges.MaxQueueAge
-)
-
-// worker sends the queued texts, oldest first, until ctx is done. It wakes
-// when a text is queued and when the next retry is due.
-//
-// When the store refuses to record what became of a text (a job it will
-// not remove or reschedule), the job stays due: the worker then waits
-// (backing off) before it reads the queue again rather than spin, and a
-// job it is done with (sent, or failed and reported) is never sent or
-// reported again while the gateway runs; its removal is tried again.
-func (b *Bridge) worker(ctx context.Context) {
-	st, domain, log := b.host.Store(), b.host.Domain(), b.host.Log()
-	stuckPasses := 0
-	for {
-		jobs, err := st.DueJobs(ctx, domain, time.Now(), batchSize)
-		if err != nil && ctx.Err() == nil {
-			log.Error("cannot read the SMS queue", "err", err)
-		}
-		again := len(jobs) == batchSize
-		b.stuck = false
-		for _, j := range jobs {
-			if ctx.Err() != nil {
-				return
-			}
-			if b.finished.Has(j.ID) {
-				b.remove(ctx, j.ID)
-				continue
-			}
-			if b.send(ctx, j) {
-				again = true // jobs of this batch are gone: read the queue again
-				break
-			}
-		}
-		wait := time.Hour
-		switch {
-		case b.stuck:
-			wait = b.backoff(stuckPasses)
-			stuckPasses++
-		case again:
-			stuckPasses = 0
-			continue
-		default:
-			stuckPasses = 0
-			if next, ok, err := st.NextJobTime(ctx, domain); err == nil && ok {
-				wait = max(time.Until(next), 0)
-			} else if err != nil && ctx.Err() == nil {
-				log.Error("cannot read the SMS queue", "err", err)
-				wait = firstRetry
-			}
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-b.wake:
-		case <-t.C:
-		}
-		t.Stop()
-	}
-}
-
-// send hands one queued text to the provider: done, retried later, or
-// failed for good (refused, or still failing maxAge after it was queued):
-// reported to the sender. It reports whether it removed other jobs (the
-// later parts of a failed message).
-func (b *Bridge) send(ctx context.Context, j store.Job) bool {
+// runJob hands one queued text to the provider: done, retried later, or
+// failed for good (refused, or still failing temporarily on the last
+// try): reported to the sender, with the later parts of its message.
+func (b *Bridge) runJob(ctx context.Context, j bridges.Job) bridges.Outcome {
 	st, log := b.host.Store(), b.host.Log()
 	var t job
-	if err := json.Unmarshal(j.Payload, &t); err != nil || j.Kind != jobKind {
-		log.Error("dropping an unreadable SMS job", "id", j.ID, "kind", j.Kind, "err", err)
-		b.remove(ctx, j.ID)
-		return false
+	if err := json.Unmarshal(j.Payload, &t); err != nil {
+		log.Error("dropping an unreadable SMS job", "id", j.ID, "err", err)
+		return bridges.Done()
 	}
 	if t.Part > 1 {
 		// The parts of a message go out in order: this one waits while an
 		// earlier one is queued for a retry.
-		if earlier, err := b.otherParts(ctx, j, t, -1); err != nil {
-			if ctx.Err() == nil {
-				log.Error("cannot read the SMS queue", "err", err)
-				b.retry(ctx, j, err)
-			}
-			return false
-		} else if len(earlier) > 0 {
-			if err := st.DelayJob(ctx, j.ID, earlier[0].NextTry); err != nil {
-				log.Error("cannot reschedule a text", "id", j.ID, "err", err)
-				b.stuck = true
-			}
-			return false
+		earlier, err := b.otherParts(ctx, j.Job, t, -1)
+		if err != nil {
+			log.Error("cannot read the SMS queue", "err", err)
+			return bridges.Retry(err)
+		}
+		if len(earlier) > 0 {
+			return bridges.Later(earlier[0].NextTry)
 		}
 	}
 	sid, err := b.provider.Send(ctx, Text{From: t.From, To: t.To, Body: t.Body, Media: t.Media,
 		StatusCallback: b.statusCallback()})
 	if err != nil && ctx.Err() != nil {
-		return false // shutting down: the job stays queued
+		return bridges.Outcome{} // shutting down: the job stays queued
 	}
 	switch {
 	case err == nil:
@@ -132,7 +57,6 @@ func (b *Bridge) send(ctx context.Context, j store.Job) bool {
 		if err := st.PutMessageID(ctx, m); err != nil {
 			log.Error("cannot remember a text's sid; its status will not be reported", "sid", sid, "err", err)
 		}
-		b.remove(ctx, j.ID)
 		log.Info("text sent", "user", stanza.Bare(t.User), "to", t.To, "sid", sid, "attempts", j.Attempts+1)
 		if s, err := b.takeEarlyStatus(ctx, sid); err != nil {
 			log.Error("cannot read an early status report", "sid", sid, "err", err)
@@ -141,58 +65,33 @@ func (b *Bridge) send(ctx context.Context, j store.Job) bool {
 				log.Error("cannot apply an early status report", "sid", sid, "err", err)
 			}
 		}
-	case temporary(err) && time.Since(j.Created) < maxAge:
-		d := b.backoff(j.Attempts)
+		return bridges.Done()
+	case temporary(err) && !j.Final:
 		log.Warn("cannot send a text; will retry", "user", stanza.Bare(t.User), "to", t.To, "err", err,
-			"attempts", j.Attempts+1, "retry_in", d.Round(time.Millisecond))
-		b.retryAt(ctx, j, time.Now().Add(d), err)
-	default:
-		expired := temporary(err)
-		if expired {
-			log.Warn("cannot send a text; giving up after "+bridges.MaxQueueAgeText, "user", stanza.Bare(t.User), "to", t.To,
-				"err", err, "attempts", j.Attempts+1, "queued", j.Created.Format(time.RFC3339))
-		} else {
-			log.Info("the provider refused a text", "user", stanza.Bare(t.User), "to", t.To, "err", err)
-		}
-		// The later parts of the message are not sent either: one report
-		// covers them.
-		later, lerr := b.otherParts(ctx, j, t, +1)
-		if lerr == nil {
-			lerr = b.failed(ctx, t, err, expired, t.Parts-1-len(later))
-		}
-		if lerr != nil {
-			log.Error("cannot report a failed text; will retry", "id", j.ID, "err", lerr)
-			b.retry(ctx, j, err)
-			return false
-		}
-		for _, l := range append(later, j) {
-			b.remove(ctx, l.ID)
-		}
-		return len(later) > 0
+			"attempts", j.Attempts+1)
+		return bridges.Retry(err)
 	}
-	return false
-}
-
-// retry reschedules j after a failure, with the usual backoff.
-func (b *Bridge) retry(ctx context.Context, j store.Job, cause error) {
-	b.retryAt(ctx, j, time.Now().Add(b.backoff(j.Attempts)), cause)
-}
-
-func (b *Bridge) retryAt(ctx context.Context, j store.Job, next time.Time, cause error) {
-	if err := b.host.Store().RetryJob(ctx, j.ID, next, cause.Error()); err != nil {
-		b.host.Log().Error("cannot reschedule a text", "id", j.ID, "err", err)
-		b.stuck = true
+	expired := temporary(err)
+	if expired {
+		log.Warn("cannot send a text; giving up after "+bridges.MaxQueueAgeText, "user", stanza.Bare(t.User), "to", t.To,
+			"err", err, "attempts", j.Attempts+1, "queued", j.Created.Format(time.RFC3339))
+	} else {
+		log.Info("the provider refused a text", "user", stanza.Bare(t.User), "to", t.To, "err", err)
 	}
-}
-
-// remove takes a job the worker is done with out of the queue; when the
-// store refuses, it is not run again, and its removal is tried on the
-// next pass.
-func (b *Bridge) remove(ctx context.Context, id int64) {
-	if err := b.finished.Remove(ctx, b.host.Store(), id); err != nil {
-		b.host.Log().Error("cannot remove a finished text from the queue", "id", id, "err", err)
-		b.stuck = true
+	// The later parts of the message are not sent either: one report
+	// covers them.
+	later, lerr := b.otherParts(ctx, j.Job, t, +1)
+	if lerr != nil {
+		log.Error("cannot report a failed text; will retry", "id", j.ID, "err", lerr)
+		return bridges.Retry(err)
 	}
+	ids := make([]int64, len(later))
+	for i, l := range later {
+		ids[i] = l.ID
+	}
+	return bridges.Failed(err, func(ctx context.Context) error {
+		return b.failed(ctx, t, err, expired, t.Parts-1-len(later))
+	}).With(ids...)
 }
 
 // otherParts returns the queued jobs of the same message as t (job j):
@@ -276,11 +175,6 @@ func excerpt(body string, media []string) string {
 		s = strings.TrimSpace(string(r[:max-1])) + "…"
 	}
 	return s
-}
-
-// backoff is the delay before the next try after attempts failed ones.
-func (b *Bridge) backoff(attempts int) time.Duration {
-	return bridges.RetryDelay(attempts, b.host.RetryMaxDelay())
 }
 
 func (b *Bridge) statusCallback() string {

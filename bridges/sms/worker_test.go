@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"passerelle/bridges"
 	"passerelle/store"
 	"passerelle/store/storetest"
 )
@@ -16,6 +17,12 @@ import (
 type providerFunc func(ctx context.Context, t Text) (string, error)
 
 func (f providerFunc) Send(ctx context.Context, t Text) (string, error) { return f(ctx, t) }
+
+// runQueued runs job j through the bridge's runner, as the queue does;
+// it reports whether other jobs were removed with it.
+func runQueued(ctx context.Context, b *Bridge, j store.Job) bool {
+	return bridges.NewRunner(b.host, jobKind, b.runJob).Do(ctx, j)
+}
 
 // A text the provider took while the gateway was stopping is recorded as
 // sent: its job is gone (it would go out again after the restart) and its
@@ -29,7 +36,7 @@ func TestSentWhileStopping(t *testing.T) {
 		return "SMstop", nil
 	})
 	j := queueText(t, b, h, "s1", "sent as we stop")
-	b.send(ctx, j)
+	runQueued(ctx, b, j)
 	jobGone(t, h, j.ID)
 	if m, err := h.st.MessageByForeignID(context.Background(), testDomain, "SMstop"); err != nil || m.XMPPID != "s1" {
 		t.Fatalf("sid not recorded: %+v %v", m, err)
@@ -47,7 +54,7 @@ func TestFailedWhileStopping(t *testing.T) {
 		return "", ctx.Err()
 	})
 	j := queueText(t, b, h, "s2", "cut off")
-	b.send(ctx, j)
+	runQueued(ctx, b, j)
 	got, err := h.st.GetJob(context.Background(), j.ID)
 	if err != nil || got.Attempts != 0 {
 		t.Fatalf("job after a send cut off by the stop: %+v %v", got, err)
@@ -57,9 +64,9 @@ func TestFailedWhileStopping(t *testing.T) {
 	}
 }
 
-// Wait returns only once the worker has finished the text it was sending
+// Run returns only once the runner has finished the text it was sending
 // and recorded it, so the store is not closed under it.
-func TestWaitStopsWorker(t *testing.T) {
+func TestRunStopsRunner(t *testing.T) {
 	b, h := idleBridge(t, "")
 	sending, release := make(chan struct{}), make(chan struct{})
 	b.provider = providerFunc(func(context.Context, Text) (string, error) {
@@ -69,24 +76,21 @@ func TestWaitStopsWorker(t *testing.T) {
 	})
 	j := queueText(t, b, h, "s3", "slow")
 	ctx, cancel := context.WithCancel(context.Background())
-	b.Wait() // never started: returns at once
-	if err := b.Start(ctx, h); err != nil {
-		t.Fatal(err)
-	}
+	wait := start(t, ctx, b, h)
 	<-sending
 	cancel()
 	waited := make(chan struct{})
-	go func() { b.Wait(); close(waited) }()
+	go func() { wait(); close(waited) }()
 	select {
 	case <-waited:
-		t.Fatal("Wait returned while a text was being sent")
+		t.Fatal("Run returned while a text was being sent")
 	case <-time.After(100 * time.Millisecond):
 	}
 	close(release)
 	select {
 	case <-waited:
 	case <-time.After(5 * time.Second):
-		t.Fatal("Wait did not return once the text was sent")
+		t.Fatal("Run did not return once the text was sent")
 	}
 	jobGone(t, h, j.ID)
 }
@@ -96,10 +100,8 @@ func runWorker(t *testing.T, b *Bridge, h *fakeHost, p Provider) {
 	t.Helper()
 	b.provider = p
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); b.Wait() })
-	if err := b.Start(ctx, h); err != nil {
-		t.Fatal(err)
-	}
+	wait := start(t, ctx, b, h)
+	t.Cleanup(func() { cancel(); wait() })
 }
 
 // When the store will not remove a text the provider took, the text is
@@ -112,7 +114,7 @@ func TestSentButNotRemoved(t *testing.T) {
 	}))
 	lift := storetest.Refuse(t, h.st, storetest.Delete, "jobs", "")
 	j := queueText(t, b, h, "k1", "only once")
-	b.wakeWorker()
+	b.jobs.Wake()
 	for deadline := time.Now().Add(5 * time.Second); sends.Load() == 0; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("not sent")
@@ -149,7 +151,7 @@ func failingWorker(t *testing.T, id string, perr error, op string) (*fakeHost, *
 	}))
 	storetest.Refuse(t, h.st, op, "jobs", "")
 	queueText(t, b, h, id, "text "+id)
-	b.wakeWorker()
+	b.jobs.Wake()
 	return h, sends
 }
 

@@ -83,9 +83,7 @@ func run() int {
 	metrics := component.NewMetrics()
 	group := component.NewGroup()
 	var comps []*component.Component
-	var bridgeList []bridges.Bridge
 	add := func(domain, domainVar string, b bridges.Bridge) {
-		bridgeList = append(bridgeList, b)
 		comps = append(comps, component.New(component.Options{
 			Domain: domain, DomainVariable: domainVar, Addr: cfg.XMPPAddr, Secret: cfg.XMPPSecret,
 			Bridge: b, Store: st, Sealer: sealer,
@@ -137,14 +135,9 @@ func run() int {
 			}
 		}()
 	}
-	wg.Wait()
+	wg.Wait() // each component returns once its bridge's Run returned (IRC QUIT lines, mail in progress)
 	cancel()
 	maintenance.Wait()
-	for _, b := range bridgeList {
-		if w, ok := b.(bridges.Waiter); ok {
-			w.Wait() // e.g. the IRC QUIT lines go out (bounded) before the exit
-		}
-	}
 	close(errs)
 	if err, ok := <-errs; ok {
 		log.Error("fatal", "err", err)
