@@ -160,6 +160,14 @@ type Host interface {
 	Setting(ctx context.Context, user, key string) (string, error)
 	// Allowed reports whether a bare JID may use the gateway.
 	Allowed(user string) bool
+	// Contact puts the foreign contact local@Domain() in user's roster
+	// with name, in the bridge's group, when user is registered: call it
+	// when a contact writes to the user and when the user writes to an
+	// address. It returns at once; the work is done on user's goroutine,
+	// once per contact and name. A name the user gave is never changed.
+	// Without the server's roster permission (XEP-0356) the contact asks
+	// for a subscription once instead, with its name (XEP-0172).
+	Contact(ctx context.Context, user, local, name string)
 	Store() *store.Store
 	Log() *slog.Logger
 	// RetryMaxDelay caps the backoff of queued deliveries.

@@ -111,6 +111,9 @@ type Component struct {
 	cur     *session // the live connection, or nil
 	users   map[string]*userSession
 	pending map[string]chan *xmlel.Element // outgoing IQ id -> answer
+	// grants are the privileges (XEP-0356) each server advertised on the
+	// current stream, by server domain.
+	grants map[string]Grant
 }
 
 // session is one connected stream with its writer queue.
@@ -237,6 +240,7 @@ func (c *Component) serve(ctx context.Context, cn *conn) error {
 
 	c.mu.Lock()
 	c.cur = s
+	c.grants = nil // each stream is granted anew, right after the handshake
 	c.mu.Unlock()
 	c.m.Connected.Store(1)
 	// The outbox pump lives as long as the stream, and one at a time: the

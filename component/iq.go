@@ -57,6 +57,8 @@ func (c *Component) handleDomainIQ(ctx context.Context, u *bridges.User, st *xml
 		c.Send(stanza.Result(st, q))
 	case p.Space == NSCommands && p.Local == "command" && typ == "set":
 		c.executeCommand(ctx, u, st, p, "")
+	case p.Space == NSRoster && typ == "set":
+		c.rosterPush(ctx, st, p)
 	default:
 		return false
 	}

@@ -151,6 +151,7 @@ func (b *Bridge) deliverMailTo(ctx context.Context, users []string, envFrom stri
 			if err := b.host.Store().PutIdentity(ctx, b.host.Domain(), strings.ToLower(local), addr); err != nil {
 				return fmt.Errorf("failed to store the sender: %w", err)
 			}
+			b.host.Contact(ctx, user, local, senderName(raw, addr))
 		}
 		if err := b.host.Store().PutMessageID(ctx, link); err != nil {
 			return fmt.Errorf("failed to store the message link: %w", err)

@@ -113,10 +113,11 @@ func (h *fakeHost) Setting(ctx context.Context, user, key string) (string, error
 	}
 	return "", nil
 }
-func (h *fakeHost) Allowed(user string) bool     { return user != "banned@example.org" }
-func (h *fakeHost) Store() *store.Store          { return h.st }
-func (h *fakeHost) Log() *slog.Logger            { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-func (h *fakeHost) RetryMaxDelay() time.Duration { return h.retry }
+func (h *fakeHost) Allowed(user string) bool                        { return user != "banned@example.org" }
+func (h *fakeHost) Store() *store.Store                             { return h.st }
+func (h *fakeHost) Log() *slog.Logger                               { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func (h *fakeHost) RetryMaxDelay() time.Duration                    { return h.retry }
+func (h *fakeHost) Contact(context.Context, string, string, string) {}
 
 // next waits for the next stanza sent.
 func (h *fakeHost) next(t testing.TB) *xmlel.Element {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +32,12 @@ type ServerOptions struct {
 	// hosts (Prosody only: mod_mam with internal storage), archiving every
 	// chat message by default and never expiring it.
 	MAM bool
+	// Deploy configures the components and their privileges (XEP-0356
+	// roster, message and presence) from the repository's deploy/ snippet
+	// for the server (deploy/prosody.cfg.lua), as shipped, with example.org
+	// replaced by Domain and the port and secret filled in. Components
+	// must then be the snippet's: irc., mail. and sms. of Domain.
+	Deploy bool
 }
 
 // Server is a running XMPP server (Prosody or ejabberd).
@@ -352,7 +359,17 @@ func (s *Prosody) config() string {
 	for _, h := range append([]string{s.opts.Domain}, s.opts.ExtraHosts...) {
 		w("VirtualHost %s", q(h))
 	}
+	if s.opts.Deploy {
+		b.WriteString(deploySnippet("prosody.cfg.lua", map[string]string{
+			"example.org":                s.opts.Domain,
+			`"CHANGE-ME"`:                q(s.opts.Secret),
+			"component_ports = { 5347 }": fmt.Sprintf("component_ports = { %d }", s.compPort),
+		}))
+	}
 	for _, c := range s.opts.Components {
+		if s.opts.Deploy {
+			break
+		}
 		w("Component %s", q(c))
 		w("\tcomponent_secret = %s", q(s.opts.Secret))
 		w("\tcomponent_conflict_resolve = \"kick_old\" -- a restarted gateway replaces its stale session")
@@ -363,6 +380,26 @@ func (s *Prosody) config() string {
 		w("\thttp_external_url = %s", q(fmt.Sprintf("http://127.0.0.1:%d/", s.httpPort)))
 	}
 	return b.String()
+}
+
+// deploySnippet returns the repository's deploy/<name> with each key of
+// subst replaced by its value; it panics when a key is missing, so that a
+// changed snippet breaks the tests that rely on it.
+func deploySnippet(name string, subst map[string]string) string {
+	_, self, _, _ := runtime.Caller(0)
+	path := filepath.Join(filepath.Dir(self), "..", "..", "..", "deploy", name)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		panic(fmt.Sprintf("harness: reading the deploy snippet: %v", err))
+	}
+	out := string(b)
+	for k, v := range subst {
+		if !strings.Contains(out, k) {
+			panic(fmt.Sprintf("harness: %s no longer contains %q", path, k))
+		}
+		out = strings.ReplaceAll(out, k, v)
+	}
+	return "-- from " + path + "\n" + out + "\n"
 }
 
 // luaString quotes s as a Lua string literal.
