@@ -372,7 +372,7 @@ func (c *Component) announce(ctx context.Context, typ string) {
 		return
 	}
 	for _, u := range users {
-		if err := c.sendWait(ctx, stanza.Presence(c.opts.Domain, u, typ), 5*time.Second); err != nil {
+		if err := c.sendWait(ctx, c.presence(u, typ), 5*time.Second); err != nil {
 			return
 		}
 	}

@@ -136,7 +136,7 @@ func (c *Component) saveRegistration(ctx context.Context, u *bridges.User, value
 		c.log.Info("user registered", "user", u.JID)
 		c.m.Registrations.Add(1)
 		c.Send(stanza.Presence(c.opts.Domain, u.JID, "subscribe"))
-		c.Send(stanza.Presence(c.opts.Domain, u.JID, ""))
+		c.Send(c.presence(u.JID, ""))
 	} else {
 		c.log.Info("user updated the registration", "user", u.JID)
 	}
@@ -193,11 +193,11 @@ func (c *Component) handleDomainPresence(ctx context.Context, u *bridges.User, s
 	case "subscribe":
 		c.Send(stanza.Presence(d, u.JID, "subscribed"))
 		if online {
-			c.Send(stanza.Presence(d, u.JID, ""))
+			c.Send(c.presence(u.JID, ""))
 		}
 	case "probe":
 		if online {
-			c.Send(stanza.Presence(d, u.JID, ""))
+			c.Send(c.presence(u.JID, ""))
 		} else {
 			c.Send(stanza.Presence(d, u.JID, "unavailable"))
 		}
