@@ -111,8 +111,11 @@ type Component struct {
 	cur     *session // the live connection, or nil
 	users   map[string]*userSession
 	pending map[string]chan *xmlel.Element // outgoing IQ id -> answer
-	// grants are the privileges (XEP-0356) each server advertised on the
-	// current stream, by server domain.
+	// grants are the privileges (XEP-0356) each server advertised last, by
+	// server domain. They are kept across reconnections (ejabberd may send
+	// a domain's advertisement over a sibling's stream before this one's is
+	// served); a server that no longer grants one refuses its use, which
+	// revokes it (revokeRoster).
 	grants map[string]Grant
 }
 
@@ -240,7 +243,6 @@ func (c *Component) serve(ctx context.Context, cn *conn) error {
 
 	c.mu.Lock()
 	c.cur = s
-	c.grants = nil // each stream is granted anew, right after the handshake
 	c.mu.Unlock()
 	c.m.Connected.Store(1)
 	// The outbox pump lives as long as the stream, and one at a time: the

@@ -80,7 +80,7 @@ func (c *Component) contact(ctx context.Context, user, jid, name string) error {
 	if g.RosterGet() {
 		item, err := c.rosterItem(ctx, user, jid)
 		if errors.Is(err, errRosterRefused) {
-			c.revokeRoster(g.Server)
+			c.revokeRoster(g.Server, err)
 			return c.askSubscription(ctx, user, jid, name)
 		}
 		if err != nil {
@@ -104,7 +104,7 @@ func (c *Component) contact(ctx context.Context, user, jid, name string) error {
 	}
 	if err := c.setRosterItem(ctx, user, rosterItem(jid, name, ct.Group, "both")); err != nil {
 		if errors.Is(err, errRosterRefused) {
-			c.revokeRoster(g.Server)
+			c.revokeRoster(g.Server, err)
 			if known == nil {
 				return c.askSubscription(ctx, user, jid, name)
 			}
@@ -132,8 +132,11 @@ func (c *Component) askSubscription(ctx context.Context, user, jid, name string)
 		Group: c.contactGroup(), State: store.ContactAsked})
 }
 
-// errRosterRefused is a roster request the server answered with forbidden
-// (or not-allowed): the permission is not, or no longer, granted.
+// errRosterRefused is a roster request the server answered with an error:
+// forbidden when the permission is not, or no longer, granted; others when
+// the server cannot serve it (ejabberd 23.01 fails every privileged roster
+// set with internal-server-error). Either way the permission is not used
+// again until the server advertises it anew.
 var errRosterRefused = errors.New("the XMPP server refused the roster request")
 
 // rosterItem element for a roster set.
@@ -162,11 +165,7 @@ func (c *Component) rosterIQ(ctx context.Context, user, typ string, item *xmlel.
 		return nil, fmt.Errorf("failed to %s the roster of %s: %w", typ, user, err)
 	}
 	if r.Attr("type") == "error" {
-		e := stanza.ErrorOf(r)
-		if e != nil && (e.Condition == "forbidden" || e.Condition == "not-allowed") {
-			return nil, fmt.Errorf("%w (%s)", errRosterRefused, e.Condition)
-		}
-		return nil, fmt.Errorf("failed to %s the roster of %s: %w", typ, user, e)
+		return nil, fmt.Errorf("%w: %s of the roster of %s: %w", errRosterRefused, typ, user, stanza.ErrorOf(r))
 	}
 	return r.Child(NSRoster, "query"), nil
 }

@@ -1,6 +1,7 @@
 package component
 
 import (
+	"reflect"
 	"strings"
 
 	"passerelle/component/stanza"
@@ -98,14 +99,20 @@ func parsePrivilege(st *xmlel.Element) (Grant, bool) {
 
 // privileged records a server's advertisement, replacing what it granted
 // before, and logs it.
+//
+// ejabberd sends the advertisement to every connected component each time
+// one connects: one that repeats what is in force is not logged again.
 func (c *Component) privileged(g Grant) {
 	c.mu.Lock()
 	if c.grants == nil {
 		c.grants = map[string]Grant{}
 	}
+	old, had := c.grants[g.Server]
 	c.grants[g.Server] = g
 	c.mu.Unlock()
-	c.log.Info("the XMPP server granted privileges (XEP-0356)", g.logAttrs()...)
+	if !had || !reflect.DeepEqual(old, g) {
+		c.log.Info("the XMPP server granted privileges (XEP-0356)", g.logAttrs()...)
+	}
 }
 
 // grant returns what the server of user granted (the zero Grant when
@@ -122,17 +129,18 @@ func (c *Component) grant(user string) Grant {
 }
 
 // revokeRoster forgets the roster permission of a server that refused a
-// roster request (forbidden): the gateway falls back to subscription
-// requests until the server advertises it again.
-func (c *Component) revokeRoster(server string) {
+// roster request: the gateway falls back to subscription requests until
+// the server advertises the permission again.
+func (c *Component) revokeRoster(server string, err error) {
 	c.mu.Lock()
 	g, ok := c.grants[server]
+	ok = ok && g.Roster != ""
 	if ok {
 		g.Roster = ""
 		c.grants[server] = g
 	}
 	c.mu.Unlock()
 	if ok {
-		c.log.Warn("the XMPP server refused a roster request despite its advertisement; asking for subscriptions instead", "server", server)
+		c.log.Warn("the XMPP server refused a roster request despite its advertisement; new contacts ask for a subscription instead", "server", server, "err", err)
 	}
 }

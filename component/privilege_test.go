@@ -220,3 +220,22 @@ func TestUnregisterRemovesAddedContacts(t *testing.T) {
 		t.Fatalf("contacts after unregistering: %v, %v", list, err)
 	}
 }
+
+// ejabberd 23.01 fails a privileged roster set with internal-server-error:
+// the contact asks for a subscription, and the permission is not used again.
+func TestContactRosterSetFailureFallsBack(t *testing.T) {
+	c, fc, st := privilegedComponent(t, NSPrivilege1, "both")
+	c.Contact(context.Background(), "alice@example.org", "bob", "Bob")
+	get := fc.expect(t, "the roster get", rosterIQTo("alice@example.org", "get"))
+	fc.send(t, `<iq type='result' id='%s' from='alice@example.org' to='test.example.org'><query xmlns='jabber:iq:roster'/></iq>`, get.Attr("id"))
+	set := fc.expect(t, "the roster set", rosterIQTo("alice@example.org", "set"))
+	fc.send(t, `<iq type='error' id='%s' from='alice@example.org' to='test.example.org'><error type='wait'><internal-server-error xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>Module failed to handle the query</text></error></iq>`, set.Attr("id"))
+	p := fc.expect(t, "the subscription request", func(e *xmlel.Element) bool { return e.Local == "presence" })
+	if p.Attr("type") != "subscribe" || p.Attr("from") != "bob@test.example.org" || p.ChildText(NSNick, "nick") != "Bob" {
+		t.Fatalf("fallback %s", p)
+	}
+	wantStoredContact(t, st, "bob@test.example.org", store.Contact{Name: "Bob", Group: "test", State: store.ContactAsked})
+	if c.grant("alice@example.org").Roster != "" {
+		t.Fatal("the roster permission is still used after the server failed it")
+	}
+}

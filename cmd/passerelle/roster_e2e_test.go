@@ -169,6 +169,40 @@ func TestRosterProsody(t *testing.T) {
 	})
 }
 
+// TestRosterEjabberd: ejabberd 23.01 configured from deploy/ejabberd.yml
+// advertises the privileges (urn:xmpp:privilege:1) but fails every
+// privileged roster set (its mod_roster looks up its options for the
+// component's domain): the gateway then asks for a subscription with the
+// contact's name, and delivers as always.
+func TestRosterEjabberd(t *testing.T) {
+	srv := harness.StartEjabberd(t, harness.ServerOptions{Domain: "localhost", Components: allDomains, Deploy: true})
+	e, smtpAddr := startAllBridges(t, srv)
+	for _, d := range allDomains {
+		e.gw.WaitOutput(t, wait, grantedLine+d+" server=localhost namespace=urn:xmpp:privilege:1 roster=both message=outgoing presence=roster")
+	}
+	alice := e.dial(t, "alice@localhost")
+	wantResult(t, register(alice, t, mailDomain, "address", "alice"), "register with mail")
+	acceptGateway(t, alice, mailDomain)
+	bob := "bob%example.com@" + mailDomain
+	err := sendMail(smtpAddr, "bob@example.com", []string{"alice@" + mailDomain}, "From: Bob Example <bob@example.com>\nSubject: Hi\n\nHello Alice\n")
+	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	alice.Expect(t, wait, "the mail", mailFrom(bob, "Hello Alice"))
+	p := alice.Expect(t, wait, "bob's subscription request", presenceFrom(bob, "subscribe"))
+	if n := p.ChildText("http://jabber.org/protocol/nick", "nick"); n != "Bob Example" {
+		t.Fatalf("subscription request %s, want the nick Bob Example", p)
+	}
+	e.gw.WaitOutput(t, wait, `msg="the XMPP server refused a roster request despite its advertisement; new contacts ask for a subscription instead" component=`+mailDomain)
+	// ejabberd advertises again to every component when one connects:
+	// each grant is logged once.
+	for _, d := range allDomains {
+		if n := strings.Count(e.gw.Output(), grantedLine+d+" "); n != 1 {
+			t.Errorf("%s: the grant logged %d times, want once", d, n)
+		}
+	}
+}
+
 // TestRosterWithoutPrivilege: a server that grants nothing still delivers,
 // and the first text of a number asks for a subscription with its name.
 func TestRosterWithoutPrivilege(t *testing.T) {

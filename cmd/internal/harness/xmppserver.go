@@ -399,7 +399,7 @@ func deploySnippet(name string, subst map[string]string) string {
 		}
 		out = strings.ReplaceAll(out, k, v)
 	}
-	return "-- from " + path + "\n" + out + "\n"
+	return out + "\n"
 }
 
 // luaString quotes s as a Lua string literal.
@@ -607,6 +607,18 @@ modules:
 		w("    access: all # components too, like Prosody")
 		w("    max_size: 10485760")
 		w("    thumbnail: false")
+	}
+	if s.opts.Deploy {
+		// The snippet's acl, access rules and modules, as shipped; its listener is the
+		// one above, on a free port.
+		snippet := filepath.Join(s.dir, "deploy-ejabberd.yml")
+		body := deploySnippet("ejabberd.yml", map[string]string{"example.org": s.opts.Domain})
+		if err := os.WriteFile(snippet, []byte(body), 0o600); err != nil {
+			panic(fmt.Sprintf("harness: writing the deploy snippet: %v", err))
+		}
+		w("include_config_file:")
+		w("  %s:", q(snippet))
+		w("    allow_only: [acl, access_rules, modules]")
 	}
 	return b.String()
 }
