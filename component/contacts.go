@@ -193,11 +193,21 @@ func (c *Component) setRosterItem(ctx context.Context, user string, item *xmlel.
 // (on unregistering); the others stay. The contacts are forgotten by the
 // caller with the registration.
 func (c *Component) removeContacts(ctx context.Context, user string, contacts []store.Contact) {
-	n := 0
+	var added []store.Contact
 	for _, ct := range contacts {
-		if ct.State != store.ContactAdded {
-			continue
+		if ct.State == store.ContactAdded {
+			added = append(added, ct)
 		}
+	}
+	if len(added) == 0 {
+		return
+	}
+	if !c.grant(user).RosterSet() {
+		c.log.Warn("the XMPP server grants no roster permission now: the contacts the gateway added stay in the roster of a user who unregistered", "user", user, "count", len(added))
+		return
+	}
+	n := 0
+	for _, ct := range added {
 		err := c.setRosterItem(ctx, user, xmlel.New(NSRoster, "item").SetAttr("jid", ct.Contact).SetAttr("subscription", "remove"))
 		if err != nil {
 			c.log.Warn("cannot remove a contact from the roster of a user who unregistered", "user", user, "contact", ct.Contact, "err", err)

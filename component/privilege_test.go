@@ -239,3 +239,20 @@ func TestContactRosterSetFailureFallsBack(t *testing.T) {
 		t.Fatal("the roster permission is still used after the server failed it")
 	}
 }
+
+// Without the roster permission (revoked since the items were added) the
+// gateway does not try to remove them, and unregistering completes.
+func TestUnregisterWithoutPermissionLeavesContacts(t *testing.T) {
+	_, fc, st := privilegedComponent(t, "", "")
+	ctx := context.Background()
+	if err := st.PutContact(ctx, store.Contact{Domain: "test.example.org", JID: "alice@example.org", Contact: "bob@test.example.org", Name: "Bob", State: store.ContactAdded}); err != nil {
+		t.Fatal(err)
+	}
+	fc.send(t, `<iq type='set' id='unreg' from='alice@example.org/res' to='test.example.org'><query xmlns='jabber:iq:register'><remove/></query></iq>`)
+	r := fc.expect(t, "a roster request or the answer", func(e *xmlel.Element) bool {
+		return e.Attr("id") == "unreg" || e.Child(NSRoster, "query") != nil
+	})
+	if r.Attr("id") != "unreg" || r.Attr("type") != "result" {
+		t.Fatalf("unregistering without the permission: %s", r)
+	}
+}
