@@ -103,6 +103,24 @@ type Connected interface {
 	Connected(ctx context.Context)
 }
 
+// Profile is what a bridge tells of a foreign contact in its vCard
+// (XEP-0054); empty fields are left out.
+type Profile struct {
+	Name  string // the contact's full name, when the foreign side gives one
+	Nick  string // an IRC nick
+	Email string // an email address
+	Phone string // a phone number in international format
+}
+
+// Profiler is implemented by bridges that describe their contacts: the
+// component answers vcard-temp requests to a contact's bare JID with the
+// name in the user's roster (as the gateway gave it) and the profile. A
+// nil profile (no error) leaves the request to the bridge's Handle;
+// errors should be *stanza.Error.
+type Profiler interface {
+	Profile(ctx context.Context, local string) (*Profile, error)
+}
+
 // Waiter is implemented by bridges with work to finish after their context
 // ended (saying goodbye to a foreign network); Wait blocks, boundedly,
 // until it is done.

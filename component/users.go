@@ -320,6 +320,9 @@ func (c *Component) handle(ctx context.Context, st *xmlel.Element) {
 		if toLocal != "" && c.handleCommandIQ(ctx, u, st, toLocal) {
 			return
 		}
+		if toLocal != "" && c.contactVCard(ctx, u, st, toLocal) {
+			return
+		}
 	case "presence":
 		if toLocal == "" && c.handleDomainPresence(ctx, u, st) {
 			return

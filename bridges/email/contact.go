@@ -3,11 +3,15 @@ package email
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"strings"
 
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
+
+	"passerelle/bridges"
+	"passerelle/component/stanza"
 )
 
 // senderName is the name a mail's sender gets in the user's roster: the
@@ -26,4 +30,13 @@ func senderName(raw []byte, addr string) string {
 		return n
 	}
 	return addr
+}
+
+// Profile implements bridges.Profiler: a correspondent's address.
+func (b *Bridge) Profile(ctx context.Context, local string) (*bridges.Profile, error) {
+	addr, err := b.contactAddress(ctx, local)
+	if err != nil {
+		return nil, stanza.Errorf("jid-malformed", "“"+local+"” is not an email address.")
+	}
+	return &bridges.Profile{Email: addr}, nil
 }

@@ -32,6 +32,8 @@ func TestEmailSingleLabelDomain(t *testing.T) {
 	}
 	r := alice.IQ(t, "set", mailDomain, "<query xmlns='jabber:iq:gateway'><prompt>bob@localhost</prompt></query>")
 	wantError(t, r, "jid-malformed", "the prompt with a single-label domain")
+	r = alice.IQ(t, "get", "a%b%c@"+mailDomain, "<vCard xmlns='vcard-temp'/>")
+	wantError(t, r, "jid-malformed", "the vCard of a%b%c")
 
 	// The relay works: a valid address with a '%' in its local part goes.
 	alice.Send(t, "<message to='%s' id='m3' type='chat'><body>to a real domain</body></message>", harness.Esc("a%b%example.com@"+mailDomain))

@@ -60,6 +60,18 @@ func wantContact(t *testing.T, c *harness.Client, jid, name, group string) {
 	}
 }
 
+// vCard fetches jid's vcard-temp (XEP-0054).
+func vCard(t *testing.T, c *harness.Client, jid string) *xmlel.Element {
+	t.Helper()
+	r := c.IQ(t, "get", jid, "<vCard xmlns='vcard-temp'/>")
+	wantResult(t, r, "the vCard of "+jid)
+	v := r.Child("vcard-temp", "vCard")
+	if v == nil {
+		t.Fatalf("no vCard: %s", r)
+	}
+	return v
+}
+
 // startAllBridges starts the gateway with its three bridges against srv:
 // mail on an SMTP listener, SMS with a fake provider, IRC allowed on
 // loopback.
@@ -99,6 +111,10 @@ func TestRosterProsody(t *testing.T) {
 		alice.Expect(t, wait, "the mail", mailFrom(bob, "Hello Alice"))
 		alice.Expect(t, wait, "the roster push of bob", rosterPush(bob, "both"))
 		wantContact(t, alice, bob, "Bob Example", "Email")
+		v := vCard(t, alice, bob)
+		if v.ChildText("", "FN") != "Bob Example" || v.Child("", "EMAIL").ChildText("", "USERID") != "bob@example.com" {
+			t.Fatalf("bob's vCard: %s", v)
+		}
 	})
 
 	t.Run("text from a new number", func(t *testing.T) {
@@ -109,6 +125,9 @@ func TestRosterProsody(t *testing.T) {
 		alice.Expect(t, wait, "the text", harness.MessageFrom(jid, "Hi from a phone"))
 		alice.Expect(t, wait, "the roster push of the number", rosterPush(jid, "both"))
 		wantContact(t, alice, jid, "+15557654321", "SMS")
+		if v := vCard(t, alice, jid); v.ChildText("", "FN") != "+15557654321" || v.Child("", "TEL").ChildText("", "NUMBER") != "+15557654321" {
+			t.Fatalf("the number's vCard: %s", v)
+		}
 	})
 
 	t.Run("text to a new number", func(t *testing.T) {
@@ -131,6 +150,9 @@ func TestRosterProsody(t *testing.T) {
 		alice.Expect(t, wait, "the private message", harness.MessageFrom(jid, "psst, alice"))
 		alice.Expect(t, wait, "the roster push of dave", rosterPush(jid, "both"))
 		wantContact(t, alice, jid, "dave", "IRC")
+		if v := vCard(t, alice, jid); v.ChildText("", "FN") != "dave" || v.ChildText("", "NICKNAME") != "dave" {
+			t.Fatalf("dave's vCard: %s", v)
+		}
 	})
 
 	t.Run("a renamed contact keeps its name", func(t *testing.T) {
