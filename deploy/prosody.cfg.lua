@@ -14,6 +14,8 @@ component_ports = { 5347 }
 component_interfaces = { "127.0.0.1" }
 
 VirtualHost "example.org"
+	-- If your VirtualHost sets modules_enabled already, add "privilege"
+	-- there instead: a second setting replaces the first.
 	modules_enabled = { "privilege" }
 	privileged_entities = {
 		["irc.example.org"] = { roster = "both"; message = "outgoing"; presence = "roster" };
