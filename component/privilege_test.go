@@ -48,10 +48,10 @@ func TestParsePrivilege(t *testing.T) {
 // privilegedComponent starts a component whose server grants roster
 // (perm, namespace ns) and returns it once the grant is recorded, with
 // alice@example.org registered.
-func privilegedComponent(t *testing.T, ns, roster string) (*Component, *fakeConn, *store.Store) {
+func privilegedComponent(t *testing.T, ns, roster string, tune ...func(*Component)) (*Component, *fakeConn, *store.Store) {
 	t.Helper()
 	srv := newFakeServer(t, "s")
-	c, _, st := startComponent(t, srv, &fakeBridge{}, "s")
+	c, _, st := startComponent(t, srv, &fakeBridge{}, "s", tune...)
 	fc := srv.accept(t)
 	if roster != "" {
 		fc.send(t, `<message from='example.org' to='test.example.org'><privilege xmlns='%s'><perm access='roster' type='%s'/></privilege></message>`, ns, roster)
