@@ -97,8 +97,8 @@ func (c *Component) contact(ctx context.Context, user, jid, name string) error {
 			c.log.Info("the user renamed a contact: the name stays", "user", user, "contact", jid, "name", item.Attr("name"))
 			return c.store.PutContact(ctx, *known)
 		}
-		// Not in the roster (new, or removed by the user since): added.
-		// The gateway's own item whose name is still its own: renamed.
+		// Not in the roster (new, or removed by the user since): added;
+		// the gateway's item under the gateway's name: given the new one.
 	} else if known != nil {
 		return nil // cannot tell whether the user renamed it: leave it
 	}

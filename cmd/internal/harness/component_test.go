@@ -57,3 +57,16 @@ func TestDeploySnippetChanged(t *testing.T) {
 	}()
 	deploySnippet("prosody.cfg.lua", map[string]string{"a line the snippet never had": ""})
 }
+
+func TestRequireFile(t *testing.T) {
+	t.Setenv("CI", "")
+	var skipped bool
+	t.Run("missing", func(t *testing.T) {
+		defer func() { skipped = t.Skipped() }()
+		requireFile(t, t.TempDir()+"/absent", "some-package")
+	})
+	if !skipped {
+		t.Fatal("a missing file did not skip the test")
+	}
+	requireFile(t, prosodyPrivilegeModule, "prosody-modules") // installed here
+}

@@ -256,6 +256,10 @@ func probeC2S(addr, domain string) error {
 
 // ---------------------------------------------------------------- Prosody
 
+// prosodyPrivilegeModule is mod_privilege (XEP-0356) from Debian's
+// prosody-modules, which the deploy snippet loads.
+const prosodyPrivilegeModule = "/usr/lib/prosody/modules/mod_privilege/mod_privilege.lua"
+
 // Prosody is the Server returned by StartProsody.
 type Prosody struct {
 	xmppServer
@@ -267,6 +271,9 @@ type Prosody struct {
 func StartProsody(t testing.TB, opts ServerOptions) Server {
 	t.Helper()
 	requireBinary(t, "prosody", "prosodyctl")
+	if opts.Deploy {
+		requireFile(t, prosodyPrivilegeModule, "prosody-modules")
+	}
 	opts.setDefaults()
 	dir := t.TempDir()
 	s := &Prosody{xmppServer: xmppServer{
