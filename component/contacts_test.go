@@ -29,6 +29,19 @@ func idle(t *testing.T, c *Component, user string) {
 	<-done
 }
 
+// fill blocks user's goroutine until the test ends and fills its queue.
+func fill(t *testing.T, c *Component, user string) {
+	t.Helper()
+	running, block := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(block) })
+	if err := c.Post(user, func(context.Context) { close(running); <-block }); err != nil {
+		t.Fatal(err)
+	}
+	<-running
+	for c.Post(user, func(context.Context) {}) == nil {
+	}
+}
+
 // nextStanza returns the next stanza the component sent.
 func nextStanza(t *testing.T, fc *fakeConn) *xmlel.Element {
 	t.Helper()
@@ -72,11 +85,7 @@ func TestContactsStoreFailure(t *testing.T) {
 func TestContactBusyUser(t *testing.T) {
 	var lb logBuffer
 	c, _, _ := privilegedComponent(t, NSPrivilege2, "both", logInto(&lb))
-	block := make(chan struct{})
-	defer close(block)
-	c.Post("alice@example.org", func(context.Context) { <-block })
-	for c.Post("alice@example.org", func(context.Context) {}) == nil {
-	}
+	fill(t, c, "alice@example.org")
 	c.Contact(context.Background(), "alice@example.org", "bob", "Bob")
 	if !strings.Contains(lb.String(), `msg="cannot put a contact in the user's roster" user=alice@example.org contact=bob@test.example.org err="too many stanzas`) {
 		t.Fatalf("log:\n%s", lb.String())
@@ -86,11 +95,7 @@ func TestContactBusyUser(t *testing.T) {
 // A domain that asks too much at once gets resource-constraint.
 func TestDomainQueryBusy(t *testing.T) {
 	c, fc, _ := privilegedComponent(t, "", "")
-	block := make(chan struct{})
-	defer close(block)
-	c.Post("peer.example.org", func(context.Context) { <-block })
-	for c.Post("peer.example.org", func(context.Context) {}) == nil {
-	}
+	fill(t, c, "peer.example.org")
 	fc.send(t, `<iq type='get' id='busy' from='peer.example.org' to='test.example.org'><ping xmlns='urn:xmpp:ping'/></iq>`)
 	r := fc.expect(t, "the answer", hasID("busy"))
 	if e := stanza.ErrorOf(r); e == nil || e.Condition != "resource-constraint" || e.Type != "wait" {
