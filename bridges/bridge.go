@@ -108,6 +108,24 @@ type Connected interface {
 	Connected(ctx context.Context)
 }
 
+// Profile is what a bridge tells of a foreign contact in its vCard
+// (XEP-0054); empty fields are left out.
+type Profile struct {
+	Name  string // the contact's full name, when the foreign side gives one
+	Nick  string // an IRC nick
+	Email string // an email address
+	Phone string // a phone number in international format
+}
+
+// Profiler is implemented by bridges that describe their contacts: the
+// component answers vcard-temp requests to a contact's bare JID with the
+// name in the user's roster (as the gateway gave it) and the profile. A
+// nil profile (no error) leaves the request to the bridge's Handle;
+// errors should be *stanza.Error.
+type Profiler interface {
+	Profile(ctx context.Context, local string) (*Profile, error)
+}
+
 // Command is an ad-hoc command (XEP-0050). Execute is called with a nil form
 // for the first step, then with each submitted form; it returns the next form
 // to show (Done false) or the final note/form (Done true).
@@ -161,6 +179,14 @@ type Host interface {
 	Setting(ctx context.Context, user, key string) (string, error)
 	// Allowed reports whether a bare JID may use the gateway.
 	Allowed(user string) bool
+	// Contact puts the foreign contact local@Domain() in user's roster
+	// with name, in the bridge's group, when user is registered: call it
+	// when a contact writes to the user and when the user writes to an
+	// address. It returns at once; the work is done on user's goroutine,
+	// once per contact and name. A name the user gave is never changed.
+	// Without the server's roster permission (XEP-0356) the contact asks
+	// for a subscription once instead, with its name (XEP-0172).
+	Contact(ctx context.Context, user, local, name string)
 	Store() *store.Store
 	Log() *slog.Logger
 	// RetryMaxDelay caps the backoff of queued deliveries.

@@ -24,12 +24,13 @@ func (h *outboxHost) Domain() string { return "gw.example.test" }
 func (h *outboxHost) Send(st *xmlel.Element) error {
 	return errors.New("transient send in a failure report")
 }
-func (h *outboxHost) RetryMaxDelay() time.Duration             { return time.Minute }
-func (h *outboxHost) Ready()                                   {}
-func (h *outboxHost) Allowed(user string) bool                 { return true }
-func (h *outboxHost) Store() *store.Store                      { return nil }
-func (h *outboxHost) Log() *slog.Logger                        { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-func (h *outboxHost) Post(string, func(context.Context)) error { return nil }
+func (h *outboxHost) RetryMaxDelay() time.Duration                    { return time.Minute }
+func (h *outboxHost) Ready()                                          {}
+func (h *outboxHost) Allowed(user string) bool                        { return true }
+func (h *outboxHost) Store() *store.Store                             { return nil }
+func (h *outboxHost) Log() *slog.Logger                               { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func (h *outboxHost) Post(string, func(context.Context)) error        { return nil }
+func (h *outboxHost) Contact(context.Context, string, string, string) {}
 func (h *outboxHost) IQ(context.Context, *xmlel.Element) (*xmlel.Element, error) {
 	return nil, ErrDisconnected
 }

@@ -115,6 +115,12 @@ type Component struct {
 	cur     *session // the live connection, or nil
 	users   map[string]*userSession
 	pending map[string]chan *xmlel.Element // outgoing IQ id -> answer
+	// grants are the privileges (XEP-0356) each server advertised last, by
+	// server domain. They are kept across reconnections (ejabberd may send
+	// a domain's advertisement over a sibling's stream before this one's is
+	// served); a server that no longer grants one refuses its use, which
+	// revokes it (revokeRoster).
+	grants map[string]Grant
 }
 
 // session is one connected stream with its writer queue.
@@ -394,7 +400,7 @@ func (c *Component) announce(ctx context.Context, typ string) {
 		return
 	}
 	for _, u := range users {
-		if err := c.sendWait(ctx, stanza.Presence(c.opts.Domain, u, typ), 5*time.Second); err != nil {
+		if err := c.sendWait(ctx, c.presence(u, typ), 5*time.Second); err != nil {
 			return
 		}
 	}

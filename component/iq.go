@@ -57,6 +57,8 @@ func (c *Component) handleDomainIQ(ctx context.Context, u *bridges.User, st *xml
 		c.Send(stanza.Result(st, q))
 	case p.Space == NSCommands && p.Local == "command" && typ == "set":
 		c.executeCommand(ctx, u, st, p, "")
+	case p.Space == NSRoster && typ == "set":
+		c.rosterPush(ctx, st, p)
 	default:
 		return false
 	}
@@ -78,20 +80,8 @@ func (c *Component) discoInfo(u *bridges.User, st *xmlel.Element, node string) {
 		q.SetAttr("node", node)
 	}
 	switch {
-	case node == "":
-		for _, id := range c.bridge.Identities() {
-			q.Add(xmlel.New(NSDiscoInfo, "identity").SetAttr("category", id.Category).
-				SetAttr("type", id.Type).SetAttr("name", id.Name))
-		}
-		features := []string{NSDiscoInfo, NSDiscoItems, NSRegister, NSGateway, NSPing, NSVersion, NSCommands}
-		features = append(features, c.bridge.Features()...)
-		seen := map[string]bool{}
-		for _, f := range features {
-			if !seen[f] {
-				seen[f] = true
-				q.Add(xmlel.New(NSDiscoInfo, "feature").SetAttr("var", f))
-			}
-		}
+	case node == "" || node == capsNode+"#"+capsVer(c.domainInfo()):
+		q.Children = c.domainInfo().Children
 	case node == NSCommands:
 		q.Add(xmlel.New(NSDiscoInfo, "identity").SetAttr("category", "automation").SetAttr("type", "command-list").SetAttr("name", "Commands"))
 	default:
@@ -105,6 +95,26 @@ func (c *Component) discoInfo(u *bridges.User, st *xmlel.Element, node string) {
 		q.Add(xmlel.New(NSDiscoInfo, "feature").SetAttr("var", form.NS))
 	}
 	c.Send(stanza.Result(st, q))
+}
+
+// domainInfo is the domain's disco#info query: the bridge's identities and
+// the features of the component and the bridge.
+func (c *Component) domainInfo() *xmlel.Element {
+	q := xmlel.New(NSDiscoInfo, "query")
+	for _, id := range c.bridge.Identities() {
+		q.Add(xmlel.New(NSDiscoInfo, "identity").SetAttr("category", id.Category).
+			SetAttr("type", id.Type).SetAttr("name", id.Name))
+	}
+	features := []string{NSDiscoInfo, NSDiscoItems, NSRegister, NSGateway, NSPing, NSVersion, NSCommands, NSCaps}
+	features = append(features, c.bridge.Features()...)
+	seen := map[string]bool{}
+	for _, f := range features {
+		if !seen[f] {
+			seen[f] = true
+			q.Add(xmlel.New(NSDiscoInfo, "feature").SetAttr("var", f))
+		}
+	}
+	return q
 }
 
 // gateway implements jabber:iq:gateway (XEP-0100 §6.3).

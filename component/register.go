@@ -136,7 +136,7 @@ func (c *Component) saveRegistration(ctx context.Context, u *bridges.User, value
 		c.log.Info("user registered", "user", u.JID)
 		c.m.Registrations.Add(1)
 		c.Send(stanza.Presence(c.opts.Domain, u.JID, "subscribe"))
-		c.Send(stanza.Presence(c.opts.Domain, u.JID, ""))
+		c.Send(c.presence(u.JID, ""))
 	} else {
 		c.log.Info("user updated the registration", "user", u.JID)
 	}
@@ -144,8 +144,14 @@ func (c *Component) saveRegistration(ctx context.Context, u *bridges.User, value
 	return nil
 }
 
-// unregister deletes the user's data and takes the gateway out of the roster.
+// unregister deletes the user's data and takes the gateway, and the
+// contacts it added, out of the roster.
 func (c *Component) unregister(ctx context.Context, u *bridges.User) (bool, error) {
+	contacts, err := c.store.Contacts(ctx, c.opts.Domain, u.JID)
+	if err != nil {
+		c.log.Error("cannot read the contacts of a user who unregisters", "user", u.JID, "err", err)
+		return false, err
+	}
 	existed, err := c.store.DeleteRegistration(ctx, c.opts.Domain, u.JID)
 	if err != nil {
 		c.log.Error("cannot delete a registration", "user", u.JID, "err", err)
@@ -154,6 +160,7 @@ func (c *Component) unregister(ctx context.Context, u *bridges.User) (bool, erro
 	if existed {
 		c.log.Info("user unregistered", "user", u.JID)
 		c.bridge.Unregistered(ctx, u.JID)
+		c.removeContacts(ctx, u.JID, contacts)
 		for _, typ := range []string{"unavailable", "unsubscribe", "unsubscribed"} {
 			c.Send(stanza.Presence(c.opts.Domain, u.JID, typ))
 		}
@@ -186,11 +193,11 @@ func (c *Component) handleDomainPresence(ctx context.Context, u *bridges.User, s
 	case "subscribe":
 		c.Send(stanza.Presence(d, u.JID, "subscribed"))
 		if online {
-			c.Send(stanza.Presence(d, u.JID, ""))
+			c.Send(c.presence(u.JID, ""))
 		}
 	case "probe":
 		if online {
-			c.Send(stanza.Presence(d, u.JID, ""))
+			c.Send(c.presence(u.JID, ""))
 		} else {
 			c.Send(stanza.Presence(d, u.JID, "unavailable"))
 		}

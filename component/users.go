@@ -194,14 +194,7 @@ func (c *Component) dispatch(st *xmlel.Element) {
 	from := st.Attr("from")
 	user := stanza.Bare(from)
 	if stanza.Local(from) == "" {
-		// From a server (our own, probing or pinging us).
-		if st.Local == "iq" && (typ == "get" || typ == "set") {
-			if st.Child("urn:xmpp:ping", "ping") != nil {
-				c.Send(stanza.Result(st, nil))
-			} else {
-				c.Send(stanza.ErrorReply(st, stanza.Errorf("service-unavailable", "")))
-			}
-		}
+		c.fromDomain(st)
 		return
 	}
 	if !c.opts.Allowed(user) {
@@ -279,6 +272,50 @@ func limitText(e *xmlel.LimitError) string {
 	return "The stanza was refused: it goes over a limit of the gateway."
 }
 
+// fromDomain handles a stanza from a domain JID: a server (ours, granting
+// privileges, probing or pinging us; or a remote one) or another
+// component. Its queries about the gateway are answered like a user's;
+// anything acting for a user is not its to send.
+func (c *Component) fromDomain(st *xmlel.Element) {
+	if g, ok := parsePrivilege(st); ok {
+		c.privileged(g)
+		return
+	}
+	typ := st.Attr("type")
+	if st.Local != "iq" || (typ != "get" && typ != "set") {
+		return
+	}
+	if stanza.Local(st.Attr("to")) != "" || !domainQuery(st) {
+		c.Send(stanza.ErrorReply(st, stanza.Errorf("service-unavailable", "")))
+		return
+	}
+	from := st.Attr("from")
+	err := c.Post(from, func(ctx context.Context) {
+		c.handleDomainIQ(ctx, &bridges.User{JID: stanza.Bare(from), Full: from}, st)
+	})
+	if err != nil {
+		e := stanza.Errorf("resource-constraint", "The gateway is busy with your earlier requests; try again.")
+		e.Type = "wait"
+		c.replyError(st, e)
+	}
+}
+
+// domainQuery reports whether an IQ is one a domain JID may ask the
+// gateway's domain: service discovery, ping, version, the gateway prompt.
+func domainQuery(st *xmlel.Element) bool {
+	if len(st.Children) != 1 {
+		return false
+	}
+	get := st.Attr("type") == "get"
+	switch st.Children[0].Space {
+	case NSDiscoInfo, NSDiscoItems, NSPing, NSVersion:
+		return get
+	case NSGateway:
+		return true
+	}
+	return false
+}
+
 // replyError answers st with an error unless st is an error or a result
 // (never answer errors with errors) or an unavailable presence.
 func (c *Component) replyError(st *xmlel.Element, e *stanza.Error) {
@@ -342,6 +379,9 @@ func (c *Component) handle(ctx context.Context, st *xmlel.Element) {
 			return
 		}
 		if toLocal != "" && c.handleCommandIQ(ctx, u, st, toLocal) {
+			return
+		}
+		if toLocal != "" && c.contactVCard(ctx, u, st, toLocal) {
 			return
 		}
 	case "presence":

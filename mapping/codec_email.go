@@ -68,6 +68,10 @@ func EmailToLocal(addr string) (string, error) {
 // local part ("o\27hara%example.com" is "o'hara@example.com"). The local
 // part and the domain are then split at the last '%' or '@'.
 //
+// A domain of a single label ("bob%localhost", or "a%b%c", which would be
+// "a%b@c") is refused: RFC 5321 §2.3.5 gives it no meaning on the
+// Internet.
+//
 // The result is a bare addr-spec with a lower-case domain; its local part is
 // a dot-atom when it can be, and a quoted string otherwise
 // (`"john smith"@example.com`). It is always accepted by EmailToLocal, and
@@ -89,6 +93,10 @@ func LocalToEmail(local string) (string, error) {
 		return "", malformed("jid localpart %q has an empty email local part", local)
 	case domain == "":
 		return "", malformed("jid localpart %q has an empty email domain", local)
+	case !strings.HasPrefix(domain, "[") && !strings.Contains(domain, "."):
+		// RFC 5321 §2.3.5: mail is not sent to a single-label domain
+		// ("a%b%c" would otherwise go to "a%b@c").
+		return "", malformed("jid localpart %q names the single-label domain %q, which cannot receive mail", local, domain)
 	}
 	addr := formatAddrSpec(lp, domain)
 	if _, err := EmailToLocal(addr); err != nil {

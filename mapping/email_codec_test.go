@@ -139,6 +139,9 @@ func TestLocalToEmail(t *testing.T) {
 		{`\40example.com`, ""},
 		{"bob%exa mple.com", ""},
 		{"bob%example.com.", ""},
+		{"bob%localhost", ""}, // a single label
+		{"a%b%c", ""},         // not "a%b@c"
+		{`a%b\40c`, ""},       // nor in the XEP-0106 form
 		{"bob%1.2.3.4", ""},
 		{"bob%[1.2.3]", ""},
 		{`\20bob%example.com`, ""},

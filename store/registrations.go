@@ -97,7 +97,8 @@ func (s *Store) GetRegistration(ctx context.Context, domain, jid string) (*Regis
 }
 
 // DeleteRegistration removes jid's registration with domain and everything
-// kept for that user there: claims, settings, queued jobs and message ids.
+// kept for that user there: claims, settings, queued jobs, message ids and
+// contacts.
 // It reports whether a registration existed.
 func (s *Store) DeleteRegistration(ctx context.Context, domain, jid string) (bool, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -115,6 +116,7 @@ func (s *Store) DeleteRegistration(ctx context.Context, domain, jid string) (boo
 		`DELETE FROM settings WHERE domain = ? AND jid = ?`,
 		`DELETE FROM jobs WHERE domain = ? AND jid = ?`,
 		`DELETE FROM message_ids WHERE domain = ? AND jid = ?`,
+		`DELETE FROM contacts WHERE domain = ? AND jid = ?`,
 	} {
 		if _, err := tx.ExecContext(ctx, q, domain, jid); err != nil {
 			return false, fmt.Errorf("failed to delete user data: %w", err)

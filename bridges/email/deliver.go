@@ -163,6 +163,7 @@ func (b *Bridge) deliverMailTo(ctx context.Context, users []string, envFrom stri
 			if err := b.host.Store().PutIdentity(ctx, b.host.Domain(), strings.ToLower(local), addr); err != nil {
 				return fmt.Errorf("failed to store the sender: %w", err)
 			}
+			b.host.Contact(ctx, user, local, senderName(raw, addr))
 		}
 		msgs, links = append(msgs, msg), append(links, link)
 	}

@@ -286,6 +286,9 @@ func (b *Bridge) Prompt() (string, string) {
 // Translate implements bridges.Bridge.
 func (b *Bridge) Translate(ctx context.Context, input string) (string, error) {
 	local, err := mapping.EmailToLocal(input)
+	if err == nil {
+		_, err = mapping.LocalToEmail(local) // a single-label domain cannot receive mail
+	}
 	if err != nil {
 		return "", stanza.Errorf("jid-malformed", "“"+input+"” is not an email address.")
 	}

@@ -124,6 +124,7 @@ func (h *fakeHost) Ready() {
 	default:
 	}
 }
+func (h *fakeHost) Contact(context.Context, string, string, string) {}
 
 // next waits for the next stanza sent.
 func (h *fakeHost) next(t testing.TB) *xmlel.Element {

@@ -133,6 +133,7 @@ func (b *Bridge) handleMessage(ctx context.Context, u *bridges.User, st *xmlel.E
 		return
 	}
 	b.host.Log().Info("queued a mail", "user", u.JID, "to", to, "message_id", mid)
+	b.host.Contact(ctx, u.JID, local, to)
 	b.jobs.Wake()
 }
 

@@ -128,6 +128,9 @@ func (b *Bridge) handleUser(ctx context.Context, u *bridges.User, st *xmlel.Elem
 			return
 		}
 		b.private(ctx, u, st, a.Server, a.Name)
+		if st.ChildText("", "body") != "" {
+			b.host.Contact(ctx, u.JID, a.Local(), a.Name)
+		}
 	case "presence":
 		bridges.AnswerContactPresence(b.host, st)
 	case "iq":

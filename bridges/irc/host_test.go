@@ -88,9 +88,10 @@ func (h *fakeHost) Ready() {
 	default:
 	}
 }
-func (h *fakeHost) RetryMaxDelay() time.Duration                 { return time.Minute }
-func (h *fakeHost) Allowed(jid string) bool                      { return h.allowed == nil || h.allowed(jid) }
-func (h *fakeHost) Registered(context.Context) ([]string, error) { return nil, nil }
+func (h *fakeHost) RetryMaxDelay() time.Duration                    { return time.Minute }
+func (h *fakeHost) Allowed(jid string) bool                         { return h.allowed == nil || h.allowed(jid) }
+func (h *fakeHost) Registered(context.Context) ([]string, error)    { return nil, nil }
+func (h *fakeHost) Contact(context.Context, string, string, string) {}
 func (h *fakeHost) Setting(context.Context, string, string) (string, error) {
 	return "", nil
 }

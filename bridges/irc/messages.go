@@ -161,6 +161,7 @@ func (n *network) onMessage(ctx context.Context, m *irc.Message) {
 	if err := n.b.host.SendMessage(ctx, msg); err != nil {
 		n.b.host.Log().Warn("cannot queue a private message", "user", n.user, "err", err)
 	}
+	n.b.host.Contact(ctx, n.user, stanza.Local(n.userJID(m.Name)), m.Name)
 }
 
 // answerCTCP answers VERSION, PING and TIME requests.

@@ -125,6 +125,7 @@ func (h *fakeHost) Allowed(user string) bool                                    
 func (h *fakeHost) Store() *store.Store                                           { return h.st }
 func (h *fakeHost) Log() *slog.Logger                                             { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 func (h *fakeHost) RetryMaxDelay() time.Duration                                  { return 20 * time.Millisecond }
+func (h *fakeHost) Contact(context.Context, string, string, string)               {}
 
 // wait returns the first stanza (from Send when sent, else from
 // SendMessage) matching match, waiting up to 10 s.

@@ -121,5 +121,6 @@ func (b *Bridge) handleMessage(ctx context.Context, u *bridges.User, st *xmlel.E
 		return
 	}
 	b.host.Log().Debug("queued a text", "user", u.JID, "to", to, "parts", len(parts), "media", len(media))
+	b.host.Contact(ctx, u.JID, local, to)
 	b.jobs.Wake()
 }

@@ -163,6 +163,7 @@ func (b *Bridge) deliverInbound(ctx context.Context, in *Inbound) error {
 		return nil
 	}
 	log.Debug("inbound text", "user", owner, "from", in.From, "sid", in.SID, "media", len(in.Media))
+	b.host.Contact(ctx, owner, mapping.EscapeLocal(in.From), in.From)
 	return nil
 }
 

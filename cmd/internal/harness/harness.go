@@ -157,6 +157,19 @@ func requireBinary(t testing.TB, names ...string) {
 	}
 }
 
+// requireFile skips the test when path, installed by package pkg, is
+// missing (fails it when $CI is set).
+func requireFile(t testing.TB, path, pkg string) {
+	t.Helper()
+	if _, err := os.Stat(path); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("harness: %s is not installed (CI is set, so this is an error): %v", pkg, err)
+			return
+		}
+		t.Skipf("harness: %s is not installed: %v", pkg, err)
+	}
+}
+
 // failed reports whether the test failed, for cleanups: also true when the
 // cleanup runs because the test panicked (the testing package runs the
 // cleanups of a panicking test before it marks it failed).

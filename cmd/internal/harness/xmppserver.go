@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +36,12 @@ type ServerOptions struct {
 	// server takes from a client (Prosody only: c2s_stanza_size_limit;
 	// its default is 256 KiB).
 	C2SStanzaSizeLimit int
+	// Deploy configures the components and their privileges (XEP-0356
+	// roster, message and presence) from the repository's deploy/ snippet
+	// for the server (deploy/prosody.cfg.lua), as shipped, with example.org
+	// replaced by Domain and the port and secret filled in. Components
+	// must then be the snippet's: irc., mail. and sms. of Domain.
+	Deploy bool
 }
 
 // Server is a running XMPP server (Prosody or ejabberd).
@@ -253,6 +260,10 @@ func probeC2S(addr, domain string) error {
 
 // ---------------------------------------------------------------- Prosody
 
+// prosodyPrivilegeModule is mod_privilege (XEP-0356) from Debian's
+// prosody-modules, which the deploy snippet loads.
+const prosodyPrivilegeModule = "/usr/lib/prosody/modules/mod_privilege/mod_privilege.lua"
+
 // Prosody is the Server returned by StartProsody.
 type Prosody struct {
 	xmppServer
@@ -264,6 +275,9 @@ type Prosody struct {
 func StartProsody(t testing.TB, opts ServerOptions) Server {
 	t.Helper()
 	requireBinary(t, "prosody", "prosodyctl")
+	if opts.Deploy {
+		requireFile(t, prosodyPrivilegeModule, "prosody-modules")
+	}
 	opts.setDefaults()
 	dir := t.TempDir()
 	s := &Prosody{xmppServer: xmppServer{
@@ -359,7 +373,17 @@ func (s *Prosody) config() string {
 	for _, h := range append([]string{s.opts.Domain}, s.opts.ExtraHosts...) {
 		w("VirtualHost %s", q(h))
 	}
+	if s.opts.Deploy {
+		b.WriteString(deploySnippet("prosody.cfg.lua", map[string]string{
+			"example.org":                s.opts.Domain,
+			`"CHANGE-ME"`:                q(s.opts.Secret),
+			"component_ports = { 5347 }": fmt.Sprintf("component_ports = { %d }", s.compPort),
+		}))
+	}
 	for _, c := range s.opts.Components {
+		if s.opts.Deploy {
+			break
+		}
 		w("Component %s", q(c))
 		w("\tcomponent_secret = %s", q(s.opts.Secret))
 		w("\tcomponent_conflict_resolve = \"kick_old\" -- a restarted gateway replaces its stale session")
@@ -370,6 +394,26 @@ func (s *Prosody) config() string {
 		w("\thttp_external_url = %s", q(fmt.Sprintf("http://127.0.0.1:%d/", s.httpPort)))
 	}
 	return b.String()
+}
+
+// deploySnippet returns the repository's deploy/<name> with each key of
+// subst replaced by its value; it panics when a key is missing, so that a
+// changed snippet breaks the tests that rely on it.
+func deploySnippet(name string, subst map[string]string) string {
+	_, self, _, _ := runtime.Caller(0)
+	path := filepath.Join(filepath.Dir(self), "..", "..", "..", "deploy", name)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		panic(fmt.Sprintf("harness: reading the deploy snippet: %v", err))
+	}
+	out := string(b)
+	for k, v := range subst {
+		if !strings.Contains(out, k) {
+			panic(fmt.Sprintf("harness: %s no longer contains %q", path, k))
+		}
+		out = strings.ReplaceAll(out, k, v)
+	}
+	return out + "\n"
 }
 
 // luaString quotes s as a Lua string literal.
@@ -577,6 +621,18 @@ modules:
 		w("    access: all # components too, like Prosody")
 		w("    max_size: 10485760")
 		w("    thumbnail: false")
+	}
+	if s.opts.Deploy {
+		// The snippet's acl, access rules and modules, as shipped; its listener is the
+		// one above, on a free port.
+		snippet := filepath.Join(s.dir, "deploy-ejabberd.yml")
+		body := deploySnippet("ejabberd.yml", map[string]string{"example.org": s.opts.Domain})
+		if err := os.WriteFile(snippet, []byte(body), 0o600); err != nil {
+			panic(fmt.Sprintf("harness: writing the deploy snippet: %v", err))
+		}
+		w("include_config_file:")
+		w("  %s:", q(snippet))
+		w("    allow_only: [acl, access_rules, modules]")
 	}
 	return b.String()
 }

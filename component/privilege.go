@@ -1,0 +1,146 @@
+package component
+
+import (
+	"reflect"
+	"strings"
+
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+)
+
+// XEP-0356 privileged entity namespaces: Prosody's mod_privilege speaks :2,
+// ejabberd 23.01's :1. The permissions read the same in both.
+const (
+	NSPrivilege1 = "urn:xmpp:privilege:1"
+	NSPrivilege2 = "urn:xmpp:privilege:2"
+	NSRoster     = "jabber:iq:roster"
+	NSNick       = "http://jabber.org/protocol/nick"
+)
+
+// Grant is what one server granted the component (XEP-0356 §4.2): the
+// access type of each permission ("" when not granted, else "none",
+// "get", "set", "both", "outgoing", "roster", "managed_entity").
+type Grant struct {
+	Server   string // the server's domain: the grant covers its users
+	NS       string // the privilege namespace it spoke
+	Roster   string
+	Message  string
+	Presence string
+	// IQ holds the namespaces of the iq permission (:2) and their types.
+	IQ map[string]string
+}
+
+// RosterGet reports whether the component may read users' rosters.
+func (g Grant) RosterGet() bool { return g.Roster == "get" || g.Roster == "both" }
+
+// RosterSet reports whether the component may change users' rosters.
+func (g Grant) RosterSet() bool { return g.Roster == "set" || g.Roster == "both" }
+
+// logAttrs describes the grant for a log line.
+func (g Grant) logAttrs() []any {
+	or := func(s string) string {
+		if s == "" {
+			return "none"
+		}
+		return s
+	}
+	attrs := []any{"server", g.Server, "namespace", g.NS, "roster", or(g.Roster), "message", or(g.Message), "presence", or(g.Presence)}
+	if len(g.IQ) > 0 {
+		var ns []string
+		for n, t := range g.IQ {
+			ns = append(ns, n+"="+t)
+		}
+		attrs = append(attrs, "iq", strings.Join(ns, ","))
+	}
+	return attrs
+}
+
+// parsePrivilege reads a <privilege/> advertisement (either namespace) in
+// a message from a server. It reports false for any other stanza, and for
+// one from an address with a localpart or resource: only a server grants.
+func parsePrivilege(st *xmlel.Element) (Grant, bool) {
+	if st.Local != "message" {
+		return Grant{}, false
+	}
+	from := st.Attr("from")
+	if from == "" || stanza.Local(from) != "" || stanza.Resource(from) != "" {
+		return Grant{}, false
+	}
+	var p *xmlel.Element
+	for _, ns := range []string{NSPrivilege2, NSPrivilege1} {
+		if p = st.Child(ns, "privilege"); p != nil {
+			break
+		}
+	}
+	if p == nil {
+		return Grant{}, false
+	}
+	g := Grant{Server: strings.ToLower(from), NS: p.Space}
+	for _, perm := range p.ChildrenNamed(p.Space, "perm") {
+		typ := perm.Attr("type")
+		switch perm.Attr("access") {
+		case "roster":
+			g.Roster = typ
+		case "message":
+			g.Message = typ
+		case "presence":
+			g.Presence = typ
+		case "iq":
+			for _, n := range perm.ChildrenNamed(p.Space, "namespace") {
+				if g.IQ == nil {
+					g.IQ = map[string]string{}
+				}
+				g.IQ[n.Attr("ns")] = n.Attr("type")
+			}
+		}
+	}
+	return g, true
+}
+
+// privileged records a server's advertisement, replacing what it granted
+// before, and logs it.
+//
+// ejabberd sends the advertisement to every connected component each time
+// one connects: one that repeats what is in force is not logged again.
+func (c *Component) privileged(g Grant) {
+	c.mu.Lock()
+	if c.grants == nil {
+		c.grants = map[string]Grant{}
+	}
+	old, had := c.grants[g.Server]
+	c.grants[g.Server] = g
+	c.mu.Unlock()
+	if !had || !reflect.DeepEqual(old, g) {
+		c.log.Info("the XMPP server granted privileges (XEP-0356)", g.logAttrs()...)
+	}
+}
+
+// grant returns what the server of user granted (the zero Grant when
+// nothing).
+func (c *Component) grant(user string) Grant {
+	d := strings.ToLower(stanza.Domain(user))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g, ok := c.grants[d]
+	if !ok {
+		g.Server = d
+	}
+	return g
+}
+
+// revokeRoster forgets the roster permission of a server that refused a
+// roster request: the gateway falls back to subscription requests until
+// the server advertises the permission again.
+func (c *Component) revokeRoster(server string, err error) {
+	c.mu.Lock()
+	g, ok := c.grants[server]
+	ok = ok && g.Roster != ""
+	if ok {
+		g.Roster = ""
+		c.grants[server] = g
+	}
+	c.mu.Unlock()
+	if ok {
+		c.log.Warn("the XMPP server refused a roster request despite its advertisement; new contacts ask for a subscription instead", "server", server, "err", err)
+	}
+}
