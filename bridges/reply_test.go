@@ -85,7 +85,7 @@ func TestReportFailure(t *testing.T) {
 	if body := note.ChildText("", "body"); body != "The text to +15551234567 could not be sent.\nYour message: “hi”" {
 		t.Errorf("notice body %q", body)
 	}
-	if note.Child(NSHints, "store") == nil || note.Child("", "error") != nil {
+	if note.Child(stanza.NSHints, "store") == nil || note.Child("", "error") != nil {
 		t.Errorf("notice: %s", note)
 	}
 

@@ -196,7 +196,7 @@ func (c *Component) dispatch(st *xmlel.Element) {
 	if stanza.Local(from) == "" {
 		// From a server (our own, probing or pinging us).
 		if st.Local == "iq" && (typ == "get" || typ == "set") {
-			if st.Child("urn:xmpp:ping", "ping") != nil {
+			if st.Child(stanza.NSPing, "ping") != nil {
 				c.Send(stanza.Result(st, nil))
 			} else {
 				c.Send(stanza.ErrorReply(st, stanza.Errorf("service-unavailable", "")))
