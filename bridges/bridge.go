@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"passerelle/component/form"
-	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 	"passerelle/store"
 )
@@ -165,7 +164,3 @@ type Host interface {
 	// RetryMaxDelay caps the backoff of queued deliveries.
 	RetryMaxDelay() time.Duration
 }
-
-// Errorf returns a stanza error with condition and text (a convenience for
-// bridges).
-func Errorf(condition, text string) *stanza.Error { return stanza.Errorf(condition, text) }

@@ -207,7 +207,7 @@ func (c *Component) dispatch(st *xmlel.Element) {
 	if !c.opts.Allowed(user) {
 		c.log.Info("refused a user outside PASSERELLE_ALLOW", "user", user, "stanza", st.Local)
 		c.m.Refused.Add(1)
-		c.replyError(st, stanza.Errorf("forbidden", "You are not allowed to use this gateway."))
+		bridges.Refuse(c, st, stanza.Errorf("forbidden", "You are not allowed to use this gateway."))
 		return
 	}
 	err := c.Post(user, func(ctx context.Context) { c.handle(ctx, st) })
@@ -215,7 +215,7 @@ func (c *Component) dispatch(st *xmlel.Element) {
 		c.log.Warn("dropping a stanza", "user", user, "err", err)
 		e := stanza.Errorf("resource-constraint", "The gateway is busy with your earlier requests; try again.")
 		e.Type = "wait"
-		c.replyError(st, e)
+		bridges.Refuse(c, st, e)
 	}
 }
 
@@ -263,7 +263,7 @@ func (c *Component) refuseOverLimit(e *xmlel.LimitError) {
 	if from == "" {
 		return
 	}
-	c.replyError(st, refusal)
+	bridges.Refuse(c, st, refusal)
 }
 
 // limitText says which limit a refused stanza went over.
@@ -277,16 +277,6 @@ func limitText(e *xmlel.LimitError) string {
 		return fmt.Sprintf("The stanza was refused: it is larger than the gateway accepts (%d bytes).", e.Max)
 	}
 	return "The stanza was refused: it goes over a limit of the gateway."
-}
-
-// replyError answers st with an error unless st is an error or a result
-// (never answer errors with errors) or an unavailable presence.
-func (c *Component) replyError(st *xmlel.Element, e *stanza.Error) {
-	switch st.Attr("type") {
-	case "error", "result", "unavailable", "unsubscribed":
-		return
-	}
-	c.Send(stanza.ErrorReply(st, e))
 }
 
 // user builds the bridges.User for a stanza's sender.
@@ -332,7 +322,7 @@ func (c *Component) handle(ctx context.Context, st *xmlel.Element) {
 	u, err := c.user(ctx, st.Attr("from"))
 	if err != nil {
 		c.log.Error("cannot load the user's registration", "user", stanza.Bare(st.Attr("from")), "err", err)
-		c.replyError(st, stanza.Errorf("internal-server-error", "The gateway cannot read its database."))
+		bridges.Refuse(c, st, stanza.Errorf("internal-server-error", "The gateway cannot read its database."))
 		return
 	}
 	toLocal := stanza.Local(st.Attr("to"))
@@ -351,7 +341,7 @@ func (c *Component) handle(ctx context.Context, st *xmlel.Element) {
 	}
 	if toLocal != "" && c.bridge.RegistrationRequired() && u.Registration == nil {
 		if st.Local == "message" || (st.Local == "presence" && st.Attr("type") == "subscribe") {
-			c.replyError(st, stanza.Errorf("registration-required",
+			bridges.Refuse(c, st, stanza.Errorf("registration-required",
 				"Register with "+c.opts.Domain+" first (service discovery → register)."))
 			return
 		}
