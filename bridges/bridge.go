@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"passerelle/component/form"
-	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 	"passerelle/store"
 )
@@ -192,10 +191,6 @@ type Host interface {
 	// RetryMaxDelay caps the backoff of queued deliveries.
 	RetryMaxDelay() time.Duration
 }
-
-// Errorf returns a stanza error with condition and text (a convenience for
-// bridges).
-func Errorf(condition, text string) *stanza.Error { return stanza.Errorf(condition, text) }
 
 // Start runs b.Run(ctx, h) on a goroutine and returns once the bridge is
 // ready: when ready (closed or sent to by h.Ready) is received from. wait

@@ -9,12 +9,6 @@ import (
 	"passerelle/component/xmlel"
 )
 
-// NSDiscoInfo is the disco#info namespace.
-const NSDiscoInfo = "http://jabber.org/protocol/disco#info"
-
-// NSHints is XEP-0334 (message processing hints).
-const NSHints = "urn:xmpp:hints"
-
 // MaxQueueAge is how long a queued delivery (a mail, a text) is retried
 // after temporary failures, from when it was queued, before it fails for
 // good.
@@ -63,7 +57,7 @@ func failureReport(contact, user, id string, e *stanza.Error, notice string) []*
 	}
 	errMsg := stanza.New("message", contact, user, "error", id).Add(e.Element())
 	note := stanza.Message(contact, stanza.Bare(user), "chat", stanza.NewID(), notice)
-	note.Add(xmlel.New(NSHints, "store"))
+	note.Add(xmlel.New(stanza.NSHints, "store"))
 	return []*xmlel.Element{errMsg, note}
 }
 
@@ -83,13 +77,13 @@ func AnswerContactIQ(h Host, st *xmlel.Element, id Identity, features ...string)
 		p = st.Children[0]
 	}
 	switch {
-	case typ == "get" && p != nil && p.Space == "urn:xmpp:ping":
+	case typ == "get" && p != nil && p.Space == stanza.NSPing:
 		h.Send(stanza.Result(st, nil))
-	case typ == "get" && p != nil && p.Space == NSDiscoInfo && p.Attr("node") == "":
-		q := xmlel.New(NSDiscoInfo, "query")
-		q.Add(xmlel.New(NSDiscoInfo, "identity").SetAttr("category", id.Category).SetAttr("type", id.Type).SetAttr("name", id.Name))
-		for _, f := range append([]string{NSDiscoInfo, "urn:xmpp:ping"}, features...) {
-			q.Add(xmlel.New(NSDiscoInfo, "feature").SetAttr("var", f))
+	case typ == "get" && p != nil && p.Space == stanza.NSDiscoInfo && p.Attr("node") == "":
+		q := xmlel.New(stanza.NSDiscoInfo, "query")
+		q.Add(xmlel.New(stanza.NSDiscoInfo, "identity").SetAttr("category", id.Category).SetAttr("type", id.Type).SetAttr("name", id.Name))
+		for _, f := range append([]string{stanza.NSDiscoInfo, stanza.NSPing}, features...) {
+			q.Add(xmlel.New(stanza.NSDiscoInfo, "feature").SetAttr("var", f))
 		}
 		h.Send(stanza.Result(st, q))
 	default:

@@ -66,7 +66,7 @@ func TestReportFailure(t *testing.T) {
 	ctx := context.Background()
 	const contact, full, bare = "+15551234567@gw.example.test", "alice@example.test/phone", "alice@example.test"
 	h := &outboxHost{}
-	e := Errorf("remote-server-timeout", "The text to +15551234567 could not be sent.")
+	e := stanza.Errorf("remote-server-timeout", "The text to +15551234567 could not be sent.")
 	e.Type = "cancel"
 	if err := ReportFailure(ctx, h, contact, full, "m1", e, "The text to +15551234567 could not be sent.\nYour message: “hi”"); err != nil {
 		t.Fatal(err)
@@ -87,13 +87,13 @@ func TestReportFailure(t *testing.T) {
 	if body := note.ChildText("", "body"); body != "The text to +15551234567 could not be sent.\nYour message: “hi”" {
 		t.Errorf("notice body %q", body)
 	}
-	if note.Child(NSHints, "store") == nil || note.Child("", "error") != nil {
+	if note.Child(stanza.NSHints, "store") == nil || note.Child("", "error") != nil {
 		t.Errorf("notice: %s", note)
 	}
 
 	// Without a notice of its own, the notice is the error's text.
 	h.messages = nil
-	if err := ReportFailure(ctx, h, contact, bare, "", Errorf("recipient-unavailable", "Not delivered."), ""); err != nil {
+	if err := ReportFailure(ctx, h, contact, bare, "", stanza.Errorf("recipient-unavailable", "Not delivered."), ""); err != nil {
 		t.Fatal(err)
 	}
 	if len(h.messages) != 2 || h.messages[1].ChildText("", "body") != "Not delivered." || h.messages[1].Attr("to") != bare {
@@ -114,7 +114,7 @@ func TestReportFailureOnce(t *testing.T) {
 	ctx := context.Background()
 	const contact, full = "+15551234567@gw.example.test", "alice@example.test/phone"
 	h := &outboxHost{fail: errors.New("database is locked")}
-	e := Errorf("recipient-unavailable", "Not delivered.")
+	e := stanza.Errorf("recipient-unavailable", "Not delivered.")
 	if ok, err := ReportFailureOnce(ctx, h, "SM1 undelivered", contact, full, "m1", e, ""); ok || err == nil {
 		t.Fatalf("refused by the outbox: %v %v", ok, err)
 	}

@@ -46,7 +46,7 @@ func (c *Component) findCommand(u *bridges.User, local, node string) *bridges.Co
 
 // commandItems answers disco#items on the commands node: the commands u may run.
 func (c *Component) commandItems(ctx context.Context, u *bridges.User, st *xmlel.Element, local string) {
-	q := xmlel.New(NSDiscoItems, "query").SetAttr("node", NSCommands)
+	q := xmlel.New(stanza.NSDiscoItems, "query").SetAttr("node", stanza.NSCommands)
 	jid := c.opts.Domain
 	if local != "" {
 		jid = local + "@" + jid
@@ -58,7 +58,7 @@ func (c *Component) commandItems(ctx context.Context, u *bridges.User, st *xmlel
 		if cmd.Node == NodeUnregister && u.Registration == nil {
 			continue
 		}
-		q.Add(xmlel.New(NSDiscoItems, "item").SetAttr("jid", jid).SetAttr("node", cmd.Node).SetAttr("name", cmd.Name))
+		q.Add(xmlel.New(stanza.NSDiscoItems, "item").SetAttr("jid", jid).SetAttr("node", cmd.Node).SetAttr("name", cmd.Name))
 	}
 	c.Send(stanza.Result(st, q))
 }
@@ -71,9 +71,9 @@ func (c *Component) handleCommandIQ(ctx context.Context, u *bridges.User, st *xm
 	}
 	p := st.Children[0]
 	switch {
-	case st.Attr("type") == "get" && p.Space == NSDiscoItems && p.Attr("node") == NSCommands:
+	case st.Attr("type") == "get" && p.Space == stanza.NSDiscoItems && p.Attr("node") == stanza.NSCommands:
 		c.commandItems(ctx, u, st, local)
-	case st.Attr("type") == "set" && p.Space == NSCommands && p.Local == "command":
+	case st.Attr("type") == "set" && p.Space == stanza.NSCommands && p.Local == "command":
 		if c.findCommand(u, local, p.Attr("node")) == nil {
 			return false
 		}
@@ -101,12 +101,12 @@ func (c *Component) executeCommand(ctx context.Context, u *bridges.User, st, p *
 	sid := p.Attr("sessionid")
 	action := p.Attr("action")
 	reply := func(status string, f *form.Form, note string) {
-		r := xmlel.New(NSCommands, "command").SetAttr("node", node).SetAttr("sessionid", sid).SetAttr("status", status)
+		r := xmlel.New(stanza.NSCommands, "command").SetAttr("node", node).SetAttr("sessionid", sid).SetAttr("status", status)
 		if status == "executing" {
-			r.Add(xmlel.New(NSCommands, "actions").SetAttr("execute", "complete").Add(xmlel.New(NSCommands, "complete")))
+			r.Add(xmlel.New(stanza.NSCommands, "actions").SetAttr("execute", "complete").Add(xmlel.New(stanza.NSCommands, "complete")))
 		}
 		if note != "" {
-			r.Add(xmlel.New(NSCommands, "note").SetAttr("type", "info").WithText(note))
+			r.Add(xmlel.New(stanza.NSCommands, "note").SetAttr("type", "info").WithText(note))
 		}
 		if f != nil {
 			r.Add(f.Element())
@@ -121,7 +121,7 @@ func (c *Component) executeCommand(ctx context.Context, u *bridges.User, st, p *
 		if cs == nil || cs.node != node {
 			e := stanza.Errorf("bad-request", "Unknown or expired command session.")
 			el := stanza.ErrorReply(st, e)
-			el.Child("", "error").Add(xmlel.New(NSCommands, "bad-sessionid"))
+			el.Child("", "error").Add(xmlel.New(stanza.NSCommands, "bad-sessionid"))
 			c.Send(el)
 			return
 		}

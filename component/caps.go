@@ -10,20 +10,17 @@ import (
 	"passerelle/component/xmlel"
 )
 
-// NSCaps is XEP-0115 entity capabilities; capsNode names the software.
-const (
-	NSCaps   = "http://jabber.org/protocol/caps"
-	capsNode = "urn:passerelle"
-)
+// capsNode names the software in XEP-0115 entity capabilities.
+const capsNode = "urn:passerelle"
 
 // capsVer is the XEP-0115 verification string of the domain's disco#info
 // (§5.1: identities, then features, sorted, hashed with SHA-1).
 func capsVer(info *xmlel.Element) string {
 	var ids, features []string
-	for _, id := range info.ChildrenNamed(NSDiscoInfo, "identity") {
+	for _, id := range info.ChildrenNamed(stanza.NSDiscoInfo, "identity") {
 		ids = append(ids, id.Attr("category")+"/"+id.Attr("type")+"/"+id.Attr("xml:lang")+"/"+id.Attr("name"))
 	}
-	for _, f := range info.ChildrenNamed(NSDiscoInfo, "feature") {
+	for _, f := range info.ChildrenNamed(stanza.NSDiscoInfo, "feature") {
 		features = append(features, f.Attr("var"))
 	}
 	sort.Strings(ids)
@@ -39,7 +36,7 @@ func capsVer(info *xmlel.Element) string {
 
 // caps is the <c/> element of the gateway's presence.
 func (c *Component) caps() *xmlel.Element {
-	return xmlel.New(NSCaps, "c").SetAttr("hash", "sha-1").SetAttr("node", capsNode).
+	return xmlel.New(stanza.NSCaps, "c").SetAttr("hash", "sha-1").SetAttr("node", capsNode).
 		SetAttr("ver", capsVer(c.domainInfo()))
 }
 

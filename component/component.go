@@ -328,7 +328,7 @@ func (c *Component) serve(ctx context.Context, cn *conn) error {
 				go func() {
 					pctx, cancel := context.WithTimeout(ctx, c.probeTimeout)
 					defer cancel()
-					_, err := c.IQ(pctx, stanza.IQ(c.opts.Domain, c.opts.Domain, "get", "", xmlel.New(NSPing, "ping")))
+					_, err := c.IQ(pctx, stanza.IQ(c.opts.Domain, c.opts.Domain, "get", "", xmlel.New(stanza.NSPing, "ping")))
 					if err != nil && ctx.Err() == nil {
 						select {
 						case dead <- fmt.Errorf("the server did not answer a ping for %v: %w", c.probeTimeout, err):

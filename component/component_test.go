@@ -376,9 +376,16 @@ func TestForbiddenAndPanicsAndBusy(t *testing.T) {
 	fc := srv.accept(t)
 	defer close(release)
 
-	// A user of another domain is refused, and nothing is stored.
+	// A user of another domain is refused, and nothing is stored; an
+	// error, a result or an unavailable presence from them is not answered.
+	fc.send(t, "<iq type='error' id='e1' from='eve@evil.org/x' to='test.example.org'/>")
+	fc.send(t, "<iq type='result' id='e2' from='eve@evil.org/x' to='test.example.org'/>")
+	fc.send(t, "<presence type='unavailable' id='e3' from='eve@evil.org/x' to='test.example.org'/>")
 	fc.send(t, "<iq type='set' id='r1' from='eve@evil.org/x' to='test.example.org'><query xmlns='jabber:iq:register'><name>eve</name></query></iq>")
-	r := fc.expect(t, "the refusal", func(e *xmlel.Element) bool { return e.Attr("id") == "r1" })
+	r := fc.expect(t, "the refusal", func(e *xmlel.Element) bool { return e.Attr("id") == "r1" || strings.HasPrefix(e.Attr("id"), "e") })
+	if r.Attr("id") != "r1" {
+		t.Fatalf("answered: %s", r)
+	}
 	if c := stanza.ErrorOf(r); c == nil || c.Condition != "forbidden" {
 		t.Fatalf("reply to a foreign user = %s", r)
 	}
@@ -432,35 +439,35 @@ func TestAdhocSessions(t *testing.T) {
 	_, _, _ = startComponent(t, srv, &fakeBridge{}, "s")
 	fc := srv.accept(t)
 	from := "u@example.org/x"
-	fc.send(t, "<iq type='set' id='a1' from='%s' to='test.example.org'><command xmlns='%s' node='nope' action='execute'/></iq>", from, NSCommands)
+	fc.send(t, "<iq type='set' id='a1' from='%s' to='test.example.org'><command xmlns='%s' node='nope' action='execute'/></iq>", from, stanza.NSCommands)
 	r := fc.expect(t, "unknown command", func(e *xmlel.Element) bool { return e.Attr("id") == "a1" })
 	if c := stanza.ErrorOf(r); c == nil || c.Condition != "item-not-found" {
 		t.Fatalf("unknown command = %s", r)
 	}
-	fc.send(t, "<iq type='set' id='a2' from='%s' to='test.example.org'><command xmlns='%s' node='settings' sessionid='forged' action='complete'/></iq>", from, NSCommands)
+	fc.send(t, "<iq type='set' id='a2' from='%s' to='test.example.org'><command xmlns='%s' node='settings' sessionid='forged' action='complete'/></iq>", from, stanza.NSCommands)
 	r = fc.expect(t, "forged session", func(e *xmlel.Element) bool { return e.Attr("id") == "a2" })
-	if c := stanza.ErrorOf(r); c == nil || c.Condition != "bad-request" || r.Child("", "error").Child(NSCommands, "bad-sessionid") == nil {
+	if c := stanza.ErrorOf(r); c == nil || c.Condition != "bad-request" || r.Child("", "error").Child(stanza.NSCommands, "bad-sessionid") == nil {
 		t.Fatalf("forged session = %s", r)
 	}
-	fc.send(t, "<iq type='set' id='a3' from='%s' to='test.example.org'><command xmlns='%s' node='settings' action='execute'/></iq>", from, NSCommands)
+	fc.send(t, "<iq type='set' id='a3' from='%s' to='test.example.org'><command xmlns='%s' node='settings' action='execute'/></iq>", from, stanza.NSCommands)
 	r = fc.expect(t, "settings form", func(e *xmlel.Element) bool { return e.Attr("id") == "a3" })
-	sid := r.Child(NSCommands, "command").Attr("sessionid")
-	fc.send(t, "<iq type='set' id='a4' from='%s' to='test.example.org'><command xmlns='%s' node='settings' sessionid='%s' action='cancel'/></iq>", from, NSCommands, sid)
+	sid := r.Child(stanza.NSCommands, "command").Attr("sessionid")
+	fc.send(t, "<iq type='set' id='a4' from='%s' to='test.example.org'><command xmlns='%s' node='settings' sessionid='%s' action='cancel'/></iq>", from, stanza.NSCommands, sid)
 	r = fc.expect(t, "cancel", func(e *xmlel.Element) bool { return e.Attr("id") == "a4" })
-	if s := r.Child(NSCommands, "command").Attr("status"); s != "canceled" {
+	if s := r.Child(stanza.NSCommands, "command").Attr("status"); s != "canceled" {
 		t.Fatalf("cancel status = %q", s)
 	}
-	fc.send(t, "<iq type='set' id='a5' from='%s' to='test.example.org'><command xmlns='%s' node='settings' sessionid='%s' action='complete'/></iq>", from, NSCommands, sid)
+	fc.send(t, "<iq type='set' id='a5' from='%s' to='test.example.org'><command xmlns='%s' node='settings' sessionid='%s' action='complete'/></iq>", from, stanza.NSCommands, sid)
 	r = fc.expect(t, "cancelled session reused", func(e *xmlel.Element) bool { return e.Attr("id") == "a5" })
 	if c := stanza.ErrorOf(r); c == nil || c.Condition != "bad-request" {
 		t.Fatalf("reuse of a cancelled session = %s", r)
 	}
-	fc.send(t, "<iq type='set' id='a6' from='%s' to='test.example.org'><command xmlns='%s' node='stats' action='execute'/></iq>", from, NSCommands)
+	fc.send(t, "<iq type='set' id='a6' from='%s' to='test.example.org'><command xmlns='%s' node='stats' action='execute'/></iq>", from, stanza.NSCommands)
 	r = fc.expect(t, "admin command", func(e *xmlel.Element) bool { return e.Attr("id") == "a6" })
 	if c := stanza.ErrorOf(r); c == nil || c.Condition != "forbidden" {
 		t.Fatalf("stats by a non-admin = %s", r)
 	}
-	fc.send(t, "<iq type='set' id='a7' from='admin@example.org/x' to='test.example.org'><command xmlns='%s' node='stats' action='execute'/></iq>", NSCommands)
+	fc.send(t, "<iq type='set' id='a7' from='admin@example.org/x' to='test.example.org'><command xmlns='%s' node='stats' action='execute'/></iq>", stanza.NSCommands)
 	r = fc.expect(t, "admin stats", func(e *xmlel.Element) bool { return e.Attr("id") == "a7" })
 	if r.Attr("type") != "result" {
 		t.Fatalf("stats by an admin = %s", r)
@@ -529,7 +536,7 @@ func TestAdhocSessionExpires(t *testing.T) {
 		if sid != "" {
 			sidAttr = " sessionid='" + sid + "'"
 		}
-		fc.send(t, "<iq type='set' id='%s' from='%s/x' to='test.example.org'><command xmlns='%s' node='settings'%s action='execute'/></iq>", id, user, NSCommands, sidAttr)
+		fc.send(t, "<iq type='set' id='%s' from='%s/x' to='test.example.org'><command xmlns='%s' node='settings'%s action='execute'/></iq>", id, user, stanza.NSCommands, sidAttr)
 		return fc.expect(t, id, func(e *xmlel.Element) bool { return e.Attr("id") == id })
 	}
 	known := func() bool {
@@ -538,12 +545,12 @@ func TestAdhocSessionExpires(t *testing.T) {
 		return c.users[user] != nil
 	}
 
-	sid := execute("e1", "").Child(NSCommands, "command").Attr("sessionid")
+	sid := execute("e1", "").Child(stanza.NSCommands, "command").Attr("sessionid")
 	// Steps without the form are refused but keep the session open, for
 	// longer than the timeout in all.
 	for i := range 6 {
 		time.Sleep(timeout / 4)
-		if r := execute(fmt.Sprintf("s%d", i), sid); r.Child("", "error").Child(NSCommands, "bad-sessionid") != nil {
+		if r := execute(fmt.Sprintf("s%d", i), sid); r.Child("", "error").Child(stanza.NSCommands, "bad-sessionid") != nil {
 			t.Fatalf("step %d after %v: the session ended: %s", i, time.Duration(i+1)*timeout/4, r)
 		}
 	}
@@ -553,7 +560,7 @@ func TestAdhocSessionExpires(t *testing.T) {
 		}
 	}
 	r := execute("late", sid)
-	if e := stanza.ErrorOf(r); e == nil || e.Condition != "bad-request" || r.Child("", "error").Child(NSCommands, "bad-sessionid") == nil {
+	if e := stanza.ErrorOf(r); e == nil || e.Condition != "bad-request" || r.Child("", "error").Child(stanza.NSCommands, "bad-sessionid") == nil {
 		t.Fatalf("a step in an expired session = %s", r)
 	}
 }
@@ -568,16 +575,16 @@ func TestAdhocSessionsCapped(t *testing.T) {
 	var sids []string
 	for i := range maxCommands + 1 {
 		id := fmt.Sprintf("o%d", i)
-		fc.send(t, "<iq type='set' id='%s' from='%s/x' to='test.example.org'><command xmlns='%s' node='settings' action='execute'/></iq>", id, user, NSCommands)
+		fc.send(t, "<iq type='set' id='%s' from='%s/x' to='test.example.org'><command xmlns='%s' node='settings' action='execute'/></iq>", id, user, stanza.NSCommands)
 		r := fc.expect(t, id, func(e *xmlel.Element) bool { return e.Attr("id") == id })
-		sids = append(sids, r.Child(NSCommands, "command").Attr("sessionid"))
+		sids = append(sids, r.Child(stanza.NSCommands, "command").Attr("sessionid"))
 	}
 	step := func(id, sid string) *xmlel.Element {
 		t.Helper()
-		fc.send(t, "<iq type='set' id='%s' from='%s/x' to='test.example.org'><command xmlns='%s' node='settings' sessionid='%s' action='cancel'/></iq>", id, user, NSCommands, sid)
+		fc.send(t, "<iq type='set' id='%s' from='%s/x' to='test.example.org'><command xmlns='%s' node='settings' sessionid='%s' action='cancel'/></iq>", id, user, stanza.NSCommands, sid)
 		return fc.expect(t, id, func(e *xmlel.Element) bool { return e.Attr("id") == id })
 	}
-	if r := step("c0", sids[0]); r.Child("", "error").Child(NSCommands, "bad-sessionid") == nil {
+	if r := step("c0", sids[0]); r.Child("", "error").Child(stanza.NSCommands, "bad-sessionid") == nil {
 		t.Fatalf("the oldest of %d sessions is still open: %s", maxCommands+1, r)
 	}
 	open := make(chan int)
@@ -586,7 +593,7 @@ func TestAdhocSessionsCapped(t *testing.T) {
 		t.Fatalf("%d command sessions open, want %d", n, maxCommands)
 	}
 	for i, sid := range sids[1:] {
-		if r := step(fmt.Sprintf("c%d", i+1), sid); r.Child(NSCommands, "command").Attr("status") != "canceled" {
+		if r := step(fmt.Sprintf("c%d", i+1), sid); r.Child(stanza.NSCommands, "command").Attr("status") != "canceled" {
 			t.Fatalf("session %d: %s", i+1, r)
 		}
 	}

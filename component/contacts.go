@@ -123,7 +123,7 @@ func (c *Component) contact(ctx context.Context, user, jid, name string) error {
 // name, and records it so that it is asked once.
 func (c *Component) askSubscription(ctx context.Context, user, jid, name string) error {
 	p := stanza.Presence(jid, user, "subscribe")
-	p.Add(xmlel.New(NSNick, "nick").WithText(name))
+	p.Add(xmlel.New(stanza.NSNick, "nick").WithText(name))
 	if err := c.Send(p); err != nil {
 		return fmt.Errorf("failed to ask for a subscription: %w", err)
 	}
@@ -141,12 +141,12 @@ var errRosterRefused = errors.New("the XMPP server refused the roster request")
 
 // rosterItem element for a roster set.
 func rosterItem(jid, name, group, subscription string) *xmlel.Element {
-	it := xmlel.New(NSRoster, "item").SetAttr("jid", jid).SetAttr("subscription", subscription)
+	it := xmlel.New(stanza.NSRoster, "item").SetAttr("jid", jid).SetAttr("subscription", subscription)
 	if name != "" {
 		it.SetAttr("name", name)
 	}
 	if group != "" {
-		it.Add(xmlel.New(NSRoster, "group").WithText(group))
+		it.Add(xmlel.New(stanza.NSRoster, "group").WithText(group))
 	}
 	return it
 }
@@ -156,7 +156,7 @@ func rosterItem(jid, name, group, subscription string) *xmlel.Element {
 func (c *Component) rosterIQ(ctx context.Context, user, typ string, item *xmlel.Element) (*xmlel.Element, error) {
 	ctx, cancel := context.WithTimeout(ctx, rosterTimeout)
 	defer cancel()
-	q := xmlel.New(NSRoster, "query")
+	q := xmlel.New(stanza.NSRoster, "query")
 	if item != nil {
 		q.Add(item)
 	}
@@ -167,7 +167,7 @@ func (c *Component) rosterIQ(ctx context.Context, user, typ string, item *xmlel.
 	if r.Attr("type") == "error" {
 		return nil, fmt.Errorf("%w: %s of the roster of %s: %w", errRosterRefused, typ, user, stanza.ErrorOf(r))
 	}
-	return r.Child(NSRoster, "query"), nil
+	return r.Child(stanza.NSRoster, "query"), nil
 }
 
 // rosterItem returns jid's item in user's roster, or nil.
@@ -176,7 +176,7 @@ func (c *Component) rosterItem(ctx context.Context, user, jid string) (*xmlel.El
 	if err != nil || q == nil {
 		return nil, err
 	}
-	for _, it := range q.ChildrenNamed(NSRoster, "item") {
+	for _, it := range q.ChildrenNamed(stanza.NSRoster, "item") {
 		if strings.EqualFold(it.Attr("jid"), jid) {
 			return it, nil
 		}
@@ -208,7 +208,7 @@ func (c *Component) removeContacts(ctx context.Context, user string, contacts []
 	}
 	n := 0
 	for _, ct := range added {
-		err := c.setRosterItem(ctx, user, xmlel.New(NSRoster, "item").SetAttr("jid", ct.Contact).SetAttr("subscription", "remove"))
+		err := c.setRosterItem(ctx, user, xmlel.New(stanza.NSRoster, "item").SetAttr("jid", ct.Contact).SetAttr("subscription", "remove"))
 		if err != nil {
 			c.log.Warn("cannot remove a contact from the roster of a user who unregistered", "user", user, "contact", ct.Contact, "err", err)
 			continue
@@ -230,7 +230,7 @@ func (c *Component) rosterPush(ctx context.Context, st, q *xmlel.Element) {
 		return
 	}
 	user := stanza.Bare(from)
-	for _, it := range q.ChildrenNamed(NSRoster, "item") {
+	for _, it := range q.ChildrenNamed(stanza.NSRoster, "item") {
 		jid := strings.ToLower(it.Attr("jid"))
 		if !strings.EqualFold(stanza.Domain(jid), c.opts.Domain) || stanza.Local(jid) == "" {
 			continue

@@ -53,7 +53,7 @@ func nextStanza(t *testing.T, fc *fakeConn) *xmlel.Element {
 // registration; a roster push is still answered.
 func TestContactsStoreFailure(t *testing.T) {
 	var lb logBuffer
-	c, fc, st := privilegedComponent(t, NSPrivilege2, "both", logInto(&lb))
+	c, fc, st := privilegedComponent(t, stanza.NSPrivilege2, "both", logInto(&lb))
 	if _, err := st.DB().Exec(`ALTER TABLE contacts RENAME TO contacts_away`); err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestContactsStoreFailure(t *testing.T) {
 // A contact for a user whose queue is full is logged.
 func TestContactBusyUser(t *testing.T) {
 	var lb logBuffer
-	c, _, _ := privilegedComponent(t, NSPrivilege2, "both", logInto(&lb))
+	c, _, _ := privilegedComponent(t, stanza.NSPrivilege2, "both", logInto(&lb))
 	fill(t, c, "alice@example.org")
 	c.Contact(context.Background(), "alice@example.org", "bob", "Bob")
 	if !strings.Contains(lb.String(), `msg="cannot put a contact in the user's roster" user=alice@example.org contact=bob@test.example.org err="too many stanzas`) {
@@ -106,7 +106,7 @@ func TestDomainQueryBusy(t *testing.T) {
 // A roster push the database cannot record is logged and still answered.
 func TestRosterPushStoreFailure(t *testing.T) {
 	var lb logBuffer
-	_, fc, st := privilegedComponent(t, NSPrivilege2, "both", logInto(&lb))
+	_, fc, st := privilegedComponent(t, stanza.NSPrivilege2, "both", logInto(&lb))
 	ctx := context.Background()
 	if err := st.PutContact(ctx, storeContact("bob@test.example.org", "Bob")); err != nil {
 		t.Fatal(err)

@@ -6,20 +6,8 @@ import (
 	"strings"
 
 	"passerelle/bridges"
-	"passerelle/component/form"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
-)
-
-// Namespaces of the services the component answers itself.
-const (
-	NSDiscoInfo  = "http://jabber.org/protocol/disco#info"
-	NSDiscoItems = "http://jabber.org/protocol/disco#items"
-	NSRegister   = "jabber:iq:register"
-	NSGateway    = "jabber:iq:gateway"
-	NSPing       = "urn:xmpp:ping"
-	NSVersion    = "jabber:iq:version"
-	NSCommands   = "http://jabber.org/protocol/commands"
 )
 
 // handleDomainIQ answers IQs addressed to the component domain. It reports
@@ -35,29 +23,29 @@ func (c *Component) handleDomainIQ(ctx context.Context, u *bridges.User, st *xml
 	}
 	p := st.Children[0]
 	switch {
-	case p.Space == NSDiscoInfo && typ == "get":
+	case p.Space == stanza.NSDiscoInfo && typ == "get":
 		c.discoInfo(u, st, p.Attr("node"))
-	case p.Space == NSDiscoItems && typ == "get":
-		if p.Attr("node") == NSCommands {
+	case p.Space == stanza.NSDiscoItems && typ == "get":
+		if p.Attr("node") == stanza.NSCommands {
 			c.commandItems(ctx, u, st, "")
 			return true
 		}
 		c.emptyItems(st)
-	case p.Space == NSRegister:
+	case p.Space == stanza.NSRegister:
 		c.register(ctx, u, st, p)
-	case p.Space == NSGateway:
+	case p.Space == stanza.NSGateway:
 		c.gateway(ctx, st, p)
-	case p.Space == NSPing && typ == "get":
+	case p.Space == stanza.NSPing && typ == "get":
 		c.Send(stanza.Result(st, nil))
-	case p.Space == NSVersion && typ == "get":
-		q := xmlel.New(NSVersion, "query")
+	case p.Space == stanza.NSVersion && typ == "get":
+		q := xmlel.New(stanza.NSVersion, "query")
 		q.AddText("name", "Passerelle")
 		q.AddText("version", c.opts.Version)
 		q.AddText("os", runtime.GOOS)
 		c.Send(stanza.Result(st, q))
-	case p.Space == NSCommands && p.Local == "command" && typ == "set":
+	case p.Space == stanza.NSCommands && p.Local == "command" && typ == "set":
 		c.executeCommand(ctx, u, st, p, "")
-	case p.Space == NSRoster && typ == "set":
+	case p.Space == stanza.NSRoster && typ == "set":
 		c.rosterPush(ctx, st, p)
 	default:
 		return false
@@ -67,7 +55,7 @@ func (c *Component) handleDomainIQ(ctx context.Context, u *bridges.User, st *xml
 
 // emptyItems answers disco#items on the domain: it has no items.
 func (c *Component) emptyItems(st *xmlel.Element) {
-	q := xmlel.New(NSDiscoItems, "query")
+	q := xmlel.New(stanza.NSDiscoItems, "query")
 	if n := st.Children[0].Attr("node"); n != "" {
 		q.SetAttr("node", n)
 	}
@@ -75,24 +63,24 @@ func (c *Component) emptyItems(st *xmlel.Element) {
 }
 
 func (c *Component) discoInfo(u *bridges.User, st *xmlel.Element, node string) {
-	q := xmlel.New(NSDiscoInfo, "query")
+	q := xmlel.New(stanza.NSDiscoInfo, "query")
 	if node != "" {
 		q.SetAttr("node", node)
 	}
 	switch {
 	case node == "" || node == capsNode+"#"+capsVer(c.domainInfo()):
 		q.Children = c.domainInfo().Children
-	case node == NSCommands:
-		q.Add(xmlel.New(NSDiscoInfo, "identity").SetAttr("category", "automation").SetAttr("type", "command-list").SetAttr("name", "Commands"))
+	case node == stanza.NSCommands:
+		q.Add(xmlel.New(stanza.NSDiscoInfo, "identity").SetAttr("category", "automation").SetAttr("type", "command-list").SetAttr("name", "Commands"))
 	default:
 		cmd := c.findCommand(u, "", node)
 		if cmd == nil {
 			c.Send(stanza.ErrorReply(st, stanza.Errorf("item-not-found", "")))
 			return
 		}
-		q.Add(xmlel.New(NSDiscoInfo, "identity").SetAttr("category", "automation").SetAttr("type", "command-node").SetAttr("name", cmd.Name))
-		q.Add(xmlel.New(NSDiscoInfo, "feature").SetAttr("var", NSCommands))
-		q.Add(xmlel.New(NSDiscoInfo, "feature").SetAttr("var", form.NS))
+		q.Add(xmlel.New(stanza.NSDiscoInfo, "identity").SetAttr("category", "automation").SetAttr("type", "command-node").SetAttr("name", cmd.Name))
+		q.Add(xmlel.New(stanza.NSDiscoInfo, "feature").SetAttr("var", stanza.NSCommands))
+		q.Add(xmlel.New(stanza.NSDiscoInfo, "feature").SetAttr("var", stanza.NSData))
 	}
 	c.Send(stanza.Result(st, q))
 }
@@ -100,18 +88,18 @@ func (c *Component) discoInfo(u *bridges.User, st *xmlel.Element, node string) {
 // domainInfo is the domain's disco#info query: the bridge's identities and
 // the features of the component and the bridge.
 func (c *Component) domainInfo() *xmlel.Element {
-	q := xmlel.New(NSDiscoInfo, "query")
+	q := xmlel.New(stanza.NSDiscoInfo, "query")
 	for _, id := range c.bridge.Identities() {
-		q.Add(xmlel.New(NSDiscoInfo, "identity").SetAttr("category", id.Category).
+		q.Add(xmlel.New(stanza.NSDiscoInfo, "identity").SetAttr("category", id.Category).
 			SetAttr("type", id.Type).SetAttr("name", id.Name))
 	}
-	features := []string{NSDiscoInfo, NSDiscoItems, NSRegister, NSGateway, NSPing, NSVersion, NSCommands, NSCaps}
+	features := []string{stanza.NSDiscoInfo, stanza.NSDiscoItems, stanza.NSRegister, stanza.NSGateway, stanza.NSPing, stanza.NSVersion, stanza.NSCommands, stanza.NSCaps}
 	features = append(features, c.bridge.Features()...)
 	seen := map[string]bool{}
 	for _, f := range features {
 		if !seen[f] {
 			seen[f] = true
-			q.Add(xmlel.New(NSDiscoInfo, "feature").SetAttr("var", f))
+			q.Add(xmlel.New(stanza.NSDiscoInfo, "feature").SetAttr("var", f))
 		}
 	}
 	return q
@@ -120,14 +108,14 @@ func (c *Component) domainInfo() *xmlel.Element {
 // gateway implements jabber:iq:gateway (XEP-0100 §6.3).
 func (c *Component) gateway(ctx context.Context, st, p *xmlel.Element) {
 	desc, prompt := c.bridge.Prompt()
-	q := xmlel.New(NSGateway, "query")
+	q := xmlel.New(stanza.NSGateway, "query")
 	if st.Attr("type") == "get" {
 		q.AddText("desc", desc)
 		q.AddText("prompt", prompt)
 		c.Send(stanza.Result(st, q))
 		return
 	}
-	input := strings.TrimSpace(p.ChildText(NSGateway, "prompt"))
+	input := strings.TrimSpace(p.ChildText(stanza.NSGateway, "prompt"))
 	if input == "" {
 		c.Send(stanza.ErrorReply(st, stanza.Errorf("bad-request", "Type an address into the prompt.")))
 		return

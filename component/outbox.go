@@ -87,7 +87,7 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 		}
 		// Any answer (even an error) proves the server got that far.
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		_, err = c.IQ(pctx, stanza.IQ(c.opts.Domain, c.opts.Domain, "get", "", xmlel.New(NSPing, "ping")))
+		_, err = c.IQ(pctx, stanza.IQ(c.opts.Domain, c.opts.Domain, "get", "", xmlel.New(stanza.NSPing, "ping")))
 		cancel()
 		select {
 		case <-stop:

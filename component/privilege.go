@@ -8,15 +8,6 @@ import (
 	"passerelle/component/xmlel"
 )
 
-// XEP-0356 privileged entity namespaces: Prosody's mod_privilege speaks :2,
-// ejabberd 23.01's :1. The permissions read the same in both.
-const (
-	NSPrivilege1 = "urn:xmpp:privilege:1"
-	NSPrivilege2 = "urn:xmpp:privilege:2"
-	NSRoster     = "jabber:iq:roster"
-	NSNick       = "http://jabber.org/protocol/nick"
-)
-
 // Grant is what one server granted the component (XEP-0356 §4.2): the
 // access type of each permission ("" when not granted, else "none",
 // "get", "set", "both", "outgoing", "roster", "managed_entity").
@@ -67,7 +58,7 @@ func parsePrivilege(st *xmlel.Element) (Grant, bool) {
 		return Grant{}, false
 	}
 	var p *xmlel.Element
-	for _, ns := range []string{NSPrivilege2, NSPrivilege1} {
+	for _, ns := range []string{stanza.NSPrivilege2, stanza.NSPrivilege1} {
 		if p = st.Child(ns, "privilege"); p != nil {
 			break
 		}

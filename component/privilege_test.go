@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"testing"
 
+	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 	"passerelle/store"
 )
@@ -17,13 +18,13 @@ func TestParsePrivilege(t *testing.T) {
 		want      Grant
 	}{
 		{"prosody :2, everything", `<message from='example.org' to='test.example.org'><privilege xmlns='urn:xmpp:privilege:2'><perm access='roster' type='both'/><perm access='message' type='outgoing'/><perm access='presence' type='roster'/></privilege></message>`,
-			true, Grant{Server: "example.org", NS: NSPrivilege2, Roster: "both", Message: "outgoing", Presence: "roster"}},
+			true, Grant{Server: "example.org", NS: stanza.NSPrivilege2, Roster: "both", Message: "outgoing", Presence: "roster"}},
 		{"ejabberd :1, roster get only", `<message from='Example.org' to='test.example.org'><privilege xmlns='urn:xmpp:privilege:1'><perm access='roster' type='get'/></privilege></message>`,
-			true, Grant{Server: "example.org", NS: NSPrivilege1, Roster: "get"}},
+			true, Grant{Server: "example.org", NS: stanza.NSPrivilege1, Roster: "get"}},
 		{"iq permission", `<message from='example.org'><privilege xmlns='urn:xmpp:privilege:2'><perm access='message' type='outgoing'/><perm access='iq'><namespace ns='urn:xmpp:mam:2' type='get'/></perm></privilege></message>`,
-			true, Grant{Server: "example.org", NS: NSPrivilege2, Message: "outgoing", IQ: map[string]string{"urn:xmpp:mam:2": "get"}}},
+			true, Grant{Server: "example.org", NS: stanza.NSPrivilege2, Message: "outgoing", IQ: map[string]string{"urn:xmpp:mam:2": "get"}}},
 		{"nothing granted", `<message from='example.org'><privilege xmlns='urn:xmpp:privilege:2'/></message>`,
-			true, Grant{Server: "example.org", NS: NSPrivilege2}},
+			true, Grant{Server: "example.org", NS: stanza.NSPrivilege2}},
 		{"from a user", `<message from='mallory@example.org'><privilege xmlns='urn:xmpp:privilege:2'><perm access='roster' type='both'/></privilege></message>`, false, Grant{}},
 		{"from a resource", `<message from='example.org/x'><privilege xmlns='urn:xmpp:privilege:2'><perm access='roster' type='both'/></privilege></message>`, false, Grant{}},
 		{"another namespace", `<message from='example.org'><privilege xmlns='urn:xmpp:privilege:0'><perm access='roster' type='both'/></privilege></message>`, false, Grant{}},
@@ -68,7 +69,7 @@ func privilegedComponent(t *testing.T, ns, roster string, tune ...func(*Componen
 
 func rosterIQTo(user, typ string) func(*xmlel.Element) bool {
 	return func(e *xmlel.Element) bool {
-		return e.Local == "iq" && e.Attr("to") == user && e.Attr("type") == typ && e.Child(NSRoster, "query") != nil
+		return e.Local == "iq" && e.Attr("to") == user && e.Attr("type") == typ && e.Child(stanza.NSRoster, "query") != nil
 	}
 }
 
@@ -86,7 +87,7 @@ func wantStoredContact(t *testing.T, st *store.Store, contact string, want store
 }
 
 func TestContactAddedWithRosterPermission(t *testing.T) {
-	for _, ns := range []string{NSPrivilege1, NSPrivilege2} {
+	for _, ns := range []string{stanza.NSPrivilege1, stanza.NSPrivilege2} {
 		t.Run(ns, func(t *testing.T) {
 			c, fc, st := privilegedComponent(t, ns, "both")
 			c.Contact(context.Background(), "alice@example.org/phone", "Bob", "Bob Example")
@@ -96,8 +97,8 @@ func TestContactAddedWithRosterPermission(t *testing.T) {
 			}
 			fc.send(t, `<iq type='result' id='%s' from='alice@example.org' to='test.example.org'><query xmlns='jabber:iq:roster'><item jid='carol@test.example.org' name='Carol'/></query></iq>`, get.Attr("id"))
 			set := fc.expect(t, "the roster set", rosterIQTo("alice@example.org", "set"))
-			it := set.Child(NSRoster, "query").Child(NSRoster, "item")
-			if it.Attr("jid") != "bob@test.example.org" || it.Attr("name") != "Bob Example" || it.Attr("subscription") != "both" || it.ChildText(NSRoster, "group") != "test" {
+			it := set.Child(stanza.NSRoster, "query").Child(stanza.NSRoster, "item")
+			if it.Attr("jid") != "bob@test.example.org" || it.Attr("name") != "Bob Example" || it.Attr("subscription") != "both" || it.ChildText(stanza.NSRoster, "group") != "test" {
 				t.Fatalf("roster set %s", set)
 			}
 			fc.send(t, `<iq type='result' id='%s' from='alice@example.org' to='test.example.org'/>`, set.Attr("id"))
@@ -114,7 +115,7 @@ func TestContactAddedWithRosterPermission(t *testing.T) {
 			next := fc.expect(t, "the next roster get", rosterIQTo("alice@example.org", "get"))
 			fc.send(t, `<iq type='result' id='%s' from='alice@example.org' to='test.example.org'><query xmlns='jabber:iq:roster'/></iq>`, next.Attr("id"))
 			set = fc.expect(t, "dave's roster set", rosterIQTo("alice@example.org", "set"))
-			if jid := set.Child(NSRoster, "query").Child(NSRoster, "item").Attr("jid"); jid != "dave@test.example.org" {
+			if jid := set.Child(stanza.NSRoster, "query").Child(stanza.NSRoster, "item").Attr("jid"); jid != "dave@test.example.org" {
 				t.Fatalf("roster set for %s after bob was renamed, want dave's only", jid)
 			}
 		})
@@ -122,7 +123,7 @@ func TestContactAddedWithRosterPermission(t *testing.T) {
 }
 
 func TestContactRosterPushFromAResourceRefused(t *testing.T) {
-	_, fc, st := privilegedComponent(t, NSPrivilege2, "both")
+	_, fc, st := privilegedComponent(t, stanza.NSPrivilege2, "both")
 	st.PutContact(context.Background(), store.Contact{Domain: "test.example.org", JID: "alice@example.org", Contact: "bob@test.example.org", Name: "Bob", State: store.ContactAdded})
 	fc.send(t, `<iq type='set' id='push2' from='alice@example.org/res' to='test.example.org'><query xmlns='jabber:iq:roster'><item jid='bob@test.example.org' subscription='remove'/></query></iq>`)
 	r := fc.expect(t, "the answer", func(e *xmlel.Element) bool { return e.Attr("id") == "push2" })
@@ -137,9 +138,9 @@ func TestContactRosterPushFromAResourceRefused(t *testing.T) {
 }
 
 func TestContactSetOnlyGrant(t *testing.T) {
-	c, fc, st := privilegedComponent(t, NSPrivilege1, "set")
+	c, fc, st := privilegedComponent(t, stanza.NSPrivilege1, "set")
 	c.Contact(context.Background(), "alice@example.org", "bob", "Bob")
-	r := fc.expect(t, "a roster request", func(e *xmlel.Element) bool { return e.Child(NSRoster, "query") != nil })
+	r := fc.expect(t, "a roster request", func(e *xmlel.Element) bool { return e.Child(stanza.NSRoster, "query") != nil })
 	if r.Attr("type") != "set" {
 		t.Fatalf("with roster set only: %s, want a set without a get", r)
 	}
@@ -148,12 +149,12 @@ func TestContactSetOnlyGrant(t *testing.T) {
 }
 
 func TestContactRefusedFallsBackToSubscription(t *testing.T) {
-	c, fc, st := privilegedComponent(t, NSPrivilege2, "both")
+	c, fc, st := privilegedComponent(t, stanza.NSPrivilege2, "both")
 	c.Contact(context.Background(), "alice@example.org", "bob", "Bob")
 	get := fc.expect(t, "the roster get", rosterIQTo("alice@example.org", "get"))
 	fc.send(t, `<iq type='error' id='%s' from='alice@example.org' to='test.example.org'><error type='auth'><forbidden xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`, get.Attr("id"))
 	p := fc.expect(t, "the subscription request", func(e *xmlel.Element) bool { return e.Local == "presence" })
-	if p.Attr("type") != "subscribe" || p.Attr("from") != "bob@test.example.org" || p.Attr("to") != "alice@example.org" || p.ChildText(NSNick, "nick") != "Bob" {
+	if p.Attr("type") != "subscribe" || p.Attr("from") != "bob@test.example.org" || p.Attr("to") != "alice@example.org" || p.ChildText(stanza.NSNick, "nick") != "Bob" {
 		t.Fatalf("fallback %s", p)
 	}
 	wantStoredContact(t, st, "bob@test.example.org", store.Contact{Name: "Bob", Group: "test", State: store.ContactAsked})
@@ -162,7 +163,7 @@ func TestContactRefusedFallsBackToSubscription(t *testing.T) {
 	}
 	// The next contact asks at once, without a roster request.
 	c.Contact(context.Background(), "alice@example.org", "carol", "Carol")
-	p = fc.expect(t, "a stanza", func(e *xmlel.Element) bool { return e.Local == "presence" || e.Child(NSRoster, "query") != nil })
+	p = fc.expect(t, "a stanza", func(e *xmlel.Element) bool { return e.Local == "presence" || e.Child(stanza.NSRoster, "query") != nil })
 	if p.Local != "presence" || p.Attr("from") != "carol@test.example.org" {
 		t.Fatalf("after the refusal: %s, want carol's subscription request", p)
 	}
@@ -173,7 +174,7 @@ func TestContactWithoutPermission(t *testing.T) {
 	c.Contact(context.Background(), "nobody@example.org", "bob", "Bob") // not registered: nothing
 	c.Contact(context.Background(), "alice@example.org", "bob", "")
 	p := fc.expect(t, "the subscription request", func(e *xmlel.Element) bool { return e.Local == "presence" || e.Local == "iq" })
-	if p.Attr("type") != "subscribe" || p.Attr("to") != "alice@example.org" || p.ChildText(NSNick, "nick") != "bob" {
+	if p.Attr("type") != "subscribe" || p.Attr("to") != "alice@example.org" || p.ChildText(stanza.NSNick, "nick") != "bob" {
 		t.Fatalf("without permission: %s, want alice's subscription request named after the localpart", p)
 	}
 	wantStoredContact(t, st, "bob@test.example.org", store.Contact{Name: "bob", Group: "test", State: store.ContactAsked})
@@ -183,7 +184,7 @@ func TestContactWithoutPermission(t *testing.T) {
 }
 
 func TestUnregisterRemovesAddedContacts(t *testing.T) {
-	_, fc, st := privilegedComponent(t, NSPrivilege2, "both")
+	_, fc, st := privilegedComponent(t, stanza.NSPrivilege2, "both")
 	ctx := context.Background()
 	for _, ct := range []store.Contact{
 		{Contact: "bob@test.example.org", Name: "Bob", State: store.ContactAdded, Renamed: true},
@@ -200,7 +201,7 @@ func TestUnregisterRemovesAddedContacts(t *testing.T) {
 	var removed []string
 	for len(removed) < 2 {
 		r := fc.expect(t, "a roster removal", rosterIQTo("alice@example.org", "set"))
-		it := r.Child(NSRoster, "query").Child(NSRoster, "item")
+		it := r.Child(stanza.NSRoster, "query").Child(stanza.NSRoster, "item")
 		if it.Attr("subscription") != "remove" {
 			t.Fatalf("on unregistering: %s", r)
 		}
@@ -224,14 +225,14 @@ func TestUnregisterRemovesAddedContacts(t *testing.T) {
 // ejabberd 23.01 fails a privileged roster set with internal-server-error:
 // the contact asks for a subscription, and the permission is not used again.
 func TestContactRosterSetFailureFallsBack(t *testing.T) {
-	c, fc, st := privilegedComponent(t, NSPrivilege1, "both")
+	c, fc, st := privilegedComponent(t, stanza.NSPrivilege1, "both")
 	c.Contact(context.Background(), "alice@example.org", "bob", "Bob")
 	get := fc.expect(t, "the roster get", rosterIQTo("alice@example.org", "get"))
 	fc.send(t, `<iq type='result' id='%s' from='alice@example.org' to='test.example.org'><query xmlns='jabber:iq:roster'/></iq>`, get.Attr("id"))
 	set := fc.expect(t, "the roster set", rosterIQTo("alice@example.org", "set"))
 	fc.send(t, `<iq type='error' id='%s' from='alice@example.org' to='test.example.org'><error type='wait'><internal-server-error xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>Module failed to handle the query</text></error></iq>`, set.Attr("id"))
 	p := fc.expect(t, "the subscription request", func(e *xmlel.Element) bool { return e.Local == "presence" })
-	if p.Attr("type") != "subscribe" || p.Attr("from") != "bob@test.example.org" || p.ChildText(NSNick, "nick") != "Bob" {
+	if p.Attr("type") != "subscribe" || p.Attr("from") != "bob@test.example.org" || p.ChildText(stanza.NSNick, "nick") != "Bob" {
 		t.Fatalf("fallback %s", p)
 	}
 	wantStoredContact(t, st, "bob@test.example.org", store.Contact{Name: "Bob", Group: "test", State: store.ContactAsked})
@@ -250,7 +251,7 @@ func TestUnregisterWithoutPermissionLeavesContacts(t *testing.T) {
 	}
 	fc.send(t, `<iq type='set' id='unreg' from='alice@example.org/res' to='test.example.org'><query xmlns='jabber:iq:register'><remove/></query></iq>`)
 	r := fc.expect(t, "a roster request or the answer", func(e *xmlel.Element) bool {
-		return e.Attr("id") == "unreg" || e.Child(NSRoster, "query") != nil
+		return e.Attr("id") == "unreg" || e.Child(stanza.NSRoster, "query") != nil
 	})
 	if r.Attr("id") != "unreg" || r.Attr("type") != "result" {
 		t.Fatalf("unregistering without the permission: %s", r)

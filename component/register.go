@@ -15,10 +15,10 @@ import (
 // register implements XEP-0077 on the component domain.
 func (c *Component) register(ctx context.Context, u *bridges.User, st, p *xmlel.Element) {
 	if st.Attr("type") == "get" {
-		q := xmlel.New(NSRegister, "query")
+		q := xmlel.New(stanza.NSRegister, "query")
 		f := c.bridge.RegistrationForm(u.Registration)
 		if u.Registration != nil {
-			q.Add(xmlel.New(NSRegister, "registered"))
+			q.Add(xmlel.New(stanza.NSRegister, "registered"))
 		}
 		q.AddText("instructions", f.Instructions)
 		// Legacy fields for clients without data forms.
@@ -31,7 +31,7 @@ func (c *Component) register(ctx context.Context, u *bridges.User, st, p *xmlel.
 		c.Send(stanza.Result(st, q))
 		return
 	}
-	if p.Child(NSRegister, "remove") != nil {
+	if p.Child(stanza.NSRegister, "remove") != nil {
 		existed, err := c.unregister(ctx, u)
 		if err != nil {
 			c.Send(stanza.ErrorReply(st, stanza.Errorf("internal-server-error", "The gateway cannot update its database.")))
@@ -86,7 +86,7 @@ func submittedValues(p *xmlel.Element) (map[string]string, bool, error) {
 	}
 	values := map[string]string{}
 	for _, ch := range p.Children {
-		if ch.Space == NSRegister {
+		if ch.Space == stanza.NSRegister {
 			values[ch.Local] = ch.Text
 		}
 	}

@@ -200,7 +200,7 @@ func (c *Component) dispatch(st *xmlel.Element) {
 	if !c.opts.Allowed(user) {
 		c.log.Info("refused a user outside PASSERELLE_ALLOW", "user", user, "stanza", st.Local)
 		c.m.Refused.Add(1)
-		c.replyError(st, stanza.Errorf("forbidden", "You are not allowed to use this gateway."))
+		bridges.Refuse(c, st, stanza.Errorf("forbidden", "You are not allowed to use this gateway."))
 		return
 	}
 	err := c.Post(user, func(ctx context.Context) { c.handle(ctx, st) })
@@ -208,7 +208,7 @@ func (c *Component) dispatch(st *xmlel.Element) {
 		c.log.Warn("dropping a stanza", "user", user, "err", err)
 		e := stanza.Errorf("resource-constraint", "The gateway is busy with your earlier requests; try again.")
 		e.Type = "wait"
-		c.replyError(st, e)
+		bridges.Refuse(c, st, e)
 	}
 }
 
@@ -256,7 +256,7 @@ func (c *Component) refuseOverLimit(e *xmlel.LimitError) {
 	if from == "" {
 		return
 	}
-	c.replyError(st, refusal)
+	bridges.Refuse(c, st, refusal)
 }
 
 // limitText says which limit a refused stanza went over.
@@ -296,7 +296,7 @@ func (c *Component) fromDomain(st *xmlel.Element) {
 	if err != nil {
 		e := stanza.Errorf("resource-constraint", "The gateway is busy with your earlier requests; try again.")
 		e.Type = "wait"
-		c.replyError(st, e)
+		bridges.Refuse(c, st, e)
 	}
 }
 
@@ -308,9 +308,9 @@ func domainQuery(st *xmlel.Element) bool {
 	}
 	get := st.Attr("type") == "get"
 	switch st.Children[0].Space {
-	case NSDiscoInfo, NSDiscoItems, NSPing, NSVersion:
+	case stanza.NSDiscoInfo, stanza.NSDiscoItems, stanza.NSPing, stanza.NSVersion:
 		return get
-	case NSGateway:
+	case stanza.NSGateway:
 		return true
 	}
 	return false
@@ -369,7 +369,7 @@ func (c *Component) handle(ctx context.Context, st *xmlel.Element) {
 	u, err := c.user(ctx, st.Attr("from"))
 	if err != nil {
 		c.log.Error("cannot load the user's registration", "user", stanza.Bare(st.Attr("from")), "err", err)
-		c.replyError(st, stanza.Errorf("internal-server-error", "The gateway cannot read its database."))
+		bridges.Refuse(c, st, stanza.Errorf("internal-server-error", "The gateway cannot read its database."))
 		return
 	}
 	toLocal := stanza.Local(st.Attr("to"))
@@ -391,7 +391,7 @@ func (c *Component) handle(ctx context.Context, st *xmlel.Element) {
 	}
 	if toLocal != "" && c.bridge.RegistrationRequired() && u.Registration == nil {
 		if st.Local == "message" || (st.Local == "presence" && st.Attr("type") == "subscribe") {
-			c.replyError(st, stanza.Errorf("registration-required",
+			bridges.Refuse(c, st, stanza.Errorf("registration-required",
 				"Register with "+c.opts.Domain+" first (service discovery → register)."))
 			return
 		}

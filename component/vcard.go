@@ -10,15 +10,12 @@ import (
 	"passerelle/store"
 )
 
-// NSVCard is XEP-0054 vcard-temp.
-const NSVCard = "vcard-temp"
-
 // contactVCard answers a vcard-temp get to a foreign contact's bare JID
 // with its roster name and what the bridge knows of it. It reports whether
 // it answered.
 func (c *Component) contactVCard(ctx context.Context, u *bridges.User, st *xmlel.Element, local string) bool {
 	pr, ok := c.bridge.(bridges.Profiler)
-	if !ok || st.Attr("type") != "get" || st.Child(NSVCard, "vCard") == nil || stanza.Resource(st.Attr("to")) != "" {
+	if !ok || st.Attr("type") != "get" || st.Child(stanza.NSVCard, "vCard") == nil || stanza.Resource(st.Attr("to")) != "" {
 		return false
 	}
 	p, err := pr.Profile(ctx, local)
@@ -42,16 +39,16 @@ func (c *Component) contactVCard(ctx context.Context, u *bridges.User, st *xmlel
 			fn = s
 		}
 	}
-	v := xmlel.New(NSVCard, "vCard")
-	v.Add(xmlel.New(NSVCard, "FN").WithText(fn))
+	v := xmlel.New(stanza.NSVCard, "vCard")
+	v.Add(xmlel.New(stanza.NSVCard, "FN").WithText(fn))
 	if p.Nick != "" {
-		v.Add(xmlel.New(NSVCard, "NICKNAME").WithText(p.Nick))
+		v.Add(xmlel.New(stanza.NSVCard, "NICKNAME").WithText(p.Nick))
 	}
 	if p.Email != "" {
-		v.Add(xmlel.New(NSVCard, "EMAIL").Add(xmlel.New(NSVCard, "INTERNET"), xmlel.New(NSVCard, "USERID").WithText(p.Email)))
+		v.Add(xmlel.New(stanza.NSVCard, "EMAIL").Add(xmlel.New(stanza.NSVCard, "INTERNET"), xmlel.New(stanza.NSVCard, "USERID").WithText(p.Email)))
 	}
 	if p.Phone != "" {
-		v.Add(xmlel.New(NSVCard, "TEL").Add(xmlel.New(NSVCard, "CELL"), xmlel.New(NSVCard, "NUMBER").WithText(p.Phone)))
+		v.Add(xmlel.New(stanza.NSVCard, "TEL").Add(xmlel.New(stanza.NSVCard, "CELL"), xmlel.New(stanza.NSVCard, "NUMBER").WithText(p.Phone)))
 	}
 	c.Send(stanza.Result(st, v))
 	return true

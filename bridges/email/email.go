@@ -134,7 +134,7 @@ func (b *Bridge) RegistrationForm(current *bridges.Registration) *form.Form {
 		Instructions: "Choose your address at " + b.opts.Domain + ": mail sent to it reaches you here. " +
 			"You may also connect your own mailbox with the IMAP and SMTP fields.",
 		Fields: []form.Field{
-			{Var: "FORM_TYPE", Type: form.Hidden, Values: []string{"jabber:iq:register"}},
+			{Var: "FORM_TYPE", Type: form.Hidden, Values: []string{stanza.NSRegister}},
 			{Var: "address", Type: form.TextSingle, Label: "Address (the part before @" + b.opts.Domain + ")", Required: true},
 		}}
 	f.Fields = append(f.Fields, mailboxFields...)

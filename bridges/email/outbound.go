@@ -18,9 +18,6 @@ import (
 	"passerelle/store"
 )
 
-// NSReply is XEP-0461 (message replies).
-const NSReply = "urn:xmpp:reply:0"
-
 // jobKind names the outbound mail jobs in the store's queue.
 const jobKind = "email.send"
 
@@ -74,7 +71,7 @@ func (b *Bridge) handleMessage(ctx context.Context, u *bridges.User, st *xmlel.E
 
 	// The mail this one answers: by thread, or by XEP-0461 reply.
 	var ref *store.MessageID
-	if r := st.Child(NSReply, "reply"); r != nil && r.Attr("id") != "" {
+	if r := st.Child(stanza.NSReply, "reply"); r != nil && r.Attr("id") != "" {
 		if m, err := b.host.Store().MessageByXMPPID(ctx, b.host.Domain(), u.JID, r.Attr("id")); err == nil {
 			ref = m
 		}

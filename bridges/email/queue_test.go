@@ -115,7 +115,7 @@ func noticeFor(t *testing.T, h *fakeHost, e *stanza.Error, contact string, want 
 			continue
 		}
 		body := st.ChildText("", "body")
-		if st.Attr("from") != contact+"@"+testDomain || !strings.HasPrefix(body, e.Text) || st.Child(bridges.NSHints, "store") == nil {
+		if st.Attr("from") != contact+"@"+testDomain || !strings.HasPrefix(body, e.Text) || st.Child(stanza.NSHints, "store") == nil {
 			t.Fatalf("notice %s for the error %q", st, e.Text)
 		}
 		for _, w := range want {

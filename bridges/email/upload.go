@@ -14,11 +14,6 @@ import (
 	"passerelle/component/xmlel"
 )
 
-// NSUpload is XEP-0363 (HTTP File Upload).
-const NSUpload = "urn:xmpp:http:upload:0"
-
-const nsDiscoItems = "http://jabber.org/protocol/disco#items"
-
 // uploadService is the XEP-0363 service found on the XMPP server.
 type uploadService struct {
 	mu      sync.Mutex
@@ -54,35 +49,35 @@ func (b *Bridge) discoverUpload(ctx context.Context) (string, int64, error) {
 	if i := strings.IndexByte(server, '.'); i >= 0 {
 		server = server[i+1:]
 	}
-	items, err := b.host.IQ(ctx, stanza.IQ("", server, "get", "", xmlel.New(nsDiscoItems, "query")))
+	items, err := b.host.IQ(ctx, stanza.IQ("", server, "get", "", xmlel.New(stanza.NSDiscoItems, "query")))
 	if err != nil {
 		return "", 0, err
 	}
-	for _, it := range items.Child(nsDiscoItems, "query").ChildrenNamed("", "item") {
+	for _, it := range items.Child(stanza.NSDiscoItems, "query").ChildrenNamed("", "item") {
 		jid := it.Attr("jid")
-		info, err := b.host.IQ(ctx, stanza.IQ("", jid, "get", "", xmlel.New("http://jabber.org/protocol/disco#info", "query")))
+		info, err := b.host.IQ(ctx, stanza.IQ("", jid, "get", "", xmlel.New(stanza.NSDiscoInfo, "query")))
 		if err != nil || info.Attr("type") != "result" {
 			continue
 		}
-		q := info.Child("http://jabber.org/protocol/disco#info", "query")
+		q := info.Child(stanza.NSDiscoInfo, "query")
 		found := false
 		for _, f := range q.ChildrenNamed("", "feature") {
-			found = found || f.Attr("var") == NSUpload
+			found = found || f.Attr("var") == stanza.NSUpload
 		}
 		if !found {
 			continue
 		}
 		var max int64
-		for _, x := range q.ChildrenNamed("jabber:x:data", "x") {
-			for _, f := range x.ChildrenNamed("jabber:x:data", "field") {
+		for _, x := range q.ChildrenNamed(stanza.NSData, "x") {
+			for _, f := range x.ChildrenNamed(stanza.NSData, "field") {
 				if f.Attr("var") == "max-file-size" {
-					max, _ = strconv.ParseInt(f.ChildText("jabber:x:data", "value"), 10, 64)
+					max, _ = strconv.ParseInt(f.ChildText(stanza.NSData, "value"), 10, 64)
 				}
 			}
 		}
 		return jid, max, nil
 	}
-	return "", 0, fmt.Errorf("no item of %s offers %s", server, NSUpload)
+	return "", 0, fmt.Errorf("no item of %s offers %s", server, stanza.NSUpload)
 }
 
 // uploadAttachment puts one attachment on the upload service and returns
@@ -99,7 +94,7 @@ func (b *Bridge) uploadAttachment(ctx context.Context, a Attachment) (string, er
 	if ct == "" {
 		ct = "application/octet-stream"
 	}
-	req := xmlel.New(NSUpload, "request").SetAttr("filename", a.Name).
+	req := xmlel.New(stanza.NSUpload, "request").SetAttr("filename", a.Name).
 		SetAttr("size", strconv.FormatInt(a.Size, 10)).SetAttr("content-type", ct)
 	r, err := b.host.IQ(ctx, stanza.IQ("", jid, "get", "", req))
 	if err != nil {
@@ -108,8 +103,8 @@ func (b *Bridge) uploadAttachment(ctx context.Context, a Attachment) (string, er
 	if r.Attr("type") != "result" {
 		return "", fmt.Errorf("upload slot refused: %v", stanza.ErrorOf(r))
 	}
-	slot := r.Child(NSUpload, "slot")
-	put, get := slot.Child(NSUpload, "put"), slot.Child(NSUpload, "get")
+	slot := r.Child(stanza.NSUpload, "slot")
+	put, get := slot.Child(stanza.NSUpload, "put"), slot.Child(stanza.NSUpload, "get")
 	if put == nil || get == nil || put.Attr("url") == "" || get.Attr("url") == "" {
 		return "", fmt.Errorf("upload slot without URLs")
 	}
@@ -119,7 +114,7 @@ func (b *Bridge) uploadAttachment(ctx context.Context, a Attachment) (string, er
 	}
 	hr.Header.Set("Content-Type", ct)
 	hr.ContentLength = int64(len(a.Data))
-	for _, h := range put.ChildrenNamed(NSUpload, "header") {
+	for _, h := range put.ChildrenNamed(stanza.NSUpload, "header") {
 		switch n := h.Attr("name"); strings.ToLower(n) {
 		case "authorization", "cookie", "expires":
 			hr.Header.Set(n, strings.NewReplacer("\r", "", "\n", "").Replace(h.Text))

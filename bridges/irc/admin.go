@@ -15,12 +15,10 @@ import (
 	"passerelle/mapping"
 )
 
-const nsMUCAdmin = "http://jabber.org/protocol/muc#admin"
-
 // mucAdmin handles muc#admin sets on a room: kick (role none), voice
 // (role participant / visitor), op (role moderator, affiliation admin).
 func (b *Bridge) mucAdmin(u *bridges.User, st *xmlel.Element, n *network, ch *channel) {
-	q := st.Child(nsMUCAdmin, "query")
+	q := st.Child(stanza.NSMUCAdmin, "query")
 	switch st.Attr("type") {
 	case "get":
 		b.mucAdminList(u, st, n, ch)
@@ -39,7 +37,7 @@ func (b *Bridge) mucAdmin(u *bridges.User, st *xmlel.Element, n *network, ch *ch
 	}
 	type line struct{ cmd, a, b, c string }
 	var lines []line
-	for _, it := range q.ChildrenNamed(nsMUCAdmin, "item") {
+	for _, it := range q.ChildrenNamed(stanza.NSMUCAdmin, "item") {
 		nick := it.Attr("nick")
 		if nick == "" {
 			bridges.Refuse(b.host, st, stanza.Errorf("bad-request", "Give the occupant's nick."))
@@ -167,12 +165,10 @@ func (n *network) disconnect(reason string) {
 	n.forget()
 }
 
-const nsMUCOwner = "http://jabber.org/protocol/muc#owner"
-
 // mucOwner serves the XEP-0045 room configuration form: the same settings
 // as the channel's "configure" command.
 func (b *Bridge) mucOwner(ctx context.Context, u *bridges.User, st *xmlel.Element, a mapping.IRCAddr) {
-	q := st.Child(nsMUCOwner, "query")
+	q := st.Child(stanza.NSMUCOwner, "query")
 	switch st.Attr("type") {
 	case "get":
 		res, err := b.channelCommand(ctx, u, a, nil)
@@ -181,8 +177,8 @@ func (b *Bridge) mucOwner(ctx context.Context, u *bridges.User, st *xmlel.Elemen
 			return
 		}
 		f := res.Form
-		f.Fields = append([]form.Field{{Var: "FORM_TYPE", Type: form.Hidden, Values: []string{"http://jabber.org/protocol/muc#roomconfig"}}}, f.Fields...)
-		b.host.Send(stanza.Result(st, xmlel.New(nsMUCOwner, "query").Add(f.Element())))
+		f.Fields = append([]form.Field{{Var: "FORM_TYPE", Type: form.Hidden, Values: []string{stanza.NSMUCRoomConfig}}}, f.Fields...)
+		b.host.Send(stanza.Result(st, xmlel.New(stanza.NSMUCOwner, "query").Add(f.Element())))
 	case "set":
 		f, err := form.Find(q)
 		if err != nil {

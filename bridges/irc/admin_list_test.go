@@ -40,7 +40,7 @@ func (fx *fixture) iq(t *testing.T, typ, to, payload string) *xmlel.Element {
 }
 
 func adminQuery(item string) string {
-	return "<query xmlns='" + nsMUCAdmin + "'><item " + item + "/></query>"
+	return "<query xmlns='" + stanza.NSMUCAdmin + "'><item " + item + "/></query>"
 }
 
 func listedNicks(t *testing.T, r *xmlel.Element) []string {
@@ -49,7 +49,7 @@ func listedNicks(t *testing.T, r *xmlel.Element) []string {
 		t.Fatalf("not a result: %s", r)
 	}
 	var out []string
-	for _, it := range r.Child(nsMUCAdmin, "query").ChildrenNamed(nsMUCAdmin, "item") {
+	for _, it := range r.Child(stanza.NSMUCAdmin, "query").ChildrenNamed(stanza.NSMUCAdmin, "item") {
 		out = append(out, it.Attr("nick")+it.Attr("jid"))
 	}
 	return out
@@ -75,7 +75,7 @@ func TestAdminListsFromOccupants(t *testing.T) {
 	for _, c := range cases {
 		r := fx.iq(t, "get", testRoom, adminQuery(c.item))
 		var nicks []string
-		for _, it := range r.Child(nsMUCAdmin, "query").ChildrenNamed(nsMUCAdmin, "item") {
+		for _, it := range r.Child(stanza.NSMUCAdmin, "query").ChildrenNamed(stanza.NSMUCAdmin, "item") {
 			nicks = append(nicks, it.Attr("nick"))
 			if !strings.HasSuffix(it.Attr("jid"), "%localhost@irc.example") {
 				t.Errorf("%s: item without the user's JID: %s", c.item, it)
@@ -86,7 +86,7 @@ func TestAdminListsFromOccupants(t *testing.T) {
 		}
 	}
 	wantCondition(t, fx.iq(t, "get", testRoom, adminQuery("affiliation='none'")), "bad-request")
-	wantCondition(t, fx.iq(t, "get", testRoom, "<query xmlns='"+nsMUCAdmin+"'/>"), "bad-request")
+	wantCondition(t, fx.iq(t, "get", testRoom, "<query xmlns='"+stanza.NSMUCAdmin+"'/>"), "bad-request")
 	wantCondition(t, fx.iq(t, "get", "#other%localhost@irc.example", adminQuery("role='participant'")), "not-acceptable")
 }
 
@@ -101,7 +101,7 @@ func TestBanList(t *testing.T) {
 		if got := strings.Join(listedNicks(t, r), " "); got != "*!*@bad.example troll!*@*" {
 			t.Errorf("%s: ban list %q (%s)", id, got, r)
 		}
-		if it := r.Child(nsMUCAdmin, "query").Child(nsMUCAdmin, "item"); it.Attr("affiliation") != "outcast" || !strings.Contains(it.ChildText("", "reason"), "op") {
+		if it := r.Child(stanza.NSMUCAdmin, "query").Child(stanza.NSMUCAdmin, "item"); it.Attr("affiliation") != "outcast" || !strings.Contains(it.ChildText("", "reason"), "op") {
 			t.Errorf("%s: item %s", id, it)
 		}
 	}

@@ -29,7 +29,7 @@ type banEntry struct{ mask, setter string }
 // mucAdminList answers a muc#admin get: the occupants with a role or
 // affiliation, or the ban list for affiliation outcast.
 func (b *Bridge) mucAdminList(u *bridges.User, st *xmlel.Element, n *network, ch *channel) {
-	item := st.Child(nsMUCAdmin, "query").Child(nsMUCAdmin, "item")
+	item := st.Child(stanza.NSMUCAdmin, "query").Child(stanza.NSMUCAdmin, "item")
 	if item == nil {
 		bridges.Refuse(b.host, st, stanza.Errorf("bad-request", "Ask for a role or an affiliation."))
 		return
@@ -50,13 +50,13 @@ func (b *Bridge) mucAdminList(u *bridges.User, st *xmlel.Element, n *network, ch
 		n.requestBans(st, ch)
 		return
 	}
-	q := xmlel.New(nsMUCAdmin, "query")
+	q := xmlel.New(stanza.NSMUCAdmin, "query")
 	for m := range ch.members.all() {
 		r, a := roleAffiliation(m.modes)
 		if (role != "" && r != role) || (aff != "" && a != aff) {
 			continue
 		}
-		q.Add(xmlel.New(nsMUCAdmin, "item").SetAttr("affiliation", a).SetAttr("role", r).
+		q.Add(xmlel.New(stanza.NSMUCAdmin, "item").SetAttr("affiliation", a).SetAttr("role", r).
 			SetAttr("nick", m.nick).SetAttr("jid", n.userJID(m.nick)))
 	}
 	b.host.Send(stanza.Result(st, q))
@@ -137,9 +137,9 @@ func (n *network) endBans(key string, e *stanza.Error) {
 			bridges.Refuse(n.b.host, r.st, e)
 			continue
 		}
-		q := xmlel.New(nsMUCAdmin, "query")
+		q := xmlel.New(stanza.NSMUCAdmin, "query")
 		for _, be := range bl.masks {
-			it := xmlel.New(nsMUCAdmin, "item").SetAttr("affiliation", "outcast").SetAttr("jid", be.mask)
+			it := xmlel.New(stanza.NSMUCAdmin, "item").SetAttr("affiliation", "outcast").SetAttr("jid", be.mask)
 			if be.setter != "" {
 				it.AddText("reason", "Banned by "+be.setter+".")
 			}

@@ -82,11 +82,11 @@ func (fx *fixture) archive(t *testing.T, name string) string {
 	t.Helper()
 	id := stanza.NewID()
 	fx.handle(t, "<iq xmlns='jabber:component:accept' from='"+testUser+"/r' to='"+roomJID(name)+"' type='set' id='"+id+"'>"+
-		"<query xmlns='"+nsMAM+"' queryid='q'/></iq>")
+		"<query xmlns='"+stanza.NSMAM+"' queryid='q'/></iq>")
 	var bodies []string
 	fx.h.expect(t, "the fin of "+name, func(e *xmlel.Element) bool {
-		if r := e.Child(nsMAM, "result"); r != nil && e.Attr("from") == roomJID(name) {
-			bodies = append(bodies, r.Child(nsForward, "forwarded").Child("", "message").ChildText("", "body"))
+		if r := e.Child(stanza.NSMAM, "result"); r != nil && e.Attr("from") == roomJID(name) {
+			bodies = append(bodies, r.Child(stanza.NSForward, "forwarded").Child("", "message").ChildText("", "body"))
 		}
 		if e.Local == "iq" && e.Attr("id") == id {
 			if e.Attr("type") != "result" {

@@ -13,11 +13,6 @@ import (
 	"passerelle/mapping"
 )
 
-const (
-	nsMUC     = "http://jabber.org/protocol/muc"
-	nsMUCUser = "http://jabber.org/protocol/muc#user"
-)
-
 // channel is a channel a user's resources joined (or are joining).
 type channel struct {
 	name      string
@@ -72,17 +67,17 @@ func roleAffiliation(modes string) (role, aff string) {
 
 func mucUserX(m member, codes ...string) *xmlel.Element {
 	role, aff := roleAffiliation(m.modes)
-	x := xmlel.New(nsMUCUser, "x")
-	x.Add(xmlel.New(nsMUCUser, "item").SetAttr("affiliation", aff).SetAttr("role", role))
+	x := xmlel.New(stanza.NSMUCUser, "x")
+	x.Add(xmlel.New(stanza.NSMUCUser, "item").SetAttr("affiliation", aff).SetAttr("role", role))
 	for _, c := range codes {
-		x.Add(xmlel.New(nsMUCUser, "status").SetAttr("code", c))
+		x.Add(xmlel.New(stanza.NSMUCUser, "status").SetAttr("code", c))
 	}
 	return x
 }
 
 func presenceError(from, to string, e *stanza.Error) *xmlel.Element {
 	p := stanza.Presence(from, to, "error")
-	p.Add(xmlel.New(nsMUC, "x"))
+	p.Add(xmlel.New(stanza.NSMUC, "x"))
 	return p.Add(e.Element())
 }
 
@@ -410,8 +405,8 @@ func (n *network) onKick(m *irc.Message) {
 	}
 	victim, reason := m.Param(1), decodeText(m.Param(2))
 	decorate := func(x *xmlel.Element) {
-		item := x.Child(nsMUCUser, "item")
-		item.Add(xmlel.New(nsMUCUser, "actor").SetAttr("nick", m.Name))
+		item := x.Child(stanza.NSMUCUser, "item")
+		item.Add(xmlel.New(stanza.NSMUCUser, "actor").SetAttr("nick", m.Name))
 		if reason != "" {
 			item.AddText("reason", reason)
 		}
@@ -464,7 +459,7 @@ func (n *network) onNick(m *irc.Message) {
 			if self {
 				x = mucUserX(prev, "303", "110")
 			}
-			x.Child(nsMUCUser, "item").SetAttr("nick", nw)
+			x.Child(stanza.NSMUCUser, "item").SetAttr("nick", nw)
 			return p.Add(x)
 		})
 		n.broadcast(ch, func(full string) *xmlel.Element { return n.occupantPresence(ch, mem, full) })
@@ -551,7 +546,7 @@ func (n *network) resync(ch *channel) {
 		}
 		n.broadcast(ch, func(full string) *xmlel.Element {
 			x := mucUserX(me, "303", "110")
-			x.Child(nsMUCUser, "item").SetAttr("nick", n.nick)
+			x.Child(stanza.NSMUCUser, "item").SetAttr("nick", n.nick)
 			return stanza.Presence(ch.jid(n)+"/"+prev, full, "unavailable").Add(x)
 		})
 	}

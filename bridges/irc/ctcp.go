@@ -22,9 +22,9 @@ func (b *Bridge) ctcpIQ(u *bridges.User, st *xmlel.Element, server, nick string)
 	}
 	var cmd string
 	switch {
-	case st.Child(nsVersion, "query") != nil:
+	case st.Child(stanza.NSVersion, "query") != nil:
 		cmd = "VERSION"
-	case st.Child(nsPing, "ping") != nil:
+	case st.Child(stanza.NSPing, "ping") != nil:
 		cmd = "PING"
 	default:
 		return false
@@ -73,7 +73,7 @@ func (n *network) ctcpReply(nick, cmd, arg string) bool {
 	for _, st := range waiting {
 		var payload *xmlel.Element
 		if cmd == "VERSION" {
-			payload = xmlel.New(nsVersion, "query")
+			payload = xmlel.New(stanza.NSVersion, "query")
 			payload.AddText("name", xmlel.CleanText(decodeText(stripFormatting(arg))))
 		}
 		n.b.host.Send(stanza.Result(st, payload))

@@ -68,19 +68,19 @@ func (b *Bridge) handleChannel(ctx context.Context, u *bridges.User, st *xmlel.E
 		}
 		if ch := n.chans[n.fold(a.Name)]; ch != nil && ch.resources[u.Full] != nil {
 			// Presence without <x/> from a joined resource: a nick change.
-			if st.Child(nsMUC, "x") == nil && nick != n.nick && n.registered {
+			if st.Child(stanza.NSMUC, "x") == nil && nick != n.nick && n.registered {
 				if err := n.send("NICK", nick); err != nil {
 					b.host.Send(presenceError(st.Attr("to"), u.Full, stanza.Errorf("recipient-unavailable", err.Error())))
 				}
 			}
 			return
 		}
-		pw := st.Child(nsMUC, "x").ChildText("", "password")
+		pw := st.Child(stanza.NSMUC, "x").ChildText("", "password")
 		if strings.ContainsAny(pw, " ,\r\n\x00") {
 			b.host.Send(presenceError(st.Attr("to"), u.Full, stanza.Errorf("not-acceptable", "A channel key cannot contain spaces, commas or line breaks.")))
 			return
 		}
-		n.join(ctx, a.Name, u.Full, nick, parseHistory(st.Child(nsMUC, "x")), pw)
+		n.join(ctx, a.Name, u.Full, nick, parseHistory(st.Child(stanza.NSMUC, "x")), pw)
 	case "message":
 		n := b.networkOf(u.JID, a.Server)
 		var ch *channel

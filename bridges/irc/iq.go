@@ -9,11 +9,6 @@ import (
 	"passerelle/mapping"
 )
 
-const (
-	nsPing    = "urn:xmpp:ping"
-	nsVersion = "jabber:iq:version"
-)
-
 // iqTarget is what an IQ is addressed to.
 type iqTarget uint8
 
@@ -42,15 +37,15 @@ type iqReq struct {
 // iqHandlers answer IQs. A handler that returns false leaves the IQ to
 // the usual answers of its target (iqDefault).
 var iqHandlers = map[iqKey]func(b *Bridge, ctx context.Context, q iqReq) bool{
-	{iqRoom, nsMAM, "query"}: func(b *Bridge, ctx context.Context, q iqReq) bool {
+	{iqRoom, stanza.NSMAM, "query"}: func(b *Bridge, ctx context.Context, q iqReq) bool {
 		b.mamQuery(ctx, q.u, q.st, q.a)
 		return true
 	},
-	{iqRoom, nsMUCOwner, "query"}: func(b *Bridge, ctx context.Context, q iqReq) bool {
+	{iqRoom, stanza.NSMUCOwner, "query"}: func(b *Bridge, ctx context.Context, q iqReq) bool {
 		b.mucOwner(ctx, q.u, q.st, q.a)
 		return true
 	},
-	{iqRoom, nsMUCAdmin, "query"}: func(b *Bridge, ctx context.Context, q iqReq) bool {
+	{iqRoom, stanza.NSMUCAdmin, "query"}: func(b *Bridge, ctx context.Context, q iqReq) bool {
 		n := b.networkOf(q.u.JID, q.a.Server)
 		var ch *channel
 		if n != nil {
@@ -59,8 +54,8 @@ var iqHandlers = map[iqKey]func(b *Bridge, ctx context.Context, q iqReq) bool{
 		b.mucAdmin(q.u, q.st, n, ch)
 		return true
 	},
-	{iqOccupant, nsVersion, "query"}: (*Bridge).occupantCTCP,
-	{iqOccupant, nsPing, "ping"}: func(b *Bridge, ctx context.Context, q iqReq) bool {
+	{iqOccupant, stanza.NSVersion, "query"}: (*Bridge).occupantCTCP,
+	{iqOccupant, stanza.NSPing, "ping"}: func(b *Bridge, ctx context.Context, q iqReq) bool {
 		if b.occupantCTCP(ctx, q) {
 			return true
 		}
@@ -76,19 +71,19 @@ var iqHandlers = map[iqKey]func(b *Bridge, ctx context.Context, q iqReq) bool{
 		b.host.Send(stanza.Result(q.st, nil))
 		return true
 	},
-	{iqUser, nsMAM, "query"}: func(b *Bridge, ctx context.Context, q iqReq) bool {
+	{iqUser, stanza.NSMAM, "query"}: func(b *Bridge, ctx context.Context, q iqReq) bool {
 		// See mamQuery: one-to-one archives belong to the user's server.
 		bridges.Refuse(b.host, q.st, stanza.Errorf("service-unavailable", "Private messages are archived by your own server: query its archive, with this contact as the with filter."))
 		return true
 	},
-	{iqUser, nsVersion, "query"}: func(b *Bridge, ctx context.Context, q iqReq) bool {
+	{iqUser, stanza.NSVersion, "query"}: func(b *Bridge, ctx context.Context, q iqReq) bool {
 		return b.ctcpIQ(q.u, q.st, q.a.Server, q.a.Name)
 	},
-	{iqUser, nsPing, "ping"}: func(b *Bridge, ctx context.Context, q iqReq) bool {
+	{iqUser, stanza.NSPing, "ping"}: func(b *Bridge, ctx context.Context, q iqReq) bool {
 		return b.ctcpIQ(q.u, q.st, q.a.Server, q.a.Name)
 	},
-	{iqNetwork, nsDiscoItems, "query"}: func(b *Bridge, ctx context.Context, q iqReq) bool {
-		if q.st.Attr("type") != "get" || q.st.Child(nsDiscoItems, "query").Attr("node") != "" {
+	{iqNetwork, stanza.NSDiscoItems, "query"}: func(b *Bridge, ctx context.Context, q iqReq) bool {
+		if q.st.Attr("type") != "get" || q.st.Child(stanza.NSDiscoItems, "query").Attr("node") != "" {
 			return false
 		}
 		b.listChannels(q.u, q.st, q.a.Server)
@@ -107,13 +102,13 @@ func (b *Bridge) handleIQ(ctx context.Context, q iqReq, to iqTarget) {
 	}
 	switch to {
 	case iqRoom:
-		bridges.AnswerContactIQ(b.host, q.st, bridges.Identity{Category: "conference", Type: "irc", Name: q.a.Name}, nsMUC, nsMAM)
+		bridges.AnswerContactIQ(b.host, q.st, bridges.Identity{Category: "conference", Type: "irc", Name: q.a.Name}, stanza.NSMUC, stanza.NSMAM)
 	case iqOccupant:
 		bridges.AnswerContactIQ(b.host, q.st, bridges.Identity{Category: "client", Type: "pc", Name: q.nick})
 	case iqUser:
 		bridges.AnswerContactIQ(b.host, q.st, bridges.Identity{Category: "client", Type: "pc", Name: q.a.Name})
 	case iqNetwork:
-		bridges.AnswerContactIQ(b.host, q.st, bridges.Identity{Category: "gateway", Type: "irc", Name: q.a.Server}, "http://jabber.org/protocol/commands", nsDiscoItems)
+		bridges.AnswerContactIQ(b.host, q.st, bridges.Identity{Category: "gateway", Type: "irc", Name: q.a.Server}, stanza.NSCommands, stanza.NSDiscoItems)
 	}
 }
 

@@ -65,7 +65,7 @@ func (b *Bridge) Identities() []bridges.Identity {
 }
 
 // Features implements bridges.Bridge.
-func (b *Bridge) Features() []string { return []string{nsMUC} }
+func (b *Bridge) Features() []string { return []string{stanza.NSMUC} }
 
 // RegistrationRequired implements bridges.Bridge: joining channels needs no
 // registration; it only stores a default nick and password.
@@ -80,7 +80,7 @@ func (b *Bridge) RegistrationForm(current *bridges.Registration) *form.Form {
 	return &form.Form{Type: "form", Title: "IRC registration",
 		Instructions: "Set the nick used on IRC networks (unless configured per network) and optionally a password (sent to NickServ/server).",
 		Fields: []form.Field{
-			{Var: "FORM_TYPE", Type: form.Hidden, Values: []string{"jabber:iq:register"}},
+			{Var: "FORM_TYPE", Type: form.Hidden, Values: []string{stanza.NSRegister}},
 			nick,
 			{Var: "password", Type: form.TextPrivate, Label: "Default password (optional)"},
 		}}

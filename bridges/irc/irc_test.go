@@ -79,7 +79,7 @@ func TestCapMultilineLS(t *testing.T) {
 	fx.f.expect(t, "JOIN #c")
 	fx.f.send(t, ":nick!u@h JOIN #c", ":srv 332 nick #c :the topic", ":srv 353 nick = #c :nick +@op ~boss", ":srv 366 nick #c :End")
 	op := fx.h.expect(t, "op's presence", func(e *xmlel.Element) bool { return e.Attr("from") == "#c%localhost@irc.example/op" })
-	if it := op.Child(nsMUCUser, "x").Child("", "item"); it.Attr("role") != "moderator" || it.Attr("affiliation") != "admin" {
+	if it := op.Child(stanza.NSMUCUser, "x").Child("", "item"); it.Attr("role") != "moderator" || it.Attr("affiliation") != "admin" {
 		t.Errorf("op: %s", op)
 	}
 	fx.h.expect(t, "self-presence", selfPresence)

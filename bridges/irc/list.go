@@ -12,8 +12,6 @@ import (
 	"passerelle/mapping"
 )
 
-const nsDiscoItems = "http://jabber.org/protocol/disco#items"
-
 // listEntry is one channel of a LIST reply.
 type listEntry struct {
 	name  string
@@ -58,14 +56,14 @@ func (n *network) onListEnd() {
 }
 
 func (n *network) listPage(st *xmlel.Element, entries []listEntry) *xmlel.Element {
-	q := xmlel.New(nsDiscoItems, "query")
-	set := st.Child(nsDiscoItems, "query").Child(nsRSM, "set")
+	q := xmlel.New(stanza.NSDiscoItems, "query")
+	set := st.Child(stanza.NSDiscoItems, "query").Child(stanza.NSRSM, "set")
 	start, max := 0, len(entries)
 	if set != nil {
-		if v, err := strconv.Atoi(set.ChildText(nsRSM, "max")); err == nil && v >= 0 {
+		if v, err := strconv.Atoi(set.ChildText(stanza.NSRSM, "max")); err == nil && v >= 0 {
 			max = v
 		}
-		if after := set.ChildText(nsRSM, "after"); after != "" {
+		if after := set.ChildText(stanza.NSRSM, "after"); after != "" {
 			for i, e := range entries {
 				if n.chanJID(e.name) == after {
 					start = i + 1
@@ -75,16 +73,16 @@ func (n *network) listPage(st *xmlel.Element, entries []listEntry) *xmlel.Elemen
 	}
 	end := min(len(entries), start+max)
 	for _, e := range entries[start:end] {
-		q.Add(xmlel.New(nsDiscoItems, "item").SetAttr("jid", n.chanJID(e.name)).
+		q.Add(xmlel.New(stanza.NSDiscoItems, "item").SetAttr("jid", n.chanJID(e.name)).
 			SetAttr("name", e.name+" ("+strconv.Itoa(e.users)+" users)"))
 	}
 	if set != nil {
-		rs := xmlel.New(nsRSM, "set")
+		rs := xmlel.New(stanza.NSRSM, "set")
 		if end > start {
-			rs.Add(xmlel.New(nsRSM, "first").SetAttr("index", strconv.Itoa(start)).WithText(n.chanJID(entries[start].name)))
-			rs.Add(xmlel.New(nsRSM, "last").WithText(n.chanJID(entries[end-1].name)))
+			rs.Add(xmlel.New(stanza.NSRSM, "first").SetAttr("index", strconv.Itoa(start)).WithText(n.chanJID(entries[start].name)))
+			rs.Add(xmlel.New(stanza.NSRSM, "last").WithText(n.chanJID(entries[end-1].name)))
 		}
-		rs.Add(xmlel.New(nsRSM, "count").WithText(strconv.Itoa(len(entries))))
+		rs.Add(xmlel.New(stanza.NSRSM, "count").WithText(strconv.Itoa(len(entries))))
 		q.Add(rs)
 	}
 	return q

@@ -14,12 +14,7 @@ import (
 	"passerelle/store"
 )
 
-const (
-	nsMAM     = "urn:xmpp:mam:2"
-	nsRSM     = "http://jabber.org/protocol/rsm"
-	nsForward = "urn:xmpp:forward:0"
-	mamMax    = 100
-)
+const mamMax = 100
 
 // withFilter reads the "with" field of a query on room's archive:
 // room/nick selects one occupant's messages (nicks compared without
@@ -45,14 +40,14 @@ func withFilter(with, room string) (nick string, none bool, e *stanza.Error) {
 // a contact's JID would ask for that contact's archive, which the gateway
 // cannot hold on the user's behalf.
 func (b *Bridge) mamQuery(ctx context.Context, u *bridges.User, st *xmlel.Element, a mapping.IRCAddr) {
-	q := st.Child(nsMAM, "query")
+	q := st.Child(stanza.NSMAM, "query")
 	if st.Attr("type") != "set" {
 		if st.Attr("type") == "get" {
 			// The form of supported fields.
 			f := &form.Form{Type: "form", Fields: []form.Field{
-				{Var: "FORM_TYPE", Type: form.Hidden, Values: []string{nsMAM}},
+				{Var: "FORM_TYPE", Type: form.Hidden, Values: []string{stanza.NSMAM}},
 				{Var: "with", Type: form.JIDSingle}, {Var: "start", Type: form.TextSingle}, {Var: "end", Type: form.TextSingle}}}
-			b.host.Send(stanza.Result(st, xmlel.New(nsMAM, "query").Add(f.Element())))
+			b.host.Send(stanza.Result(st, xmlel.New(stanza.NSMAM, "query").Add(f.Element())))
 		}
 		return
 	}
@@ -79,20 +74,20 @@ func (b *Bridge) mamQuery(ctx context.Context, u *bridges.User, st *xmlel.Elemen
 	}
 	for _, it := range items {
 		inner := stanza.Message(room+"/"+it.Nick, u.JID, "groupchat", "", it.Body)
-		res := xmlel.New(nsMAM, "result").SetAttr("queryid", q.Attr("queryid")).SetAttr("id", strconv.FormatInt(it.ID, 10))
-		res.Add(xmlel.New(nsForward, "forwarded").Add(
+		res := xmlel.New(stanza.NSMAM, "result").SetAttr("queryid", q.Attr("queryid")).SetAttr("id", strconv.FormatInt(it.ID, 10))
+		res.Add(xmlel.New(stanza.NSForward, "forwarded").Add(
 			xmlel.New(stanza.NSDelay, "delay").SetAttr("stamp", it.Stamp.UTC().Format("2006-01-02T15:04:05.000Z")),
 			inner))
 		b.host.Send(stanza.New("message", room, u.Full, "", "").Add(res))
 	}
-	fin := xmlel.New(nsMAM, "fin")
+	fin := xmlel.New(stanza.NSMAM, "fin")
 	if !more {
 		fin.SetAttr("complete", "true")
 	}
-	rs := xmlel.New(nsRSM, "set")
+	rs := xmlel.New(stanza.NSRSM, "set")
 	if len(items) > 0 {
-		rs.Add(xmlel.New(nsRSM, "first").WithText(strconv.FormatInt(items[0].ID, 10)))
-		rs.Add(xmlel.New(nsRSM, "last").WithText(strconv.FormatInt(items[len(items)-1].ID, 10)))
+		rs.Add(xmlel.New(stanza.NSRSM, "first").WithText(strconv.FormatInt(items[0].ID, 10)))
+		rs.Add(xmlel.New(stanza.NSRSM, "last").WithText(strconv.FormatInt(items[len(items)-1].ID, 10)))
 	}
 	b.host.Send(stanza.Result(st, fin.Add(rs)))
 }
@@ -121,19 +116,19 @@ func archiveQuery(q *xmlel.Element, room string) (aq store.IRCArchiveQuery, none
 			}
 		}
 	}
-	set := q.Child(nsRSM, "set")
+	set := q.Child(stanza.NSRSM, "set")
 	if set == nil {
 		return aq, none, nil
 	}
-	if v, err := strconv.Atoi(set.ChildText(nsRSM, "max")); err == nil && v >= 0 && v < aq.Max {
+	if v, err := strconv.Atoi(set.ChildText(stanza.NSRSM, "max")); err == nil && v >= 0 && v < aq.Max {
 		aq.Max = v
 	}
-	if after := set.Child(nsRSM, "after"); after != nil {
+	if after := set.Child(stanza.NSRSM, "after"); after != nil {
 		if aq.After, e = rsmID(after.Text); e != nil {
 			return aq, false, e
 		}
 	}
-	if before := set.Child(nsRSM, "before"); before != nil {
+	if before := set.Child(stanza.NSRSM, "before"); before != nil {
 		aq.Last = true // the page just before (the last page when empty)
 		if before.Text != "" {
 			if aq.Before, e = rsmID(before.Text); e != nil {

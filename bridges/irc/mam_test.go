@@ -4,12 +4,13 @@ import (
 	"strings"
 	"testing"
 
+	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 )
 
 func mamWith(with string) string {
-	return "<query xmlns='" + nsMAM + "' queryid='q'><x xmlns='jabber:x:data' type='submit'>" +
-		"<field var='FORM_TYPE' type='hidden'><value>" + nsMAM + "</value></field>" +
+	return "<query xmlns='" + stanza.NSMAM + "' queryid='q'><x xmlns='jabber:x:data' type='submit'>" +
+		"<field var='FORM_TYPE' type='hidden'><value>" + stanza.NSMAM + "</value></field>" +
 		"<field var='with'><value>" + with + "</value></field></x></query>"
 }
 
@@ -23,11 +24,11 @@ func TestMAMWithFilter(t *testing.T) {
 		fx.handle(t, "<iq xmlns='jabber:component:accept' from='"+testUser+"/r' to='"+testRoom+"' type='set' id='m'>"+mamWith(with)+"</iq>")
 		var bodies []string
 		fx.h.expect(t, "the fin", func(e *xmlel.Element) bool {
-			if r := e.Child(nsMAM, "result"); r != nil {
-				bodies = append(bodies, r.Child(nsForward, "forwarded").Child("", "message").ChildText("", "body"))
+			if r := e.Child(stanza.NSMAM, "result"); r != nil {
+				bodies = append(bodies, r.Child(stanza.NSForward, "forwarded").Child("", "message").ChildText("", "body"))
 			}
 			if e.Local == "iq" && e.Attr("id") == "m" {
-				if e.Attr("type") != "result" || e.Child(nsMAM, "fin").Attr("complete") != "true" {
+				if e.Attr("type") != "result" || e.Child(stanza.NSMAM, "fin").Attr("complete") != "true" {
 					t.Fatalf("with %q: %s", with, e)
 				}
 				return true
@@ -54,7 +55,7 @@ func TestMAMWithFilter(t *testing.T) {
 	if !strings.Contains(r.String(), "your own server") {
 		t.Errorf("no explanation: %s", r)
 	}
-	r = fx.iq(t, "get", testRoom, "<query xmlns='"+nsMAM+"'/>")
+	r = fx.iq(t, "get", testRoom, "<query xmlns='"+stanza.NSMAM+"'/>")
 	if !strings.Contains(r.String(), `var="with"`) {
 		t.Errorf("the form does not offer with: %s", r)
 	}

@@ -85,7 +85,7 @@ func (b *Bridge) RegistrationForm(current *bridges.Registration) *form.Form {
 	return &form.Form{Type: "form", Title: "SMS registration",
 		Instructions: "Choose the phone number to send and receive texts with.",
 		Fields: []form.Field{
-			{Var: "FORM_TYPE", Type: form.Hidden, Values: []string{"jabber:iq:register"}},
+			{Var: "FORM_TYPE", Type: form.Hidden, Values: []string{stanza.NSRegister}},
 			number,
 		}}
 }

@@ -163,25 +163,89 @@ func configureNetwork(t *testing.T, c *harness.Client, server string, fields ...
 		submitForm("", fields...)+"</command>")
 }
 
-func TestIRC(t *testing.T) {
-	top := t
-	ngircd := harness.StartNgircd(t)
-	_, portStr, _ := net.SplitHostPort(ngircd.Addr)
-	srv := startServer(t, "prosody")
-	env := baseEnv(t, srv)
-	env["PASSERELLE_IRC_ALLOW_PRIVATE"] = "true"
-	e := startGateway(t, srv, env)
+// ircFixture is the gateway between a real Prosody and a real ngircd, with
+// alice and carol on XMPP and bob, a raw IRC client, in #go under the topic
+// "Hello world". Each TestIRC… test below starts its own and runs its steps
+// on it in order: a step relies on the state the earlier ones left (who is
+// in the room, under which nick).
+type ircFixture struct {
+	room    string // #go on the network localhost
+	ngircd  *harness.Ngircd
+	portStr string
+	srv     harness.Server
+	env     map[string]string
+	e       *gwEnv
+	alicePW string
+	alice   *harness.Client
+	carol   *harness.Client
+	bob     *ircPeer
+}
 
+// ircStage is how far startIRC takes its fixture.
+type ircStage int
+
+const (
+	ircStarted    ircStage = iota // servers, gateway, users, bob in #go
+	ircConfigured                 // and alice's and carol's network localhost on ngircd
+	ircJoined                     // and alice in #go as alice
+)
+
+// startIRC starts an ircFixture and takes it to stage.
+func startIRC(t *testing.T, stage ircStage) *ircFixture {
+	t.Helper()
+	f := &ircFixture{room: "#go%localhost@" + ircDomain, ngircd: harness.StartNgircd(t)}
+	_, f.portStr, _ = net.SplitHostPort(f.ngircd.Addr)
+	f.srv = startServer(t, "prosody")
+	f.env = baseEnv(t, f.srv)
+	f.env["PASSERELLE_IRC_ALLOW_PRIVATE"] = "true"
+	f.e = startGateway(t, f.srv, f.env)
+	f.alicePW = f.srv.AddUser(t, "alice@localhost")
+	f.alice = harness.Dial(t, f.srv.C2SAddr(), "alice@localhost", f.alicePW, "test")
+	f.carol = f.e.dial(t, "carol@localhost")
+	f.bob = dialIRC(t, f.ngircd.Addr, "bob")
+	f.bob.send(t, "JOIN #go")
+	f.bob.expect(t, "366")
+	f.bob.send(t, "TOPIC #go :Hello world")
+	f.bob.expect(t, "TOPIC #go")
+	if stage >= ircConfigured {
+		f.configure(t)
+	}
+	if stage >= ircJoined {
+		f.join(t)
+	}
+	return f
+}
+
+// configure points alice's and carol's network localhost at ngircd (the
+// steps of TestIRCConfigure check this command).
+func (f *ircFixture) configure(t *testing.T) {
+	t.Helper()
+	for _, c := range []*harness.Client{f.alice, f.carol} {
+		wantResult(t, configureNetwork(t, c, "localhost", "ports", f.portStr, "tls_ports", "", "verify_cert", "true"), "configure")
+	}
+}
+
+// join brings alice into #go as alice and takes what the join sends her
+// and bob (TestIRCJoin checks it).
+func (f *ircFixture) join(t *testing.T) {
+	t.Helper()
+	room := f.room
+	f.alice.Send(t, "<presence to='%s/alice'>%s</presence>", harness.Esc(room), mucX())
+	f.alice.Expect(t, wait, "bob's presence", occupant(room+"/bob", ""))
+	f.alice.Expect(t, wait, "self-presence", occupant(room+"/alice", "", "110"))
+	f.alice.Expect(t, wait, "subject", func(e *xmlel.Element) bool {
+		return harness.IsMessage(e) && e.Attr("from") == room && e.Child("", "subject") != nil
+	})
+	f.bob.expect(t, ":alice!")
+	f.alice.Expect(t, wait, "connection status", harness.MessageFrom("localhost@"+ircDomain, "Connected to"))
+}
+
+// TestIRCConfigure checks the gateway's disco and the network settings,
+// before any connection.
+func TestIRCConfigure(t *testing.T) {
+	f := startIRC(t, ircStarted)
 	const server = "localhost"
-	room := "#go%" + server + "@" + ircDomain
-	alicePW := srv.AddUser(t, "alice@localhost")
-	alice := harness.Dial(t, srv.C2SAddr(), "alice@localhost", alicePW, "test")
-	carol := e.dial(t, "carol@localhost")
-	bob := dialIRC(t, ngircd.Addr, "bob")
-	bob.send(t, "JOIN #go")
-	bob.expect(t, "366")
-	bob.send(t, "TOPIC #go :Hello world")
-	bob.expect(t, "TOPIC #go")
+	alice, carol, portStr := f.alice, f.carol, f.portStr
 
 	t.Run("disco advertises muc", func(t *testing.T) {
 		r := alice.IQ(t, "get", ircDomain, "<query xmlns='http://jabber.org/protocol/disco#info'/>")
@@ -205,6 +269,25 @@ func TestIRC(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("connection failure", func(t *testing.T) {
+		dead := harness.FreePort(t)
+		wantResult(t, configureNetwork(t, carol, "127.0.0.1", "ports", fmt.Sprint(dead), "tls_ports", ""), "configure")
+		r := "#x%127.0.0.1@" + ircDomain
+		carol.Send(t, "<presence to='%s/carol'>%s</presence>", harness.Esc(r), mucX())
+		el := carol.Expect(t, wait, "error", occupant(r+"/carol", "error"))
+		wantError(t, el, "item-not-found", "connection refused")
+		if !strings.Contains(stanzaText(el), fmt.Sprint(dead)) {
+			t.Errorf("the error does not give the reason: %s", el)
+		}
+	})
+}
+
+// TestIRCJoin joins #go and talks there, from one resource and then two.
+func TestIRCJoin(t *testing.T) {
+	f := startIRC(t, ircConfigured)
+	const server = "localhost"
+	room, srv, alicePW, alice, carol, bob := f.room, f.srv, f.alicePW, f.alice, f.carol, f.bob
 
 	t.Run("join", func(t *testing.T) {
 		alice.Send(t, "<presence to='%s/alice'>%s</presence>", harness.Esc(room), mucX())
@@ -351,22 +434,15 @@ func TestIRC(t *testing.T) {
 		two.Close()
 
 	})
+}
 
-	t.Run("nick conflict", func(t *testing.T) {
-		carol.Send(t, "<presence to='%s/bob'>%s</presence>", harness.Esc(room), mucX())
-		el := carol.Expect(t, wait, "conflict", occupant(room+"/bob", "error"))
-		wantError(t, el, "conflict", "nick in use")
-	})
-
-	t.Run("second user", func(t *testing.T) {
-		carol.Send(t, "<presence to='%s/carol'>%s</presence>", harness.Esc(room), mucX())
-		carol.Expect(t, wait, "carol's self-presence", occupant(room+"/carol", "", "110"))
-		carol.Expect(t, wait, "alice in carol's room", occupant(room+"/alice", ""))
-		alice.Expect(t, wait, "carol joins alice's room", occupant(room+"/carol", ""))
-		carol.Send(t, "<message to='%s' type='groupchat' id='c1'><body>carol here</body></message>", harness.Esc(room))
-		alice.Expect(t, wait, "carol's message", harness.MessageFrom(room+"/carol", "carol here"))
-		bob.expect(t, "PRIVMSG #go :carol here")
-	})
+// TestIRCNetwork checks what a connection to the network offers besides
+// the room: the channel list, a channel key, private messages and CTCP, and
+// the nick a user joins with.
+func TestIRCNetwork(t *testing.T) {
+	f := startIRC(t, ircJoined)
+	const server = "localhost"
+	room, e, portStr, alice, bob := f.room, f.e, f.portStr, f.alice, f.bob
 
 	t.Run("channel list", func(t *testing.T) {
 		bob.send(t, "JOIN #zzz")
@@ -445,6 +521,65 @@ func TestIRC(t *testing.T) {
 		l := bob.expect(t, "PRIVMSG bob :\x01PING ")
 		bob.send(t, "NOTICE alice :%s", l[strings.Index(l, "\x01"):])
 		wantResult(t, alice.Expect(t, wait, "ping result", func(e *xmlel.Element) bool { return harness.IsIQ(e) && e.Attr("id") == "p1" }), "ctcp ping")
+	})
+
+	t.Run("nick precedence", func(t *testing.T) {
+		erin := e.dial(t, "erin@localhost")
+		wantResult(t, register(erin, t, ircDomain, "nick", "erin_reg"), "register")
+		wantResult(t, configureNetwork(t, erin, server, "ports", portStr, "tls_ports", ""), "configure")
+		erin.Send(t, "<presence to='%s/erin'>%s</presence>", harness.Esc(room), mucX())
+		erin.Expect(t, wait, "the registered nick wins, with 210", occupant(room+"/erin_reg", "", "110", "210"))
+		alice.Expect(t, wait, "erin_reg joins", occupant(room+"/erin_reg", ""))
+		// The nick configured for the network wins over the registered one.
+		wantResult(t, configureNetwork(t, erin, server, "nick", "erin_cfg"), "configure nick")
+		erin.Send(t, "<presence to='%s/erin_reg' type='unavailable'/>", harness.Esc(room))
+		erin.Expect(t, wait, "left", occupant(room+"/erin_reg", "unavailable", "110"))
+		alice.Expect(t, wait, "erin_reg leaves", occupant(room+"/erin_reg", "unavailable"))
+		erin.Send(t, "<presence to='%s/erin'>%s</presence>", harness.Esc(room), mucX())
+		erin.Expect(t, wait, "the configured nick wins", occupant(room+"/erin_cfg", "", "110", "210"))
+		alice.Expect(t, wait, "erin_cfg joins", occupant(room+"/erin_cfg", ""))
+
+		// disconnect-from-irc-server on the gateway.
+		r := erin.IQ(t, "set", ircDomain, "<command xmlns='http://jabber.org/protocol/commands' node='disconnect-from-irc-server' action='execute'/>")
+		wantResult(t, r, "disconnect first step")
+		if v := formValues(r, "irc-servers"); len(v) != 1 || v[0] != server {
+			t.Fatalf("servers offered: %s", r)
+		}
+		sid := r.Child("http://jabber.org/protocol/commands", "command").Attr("sessionid")
+		r = erin.IQ(t, "set", ircDomain, "<command xmlns='http://jabber.org/protocol/commands' node='disconnect-from-irc-server' sessionid='"+sid+"' action='complete'>"+
+			"<x xmlns='jabber:x:data' type='submit'><field var='irc-servers'><value>"+server+"</value></field><field var='quit-message'><value>see you</value></field></x></command>")
+		wantResult(t, r, "disconnect")
+		erin.Expect(t, wait, "out of the room", occupant(room+"/erin_cfg", "unavailable", "110", "332"))
+		if l := bob.expect(t, " QUIT "); !strings.HasPrefix(l, ":erin_cfg!") || !strings.Contains(l, "see you") {
+			t.Errorf("quit line: %q", l)
+		}
+		alice.Expect(t, wait, "erin_cfg quits", occupant(room+"/erin_cfg", "unavailable"))
+	})
+}
+
+// TestIRCOccupants follows the occupants of #go: a second user, modes, nick
+// changes, a kick, MUC administration, case mapping, then an ircd restart
+// and the last leave.
+func TestIRCOccupants(t *testing.T) {
+	top := t
+	f := startIRC(t, ircJoined)
+	const server = "localhost"
+	room, ngircd, alice, carol, bob := f.room, f.ngircd, f.alice, f.carol, f.bob
+
+	t.Run("nick conflict", func(t *testing.T) {
+		carol.Send(t, "<presence to='%s/bob'>%s</presence>", harness.Esc(room), mucX())
+		el := carol.Expect(t, wait, "conflict", occupant(room+"/bob", "error"))
+		wantError(t, el, "conflict", "nick in use")
+	})
+
+	t.Run("second user", func(t *testing.T) {
+		carol.Send(t, "<presence to='%s/carol'>%s</presence>", harness.Esc(room), mucX())
+		carol.Expect(t, wait, "carol's self-presence", occupant(room+"/carol", "", "110"))
+		carol.Expect(t, wait, "alice in carol's room", occupant(room+"/alice", ""))
+		alice.Expect(t, wait, "carol joins alice's room", occupant(room+"/carol", ""))
+		carol.Send(t, "<message to='%s' type='groupchat' id='c1'><body>carol here</body></message>", harness.Esc(room))
+		alice.Expect(t, wait, "carol's message", harness.MessageFrom(room+"/carol", "carol here"))
+		bob.expect(t, "PRIVMSG #go :carol here")
 	})
 
 	t.Run("topic and modes", func(t *testing.T) {
@@ -576,58 +711,13 @@ func TestIRC(t *testing.T) {
 		alice.Expect(t, wait, "left #cm[1]", occupant(cm+"/alice2", "unavailable", "110"))
 	})
 
-	t.Run("connection failure", func(t *testing.T) {
-		dead := harness.FreePort(t)
-		wantResult(t, configureNetwork(t, carol, "127.0.0.1", "ports", fmt.Sprint(dead), "tls_ports", ""), "configure")
-		r := "#x%127.0.0.1@" + ircDomain
-		carol.Send(t, "<presence to='%s/carol'>%s</presence>", harness.Esc(r), mucX())
-		el := carol.Expect(t, wait, "error", occupant(r+"/carol", "error"))
-		wantError(t, el, "item-not-found", "connection refused")
-		if !strings.Contains(stanzaText(el), fmt.Sprint(dead)) {
-			t.Errorf("the error does not give the reason: %s", el)
-		}
-	})
-
-	t.Run("nick precedence", func(t *testing.T) {
-		erin := e.dial(t, "erin@localhost")
-		wantResult(t, register(erin, t, ircDomain, "nick", "erin_reg"), "register")
-		wantResult(t, configureNetwork(t, erin, server, "ports", portStr, "tls_ports", ""), "configure")
-		erin.Send(t, "<presence to='%s/erin'>%s</presence>", harness.Esc(room), mucX())
-		erin.Expect(t, wait, "the registered nick wins, with 210", occupant(room+"/erin_reg", "", "110", "210"))
-		alice.Expect(t, wait, "erin_reg joins", occupant(room+"/erin_reg", ""))
-		// The nick configured for the network wins over the registered one.
-		wantResult(t, configureNetwork(t, erin, server, "nick", "erin_cfg"), "configure nick")
-		erin.Send(t, "<presence to='%s/erin_reg' type='unavailable'/>", harness.Esc(room))
-		erin.Expect(t, wait, "left", occupant(room+"/erin_reg", "unavailable", "110"))
-		alice.Expect(t, wait, "erin_reg leaves", occupant(room+"/erin_reg", "unavailable"))
-		erin.Send(t, "<presence to='%s/erin'>%s</presence>", harness.Esc(room), mucX())
-		erin.Expect(t, wait, "the configured nick wins", occupant(room+"/erin_cfg", "", "110", "210"))
-		alice.Expect(t, wait, "erin_cfg joins", occupant(room+"/erin_cfg", ""))
-
-		// disconnect-from-irc-server on the gateway.
-		r := erin.IQ(t, "set", ircDomain, "<command xmlns='http://jabber.org/protocol/commands' node='disconnect-from-irc-server' action='execute'/>")
-		wantResult(t, r, "disconnect first step")
-		if v := formValues(r, "irc-servers"); len(v) != 1 || v[0] != server {
-			t.Fatalf("servers offered: %s", r)
-		}
-		sid := r.Child("http://jabber.org/protocol/commands", "command").Attr("sessionid")
-		r = erin.IQ(t, "set", ircDomain, "<command xmlns='http://jabber.org/protocol/commands' node='disconnect-from-irc-server' sessionid='"+sid+"' action='complete'>"+
-			"<x xmlns='jabber:x:data' type='submit'><field var='irc-servers'><value>"+server+"</value></field><field var='quit-message'><value>see you</value></field></x></command>")
-		wantResult(t, r, "disconnect")
-		erin.Expect(t, wait, "out of the room", occupant(room+"/erin_cfg", "unavailable", "110", "332"))
-		if l := bob.expect(t, " QUIT "); !strings.HasPrefix(l, ":erin_cfg!") || !strings.Contains(l, "see you") {
-			t.Errorf("quit line: %q", l)
-		}
-		alice.Expect(t, wait, "erin_cfg quits", occupant(room+"/erin_cfg", "unavailable"))
-	})
-
 	t.Run("ircd restart", func(t *testing.T) {
 		before := len(alice.Received())
 		ngircd.Stop(t)
 		alice.Expect(t, wait, "status line about the lost connection", harness.MessageFrom(server+"@"+ircDomain, "reconnecting"))
 		ngircd.Start(t)
 		alice.Expect(t, 60*time.Second, "reconnected", harness.MessageFrom(server+"@"+ircDomain, "Connected to"))
-		bob = dialIRC(top, ngircd.Addr, "bob") // lives until the end of TestIRC
+		bob = dialIRC(top, ngircd.Addr, "bob") // lives until the end of TestIRCOccupants
 		bob.send(t, "JOIN #go")
 		bob.expect(t, "alice2") // alice2 is back in #go (NAMES or JOIN)
 		bob.send(t, "PRIVMSG #go :after the restart")
@@ -666,6 +756,14 @@ func TestIRC(t *testing.T) {
 		bob.send(t, "PRIVMSG alice2 :are you there")
 		bob.expect(t, "401")
 	})
+}
+
+// TestIRCPersistent keeps a persistent channel joined across a gateway
+// restart, with its history and its archive.
+func TestIRCPersistent(t *testing.T) {
+	f := startIRC(t, ircConfigured)
+	const server = "localhost"
+	srv, env, e, alicePW, alice, bob := f.srv, f.env, f.e, f.alicePW, f.alice, f.bob
 
 	t.Run("persistent channel and history", func(t *testing.T) {
 		keep := "#keep%" + server + "@" + ircDomain

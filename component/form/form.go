@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"strings"
 
+	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 )
-
-// NS is the data forms namespace.
-const NS = "jabber:x:data"
 
 // Field types.
 const (
@@ -60,7 +58,7 @@ type Form struct {
 
 // Element renders the form.
 func (f *Form) Element() *xmlel.Element {
-	x := xmlel.New(NS, "x").SetAttr("type", f.Type)
+	x := xmlel.New(stanza.NSData, "x").SetAttr("type", f.Type)
 	if f.Title != "" {
 		x.AddText("title", f.Title)
 	}
@@ -70,12 +68,12 @@ func (f *Form) Element() *xmlel.Element {
 		}
 	}
 	for _, fd := range f.Fields {
-		fe := xmlel.New(NS, "field").SetAttr("var", fd.Var).SetAttr("type", fd.Type).SetAttr("label", fd.Label)
+		fe := xmlel.New(stanza.NSData, "field").SetAttr("var", fd.Var).SetAttr("type", fd.Type).SetAttr("label", fd.Label)
 		if fd.Desc != "" {
 			fe.AddText("desc", fd.Desc)
 		}
 		if fd.Required && f.Type == "form" {
-			fe.Add(xmlel.New(NS, "required"))
+			fe.Add(xmlel.New(stanza.NSData, "required"))
 		}
 		for _, v := range fd.Values {
 			fe.AddText("value", v)
@@ -84,7 +82,7 @@ func (f *Form) Element() *xmlel.Element {
 			fe.AddText("value", "")
 		}
 		for _, o := range fd.Options {
-			oe := xmlel.New(NS, "option").SetAttr("label", o.Label)
+			oe := xmlel.New(stanza.NSData, "option").SetAttr("label", o.Label)
 			oe.AddText("value", o.Value)
 			fe.Add(oe)
 		}
@@ -98,7 +96,7 @@ var ErrNoForm = errors.New("no data form")
 
 // Find returns the data form carried by parent (nil, ErrNoForm if none).
 func Find(parent *xmlel.Element) (*Form, error) {
-	x := parent.Child(NS, "x")
+	x := parent.Child(stanza.NSData, "x")
 	if x == nil {
 		return nil, ErrNoForm
 	}
@@ -107,28 +105,28 @@ func Find(parent *xmlel.Element) (*Form, error) {
 
 // Parse reads a data form element.
 func Parse(x *xmlel.Element) (*Form, error) {
-	if x.Space != NS || x.Local != "x" {
+	if x.Space != stanza.NSData || x.Local != "x" {
 		return nil, ErrNoForm
 	}
-	f := &Form{Type: x.Attr("type"), Title: x.ChildText(NS, "title")}
+	f := &Form{Type: x.Attr("type"), Title: x.ChildText(stanza.NSData, "title")}
 	switch f.Type {
 	case "form", "submit", "cancel", "result":
 	default:
 		return nil, fmt.Errorf("bad data form type %q", f.Type)
 	}
 	var instr []string
-	for _, i := range x.ChildrenNamed(NS, "instructions") {
+	for _, i := range x.ChildrenNamed(stanza.NSData, "instructions") {
 		instr = append(instr, i.Text)
 	}
 	f.Instructions = strings.Join(instr, "\n")
-	for _, fe := range x.ChildrenNamed(NS, "field") {
+	for _, fe := range x.ChildrenNamed(stanza.NSData, "field") {
 		fd := Field{Var: fe.Attr("var"), Type: fe.Attr("type"), Label: fe.Attr("label"),
-			Desc: fe.ChildText(NS, "desc"), Required: fe.Child(NS, "required") != nil}
-		for _, v := range fe.ChildrenNamed(NS, "value") {
+			Desc: fe.ChildText(stanza.NSData, "desc"), Required: fe.Child(stanza.NSData, "required") != nil}
+		for _, v := range fe.ChildrenNamed(stanza.NSData, "value") {
 			fd.Values = append(fd.Values, v.Text)
 		}
-		for _, o := range fe.ChildrenNamed(NS, "option") {
-			fd.Options = append(fd.Options, Option{Label: o.Attr("label"), Value: o.ChildText(NS, "value")})
+		for _, o := range fe.ChildrenNamed(stanza.NSData, "option") {
+			fd.Options = append(fd.Options, Option{Label: o.Attr("label"), Value: o.ChildText(stanza.NSData, "value")})
 		}
 		f.Fields = append(f.Fields, fd)
 	}

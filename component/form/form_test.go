@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 
+	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 )
 
@@ -34,7 +35,7 @@ func TestErrors(t *testing.T) {
 	if _, err := Find(xmlel.New("q", "query")); !errors.Is(err, ErrNoForm) {
 		t.Fatalf("no form: %v", err)
 	}
-	bad := xmlel.New(NS, "x").SetAttr("type", "weird")
+	bad := xmlel.New(stanza.NSData, "x").SetAttr("type", "weird")
 	if _, err := Parse(bad); err == nil {
 		t.Fatal("a form of unknown type parsed")
 	}

@@ -11,16 +11,6 @@ import (
 	"passerelle/component/xmlel"
 )
 
-// Namespaces used across the gateway.
-const (
-	NS         = "jabber:component:accept"
-	NSStanzas  = "urn:ietf:params:xml:ns:xmpp-stanzas"
-	NSDelay    = "urn:xmpp:delay"
-	NSReceipts = "urn:xmpp:receipts"
-	NSOOB      = "jabber:x:oob"
-	NSStanzaID = "urn:xmpp:sid:0"
-)
-
 // New returns a stanza element (message, presence or iq) with the given
 // addressing. Empty attributes are left out.
 func New(kind, from, to, typ, id string) *xmlel.Element {
