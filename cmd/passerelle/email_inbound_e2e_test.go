@@ -86,8 +86,8 @@ func TestEmailSenderAuth(t *testing.T) {
 			t.Fatalf("send: %v", err)
 		}
 		m := alice.Expect(t, wait, "the signed mail", mailFrom(boss, "Quarterly numbers"))
-		if b := bodyOf(m); b != "Quarterly numbers are in." {
-			t.Errorf("body %q, want the text alone", b)
+		if b := bodyOf(m); b != "*Subject: Numbers*\n\nQuarterly numbers are in." {
+			t.Errorf("body %q, want the subject line and the text alone", b)
 		}
 	})
 
@@ -96,8 +96,8 @@ func TestEmailSenderAuth(t *testing.T) {
 			t.Fatalf("send: %v", err)
 		}
 		m := alice.Expect(t, wait, "the unverified mail", mailFrom("carol%nopolicy.example@"+mailDomain, "Hello from nowhere"))
-		if b := bodyOf(m); b != unverifiedLine+"\nHello from nowhere" {
-			t.Errorf("body %q, want the warning line first", b)
+		if b := bodyOf(m); b != unverifiedLine+"\n*Subject: Hi*\n\nHello from nowhere" {
+			t.Errorf("body %q, want the warning line first, then the subject line", b)
 		}
 		alice.ExpectNone(t, 500*time.Millisecond, "the forged mail", mailFrom(boss, "Wire 10,000"))
 	})
@@ -117,8 +117,8 @@ func TestEmailSenderAuth(t *testing.T) {
 			t.Fatalf("send: %v", err)
 		}
 		m := alice.Expect(t, wait, "the vouched mail", mailFrom(boss, "Vouched for"))
-		if b := bodyOf(m); b != "Vouched for by the MTA" {
-			t.Errorf("body %q, want the text alone", b)
+		if b := bodyOf(m); b != "*Subject: Vouched*\n\nVouched for by the MTA" {
+			t.Errorf("body %q, want the subject line and the text alone", b)
 		}
 	})
 
@@ -129,8 +129,8 @@ func TestEmailSenderAuth(t *testing.T) {
 			t.Fatalf("send: %v", err)
 		}
 		m := alice.Expect(t, wait, "the mail with a forged vouching", mailFrom(boss, "Forged vouching"))
-		if b := bodyOf(m); b != unverifiedLine+"\nForged vouching" {
-			t.Errorf("body %q, want the warning line first", b)
+		if b := bodyOf(m); b != unverifiedLine+"\n*Subject: Trust me*\n\nForged vouching" {
+			t.Errorf("body %q, want the warning line first, then the subject line", b)
 		}
 		if n := dns.Asked("_dmarc.corp.example"); n != asked {
 			t.Errorf("the gateway looked DMARC up (%d questions) while trusting the MTA", n-asked)
