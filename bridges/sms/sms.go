@@ -126,8 +126,9 @@ func errText(err error) string {
 
 // Run implements bridges.Bridge: the webhook listener and the runner
 // sending queued texts run until ctx is done. It returns once the runner
-// has recorded the text it was sending and the webhooks being answered
-// are done (at most shutdownWait), so the store is not closed under them.
+// has recorded the text it was sending and no webhook handler runs (those
+// still running after shutdownWait are cut off), so the store is not
+// closed under them.
 func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
 	b.host = host
 	var work sync.WaitGroup

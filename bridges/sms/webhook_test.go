@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"passerelle/bridges/bridgetest"
 	"slices"
@@ -430,18 +431,54 @@ func TestStopAnswersWebhooks(t *testing.T) {
 	h.WaitMessage(t, "the text", func(e *xmlel.Element) bool { return e.Attr("id") == "SMstop" })
 }
 
-// A webhook that does not finish holds a stop up for shutdownWait at most.
-func TestStopBoundedByHungWebhook(t *testing.T) {
+// A webhook still being answered after shutdownWait is cut off: its
+// context is cancelled (the store's calls return then) and Run returns only
+// once it has returned, so that nothing touches the store after Run.
+func TestStopCutsOffHungWebhook(t *testing.T) {
 	h := newFakeHost(t)
-	entered, release := make(chan struct{}), make(chan struct{})
-	defer close(release)
-	h.OnCommit(func(context.Context) { close(entered); <-release })
+	entered, hookDone := make(chan struct{}), make(chan struct{})
+	h.OnCommit(func(ctx context.Context) { close(entered); <-ctx.Done(); close(hookDone) })
 	b, p, stop, wait := webhookBridge(t, h)
 	b.shutdownWait = 200 * time.Millisecond
-	go p.Inbound(b.webhookAddr.String(), testHook, smstest.InboundParams("SMhung", "+15557654321", ownNumber, "hung"))
+	code := make(chan int, 1)
+	go func() {
+		c, _, _ := p.Inbound(b.webhookAddr.String(), testHook, smstest.InboundParams("SMhung", "+15557654321", ownNumber, "hung"))
+		code <- c
+	}()
 	<-entered
 	stop()
 	if _, returned := waitReturns(wait, 5*time.Second); !returned {
 		t.Fatalf("Run still blocked 5 s after a stop with shutdownWait %v", b.shutdownWait)
+	}
+	select {
+	case <-hookDone:
+	default:
+		t.Fatal("Run returned while a webhook was still being answered")
+	}
+	if c := <-code; c == http.StatusOK {
+		t.Fatal("a webhook cut off by the stop was answered 200")
+	}
+	if n, err := h.St.CountStanzas(context.Background(), testDomain); err != nil || n != 0 {
+		t.Fatalf("%d stanzas committed for a webhook cut off by the stop (%v)", n, err)
+	}
+}
+
+// A webhook arriving once the stop has waited for the others is not
+// served: 503, so that the provider sends it again.
+func TestWebhookAfterStop(t *testing.T) {
+	var running sync.RWMutex
+	served := false
+	h := whileRunning(&running, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { served = true }))
+	running.Lock()
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, inboundPath, nil))
+	if w.Code != http.StatusServiceUnavailable || served {
+		t.Fatalf("got %d (served %v), want 503", w.Code, served)
+	}
+	running.Unlock()
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, inboundPath, nil))
+	if !served {
+		t.Fatalf("not served while running: %d", w.Code)
 	}
 }
