@@ -67,7 +67,7 @@ func TestKeptStringsAreNotSlicesOfLines(t *testing.T) {
 		n := fx.b.networkOf(testUser, "localhost")
 		isupport := ":srv 005 nick CASEMAPPING=ascii :are supported"
 		i := strings.Index(isupport, "ascii")
-		n.setCasemap(isupport[i : i+len("ascii")])
+		n.setCasemap(ctx, isupport[i:i+len("ascii")])
 		if n.casemap != caseASCII || within(n.casemap, isupport) {
 			t.Errorf("case mapping %q kept as a slice of the line", n.casemap)
 		}

@@ -31,10 +31,13 @@ type Options struct {
 
 // Bridge is the IRC bridge.
 type Bridge struct {
-	opts   Options
-	host   bridges.Host
-	db     ircStore // the host's store, unless a test gave another before Start
-	ctx    context.Context
+	opts Options
+	host bridges.Host
+	db   ircStore // the host's store, unless a test gave another before Start
+	// runCtx is Run's context: the networks a stanza starts (their
+	// dialing, reconnect timers and readers posting to the user's
+	// goroutine) outlive that stanza and stop with the bridge.
+	runCtx context.Context
 	dialer *dialer
 
 	mu       sync.Mutex
@@ -67,7 +70,7 @@ func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
 	if b.db == nil {
 		b.db = host.Store()
 	}
-	b.ctx = ctx
+	b.runCtx = ctx
 	if b.opts.AllowPrivate {
 		host.Log().Warn("IRC connections to loopback and private addresses are allowed (PASSERELLE_IRC_ALLOW_PRIVATE)")
 	}
@@ -76,7 +79,7 @@ func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
 	work.Go(func() { b.pruneLoop(ctx) })
 	host.Ready()
 	<-ctx.Done()
-	b.quitAll()
+	b.quitAll(ctx)
 	work.Wait()
 	return nil
 }
@@ -93,8 +96,8 @@ func (b *Bridge) track(c *conn, open bool) {
 		delete(b.conns, c)
 	}
 	b.mu.Unlock()
-	if !open && host != "" && b.ctx.Err() == nil {
-		b.rescheduleSTS(b.ctx, host)
+	if !open && host != "" && b.runCtx.Err() == nil {
+		b.rescheduleSTS(b.runCtx, host)
 	}
 }
 
@@ -103,7 +106,7 @@ const quitWait = 2 * time.Second
 
 // quitAll sends QUIT on every connection when the gateway stops, and
 // waits a little for the lines to go out.
-func (b *Bridge) quitAll() {
+func (b *Bridge) quitAll(ctx context.Context) {
 	b.mu.Lock()
 	conns := make([]*conn, 0, len(b.conns))
 	hosts := map[string]bool{}
@@ -115,7 +118,7 @@ func (b *Bridge) quitAll() {
 	}
 	b.mu.Unlock()
 	for host := range hosts {
-		b.rescheduleSTS(context.WithoutCancel(b.ctx), host)
+		b.rescheduleSTS(context.WithoutCancel(ctx), host)
 	}
 	l, _ := buildLine("QUIT", "Gateway shutting down")
 	for _, c := range conns {
