@@ -38,11 +38,12 @@ type Host struct {
 	ready  chan struct{} // a token per Ready
 
 	mu       sync.Mutex
-	all      []*xmlel.Element      // Send and committed messages, in order
-	sent     []*xmlel.Element      // Send
-	messages []*xmlel.Element      // SendMessage and Deliver
-	read     int                   // all[:read] were returned by Next or Expect
-	changed  chan struct{}         // closed and replaced when a stanza is recorded
+	all      []*xmlel.Element // Send and committed messages, in order
+	sent     []*xmlel.Element // Send
+	messages []*xmlel.Element // SendMessage and Deliver
+	read     int              // all[:read] were returned by Next or Expect
+	changed  chan struct{}    // closed and replaced when a stanza is recorded
+	contacts []Contact
 	fail     error                 // SendMessage and Deliver fail with it
 	onCommit func(context.Context) // called by SendMessage and Deliver first
 }
@@ -184,16 +185,32 @@ func (h *Host) Setting(ctx context.Context, user, key string) (string, error) {
 	return "", nil
 }
 
-func (h *Host) Allowed(user string) bool                        { return h.Allow == nil || h.Allow(user) }
-func (h *Host) Contact(context.Context, string, string, string) {}
-func (h *Host) Store() *store.Store                             { return h.St.Store }
-func (h *Host) Log() *slog.Logger                               { return slog.New(slog.NewTextHandler(h.Logs, nil)) }
+func (h *Host) Allowed(user string) bool { return h.Allow == nil || h.Allow(user) }
+func (h *Host) Store() *store.Store      { return h.St.Store }
+func (h *Host) Log() *slog.Logger        { return slog.New(slog.NewTextHandler(h.Logs, nil)) }
 
 func (h *Host) RetryMaxDelay() time.Duration {
 	if h.Retry == 0 {
 		return time.Minute
 	}
 	return h.Retry
+}
+
+// Contact is a call of Host.Contact.
+type Contact struct{ User, Local, Name string }
+
+// Contact records the call.
+func (h *Host) Contact(ctx context.Context, user, local, name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.contacts = append(h.contacts, Contact{User: user, Local: local, Name: name})
+}
+
+// Contacts returns the calls of Contact, in order.
+func (h *Host) Contacts() []Contact {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]Contact(nil), h.contacts...)
 }
 
 // SetFail makes SendMessage and Deliver fail with err (nil: succeed).

@@ -2,11 +2,11 @@ package email
 
 import (
 	"context"
-	"passerelle/bridges/bridgetest"
 	"testing"
 	"time"
 
 	"passerelle/bridges"
+	"passerelle/bridges/bridgetest"
 )
 
 const testDomain = "mail.example.org"

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log"
 	"net"
-	"passerelle/bridges/bridgetest"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +17,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
+	"passerelle/bridges/bridgetest"
 	"passerelle/bridges/email/emailtest"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"

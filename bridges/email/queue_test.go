@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"passerelle/bridges/bridgetest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +15,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"passerelle/bridges"
+	"passerelle/bridges/bridgetest"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 	"passerelle/store"

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log"
 	"net"
-	"passerelle/bridges/bridgetest"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"passerelle/bridges"
+	"passerelle/bridges/bridgetest"
 	"passerelle/bridges/email/emailtest"
 	"passerelle/component/stanza"
 )

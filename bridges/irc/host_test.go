@@ -12,11 +12,12 @@ import (
 	"io"
 	"math/big"
 	"net"
-	"passerelle/bridges/bridgetest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"passerelle/bridges/bridgetest"
 )
 
 // newFakeHost is the component side of the bridge in unit tests.

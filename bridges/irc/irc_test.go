@@ -3,12 +3,12 @@ package irc
 import (
 	"context"
 	"encoding/base64"
-	"passerelle/bridges/bridgetest"
 	"strings"
 	"testing"
 	"time"
 
 	"passerelle/bridges"
+	"passerelle/bridges/bridgetest"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 	"passerelle/store"

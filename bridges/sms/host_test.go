@@ -4,12 +4,12 @@ import (
 	"context"
 	"net/http/httptest"
 	"net/url"
-	"passerelle/bridges/bridgetest"
 	"strings"
 	"testing"
 	"time"
 
 	"passerelle/bridges"
+	"passerelle/bridges/bridgetest"
 	"passerelle/bridges/sms/smstest"
 )
 

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"net"
-	"passerelle/bridges/bridgetest"
 	"strings"
 	"testing"
 	"time"
 
 	"passerelle/bridges"
+	"passerelle/bridges/bridgetest"
 	"passerelle/bridges/sms/smstest"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"

@@ -6,13 +6,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"passerelle/bridges/bridgetest"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"passerelle/bridges/bridgetest"
 	"passerelle/bridges/sms/smstest"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
@@ -34,6 +34,9 @@ func TestInboundDelivered(t *testing.T) {
 	}
 	if xs := m.ChildrenNamed(stanza.NSOOB, "x"); len(xs) != 2 || xs[1].ChildText("", "url") != "https://m.test/2.jpg" {
 		t.Errorf("OOB: %s", m)
+	}
+	if got, want := tb.h.Contacts(), []bridgetest.Contact{{User: userJID, Local: "+15557654321", Name: "+15557654321"}}; !slices.Equal(got, want) {
+		t.Errorf("contacts %v, want %v", got, want)
 	}
 	// The provider repeating the webhook does not deliver the text twice.
 	if code := tb.inbound(t, smstest.InboundParams("SMa", "+15557654321", ownNumber, "Hello")); code != http.StatusOK {

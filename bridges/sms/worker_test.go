@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"passerelle/bridges/bridgetest"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"passerelle/bridges"
+	"passerelle/bridges/bridgetest"
 	"passerelle/store"
 	"passerelle/store/storetest"
 )
