@@ -103,6 +103,7 @@ func BenchmarkChannel(b *testing.B) {
 func benchChannel(b *testing.B, users int, archive bool) {
 	srv := newBenchIRC(b)
 	h := newFakeHost(b)
+	h.Uncommitted = true // measure the bridge, not the outbox
 	br := New(Options{AllowPrivate: true})
 	ctx, cancel := context.WithCancel(context.Background())
 	wait := start(b, ctx, br, h)
