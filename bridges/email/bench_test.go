@@ -29,7 +29,7 @@ func BenchmarkInbound(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	if n, _ := h.st.CountStanzas(context.Background(), testDomain); n != b.N {
+	if n, _ := h.St.CountStanzas(context.Background(), testDomain); n != b.N {
 		b.Fatalf("%d stanzas for %d mails", n, b.N)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "mails/s")

@@ -2,6 +2,11 @@
 // domain (inbound SMTP, outbound relay) and users' own mailboxes (IMAP and
 // SMTP submission). A correspondent bob@example.com is the JID
 // bob%example.com@mail-domain.
+//
+// Start reading at Run, below: it opens the inbound SMTP listener
+// (inbound.go), runs the outbound queue (queue.go, runJob) and starts a
+// watcher per registered mailbox (mailbox.go). Handle, after it, takes
+// what users send (outbound.go); registration follows.
 package email
 
 import (
@@ -100,6 +105,92 @@ func New(opts Options) *Bridge {
 	}
 	return &Bridge{opts: opts, smtpShutdownWait: 5 * time.Second, httpc: &http.Client{Timeout: 2 * time.Minute}, watchers: map[string]*watcher{}, runCtx: context.Background(), isLocal: isLoopback,
 		resolver: net.DefaultResolver}
+}
+
+// Run implements bridges.Bridge: the SMTP listener, the queue of
+// outbound mail and the mailbox watchers run until ctx ends. It returns
+// once the listener is closed with no mail in progress, the queue has
+// recorded the mail it was sending and every watcher the mail it was
+// forwarding (each bounded), so the store is not closed under them.
+func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
+	b.host = host
+	b.runCtx = ctx
+	relay, err := parseRelay(b.opts.Relay)
+	if err != nil {
+		return err
+	}
+	if relay != nil {
+		relay.tls = b.opts.TLSConfig
+		// Credentials never go in clear, except to a loopback relay.
+		relay.requireTLS = relay.user != "" && !b.isLocal(relay.addr)
+	}
+	if b.opts.AllowPrivate {
+		host.Log().Warn("users' own mail servers may be on loopback and private addresses (PASSERELLE_MAILBOX_ALLOW_PRIVATE)")
+	}
+	b.relay = relay
+	var in *inbound
+	if b.opts.Listen != "" {
+		if in, err = b.listen(ctx); err != nil {
+			return err
+		}
+	}
+	users, err := host.Registered(ctx)
+	if err != nil {
+		if in != nil {
+			in.ln.Close()
+		}
+		return fmt.Errorf("failed to list the registered users: %w", err)
+	}
+	b.jobs = bridges.NewRunner(host, jobKind, b.runJob)
+	var work sync.WaitGroup
+	work.Go(func() { b.jobs.Run(ctx) })
+	if in != nil {
+		work.Go(func() { in.serve(ctx) })
+	}
+	for _, u := range users {
+		r, err := host.Registration(ctx, u)
+		if err != nil {
+			host.Log().Warn("cannot read a registration", "user", u, "err", err)
+			continue
+		}
+		if cfg, ok := mailboxFromFields(r.Fields); ok {
+			b.startWatcher(u, cfg)
+		}
+	}
+	host.Ready()
+	<-ctx.Done()
+	work.Wait()
+	b.mu.Lock()
+	ws := make([]*watcher, 0, len(b.watchers))
+	for _, w := range b.watchers {
+		ws = append(ws, w)
+	}
+	b.mu.Unlock()
+	for _, w := range ws {
+		w.stop()
+	}
+	return nil
+}
+
+// Handle implements bridges.Bridge.
+func (b *Bridge) Handle(ctx context.Context, u *bridges.User, st *xmlel.Element) {
+	if bridges.AnswerContactIQ(b.host, st, bridges.Identity{Category: "client", Type: "pc", Name: "Email"}) {
+		return
+	}
+	if bridges.AnswerContactPresence(b.host, st) {
+		return
+	}
+	if local := stanza.Local(st.Attr("to")); local != "" {
+		if _, err := mapping.LocalToEmail(local); err != nil {
+			bridges.Refuse(b.host, st, stanza.Errorf("jid-malformed", "“"+local+"” is not an email address."))
+			return
+		}
+	}
+	if st.Local == "message" && stanza.Local(st.Attr("to")) != "" {
+		b.handleMessage(ctx, u, st)
+		return
+	}
+	bridges.Refuse(b.host, st, stanza.Errorf("service-unavailable", "Write to an address, such as bob%example.com@"+b.host.Domain()+"."))
 }
 
 // Kind implements bridges.Bridge.
@@ -301,90 +392,4 @@ func (b *Bridge) Translate(ctx context.Context, input string) (string, error) {
 		}
 	}
 	return local, nil
-}
-
-// Run implements bridges.Bridge: the SMTP listener, the queue of
-// outbound mail and the mailbox watchers run until ctx ends. It returns
-// once the listener is closed with no mail in progress, the queue has
-// recorded the mail it was sending and every watcher the mail it was
-// forwarding (each bounded), so the store is not closed under them.
-func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
-	b.host = host
-	b.runCtx = ctx
-	relay, err := parseRelay(b.opts.Relay)
-	if err != nil {
-		return err
-	}
-	if relay != nil {
-		relay.tls = b.opts.TLSConfig
-		// Credentials never go in clear, except to a loopback relay.
-		relay.requireTLS = relay.user != "" && !b.isLocal(relay.addr)
-	}
-	if b.opts.AllowPrivate {
-		host.Log().Warn("users' own mail servers may be on loopback and private addresses (PASSERELLE_MAILBOX_ALLOW_PRIVATE)")
-	}
-	b.relay = relay
-	var in *inbound
-	if b.opts.Listen != "" {
-		if in, err = b.listen(ctx); err != nil {
-			return err
-		}
-	}
-	users, err := host.Registered(ctx)
-	if err != nil {
-		if in != nil {
-			in.ln.Close()
-		}
-		return fmt.Errorf("failed to list the registered users: %w", err)
-	}
-	b.jobs = bridges.NewRunner(host, jobKind, b.runJob)
-	var work sync.WaitGroup
-	work.Go(func() { b.jobs.Run(ctx) })
-	if in != nil {
-		work.Go(func() { in.serve(ctx) })
-	}
-	for _, u := range users {
-		r, err := host.Registration(ctx, u)
-		if err != nil {
-			host.Log().Warn("cannot read a registration", "user", u, "err", err)
-			continue
-		}
-		if cfg, ok := mailboxFromFields(r.Fields); ok {
-			b.startWatcher(u, cfg)
-		}
-	}
-	host.Ready()
-	<-ctx.Done()
-	work.Wait()
-	b.mu.Lock()
-	ws := make([]*watcher, 0, len(b.watchers))
-	for _, w := range b.watchers {
-		ws = append(ws, w)
-	}
-	b.mu.Unlock()
-	for _, w := range ws {
-		w.stop()
-	}
-	return nil
-}
-
-// Handle implements bridges.Bridge.
-func (b *Bridge) Handle(ctx context.Context, u *bridges.User, st *xmlel.Element) {
-	if bridges.AnswerContactIQ(b.host, st, bridges.Identity{Category: "client", Type: "pc", Name: "Email"}) {
-		return
-	}
-	if bridges.AnswerContactPresence(b.host, st) {
-		return
-	}
-	if local := stanza.Local(st.Attr("to")); local != "" {
-		if _, err := mapping.LocalToEmail(local); err != nil {
-			bridges.Refuse(b.host, st, stanza.Errorf("jid-malformed", "“"+local+"” is not an email address."))
-			return
-		}
-	}
-	if st.Local == "message" && stanza.Local(st.Attr("to")) != "" {
-		b.handleMessage(ctx, u, st)
-		return
-	}
-	bridges.Refuse(b.host, st, stanza.Errorf("service-unavailable", "Write to an address, such as bob%example.com@"+b.host.Domain()+"."))
 }

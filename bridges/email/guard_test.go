@@ -193,12 +193,10 @@ func TestRelayCredentialsNeedTLS(t *testing.T) {
 			if mails, auths := r.count(); mails != 0 || auths != 0 {
 				t.Fatalf("%d mails, %d logins in clear", mails, auths)
 			}
-			if _, ok, err := h.st.NextJobTime(ctx, testDomain); err != nil || !ok {
+			if _, ok, err := h.St.NextJobTime(ctx, testDomain); err != nil || !ok {
 				t.Fatalf("the mail is no longer queued (%v)", err)
 			}
-			h.mu.Lock()
-			defer h.mu.Unlock()
-			for _, st := range h.sent {
+			for _, st := range h.Stanzas() {
 				if st.Attr("type") == "error" {
 					t.Fatalf("the sender got an error for a mail that waits: %s", st)
 				}

@@ -56,7 +56,7 @@ func TestInboundRefusals(t *testing.T) {
 		map[string]string{"alice@example.org": "alice", "bob@example.org": "bob", "banned@example.org": "banned", "carol@example.org": "carol"})
 	addr := b.smtpAddr
 	ctx := context.Background()
-	if err := h.st.SetSetting(ctx, testDomain, "carol@example.org", settingAcceptMail, "false"); err != nil {
+	if err := h.St.SetSetting(ctx, testDomain, "carol@example.org", settingAcceptMail, "false"); err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
@@ -83,22 +83,20 @@ func TestInboundRefusals(t *testing.T) {
 			}
 		})
 	}
-	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 0 {
+	if n, _ := h.St.CountStanzas(ctx, testDomain); n != 0 {
 		t.Fatalf("%d stanzas queued by refused mail", n)
 	}
 	// Accepted afterwards; a subaddress reaches its owner.
 	if err := submit(addr, "x@example.com", []string{"Alice+News@" + testDomain}, "From: x@example.com\n\nhello\n"); err != nil {
 		t.Fatal(err)
 	}
-	if st := h.next(t); st.Attr("to") != "alice@example.org" || st.ChildText("", "body") != unverifiedMark+"\nhello" {
+	if st := h.Next(t); st.Attr("to") != "alice@example.org" || st.ChildText("", "body") != unverifiedMark+"\nhello" {
 		t.Fatalf("got %s", st)
 	}
 
 	t.Run("store failure answers 451", func(t *testing.T) {
-		h.mu.Lock()
-		h.fail = errors.New("disk full")
-		h.mu.Unlock()
-		defer func() { h.mu.Lock(); h.fail = nil; h.mu.Unlock() }()
+		h.SetFail(errors.New("disk full"))
+		defer h.SetFail(nil)
 		err := submit(addr, "x@example.com", []string{"alice@" + testDomain}, "From: x@example.com\n\nhello\n")
 		if c, _ := code(err); c != 451 {
 			t.Fatalf("got %v, want 451", err)
@@ -161,20 +159,20 @@ func TestInboundTwoRecipientsAllOrNone(t *testing.T) {
 	b, h := startBridge(t, Options{Listen: "127.0.0.1:0"}, map[string]string{"alice@example.org": "alice", "bob@example.org": "bob"})
 	ctx := context.Background()
 	// The outbox refuses bob's stanza.
-	lift := storetest.Refuse(t, h.st, storetest.Insert, "outbox", `to="bob@example.org"`)
+	lift := storetest.Refuse(t, h.St.Store, storetest.Insert, "outbox", `to="bob@example.org"`)
 	rcpts := []string{"alice@" + testDomain, "bob@" + testDomain}
 	raw := "From: x@example.com\nSubject: both\n\nfor both of you\n"
 	if c, _ := code(submit(b.smtpAddr, "x@example.com", rcpts, raw)); c != 451 {
 		t.Fatalf("got %d, want 451", c)
 	}
-	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 0 {
+	if n, _ := h.St.CountStanzas(ctx, testDomain); n != 0 {
 		t.Fatalf("%d stanzas queued by a failed mail", n)
 	}
 	lift()
 	if err := submit(b.smtpAddr, "x@example.com", rcpts, raw); err != nil {
 		t.Fatal(err)
 	}
-	items, err := h.st.PendingStanzas(ctx, testDomain, 10)
+	items, err := h.St.PendingStanzas(ctx, testDomain, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +302,7 @@ func TestInboundRelayByName(t *testing.T) {
 // refused.
 func TestInboundTemporaryRecipientFailureNotCounted(t *testing.T) {
 	b, h := startBridge(t, Options{Listen: "127.0.0.1:0", Inbound: InboundOptions{MaxRefusedRcpts: 1}}, nil)
-	storetest.Drop(t, h.st, "claims")
+	storetest.Drop(t, h.St.Store, "claims")
 	c := mailSession(t, b.smtpAddr)
 	for i := range 3 {
 		if got, _ := code(c.Rcpt("alice@"+testDomain, nil)); got != 451 {
@@ -372,26 +370,26 @@ func TestInboundSameMailTwice(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n, err := h.st.CountStanzas(ctx, testDomain); err != nil || n != 2 {
+	if n, err := h.St.CountStanzas(ctx, testDomain); err != nil || n != 2 {
 		t.Fatalf("%d stanzas queued for a mail to two users given three times (%v)", n, err)
 	}
 	if err := submit(b.smtpAddr, "x@example.com", []string{alice}, raw); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 3 {
+	if n, _ := h.St.CountStanzas(ctx, testDomain); n != 3 {
 		t.Fatalf("%d stanzas queued after the mail for alice alone", n)
 	}
 	if err := b.deliverMail(ctx, "alice@example.org", "", []byte(raw)); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 3 {
+	if n, _ := h.St.CountStanzas(ctx, testDomain); n != 3 {
 		t.Fatalf("%d stanzas queued after the mail read again from alice's mailbox", n)
 	}
 	forged := strings.Replace(raw, "only once", "not the same mail", 1)
 	if err := submit(b.smtpAddr, "x@example.com", []string{alice}, forged); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 4 {
+	if n, _ := h.St.CountStanzas(ctx, testDomain); n != 4 {
 		t.Fatalf("%d stanzas queued after another mail with the same Message-ID", n)
 	}
 	noID := "From: x@example.com\nSubject: no id\n\nevery time\n"
@@ -400,7 +398,7 @@ func TestInboundSameMailTwice(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n, _ := h.st.CountStanzas(ctx, testDomain); n != 6 {
+	if n, _ := h.St.CountStanzas(ctx, testDomain); n != 6 {
 		t.Fatalf("%d stanzas queued after two mails without a Message-ID", n)
 	}
 }
@@ -428,7 +426,7 @@ func TestInboundDataDuringStop(t *testing.T) {
 	h := newFakeHost(t, b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := h.st.PutRegistration(ctx, testDomain, "alice@example.org", map[string]string{"address": "alice"}, []string{"alice"}); err != nil {
+	if err := h.St.PutRegistration(ctx, testDomain, "alice@example.org", map[string]string{"address": "alice"}, []string{"alice"}); err != nil {
 		t.Fatal(err)
 	}
 	wait := start(t, ctx, b, h)
@@ -470,7 +468,7 @@ func TestInboundDataDuringStop(t *testing.T) {
 	if err := <-answer; err != nil {
 		t.Fatalf("the mail received during the stop: %v", err)
 	}
-	items, err := h.st.PendingStanzas(context.Background(), testDomain, 10)
+	items, err := h.St.PendingStanzas(context.Background(), testDomain, 10)
 	if err != nil || len(items) != 1 || !strings.Contains(items[0].Stanza, "sent as the gateway stops") {
 		t.Fatalf("outbox after the stop: %v %v", items, err)
 	}
@@ -485,7 +483,7 @@ func TestInboundStopBoundedByStalledData(t *testing.T) {
 	h := newFakeHost(t, b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := h.st.PutRegistration(ctx, testDomain, "alice@example.org", map[string]string{"address": "alice"}, []string{"alice"}); err != nil {
+	if err := h.St.PutRegistration(ctx, testDomain, "alice@example.org", map[string]string{"address": "alice"}, []string{"alice"}); err != nil {
 		t.Fatal(err)
 	}
 	wait := start(t, ctx, b, h)
@@ -509,7 +507,7 @@ func TestInboundStopBoundedByStalledData(t *testing.T) {
 	if err := w.Close(); err == nil {
 		t.Fatal("a mail cut off by the stop was taken")
 	}
-	if n, _ := h.st.CountStanzas(context.Background(), testDomain); n != 0 {
+	if n, _ := h.St.CountStanzas(context.Background(), testDomain); n != 0 {
 		t.Fatalf("%d stanzas for a mail cut off by the stop", n)
 	}
 }
@@ -527,7 +525,7 @@ func TestInboundCommandAfterStop(t *testing.T) {
 	if got, _ := code(s.Data(strings.NewReader("Subject: late\r\n\r\nlate\r\n"))); got != 421 {
 		t.Fatalf("DATA after the stop: %d, want 421", got)
 	}
-	if n, _ := h.st.CountStanzas(context.Background(), testDomain); n != 0 {
+	if n, _ := h.St.CountStanzas(context.Background(), testDomain); n != 0 {
 		t.Fatalf("%d stanzas after the stop", n)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
+	"passerelle/bridges/bridgetest"
 	"passerelle/bridges/email/emailtest"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
@@ -134,10 +135,10 @@ func (m *memIMAP) appendMail(t *testing.T, subject, body string) {
 
 // nextChat waits for the next chat message the bridge sends, skipping
 // other stanzas.
-func nextChat(t *testing.T, h *fakeHost) *xmlel.Element {
+func nextChat(t *testing.T, h *bridgetest.Host) *xmlel.Element {
 	t.Helper()
 	for {
-		st := h.next(t)
+		st := h.Next(t)
 		if st.Local == "message" && st.Attr("type") == "chat" {
 			return st
 		}
@@ -165,7 +166,7 @@ func testMailbox(t *testing.T, noIdle bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.st.PutRegistration(ctx, testDomain, user, reg.Fields, reg.Claims); err != nil {
+	if err := h.St.PutRegistration(ctx, testDomain, user, reg.Fields, reg.Claims); err != nil {
 		t.Fatal(err)
 	}
 	// Wait until the watcher has recorded its starting point, then add mail.
@@ -275,10 +276,8 @@ func TestMailboxWatcherWithoutRegistration(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.sent) != 0 {
-		t.Fatalf("sent %s", h.sent[0])
+	if sent := h.Stanzas(); len(sent) != 0 {
+		t.Fatalf("sent %s", sent[0])
 	}
 }
 

@@ -73,30 +73,30 @@ func TestThreads(t *testing.T) {
 	if err := b.deliverMail(ctx, user, "", []byte(first)); err != nil {
 		t.Fatal(err)
 	}
-	m1 := h.next(t)
+	m1 := h.Next(t)
 	reply := "From: carol@example.com\nSubject: Re: Plans\nMessage-ID: <two@example.com>\nIn-Reply-To: <one@example.com>\nReferences: <one@example.com>\n\nsecond\n"
 	if err := b.deliverMail(ctx, user, "", []byte(reply)); err != nil {
 		t.Fatal(err)
 	}
-	m2 := h.next(t)
+	m2 := h.Next(t)
 	if m1.ChildText("", "thread") == "" || m1.ChildText("", "thread") != m2.ChildText("", "thread") {
 		t.Fatalf("threads %q %q", m1.ChildText("", "thread"), m2.ChildText("", "thread"))
 	}
 	other := "From: bob@example.com\nSubject: Other\nMessage-ID: <three@example.com>\n\nthird\n"
 	b.deliverMail(ctx, user, "", []byte(other))
-	if m3 := h.next(t); m3.ChildText("", "thread") == m1.ChildText("", "thread") {
+	if m3 := h.Next(t); m3.ChildText("", "thread") == m1.ChildText("", "thread") {
 		t.Fatal("a new conversation in an old thread")
 	}
 	// The sender's spelling is kept for answers.
 	b.deliverMail(ctx, user, "", []byte("From: O'Hara.Big@Example.COM\n\nhi\n"))
-	m4 := h.next(t)
+	m4 := h.Next(t)
 	addr, err := b.contactAddress(ctx, strings.ToLower(strings.Split(m4.Attr("from"), "@")[0]))
 	if err != nil || addr != "O'Hara.Big@Example.COM" {
 		t.Fatalf("got %q %v from %s", addr, err, m4.Attr("from"))
 	}
 	// A sender that cannot be addressed comes from the gateway itself.
 	b.deliverMail(ctx, user, "", []byte("From: nobody\n\nwho am I\n"))
-	if m5 := h.next(t); m5.Attr("from") != testDomain || !strings.Contains(m5.ChildText("", "body"), "who am I") {
+	if m5 := h.Next(t); m5.Attr("from") != testDomain || !strings.Contains(m5.ChildText("", "body"), "who am I") {
 		t.Fatalf("got %s", m5)
 	}
 }
@@ -152,7 +152,7 @@ func TestUploadFailureKeepsTheListing(t *testing.T) {
 	if err := b.deliverMail(context.Background(), "alice@example.org", "", []byte(raw)); err != nil {
 		t.Fatal(err)
 	}
-	st := h.next(t)
+	st := h.Next(t)
 	if !strings.Contains(st.ChildText("", "body"), "📎 a.png (") || st.Child("jabber:x:oob", "x") != nil {
 		t.Fatalf("got %s", st)
 	}

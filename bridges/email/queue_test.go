@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"passerelle/bridges"
+	"passerelle/bridges/bridgetest"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 	"passerelle/store"
@@ -94,10 +95,10 @@ func chat(to, id, body string, extra ...*xmlel.Element) *xmlel.Element {
 	return m.Add(extra...)
 }
 
-func errorFor(t *testing.T, h *fakeHost, id string) *stanza.Error {
+func errorFor(t *testing.T, h *bridgetest.Host, id string) *stanza.Error {
 	t.Helper()
 	for {
-		st := h.next(t)
+		st := h.Next(t)
 		if st.Attr("type") == "error" && st.Attr("id") == id {
 			return stanza.ErrorOf(st)
 		}
@@ -107,10 +108,10 @@ func errorFor(t *testing.T, h *fakeHost, id string) *stanza.Error {
 // noticeFor waits for the notice of a failed mail: a chat message from
 // contact to alice's bare JID, through the outbox, whose body contains
 // each of want. It must follow the error (errorFor) it repeats.
-func noticeFor(t *testing.T, h *fakeHost, e *stanza.Error, contact string, want ...string) *xmlel.Element {
+func noticeFor(t *testing.T, h *bridgetest.Host, e *stanza.Error, contact string, want ...string) *xmlel.Element {
 	t.Helper()
 	for {
-		st := h.next(t)
+		st := h.Next(t)
 		if st.Attr("type") != "chat" || st.Attr("to") != "alice@example.org" {
 			continue
 		}
@@ -125,7 +126,7 @@ func noticeFor(t *testing.T, h *fakeHost, e *stanza.Error, contact string, want 
 		}
 		// Both went through the outbox (the fake host records only what
 		// it committed there).
-		items, err := h.st.PendingStanzas(context.Background(), testDomain, 1000)
+		items, err := h.St.PendingStanzas(context.Background(), testDomain, 1000)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -153,11 +154,11 @@ func TestOutboundQueue(t *testing.T) {
 		if !bytes.Contains(raw, []byte("hello")) {
 			t.Fatalf("mail %s", raw)
 		}
-		st := h.next(t)
+		st := h.Next(t)
 		if rc := st.Child(stanza.NSReceipts, "received"); rc == nil || rc.Attr("id") != "m1" || st.Attr("from") != "soft%example.com@"+testDomain {
 			t.Fatalf("want a receipt, got %s", st)
 		}
-		if n, _ := h.st.CountJobs(ctx, testDomain); n != 0 {
+		if n, _ := h.St.CountJobs(ctx, testDomain); n != 0 {
 			t.Fatalf("%d jobs left", n)
 		}
 		r.mu.Lock()
@@ -194,7 +195,7 @@ func TestOutboundUnreachableRelay(t *testing.T) {
 	// The job stays queued with its error and a later try.
 	var n int
 	for i := 0; i < 200; i++ {
-		jobs, err := h.st.DueJobs(ctx, testDomain, time.Now().Add(time.Hour), 10)
+		jobs, err := h.St.DueJobs(ctx, testDomain, time.Now().Add(time.Hour), 10)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -210,29 +211,23 @@ func TestOutboundUnreachableRelay(t *testing.T) {
 	if n == 0 {
 		t.Fatal("the failed mail was not rescheduled")
 	}
-	h.mu.Lock()
-	for _, st := range h.sent {
+	for _, st := range h.Stanzas() {
 		if st.Attr("type") == "error" {
 			t.Fatalf("a temporary failure was reported: %s", st)
 		}
 	}
-	h.mu.Unlock()
 
 	// Past the retry window, it fails for good. While the report cannot
 	// be committed, the job stays queued for a later try.
-	jobs, _ := h.st.DueJobs(ctx, testDomain, time.Now().Add(time.Hour), 10)
-	h.mu.Lock()
-	h.fail = errors.New("outbox unavailable")
-	h.mu.Unlock()
+	jobs, _ := h.St.DueJobs(ctx, testDomain, time.Now().Add(time.Hour), 10)
+	h.SetFail(errors.New("outbox unavailable"))
 	jobs[0].Created = time.Now().Add(-bridges.MaxQueueAge - time.Minute)
 	runQueued(ctx, b, jobs[0])
-	j, err := h.st.GetJob(ctx, jobs[0].ID)
+	j, err := h.St.GetJob(ctx, jobs[0].ID)
 	if err != nil || j.Attempts <= jobs[0].Attempts || !j.NextTry.After(time.Now().Add(-time.Second)) {
 		t.Fatalf("job after an unreported failure: %+v %v", j, err)
 	}
-	h.mu.Lock()
-	h.fail = nil
-	h.mu.Unlock()
+	h.SetFail(nil)
 	// Then an error to the sending resource and a notice to the user.
 	j.Created = jobs[0].Created
 	runQueued(ctx, b, *j)
@@ -242,7 +237,7 @@ func TestOutboundUnreachableRelay(t *testing.T) {
 		t.Fatalf("got %+v", e)
 	}
 	noticeFor(t, h, e, "bob%example.com", "Your mail to bob@example.com", "Subject: hello")
-	if c, _ := h.st.CountJobs(ctx, testDomain); c != 0 {
+	if c, _ := h.St.CountJobs(ctx, testDomain); c != 0 {
 		t.Fatalf("%d jobs left", c)
 	}
 }
@@ -268,7 +263,7 @@ func TestOutboundRefusals(t *testing.T) {
 	}
 	// Chat states without a body send nothing.
 	b.Handle(ctx, alice(), chat("bob%example.com", "n4", ""))
-	if n, _ := h.st.CountJobs(ctx, testDomain); n != 0 {
+	if n, _ := h.St.CountJobs(ctx, testDomain); n != 0 {
 		t.Fatalf("%d jobs for an empty message", n)
 	}
 }
@@ -288,7 +283,7 @@ func TestParseRelay(t *testing.T) {
 // queuedOnly returns a bridge with a relay at addr that is not started (no
 // queue runs: the test runs the job), and the one job of a mail alice
 // sent with id.
-func queuedOnly(t *testing.T, addr, id string, extra ...*xmlel.Element) (*Bridge, *fakeHost, store.Job) {
+func queuedOnly(t *testing.T, addr, id string, extra ...*xmlel.Element) (*Bridge, *bridgetest.Host, store.Job) {
 	t.Helper()
 	b := New(Options{Domain: testDomain, Relay: "smtp://" + addr})
 	h := newFakeHost(t, b)
@@ -299,11 +294,11 @@ func queuedOnly(t *testing.T, addr, id string, extra ...*xmlel.Element) (*Bridge
 	}
 	b.relay = relay
 	ctx := context.Background()
-	if err := h.st.PutRegistration(ctx, testDomain, "alice@example.org", map[string]string{"address": "alice"}, []string{"alice"}); err != nil {
+	if err := h.St.PutRegistration(ctx, testDomain, "alice@example.org", map[string]string{"address": "alice"}, []string{"alice"}); err != nil {
 		t.Fatal(err)
 	}
 	b.Handle(ctx, alice(), chat("bob%example.com", id, "hello", extra...))
-	jobs, err := h.st.DueJobs(ctx, testDomain, time.Now().Add(time.Hour), 10)
+	jobs, err := h.St.DueJobs(ctx, testDomain, time.Now().Add(time.Hour), 10)
 	if err != nil || len(jobs) != 1 {
 		t.Fatalf("%d jobs queued (%v)", len(jobs), err)
 	}
@@ -327,10 +322,10 @@ func TestAcceptedWhileStopping(t *testing.T) {
 	r.onData = cancel // the gateway stops while the relay takes the mail
 	r.mu.Unlock()
 	runQueued(ctx, b, j)
-	if n, _ := h.st.CountJobs(context.Background(), testDomain); n != 0 {
+	if n, _ := h.St.CountJobs(context.Background(), testDomain); n != 0 {
 		t.Fatalf("%d jobs left: the mail would go out again", n)
 	}
-	if st := h.next(t); st.Child(stanza.NSReceipts, "received") == nil {
+	if st := h.Next(t); st.Child(stanza.NSReceipts, "received") == nil {
 		t.Fatalf("want a receipt, got %s", st)
 	}
 }
@@ -343,25 +338,23 @@ func TestFailedWhileStopping(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	stop()
 	runQueued(ctx, b, j)
-	got, err := h.st.GetJob(context.Background(), j.ID)
+	got, err := h.St.GetJob(context.Background(), j.ID)
 	if err != nil || got.Attempts != 0 || got.LastError != "" {
 		t.Fatalf("job after a send cut off by the stop: %+v %v", got, err)
 	}
-	if items, _ := h.st.PendingStanzas(context.Background(), testDomain, 10); len(items) != 0 {
+	if items, _ := h.St.PendingStanzas(context.Background(), testDomain, 10); len(items) != 0 {
 		t.Fatalf("%d stanzas in the outbox for a send cut off by the stop", len(items))
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.sent) != 0 {
-		t.Fatalf("%d stanzas for a send cut off by the stop", len(h.sent))
+	if sent := h.Stanzas(); len(sent) != 0 {
+		t.Fatalf("%d stanzas for a send cut off by the stop", len(sent))
 	}
 }
 
 // sabotage makes the store refuse op (storetest.Delete or Update) on jobs
 // until the function returned is called.
-func sabotage(t *testing.T, h *fakeHost, op string) (mend func()) {
+func sabotage(t *testing.T, h *bridgetest.Host, op string) (mend func()) {
 	t.Helper()
-	return storetest.Refuse(t, h.st, op, "jobs", "")
+	return storetest.Refuse(t, h.St.Store, op, "jobs", "")
 }
 
 // When the store will not remove a mail the relay took, the mail is not
@@ -381,7 +374,7 @@ func TestDeliveredButNotRemoved(t *testing.T) {
 	}
 	mend()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if c, _ := h.st.CountJobs(context.Background(), testDomain); c == 0 {
+		if c, _ := h.St.CountJobs(context.Background(), testDomain); c == 0 {
 			break
 		}
 		if time.Now().After(deadline) {

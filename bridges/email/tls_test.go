@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"passerelle/bridges"
+	"passerelle/bridges/bridgetest"
 	"passerelle/bridges/email/emailtest"
 	"passerelle/component/stanza"
 )
@@ -141,8 +142,7 @@ func TestRelayTLS(t *testing.T) {
 		scheme := map[bool]string{false: "smtp", true: "smtps"}[implicit]
 		t.Run(name, func(t *testing.T) {
 			r := startTLSRelay(t, pki.server, implicit)
-			_, h := startBridge(t, Options{Relay: scheme + "://u:pw@" + r.addr, TLSConfig: pki.client()}, nil)
-			b := h.b
+			b, _ := startBridge(t, Options{Relay: scheme + "://u:pw@" + r.addr, TLSConfig: pki.client()}, nil)
 			b.Handle(context.Background(), alice(), chat("bob%example.com", "t1", "over TLS"))
 			if m := waitTLSMail(t, r); !m.tls || m.user != "u" || m.to != "bob@example.com" {
 				t.Fatalf("got %+v", m)
@@ -151,8 +151,8 @@ func TestRelayTLS(t *testing.T) {
 		t.Run(name+" untrusted", func(t *testing.T) {
 			r := startTLSRelay(t, pki.server, implicit)
 			// No test roots: the system's roots do not know the test CA.
-			_, h := startBridge(t, Options{Relay: scheme + "://u:pw@" + r.addr}, nil)
-			h.b.Handle(context.Background(), alice(), chat("bob%example.com", "t2", "not to an impostor"))
+			b, h := startBridge(t, Options{Relay: scheme + "://u:pw@" + r.addr}, nil)
+			b.Handle(context.Background(), alice(), chat("bob%example.com", "t2", "not to an impostor"))
 			e := errorFor(t, h, "t2")
 			if e.Condition != "not-acceptable" || e.Type != "cancel" || !strings.Contains(e.Text, "not trusted") || !strings.Contains(e.Text, r.addr) {
 				t.Fatalf("got %+v", e)
@@ -162,7 +162,7 @@ func TestRelayTLS(t *testing.T) {
 			}
 			// The job goes once the error is committed: no retry.
 			for i := 0; ; i++ {
-				_, ok, err := h.st.NextJobTime(context.Background(), testDomain)
+				_, ok, err := h.St.NextJobTime(context.Background(), testDomain)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -182,10 +182,10 @@ func TestRelayTLS(t *testing.T) {
 }
 
 // ownSender is a mailbox-mode user sending through her own server.
-func ownSender(t *testing.T, h *fakeHost, server string) *bridges.User {
+func ownSender(t *testing.T, h *bridgetest.Host, server string) *bridges.User {
 	t.Helper()
 	f := map[string]string{"address": "alice", "smtp_server": server, "smtp_username": "u", "smtp_password": "pw", "email": "alice@example.net"}
-	if err := h.st.PutRegistration(context.Background(), testDomain, "alice@example.org", f, []string{"alice"}); err != nil {
+	if err := h.St.PutRegistration(context.Background(), testDomain, "alice@example.org", f, []string{"alice"}); err != nil {
 		t.Fatal(err)
 	}
 	return &bridges.User{JID: "alice@example.org", Full: "alice@example.org/phone",
@@ -237,7 +237,7 @@ func TestIMAPTLS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := h.st.PutRegistration(ctx, testDomain, user, reg.Fields, reg.Claims); err != nil {
+		if err := h.St.PutRegistration(ctx, testDomain, user, reg.Fields, reg.Claims); err != nil {
 			t.Fatal(err)
 		}
 		waitPos(t, b, user, func(imapPos) bool { return true })

@@ -28,7 +28,7 @@ func (fx *fixture) enter(t *testing.T, names string) {
 	fx.f.send(t, ":srv CAP * LS :", ":srv 001 nick :Welcome")
 	fx.f.expect(t, "JOIN #c")
 	fx.f.send(t, ":nick!u@h JOIN #c", ":srv 353 nick = #c :"+names, ":srv 366 nick #c :End")
-	fx.h.expect(t, "self-presence", selfPresence)
+	fx.h.Expect(t, "self-presence", selfPresence)
 }
 
 // iq sends an IQ from the test resource and returns its answer.
@@ -36,7 +36,7 @@ func (fx *fixture) iq(t *testing.T, typ, to, payload string) *xmlel.Element {
 	t.Helper()
 	id := stanza.NewID()
 	fx.handle(t, "<iq xmlns='jabber:component:accept' from='"+testUser+"/r' to='"+to+"' type='"+typ+"' id='"+id+"'>"+payload+"</iq>")
-	return fx.h.expect(t, "answer to "+payload, func(e *xmlel.Element) bool { return e.Local == "iq" && e.Attr("id") == id })
+	return fx.h.Expect(t, "answer to "+payload, func(e *xmlel.Element) bool { return e.Local == "iq" && e.Attr("id") == id })
 }
 
 func adminQuery(item string) string {
@@ -97,7 +97,7 @@ func TestBanList(t *testing.T) {
 	fx.f.expect(t, "MODE #c +b")
 	fx.f.send(t, ":srv 367 nick #c *!*@bad.example op 1700000000", ":srv 367 nick #C troll!*@* op 1700000001", ":srv 368 nick #c :End of ban list")
 	for _, id := range []string{"b1", "b2"} { // one MODE answers both
-		r := fx.h.expect(t, id, func(e *xmlel.Element) bool { return e.Attr("id") == id })
+		r := fx.h.Expect(t, id, func(e *xmlel.Element) bool { return e.Attr("id") == id })
 		if got := strings.Join(listedNicks(t, r), " "); got != "*!*@bad.example troll!*@*" {
 			t.Errorf("%s: ban list %q (%s)", id, got, r)
 		}
@@ -110,22 +110,22 @@ func TestBanList(t *testing.T) {
 	fx.handle(t, "<iq xmlns='jabber:component:accept' from='"+testUser+"/r' to='"+testRoom+"' type='get' id='b3'>"+adminQuery("affiliation='outcast'")+"</iq>")
 	fx.f.expect(t, "MODE #c +b")
 	fx.f.send(t, ":srv 482 nick #c :You're not channel operator")
-	wantCondition(t, fx.h.expect(t, "b3", func(e *xmlel.Element) bool { return e.Attr("id") == "b3" }), "forbidden")
+	wantCondition(t, fx.h.Expect(t, "b3", func(e *xmlel.Element) bool { return e.Attr("id") == "b3" }), "forbidden")
 
 	// A server that never answers: a timeout error.
-	fx.h.run(func(context.Context) { fx.b.banTimeout = 10 * time.Millisecond })
+	fx.h.Run(func(context.Context) { fx.b.banTimeout = 10 * time.Millisecond })
 	fx.handle(t, "<iq xmlns='jabber:component:accept' from='"+testUser+"/r' to='"+testRoom+"' type='get' id='b4'>"+adminQuery("affiliation='outcast'")+"</iq>")
 	fx.f.expect(t, "MODE #c +b")
-	wantCondition(t, fx.h.expect(t, "b4", func(e *xmlel.Element) bool { return e.Attr("id") == "b4" }), "remote-server-timeout")
+	wantCondition(t, fx.h.Expect(t, "b4", func(e *xmlel.Element) bool { return e.Attr("id") == "b4" }), "remote-server-timeout")
 	fx.f.send(t, ":srv 368 nick #c :End of ban list", ":op!u@h PRIVMSG #c :sync") // late: ignored
-	fx.h.expect(t, "a message after the late end", func(e *xmlel.Element) bool { return e.ChildText("", "body") == "sync" })
-	fx.h.run(func(context.Context) { fx.b.banTimeout = time.Minute })
+	fx.h.Expect(t, "a message after the late end", func(e *xmlel.Element) bool { return e.ChildText("", "body") == "sync" })
+	fx.h.Run(func(context.Context) { fx.b.banTimeout = time.Minute })
 
 	// The connection is lost while waiting.
 	fx.handle(t, "<iq xmlns='jabber:component:accept' from='"+testUser+"/r' to='"+testRoom+"' type='get' id='b5'>"+adminQuery("affiliation='outcast'")+"</iq>")
 	fx.f.expect(t, "MODE #c +b")
 	fx.f.drop()
-	wantCondition(t, fx.h.expect(t, "b5", func(e *xmlel.Element) bool { return e.Attr("id") == "b5" }), "recipient-unavailable")
+	wantCondition(t, fx.h.Expect(t, "b5", func(e *xmlel.Element) bool { return e.Attr("id") == "b5" }), "recipient-unavailable")
 	// Not connected (reconnecting): refused at once.
 	wantCondition(t, fx.iq(t, "get", testRoom, adminQuery("affiliation='outcast'")), "recipient-unavailable")
 }

@@ -21,7 +21,7 @@ func TestBatches(t *testing.T) {
 	fx.f.send(t, ":srv CAP nick ACK :server-time message-tags batch", ":srv 001 nick :Welcome")
 	fx.f.expect(t, "JOIN #c")
 	fx.f.send(t, ":nick!u@h JOIN #c", ":srv 353 nick = #c :nick bob carol", ":srv 366 nick #c :End")
-	fx.h.expect(t, "self-presence", selfPresence)
+	fx.h.Expect(t, "self-presence", selfPresence)
 	fx.f.send(t,
 		"@msgid=m1;time=2026-01-01T00:00:00.000Z :bob!u@h PRIVMSG #c :live one",
 		"@time=2026-01-01T00:00:01.000Z :bob!u@h PRIVMSG #c :live two",
@@ -36,7 +36,7 @@ func TestBatches(t *testing.T) {
 		":bob!u@h PRIVMSG #c :end")
 	counts := map[string]int{}
 	carolGone := false
-	fx.h.expect(t, "the last message", func(e *xmlel.Element) bool {
+	fx.h.Expect(t, "the last message", func(e *xmlel.Element) bool {
 		counts[e.ChildText("", "body")]++
 		carolGone = carolGone || (e.Attr("from") == testRoom+"/carol" && e.Attr("type") == "unavailable")
 		return e.ChildText("", "body") == "end"

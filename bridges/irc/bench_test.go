@@ -103,6 +103,7 @@ func BenchmarkChannel(b *testing.B) {
 func benchChannel(b *testing.B, users int, archive bool) {
 	srv := newBenchIRC(b)
 	h := newFakeHost(b)
+	h.Uncommitted = true // measure the bridge, not the outbox
 	br := New(Options{AllowPrivate: true})
 	ctx, cancel := context.WithCancel(context.Background())
 	wait := start(b, ctx, br, h)
@@ -121,15 +122,14 @@ func benchChannel(b *testing.B, users int, archive bool) {
 	drainUntil := func(n int, match func(*xmlel.Element) bool) {
 		var last *xmlel.Element
 		for got := 0; got < n; {
-			select {
-			case st := <-h.out:
-				if match(st) {
-					got++
-				} else {
-					last = st
-				}
-			case <-time.After(30 * time.Second):
+			st, ok := h.Receive(30 * time.Second)
+			if !ok {
 				b.Fatalf("timed out: %d of %d stanzas (last other: %v)", got, n, last)
+			}
+			if match(st) {
+				got++
+			} else {
+				last = st
 			}
 		}
 	}
@@ -140,7 +140,7 @@ func benchChannel(b *testing.B, users int, archive bool) {
 	for i := 0; i < users; i++ {
 		st, _ := xmlel.Parse(fmt.Sprintf("<presence xmlns='jabber:component:accept' from='%s/r' to='#c%%localhost@irc.example/u%d'><x xmlns='http://jabber.org/protocol/muc'/></presence>", jid(i), i))
 		u := &bridges.User{JID: jid(i), Full: jid(i) + "/r"}
-		h.run(func(ctx context.Context) { br.Handle(ctx, u, st) })
+		h.Run(func(ctx context.Context) { br.Handle(ctx, u, st) })
 	}
 	drainUntil(users, selfPresence)
 	joinTime := time.Since(t0)
@@ -170,7 +170,7 @@ func benchChannel(b *testing.B, users int, archive bool) {
 		st, _ := xmlel.Parse("<message xmlns='jabber:component:accept' from='" + jid(0) + "/r' to='#c%localhost@irc.example' type='groupchat'><body>hello irc</body></message>")
 		u := &bridges.User{JID: jid(0), Full: jid(0) + "/r"}
 		for i := 0; i < b.N; i++ {
-			h.run(func(ctx context.Context) { br.Handle(ctx, u, st) })
+			h.Run(func(ctx context.Context) { br.Handle(ctx, u, st) })
 			drainUntil(1, isMsg) // the reflection
 			select {             // and the line on the server
 			case <-srv.privmsgs:

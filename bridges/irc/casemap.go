@@ -73,7 +73,7 @@ func folds(cm string, c byte) byte {
 // setCasemap switches to the mapping cm, re-keying the channels and
 // their members (joins queued before 005 were keyed with the default),
 // and the stored rows of the server when their mapping was another.
-func (n *network) setCasemap(cm string) {
+func (n *network) setCasemap(ctx context.Context, cm string) {
 	switch cm {
 	// The constants, not cm, which may be a slice of the ISUPPORT line
 	// (kept for the whole connection, it would keep the line).
@@ -87,7 +87,7 @@ func (n *network) setCasemap(cm string) {
 		n.b.host.Log().Info("unknown irc case mapping, using rfc1459", "server", n.server, "casemapping", cm)
 		cm = caseRFC1459
 	}
-	if merged := n.b.storeCasemap(n.b.ctx, n.server, cm); merged != nil {
+	if merged := n.b.storeCasemap(ctx, n.server, cm); merged != nil {
 		// Channels loaded under the old keys take the settings of the
 		// row they are now (merged rows may have changed).
 		for _, ch := range n.chans {

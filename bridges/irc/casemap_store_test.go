@@ -29,7 +29,7 @@ func (fx *fixture) handleAs(t *testing.T, full, raw string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fx.h.run(func(ctx context.Context) {
+	fx.h.Run(func(ctx context.Context) {
 		fx.b.Handle(ctx, &bridges.User{JID: testUser, Full: full}, st)
 	})
 }
@@ -55,7 +55,7 @@ func (fx *fixture) completeJoin(t *testing.T, name string) {
 	t.Helper()
 	fx.f.expect(t, "JOIN "+name)
 	fx.f.send(t, ":nick!u@h JOIN "+name, ":srv 366 nick "+name+" :End")
-	fx.h.expect(t, "self-presence in "+name, func(e *xmlel.Element) bool {
+	fx.h.Expect(t, "self-presence in "+name, func(e *xmlel.Element) bool {
 		return e.Attr("from") == roomJID(name)+"/nick" && selfPresence(e)
 	})
 }
@@ -74,7 +74,7 @@ func (fx *fixture) connectWith(t *testing.T, name, cm string) {
 func (fx *fixture) say(t *testing.T, name, body string) {
 	t.Helper()
 	fx.f.send(t, ":bob!u@h PRIVMSG "+name+" :"+body)
-	fx.h.expect(t, body, func(e *xmlel.Element) bool { return e.Local == "message" && e.ChildText("", "body") == body })
+	fx.h.Expect(t, body, func(e *xmlel.Element) bool { return e.Local == "message" && e.ChildText("", "body") == body })
 }
 
 // archive returns the bodies of name's archive, through MAM.
@@ -84,7 +84,7 @@ func (fx *fixture) archive(t *testing.T, name string) string {
 	fx.handle(t, "<iq xmlns='jabber:component:accept' from='"+testUser+"/r' to='"+roomJID(name)+"' type='set' id='"+id+"'>"+
 		"<query xmlns='"+stanza.NSMAM+"' queryid='q'/></iq>")
 	var bodies []string
-	fx.h.expect(t, "the fin of "+name, func(e *xmlel.Element) bool {
+	fx.h.Expect(t, "the fin of "+name, func(e *xmlel.Element) bool {
 		if r := e.Child(stanza.NSMAM, "result"); r != nil && e.Attr("from") == roomJID(name) {
 			bodies = append(bodies, r.Child(stanza.NSForward, "forwarded").Child("", "message").ChildText("", "body"))
 		}
@@ -105,7 +105,7 @@ func (fx *fixture) replayed(t *testing.T, full, name string) string {
 	t.Helper()
 	fx.presence(t, full, name)
 	var bodies []string
-	fx.h.expect(t, "the subject to "+full, func(e *xmlel.Element) bool {
+	fx.h.Expect(t, "the subject to "+full, func(e *xmlel.Element) bool {
 		if e.Attr("to") != full || e.Local != "message" {
 			return false
 		}
@@ -125,7 +125,7 @@ func (fx *fixture) configure(t *testing.T, name string, cs chanSettings) {
 		{Var: "record_history", Values: []string{strconv.FormatBool(cs.Record)}},
 	}}
 	var err error
-	fx.h.run(func(ctx context.Context) {
+	fx.h.Run(func(ctx context.Context) {
 		_, err = fx.b.channelCommand(ctx, &bridges.User{JID: testUser, Full: testUser + "/r"},
 			mapping.IRCAddr{Kind: mapping.IRCChannel, Name: name, Server: "localhost"}, f)
 	})
@@ -145,13 +145,13 @@ func (fx *fixture) settings(t *testing.T, user, name string) chanSettings {
 
 func (fx *fixture) exec(t *testing.T, query string, args ...any) {
 	t.Helper()
-	fx.h.st.Exec(t, query, args...)
+	fx.h.St.Exec(t, query, args...)
 }
 
 // column returns the values of one column, one row a value, sorted.
 func (fx *fixture) column(t *testing.T, query string, args ...any) string {
 	t.Helper()
-	return fx.h.st.Column(t, query, args...)
+	return fx.h.St.Column(t, query, args...)
 }
 
 // storedKey returns the stored key of name on server.
@@ -231,7 +231,7 @@ func TestStoredKeysRekeyedWhenServerSwitches(t *testing.T) {
 
 	fx.f.drop()
 	fx.f.closed(t)
-	fx.h.expect(t, "status line", statusMessage("reconnecting"))
+	fx.h.Expect(t, "status line", statusMessage("reconnecting"))
 	fx.f.expect(t, "CAP LS 302")
 	fx.register(t, caseASCII)
 	fx.f.expect(t, "JOIN #A[b")
@@ -293,7 +293,7 @@ func TestStoredKeysMerge(t *testing.T) {
 
 	// Joined under ascii keys before 005.
 	fx.connectWith(t, "#a{b", caseRFC1459)
-	fx.h.run(func(context.Context) {
+	fx.h.Run(func(context.Context) {
 		n := fx.b.networkOf(testUser, "localhost")
 		if ch := n.chans["#a{b"]; ch == nil || !ch.settings.Persistent || !ch.settings.Record {
 			t.Errorf("the joined channel does not have the merged settings")
@@ -394,7 +394,7 @@ func TestRekeyFailureToBegin(t *testing.T) {
 	fx.start(t)
 	ctx := context.Background()
 	key := fx.storedKey(ctx, "localhost", "#A[b")
-	fx.h.st.Close()
+	fx.h.St.Close()
 	if merged := fx.b.storeCasemap(ctx, "localhost", caseASCII); merged != nil {
 		t.Fatalf("re-keyed a closed database: %v", merged)
 	}
@@ -418,7 +418,7 @@ func TestRekeyFailureOnConnection(t *testing.T) {
 	if got := fx.column(t, `SELECT channel FROM irc_channels UNION ALL SELECT channel FROM irc_history`); got != "#a{b #a{b" {
 		t.Errorf("rows: %q", got)
 	}
-	fx.h.run(func(context.Context) {
+	fx.h.Run(func(context.Context) {
 		if n := fx.b.networkOf(testUser, "localhost"); n.casemap != caseASCII {
 			t.Errorf("the connection's mapping is %q", n.casemap)
 		}
@@ -495,7 +495,7 @@ func restartWithPersistent(t *testing.T, f *fakeIRC, port int) *fixture {
 	cfg := defaultNetConfig()
 	cfg.Ports, cfg.TLSPorts = []int{port}, nil
 	b := New(Options{AllowPrivate: true})
-	b.host, b.db = fx.h, fx.h.st
+	b.host, b.db = fx.h, fx.h.St
 	if err := b.saveNetConfig(context.Background(), testUser, "localhost", cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -512,7 +512,7 @@ func TestRestoreRetriesLostConnection(t *testing.T) {
 	f.expect(t, "USER")
 	f.drop()
 	f.closed(t)
-	fx.h.expect(t, "status line", statusMessage("reconnecting"))
+	fx.h.Expect(t, "status line", statusMessage("reconnecting"))
 	f.expect(t, "USER")
 	fx.register(t, "")
 	f.expect(t, "JOIN #keep")
@@ -527,7 +527,7 @@ func TestRestoreRetriesUnreachableServer(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close() // nothing listens there now
 	fx := restartWithPersistent(t, nil, port)
-	fx.h.expect(t, "status line", statusMessage("reconnecting"))
+	fx.h.Expect(t, "status line", statusMessage("reconnecting"))
 }
 
 // After a restart, our nick may still be held by the connection before

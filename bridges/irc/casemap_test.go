@@ -34,10 +34,10 @@ func TestCasemappingFromISupport(t *testing.T) {
 	fx.f.send(t, ":srv CAP * LS :", ":srv 001 nick :Welcome", ":srv 005 nick CASEMAPPING=ascii CHANTYPES=# :are supported")
 	fx.f.expect(t, "JOIN #c[1]")
 	fx.f.send(t, ":NICK!u@h JOIN #C[1]", ":srv 353 nick = #c[1] :nick Bob", ":srv 366 nick #C[1] :End")
-	fx.h.expect(t, "self-presence", selfPresence)
+	fx.h.Expect(t, "self-presence", selfPresence)
 	fx.f.send(t, ":bob!u@h PRIVMSG #c{1} :elsewhere", ":BOB!u@h PRIVMSG #C[1] :here")
 	var got []*xmlel.Element
-	fx.h.expect(t, "the message to #c[1]", func(e *xmlel.Element) bool {
+	fx.h.Expect(t, "the message to #c[1]", func(e *xmlel.Element) bool {
 		got = append(got, e)
 		return e.ChildText("", "body") == "here"
 	})
@@ -48,7 +48,7 @@ func TestCasemappingFromISupport(t *testing.T) {
 	}
 	// The nick comparison follows the mapping too: BOB is bob.
 	fx.f.send(t, ":BOB!u@h PART #c[1]")
-	fx.h.expect(t, "bob leaves", func(e *xmlel.Element) bool {
+	fx.h.Expect(t, "bob leaves", func(e *xmlel.Element) bool {
 		return e.Attr("from") == room+"/Bob" && e.Attr("type") == "unavailable"
 	})
 }
@@ -63,11 +63,11 @@ func TestKeptStringsAreNotSlicesOfLines(t *testing.T) {
 		p, start := uintptr(unsafe.Pointer(unsafe.StringData(s))), uintptr(unsafe.Pointer(unsafe.StringData(line)))
 		return p >= start && p < start+uintptr(len(line))
 	}
-	fx.h.run(func(ctx context.Context) {
+	fx.h.Run(func(ctx context.Context) {
 		n := fx.b.networkOf(testUser, "localhost")
 		isupport := ":srv 005 nick CASEMAPPING=ascii :are supported"
 		i := strings.Index(isupport, "ascii")
-		n.setCasemap(isupport[i : i+len("ascii")])
+		n.setCasemap(ctx, isupport[i:i+len("ascii")])
 		if n.casemap != caseASCII || within(n.casemap, isupport) {
 			t.Errorf("case mapping %q kept as a slice of the line", n.casemap)
 		}

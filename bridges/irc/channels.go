@@ -121,7 +121,7 @@ func (n *network) join(ctx context.Context, name, full, reqNick string, hist his
 		}
 		if ch.state.shown() {
 			ch.resources[full] = &resource{nick: reqNick}
-			n.replay(ch, full, reqNick, hist)
+			n.replay(ctx, ch, full, reqNick, hist)
 			return
 		}
 		if ch.pending == nil {
@@ -187,7 +187,7 @@ func (n *network) flushJoins() {
 
 // replay sends the whole room to one resource: the other occupants, its
 // own presence, then the subject.
-func (n *network) replay(ch *channel, full, reqNick string, hist historyReq) {
+func (n *network) replay(ctx context.Context, ch *channel, full, reqNick string, hist historyReq) {
 	for m := range ch.members.all() {
 		if compareFold(n.casemap, m.nick, n.nick) != 0 {
 			n.b.host.Send(n.occupantPresence(ch, m, full))
@@ -202,7 +202,7 @@ func (n *network) replay(ch *channel, full, reqNick string, hist historyReq) {
 		codes = append(codes, "210")
 	}
 	n.b.host.Send(n.occupantPresence(ch, me, full, codes...))
-	n.sendHistory(ch, full, hist)
+	n.sendHistory(ctx, ch, full, hist)
 	subj := stanza.New("message", ch.jid(n), full, "groupchat", stanza.NewID())
 	subj.AddText("subject", xmlel.CleanText(ch.topic))
 	n.b.host.Send(subj)
@@ -285,7 +285,7 @@ func (n *network) onNames(m *irc.Message) {
 
 // onEndOfNames handles 366: the join is complete; answer the waiting
 // resources.
-func (n *network) onEndOfNames(m *irc.Message) {
+func (n *network) onEndOfNames(ctx context.Context, m *irc.Message) {
 	ch := n.chans[n.fold(m.Param(1))]
 	if ch == nil {
 		return
@@ -302,7 +302,7 @@ func (n *network) onEndOfNames(m *irc.Message) {
 	}
 	for full, req := range ch.pending {
 		ch.resources[full] = &resource{nick: req}
-		n.replay(ch, full, req, ch.hist[full])
+		n.replay(ctx, ch, full, req, ch.hist[full])
 	}
 	// The waiting joins are answered; the maps are made again by the
 	// next one.
@@ -310,10 +310,10 @@ func (n *network) onEndOfNames(m *irc.Message) {
 }
 
 // onJoinError handles the numerics refusing a JOIN.
-func (n *network) onJoinError(m *irc.Message) {
+func (n *network) onJoinError(ctx context.Context, m *irc.Message) {
 	ch := n.chans[n.fold(m.Param(1))]
 	if ch == nil || ch.state.joined() {
-		n.status(n.b.ctx, decodeText(m.Trailing()))
+		n.status(ctx, decodeText(m.Trailing()))
 		return
 	}
 	cond := map[string]string{"403": "item-not-found", "405": "resource-constraint", "471": "service-unavailable",

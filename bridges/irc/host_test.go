@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"strings"
@@ -18,128 +17,11 @@ import (
 	"testing"
 	"time"
 
-	"passerelle/bridges"
-	"passerelle/component/xmlel"
-	"passerelle/store"
-	"passerelle/store/storetest"
+	"passerelle/bridges/bridgetest"
 )
 
-// fakeHost is a bridges.Host recording what the bridge sends; Post runs
-// functions on one goroutine, like the component's user goroutines.
-type fakeHost struct {
-	st      *storetest.Store
-	ch      chan func(context.Context)
-	out     chan *xmlel.Element
-	allowed func(jid string) bool // nil: everyone
-	logs    *logBuffer            // nil: the log is discarded
-	ready   chan struct{}         // a token per Ready
-}
-
-// logBuffer keeps a fake host's log lines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func newFakeHost(t testing.TB) *fakeHost {
-	st := storetest.Open(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	h := &fakeHost{st: st, ch: make(chan func(context.Context), 256), out: make(chan *xmlel.Element, 10000), ready: make(chan struct{}, 1)}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case fn := <-h.ch:
-				fn(ctx)
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return h
-}
-
-func (h *fakeHost) Domain() string               { return "irc.example" }
-func (h *fakeHost) Send(st *xmlel.Element) error { h.out <- st; return nil }
-func (h *fakeHost) Store() *store.Store          { return h.st.Store }
-func (h *fakeHost) Log() *slog.Logger {
-	if h.logs != nil {
-		return slog.New(slog.NewTextHandler(h.logs, nil))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-func (h *fakeHost) Ready() {
-	select {
-	case h.ready <- struct{}{}:
-	default:
-	}
-}
-func (h *fakeHost) RetryMaxDelay() time.Duration                    { return time.Minute }
-func (h *fakeHost) Allowed(jid string) bool                         { return h.allowed == nil || h.allowed(jid) }
-func (h *fakeHost) Registered(context.Context) ([]string, error)    { return nil, nil }
-func (h *fakeHost) Contact(context.Context, string, string, string) {}
-func (h *fakeHost) Setting(context.Context, string, string) (string, error) {
-	return "", nil
-}
-func (h *fakeHost) Registration(context.Context, string) (*bridges.Registration, error) {
-	return nil, store.ErrNotFound
-}
-func (h *fakeHost) SendMessage(ctx context.Context, sts ...*xmlel.Element) error {
-	for _, st := range sts {
-		h.out <- st
-	}
-	return nil
-}
-func (h *fakeHost) Deliver(ctx context.Context, key string, links []store.MessageID, sts ...*xmlel.Element) (bool, error) {
-	if ok, err := h.st.Deliver(ctx, h.Domain(), store.Delivery{Key: key, Links: links}); !ok || err != nil {
-		return ok, err
-	}
-	return true, h.SendMessage(ctx, sts...)
-}
-func (h *fakeHost) IQ(ctx context.Context, iq *xmlel.Element) (*xmlel.Element, error) {
-	return nil, bridges.ErrDisconnected
-}
-func (h *fakeHost) Post(user string, fn func(context.Context)) error {
-	h.ch <- fn
-	return nil
-}
-
-// run runs fn on the user goroutine and waits for it.
-func (h *fakeHost) run(fn func(context.Context)) {
-	done := make(chan struct{})
-	h.ch <- func(ctx context.Context) { fn(ctx); close(done) }
-	<-done
-}
-
-// expect waits for a stanza matching match, skipping others.
-func (h *fakeHost) expect(t *testing.T, desc string, match func(*xmlel.Element) bool) *xmlel.Element {
-	t.Helper()
-	timeout := time.After(10 * time.Second)
-	for {
-		select {
-		case st := <-h.out:
-			if match(st) {
-				return st
-			}
-		case <-timeout:
-			t.Fatalf("timed out waiting for %s", desc)
-		}
-	}
-}
+// newFakeHost is the component side of the bridge in unit tests.
+func newFakeHost(t testing.TB) *bridgetest.Host { return bridgetest.New(t, "irc.example") }
 
 // fakeIRC is a scripted IRC server accepting one connection.
 type fakeIRC struct {
@@ -282,22 +164,14 @@ func (f *fakeIRC) closed(t *testing.T) {
 	}
 }
 
-// startOn starts b on h until the test ends; the cleanup stops it and
-// waits until it no longer uses the store (which h's cleanup, run after,
-// closes).
-func startOn(t testing.TB, b *Bridge, h *fakeHost) context.Context {
+// startOn starts b on h until the test ends (bridgetest.Host.StartOn).
+func startOn(t testing.TB, b *Bridge, h *bridgetest.Host) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	wait := start(t, ctx, b, h)
-	t.Cleanup(func() { cancel(); wait() })
-	return ctx
+	return h.StartOn(t, b)
 }
 
 // start runs b on h as the component does (bridges.Start).
-func start(t testing.TB, ctx context.Context, b *Bridge, h *fakeHost) (wait func() error) {
-	wait, err := bridges.Start(ctx, b, h, h.ready)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return wait
+func start(t testing.TB, ctx context.Context, b *Bridge, h *bridgetest.Host) (wait func() error) {
+	t.Helper()
+	return h.Start(t, ctx, b)
 }

@@ -33,7 +33,7 @@ func TestIQDispatch(t *testing.T) {
 	} {
 		id := stanza.NewID()
 		fx.handle(t, "<iq xmlns='jabber:component:accept' id='"+id+"' type='"+c.typ+"' from='"+testUser+"/r' to='"+c.to+"'>"+c.payload+"</iq>")
-		if e := fx.h.expect(t, c.to+" "+c.payload, func(e *xmlel.Element) bool { return e.Attr("id") == id }); !c.want(e) {
+		if e := fx.h.Expect(t, c.to+" "+c.payload, func(e *xmlel.Element) bool { return e.Attr("id") == id }); !c.want(e) {
 			t.Errorf("%s %s %s: %s", c.typ, c.to, c.payload, e)
 		}
 	}

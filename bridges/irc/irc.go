@@ -1,6 +1,11 @@
 // Package irc bridges XMPP and IRC: channels are MUC rooms
 // #chan%server@irc-domain, users nick%server@irc-domain and networks
 // server@irc-domain.
+//
+// Start reading at Run, below: it restores the persistent channels
+// (persist.go) and prunes the archive (retention.go). Stanzas come in
+// through Handle (handle.go); a user's connection to a server is a
+// network (session.go), whose IRC lines are handled in messages.go.
 package irc
 
 import (
@@ -26,10 +31,13 @@ type Options struct {
 
 // Bridge is the IRC bridge.
 type Bridge struct {
-	opts   Options
-	host   bridges.Host
-	db     ircStore // the host's store, unless a test gave another before Start
-	ctx    context.Context
+	opts Options
+	host bridges.Host
+	db   ircStore // the host's store, unless a test gave another before Start
+	// runCtx is Run's context: the networks a stanza starts (their
+	// dialing, reconnect timers and readers posting to the user's
+	// goroutine) outlive that stanza and stop with the bridge.
+	runCtx context.Context
 	dialer *dialer
 
 	mu       sync.Mutex
@@ -51,6 +59,79 @@ func New(opts Options) *Bridge {
 	}
 	return &Bridge{opts: opts, sessions: map[string]map[string]*network{}, conns: map[*conn]string{}, joinTimeout: time.Minute, banTimeout: 30 * time.Second, pruneEvery: pruneEvery,
 		dialer: &dialer{allowPrivate: opts.AllowPrivate, resolver: net.DefaultResolver}}
+}
+
+// Run implements bridges.Bridge: persistent channels are restored and
+// the archive pruned until ctx ends. It returns once every IRC connection
+// was sent its QUIT and flushed (at most quitWait), and the restoring and
+// the pruning have stopped using the store.
+func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
+	b.host = host
+	if b.db == nil {
+		b.db = host.Store()
+	}
+	b.runCtx = ctx
+	if b.opts.AllowPrivate {
+		host.Log().Warn("IRC connections to loopback and private addresses are allowed (PASSERELLE_IRC_ALLOW_PRIVATE)")
+	}
+	var work sync.WaitGroup // what reads or writes the store on its own
+	work.Go(func() { b.restore(ctx) })
+	work.Go(func() { b.pruneLoop(ctx) })
+	host.Ready()
+	<-ctx.Done()
+	b.quitAll(ctx)
+	work.Wait()
+	return nil
+}
+
+// track records an open connection (untrack when it ends). The end of
+// one that saw a strict transport security policy reschedules the
+// policy's expiry (at shutdown quitAll does).
+func (b *Bridge) track(c *conn, open bool) {
+	b.mu.Lock()
+	host := b.conns[c]
+	if open {
+		b.conns[c] = ""
+	} else {
+		delete(b.conns, c)
+	}
+	b.mu.Unlock()
+	if !open && host != "" && b.runCtx.Err() == nil {
+		b.rescheduleSTS(b.runCtx, host)
+	}
+}
+
+// quitWait bounds the time given to the connections to flush their QUIT.
+const quitWait = 2 * time.Second
+
+// quitAll sends QUIT on every connection when the gateway stops, and
+// waits a little for the lines to go out.
+func (b *Bridge) quitAll(ctx context.Context) {
+	b.mu.Lock()
+	conns := make([]*conn, 0, len(b.conns))
+	hosts := map[string]bool{}
+	for c, host := range b.conns {
+		conns = append(conns, c)
+		if host != "" {
+			hosts[host] = true
+		}
+	}
+	b.mu.Unlock()
+	for host := range hosts {
+		b.rescheduleSTS(context.WithoutCancel(ctx), host)
+	}
+	l, _ := buildLine("QUIT", "Gateway shutting down")
+	for _, c := range conns {
+		c.close(l)
+	}
+	deadline := time.After(quitWait)
+	for _, c := range conns {
+		select {
+		case <-c.done:
+		case <-deadline:
+			return
+		}
+	}
 }
 
 // Kind implements bridges.Bridge.
@@ -130,77 +211,4 @@ func (b *Bridge) Translate(ctx context.Context, input string) (string, error) {
 		return "", stanza.Errorf("jid-malformed", "“"+input+"” is not an IRC channel, nick or network: "+err.Error())
 	}
 	return a.Local(), nil
-}
-
-// Run implements bridges.Bridge: persistent channels are restored and
-// the archive pruned until ctx ends. It returns once every IRC connection
-// was sent its QUIT and flushed (at most quitWait), and the restoring and
-// the pruning have stopped using the store.
-func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
-	b.host = host
-	if b.db == nil {
-		b.db = host.Store()
-	}
-	b.ctx = ctx
-	if b.opts.AllowPrivate {
-		host.Log().Warn("IRC connections to loopback and private addresses are allowed (PASSERELLE_IRC_ALLOW_PRIVATE)")
-	}
-	var work sync.WaitGroup // what reads or writes the store on its own
-	work.Go(func() { b.restore(ctx) })
-	work.Go(func() { b.pruneLoop(ctx) })
-	host.Ready()
-	<-ctx.Done()
-	b.quitAll()
-	work.Wait()
-	return nil
-}
-
-// track records an open connection (untrack when it ends). The end of
-// one that saw a strict transport security policy reschedules the
-// policy's expiry (at shutdown quitAll does).
-func (b *Bridge) track(c *conn, open bool) {
-	b.mu.Lock()
-	host := b.conns[c]
-	if open {
-		b.conns[c] = ""
-	} else {
-		delete(b.conns, c)
-	}
-	b.mu.Unlock()
-	if !open && host != "" && b.ctx.Err() == nil {
-		b.rescheduleSTS(b.ctx, host)
-	}
-}
-
-// quitWait bounds the time given to the connections to flush their QUIT.
-const quitWait = 2 * time.Second
-
-// quitAll sends QUIT on every connection when the gateway stops, and
-// waits a little for the lines to go out.
-func (b *Bridge) quitAll() {
-	b.mu.Lock()
-	conns := make([]*conn, 0, len(b.conns))
-	hosts := map[string]bool{}
-	for c, host := range b.conns {
-		conns = append(conns, c)
-		if host != "" {
-			hosts[host] = true
-		}
-	}
-	b.mu.Unlock()
-	for host := range hosts {
-		b.rescheduleSTS(context.WithoutCancel(b.ctx), host)
-	}
-	l, _ := buildLine("QUIT", "Gateway shutting down")
-	for _, c := range conns {
-		c.close(l)
-	}
-	deadline := time.After(quitWait)
-	for _, c := range conns {
-		select {
-		case <-c.done:
-		case <-deadline:
-			return
-		}
-	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"passerelle/bridges"
+	"passerelle/bridges/bridgetest"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 	"passerelle/store"
@@ -17,7 +18,7 @@ const testUser = "u@example.org"
 
 type fixture struct {
 	b *Bridge
-	h *fakeHost
+	h *bridgetest.Host
 	f *fakeIRC
 }
 
@@ -38,7 +39,7 @@ func (fx *fixture) handle(t *testing.T, raw string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fx.h.run(func(ctx context.Context) {
+	fx.h.Run(func(ctx context.Context) {
 		fx.b.Handle(ctx, &bridges.User{JID: testUser, Full: testUser + "/r"}, st)
 	})
 }
@@ -49,7 +50,7 @@ func (fx *fixture) join(t *testing.T) {
 
 func (fx *fixture) networks() int {
 	var n int
-	fx.h.run(func(context.Context) { n = len(fx.b.networksOf(testUser)) })
+	fx.h.Run(func(context.Context) { n = len(fx.b.networksOf(testUser)) })
 	return n
 }
 
@@ -78,12 +79,12 @@ func TestCapMultilineLS(t *testing.T) {
 	fx.f.send(t, ":srv 001 nick :Welcome", ":srv 005 nick PREFIX=(qaohv)~&@%+ CHANTYPES=# :are supported")
 	fx.f.expect(t, "JOIN #c")
 	fx.f.send(t, ":nick!u@h JOIN #c", ":srv 332 nick #c :the topic", ":srv 353 nick = #c :nick +@op ~boss", ":srv 366 nick #c :End")
-	op := fx.h.expect(t, "op's presence", func(e *xmlel.Element) bool { return e.Attr("from") == "#c%localhost@irc.example/op" })
+	op := fx.h.Expect(t, "op's presence", func(e *xmlel.Element) bool { return e.Attr("from") == "#c%localhost@irc.example/op" })
 	if it := op.Child(stanza.NSMUCUser, "x").Child("", "item"); it.Attr("role") != "moderator" || it.Attr("affiliation") != "admin" {
 		t.Errorf("op: %s", op)
 	}
-	fx.h.expect(t, "self-presence", selfPresence)
-	subj := fx.h.expect(t, "subject", func(e *xmlel.Element) bool { return e.Child("", "subject") != nil })
+	fx.h.Expect(t, "self-presence", selfPresence)
+	subj := fx.h.Expect(t, "subject", func(e *xmlel.Element) bool { return e.Child("", "subject") != nil })
 	if subj.ChildText("", "subject") != "the topic" {
 		t.Errorf("subject: %s", subj)
 	}
@@ -91,7 +92,7 @@ func TestCapMultilineLS(t *testing.T) {
 	fx.f.send(t, "PING :abc")
 	fx.f.expect(t, "PONG abc")
 	fx.f.send(t, "@time=2020-01-01T00:00:00.000Z :boss!u@h PRIVMSG #c :old news")
-	m := fx.h.expect(t, "message", func(e *xmlel.Element) bool { return e.ChildText("", "body") == "old news" })
+	m := fx.h.Expect(t, "message", func(e *xmlel.Element) bool { return e.ChildText("", "body") == "old news" })
 	if d := m.Child(stanza.NSDelay, "delay"); d == nil || d.Attr("stamp") != "2020-01-01T00:00:00Z" {
 		t.Errorf("no delay from server-time: %s", m)
 	}
@@ -99,7 +100,7 @@ func TestCapMultilineLS(t *testing.T) {
 	// connection lasts: the enabled capabilities, not the offered list
 	// (slices of the LS lines, which it would keep), and no maps for the
 	// joins already answered.
-	fx.h.run(func(context.Context) {
+	fx.h.Run(func(context.Context) {
 		n := fx.b.networkOf(testUser, "localhost")
 		if n.caps.ls != nil {
 			t.Errorf("the offered capabilities are kept: %q", n.caps.ls)
@@ -149,7 +150,7 @@ func TestSASLFailure(t *testing.T) {
 	fx.f.send(t, "AUTHENTICATE +")
 	fx.f.expect(t, "AUTHENTICATE ")
 	fx.f.send(t, ":srv 904 nick :SASL authentication failed")
-	e := fx.h.expect(t, "not-authorized", presenceErr("not-authorized"))
+	e := fx.h.Expect(t, "not-authorized", presenceErr("not-authorized"))
 	if !strings.Contains(stanza.ErrorOf(e).Text, "SASL authentication failed") {
 		t.Errorf("error text: %s", e)
 	}
@@ -166,7 +167,7 @@ func TestSASLNotOffered(t *testing.T) {
 	fx.join(t)
 	fx.f.expect(t, "CAP LS 302")
 	fx.f.send(t, ":srv CAP * LS :multi-prefix")
-	fx.h.expect(t, "not-authorized", presenceErr("not-authorized"))
+	fx.h.Expect(t, "not-authorized", presenceErr("not-authorized"))
 	fx.f.closed(t)
 }
 
@@ -185,7 +186,7 @@ func TestRegistrationFailures(t *testing.T) {
 			fx.f.expect(t, "CAP LS 302")
 			fx.f.expect(t, "PASS pw")
 			fx.f.send(t, ":srv CAP * LS :", c.line)
-			fx.h.expect(t, c.cond, presenceErr(c.cond))
+			fx.h.Expect(t, c.cond, presenceErr(c.cond))
 			fx.f.closed(t) // no retry: the network is forgotten
 			if n := fx.networks(); n != 0 {
 				t.Fatalf("the failed network is still there (%d)", n)
@@ -197,7 +198,7 @@ func TestRegistrationFailures(t *testing.T) {
 func TestPrivateAddressRefused(t *testing.T) {
 	fx := setup(t, false, defaultNetConfig())
 	fx.join(t)
-	e := fx.h.expect(t, "not-acceptable", presenceErr("not-acceptable"))
+	e := fx.h.Expect(t, "not-acceptable", presenceErr("not-acceptable"))
 	if !strings.Contains(stanza.ErrorOf(e).Text, "private address") {
 		t.Errorf("error text: %s", e)
 	}
@@ -210,7 +211,7 @@ func TestOutboundSafety(t *testing.T) {
 	fx.f.send(t, ":srv CAP * LS :", ":srv 001 nick :Welcome")
 	fx.f.expect(t, "JOIN #c")
 	fx.f.send(t, ":nick!u@h JOIN #c", ":srv 366 nick #c :End")
-	fx.h.expect(t, "self-presence", selfPresence)
+	fx.h.Expect(t, "self-presence", selfPresence)
 	fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='#c%localhost@irc.example' type='groupchat' id='y'><body>one&#13;&#10;QUIT :x&#10;two</body>"+
 		"<origin-id xmlns='urn:xmpp:sid:0' id='origin-y'/><stanza-id xmlns='urn:xmpp:sid:0' id='forged' by='#c%localhost@irc.example'/>"+
 		"<reply xmlns='urn:xmpp:reply:0' id='earlier' to='#c%localhost@irc.example/bob'/></message>")
@@ -219,7 +220,7 @@ func TestOutboundSafety(t *testing.T) {
 		t.Fatalf("got %q", l)
 	}
 	fx.f.expect(t, "PRIVMSG #c two")
-	r := fx.h.expect(t, "reflection", func(e *xmlel.Element) bool { return e.Attr("id") == "y" && e.Attr("type") == "groupchat" })
+	r := fx.h.Expect(t, "reflection", func(e *xmlel.Element) bool { return e.Attr("id") == "y" && e.Attr("type") == "groupchat" })
 	wantReflectionOf(t, r, "origin-y")
 	if rp := r.Child("urn:xmpp:reply:0", "reply"); rp == nil || rp.Attr("id") != "earlier" {
 		t.Errorf("reflection without the reply: %s", r)
@@ -268,7 +269,7 @@ func TestTLSFirst(t *testing.T) {
 	fx.join(t)
 	tf.expect(t, "CAP LS 302")
 	tf.send(t, ":srv CAP * LS :", ":srv 001 nick :Welcome")
-	fx.h.expect(t, "encrypted status", statusMessage("encrypted with TLS"))
+	fx.h.Expect(t, "encrypted status", statusMessage("encrypted with TLS"))
 	tf.expect(t, "JOIN #c")
 }
 
@@ -282,7 +283,7 @@ func TestTLSVerifyFallsBackToPlain(t *testing.T) {
 	fx.join(t)
 	plain.expect(t, "CAP LS 302")
 	plain.send(t, ":srv CAP * LS :", ":srv 001 nick :Welcome")
-	fx.h.expect(t, "plain status", statusMessage("not encrypted"))
+	fx.h.Expect(t, "plain status", statusMessage("not encrypted"))
 	plain.expect(t, "JOIN #c")
 }
 
@@ -299,7 +300,7 @@ func TestLabeledEcho(t *testing.T) {
 	fx.f.send(t, ":srv CAP nick ACK :message-tags echo-message labeled-response", ":srv 001 nick :Welcome")
 	fx.f.expect(t, "JOIN #c")
 	fx.f.send(t, ":nick!u@h JOIN #c", ":srv 366 nick #c :End")
-	fx.h.expect(t, "self-presence", selfPresence)
+	fx.h.Expect(t, "self-presence", selfPresence)
 	msg := func(id, body string) {
 		fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='#c%localhost@irc.example' type='groupchat' id='"+id+"'><body>"+body+"</body><origin-id xmlns='urn:xmpp:sid:0' id='origin-"+id+"'/></message>")
 	}
@@ -310,7 +311,7 @@ func TestLabeledEcho(t *testing.T) {
 		t.Fatalf("lines: %q %q", l1, l2)
 	}
 	fx.f.send(t, "@label="+label(l1)+" :nick!u@h PRIVMSG #c one", "@label="+label(l2)+" :nick!u@h PRIVMSG #c two")
-	r := fx.h.expect(t, "reflection", func(e *xmlel.Element) bool { return e.Attr("id") == "g" })
+	r := fx.h.Expect(t, "reflection", func(e *xmlel.Element) bool { return e.Attr("id") == "g" })
 	if r.ChildText("", "body") != "one\ntwo" || r.Attr("type") != "groupchat" {
 		t.Fatalf("reflection: %s", r)
 	}
@@ -318,7 +319,7 @@ func TestLabeledEcho(t *testing.T) {
 	msg("h", "refused")
 	l := fx.f.expect(t, "@label=")
 	fx.f.send(t, "@label="+label(l)+" :srv 404 nick #c :Cannot send to channel")
-	e := fx.h.expect(t, "error", func(e *xmlel.Element) bool { return e.Attr("id") == "h" })
+	e := fx.h.Expect(t, "error", func(e *xmlel.Element) bool { return e.Attr("id") == "h" })
 	if stanza.ErrorOf(e).Condition != "recipient-unavailable" || !strings.Contains(stanza.ErrorOf(e).Text, "Cannot send to channel") {
 		t.Fatalf("error: %s", e)
 	}
@@ -329,8 +330,8 @@ func TestLabeledEcho(t *testing.T) {
 // open.
 func TestPasswordsSealed(t *testing.T) {
 	h := newFakeHost(t)
-	h.logs = &logBuffer{}
-	sealer, _, err := h.st.OpenSealer(context.Background(), "k", h.Domain())
+	h.Logs = &bridgetest.LogBuffer{}
+	sealer, _, err := h.St.OpenSealer(context.Background(), "k", h.Domain())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +342,7 @@ func TestPasswordsSealed(t *testing.T) {
 	if err := b.saveNetConfig(context.Background(), testUser, "irc.example.net", cfg); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := h.st.IRCNetworkSettings(context.Background(), testUser, "irc.example.net")
+	raw, err := h.St.IRCNetworkSettings(context.Background(), testUser, "irc.example.net")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +353,7 @@ func TestPasswordsSealed(t *testing.T) {
 	if err != nil || got.Password != "server-pass" || got.SASLPassword != "sasl-pass" {
 		t.Fatalf("loaded %+v, %v", got, err)
 	}
-	if err := h.st.PutIRCNetworkSettings(context.Background(), testUser, "other.example.net", raw); err != nil {
+	if err := h.St.PutIRCNetworkSettings(context.Background(), testUser, "other.example.net", raw); err != nil {
 		t.Fatal(err)
 	}
 	got, err = b.loadNetConfig(context.Background(), testUser, "other.example.net")
@@ -360,8 +361,8 @@ func TestPasswordsSealed(t *testing.T) {
 		t.Fatalf("passwords moved to another network: %+v %v", got, err)
 	}
 	for _, want := range []string{"irc_networks/other.example.net/password of " + testUser, "irc_networks/other.example.net/sasl_password of " + testUser, store.ErrNotBound.Error()} {
-		if !strings.Contains(h.logs.String(), want) {
-			t.Errorf("log without %q:\n%s", want, h.logs)
+		if !strings.Contains(h.Logs.String(), want) {
+			t.Errorf("log without %q:\n%s", want, h.Logs)
 		}
 	}
 }
@@ -378,17 +379,17 @@ func TestReconnect(t *testing.T) {
 	register()
 	fx.f.expect(t, "JOIN #c")
 	fx.f.send(t, ":nick!u@h JOIN #c", ":srv 353 nick = #c :nick old", ":srv 366 nick #c :End")
-	fx.h.expect(t, "self-presence", selfPresence)
+	fx.h.Expect(t, "self-presence", selfPresence)
 
 	fx.f.drop()
 	fx.f.closed(t)
-	fx.h.expect(t, "status line", statusMessage("reconnecting"))
+	fx.h.Expect(t, "status line", statusMessage("reconnecting"))
 	register()
 	fx.f.expect(t, "JOIN #c")
 	fx.f.send(t, ":nick!u@h JOIN #c", ":srv 353 nick = #c :nick new", ":srv 366 nick #c :End")
 	var seen []*xmlel.Element
 	newIn, oldOut := false, false
-	fx.h.expect(t, "the membership changes", func(e *xmlel.Element) bool {
+	fx.h.Expect(t, "the membership changes", func(e *xmlel.Element) bool {
 		seen = append(seen, e)
 		newIn = newIn || (e.Attr("from") == "#c%localhost@irc.example/new" && e.Attr("type") == "")
 		oldOut = oldOut || (e.Attr("from") == "#c%localhost@irc.example/old" && e.Attr("type") == "unavailable")
@@ -403,20 +404,20 @@ func TestReconnect(t *testing.T) {
 	// Our nick is still taken by the old connection: another one is used.
 	fx.f.drop()
 	fx.f.closed(t)
-	fx.h.expect(t, "status line", statusMessage("reconnecting"))
+	fx.h.Expect(t, "status line", statusMessage("reconnecting"))
 	fx.f.expect(t, "CAP LS 302")
 	fx.f.send(t, ":srv CAP * LS :", ":srv 433 * nick :Nickname is already in use")
 	fx.f.expect(t, "NICK nick_")
 	fx.f.send(t, ":srv 001 nick_ :Welcome")
 	fx.f.expect(t, "JOIN #c")
 	fx.f.send(t, ":nick_!u@h JOIN #c", ":srv 353 nick_ = #c :nick_ new", ":srv 366 nick_ #c :End")
-	p := fx.h.expect(t, "our nick change", func(e *xmlel.Element) bool {
+	p := fx.h.Expect(t, "our nick change", func(e *xmlel.Element) bool {
 		return e.Attr("from") == "#c%localhost@irc.example/nick" && e.Attr("type") == "unavailable"
 	})
 	if s := p.String(); !strings.Contains(s, `code="303"`) || !strings.Contains(s, `nick="nick_"`) {
 		t.Errorf("no 303 to the new nick: %s", p)
 	}
-	fx.h.expect(t, "new self-presence", func(e *xmlel.Element) bool {
+	fx.h.Expect(t, "new self-presence", func(e *xmlel.Element) bool {
 		return e.Attr("from") == "#c%localhost@irc.example/nick_" && selfPresence(e)
 	})
 }
@@ -443,7 +444,7 @@ func TestJoinTimeout(t *testing.T) {
 	fx.f.expect(t, "USER")
 	fx.f.send(t, ":srv CAP * LS :", ":srv 001 nick :Welcome")
 	fx.f.expect(t, "JOIN #c")
-	fx.h.expect(t, "timeout error", presenceErr("remote-server-timeout"))
+	fx.h.Expect(t, "timeout error", presenceErr("remote-server-timeout"))
 	fx.f.expect(t, "QUIT") // no channel left: the connection closes
 }
 
@@ -457,7 +458,7 @@ func TestSessionForgotten(t *testing.T) {
 		return len(fx.b.sessions)
 	}
 	fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='bob%irc.elsewhere@irc.example' type='chat'><body>hi</body></message>")
-	fx.h.expect(t, "refusal", func(e *xmlel.Element) bool { return stanza.ErrorOf(e).Condition == "recipient-unavailable" })
+	fx.h.Expect(t, "refusal", func(e *xmlel.Element) bool { return stanza.ErrorOf(e).Condition == "recipient-unavailable" })
 	if n := sessions(); n != 0 {
 		t.Fatalf("%d sessions after a message to a network the user is not on", n)
 	}
@@ -466,7 +467,7 @@ func TestSessionForgotten(t *testing.T) {
 	fx.f.send(t, ":srv CAP * LS :", ":srv 001 nick :Welcome")
 	fx.f.expect(t, "JOIN #c")
 	fx.f.send(t, ":nick!u@h JOIN #c", ":srv 366 nick #c :End")
-	fx.h.expect(t, "self-presence", selfPresence)
+	fx.h.Expect(t, "self-presence", selfPresence)
 	if n := sessions(); n != 1 {
 		t.Fatalf("%d sessions while in a room", n)
 	}
@@ -474,7 +475,7 @@ func TestSessionForgotten(t *testing.T) {
 	fx.f.expect(t, "PART #c")
 	fx.f.expect(t, "QUIT")
 	var n int
-	fx.h.run(func(context.Context) { n = sessions() })
+	fx.h.Run(func(context.Context) { n = sessions() })
 	if n != 0 {
 		t.Fatalf("%d sessions after the last network closed", n)
 	}

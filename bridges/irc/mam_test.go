@@ -18,12 +18,12 @@ func mamWith(with string) string {
 func TestMAMWithFilter(t *testing.T) {
 	fx := joined(t, "nick bob carol")
 	fx.f.send(t, ":bob!u@h PRIVMSG #c :one", ":carol!u@h PRIVMSG #c :two", ":Bob!u@h PRIVMSG #c :three")
-	fx.h.expect(t, "the last message", func(e *xmlel.Element) bool { return e.ChildText("", "body") == "three" })
+	fx.h.Expect(t, "the last message", func(e *xmlel.Element) bool { return e.ChildText("", "body") == "three" })
 	query := func(with string) []string {
 		t.Helper()
 		fx.handle(t, "<iq xmlns='jabber:component:accept' from='"+testUser+"/r' to='"+testRoom+"' type='set' id='m'>"+mamWith(with)+"</iq>")
 		var bodies []string
-		fx.h.expect(t, "the fin", func(e *xmlel.Element) bool {
+		fx.h.Expect(t, "the fin", func(e *xmlel.Element) bool {
 			if r := e.Child(stanza.NSMAM, "result"); r != nil {
 				bodies = append(bodies, r.Child(stanza.NSForward, "forwarded").Child("", "message").ChildText("", "body"))
 			}

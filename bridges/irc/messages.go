@@ -23,17 +23,17 @@ func (n *network) handle(ctx context.Context, m *irc.Message) {
 	}
 	switch m.Command {
 	case "CAP":
-		n.handleCap(m)
+		n.handleCap(ctx, m)
 	case "001":
 		n.welcome(ctx, m)
 	case "005":
 		if len(m.Params) > 2 {
-			n.isupport(m)
+			n.isupport(ctx, m)
 		}
 	case "433", "436", "432", "464", "465":
 		switch {
 		case !n.registered:
-			n.registrationError(m)
+			n.registrationError(ctx, m)
 		case m.Command == "464" || m.Command == "465":
 			n.status(ctx, decodeText(m.Trailing()))
 		default:
@@ -42,13 +42,13 @@ func (n *network) handle(ctx context.Context, m *irc.Message) {
 	case "AUTHENTICATE":
 		n.authenticate(m)
 	case "900", "901", "902", "903", "904", "905", "906", "907", "908":
-		n.saslResult(m)
+		n.saslResult(ctx, m)
 	case "JOIN":
 		n.onJoin(m)
 	case "353":
 		n.onNames(m)
 	case "366":
-		n.onEndOfNames(m)
+		n.onEndOfNames(ctx, m)
 	case "332":
 		if ch := n.chans[n.fold(m.Param(1))]; ch != nil {
 			n.onTopic(ctx, ch, "", m.Trailing())
@@ -58,7 +58,7 @@ func (n *network) handle(ctx context.Context, m *irc.Message) {
 			n.onTopic(ctx, ch, m.Name, m.Param(1))
 		}
 	case "403", "405", "471", "473", "474", "475", "477":
-		n.onJoinError(m)
+		n.onJoinError(ctx, m)
 	case "PART":
 		n.onPart(m)
 	case "QUIT":

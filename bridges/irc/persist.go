@@ -134,11 +134,11 @@ func parseHistory(x *xmlel.Element) historyReq {
 
 // sendHistory replays the archive to one resource, oldest first, with
 // XEP-0203 delays.
-func (n *network) sendHistory(ch *channel, full string, h historyReq) {
+func (n *network) sendHistory(ctx context.Context, ch *channel, full string, h historyReq) {
 	if h.maxStanzas == 0 || h.maxChars == 0 {
 		return
 	}
-	msgs, err := n.history(ch, full, h)
+	msgs, err := n.history(ctx, ch, full, h)
 	if err != nil {
 		n.b.host.Log().Warn("cannot read the irc history", "user", n.user, "err", err)
 		return
@@ -149,15 +149,15 @@ func (n *network) sendHistory(ch *channel, full string, h historyReq) {
 }
 
 // history reads the messages sendHistory replays, newest first.
-func (n *network) history(ch *channel, full string, h historyReq) ([]*xmlel.Element, error) {
+func (n *network) history(ctx context.Context, ch *channel, full string, h historyReq) ([]*xmlel.Element, error) {
 	q := store.IRCArchiveQuery{User: n.user, Server: n.server, Start: &h.since, Last: true, Max: h.maxStanzas}
 	if q.Max < 0 {
 		q.Max = math.MaxInt
 	}
 	var found []store.IRCMessage
-	err := n.b.withKey(n.b.ctx, n.server, ch.name, func(key string) (err error) {
+	err := n.b.withKey(ctx, n.server, ch.name, func(key string) (err error) {
 		q.Channel = key
-		found, _, err = n.b.db.QueryIRCArchive(n.b.ctx, q)
+		found, _, err = n.b.db.QueryIRCArchive(ctx, q)
 		return err
 	})
 	if err != nil {

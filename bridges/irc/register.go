@@ -65,7 +65,7 @@ func (n *network) startRegistration() {
 }
 
 // handleCap processes CAP LS/ACK/NAK during registration.
-func (n *network) handleCap(m *irc.Message) {
+func (n *network) handleCap(ctx context.Context, m *irc.Message) {
 	if len(m.Params) < 3 {
 		return
 	}
@@ -82,7 +82,7 @@ func (n *network) handleCap(m *irc.Message) {
 		// The list (slices of the LS lines) is not kept past its last line.
 		ls := n.caps.ls
 		n.caps.ls = nil
-		if v, ok := capValue(ls, "sts"); ok && n.sts(v, true) {
+		if v, ok := capValue(ls, "sts"); ok && n.sts(ctx, v, true) {
 			return // reconnecting with TLS
 		}
 		var req []string
@@ -103,7 +103,7 @@ func (n *network) handleCap(m *irc.Message) {
 			req = append(req, "echo-message", "labeled-response")
 		}
 		if n.cfg.SASLPassword != "" && !sasl {
-			n.saslFailed(n.server + " does not offer SASL PLAIN authentication, but a SASL password is configured.")
+			n.saslFailed(ctx, n.server+" does not offer SASL PLAIN authentication, but a SASL password is configured.")
 			return
 		}
 		if len(req) == 0 {
@@ -125,11 +125,11 @@ func (n *network) handleCap(m *irc.Message) {
 		n.capAnswered()
 	case "NEW":
 		if v, ok := capValue(strings.Fields(m.Trailing()), "sts"); ok {
-			n.sts(v, false)
+			n.sts(ctx, v, false)
 		}
 	case "NAK":
 		if n.cfg.SASLPassword != "" {
-			n.saslFailed(n.server + " refused the SASL capability.")
+			n.saslFailed(ctx, n.server+" refused the SASL capability.")
 			return
 		}
 		n.capAnswered()
@@ -177,19 +177,19 @@ func (n *network) authenticate(m *irc.Message) {
 }
 
 // saslResult handles 900-908.
-func (n *network) saslResult(m *irc.Message) {
+func (n *network) saslResult(ctx context.Context, m *irc.Message) {
 	switch m.Command {
 	case "903":
 		n.capAnswered()
 	case "902", "904", "905", "906", "908":
-		n.saslFailed("SASL authentication with " + n.server + " failed: " + decodeText(m.Trailing()))
+		n.saslFailed(ctx, "SASL authentication with "+n.server+" failed: "+decodeText(m.Trailing()))
 	}
 }
 
 // saslFailed is a permanent failure: reported, not retried.
-func (n *network) saslFailed(text string) {
+func (n *network) saslFailed(ctx context.Context, text string) {
 	n.b.host.Log().Info("irc sasl authentication failed", "user", n.user, "server", n.server)
-	n.status(n.b.ctx, text)
+	n.status(ctx, text)
 	n.failWith(stanza.Errorf("not-authorized", text))
 }
 
@@ -218,16 +218,16 @@ func (n *network) welcome(ctx context.Context, m *irc.Message) {
 }
 
 // isupport handles 005; a new case mapping re-keys the rooms.
-func (n *network) isupport(m *irc.Message) {
+func (n *network) isupport(ctx context.Context, m *irc.Message) {
 	if cm, ok := n.ircClient.isupport(m); ok {
-		n.setCasemap(cm)
+		n.setCasemap(ctx, cm)
 	}
 }
 
 // registrationError handles the numerics that end a registration
 // attempt: 433 (nick in use), 432 (erroneous nick), 464 (bad password),
 // 465 (banned), SASL failures.
-func (n *network) registrationError(m *irc.Message) {
+func (n *network) registrationError(ctx context.Context, m *irc.Message) {
 	text := m.Trailing()
 	if (m.Command == "433" || m.Command == "436") && n.keepsTrying() && n.nickTries < 3 {
 		// Reconnecting, or rejoining persistent channels after a restart,
@@ -250,6 +250,6 @@ func (n *network) registrationError(m *irc.Message) {
 		e = stanza.Errorf("forbidden", n.server+" refused the connection: "+text)
 	}
 	n.b.host.Log().Info("irc registration failed", "user", n.user, "server", n.server, "numeric", m.Command)
-	n.status(n.b.ctx, e.Text)
+	n.status(ctx, e.Text)
 	n.failWith(e)
 }

@@ -17,7 +17,7 @@ func TestArchivePruned(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	insert := func(channel string, bodies ...string) {
 		for _, body := range bodies {
-			if _, err := h.st.ArchiveIRCMessage(context.Background(), store.IRCMessage{User: testUser, Server: "srv", Channel: channel,
+			if _, err := h.St.ArchiveIRCMessage(context.Background(), store.IRCMessage{User: testUser, Server: "srv", Channel: channel,
 				Nick: "bob", Body: body, Stamp: time.UnixMilli(0)}); err != nil {
 				t.Fatal(err)
 			}
@@ -28,7 +28,7 @@ func TestArchivePruned(t *testing.T) {
 	wait := start(t, ctx, b, h)
 	t.Cleanup(func() { cancel(); wait() })
 	bodies := func(channel string) string {
-		msgs, _, err := h.st.QueryIRCArchive(context.Background(), store.IRCArchiveQuery{User: testUser, Server: "srv", Channel: channel, Max: 100})
+		msgs, _, err := h.St.QueryIRCArchive(context.Background(), store.IRCArchiveQuery{User: testUser, Server: "srv", Channel: channel, Max: 100})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -58,7 +58,7 @@ func TestArchivePruned(t *testing.T) {
 		t.Errorf("a channel under the limit was pruned: %q", got)
 	}
 	// A closed database is an error, reported.
-	h.st.Close()
+	h.St.Close()
 	if _, err := b.prune(context.Background()); err == nil {
 		t.Error("prune on a closed database succeeded")
 	}

@@ -109,7 +109,7 @@ func (b *Bridge) network(ctx context.Context, u *bridges.User, server, nick stri
 func (b *Bridge) connect(n *network) {
 	user, server, cfg, upgrade := n.user, n.server, n.cfg, n.upgrade
 	go func() {
-		nc, lk, err := b.dialSTS(b.ctx, server, cfg, upgrade)
+		nc, lk, err := b.dialSTS(b.runCtx, server, cfg, upgrade)
 		b.post(user, func(ctx context.Context) {
 			cur := b.networkOf(user, server)
 			if cur != n {
@@ -123,7 +123,7 @@ func (b *Bridge) connect(n *network) {
 				var ce *connError
 				errors.As(err, &ce)
 				if n.keepsTrying() && (ce == nil || !ce.permanent) {
-					n.scheduleReconnect("Cannot connect to " + server + ": " + err.Error())
+					n.scheduleReconnect(ctx, "Cannot connect to "+server+": "+err.Error())
 					return
 				}
 				if ce != nil && ce.condition != "" {
@@ -149,7 +149,7 @@ func (b *Bridge) connect(n *network) {
 				b.track(c, false)
 				b.post(user, func(ctx context.Context) {
 					if n.c == c && b.networkOf(user, server) == n {
-						n.lost(err)
+						n.lost(ctx, err)
 					}
 				})
 			})
@@ -166,7 +166,7 @@ func (b *Bridge) post(user string, fn func(context.Context)) {
 			return
 		}
 		select {
-		case <-b.ctx.Done():
+		case <-b.runCtx.Done():
 			return
 		case <-time.After(20 * time.Millisecond):
 		}
@@ -247,7 +247,7 @@ func (n *network) forget() {
 
 // lost handles the end of the connection: rooms that were joined are
 // kept, and the network reconnects with backoff.
-func (n *network) lost(err error) {
+func (n *network) lost(ctx context.Context, err error) {
 	n.disconnected()
 	n.dropListRequests()
 	n.failEchoes()
@@ -257,11 +257,11 @@ func (n *network) lost(err error) {
 	}
 	n.b.host.Log().Info("irc connection lost", "user", n.user, "server", n.server, "err", err)
 	if !n.keepsTrying() {
-		n.status(n.b.ctx, reason)
+		n.status(ctx, reason)
 		n.fail(reason)
 		return
 	}
-	n.scheduleReconnect(reason)
+	n.scheduleReconnect(ctx, reason)
 }
 
 // keepsTrying reports whether the network has rooms to keep through
@@ -291,7 +291,7 @@ func backoff(attempt int) time.Duration {
 }
 
 // scheduleReconnect keeps the rooms and connects again after a backoff.
-func (n *network) scheduleReconnect(reason string) {
+func (n *network) scheduleReconnect(ctx context.Context, reason string) {
 	d := backoff(n.attempts)
 	n.attempts++
 	n.registered = false
@@ -302,10 +302,10 @@ func (n *network) scheduleReconnect(reason string) {
 		ch.connectionLost()
 	}
 	text := reason + "; reconnecting in " + d.Round(time.Second).String() + "."
-	n.status(n.b.ctx, text)
+	n.status(ctx, text)
 	for _, ch := range n.chans {
 		if ch.state.shown() {
-			n.roomMessage(n.b.ctx, ch, "", text, nil)
+			n.roomMessage(ctx, ch, "", text, nil)
 		}
 	}
 	n.retryAt = time.Now().Add(d)

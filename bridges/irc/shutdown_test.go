@@ -31,9 +31,9 @@ func TestShutdownQuits(t *testing.T) {
 // the store on its own goroutine: the store is closed after Wait.
 func TestWaitStopsRestore(t *testing.T) {
 	h := newFakeHost(t)
-	h.st.Exec(t, `INSERT INTO irc_channels (jid, server, channel, nick, persistent) VALUES (?, 'localhost', '#c', 'nick', 1)`, testUser)
+	h.St.Exec(t, `INSERT INTO irc_channels (jid, server, channel, nick, persistent) VALUES (?, 'localhost', '#c', 'nick', 1)`, testUser)
 	inRestore, release := make(chan struct{}), make(chan struct{})
-	h.allowed = func(string) bool { close(inRestore); <-release; return false }
+	h.Allow = func(string) bool { close(inRestore); <-release; return false }
 	b := New(Options{AllowPrivate: true})
 	ctx, cancel := context.WithCancel(context.Background())
 	wait := start(t, ctx, b, h)

@@ -109,17 +109,17 @@ func (b *Bridge) dialSTS(ctx context.Context, server string, cfg netConfig, upgr
 // sts handles the sts capability announced on the current connection
 // (in CAP LS, or CAP NEW when ls is false). It reports whether the
 // connection is being replaced by a TLS one, ending the negotiation.
-func (n *network) sts(value string, ls bool) bool {
+func (n *network) sts(ctx context.Context, value string, ls bool) bool {
 	v := parseSTS(value)
 	if n.link.secure() {
 		if !v.hasDur {
 			return false // no persistence policy: nothing is stored
 		}
 		n.b.stsSeen(n.c, n.server, v.duration > 0)
-		err := n.b.db.PutSTSPolicy(n.b.ctx, n.server, n.link.port, v.duration, time.Now())
+		err := n.b.db.PutSTSPolicy(ctx, n.server, n.link.port, v.duration, time.Now())
 		if err != nil {
 			n.b.host.Log().Error("cannot store an irc strict transport security policy", "server", n.server, "err", err)
-			n.status(n.b.ctx, "The strict transport security policy of "+n.server+" could not be stored: "+err.Error())
+			n.status(ctx, "The strict transport security policy of "+n.server+" could not be stored: "+err.Error())
 			return false
 		}
 		n.b.host.Log().Info("irc strict transport security policy", "server", n.server, "port", n.link.port, "duration", v.duration)
@@ -129,7 +129,7 @@ func (n *network) sts(value string, ls bool) bool {
 		return false // no upgrade policy; or one in CAP NEW, which the next connection's CAP LS carries
 	}
 	n.b.host.Log().Info("irc server asks for TLS (sts); reconnecting", "user", n.user, "server", n.server, "port", v.port)
-	n.status(n.b.ctx, n.server+" asks for TLS on port "+strconv.Itoa(v.port)+" (strict transport security); reconnecting with TLS.")
+	n.status(ctx, n.server+" asks for TLS on port "+strconv.Itoa(v.port)+" (strict transport security); reconnecting with TLS.")
 	n.upgrade = v.port
 	c := n.c
 	n.c = nil // its end is not a lost connection

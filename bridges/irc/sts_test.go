@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"passerelle/bridges"
+	"passerelle/bridges/bridgetest"
 	"passerelle/bridges/email/emailtest"
 	"passerelle/component/form"
 	"passerelle/component/stanza"
@@ -21,7 +22,7 @@ import (
 type stsFixture struct {
 	*fixture
 	plain, tls *fakeIRC
-	logs       *logBuffer
+	logs       *bridgetest.LogBuffer
 	stop       func() // stops the bridge and waits for it
 }
 
@@ -33,9 +34,9 @@ func setupSTS(t *testing.T, cfg func(plain, tls int) netConfig) *stsFixture {
 		t.Fatal(err)
 	}
 	fx := &stsFixture{fixture: &fixture{b: New(Options{AllowPrivate: true}), h: newFakeHost(t)},
-		plain: newFakeIRC(t), tls: serveFake(t, ln), logs: &logBuffer{}}
+		plain: newFakeIRC(t), tls: serveFake(t, ln), logs: &bridgetest.LogBuffer{}}
 	fx.b.dialer.roots = ca.Roots
-	fx.h.logs = fx.logs
+	fx.h.Logs = fx.logs
 	ctx, cancel := context.WithCancel(context.Background())
 	wait := start(t, ctx, fx.b, fx.h)
 	fx.stop = func() { cancel(); wait() }
@@ -55,7 +56,7 @@ func plainOnly(plain, _ int) netConfig {
 // policy returns the policy of localhost in force now.
 func (fx *stsFixture) policy(t *testing.T) *store.STSPolicy {
 	t.Helper()
-	p, err := fx.h.st.STSPolicyAt(context.Background(), "localhost", time.Now())
+	p, err := fx.h.St.STSPolicyAt(context.Background(), "localhost", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,22 +98,6 @@ func register(t *testing.T, f *fakeIRC, ls string) {
 	f.send(t, ":srv 001 nick :Welcome")
 }
 
-// wait waits until the log has a line with substr.
-func (l *logBuffer) wait(t *testing.T, substr string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		s := l.String()
-		if strings.Contains(s, substr) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line with %q in:\n%s", substr, s)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // A plain connection that sees sts=port=… is closed before the
 // negotiation ends, and the gateway connects with TLS to that port
 // (verifying the certificate though the user turned that off). The
@@ -132,7 +117,7 @@ func TestSTSUpgrade(t *testing.T) {
 	if p := fx.policy(t); p != nil {
 		t.Fatalf("a policy was stored from the plain connection: %+v", p)
 	}
-	fx.h.expect(t, "upgrade status", statusMessage("asks for TLS on port "+strconv.Itoa(fx.tls.port())))
+	fx.h.Expect(t, "upgrade status", statusMessage("asks for TLS on port "+strconv.Itoa(fx.tls.port())))
 	fx.tls.expect(t, "CAP LS 302")
 	fx.tls.send(t, ":srv CAP * LS :multi-prefix sts=port=1,duration=3600")
 	fx.tls.expect(t, "CAP REQ multi-prefix")
@@ -143,7 +128,7 @@ func TestSTSUpgrade(t *testing.T) {
 	fx.tls.send(t, ":srv CAP nick ACK :multi-prefix")
 	fx.tls.expect(t, "CAP END")
 	fx.tls.send(t, ":srv 001 nick :Welcome")
-	fx.h.expect(t, "encrypted status", statusMessage("encrypted with TLS"))
+	fx.h.Expect(t, "encrypted status", statusMessage("encrypted with TLS"))
 	fx.tls.expect(t, "JOIN #c")
 
 	// A CAP NEW on the secure connection updates the policy.
@@ -167,11 +152,11 @@ func TestSTSNoPlainFallback(t *testing.T) {
 		return netConfig{Ports: []int{plain}, TLSPorts: []int{selfSigned.port()}, VerifyCert: false}
 	})
 	closed := freePort(t)
-	if err := fx.h.st.PutSTSPolicy(context.Background(), "localhost", closed, time.Hour, time.Now()); err != nil {
+	if err := fx.h.St.PutSTSPolicy(context.Background(), "localhost", closed, time.Hour, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	fx.join(t)
-	e := fx.h.expect(t, "join error", presenceErr("item-not-found"))
+	e := fx.h.Expect(t, "join error", presenceErr("item-not-found"))
 	text := stanza.ErrorOf(e).Text
 	for _, want := range []string{"strict transport security policy", "plain text is not used", "TLS port " + strconv.Itoa(closed), "TLS port " + strconv.Itoa(selfSigned.port())} {
 		if !strings.Contains(text, want) {
@@ -186,10 +171,10 @@ func TestSTSNoPlainFallback(t *testing.T) {
 	}
 
 	// With the policy's port open, the connection is TLS.
-	fx.h.st.PutSTSPolicy(context.Background(), "localhost", fx.tls.port(), time.Hour, time.Now())
+	fx.h.St.PutSTSPolicy(context.Background(), "localhost", fx.tls.port(), time.Hour, time.Now())
 	fx.join(t)
 	register(t, fx.tls, "")
-	fx.h.expect(t, "encrypted status", statusMessage("encrypted with TLS"))
+	fx.h.Expect(t, "encrypted status", statusMessage("encrypted with TLS"))
 }
 
 // When the TLS connection the server asked for cannot be made, the join
@@ -201,7 +186,7 @@ func TestSTSUpgradeFails(t *testing.T) {
 	fx.plain.expect(t, "CAP LS 302")
 	fx.plain.send(t, ":srv CAP * LS :sts=port="+strconv.Itoa(closed))
 	fx.plain.closed(t)
-	e := fx.h.expect(t, "join error", presenceErr("item-not-found"))
+	e := fx.h.Expect(t, "join error", presenceErr("item-not-found"))
 	if text := stanza.ErrorOf(e).Text; !strings.Contains(text, "asked for TLS") || !strings.Contains(text, "plain text is not used") {
 		t.Errorf("error text: %s", text)
 	}
@@ -221,7 +206,7 @@ func TestSTSIncomplete(t *testing.T) {
 	})
 	fx.join(t)
 	register(t, fx.plain, "sts=duration=3600,port=x")
-	fx.h.expect(t, "plain status", statusMessage("not encrypted"))
+	fx.h.Expect(t, "plain status", statusMessage("not encrypted"))
 	fx.plain.send(t, ":srv CAP nick NEW :sts=port="+strconv.Itoa(fx.tls.port()))
 	fx.plain.expect(t, "JOIN #c")
 	if p := fx.policy(t); p != nil {
@@ -231,7 +216,7 @@ func TestSTSIncomplete(t *testing.T) {
 	fx2 := setupSTS(t, func(_, tls int) netConfig { return netConfig{TLSPorts: []int{tls}, VerifyCert: true} })
 	fx2.join(t)
 	register(t, fx2.tls, "sts=port=6697")
-	fx2.h.expect(t, "encrypted status", statusMessage("encrypted with TLS"))
+	fx2.h.Expect(t, "encrypted status", statusMessage("encrypted with TLS"))
 	fx2.tls.expect(t, "JOIN #c")
 	if p := fx2.policy(t); p != nil {
 		t.Fatalf("policy without a duration: %+v", p)
@@ -244,13 +229,13 @@ func TestSTSRemoveAndReschedule(t *testing.T) {
 	fx := setupSTS(t, plainOnly)
 	ctx := context.Background()
 	// Announced 50 minutes ago for an hour: 10 minutes left.
-	if err := fx.h.st.PutSTSPolicy(ctx, "localhost", fx.tls.port(), time.Hour, time.Now().Add(-50*time.Minute)); err != nil {
+	if err := fx.h.St.PutSTSPolicy(ctx, "localhost", fx.tls.port(), time.Hour, time.Now().Add(-50*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	fx.join(t)
 	register(t, fx.tls, "sts=duration=3600")
 	fx.tls.expect(t, "JOIN #c")
-	fx.h.st.PutSTSPolicy(ctx, "localhost", fx.tls.port(), time.Hour, time.Now().Add(-50*time.Minute))
+	fx.h.St.PutSTSPolicy(ctx, "localhost", fx.tls.port(), time.Hour, time.Now().Add(-50*time.Minute))
 	fx.handle(t, "<presence xmlns='jabber:component:accept' from='"+testUser+"/r' to='#c%localhost@irc.example/nick' type='unavailable'/>")
 	fx.tls.expect(t, "PART #c")
 	fx.tls.closed(t) // no channel left
@@ -271,14 +256,14 @@ func TestSTSBrokenStore(t *testing.T) {
 	fx := setupSTS(t, func(_, tls int) netConfig { return netConfig{TLSPorts: []int{tls}, VerifyCert: true} })
 	fx.join(t)
 	fx.tls.expect(t, "CAP LS 302")
-	fx.h.st.Exec(t, `DROP TABLE irc_sts`)
+	fx.h.St.Exec(t, `DROP TABLE irc_sts`)
 	fx.tls.send(t, ":srv CAP * LS :sts=duration=3600")
 	fx.tls.expect(t, "CAP END")
-	fx.h.expect(t, "status", statusMessage("could not be stored"))
+	fx.h.Expect(t, "status", statusMessage("could not be stored"))
 	fx.tls.send(t, ":srv 001 nick :Welcome")
 	fx.tls.expect(t, "JOIN #c")
 	fx.tls.drop()
-	fx.logs.wait(t, "cannot reschedule an irc strict transport security policy")
+	fx.logs.Wait(t, "cannot reschedule an irc strict transport security policy")
 
 	r, err := fx.b.configure(context.Background(), &bridges.User{JID: testUser}, "localhost", &form.Form{Type: "submit"})
 	if err != nil || !strings.Contains(r.Note, "could not be read") {
@@ -286,9 +271,9 @@ func TestSTSBrokenStore(t *testing.T) {
 	}
 
 	fx2 := setupSTS(t, plainOnly)
-	fx2.h.st.Exec(t, `DROP TABLE irc_sts`)
+	fx2.h.St.Exec(t, `DROP TABLE irc_sts`)
 	fx2.join(t)
-	e := fx2.h.expect(t, "join error", presenceErr("item-not-found"))
+	e := fx2.h.Expect(t, "join error", presenceErr("item-not-found"))
 	if !strings.Contains(stanza.ErrorOf(e).Text, "cannot read its strict transport security policy") {
 		t.Errorf("error text: %s", e)
 	}
@@ -316,7 +301,7 @@ func TestSTSRescheduleOnShutdown(t *testing.T) {
 	fx.join(t)
 	register(t, fx.tls, "sts=duration=3600")
 	fx.tls.expect(t, "JOIN #c")
-	if err := fx.h.st.PutSTSPolicy(context.Background(), "localhost", fx.tls.port(), time.Hour, time.Now().Add(-50*time.Minute)); err != nil {
+	if err := fx.h.St.PutSTSPolicy(context.Background(), "localhost", fx.tls.port(), time.Hour, time.Now().Add(-50*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	fx.stop()

@@ -141,7 +141,7 @@ func FuzzIRCLine(f *testing.F) {
 		} else if ping && lastParam(params) != m.Trailing() {
 			t.Fatalf("%q: PING token %q, parsed %q", line, lastParam(params), m.Trailing())
 		}
-		h.run(func(ctx context.Context) {
+		h.Run(func(ctx context.Context) {
 			n := &network{ircClient: ircClient{nick: "nick", registered: true, chantypes: "#&", prefixMode: "ov", prefixSym: "@+"},
 				b: b, user: testUser, server: "irc.example.net", chans: map[string]*channel{}}
 			b.addNetwork(n)
@@ -150,14 +150,9 @@ func FuzzIRCLine(f *testing.F) {
 			n.chans["#c"] = ch
 			n.handle(ctx, m)
 		})
-		for {
-			select {
-			case st := <-h.out:
-				if _, err := xmlel.Parse(st.String()); err != nil {
-					t.Fatalf("%q produced bad XML %s: %v", line, st, err)
-				}
-			default:
-				return
+		for _, st := range h.Drain() {
+			if _, err := xmlel.Parse(st.String()); err != nil {
+				t.Fatalf("%q produced bad XML %s: %v", line, st, err)
 			}
 		}
 	})

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"passerelle/bridges"
+	"passerelle/bridges/bridgetest"
 	"passerelle/bridges/sms/smstest"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
@@ -18,7 +19,7 @@ import (
 
 // idleBridge is a bridge on a fake host and a fake provider at apiURL,
 // without its worker: tests hand it queued jobs one at a time.
-func idleBridge(t *testing.T, apiURL string) (*Bridge, *fakeHost) {
+func idleBridge(t *testing.T, apiURL string) (*Bridge, *bridgetest.Host) {
 	h := newFakeHost(t)
 	b := New(Options{Numbers: []string{ownNumber}, Region: "US", APIURL: apiURL, AccountSID: testSID, AuthToken: testToken})
 	b.host = h
@@ -26,11 +27,11 @@ func idleBridge(t *testing.T, apiURL string) (*Bridge, *fakeHost) {
 }
 
 // queueText queues a user's message to peer and returns its one job.
-func queueText(t *testing.T, b *Bridge, h *fakeHost, id, body string) store.Job {
+func queueText(t *testing.T, b *Bridge, h *bridgetest.Host, id, body string) store.Job {
 	t.Helper()
 	ctx := context.Background()
 	b.handleMessage(ctx, user(), stanza.Message(userFull, peer+"@"+testDomain, "chat", id, body))
-	jobs, err := h.st.DueJobs(ctx, testDomain, time.Now().Add(time.Hour), 10)
+	jobs, err := h.St.DueJobs(ctx, testDomain, time.Now().Add(time.Hour), 10)
 	if err != nil || len(jobs) != 1 {
 		t.Fatalf("%d jobs queued (%v)", len(jobs), err)
 	}
@@ -41,11 +42,11 @@ func queueText(t *testing.T, b *Bridge, h *fakeHost, id, body string) store.Job 
 // condition cond to the sending resource and a notice to the user's bare
 // JID, both through the outbox, whose texts contain want. It returns the
 // notice.
-func failureReport(t *testing.T, h *fakeHost, id, cond string, want ...string) *xmlel.Element {
+func failureReport(t *testing.T, h *bridgetest.Host, id, cond string, want ...string) *xmlel.Element {
 	t.Helper()
-	errMsg := h.wait(t, false, "error for "+id, errorFor(id))
+	errMsg := h.WaitMessage(t, "error for "+id, errorFor(id))
 	e := stanza.ErrorOf(errMsg)
-	note := h.wait(t, false, "notice for "+id, func(m *xmlel.Element) bool {
+	note := h.WaitMessage(t, "notice for "+id, func(m *xmlel.Element) bool {
 		return m.Attr("type") == "chat" && m.Attr("to") == userJID && strings.HasPrefix(m.ChildText("", "body"), e.Text)
 	})
 	contact := peer + "@" + testDomain
@@ -61,15 +62,15 @@ func failureReport(t *testing.T, h *fakeHost, id, cond string, want ...string) *
 			t.Errorf("neither %q nor %q says %q", e.Text, body, w)
 		}
 	}
-	if n := h.count(true); n != 0 {
+	if n := len(h.Sent()); n != 0 {
 		t.Errorf("%d transient stanzas for a late failure", n)
 	}
 	return note
 }
 
-func jobGone(t *testing.T, h *fakeHost, id int64) {
+func jobGone(t *testing.T, h *bridgetest.Host, id int64) {
 	t.Helper()
-	if j, err := h.st.GetJob(context.Background(), id); !errors.Is(err, store.ErrNotFound) {
+	if j, err := h.St.GetJob(context.Background(), id); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("job still queued: %+v %v", j, err)
 	}
 }
@@ -84,11 +85,11 @@ func TestTextLifetime(t *testing.T) {
 	p.Respond(503)
 	j.Created = time.Now().Add(-bridges.MaxQueueAge + time.Hour)
 	runQueued(ctx, b, j)
-	got, err := h.st.GetJob(ctx, j.ID)
+	got, err := h.St.GetJob(ctx, j.ID)
 	if err != nil || got.Attempts != 1 || !strings.Contains(got.LastError, "503") {
 		t.Fatalf("job after a temporary failure: %+v %v", got, err)
 	}
-	if n := h.count(false) + h.count(true); n != 0 {
+	if n := len(h.Messages()) + len(h.Sent()); n != 0 {
 		t.Fatalf("%d stanzas for a temporary failure", n)
 	}
 
@@ -122,16 +123,16 @@ func TestTextLifetimeUnreachableProvider(t *testing.T) {
 	j.Created = time.Now().Add(-bridges.MaxQueueAge - time.Minute)
 
 	// The report cannot be committed: the job stays for a later try.
-	h.setFailSend(errors.New("outbox unavailable"))
+	h.SetFail(errors.New("outbox unavailable"))
 	runQueued(ctx, b, j)
-	got, err := h.st.GetJob(ctx, j.ID)
+	got, err := h.St.GetJob(ctx, j.ID)
 	if err != nil || got.Attempts != 1 {
 		t.Fatalf("job after an unreported failure: %+v %v", got, err)
 	}
-	if n := h.count(false); n != 0 {
+	if n := len(h.Messages()); n != 0 {
 		t.Fatalf("%d messages while the outbox fails", n)
 	}
-	h.setFailSend(nil)
+	h.SetFail(nil)
 	j = *got
 	j.Created = time.Now().Add(-bridges.MaxQueueAge - time.Minute)
 	runQueued(ctx, b, j)
@@ -174,11 +175,11 @@ func TestExcerpt(t *testing.T) {
 
 // queueParts queues a user's message to peer that becomes parts texts and
 // returns their jobs.
-func queueParts(t *testing.T, b *Bridge, h *fakeHost, id, body string, parts int) []store.Job {
+func queueParts(t *testing.T, b *Bridge, h *bridgetest.Host, id, body string, parts int) []store.Job {
 	t.Helper()
 	ctx := context.Background()
 	b.handleMessage(ctx, user(), stanza.Message(userFull, peer+"@"+testDomain, "chat", id, body))
-	jobs, err := h.st.DueJobs(ctx, testDomain, time.Now().Add(time.Hour), 20)
+	jobs, err := h.St.DueJobs(ctx, testDomain, time.Now().Add(time.Hour), 20)
 	if err != nil || len(jobs) != parts {
 		t.Fatalf("%d jobs queued (%v), want %d", len(jobs), err, parts)
 	}
@@ -213,21 +214,21 @@ func TestMultipartQueueUnreadable(t *testing.T) {
 	b, h := idleBridge(t, p.URL())
 	jobs := queueParts(t, b, h, "q3", threeParts, 3)
 	// A row the store cannot read back.
-	storetest.SpoilJob(t, h.st, jobs[0].ID)
+	storetest.SpoilJob(t, h.St.Store, jobs[0].ID)
 	if runQueued(ctx, b, jobs[1]) {
 		t.Error("send removed jobs")
 	}
 	if n := len(p.Requests()); n != 0 {
 		t.Errorf("%d requests, want none", n)
 	}
-	got, err := h.st.GetJob(ctx, jobs[1].ID)
+	got, err := h.St.GetJob(ctx, jobs[1].ID)
 	if err != nil || got.Attempts != 1 || !got.NextTry.After(jobs[1].NextTry) || got.LastError == "" {
 		t.Errorf("part 2 after an unreadable queue: %+v %v", got, err)
 	}
 	stop, cancel := context.WithCancel(ctx)
 	cancel()
 	runQueued(stop, b, *got)
-	if again, err := h.st.GetJob(ctx, jobs[1].ID); err != nil || again.Attempts != 1 || len(p.Requests()) != 0 {
+	if again, err := h.St.GetJob(ctx, jobs[1].ID); err != nil || again.Attempts != 1 || len(p.Requests()) != 0 {
 		t.Errorf("part 2 after a send on shutdown: %+v %v, %d requests", again, err, len(p.Requests()))
 	}
 }
@@ -239,19 +240,19 @@ func TestMultipartReportFails(t *testing.T) {
 	p := smstest.Start(t, testSID, testToken)
 	b, h := idleBridge(t, p.URL())
 	jobs := queueParts(t, b, h, "rf3", threeParts, 3)
-	h.setFailSend(errors.New("disk full"))
+	h.SetFail(errors.New("disk full"))
 	p.Respond(400)
 	if runQueued(ctx, b, jobs[0]) {
 		t.Error("send removed jobs without reporting")
 	}
 	for _, j := range jobs {
-		if _, err := h.st.GetJob(ctx, j.ID); err != nil {
+		if _, err := h.St.GetJob(ctx, j.ID); err != nil {
 			t.Fatalf("part %d gone after a failed report: %v", j.ID, err)
 		}
 	}
-	h.setFailSend(nil)
+	h.SetFail(nil)
 	p.Respond(400)
-	again, err := h.st.GetJob(ctx, jobs[0].ID)
+	again, err := h.St.GetJob(ctx, jobs[0].ID)
 	if err != nil || again.Attempts != 1 {
 		t.Fatalf("part 1 after a failed report: %+v %v", again, err)
 	}
@@ -269,15 +270,15 @@ func TestMultipartDelayFails(t *testing.T) {
 	p := smstest.Start(t, testSID, testToken)
 	b, h := idleBridge(t, p.URL())
 	jobs := queueParts(t, b, h, "d3", threeParts, 3)
-	if err := h.st.RetryJob(ctx, jobs[0].ID, time.Now().Add(time.Hour), "503"); err != nil {
+	if err := h.St.RetryJob(ctx, jobs[0].ID, time.Now().Add(time.Hour), "503"); err != nil {
 		t.Fatal(err)
 	}
-	storetest.Refuse(t, h.st, storetest.Update, "jobs", "")
+	storetest.Refuse(t, h.St.Store, storetest.Update, "jobs", "")
 	runQueued(ctx, b, jobs[1])
 	if n := len(p.Requests()); n != 0 {
 		t.Errorf("%d requests, want none", n)
 	}
-	if got, err := h.st.GetJob(ctx, jobs[1].ID); err != nil || !got.NextTry.Equal(jobs[1].NextTry) {
+	if got, err := h.St.GetJob(ctx, jobs[1].ID); err != nil || !got.NextTry.Equal(jobs[1].NextTry) {
 		t.Errorf("part 2 after a failed delay: %+v %v", got, err)
 	}
 }

@@ -51,7 +51,7 @@ func TestOutboundRefusals(t *testing.T) {
 		}
 		st := stanza.Message(userFull, c.to, typ, id, c.body).Add(c.extra)
 		tb.b.Handle(ctx, c.u, st)
-		e := tb.h.wait(t, true, c.name+" error", errorFor(id))
+		e := tb.h.WaitSent(t, c.name+" error", errorFor(id))
 		if got := stanza.ErrorOf(e).Condition; got != c.want {
 			t.Errorf("%s: %s, want %s", c.name, got, c.want)
 		}
@@ -63,14 +63,14 @@ func TestOutboundRefusals(t *testing.T) {
 	} {
 		tb.b.Handle(ctx, user(), st)
 	}
-	if n, _ := tb.h.st.CountJobs(ctx, testDomain); n != 0 || len(tb.p.Requests()) != 0 {
+	if n, _ := tb.h.St.CountJobs(ctx, testDomain); n != 0 || len(tb.p.Requests()) != 0 {
 		t.Errorf("%d jobs, %d requests for refused messages", n, len(tb.p.Requests()))
 	}
-	if n := tb.h.count(true); n != len(cases) {
+	if n := len(tb.h.Sent()); n != len(cases) {
 		t.Errorf("%d stanzas sent, want %d errors", n, len(cases))
 	}
 	// Answered at once, to a resource that is online: no notice.
-	if n := tb.h.count(false); n != 0 {
+	if n := len(tb.h.Messages()); n != 0 {
 		t.Errorf("%d messages through the outbox for refusals at submission", n)
 	}
 }
@@ -119,7 +119,7 @@ func TestOutboundRetries(t *testing.T) {
 		t.Errorf("answers %v", statuses)
 	}
 	waitNoJobs(t, tb)
-	m, err := tb.h.st.MessageByForeignID(ctx, testDomain, tb.p.Requests()[3].SID)
+	m, err := tb.h.St.MessageByForeignID(ctx, testDomain, tb.p.Requests()[3].SID)
 	if err != nil || m.XMPPID != "t1" || m.Peer != peer {
 		t.Errorf("message id map: %+v %v", m, err)
 	}
@@ -127,7 +127,7 @@ func TestOutboundRetries(t *testing.T) {
 	// 400: an error stanza with the provider's text, and no retry.
 	tb.p.Respond(400)
 	tb.b.Handle(ctx, user(), stanza.Message(userFull, peer+"@"+testDomain, "chat", "t2", "refused"))
-	e := tb.h.wait(t, false, "error for t2", errorFor("t2"))
+	e := tb.h.WaitMessage(t, "error for t2", errorFor("t2"))
 	se := stanza.ErrorOf(e)
 	if se.Condition != "not-acceptable" || !strings.Contains(se.Text, "is not a valid phone number") || !strings.Contains(se.Text, "21211") ||
 		e.Attr("to") != userFull || e.Attr("from") != peer+"@"+testDomain {
@@ -146,7 +146,7 @@ func waitNoJobs(t *testing.T, tb *testBridge) {
 	t.Helper()
 	deadline := time.Now().Add(wantWait)
 	for {
-		n, err := tb.h.st.CountJobs(context.Background(), testDomain)
+		n, err := tb.h.St.CountJobs(context.Background(), testDomain)
 		if err == nil && n == 0 {
 			return
 		}
@@ -161,19 +161,19 @@ func TestOutboundOddJobs(t *testing.T) {
 	tb := newTestBridge(t)
 	ctx := context.Background()
 	// An unreadable job is logged and removed, not retried forever.
-	if _, err := tb.h.st.EnqueueJob(ctx, testDomain, userJID, jobKind, []byte("{not json")); err != nil {
+	if _, err := tb.h.St.EnqueueJob(ctx, testDomain, userJID, jobKind, []byte("{not json")); err != nil {
 		t.Fatal(err)
 	}
 	tb.b.jobs.Wake()
 	waitNoJobs(t, tb)
 
 	// A refusal that cannot be reported yet stays queued until it can be.
-	tb.h.setFailSend(fmt.Errorf("outbox unavailable"))
+	tb.h.SetFail(fmt.Errorf("outbox unavailable"))
 	tb.p.Respond(400, 400, 400, 400, 400, 400, 400, 400, 400, 400)
 	tb.b.Handle(ctx, user(), stanza.Message(userFull, peer+"@"+testDomain, "chat", "q1", "refused twice"))
 	tb.p.WaitRequest(t, wantWait, "the first try", func(r smstest.Request) bool { return r.Body() == "refused twice" })
-	tb.h.setFailSend(nil)
-	e := tb.h.wait(t, false, "error for q1", errorFor("q1"))
+	tb.h.SetFail(nil)
+	e := tb.h.WaitMessage(t, "error for q1", errorFor("q1"))
 	if stanza.ErrorOf(e).Condition != "not-acceptable" {
 		t.Errorf("error: %s", e)
 	}
@@ -192,13 +192,13 @@ func TestMultipartStatus(t *testing.T) {
 	// The first part delivered: no receipt yet; the last: the receipt.
 	tb.status(t, first.SID, "delivered", "")
 	tb.status(t, second.SID, "failed", "30007")
-	e := tb.h.wait(t, false, "error for mp", errorFor("mp"))
+	e := tb.h.WaitMessage(t, "error for mp", errorFor("mp"))
 	if txt := stanza.ErrorOf(e).Text; !strings.Contains(txt, "Part 2 of 2") {
 		t.Errorf("error text %q", txt)
 	}
 	// A delivery report comes late: a notice also goes to the bare JID.
 	failureReport(t, tb.h, "mp", "recipient-unavailable", "Part 2 of 2 of the text to "+peer+" was not delivered", "30007")
-	for _, m := range tb.h.allMessages() {
+	for _, m := range tb.h.Messages() {
 		if m.Child(stanza.NSReceipts, "received") != nil {
 			t.Errorf("receipt for a partly delivered message: %s", m)
 		}
@@ -232,7 +232,7 @@ func TestMultipartInOrder(t *testing.T) {
 	if n := len(tb.p.Requests()); n != 5 {
 		t.Errorf("%d requests, want 5", n)
 	}
-	for _, m := range tb.h.allMessages() {
+	for _, m := range tb.h.Messages() {
 		if m.Attr("type") == "error" {
 			t.Errorf("error for a text sent after retries: %s", m)
 		}
@@ -244,7 +244,7 @@ func TestMultipartRefused(t *testing.T) {
 	ctx := context.Background()
 	errors := func(id string) int {
 		n := 0
-		for _, m := range tb.h.allMessages() {
+		for _, m := range tb.h.Messages() {
 			if errorFor(id)(m) {
 				n++
 			}
@@ -287,13 +287,13 @@ func TestMultipartRefused(t *testing.T) {
 // A message that cannot be queued is refused whole: no part of it waits.
 func TestOutboundNotQueued(t *testing.T) {
 	tb := newTestBridge(t)
-	storetest.Refuse(t, tb.h.st, storetest.Insert, "jobs", `"part":3`)
+	storetest.Refuse(t, tb.h.St.Store, storetest.Insert, "jobs", `"part":3`)
 	tb.b.Handle(context.Background(), user(), stanza.Message(userFull, peer+"@"+testDomain, "chat", "nq", threeParts))
-	e := tb.h.wait(t, true, "error for nq", errorFor("nq"))
+	e := tb.h.WaitSent(t, "error for nq", errorFor("nq"))
 	if se := stanza.ErrorOf(e); se.Condition != "internal-server-error" || se.Text != "The gateway cannot queue the text." {
 		t.Errorf("error: %s", e)
 	}
-	if n, err := tb.h.st.CountJobs(context.Background(), testDomain); err != nil || n != 0 {
+	if n, err := tb.h.St.CountJobs(context.Background(), testDomain); err != nil || n != 0 {
 		t.Errorf("%d jobs queued (%v)", n, err)
 	}
 	if n := len(tb.p.Requests()); n != 0 {

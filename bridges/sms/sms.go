@@ -1,6 +1,11 @@
 // Package sms bridges XMPP and SMS through a Twilio-compatible provider:
 // each registered user claims one of the gateway's numbers and texts any
 // phone number as +E164@sms-domain.
+//
+// Start reading at Run, below: it serves the provider's webhooks
+// (webhook.go: inbound texts and delivery reports) and runs the queue of
+// texts to send (worker.go, runJob). Handle, after it, takes what users
+// send (outbound.go); registration follows.
 package sms
 
 import (
@@ -55,6 +60,56 @@ func New(opts Options) *Bridge {
 		b.provider = NewTwilio(opts.APIURL, opts.AccountSID, opts.AuthToken)
 	}
 	return b
+}
+
+// Run implements bridges.Bridge: the webhook listener and the runner
+// sending queued texts run until ctx is done. It returns once the runner
+// has recorded the text it was sending and no webhook handler runs (those
+// still running after shutdownWait are cut off), so the store is not
+// closed under them.
+func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
+	b.host = host
+	var work sync.WaitGroup
+	if b.opts.WebhookListen != "" {
+		ln, err := net.Listen("tcp", b.opts.WebhookListen)
+		if err != nil {
+			return fmt.Errorf("PASSERELLE_SMS_WEBHOOK_LISTEN: %w", err)
+		}
+		if b.opts.AuthToken == "" {
+			host.Log().Warn("PASSERELLE_SMS_AUTH_TOKEN is not set: every webhook will be refused (403)")
+		}
+		b.webhookAddr = ln.Addr()
+		host.Log().Info("SMS webhooks listening", "addr", ln.Addr().String(), "url", b.opts.WebhookURL)
+		work.Go(func() { b.serveWebhooks(ctx, ln) })
+	} else {
+		host.Log().Warn("PASSERELLE_SMS_WEBHOOK_LISTEN is not set: no inbound texts and no delivery reports")
+	}
+	b.jobs = bridges.NewRunner(host, jobKind, b.runJob)
+	work.Go(func() { b.jobs.Run(ctx) })
+	host.Ready()
+	work.Wait()
+	return nil
+}
+
+// Handle implements bridges.Bridge.
+func (b *Bridge) Handle(ctx context.Context, u *bridges.User, st *xmlel.Element) {
+	if bridges.AnswerContactIQ(b.host, st, bridges.Identity{Category: "client", Type: "sms", Name: "SMS"},
+		stanza.NSReceipts, stanza.NSOOB) {
+		return
+	}
+	if bridges.AnswerContactPresence(b.host, st) {
+		return
+	}
+	local := stanza.Local(st.Attr("to"))
+	if local != "" {
+		if _, err := mapping.NumberFromLocal(local); err != nil {
+			bridges.Refuse(b.host, st, stanza.Errorf("jid-malformed", "“"+local+"” is not a phone number in international format."))
+			return
+		}
+	}
+	if st.Local == "message" {
+		b.handleMessage(ctx, u, st)
+	}
 }
 
 // Kind implements bridges.Bridge.
@@ -122,53 +177,4 @@ func errText(err error) string {
 		return err.Error()
 	}
 	return "invalid"
-}
-
-// Run implements bridges.Bridge: the webhook listener and the runner
-// sending queued texts run until ctx is done. It returns once the runner
-// has recorded the text it was sending and the webhooks being answered
-// are done (at most shutdownWait), so the store is not closed under them.
-func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
-	b.host = host
-	var work sync.WaitGroup
-	if b.opts.WebhookListen != "" {
-		ln, err := net.Listen("tcp", b.opts.WebhookListen)
-		if err != nil {
-			return fmt.Errorf("PASSERELLE_SMS_WEBHOOK_LISTEN: %w", err)
-		}
-		if b.opts.AuthToken == "" {
-			host.Log().Warn("PASSERELLE_SMS_AUTH_TOKEN is not set: every webhook will be refused (403)")
-		}
-		b.webhookAddr = ln.Addr()
-		host.Log().Info("SMS webhooks listening", "addr", ln.Addr().String(), "url", b.opts.WebhookURL)
-		work.Go(func() { b.serveWebhooks(ctx, ln) })
-	} else {
-		host.Log().Warn("PASSERELLE_SMS_WEBHOOK_LISTEN is not set: no inbound texts and no delivery reports")
-	}
-	b.jobs = bridges.NewRunner(host, jobKind, b.runJob)
-	work.Go(func() { b.jobs.Run(ctx) })
-	host.Ready()
-	work.Wait()
-	return nil
-}
-
-// Handle implements bridges.Bridge.
-func (b *Bridge) Handle(ctx context.Context, u *bridges.User, st *xmlel.Element) {
-	if bridges.AnswerContactIQ(b.host, st, bridges.Identity{Category: "client", Type: "sms", Name: "SMS"},
-		stanza.NSReceipts, stanza.NSOOB) {
-		return
-	}
-	if bridges.AnswerContactPresence(b.host, st) {
-		return
-	}
-	local := stanza.Local(st.Attr("to"))
-	if local != "" {
-		if _, err := mapping.NumberFromLocal(local); err != nil {
-			bridges.Refuse(b.host, st, stanza.Errorf("jid-malformed", "“"+local+"” is not a phone number in international format."))
-			return
-		}
-	}
-	if st.Local == "message" {
-		b.handleMessage(ctx, u, st)
-	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"passerelle/bridges"
@@ -27,22 +28,50 @@ const (
 	emptyTwiML     = `<?xml version="1.0" encoding="UTF-8"?><Response/>`
 )
 
-// serveWebhooks answers the provider's webhooks on ln until ctx is done.
+// serveWebhooks answers the provider's webhooks on ln until ctx is done,
+// then lets the webhooks being answered finish for shutdownWait. Those
+// still running then are cut off: their context is cancelled (the store's
+// calls return with it) and their connections closed. It returns once no
+// handler runs and none can start, so that nothing touches the store after.
 func (b *Bridge) serveWebhooks(ctx context.Context, ln net.Listener) {
-	srv := &http.Server{Handler: b.webhookHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	reqCtx, cutOff := context.WithCancel(context.WithoutCancel(ctx))
+	defer cutOff()
+	var running sync.RWMutex
+	srv := &http.Server{Handler: whileRunning(&running, b.webhookHandler()), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
+		BaseContext: func(net.Listener) context.Context { return reqCtx }}
 	shut := make(chan struct{})
 	go func() {
 		defer close(shut)
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), b.shutdownWait)
 		defer cancel()
-		srv.Shutdown(sctx) // waits for the webhooks being answered
+		if srv.Shutdown(sctx) != nil { // waits for the webhooks being answered
+			b.host.Log().Warn("SMS webhooks still being answered after the shutdown wait were cut off; the provider retries them",
+				"wait", b.shutdownWait)
+			cutOff()
+			srv.Close()
+		}
 	}()
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		b.host.Log().Error("SMS webhook listener failed", "err", err)
 	}
 	<-shut
+	running.Lock()
+}
+
+// whileRunning serves h under a read lock of running: the stop takes it
+// for writing, which waits for the handlers and lets none start after
+// (those answer 503, and the provider retries them).
+func whileRunning(running *sync.RWMutex, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !running.TryRLock() {
+			unavailable(w)
+			return
+		}
+		defer running.RUnlock()
+		h.ServeHTTP(w, r)
+	})
 }
 
 // webhookHandler serves the webhooks both at the public URL's path and at

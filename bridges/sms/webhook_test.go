@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"passerelle/bridges/bridgetest"
 	"passerelle/bridges/sms/smstest"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
@@ -23,7 +25,7 @@ func TestInboundDelivered(t *testing.T) {
 	if err != nil || code != http.StatusOK || !strings.Contains(body, "<Response/>") {
 		t.Fatalf("webhook: %d %q %v", code, body, err)
 	}
-	m := tb.h.wait(t, false, "the text", func(e *xmlel.Element) bool { return e.Attr("id") == "SMa" })
+	m := tb.h.WaitMessage(t, "the text", func(e *xmlel.Element) bool { return e.Attr("id") == "SMa" })
 	if m.Attr("from") != "+15557654321@"+testDomain || m.Attr("to") != userJID || m.Attr("type") != "chat" {
 		t.Errorf("addressing: %s", m)
 	}
@@ -33,16 +35,19 @@ func TestInboundDelivered(t *testing.T) {
 	if xs := m.ChildrenNamed(stanza.NSOOB, "x"); len(xs) != 2 || xs[1].ChildText("", "url") != "https://m.test/2.jpg" {
 		t.Errorf("OOB: %s", m)
 	}
+	if got, want := tb.h.Contacts(), []bridgetest.Contact{{User: userJID, Local: "+15557654321", Name: "+15557654321"}}; !slices.Equal(got, want) {
+		t.Errorf("contacts %v, want %v", got, want)
+	}
 	// The provider repeating the webhook does not deliver the text twice.
 	if code := tb.inbound(t, smstest.InboundParams("SMa", "+15557654321", ownNumber, "Hello")); code != http.StatusOK {
 		t.Fatalf("repeated webhook: %d", code)
 	}
-	if n := tb.h.count(false); n != 1 {
+	if n := len(tb.h.Messages()); n != 1 {
 		t.Errorf("%d messages after a repeated webhook", n)
 	}
 	// An alphanumeric sender.
 	tb.inbound(t, smstest.InboundParams("SMb", "ACME Bank", ownNumber, "Your code"))
-	m = tb.h.wait(t, false, "the text", func(e *xmlel.Element) bool { return e.Attr("id") == "SMb" })
+	m = tb.h.WaitMessage(t, "the text", func(e *xmlel.Element) bool { return e.Attr("id") == "SMb" })
 	if m.Attr("from") != "acmebank@"+testDomain {
 		t.Errorf("alphanumeric sender: %s", m)
 	}
@@ -94,7 +99,7 @@ func TestInboundRefused(t *testing.T) {
 	if resp, err := http.Get(tb.hook.URL + inboundPath); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("GET: %v %v", resp, err)
 	}
-	if n := tb.h.count(false); n != 0 {
+	if n := len(tb.h.Messages()); n != 0 {
 		t.Errorf("%d messages delivered from refused webhooks", n)
 	}
 }
@@ -104,14 +109,14 @@ func TestInboundUnclaimed(t *testing.T) {
 	if code := tb.inbound(t, smstest.InboundParams("SMu", peer, freeNumber, "anyone?", "https://m.test/u.jpg")); code != http.StatusOK {
 		t.Fatalf("webhook: %d", code)
 	}
-	kept, err := tb.h.st.UnclaimedTexts(context.Background(), freeNumber)
+	kept, err := tb.h.St.UnclaimedTexts(context.Background(), freeNumber)
 	if err != nil || len(kept) != 1 {
 		t.Fatalf("kept: %+v %v", kept, err)
 	}
 	if k := kept[0]; k.To != freeNumber || k.From != peer || k.Body != "anyone?" || !slices.Equal(k.Media, []string{"https://m.test/u.jpg"}) || k.SID != "SMu" {
 		t.Fatalf("kept: %+v", k)
 	}
-	if n := tb.h.count(false); n != 0 {
+	if n := len(tb.h.Messages()); n != 0 {
 		t.Errorf("%d messages for an unclaimed number", n)
 	}
 }
@@ -132,26 +137,26 @@ func TestInboundConcurrentDuplicates(t *testing.T) {
 			t.Fatalf("answers %v, want 200 for each", codes)
 		}
 	}
-	if n := tb.h.count(false); n != 1 {
+	if n := len(tb.h.Messages()); n != 1 {
 		t.Errorf("%d messages for %d identical webhooks, want 1", n, len(codes))
 	}
-	if m, err := tb.h.st.MessageByForeignID(context.Background(), testDomain, "SMdup"); err != nil || m.JID != userJID {
+	if m, err := tb.h.St.MessageByForeignID(context.Background(), testDomain, "SMdup"); err != nil || m.JID != userJID {
 		t.Errorf("link: %+v %v", m, err)
 	}
 }
 
 func TestInboundNotCommitted(t *testing.T) {
 	tb := newTestBridge(t)
-	tb.h.setFailSend(errors.New("disk full"))
+	tb.h.SetFail(errors.New("disk full"))
 	// The provider is told to try again: the text is not lost.
 	if code := tb.inbound(t, smstest.InboundParams("SMf", peer, ownNumber, "x")); code != http.StatusServiceUnavailable {
 		t.Fatalf("webhook when the outbox fails: %d, want 503", code)
 	}
-	tb.h.setFailSend(nil)
+	tb.h.SetFail(nil)
 	if code := tb.inbound(t, smstest.InboundParams("SMf", peer, ownNumber, "x")); code != http.StatusOK {
 		t.Fatalf("webhook retried: %d", code)
 	}
-	tb.h.wait(t, false, "the text", func(e *xmlel.Element) bool { return e.Attr("id") == "SMf" })
+	tb.h.WaitMessage(t, "the text", func(e *xmlel.Element) bool { return e.Attr("id") == "SMf" })
 }
 
 // A delivery report whose receipt the outbox refuses gets 503: the
@@ -164,15 +169,15 @@ func TestStatusNotCommitted(t *testing.T) {
 	// The report comes once the worker has recorded the text (an earlier
 	// one is kept for it, and answered 200).
 	waitLink(t, tb, r.SID)
-	tb.h.setFailSend(errors.New("disk full"))
+	tb.h.SetFail(errors.New("disk full"))
 	if code := tb.status(t, r.SID, "delivered", ""); code != http.StatusServiceUnavailable {
 		t.Fatalf("status callback when the outbox fails: %d, want 503", code)
 	}
-	tb.h.setFailSend(nil)
+	tb.h.SetFail(nil)
 	if code := tb.status(t, r.SID, "delivered", ""); code != http.StatusOK {
 		t.Fatalf("status callback retried: %d", code)
 	}
-	tb.h.wait(t, false, "the receipt", func(e *xmlel.Element) bool { return e.Child(stanza.NSReceipts, "received").Attr("id") == "r1" })
+	tb.h.WaitMessage(t, "the receipt", func(e *xmlel.Element) bool { return e.Child(stanza.NSReceipts, "received").Attr("id") == "r1" })
 }
 
 func TestStatusCallbacks(t *testing.T) {
@@ -196,7 +201,7 @@ func TestStatusCallbacks(t *testing.T) {
 		t.Fatalf("sent: %d", code)
 	}
 	tb.status(t, r.SID, "delivered", "")
-	rc := tb.h.wait(t, false, "receipt", receipt("m1"))
+	rc := tb.h.WaitMessage(t, "receipt", receipt("m1"))
 	if rc.Attr("from") != peer+"@"+testDomain || rc.Attr("to") != userFull {
 		t.Errorf("receipt addressing: %s", rc)
 	}
@@ -206,11 +211,11 @@ func TestStatusCallbacks(t *testing.T) {
 	tb.status(t, r.SID, "delivered", "")
 	r = send("m3", "third", false)
 	tb.status(t, r.SID, "undelivered", "30003")
-	e := tb.h.wait(t, false, "error for m3", func(e *xmlel.Element) bool { return e.Attr("id") == "m3" })
+	e := tb.h.WaitMessage(t, "error for m3", func(e *xmlel.Element) bool { return e.Attr("id") == "m3" })
 	if se := stanza.ErrorOf(e); e.Attr("type") != "error" || se.Condition != "recipient-unavailable" || !strings.Contains(se.Text, "30003") {
 		t.Errorf("error: %s", e)
 	}
-	for _, m := range tb.h.allMessages() {
+	for _, m := range tb.h.Messages() {
 		if receipt("m2")(m) {
 			t.Errorf("receipt not asked for: %s", m)
 		}
@@ -221,7 +226,7 @@ func TestStatusCallbacks(t *testing.T) {
 		t.Fatalf("status for an unknown sid: %d", code)
 	}
 	x := `{"user":"` + userFull + `","id":"m9","part":1,"parts":1}`
-	if err := tb.h.st.PutMessageID(ctx, storeMessage("m9", "SMunknown", x)); err != nil {
+	if err := tb.h.St.PutMessageID(ctx, storeMessage("m9", "SMunknown", x)); err != nil {
 		t.Fatal(err)
 	}
 	s, err := tb.b.takeEarlyStatus(ctx, "SMunknown")
@@ -276,7 +281,7 @@ func TestStatusRepeated(t *testing.T) {
 	}
 	count := func(match func(*xmlel.Element) bool) int {
 		n := 0
-		for _, m := range tb.h.allMessages() {
+		for _, m := range tb.h.Messages() {
 			if match(m) {
 				n++
 			}
@@ -306,15 +311,15 @@ func TestFailureStatusNotCommitted(t *testing.T) {
 	tb.b.Handle(ctx, user(), stanza.Message(userFull, peer+"@"+testDomain, "chat", "n1", "not committed"))
 	r := tb.p.WaitRequest(t, wantWait, "the text", func(r smstest.Request) bool { return r.Body() == "not committed" && r.SID != "" })
 	waitLink(t, tb, r.SID)
-	tb.h.setFailSend(errors.New("disk full"))
+	tb.h.SetFail(errors.New("disk full"))
 	if code := tb.status(t, r.SID, "undelivered", "30005"); code != http.StatusServiceUnavailable {
 		t.Fatalf("status callback when the outbox fails: %d, want 503", code)
 	}
-	tb.h.setFailSend(nil)
+	tb.h.SetFail(nil)
 	if code := tb.status(t, r.SID, "undelivered", "30005"); code != http.StatusOK {
 		t.Fatalf("status callback retried: %d", code)
 	}
-	tb.h.wait(t, false, "the error for n1", func(e *xmlel.Element) bool { return e.Attr("id") == "n1" && e.Attr("type") == "error" })
+	tb.h.WaitMessage(t, "the error for n1", func(e *xmlel.Element) bool { return e.Attr("id") == "n1" && e.Attr("type") == "error" })
 }
 
 // waitLink waits until the worker has recorded the text's sid.
@@ -322,7 +327,7 @@ func waitLink(t *testing.T, tb *testBridge, sid string) {
 	t.Helper()
 	deadline := time.Now().Add(wantWait)
 	for {
-		if _, err := tb.h.st.MessageByForeignID(context.Background(), testDomain, sid); err == nil {
+		if _, err := tb.h.St.MessageByForeignID(context.Background(), testDomain, sid); err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -342,13 +347,13 @@ func TestEarlyStatusAppliedBySend(t *testing.T) {
 	}
 	st := stanza.Message(userFull, peer+"@"+testDomain, "chat", "e1", "early").Add(xmlel.New(stanza.NSReceipts, "request"))
 	tb.b.Handle(ctx, user(), st)
-	tb.h.wait(t, false, "receipt", func(e *xmlel.Element) bool { return e.Child(stanza.NSReceipts, "received").Attr("id") == "e1" })
+	tb.h.WaitMessage(t, "receipt", func(e *xmlel.Element) bool { return e.Child(stanza.NSReceipts, "received").Attr("id") == "e1" })
 	// The report kept and applied by the worker is not applied again when
 	// the provider repeats it.
 	if code := tb.status(t, first, "delivered", ""); code != http.StatusOK {
 		t.Fatalf("repeated status: %d", code)
 	}
-	if n := tb.h.count(false); n != 1 {
+	if n := len(tb.h.Messages()); n != 1 {
 		t.Errorf("%d messages after the repeated report, want the one receipt", n)
 	}
 }
@@ -358,7 +363,7 @@ func TestEarlyStatusAppliedBySend(t *testing.T) {
 func TestInboundMediaURLEscaped(t *testing.T) {
 	tb := newTestBridge(t)
 	tb.inbound(t, smstest.InboundParams("SMu", peer, ownNumber, "", "http://m.test/\x89a\x01b?q=\xff#é"))
-	m := tb.h.wait(t, false, "the text", func(e *xmlel.Element) bool { return e.Attr("id") == "SMu" })
+	m := tb.h.WaitMessage(t, "the text", func(e *xmlel.Element) bool { return e.Attr("id") == "SMu" })
 	const want = "http://m.test/%89a%01b?q=%FF#é"
 	if b := m.ChildText("", "body"); b != want {
 		t.Errorf("body %q, want %q", b, want)
@@ -370,7 +375,7 @@ func TestInboundMediaURLEscaped(t *testing.T) {
 
 // webhookBridge starts a bridge serving its webhooks on a loopback port,
 // with alice registered; stop stops it.
-func webhookBridge(t *testing.T, h *fakeHost) (b *Bridge, p *smstest.Provider, stop context.CancelFunc, wait func() error) {
+func webhookBridge(t *testing.T, h *bridgetest.Host) (b *Bridge, p *smstest.Provider, stop context.CancelFunc, wait func() error) {
 	t.Helper()
 	p = smstest.Start(t, testSID, testToken)
 	b = New(Options{Numbers: []string{ownNumber}, Region: "US", APIURL: p.URL(), AccountSID: testSID, AuthToken: testToken,
@@ -378,7 +383,7 @@ func webhookBridge(t *testing.T, h *fakeHost) (b *Bridge, p *smstest.Provider, s
 	ctx, cancel := context.WithCancel(context.Background())
 	wait = start(t, ctx, b, h)
 	t.Cleanup(func() { cancel(); wait() })
-	if err := h.st.PutRegistration(ctx, testDomain, userJID, map[string]string{"number": ownNumber}, []string{ownNumber}); err != nil {
+	if err := h.St.PutRegistration(ctx, testDomain, userJID, map[string]string{"number": ownNumber}, []string{ownNumber}); err != nil {
 		t.Fatal(err)
 	}
 	return b, p, cancel, wait
@@ -401,7 +406,7 @@ func waitReturns(wait func() error, d time.Duration) (returned <-chan struct{}, 
 func TestStopAnswersWebhooks(t *testing.T) {
 	h := newFakeHost(t)
 	entered, release := make(chan struct{}), make(chan struct{})
-	h.onSend = func() { close(entered); <-release }
+	h.OnCommit(func(context.Context) { close(entered); <-release })
 	b, p, stop, wait := webhookBridge(t, h)
 	code := make(chan int, 1)
 	go func() {
@@ -426,21 +431,57 @@ func TestStopAnswersWebhooks(t *testing.T) {
 	if c := <-code; c != http.StatusOK {
 		t.Fatalf("the webhook answered during the stop: %d, want 200", c)
 	}
-	h.wait(t, false, "the text", func(e *xmlel.Element) bool { return e.Attr("id") == "SMstop" })
+	h.WaitMessage(t, "the text", func(e *xmlel.Element) bool { return e.Attr("id") == "SMstop" })
 }
 
-// A webhook that does not finish holds a stop up for shutdownWait at most.
-func TestStopBoundedByHungWebhook(t *testing.T) {
+// A webhook still being answered after shutdownWait is cut off: its
+// context is cancelled (the store's calls return then) and Run returns only
+// once it has returned, so that nothing touches the store after Run.
+func TestStopCutsOffHungWebhook(t *testing.T) {
 	h := newFakeHost(t)
-	entered, release := make(chan struct{}), make(chan struct{})
-	defer close(release)
-	h.onSend = func() { close(entered); <-release }
+	entered, hookDone := make(chan struct{}), make(chan struct{})
+	h.OnCommit(func(ctx context.Context) { close(entered); <-ctx.Done(); close(hookDone) })
 	b, p, stop, wait := webhookBridge(t, h)
 	b.shutdownWait = 200 * time.Millisecond
-	go p.Inbound(b.webhookAddr.String(), testHook, smstest.InboundParams("SMhung", "+15557654321", ownNumber, "hung"))
+	code := make(chan int, 1)
+	go func() {
+		c, _, _ := p.Inbound(b.webhookAddr.String(), testHook, smstest.InboundParams("SMhung", "+15557654321", ownNumber, "hung"))
+		code <- c
+	}()
 	<-entered
 	stop()
 	if _, returned := waitReturns(wait, 5*time.Second); !returned {
 		t.Fatalf("Run still blocked 5 s after a stop with shutdownWait %v", b.shutdownWait)
+	}
+	select {
+	case <-hookDone:
+	default:
+		t.Fatal("Run returned while a webhook was still being answered")
+	}
+	if c := <-code; c == http.StatusOK {
+		t.Fatal("a webhook cut off by the stop was answered 200")
+	}
+	if n, err := h.St.CountStanzas(context.Background(), testDomain); err != nil || n != 0 {
+		t.Fatalf("%d stanzas committed for a webhook cut off by the stop (%v)", n, err)
+	}
+}
+
+// A webhook arriving once the stop has waited for the others is not
+// served: 503, so that the provider sends it again.
+func TestWebhookAfterStop(t *testing.T) {
+	var running sync.RWMutex
+	served := false
+	h := whileRunning(&running, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { served = true }))
+	running.Lock()
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, inboundPath, nil))
+	if w.Code != http.StatusServiceUnavailable || served {
+		t.Fatalf("got %d (served %v), want 503", w.Code, served)
+	}
+	running.Unlock()
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, inboundPath, nil))
+	if !served {
+		t.Fatalf("not served while running: %d", w.Code)
 	}
 }

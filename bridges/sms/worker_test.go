@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"passerelle/bridges"
+	"passerelle/bridges/bridgetest"
 	"passerelle/store"
 	"passerelle/store/storetest"
 )
@@ -38,7 +39,7 @@ func TestSentWhileStopping(t *testing.T) {
 	j := queueText(t, b, h, "s1", "sent as we stop")
 	runQueued(ctx, b, j)
 	jobGone(t, h, j.ID)
-	if m, err := h.st.MessageByForeignID(context.Background(), testDomain, "SMstop"); err != nil || m.XMPPID != "s1" {
+	if m, err := h.St.MessageByForeignID(context.Background(), testDomain, "SMstop"); err != nil || m.XMPPID != "s1" {
 		t.Fatalf("sid not recorded: %+v %v", m, err)
 	}
 }
@@ -55,11 +56,11 @@ func TestFailedWhileStopping(t *testing.T) {
 	})
 	j := queueText(t, b, h, "s2", "cut off")
 	runQueued(ctx, b, j)
-	got, err := h.st.GetJob(context.Background(), j.ID)
+	got, err := h.St.GetJob(context.Background(), j.ID)
 	if err != nil || got.Attempts != 0 {
 		t.Fatalf("job after a send cut off by the stop: %+v %v", got, err)
 	}
-	if n := h.count(false) + h.count(true); n != 0 {
+	if n := len(h.Messages()) + len(h.Sent()); n != 0 {
 		t.Fatalf("%d stanzas for a send cut off by the stop", n)
 	}
 }
@@ -96,7 +97,7 @@ func TestRunStopsRunner(t *testing.T) {
 }
 
 // runWorker starts b's worker on h with provider p until the test ends.
-func runWorker(t *testing.T, b *Bridge, h *fakeHost, p Provider) {
+func runWorker(t *testing.T, b *Bridge, h *bridgetest.Host, p Provider) {
 	t.Helper()
 	b.provider = p
 	ctx, cancel := context.WithCancel(context.Background())
@@ -112,7 +113,7 @@ func TestSentButNotRemoved(t *testing.T) {
 	runWorker(t, b, h, providerFunc(func(context.Context, Text) (string, error) {
 		return fmt.Sprintf("SM%d", sends.Add(1)), nil
 	}))
-	lift := storetest.Refuse(t, h.st, storetest.Delete, "jobs", "")
+	lift := storetest.Refuse(t, h.St.Store, storetest.Delete, "jobs", "")
 	j := queueText(t, b, h, "k1", "only once")
 	b.jobs.Wake()
 	for deadline := time.Now().Add(5 * time.Second); sends.Load() == 0; time.Sleep(5 * time.Millisecond) {
@@ -126,7 +127,7 @@ func TestSentButNotRemoved(t *testing.T) {
 	}
 	lift()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if _, err := h.st.GetJob(context.Background(), j.ID); errors.Is(err, store.ErrNotFound) {
+		if _, err := h.St.GetJob(context.Background(), j.ID); errors.Is(err, store.ErrNotFound) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -141,7 +142,7 @@ func TestSentButNotRemoved(t *testing.T) {
 // failingWorker runs a worker whose provider fails every text with perr,
 // on a store made to refuse op on jobs, and queues the text id. It returns
 // the provider's count of tries.
-func failingWorker(t *testing.T, id string, perr error, op string) (*fakeHost, *atomic.Int32) {
+func failingWorker(t *testing.T, id string, perr error, op string) (*bridgetest.Host, *atomic.Int32) {
 	t.Helper()
 	b, h := idleBridge(t, "")
 	sends := new(atomic.Int32)
@@ -149,7 +150,7 @@ func failingWorker(t *testing.T, id string, perr error, op string) (*fakeHost, *
 		sends.Add(1)
 		return "", perr
 	}))
-	storetest.Refuse(t, h.st, op, "jobs", "")
+	storetest.Refuse(t, h.St.Store, op, "jobs", "")
 	queueText(t, b, h, id, "text "+id)
 	b.jobs.Wake()
 	return h, sends
@@ -176,7 +177,7 @@ func TestReportedButNotRemoved(t *testing.T) {
 	if n := sends.Load(); n != 1 {
 		t.Fatalf("tried %d times", n)
 	}
-	if n := h.count(false); n != 2 {
+	if n := len(h.Messages()); n != 2 {
 		t.Fatalf("%d stanzas: the failure was reported again", n)
 	}
 }

@@ -1,11 +1,10 @@
-// Package storetest opens stores for tests, with a handle of their own
-// on the database: to write rows as older versions did, to look at rows
-// no API returns, or to break the database on purpose.
+// Package storetest opens stores for tests and reaches their database
+// through the store's own handle (Store.DB): to write rows as older
+// versions did, to look at rows no API returns, or to break the database
+// on purpose.
 package storetest
 
 import (
-	"database/sql"
-	"net/url"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -15,10 +14,9 @@ import (
 )
 
 // Store is a store in a temporary directory, closed at the end of the
-// test, with the raw handle.
+// test.
 type Store struct {
 	*store.Store
-	raw *sql.DB
 }
 
 // Open opens a new store for t.
@@ -29,19 +27,14 @@ func Open(t testing.TB) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := sql.Open("sqlite3", "file:"+(&url.URL{Path: path}).EscapedPath()+"?_busy_timeout=5000")
-	if err != nil {
-		st.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { raw.Close(); st.Close() })
-	return &Store{Store: st, raw: raw}
+	t.Cleanup(func() { st.Close() })
+	return &Store{Store: st}
 }
 
 // Exec runs a statement on the database, failing t on error.
 func (s *Store) Exec(t testing.TB, query string, args ...any) {
 	t.Helper()
-	if _, err := s.raw.Exec(query, args...); err != nil {
+	if _, err := s.DB().Exec(query, args...); err != nil {
 		t.Fatalf("%s: %v", query, err)
 	}
 }
@@ -50,7 +43,7 @@ func (s *Store) Exec(t testing.TB, query string, args ...any) {
 // spaces.
 func (s *Store) Column(t testing.TB, query string, args ...any) string {
 	t.Helper()
-	rows, err := s.raw.Query(query, args...)
+	rows, err := s.DB().Query(query, args...)
 	if err != nil {
 		t.Fatalf("%s: %v", query, err)
 	}
