@@ -91,12 +91,13 @@ const insertJob = `INSERT INTO jobs (domain, jid, kind, payload, next_try, creat
 // EnqueueJob stores a job due now and returns its id.
 func (s *Store) EnqueueJob(ctx context.Context, domain, jid, kind string, payload []byte) (int64, error) {
 	t := time.Now()
-	res, err := s.db.ExecContext(ctx, insertJob,
-		domain, jid, kind, payload, t.UnixMilli(), t.Unix())
-	if err != nil {
+	var id int64
+	// RETURNING rather than LastInsertId, which PostgreSQL does not have.
+	if err := s.db.QueryRowContext(ctx, insertJob+` RETURNING id`,
+		domain, jid, kind, payload, t.UnixMilli(), t.Unix()).Scan(&id); err != nil {
 		return 0, fmt.Errorf("failed to queue job: %w", err)
 	}
-	return res.LastInsertId()
+	return id, nil
 }
 
 // EnqueueJobs stores several jobs due now in one transaction: all of them

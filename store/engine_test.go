@@ -1,0 +1,122 @@
+package store
+
+// The store's tests run on both engines: TestMain runs them all on SQLite,
+// then again on PostgreSQL in a private cluster (store/pgtest), each test
+// with a database of its own. Without PostgreSQL installed the second run
+// is skipped, and fails when $CI is set.
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"passerelle/store/pgtest"
+)
+
+// cluster is the PostgreSQL server of the second run (nil: SQLite).
+var cluster *pgtest.Cluster
+
+func engine() string {
+	if cluster != nil {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+func TestMain(m *testing.M) {
+	if code := m.Run(); code != 0 {
+		os.Exit(code)
+	}
+	c, err := pgtest.Start()
+	if errors.Is(err, pgtest.ErrNotInstalled) && os.Getenv("CI") == "" {
+		fmt.Printf("store: %v: the tests ran on SQLite only\n", err)
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "store: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Println("store: the same tests on PostgreSQL")
+	cluster = c
+	code := m.Run()
+	if err := c.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "store: %v\n", err)
+		code = max(code, 1)
+	}
+	os.Exit(code)
+}
+
+// testDB names a new database of the engine under test, removed (or
+// dropped) when t ends: a file path, or a postgres:// URL.
+func testDB(t testing.TB) string {
+	t.Helper()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("engine: %s", engine())
+		}
+	})
+	if cluster != nil {
+		return cluster.DB(t)
+	}
+	return filepath.Join(t.TempDir(), "p.db")
+}
+
+// sqliteOnly skips t on PostgreSQL: it tests what only SQLite has (a
+// file, its connection pool, a schema older than PostgreSQL's support).
+func sqliteOnly(t testing.TB) {
+	t.Helper()
+	if cluster != nil {
+		t.Skip("SQLite only")
+	}
+}
+
+func TestPostgresMigrationsMatch(t *testing.T) {
+	sq, err := migrations("schema")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, err := migrations("schema/postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pg) != len(sq) {
+		t.Fatalf("%d migrations for PostgreSQL, %d for SQLite: each needs both dialects", len(pg), len(sq))
+	}
+	for i := range sq {
+		if pg[i].name != sq[i].name {
+			t.Errorf("migration %d: %s for PostgreSQL, %s for SQLite", i+1, pg[i].name, sq[i].name)
+		}
+	}
+}
+
+func TestRebind(t *testing.T) {
+	for in, want := range map[string]string{
+		`SELECT 1`: `SELECT 1`,
+		`SELECT a FROM t WHERE b = ? AND c IN (?, ?)`:          `SELECT a FROM t WHERE b = $1 AND c IN ($2, $3)`,
+		`SELECT '?', "a?" FROM t WHERE x LIKE '%?%' AND y = ?`: `SELECT '?', "a?" FROM t WHERE x LIKE '%?%' AND y = $1`,
+		`SELECT 'it''s?' WHERE a = ?`:                          `SELECT 'it''s?' WHERE a = $1`,
+	} {
+		if got := rebind(in); got != want {
+			t.Errorf("rebind(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestIsPostgres(t *testing.T) {
+	for path, want := range map[string]bool{
+		"passerelle.db":                   false,
+		":memory:":                        false,
+		"postgres://u:p@db/passerelle":    true,
+		"postgresql://db/passerelle":      true,
+		"/var/lib/postgres://odd/file.db": false,
+	} {
+		if got := isPostgres(path); got != want {
+			t.Errorf("isPostgres(%q) = %v", path, got)
+		}
+	}
+	if got := redact("postgres://u:secret@db/p"); got != "postgres://u:xxxxx@db/p" {
+		t.Errorf("redact = %q", got)
+	}
+}
