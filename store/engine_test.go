@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"passerelle/store/pgtest"
@@ -116,7 +117,26 @@ func TestIsPostgres(t *testing.T) {
 			t.Errorf("isPostgres(%q) = %v", path, got)
 		}
 	}
-	if got := redact("postgres://u:secret@db/p"); got != "postgres://u:xxxxx@db/p" {
+	if got := Redact("postgres://u:secret@db/p"); got != "postgres://u:xxxxx@db/p" {
 		t.Errorf("redact = %q", got)
+	}
+}
+
+// A PostgreSQL URL that cannot be parsed, or a server that does not answer,
+// fails Open with a message that keeps the password out.
+func TestOpenPostgresFailures(t *testing.T) {
+	for _, url := range []string{
+		"postgres://u:secret@127.0.0.1:1/x?connect_timeout=5&sslmode=disable",
+		"postgres://u:secret@127.0.0.1:99999999/x",
+	} {
+		s, err := Open(url)
+		if err == nil {
+			s.Close()
+			t.Errorf("Open(%s) succeeded", url)
+			continue
+		}
+		if strings.Contains(err.Error(), "secret") {
+			t.Errorf("Open(%s): the error shows the password: %v", url, err)
+		}
 	}
 }

@@ -25,8 +25,8 @@ func isPostgres(path string) bool {
 	return strings.HasPrefix(path, "postgres://") || strings.HasPrefix(path, "postgresql://")
 }
 
-// redact hides the password of a database URL in messages.
-func redact(path string) string {
+// Redact hides the password of a database URL in messages.
+func Redact(path string) string {
 	if !isPostgres(path) {
 		return path
 	}

@@ -112,12 +112,12 @@ func open(path string, target int) (*Store, error) {
 	if isPostgres(path) {
 		db, err := openPostgres(path)
 		if err != nil {
-			return nil, fmt.Errorf("failed to open database %s: %w", redact(path), err)
+			return nil, fmt.Errorf("failed to open database %s: %w", Redact(path), err)
 		}
 		s := &Store{db: db, pg: true}
 		if err := s.migrate(target); err != nil {
 			db.Close()
-			return nil, fmt.Errorf("database %s: %w", redact(path), err)
+			return nil, fmt.Errorf("database %s: %w", Redact(path), err)
 		}
 		return s, nil
 	}
