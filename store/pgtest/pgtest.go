@@ -36,12 +36,16 @@ type Cluster struct {
 	dbs      atomic.Int64
 }
 
+// installed is where Debian installs initdb, one directory per major
+// version.
+var installed = "/usr/lib/postgresql/*/bin/initdb"
+
 // binDir returns the newest /usr/lib/postgresql/*/bin holding initdb.
 func binDir() (string, error) {
 	if p, err := exec.LookPath("initdb"); err == nil {
 		return filepath.Dir(p), nil
 	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	dirs, _ := filepath.Glob(installed)
 	if len(dirs) == 0 {
 		return "", ErrNotInstalled
 	}
@@ -118,14 +122,16 @@ func Start() (*Cluster, error) {
 func New(t testing.TB) *Cluster {
 	t.Helper()
 	c, err := Start()
-	if errors.Is(err, ErrNotInstalled) {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("pgtest: %v (CI is set, so this is an error)", err)
-		}
+	switch {
+	case errors.Is(err, ErrNotInstalled) && os.Getenv("CI") != "":
+		t.Fatalf("pgtest: %v (CI is set, so this is an error)", err)
+		return nil
+	case errors.Is(err, ErrNotInstalled):
 		t.Skipf("pgtest: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
+		return nil
+	case err != nil:
+		t.Fatalf("pgtest: %v", err)
+		return nil
 	}
 	t.Cleanup(func() {
 		if err := c.Stop(); err != nil {
