@@ -6,12 +6,15 @@ package store
 // is skipped, and fails when $CI is set.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"passerelle/store/pgtest"
 )
@@ -138,5 +141,95 @@ func TestOpenPostgresFailures(t *testing.T) {
 		if strings.Contains(err.Error(), "secret") {
 			t.Errorf("Open(%s): the error shows the password: %v", url, err)
 		}
+	}
+}
+
+// On PostgreSQL two instances sharing the database (two stores here)
+// never get the same due job while it is claimed, and get it again once
+// its claim expired. On SQLite (one process) a job is due until recorded.
+func TestClaimJobs(t *testing.T) {
+	ctx := context.Background()
+	url := testDB(t)
+	a, err := Open(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	const n = 20
+	for i := range n {
+		if _, err := a.EnqueueJob(ctx, "d", "u@x", "mail", []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	if cluster == nil {
+		for range 2 {
+			if due, err := a.DueJobs(ctx, "d", now, n); err != nil || len(due) != n {
+				t.Fatalf("SQLite: %d due, %v, want %d each time", len(due), err, n)
+			}
+		}
+		return
+	}
+	b, err := Open(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var mu sync.Mutex
+	got := map[int64]string{}
+	var wg sync.WaitGroup
+	for name, s := range map[string]*Store{"a": a, "b": b} {
+		wg.Go(func() {
+			for range n + 1 { // without claims, jobs would stay due
+				due, err := s.DueJobs(ctx, "d", now, 10)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(due) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, j := range due {
+					if other, ok := got[j.ID]; ok {
+						t.Errorf("job %d claimed by %s and %s", j.ID, other, name)
+					}
+					got[j.ID] = name
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(got) != n {
+		t.Errorf("%d jobs claimed, want %d", len(got), n)
+	}
+	// a dies with its claims; b finishes one of its own.
+	var mine int64
+	for id, who := range got {
+		if who == "b" {
+			mine = id
+			break
+		}
+	}
+	if err := b.DeleteJob(ctx, mine); err != nil {
+		t.Fatal(err)
+	}
+	if due, err := b.DueJobs(ctx, "d", now.Add(JobLease-time.Second), n); err != nil || len(due) != 0 {
+		t.Fatalf("before the claims expire: %+v, %v", due, err)
+	}
+	expired := map[int64]bool{}
+	for range n {
+		due, err := b.DueJobs(ctx, "d", now.Add(JobLease+time.Second), n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(due) == 0 {
+			break
+		}
+		expired[due[0].ID] = true
+	}
+	if len(expired) != n-1 || expired[mine] {
+		t.Errorf("%d jobs taken over after the claims expired, want %d (not the finished %d)", len(expired), n-1, mine)
 	}
 }

@@ -122,7 +122,11 @@ func (s *Store) EnqueueJobs(ctx context.Context, domain, jid, kind string, paylo
 }
 
 // DueJobs returns up to limit jobs of domain whose next try is not after t.
+// On PostgreSQL it claims them (see claimJobs).
 func (s *Store) DueJobs(ctx context.Context, domain string, t time.Time, limit int) ([]Job, error) {
+	if s.pg {
+		return s.claimJobs(ctx, domain, t, limit)
+	}
 	return s.jobs(ctx, `SELECT `+jobColumns+` FROM jobs WHERE domain = ? AND next_try <= ? ORDER BY next_try, id LIMIT ?`,
 		domain, t.UnixMilli(), limit)
 }

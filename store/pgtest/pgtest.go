@@ -147,7 +147,11 @@ func (c *Cluster) run(prog string, args ...string) ([]byte, error) {
 	path := filepath.Join(c.bin, prog)
 	var cmd *exec.Cmd
 	if c.asUser != "" {
-		cmd = exec.Command("runuser", append([]string{"-u", c.asUser, "--", path}, args...)...)
+		runuser, err := exec.LookPath("runuser")
+		if err != nil {
+			runuser = "/usr/sbin/runuser" // util-linux, outside a user's PATH
+		}
+		cmd = exec.Command(runuser, append([]string{"-u", c.asUser, "--", path}, args...)...)
 	} else {
 		cmd = exec.Command(path, args...)
 	}
