@@ -42,7 +42,7 @@ var fileSuffixes = []string{"_SECRET", "_PASSWORD", "_TOKEN", "_KEY"}
 type spec struct {
 	XMPPAddr                string        `split_words:"true" default:"127.0.0.1:5347" desc:"component port of the XMPP server (host:port)"`
 	XMPPSecret              string        `split_words:"true" required:"true" desc:"component secret, shared by all bridge components"`
-	DB                      string        `split_words:"true" default:"passerelle.db" desc:"SQLite database file"`
+	DB                      string        `split_words:"true" default:"passerelle.db" desc:"SQLite database file, or a postgres:// URL for PostgreSQL"`
 	Admins                  []string      `split_words:"true" desc:"bare JIDs with admin rights, comma-separated"`
 	Allow                   []string      `split_words:"true" desc:"who may use the gateway: comma-separated domains or bare JIDs (default: the parent domain of each component)"`
 	IRCDomain               string        `split_words:"true" desc:"component domain of the IRC bridge (empty: bridge off)"`

@@ -61,7 +61,7 @@ func (s *Store) QueryIRCArchive(ctx context.Context, q IRCArchiveQuery) ([]IRCMe
 		add("id < ?", *q.Before)
 	}
 	if q.Nick != "" {
-		add("nick = ? COLLATE NOCASE", q.Nick)
+		add(s.equalFoldASCII("nick"), q.Nick)
 	}
 	q.Max = max(q.Max, 0)
 	order := "ASC"
@@ -108,7 +108,7 @@ func (s *Store) QueryIRCArchive(ctx context.Context, q IRCArchiveQuery) ([]IRCMe
 // how many it deleted.
 func (s *Store) PruneIRCArchive(ctx context.Context, keep int) (int64, error) {
 	res, err := s.db.ExecContext(ctx, `DELETE FROM irc_history WHERE id IN (SELECT id FROM (
-		SELECT id, ROW_NUMBER() OVER (PARTITION BY jid, server, channel ORDER BY id DESC) AS newer FROM irc_history) WHERE newer > ?)`, keep)
+		SELECT id, ROW_NUMBER() OVER (PARTITION BY jid, server, channel ORDER BY id DESC) AS newer FROM irc_history) AS h WHERE newer > ?)`, keep)
 	if err != nil {
 		return 0, fmt.Errorf("failed to prune the irc archive: %w", err)
 	}

@@ -110,6 +110,7 @@ func TestIRCArchiveFailures(t *testing.T) {
 		t.Error("pruned a closed store")
 	}
 
+	sqliteOnly(t) // untyped columns, SQLite's json()
 	s = openTest(t)
 	looseTable(t, s, "irc_history", "id INTEGER PRIMARY KEY, jid, server, channel, nick, body, stamp")
 	mustExec(t, s, `INSERT INTO irc_history (jid, server, channel, nick, body, stamp) VALUES ('u@example.org', 'irc.example.net', '#a', NULL, 'b', 0)`)

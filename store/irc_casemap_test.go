@@ -133,6 +133,7 @@ func TestRekeyIRCServerChain(t *testing.T) {
 // Whichever step fails, nothing changes; once repaired, the next try
 // re-keys.
 func TestRekeyIRCServerFailures(t *testing.T) {
+	sqliteOnly(t) // triggers in SQLite's dialect, SQLite's json()
 	ctx := context.Background()
 	trigger := func(table, op string) [2]string {
 		return [2]string{`CREATE TRIGGER sabotage BEFORE ` + op + ` ON ` + table + ` BEGIN SELECT RAISE(ABORT, 'refused'); END`,

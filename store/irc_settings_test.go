@@ -179,6 +179,7 @@ func TestIRCChannelSettingsClosedStore(t *testing.T) {
 // A row that cannot be read, or a failure while reading, fails the list
 // of persistent channels.
 func TestPersistentIRCChannelsBadRows(t *testing.T) {
+	sqliteOnly(t) // untyped columns, SQLite's json()
 	ctx := context.Background()
 	s := openTest(t)
 	looseTable(t, s, "irc_channels", "jid, server, channel, name, nick, persistent, record_history")

@@ -1,14 +1,13 @@
 package store
 
 import (
-	"path/filepath"
 	"testing"
 )
 
 // Version 6 keeps the IRC channel rows of version 5 (with an empty
 // spelling) and adds the per-server case mappings.
 func TestUpgradeToIRCCasemap(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "v5.db")
+	path := testDB(t)
 	old, err := open(path, 5)
 	if err != nil {
 		t.Fatal(err)

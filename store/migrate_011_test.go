@@ -9,7 +9,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -38,7 +37,7 @@ func sealV1(t *testing.T, key, v string) string {
 // sealed under another key.
 func v1Database(t *testing.T, key string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "v7.db")
+	path := testDB(t)
 	old, err := open(path, 7)
 	if err != nil {
 		t.Fatal(err)
@@ -64,14 +63,24 @@ func v1Database(t *testing.T, key string) string {
 
 func dump(t *testing.T, s *Store) string {
 	t.Helper()
-	var regs, nets string
-	if err := s.db.QueryRow(`SELECT coalesce(group_concat(fields, '|'), '') FROM registrations`).Scan(&regs); err != nil {
-		t.Fatal(err)
+	var all []string
+	for _, q := range []string{`SELECT fields FROM registrations ORDER BY domain, jid`, `SELECT settings FROM irc_networks ORDER BY jid, server`} {
+		rows, err := s.db.Query(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var v string
+			if err := rows.Scan(&v); err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, v)
+		}
+		if err := rows.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := s.db.QueryRow(`SELECT coalesce(group_concat(settings, '|'), '') FROM irc_networks`).Scan(&nets); err != nil {
-		t.Fatal(err)
-	}
-	return regs + "|" + nets
+	return strings.Join(all, "|")
 }
 
 // Version 11 re-seals the secrets of version 7 at the first start with the

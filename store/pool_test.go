@@ -10,6 +10,7 @@ import (
 // A burst of concurrent queries on a database file shares at most
 // maxConns connections instead of opening one per caller.
 func TestConnectionsBounded(t *testing.T) {
+	sqliteOnly(t)
 	s, err := Open(filepath.Join(t.TempDir(), "pool.db"))
 	if err != nil {
 		t.Fatal(err)

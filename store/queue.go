@@ -91,12 +91,13 @@ const insertJob = `INSERT INTO jobs (domain, jid, kind, payload, next_try, creat
 // EnqueueJob stores a job due now and returns its id.
 func (s *Store) EnqueueJob(ctx context.Context, domain, jid, kind string, payload []byte) (int64, error) {
 	t := time.Now()
-	res, err := s.db.ExecContext(ctx, insertJob,
-		domain, jid, kind, payload, t.UnixMilli(), t.Unix())
-	if err != nil {
+	var id int64
+	// RETURNING rather than LastInsertId, which PostgreSQL does not have.
+	if err := s.db.QueryRowContext(ctx, insertJob+` RETURNING id`,
+		domain, jid, kind, payload, t.UnixMilli(), t.Unix()).Scan(&id); err != nil {
 		return 0, fmt.Errorf("failed to queue job: %w", err)
 	}
-	return res.LastInsertId()
+	return id, nil
 }
 
 // EnqueueJobs stores several jobs due now in one transaction: all of them
@@ -121,7 +122,11 @@ func (s *Store) EnqueueJobs(ctx context.Context, domain, jid, kind string, paylo
 }
 
 // DueJobs returns up to limit jobs of domain whose next try is not after t.
+// On PostgreSQL it claims them (see claimJobs).
 func (s *Store) DueJobs(ctx context.Context, domain string, t time.Time, limit int) ([]Job, error) {
+	if s.pg {
+		return s.claimJobs(ctx, domain, t, limit)
+	}
 	return s.jobs(ctx, `SELECT `+jobColumns+` FROM jobs WHERE domain = ? AND next_try <= ? ORDER BY next_try, id LIMIT ?`,
 		domain, t.UnixMilli(), limit)
 }

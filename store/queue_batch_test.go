@@ -19,6 +19,7 @@ func TestEnqueueStanzasAllOrNone(t *testing.T) {
 		t.Fatalf("pending = %+v", items)
 	}
 	// The second insert of the next batch fails.
+	sqliteOnly(t) // a trigger in SQLite's dialect
 	if _, err := s.DB().ExecContext(ctx, `CREATE TRIGGER refuse BEFORE INSERT ON outbox WHEN NEW.stanza = '<bad/>'
 		BEGIN SELECT RAISE(ABORT, 'refused'); END`); err != nil {
 		t.Fatal(err)
@@ -52,6 +53,7 @@ func TestStanzasSentAllOrNone(t *testing.T) {
 		ids[i] = it.ID
 	}
 	// The last one cannot be removed: none is.
+	sqliteOnly(t) // a trigger in SQLite's dialect
 	if _, err := s.DB().ExecContext(ctx, fmt.Sprintf(`CREATE TRIGGER refuse BEFORE DELETE ON outbox WHEN OLD.id = %d
 		BEGIN SELECT RAISE(ABORT, 'refused'); END`, ids[len(ids)-1])); err != nil {
 		t.Fatal(err)
@@ -80,6 +82,7 @@ func TestCheckWrite(t *testing.T) {
 	if err := s.CheckWrite(ctx); err != nil {
 		t.Fatal(err)
 	}
+	sqliteOnly(t) // a trigger in SQLite's dialect
 	if _, err := s.DB().ExecContext(ctx, `CREATE TRIGGER refuse BEFORE UPDATE ON health
 		BEGIN SELECT RAISE(ABORT, 'disk full'); END`); err != nil {
 		t.Fatal(err)

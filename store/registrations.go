@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/mattn/go-sqlite3"
 )
 
 // ErrConflict is returned when a claimed value already belongs to someone else.
@@ -53,8 +51,7 @@ func (s *Store) PutRegistration(ctx context.Context, domain, jid string, fields 
 	}
 	for _, c := range claims {
 		_, err := tx.ExecContext(ctx, `INSERT INTO claims (domain, value, jid) VALUES (?, ?, ?)`, domain, c, jid)
-		var se sqlite3.Error
-		if errors.As(err, &se) && se.Code == sqlite3.ErrConstraint {
+		if isUniqueViolation(err) {
 			return fmt.Errorf("%q: %w", c, ErrConflict)
 		}
 		if err != nil {

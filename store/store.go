@@ -2,7 +2,10 @@
 // foreign addresses, the identity and message-id maps, and the persistent
 // queues (stanzas for the XMPP server, deliveries to foreign networks).
 //
-// The schema is embedded and versioned with PRAGMA user_version; Open applies
+// It runs on PostgreSQL as well, given a postgres:// URL (dialect.go).
+//
+// The schema is embedded and versioned with PRAGMA user_version (PostgreSQL:
+// a schema_version table); Open applies
 // the missing migrations in one transaction and refuses a database written
 // by a newer binary.
 package store
@@ -23,7 +26,7 @@ import (
 	_ "github.com/mattn/go-sqlite3" // the "sqlite3" driver
 )
 
-//go:embed schema/*.sql
+//go:embed schema/*.sql schema/postgres/*.sql
 var schemaFS embed.FS
 
 // ErrNewerSchema is returned by Open for a database migrated by a newer binary.
@@ -32,6 +35,7 @@ var ErrNewerSchema = errors.New("database schema is newer than this binary")
 // Store is a handle on the database. It is safe for concurrent use.
 type Store struct {
 	db *sql.DB
+	pg bool // PostgreSQL rather than SQLite (see dialect.go)
 }
 
 type migration struct {
@@ -40,19 +44,22 @@ type migration struct {
 	sql     string
 }
 
-func migrations() ([]migration, error) {
-	entries, err := fs.ReadDir(schemaFS, "schema")
+func migrations(dir string) ([]migration, error) {
+	entries, err := fs.ReadDir(schemaFS, dir)
 	if err != nil {
 		return nil, err
 	}
 	var ms []migration
 	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
 		n, _, ok := strings.Cut(e.Name(), "_")
 		v, err := strconv.Atoi(n)
 		if !ok || err != nil {
 			return nil, fmt.Errorf("bad migration file name %q", e.Name())
 		}
-		b, err := fs.ReadFile(schemaFS, "schema/"+e.Name())
+		b, err := fs.ReadFile(schemaFS, dir+"/"+e.Name())
 		if err != nil {
 			return nil, err
 		}
@@ -69,7 +76,7 @@ func migrations() ([]migration, error) {
 
 // LatestVersion is the schema version this binary writes.
 func LatestVersion() int {
-	ms, err := migrations()
+	ms, err := migrations("schema")
 	if err != nil {
 		panic(err) // the embedded files are part of the binary
 	}
@@ -77,7 +84,9 @@ func LatestVersion() int {
 }
 
 // Open opens (creating it if needed) the database at path and migrates it.
-// path ":memory:" gives a private in-memory database (for tests).
+// path ":memory:" gives a private in-memory database (for tests); a
+// postgres:// or postgresql:// URL names a PostgreSQL database, which
+// must exist (its tables are created).
 func Open(path string) (*Store, error) {
 	return open(path, LatestVersion())
 }
@@ -100,6 +109,18 @@ func dsn(path string) string {
 
 // open migrates up to version target (tests use it to build old schemas).
 func open(path string, target int) (*Store, error) {
+	if isPostgres(path) {
+		db, err := openPostgres(path)
+		if err != nil {
+			return nil, fmt.Errorf("failed to open database %s: %w", Redact(path), err)
+		}
+		s := &Store{db: db, pg: true}
+		if err := s.migrate(target); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("database %s: %w", Redact(path), err)
+		}
+		return s, nil
+	}
 	db, err := sql.Open("sqlite3", dsn(path))
 	if err != nil {
 		return nil, fmt.Errorf("failed to open database %s: %w", path, err)
@@ -124,7 +145,7 @@ func open(path string, target int) (*Store, error) {
 }
 
 func (s *Store) migrate(target int) error {
-	ms, err := migrations()
+	ms, err := migrations(s.schemaDir())
 	if err != nil {
 		return err
 	}
@@ -134,8 +155,11 @@ func (s *Store) migrate(target int) error {
 		return fmt.Errorf("failed to begin migration: %w", err)
 	}
 	defer tx.Rollback()
-	var current int
-	if err := tx.QueryRow("PRAGMA user_version").Scan(&current); err != nil {
+	if err := s.lockSchema(ctx, tx); err != nil {
+		return err
+	}
+	current, err := s.schemaVersion(ctx, tx)
+	if err != nil {
 		return fmt.Errorf("failed to read schema version: %w", err)
 	}
 	if current > len(ms) {
@@ -150,8 +174,7 @@ func (s *Store) migrate(target int) error {
 		}
 		current = m.version
 	}
-	// PRAGMA takes no bound parameters; current is an integer we computed.
-	if _, err := tx.Exec(fmt.Sprintf("PRAGMA user_version = %d", current)); err != nil {
+	if err := s.setSchemaVersion(ctx, tx, current); err != nil {
 		return fmt.Errorf("failed to set schema version: %w", err)
 	}
 	return tx.Commit()
@@ -159,9 +182,7 @@ func (s *Store) migrate(target int) error {
 
 // Version returns the database's schema version.
 func (s *Store) Version() (int, error) {
-	var v int
-	err := s.db.QueryRow("PRAGMA user_version").Scan(&v)
-	return v, err
+	return s.schemaVersion(context.Background(), s.db)
 }
 
 // Close closes the database.

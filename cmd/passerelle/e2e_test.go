@@ -18,12 +18,40 @@ import (
 	"passerelle/cmd/internal/harness"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
+	"passerelle/store/pgtest"
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv("PASSERELLE_TEST_DB") == "postgres" {
+		c, err := pgtest.Start()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "PASSERELLE_TEST_DB=postgres: %v\n", err)
+			os.Exit(1)
+		}
+		testCluster = c
+	}
 	code := m.Run()
 	harness.Cleanup()
+	if testCluster != nil {
+		if err := testCluster.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = max(code, 1)
+		}
+	}
 	os.Exit(code)
+}
+
+// testCluster is the PostgreSQL server the gateways of baseEnv use when
+// PASSERELLE_TEST_DB=postgres (nil: each has an SQLite file).
+var testCluster *pgtest.Cluster
+
+// testDB is a new database for a gateway: an SQLite file, or with
+// PASSERELLE_TEST_DB=postgres a database in testCluster.
+func testDB(t *testing.T) string {
+	if testCluster != nil {
+		return testCluster.DB(t)
+	}
+	return filepath.Join(t.TempDir(), "passerelle.db")
 }
 
 const (
@@ -58,7 +86,7 @@ func baseEnv(t *testing.T, srv harness.Server) map[string]string {
 	return map[string]string{
 		"PASSERELLE_XMPP_ADDR":    srv.ComponentAddr(),
 		"PASSERELLE_XMPP_SECRET":  srv.Secret(),
-		"PASSERELLE_DB":           filepath.Join(t.TempDir(), "passerelle.db"),
+		"PASSERELLE_DB":           testDB(t),
 		"PASSERELLE_ADMINS":       "admin@localhost",
 		"PASSERELLE_IRC_DOMAIN":   ircDomain,
 		"PASSERELLE_EMAIL_DOMAIN": mailDomain,

@@ -163,7 +163,7 @@ func openSealer(st *store.Store, cfg *config.Config, log *slog.Logger) (*store.S
 		return nil, 1
 	}
 	if cfg.StoreKey == "" {
-		log.Warn("PASSERELLE_STORE_KEY is not set: foreign passwords are stored in clear in the database", "db", cfg.DB)
+		log.Warn("PASSERELLE_STORE_KEY is not set: foreign passwords are stored in clear in the database", "db", store.Redact(cfg.DB))
 	} else {
 		log.Info("stored secrets are sealed", "kdf", rep.KDF, "new_key", rep.Created, "took", time.Since(start).Round(time.Millisecond))
 	}

@@ -32,6 +32,9 @@ const ircServerPW = "sesame-7f3a91"
 // openDB opens the gateway's SQLite file directly (the gateway is stopped).
 func openDB(t *testing.T, path string) *sql.DB {
 	t.Helper()
+	if testCluster != nil {
+		t.Skip("reads and writes the SQLite file (PASSERELLE_TEST_DB=postgres)")
+	}
 	db, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=5000")
 	if err != nil {
 		t.Fatal(err)

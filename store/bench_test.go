@@ -1,0 +1,88 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// The delivery path's statements, on the engine under test (TestMain runs
+// them on SQLite, then on PostgreSQL).
+
+func BenchmarkEnqueueStanzas(b *testing.B) {
+	for _, n := range []int{1, 10} {
+		b.Run(fmt.Sprintf("stanzas=%d", n), func(b *testing.B) {
+			ctx := context.Background()
+			s := openTest(b)
+			stanzas := make([]string, n)
+			for i := range stanzas {
+				stanzas[i] = `<message from='alice%example.com@mail.example.org' to='u@example.org' id='x'><body>hello</body></message>`
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := s.EnqueueStanzas(ctx, "mail.example.org", stanzas); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkDeliver(b *testing.B) {
+	ctx := context.Background()
+	s := openTest(b)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		key := fmt.Sprintf("SM%d", i)
+		if _, err := s.Deliver(ctx, "sms.example.org", Delivery{Key: key,
+			Links:   []MessageID{{Domain: "sms.example.org", JID: "u@example.org", XMPPID: key, ForeignID: key, Extra: `{"in":true}`}},
+			Stanzas: []string{`<message><body>hi</body></message>`}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPendingSent takes 10 stanzas from the queue and removes them,
+// as the outbox does.
+func BenchmarkPendingSent(b *testing.B) {
+	ctx := context.Background()
+	s := openTest(b)
+	stanzas := make([]string, 10)
+	for i := range stanzas {
+		stanzas[i] = `<message><body>hi</body></message>`
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		if err := s.EnqueueStanzas(ctx, "irc.example.org", stanzas); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		items, err := s.PendingStanzas(ctx, "irc.example.org", 10)
+		if err != nil || len(items) != 10 {
+			b.Fatal(len(items), err)
+		}
+		ids := make([]int64, len(items))
+		for i, it := range items {
+			ids[i] = it.ID
+		}
+		if err := s.StanzasSent(ctx, ids...); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkArchiveIRCMessage(b *testing.B) {
+	ctx := context.Background()
+	s := openTest(b)
+	m := IRCMessage{User: "u@example.org", Server: "irc.example.net", Channel: "#go", Nick: "bob", Body: "hello there", Stamp: time.Now()}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.ArchiveIRCMessage(ctx, m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

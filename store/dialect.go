@@ -1,0 +1,96 @@
+package store
+
+// The SQL that differs between SQLite and PostgreSQL, and nothing else:
+// the schema's version, its migrations, how a unique key refuses a row,
+// and case-insensitive equality. Placeholders are rewritten by the
+// PostgreSQL connections (postgres.go).
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/mattn/go-sqlite3"
+)
+
+// schemaDir is where the engine's migrations are: SQLite's in schema/,
+// PostgreSQL's, the same versions in its dialect, in schema/postgres/.
+func (s *Store) schemaDir() string {
+	if s.pg {
+		return "schema/postgres"
+	}
+	return "schema"
+}
+
+// migrationLock is the key of the advisory lock that lets one PostgreSQL
+// client at a time migrate (several instances may start together).
+const migrationLock = 0x70617373 // "pass"
+
+// lockSchema makes tx the only migration running: SQLite's immediate
+// transactions already are.
+func (s *Store) lockSchema(ctx context.Context, tx *sql.Tx) error {
+	if !s.pg {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?)`, migrationLock); err != nil {
+		return fmt.Errorf("failed to lock the schema: %w", err)
+	}
+	_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`)
+	return err
+}
+
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// schemaVersion reads the version: SQLite's PRAGMA user_version, the one
+// row of PostgreSQL's schema_version (none yet: 0).
+func (s *Store) schemaVersion(ctx context.Context, q querier) (int, error) {
+	var v int
+	if !s.pg {
+		err := q.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v)
+		return v, err
+	}
+	err := q.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return v, err
+}
+
+func (s *Store) setSchemaVersion(ctx context.Context, tx *sql.Tx, v int) error {
+	if !s.pg {
+		// PRAGMA takes no bound parameters; v is an integer we computed.
+		_, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v))
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM schema_version`); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, v)
+	return err
+}
+
+// isUniqueViolation reports whether err is a row refused by a primary or
+// unique key.
+func isUniqueViolation(err error) bool {
+	var se sqlite3.Error
+	if errors.As(err, &se) {
+		return se.Code == sqlite3.ErrConstraint
+	}
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
+}
+
+// equalFoldASCII is a condition that column equals a bound value, ASCII
+// letters in any case.
+func (s *Store) equalFoldASCII(column string) string {
+	if s.pg {
+		// Under the C collation lower() folds ASCII letters only, like
+		// SQLite's NOCASE, whatever the database's own collation.
+		return "lower(" + column + ` COLLATE "C") = lower(? COLLATE "C")`
+	}
+	return column + " = ? COLLATE NOCASE"
+}
