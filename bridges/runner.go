@@ -182,8 +182,9 @@ func (r *Runner) drain(ctx context.Context) {
 			return
 		}
 		progress := false
-		for _, j := range jobs {
+		for i, j := range jobs {
 			if ctx.Err() != nil || r.stuck {
+				r.release(ctx, jobs[i:])
 				return
 			}
 			if r.finished[j.ID] {
@@ -212,7 +213,8 @@ func (r *Runner) Do(ctx context.Context, j store.Job) (removedOthers bool) {
 	}
 	o := r.run(ctx, Job{Job: j, Final: time.Since(j.Created) >= MaxQueueAge})
 	if o.state != done && ctx.Err() != nil {
-		return false // cut off by the stop: the job stays as it was
+		r.release(ctx, []store.Job{j}) // cut off by the stop: the job stays as it was
+		return false
 	}
 	switch o.state {
 	case done:
@@ -246,6 +248,20 @@ func (r *Runner) Do(ctx context.Context, j store.Job) (removedOthers bool) {
 		return len(o.also) > 0
 	}
 	return false
+}
+
+// release puts back jobs read but not run because of the stop as they
+// were: on an engine that claims the jobs it returns (PostgreSQL), DueJobs
+// moved their next try to the end of a lease, which the next start would
+// otherwise wait for.
+func (r *Runner) release(ctx context.Context, jobs []store.Job) {
+	ctx, cancel := RecordContext(ctx)
+	defer cancel()
+	for _, j := range jobs {
+		if err := r.store.DelayJob(ctx, j.ID, j.NextTry); err != nil {
+			r.log.Warn("cannot put back a job cut off by the stop; it waits for its lease to end", "job", j.ID, "err", err)
+		}
+	}
 }
 
 // retry reschedules j after a failure, with the backoff.

@@ -25,6 +25,10 @@ type memJobs struct {
 	readsRefused                   int
 	deletesRefused, updatesRefused int
 	deleteCtxErr                   error // ctx.Err() of the last DeleteJob
+	// claim, when set, makes DueJobs claim what it returns as PostgreSQL
+	// does: the stored next try moves that far ahead, the job comes back
+	// with the one it had.
+	claim time.Duration
 }
 
 var errRefused = errors.New("refused")
@@ -66,6 +70,9 @@ func (m *memJobs) DueJobs(ctx context.Context, domain string, now time.Time, lim
 	for id := int64(1); id <= m.next && len(out) < limit; id++ {
 		if j, ok := m.jobs[id]; ok && !j.NextTry.After(now) {
 			out = append(out, *j)
+			if m.claim > 0 {
+				j.NextTry = now.Add(m.claim)
+			}
 		}
 	}
 	return out, nil
@@ -205,6 +212,29 @@ func TestRunnerCutOffByStop(t *testing.T) {
 		r.Do(ctx, j)
 		if got, ok := st.get(id); !ok || got.Attempts != 0 || got.LastError != "" {
 			t.Errorf("%s: job after a try cut off by the stop: %+v %v", name, got, ok)
+		}
+	}
+}
+
+// A job claimed for a lease (PostgreSQL) and cut off by the stop is put
+// back as it was, due at once after a restart rather than at the end of
+// the lease; so is one read in the same batch and not run.
+func TestRunnerStopReleasesClaims(t *testing.T) {
+	st := newMemJobs()
+	st.claim = time.Hour
+	before := map[int64]time.Time{}
+	for range 2 {
+		id := st.add("k", time.Now())
+		j, _ := st.get(id)
+		before[id] = j.NextTry
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := testRunner(st, func(context.Context, Job) Outcome { cancel(); return Retry(context.Canceled) })
+	r.Run(ctx)
+	for id, next := range before {
+		got, ok := st.get(id)
+		if !ok || !got.NextTry.Equal(next) || got.Attempts != 0 {
+			t.Errorf("job %d after the stop: %+v %v, want due at %v as before", id, got, ok, next)
 		}
 	}
 }

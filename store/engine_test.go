@@ -204,11 +204,14 @@ func TestClaimJobs(t *testing.T) {
 	if len(got) != n {
 		t.Errorf("%d jobs claimed, want %d", len(got), n)
 	}
-	// a dies with its claims; b finishes one of its own.
+	// a dies with its claims; b finishes one of its own (or, when a
+	// claimed them all, one of a's it was handed over).
 	var mine int64
 	for id, who := range got {
-		if who == "b" {
+		if mine == 0 || who == "b" {
 			mine = id
+		}
+		if who == "b" {
 			break
 		}
 	}
@@ -231,5 +234,23 @@ func TestClaimJobs(t *testing.T) {
 	}
 	if len(expired) != n-1 || expired[mine] {
 		t.Errorf("%d jobs taken over after the claims expired, want %d (not the finished %d)", len(expired), n-1, mine)
+	}
+	// A claimed job comes back with the next try it had before the claim,
+	// so that a runner stopped before running it puts it back as it was,
+	// due again at once for the next start.
+	id, err := a.EnqueueJob(ctx, "other", "u@x", "mail", []byte{0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = time.Now()
+	due, err := a.DueJobs(ctx, "other", now, 1)
+	if err != nil || len(due) != 1 || due[0].ID != id || due[0].NextTry.After(now) {
+		t.Fatalf("claimed %+v, %v: want job %d with its next try before the claim", due, err, id)
+	}
+	if err := a.DelayJob(ctx, id, due[0].NextTry); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := b.DueJobs(ctx, "other", now, 1); err != nil || len(again) != 1 || again[0].ID != id {
+		t.Errorf("after the claim was put back: %+v, %v", again, err)
 	}
 }
