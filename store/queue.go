@@ -24,7 +24,15 @@ func (s *Store) EnqueueStanzas(ctx context.Context, domain string, stanzas []str
 
 // PendingStanzas returns up to limit queued stanzas of domain, oldest first.
 func (s *Store) PendingStanzas(ctx context.Context, domain string, limit int) ([]OutboxItem, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, stanza FROM outbox WHERE domain = ? ORDER BY id LIMIT ?`, domain, limit)
+	return s.PendingStanzasAfter(ctx, domain, 0, limit)
+}
+
+// PendingStanzasAfter returns up to limit queued stanzas of domain whose id
+// is above after, oldest first. Ids grow with each commit and are never
+// reused, so a reader that has seen the stanzas up to after sees the next
+// ones here.
+func (s *Store) PendingStanzasAfter(ctx context.Context, domain string, after int64, limit int) ([]OutboxItem, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, stanza FROM outbox WHERE domain = ? AND id > ? ORDER BY id LIMIT ?`, domain, after, limit)
 	if err != nil {
 		return nil, err
 	}
