@@ -20,7 +20,12 @@ package main
 // 50,200,500); for each, passerelle runs and then biboumi, so that the two
 // see the same load of the machine. PASSERELLE_BENCH_NAGLE=off sets
 // TCP_NODELAY on Prosody's connections (Prosody's default leaves Nagle's
-// algorithm on). Phases, after the joins:
+// algorithm on). PASSERELLE_BENCH_BASE=<binary> runs that build of
+// passerelle too ("base", before the others at each N), to compare a change
+// with the code before it in the same run. PASSERELLE_BENCH_PERF=<dir>
+// records the gateway's fan-out phase with perf(1) into
+// <dir>/<gateway>-<N>-fanout.data (perf report -i … --no-children).
+// Phases, after the joins:
 //
 //	idle      benchIdle with the users joined and no traffic
 //	fan-out   the peer sends M lines at once (M = max(100, 20000/N)); the
@@ -55,6 +60,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -98,8 +104,12 @@ func benchUsers(b *testing.B) []int {
 }
 
 func BenchmarkIRCGateway(b *testing.B) {
+	gateways := []string{"passerelle", "biboumi"}
+	if os.Getenv("PASSERELLE_BENCH_BASE") != "" {
+		gateways = []string{"base", "passerelle", "biboumi"}
+	}
 	for _, n := range benchUsers(b) {
-		for _, gw := range []string{"passerelle", "biboumi"} {
+		for _, gw := range gateways {
 			b.Run(fmt.Sprintf("users=%d/%s", n, gw), func(b *testing.B) { benchIRCGateway(b, gw, n) })
 		}
 	}
@@ -195,7 +205,7 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 	var pid int
 	var form string
 	switch gateway {
-	case "passerelle":
+	case "passerelle", "base":
 		env := map[string]string{
 			"PASSERELLE_XMPP_ADDR":         srv.ComponentAddr(),
 			"PASSERELLE_XMPP_SECRET":       srv.Secret(),
@@ -207,7 +217,11 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 			"PASSERELLE_LOG_LEVEL":         "info",
 			"PASSERELLE_HTTP_LISTEN":       fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b)),
 		}
-		gw := harness.StartGateway(b, harness.BuildBinary(b), env)
+		bin := os.Getenv("PASSERELLE_BENCH_BASE")
+		if gateway == "passerelle" {
+			bin = harness.BuildBinary(b)
+		}
+		gw := harness.StartGateway(b, bin, env)
 		gw.WaitOutput(b, wait, `msg="connected to the XMPP server" component=`+ircDomain)
 		pid = gw.Pid()
 		form = submitForm("", "ports", ircPort, "tls_ports", "", "throttle_limit", "1000")
@@ -373,12 +387,14 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 		// IRC→XMPP fan-out.
 		fan := newTally(fmt.Sprintf("i2x%d", it), m, n*m)
 		load.handle(groupchat(fan))
+		stopPerf := benchPerf(b, pid, fmt.Sprintf("%s-%d-fanout.data", gateway, n))
 		cpu, net, secs := run("fan-out", func() {
 			for k := range m {
 				fan.markSent(k)
 				peer.send(b, "PRIVMSG %s :i2x%d %d", benchChannel, it, k)
 			}
 		}, fan)
+		stopPerf()
 		fanCPU, fanNet, fanSecs = fanCPU+cpu, fanNet+net, fanSecs+secs
 
 		// XMPP→IRC.
@@ -459,6 +475,27 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 	b.ReportMetric(echoLat[last].percentile(99), "echo-p99-ms")
 	b.ReportMetric(float64(after.rss-before.rss)/float64(n), "rss-KB/user")
 	b.ReportMetric(float64(after.rss), "rss-KB")
+}
+
+// benchPerf starts perf(1) recording pid's call graphs into
+// $PASSERELLE_BENCH_PERF/name, and returns the function that stops it
+// (nothing happens when the variable is not set).
+func benchPerf(b *testing.B, pid int, name string) (stop func()) {
+	dir := os.Getenv("PASSERELLE_BENCH_PERF")
+	if dir == "" {
+		return func() {}
+	}
+	cmd := exec.Command("perf", "record", "-q", "-g", "-F", "499", "-p", strconv.Itoa(pid), "-o", filepath.Join(dir, name))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("perf: %v", err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	time.Sleep(500 * time.Millisecond) // perf attaches to the process's threads
+	return func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}
 }
 
 // benchConfigure runs, as the user jid, the ad-hoc "configure" command of
