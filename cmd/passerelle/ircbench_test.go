@@ -28,7 +28,7 @@ package main
 // Phases, after the joins:
 //
 //	idle      benchIdle with the users joined and no traffic
-//	fan-out   the peer sends M lines at once (M = max(100, 20000/N)); the
+//	fan-out   the peer sends M lines at once (M = max(40, 10000/N)); the
 //	          phase ends when each user got each line
 //	x2i       M messages at once, spread over the users; the phase ends
 //	          when the peer got each and each user got each (its own room
@@ -80,7 +80,7 @@ const (
 	benchWait      = 120 * time.Second
 	benchSettle    = 2 * time.Second
 	benchIdle      = 5 * time.Second
-	benchRounds    = 100
+	benchRounds    = 50
 	benchJoinBatch = 50 // users join at most this many at once (ngircd's listen backlog is 10)
 	benchWorkers   = 16 // configure commands under way at once
 )
@@ -379,7 +379,7 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 		return cpu, cpu - idle*time.Since(t0).Seconds(), secs
 	}
 
-	m := max(100, 20000/n)
+	m := max(40, 10000/n)
 	var fanCPU, fanNet, fanSecs, x2iCPU, x2iNet float64
 	var i2xLat, x2iLat, echoLat []*tally
 	b.StartTimer()
