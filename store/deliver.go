@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"sync"
 )
 
 // Delivery is what one event from a foreign network (an inbound text or
@@ -20,17 +22,129 @@ type Delivery struct {
 	Stanzas []string
 }
 
-// Deliver commits d for domain's component stream in one transaction: its
-// key, its links and its stanzas, all of them or, on error, none. When d.Key
-// was committed before (the foreign side sent the event again, maybe at the
-// same moment), it commits nothing and reports false.
+// Deliver commits d for domain's component stream: its key, its links and
+// its stanzas, all of them or, on error, none. When d.Key was committed
+// before (the foreign side sent the event again, maybe at the same
+// moment), it commits nothing and reports false. It returns once d is
+// committed.
+//
+// The deliveries of all callers are committed in groups: one caller at a
+// time commits, in one transaction, every delivery queued while the
+// previous group was committing, each in a savepoint of its own (a
+// delivery that fails is rolled back alone). A fan-out to many users costs
+// one commit, not one per user. A caller's ctx is checked before its
+// delivery is written, not while it waits for the group's commit: what is
+// committed is reported as committed.
 func (s *Store) Deliver(ctx context.Context, domain string, d Delivery) (bool, error) {
+	r := &delivery{ctx: ctx, domain: domain, d: d, wake: make(chan struct{}, 1)}
+	g := &s.group
+	g.mu.Lock()
+	g.queue = append(g.queue, r)
+	lead := !g.running
+	g.running = true
+	g.mu.Unlock()
+	if !lead {
+		<-r.wake // committed by another caller, or its turn to commit
+		if r.finished {
+			return r.ok, r.err
+		}
+	}
+	g.mu.Lock()
+	batch := g.queue
+	g.queue = nil
+	g.mu.Unlock()
+	s.commitGroup(batch)
+	for _, o := range batch {
+		o.finished = true
+		if o != r {
+			o.wake <- struct{}{}
+		}
+	}
+	g.mu.Lock()
+	if len(g.queue) == 0 {
+		g.running = false
+	} else {
+		g.queue[0].wake <- struct{}{} // the next group's committer
+	}
+	g.mu.Unlock()
+	return r.ok, r.err
+}
+
+// groupCommit queues the deliveries waiting for a commit.
+type groupCommit struct {
+	mu      sync.Mutex
+	queue   []*delivery
+	running bool // a caller is committing
+}
+
+// delivery is one caller's Deliver, with its result once finished.
+type delivery struct {
+	ctx    context.Context
+	domain string
+	d      Delivery
+	wake   chan struct{}
+
+	finished bool
+	ok       bool
+	err      error
+}
+
+// commitGroup commits batch in one transaction and sets each delivery's
+// result.
+func (s *Store) commitGroup(batch []*delivery) {
+	fail := func(err error) {
+		for _, r := range batch {
+			if r.err == nil {
+				r.ok, r.err = false, err
+			}
+		}
+	}
+	// Not a caller's context: one caller gone does not roll back the others.
+	ctx := context.Background()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return false, fmt.Errorf("failed to queue stanzas: %w", err)
+		fail(fmt.Errorf("failed to queue stanzas: %w", err))
+		return
 	}
 	defer tx.Rollback()
 	created := now()
+	savepoints := len(batch) > 1
+	for _, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			r.err = fmt.Errorf("failed to queue stanzas: %w", err)
+			continue
+		}
+		if savepoints {
+			if _, err := tx.ExecContext(ctx, `SAVEPOINT delivery`); err != nil {
+				fail(fmt.Errorf("failed to queue stanzas: %w", err))
+				return
+			}
+		}
+		r.ok, r.err = deliver(ctx, tx, r.domain, r.d, created)
+		if !savepoints {
+			continue
+		}
+		if r.err != nil {
+			if _, err := tx.ExecContext(ctx, `ROLLBACK TO delivery`); err != nil {
+				fail(fmt.Errorf("failed to queue stanzas: %w", err))
+				return
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `RELEASE delivery`); err != nil {
+			fail(fmt.Errorf("failed to queue stanzas: %w", err))
+			return
+		}
+	}
+	if len(batch) == 1 && batch[0].err != nil {
+		return
+	}
+	if err := tx.Commit(); err != nil {
+		fail(fmt.Errorf("failed to queue stanzas: %w", err))
+	}
+}
+
+// deliver writes d in tx.
+func deliver(ctx context.Context, tx *sql.Tx, domain string, d Delivery, created int64) (bool, error) {
 	if d.Key != "" {
 		res, err := tx.ExecContext(ctx, `INSERT INTO deliveries (domain, key, created) VALUES (?, ?, ?)
 			ON CONFLICT (domain, key) DO NOTHING`, domain, d.Key, created)
@@ -53,9 +167,6 @@ func (s *Store) Deliver(ctx context.Context, domain string, d Delivery) (bool, e
 		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (domain, stanza, created) VALUES (?, ?, ?)`, domain, st, created); err != nil {
 			return false, fmt.Errorf("failed to queue stanzas: %w", err)
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return false, fmt.Errorf("failed to queue stanzas: %w", err)
 	}
 	return true, nil
 }

@@ -31,7 +31,8 @@ var ErrNewerSchema = errors.New("database schema is newer than this binary")
 
 // Store is a handle on the database. It is safe for concurrent use.
 type Store struct {
-	db *sql.DB
+	db    *sql.DB
+	group groupCommit // Deliver's queue
 }
 
 type migration struct {
