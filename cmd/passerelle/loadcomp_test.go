@@ -10,10 +10,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"passerelle/bridges"
 	"passerelle/cmd/internal/harness"
 	"passerelle/component/xmlel"
 )
@@ -26,14 +26,13 @@ import (
 // and hands every other stanza to the handler set with handle, with the
 // time it was read.
 //
-// The server writes small packets: without TCP_QUICKACK on this socket,
-// Linux's delayed ACK (up to 40 ms) holds back what the component writes
-// next (Nagle on the server's side), which would be charged to the
-// gateway's latency.
+// The server writes small packets with Nagle's algorithm on: without
+// TCP_QUICKACK on this socket (bridges.QuickACK), Linux's delayed ACK (up
+// to 40 ms) would hold back what the server writes next, and be charged to
+// the gateway's latency. The same goes for the IRC peer (ircLoad).
 type loadComponent struct {
 	domain string
-	nc     *net.TCPConn
-	rc     syscall.RawConn
+	nc     net.Conn
 
 	wmu sync.Mutex
 
@@ -52,12 +51,7 @@ func dialLoad(b testing.TB, addr, domain, secret string) *loadComponent {
 	if err != nil {
 		b.Fatal(err)
 	}
-	tc := nc.(*net.TCPConn)
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		b.Fatal(err)
-	}
-	l := &loadComponent{domain: domain, nc: tc, rc: rc, pending: map[string]chan *xmlel.Element{}}
+	l := &loadComponent{domain: domain, nc: nc, pending: map[string]chan *xmlel.Element{}}
 	b.Cleanup(func() { nc.Close() })
 	l.handle(func(*xmlel.Element, time.Time) {})
 	_ = nc.SetDeadline(time.Now().Add(wait))
@@ -65,7 +59,7 @@ func dialLoad(b testing.TB, addr, domain, secret string) *loadComponent {
 		nsComponent, harness.Esc(domain)); err != nil {
 		b.Fatal(err)
 	}
-	r := xmlel.NewReader(quickACK{l}, xmlel.Limits{Depth: 32, Attrs: xmlel.MaxAttrs, Size: xmlel.MaxStanzaSize})
+	r := xmlel.NewReader(bridges.QuickACK(nc), xmlel.Limits{Depth: 32, Attrs: xmlel.MaxAttrs, Size: xmlel.MaxStanzaSize})
 	root, err := r.Open()
 	if err != nil {
 		b.Fatalf("load component: stream header: %v", err)
@@ -86,18 +80,6 @@ func dialLoad(b testing.TB, addr, domain, secret string) *loadComponent {
 	_ = nc.SetDeadline(time.Time{})
 	go l.readLoop(r)
 	return l
-}
-
-// quickACK reads the component's socket and asks the kernel to
-// acknowledge what it read at once.
-type quickACK struct{ l *loadComponent }
-
-func (q quickACK) Read(p []byte) (int, error) {
-	n, err := q.l.nc.Read(p)
-	_ = q.l.rc.Control(func(fd uintptr) {
-		_ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, 1)
-	})
-	return n, err
 }
 
 func (l *loadComponent) readLoop(r *xmlel.Reader) {
@@ -214,6 +196,7 @@ func dialIRCLoad(b testing.TB, addr, nick string) *ircLoad {
 	if err != nil {
 		b.Fatal(err)
 	}
+	nc = bridges.QuickACK(nc)
 	p := &ircLoad{nc: nc}
 	b.Cleanup(func() { nc.Close() })
 	registered := make(chan struct{})
