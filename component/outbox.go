@@ -185,7 +185,10 @@ func (c *Component) removeSent(ctx context.Context) bool {
 	// the removal would send the batch again after the restart.
 	rctx, cancel := bridges.RecordContext(ctx)
 	defer cancel()
-	if err := c.store.StanzasSent(rctx, o.sent...); err != nil {
+	// o.sent is every stanza of the domain up to its last id that is
+	// still in the store: the pump sent them oldest first, and the
+	// server confirmed them in order.
+	if err := c.store.StanzasSentThrough(rctx, c.opts.Domain, o.sent[len(o.sent)-1]); err != nil {
 		c.storeFailed("cannot remove sent stanzas from the outbox; they will not be sent again, and the outbox waits until they are removed", err, len(o.sent))
 		return false
 	}

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -48,27 +47,12 @@ func (s *Store) PendingStanzasAfter(ctx context.Context, domain string, after in
 	return out, rows.Err()
 }
 
-// StanzasSent removes stanzas from the queue once they have been written,
-// in one transaction: all of them or none.
-func (s *Store) StanzasSent(ctx context.Context, ids ...int64) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("failed to remove sent stanzas: %w", err)
-	}
-	defer tx.Rollback()
-	for len(ids) > 0 {
-		n := min(len(ids), 500) // well below SQLite's limit on bound parameters
-		args := make([]any, n)
-		for i, id := range ids[:n] {
-			args[i] = id
-		}
-		q := `DELETE FROM outbox WHERE id IN (?` + strings.Repeat(`, ?`, n-1) + `)`
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-			return fmt.Errorf("failed to remove sent stanzas: %w", err)
-		}
-		ids = ids[n:]
-	}
-	if err := tx.Commit(); err != nil {
+// StanzasSentThrough removes domain's queued stanzas whose id is last or
+// less, in one statement: once the server has confirmed everything up to
+// last. The component sends its outbox oldest first and has those
+// confirmed in order, so these are the stanzas it sent.
+func (s *Store) StanzasSentThrough(ctx context.Context, domain string, last int64) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM outbox WHERE domain = ? AND id <= ?`, domain, last); err != nil {
 		return fmt.Errorf("failed to remove sent stanzas: %w", err)
 	}
 	return nil
