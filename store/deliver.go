@@ -26,17 +26,33 @@ type Delivery struct {
 // its stanzas, all of them or, on error, none. When d.Key was committed
 // before (the foreign side sent the event again, maybe at the same
 // moment), it commits nothing and reports false. It returns once d is
-// committed.
-//
-// The deliveries of all callers are committed in groups: one caller at a
-// time commits, in one transaction, every delivery queued while the
-// previous group was committing, each in a savepoint of its own (a
-// delivery that fails is rolled back alone). A fan-out to many users costs
-// one commit, not one per user. A caller's ctx is checked before its
-// delivery is written, not while it waits for the group's commit: what is
-// committed is reported as committed.
+// committed, in a group (see inGroup): a fan-out to many users costs one
+// commit, not one per user.
 func (s *Store) Deliver(ctx context.Context, domain string, d Delivery) (bool, error) {
-	r := &delivery{ctx: ctx, domain: domain, d: d, wake: make(chan struct{}, 1)}
+	var ok bool
+	err := s.inGroup(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var err error
+		ok, err = deliver(ctx, tx, domain, d, now())
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	return ok, nil
+}
+
+// inGroup runs write in a transaction and returns once that is committed
+// (or write failed, or the commit). The writes of all callers are committed
+// in groups: one caller at a time commits, in one transaction, every write
+// queued while the previous group was committing, each in a savepoint of
+// its own (a write that fails is rolled back alone). So the hot path's
+// writes wait for one another in this queue rather than in SQLite's busy
+// handler, and share a commit. A caller's ctx is checked before its write
+// runs, not while it waits for the group's commit: what is committed is
+// reported as committed. write gets the group's context, not the
+// caller's: one caller gone does not roll back the others.
+func (s *Store) inGroup(ctx context.Context, write func(ctx context.Context, tx *sql.Tx) error) error {
+	r := &groupWrite{ctx: ctx, write: write, wake: make(chan struct{}, 1)}
 	g := &s.group
 	g.mu.Lock()
 	g.queue = append(g.queue, r)
@@ -46,7 +62,7 @@ func (s *Store) Deliver(ctx context.Context, domain string, d Delivery) (bool, e
 	if !lead {
 		<-r.wake // committed by another caller, or its turn to commit
 		if r.finished {
-			return r.ok, r.err
+			return r.err
 		}
 	}
 	g.mu.Lock()
@@ -67,71 +83,67 @@ func (s *Store) Deliver(ctx context.Context, domain string, d Delivery) (bool, e
 		g.queue[0].wake <- struct{}{} // the next group's committer
 	}
 	g.mu.Unlock()
-	return r.ok, r.err
+	return r.err
 }
 
-// groupCommit queues the deliveries waiting for a commit.
+// groupCommit queues the writes waiting for a commit.
 type groupCommit struct {
 	mu      sync.Mutex
-	queue   []*delivery
+	queue   []*groupWrite
 	running bool // a caller is committing
 }
 
-// delivery is one caller's Deliver, with its result once finished.
-type delivery struct {
-	ctx    context.Context
-	domain string
-	d      Delivery
-	wake   chan struct{}
+// groupWrite is one caller's write, with its result once finished.
+type groupWrite struct {
+	ctx   context.Context
+	write func(ctx context.Context, tx *sql.Tx) error
+	wake  chan struct{}
 
 	finished bool
-	ok       bool
 	err      error
 }
 
-// commitGroup commits batch in one transaction and sets each delivery's
+// commitGroup commits batch in one transaction and sets each write's
 // result.
-func (s *Store) commitGroup(batch []*delivery) {
+func (s *Store) commitGroup(batch []*groupWrite) {
 	fail := func(err error) {
 		for _, r := range batch {
 			if r.err == nil {
-				r.ok, r.err = false, err
+				r.err = err
 			}
 		}
 	}
-	// Not a caller's context: one caller gone does not roll back the others.
 	ctx := context.Background()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		fail(fmt.Errorf("failed to queue stanzas: %w", err))
+		fail(fmt.Errorf("failed to begin a transaction: %w", err))
 		return
 	}
 	defer tx.Rollback()
-	created := now()
 	savepoints := len(batch) > 1
 	for _, r := range batch {
 		if err := r.ctx.Err(); err != nil {
-			r.err = fmt.Errorf("failed to queue stanzas: %w", err)
+			r.err = err
 			continue
 		}
 		if savepoints {
-			if _, err := tx.ExecContext(ctx, `SAVEPOINT delivery`); err != nil {
-				fail(fmt.Errorf("failed to queue stanzas: %w", err))
+			if _, err := tx.ExecContext(ctx, `SAVEPOINT write`); err != nil {
+				fail(fmt.Errorf("failed to begin a savepoint: %w", err))
 				return
 			}
 		}
-		r.ok, r.err = deliver(ctx, tx, r.domain, r.d, created)
+		r.err = r.write(ctx, tx)
 		if !savepoints {
 			continue
 		}
 		if r.err != nil {
-			if _, err := tx.ExecContext(ctx, `ROLLBACK TO delivery`); err != nil {
-				fail(fmt.Errorf("failed to queue stanzas: %w", err))
+			if _, err := tx.ExecContext(ctx, `ROLLBACK TO write`); err != nil {
+				fail(fmt.Errorf("failed to roll back a savepoint: %w", err))
 				return
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `RELEASE delivery`); err != nil {
-			fail(fmt.Errorf("failed to queue stanzas: %w", err))
+		if _, err := tx.ExecContext(ctx, `RELEASE write`); err != nil {
+			fail(fmt.Errorf("failed to release a savepoint: %w", err))
 			return
 		}
 	}
@@ -139,7 +151,7 @@ func (s *Store) commitGroup(batch []*delivery) {
 		return
 	}
 	if err := tx.Commit(); err != nil {
-		fail(fmt.Errorf("failed to queue stanzas: %w", err))
+		fail(fmt.Errorf("failed to commit: %w", err))
 	}
 }
 
