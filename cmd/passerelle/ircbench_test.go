@@ -501,7 +501,7 @@ func benchPerf(b *testing.B, pid int, name string) (stop func()) {
 // benchConfigure runs, as the user jid, the ad-hoc "configure" command of
 // the IRC server benchIRCServer with the given data form. It runs on
 // several goroutines at once: it reports a failure with Errorf.
-func benchConfigure(b *testing.B, load *loadComponent, jid, form string) {
+func benchConfigure(b testing.TB, load *loadComponent, jid, form string) {
 	to := benchIRCServer + "@" + ircDomain
 	r, err := load.iq(jid, "set", to, "<command xmlns='http://jabber.org/protocol/commands' node='configure' action='execute'/>")
 	if err != nil || r.Attr("type") != "result" {
