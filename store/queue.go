@@ -51,8 +51,17 @@ func (s *Store) PendingStanzasAfter(ctx context.Context, domain string, after in
 // less, in one statement: once the server has confirmed everything up to
 // last. The component sends its outbox oldest first and has those
 // confirmed in order, so these are the stanzas it sent.
+//
+// It is one of the group's writes (see inGroup): beside the groups of
+// deliveries, a write of its own would wait in SQLite's busy handler, which
+// polls with growing sleeps, while the groups hold the lock one after the
+// other.
 func (s *Store) StanzasSentThrough(ctx context.Context, domain string, last int64) error {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM outbox WHERE domain = ? AND id <= ?`, domain, last); err != nil {
+	err := s.inGroup(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE domain = ? AND id <= ?`, domain, last)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("failed to remove sent stanzas: %w", err)
 	}
 	return nil
