@@ -44,8 +44,8 @@ func (s *Store) Deliver(ctx context.Context, domain string, d Delivery) (bool, e
 // inGroup runs write in a transaction and returns once that is committed
 // (or write failed, or the commit). The writes of all callers are committed
 // in groups: one caller at a time commits, in one transaction, every write
-// queued while the previous group was committing, each in a savepoint of
-// its own (a write that fails is rolled back alone). So the hot path's
+// queued while the previous group was committing (a write that fails
+// fails alone: see commitGroup). So the hot path's
 // writes wait for one another in this queue rather than in SQLite's busy
 // handler, and share a commit. A caller's ctx is checked before its write
 // runs, not while it waits for the group's commit: what is committed is
@@ -104,55 +104,57 @@ type groupWrite struct {
 }
 
 // commitGroup commits batch in one transaction and sets each write's
-// result.
+// result. When a write of a group fails, the group is rolled back and each
+// of its writes is committed on its own, so that the one that failed is
+// the only one to fail (a failure costs that; a group that works pays
+// nothing for it, where a savepoint per write would cost two statements
+// each).
 func (s *Store) commitGroup(batch []*groupWrite) {
-	fail := func(err error) {
-		for _, r := range batch {
-			if r.err == nil {
-				r.err = err
-			}
+	live := batch[:0:0]
+	for _, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			r.err = err
+		} else {
+			live = append(live, r)
 		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	if err := s.commitTx(live); err != nil && len(live) > 1 {
+		for _, r := range live {
+			r.err = s.commitTx([]*groupWrite{r})
+		}
+	}
+}
+
+// commitTx runs batch's writes in one transaction and commits it. On an
+// error, nothing is committed and each write's err is set.
+func (s *Store) commitTx(batch []*groupWrite) error {
+	fail := func(err error) error {
+		for _, r := range batch {
+			r.err = err
+		}
+		return err
 	}
 	ctx := context.Background()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		fail(fmt.Errorf("failed to begin a transaction: %w", err))
-		return
+		return fail(fmt.Errorf("failed to begin a transaction: %w", err))
 	}
 	defer tx.Rollback()
-	savepoints := len(batch) > 1
 	for _, r := range batch {
-		if err := r.ctx.Err(); err != nil {
-			r.err = err
-			continue
+		if err := r.write(ctx, tx); err != nil {
+			return fail(err)
 		}
-		if savepoints {
-			if _, err := tx.ExecContext(ctx, `SAVEPOINT write`); err != nil {
-				fail(fmt.Errorf("failed to begin a savepoint: %w", err))
-				return
-			}
-		}
-		r.err = r.write(ctx, tx)
-		if !savepoints {
-			continue
-		}
-		if r.err != nil {
-			if _, err := tx.ExecContext(ctx, `ROLLBACK TO write`); err != nil {
-				fail(fmt.Errorf("failed to roll back a savepoint: %w", err))
-				return
-			}
-		}
-		if _, err := tx.ExecContext(ctx, `RELEASE write`); err != nil {
-			fail(fmt.Errorf("failed to release a savepoint: %w", err))
-			return
-		}
-	}
-	if len(batch) == 1 && batch[0].err != nil {
-		return
 	}
 	if err := tx.Commit(); err != nil {
-		fail(fmt.Errorf("failed to commit: %w", err))
+		return fail(fmt.Errorf("failed to commit: %w", err))
 	}
+	for _, r := range batch {
+		r.err = nil
+	}
+	return nil
 }
 
 // deliver writes d in tx.

@@ -153,9 +153,9 @@ func TestUpgradeToDeliveries(t *testing.T) {
 	}
 }
 
-// Deliveries queued while another commits are committed together, each in
-// its own savepoint: one that fails is rolled back alone and reports its
-// error; the others of its group are committed.
+// Deliveries queued while another commits are committed together; one that
+// fails is rolled back alone and reports its error; the others of its
+// group are committed.
 func TestDeliverGroupFailsAlone(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "p.db")
