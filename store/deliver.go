@@ -66,8 +66,8 @@ func (s *Store) inGroup(ctx context.Context, write func(ctx context.Context, tx 
 		}
 	}
 	g.mu.Lock()
-	batch := g.queue
-	g.queue = nil
+	batch := g.queue[:min(len(g.queue), maxGroup):min(len(g.queue), maxGroup)]
+	g.queue = g.queue[len(batch):]
 	g.mu.Unlock()
 	s.commitGroup(batch)
 	for _, o := range batch {
@@ -85,6 +85,11 @@ func (s *Store) inGroup(ctx context.Context, write func(ctx context.Context, tx 
 	g.mu.Unlock()
 	return r.err
 }
+
+// maxGroup is the most writes committed together: a larger group (a line
+// to 500 users) would hold back what it carries until all of it is
+// written, where a few smaller ones let the first ones go out sooner.
+const maxGroup = 64
 
 // groupCommit queues the writes waiting for a commit.
 type groupCommit struct {

@@ -214,3 +214,25 @@ func TestDeliverGroupFailsAlone(t *testing.T) {
 		t.Fatalf("outbox holds %d stanzas (%v), want %d", c, err, n)
 	}
 }
+
+// More concurrent deliveries than a group holds are all committed, each
+// once.
+func TestDeliverMoreThanAGroup(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	const n = 3*maxGroup + 1
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { _, errs[i] = s.Deliver(ctx, "d", Delivery{Stanzas: []string{"<m/>"}}) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("delivery %d: %v", i, err)
+		}
+	}
+	if c, err := s.CountStanzas(ctx, "d"); err != nil || c != n {
+		t.Fatalf("outbox holds %d stanzas (%v), want %d", c, err, n)
+	}
+}
