@@ -477,15 +477,8 @@ func (c *Component) IQ(ctx context.Context, iq *xmlel.Element) (*xmlel.Element, 
 	if iq.Attr("from") == "" {
 		iq.SetAttr("from", c.opts.Domain)
 	}
-	ch := make(chan *xmlel.Element, 1)
-	c.mu.Lock()
-	c.pending[id] = ch
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.pending, id)
-		c.mu.Unlock()
-	}()
+	ch, forget := c.awaitAnswer(id)
+	defer forget()
 	if err := c.Send(iq); err != nil {
 		return nil, err
 	}
@@ -494,6 +487,20 @@ func (c *Component) IQ(ctx context.Context, iq *xmlel.Element) (*xmlel.Element, 
 		return r, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+}
+
+// awaitAnswer registers id as a request of the component: the answer to it
+// goes to the returned channel until forget is called.
+func (c *Component) awaitAnswer(id string) (answer <-chan *xmlel.Element, forget func()) {
+	ch := make(chan *xmlel.Element, 1)
+	c.mu.Lock()
+	c.pending[id] = ch
+	c.mu.Unlock()
+	return ch, func() {
+		c.mu.Lock()
+		delete(c.pending, id)
+		c.mu.Unlock()
 	}
 }
 

@@ -36,7 +36,10 @@ type fakeServer struct {
 	// ignoreSelfPings makes the server drop the component's own pings
 	// instead of routing them back (as if it died before processing).
 	ignoreSelfPings atomic.Bool
-	conns           chan *fakeConn
+	// holdSelfPings makes the server hand the component's own pings to
+	// the test (fakeConn.in) instead of routing them back.
+	holdSelfPings atomic.Bool
+	conns         chan *fakeConn
 }
 
 type fakeConn struct {
@@ -127,6 +130,10 @@ func (s *fakeServer) handle(nc net.Conn) {
 			}
 			if el.Local == "iq" && el.Attr("to") == "test.example.org" && el.Attr("from") == "test.example.org" {
 				if s.ignoreSelfPings.Load() {
+					continue
+				}
+				if s.holdSelfPings.Load() {
+					fc.in <- el
 					continue
 				}
 				// Route the component's own pings back to it, as a server does.

@@ -7,12 +7,19 @@ import (
 	"passerelle/bridges"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
+	"passerelle/store"
 )
 
 const (
 	// outboxBatch is the most stanzas the pump sends before it asks the
 	// server to confirm them.
 	outboxBatch = 100
+	// outboxWindow is the most batches the pump has sent and the server
+	// has not confirmed yet.
+	outboxWindow = 4
+	// outboxConfirmWait is how long the pump waits for a confirmation
+	// while the stream stays up.
+	outboxConfirmWait = 30 * time.Second
 	// storeRetryMax caps the pump's backoff on a failing store (less when
 	// PASSERELLE_RETRY_MAX_DELAY is less): once the store works again,
 	// the stanzas waiting behind it go out within that time.
@@ -33,16 +40,38 @@ type outboxState struct {
 	retryAt  time.Time
 }
 
+// flight is a batch written to the stream whose confirmation has not come
+// yet.
+type flight struct {
+	ids     []int64
+	answer  <-chan *xmlel.Element
+	forget  func()
+	written time.Time
+}
+
 // pump sends the persistent outbox over session s, oldest first, until the
 // session ends. A batch leaves the outbox only once the server has shown it
-// processed it: a ping the component sends to its own domain comes back only
-// after everything written before it was routed. A batch interrupted by a
-// disconnection is sent again after reconnecting (at least once, never lost).
-// A confirmed batch is never sent again by this process: while the store
-// will not remove it, the pump sends nothing and retries the removal with
-// backoff.
+// processed it: a ping the component sends to its own domain, after the
+// batch, comes back only after everything written before it was routed.
+// The pump does not wait for that answer before it sends the next batch:
+// up to outboxWindow batches are under way at once, and each confirmation
+// removes its batch (a round trip per batch would leave the stream idle,
+// and the server's and the kernel's small-packet delays would add up to
+// tens of milliseconds). A batch interrupted by a disconnection is sent
+// again after reconnecting (at least once, never lost). A confirmed batch
+// is never sent again by this process: while the store will not remove
+// it, the pump sends nothing and retries the removal with backoff.
 func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) {
 	o := &c.outbox
+	var inflight []flight
+	defer func() {
+		for _, f := range inflight {
+			f.forget()
+		}
+	}()
+	var after int64 // the last id written to this stream
+	confirmWait := time.NewTimer(outboxConfirmWait)
+	defer confirmWait.Stop()
 	for {
 		if wait := time.Until(o.retryAt); wait > 0 {
 			t := time.NewTimer(wait)
@@ -59,18 +88,33 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 		if !c.removeSent(ctx) {
 			continue
 		}
-		items, err := c.store.PendingStanzas(ctx, c.opts.Domain, outboxBatch)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
+		if len(inflight) < outboxWindow {
+			items, err := c.store.PendingStanzasAfter(ctx, c.opts.Domain, after, outboxBatch)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				c.storeFailed("cannot read the outbox; will retry", err, 0)
+				continue
 			}
-			c.storeFailed("cannot read the outbox; will retry", err, 0)
-			continue
+			c.storeWorks(0)
+			if len(items) > 0 {
+				f, ok := c.write(s, stop, items)
+				if !ok {
+					return // the stream broke: the batch is sent again after reconnecting
+				}
+				inflight = append(inflight, f)
+				after = items[len(items)-1].ID
+				continue
+			}
 		}
-		c.storeWorks(0)
-		if len(items) == 0 {
+		var wake <-chan struct{}
+		if len(inflight) < outboxWindow {
+			wake = c.outboxWake
+		}
+		if len(inflight) == 0 {
 			select {
-			case <-c.outboxWake:
+			case <-wake:
 			case <-stop:
 				return
 			case <-ctx.Done():
@@ -78,35 +122,56 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 			}
 			continue
 		}
-		for _, it := range items {
-			select {
-			case s.queue <- []byte(it.Stanza):
-			case <-stop:
-				return
-			}
-		}
-		// Any answer (even an error) proves the server got that far.
-		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		_, err = c.IQ(pctx, stanza.IQ(c.opts.Domain, c.opts.Domain, "get", "", xmlel.New(stanza.NSPing, "ping")))
-		cancel()
+		confirmWait.Reset(time.Until(inflight[0].written.Add(outboxConfirmWait)))
 		select {
+		case <-inflight[0].answer:
+			// Any answer (even an error) proves the server got that far.
+		case <-confirmWait.C:
+			// The stream is still up after outboxConfirmWait: the server
+			// does not answer pings to the component itself; what was
+			// written has reached it.
+			c.log.Warn("the server does not answer the outbox confirmation ping", "waited", outboxConfirmWait)
+		case <-wake:
+			continue
 		case <-stop:
-			return // the stream broke: the batch is sent again after reconnecting
-		default:
-		}
-		if err != nil && ctx.Err() != nil {
+			return
+		case <-ctx.Done():
 			return
 		}
-		if err != nil {
-			// The stream is still up after 30 s: the server does not
-			// answer pings to the component itself; what was written
-			// has reached it.
-			c.log.Warn("the server does not answer the outbox confirmation ping", "err", err)
+		select {
+		case <-stop:
+			return // the stream broke: what is under way is sent again after reconnecting
+		default:
 		}
-		for _, it := range items {
-			o.sent = append(o.sent, it.ID)
-		}
+		f := inflight[0]
+		f.forget()
+		inflight = inflight[1:]
+		o.sent = append(o.sent, f.ids...)
 	}
+}
+
+// write queues items on s, then the ping that confirms them. It reports
+// false if the stream broke first.
+func (c *Component) write(s *session, stop <-chan struct{}, items []store.OutboxItem) (flight, bool) {
+	f := flight{ids: make([]int64, len(items))}
+	for i, it := range items {
+		select {
+		case s.queue <- []byte(it.Stanza):
+		case <-stop:
+			return f, false
+		}
+		f.ids[i] = it.ID
+	}
+	ping := stanza.IQ(c.opts.Domain, c.opts.Domain, "get", stanza.NewID(), xmlel.New(stanza.NSPing, "ping"))
+	f.answer, f.forget = c.awaitAnswer(ping.Attr("id"))
+	select {
+	case s.queue <- ping.Bytes():
+	case <-stop:
+		f.forget()
+		return f, false
+	}
+	f.written = time.Now()
+	return f, true
 }
 
 // removeSent removes the confirmed stanzas from the store and reports
@@ -120,7 +185,10 @@ func (c *Component) removeSent(ctx context.Context) bool {
 	// the removal would send the batch again after the restart.
 	rctx, cancel := bridges.RecordContext(ctx)
 	defer cancel()
-	if err := c.store.StanzasSent(rctx, o.sent...); err != nil {
+	// o.sent is every stanza of the domain up to its last id that is
+	// still in the store: the pump sent them oldest first, and the
+	// server confirmed them in order.
+	if err := c.store.StanzasSentThrough(rctx, c.opts.Domain, o.sent[len(o.sent)-1]); err != nil {
 		c.storeFailed("cannot remove sent stanzas from the outbox; they will not be sent again, and the outbox waits until they are removed", err, len(o.sent))
 		return false
 	}

@@ -3,6 +3,7 @@ package component
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -125,5 +126,69 @@ func TestOutboxReadRetried(t *testing.T) {
 	waitFor(t, "an empty outbox", func() bool { n, err := st.CountStanzas(context.Background(), c.Domain()); return err == nil && n == 0 })
 	if n := lb.count("level=ERROR"); n != 1 {
 		t.Errorf("%d ERROR lines, want 1:\n%s", n, lb.String())
+	}
+}
+
+// The pump does not wait for a batch's confirmation before it sends the
+// next: with no ping answered, every stanza of several batches reaches the
+// server, and none leaves the store. Unconfirmed, they are all sent again
+// on the next stream; confirmed, they leave the store and are not sent on
+// the stream after.
+func TestOutboxPipelined(t *testing.T) {
+	const total = 2*outboxBatch + outboxBatch/2
+	srv := newFakeServer(t, "s")
+	srv.holdSelfPings.Store(true)
+	ctx := context.Background()
+	c, _, st := startComponent(t, srv, &fakeBridge{}, "s", func(c *Component) {
+		raw := make([]string, total)
+		for i := range raw {
+			raw[i] = stanza.Message(c.Domain(), "u@example.org", "chat", fmt.Sprintf("m%d", i), "body").String()
+		}
+		if err := c.store.EnqueueStanzas(ctx, c.Domain(), raw); err != nil {
+			t.Fatal(err)
+		}
+	})
+	isPing := func(e *xmlel.Element) bool { return e.Local == "iq" && e.Child(stanza.NSPing, "ping") != nil }
+	// every reads the next total messages, in order, and the pings
+	// between them.
+	every := func(fc *fakeConn) (pings []*xmlel.Element) {
+		t.Helper()
+		for i := 0; i < total; {
+			e := fc.expect(t, fmt.Sprintf("m%d or a ping", i), func(e *xmlel.Element) bool { return e.Local == "message" || isPing(e) })
+			if isPing(e) {
+				pings = append(pings, e)
+				continue
+			}
+			if e.Attr("id") != fmt.Sprintf("m%d", i) {
+				t.Fatalf("got %s, want m%d", e, i)
+			}
+			i++
+		}
+		return pings
+	}
+
+	fc := srv.accept(t)
+	every(fc)
+	fc.expect(t, "the last batch's ping", isPing)
+	if n, err := st.CountStanzas(ctx, c.Domain()); err != nil || n != total {
+		t.Fatalf("%d stanzas in the outbox before any confirmation (%v), want %d", n, err, total)
+	}
+
+	// Unconfirmed: all sent again on the next stream, where the server
+	// confirms them.
+	srv.holdSelfPings.Store(false)
+	fc.nc.Close()
+	fc = srv.accept(t)
+	every(fc)
+	waitFor(t, "an empty outbox", func() bool { n, err := st.CountStanzas(ctx, c.Domain()); return err == nil && n == 0 })
+
+	// Confirmed: not sent again.
+	fc.nc.Close()
+	fc = srv.accept(t)
+	if err := c.SendMessage(ctx, stanza.Message("", "u@example.org", "chat", "after", "after")); err != nil {
+		t.Fatal(err)
+	}
+	if got := fc.expect(t, "a message", func(e *xmlel.Element) bool { return e.Local == "message" }); got.Attr("id") != "after" {
+		t.Fatalf("first message on the new stream: %s, want the one sent after the confirmations", got)
 	}
 }

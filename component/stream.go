@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"passerelle/bridges"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 )
@@ -112,6 +113,9 @@ func dial(ctx context.Context, addr, domain, domainVar, secret string) (*conn, e
 	if err != nil {
 		return nil, err
 	}
+	// The server writes small packets, and Prosody leaves Nagle's
+	// algorithm on by default: see QuickACK.
+	nc = bridges.QuickACK(nc)
 	c := &conn{nc: nc, rd: xmlel.NewReader(nc, xmlel.DefaultLimits), bw: bufio.NewWriter(nc)}
 	if err := c.handshake(domain, secret); err != nil {
 		var se *StreamError

@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -149,5 +151,89 @@ func TestUpgradeToDeliveries(t *testing.T) {
 	}
 	if ok, err := s.Deliver(ctx, "sms.x", Delivery{Key: "SMout", Stanzas: []string{"<x/>"}}); !ok || err != nil {
 		t.Errorf("an outbound text's sid: %v %v, want no key recorded", ok, err)
+	}
+}
+
+// Deliveries queued while another commits are committed together; one that
+// fails is rolled back alone and reports its error; the others of its
+// group are committed.
+func TestDeliverGroupFailsAlone(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "p.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.db.Exec(`CREATE TRIGGER refuse BEFORE INSERT ON outbox WHEN NEW.stanza = '<bad/>'
+		BEGIN SELECT RAISE(ABORT, 'refused'); END`); err != nil {
+		t.Fatal(err)
+	}
+	// Another connection holds the write lock: the first delivery waits
+	// for it, and the others queue behind that one.
+	other, err := sql.Open("sqlite3", dsn(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	lock, err := other.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	errs := make([]error, n+1)
+	var wg sync.WaitGroup
+	wg.Go(func() { _, errs[n] = s.Deliver(ctx, "d", Delivery{Stanzas: []string{"<first/>"}}) })
+	queued := func(want int) bool {
+		s.group.mu.Lock()
+		defer s.group.mu.Unlock()
+		return s.group.running && len(s.group.queue) == want
+	}
+	for !queued(0) {
+		time.Sleep(time.Millisecond)
+	}
+	for i := range n {
+		st := "<good/>"
+		if i == n/2 {
+			st = "<bad/>"
+		}
+		wg.Go(func() { _, errs[i] = s.Deliver(ctx, "d", Delivery{Stanzas: []string{st}}) })
+	}
+	for !queued(n) {
+		time.Sleep(time.Millisecond)
+	}
+	if err := lock.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if (i == n/2) != (err != nil) {
+			t.Errorf("delivery %d: %v", i, err)
+		}
+	}
+	if c, err := s.CountStanzas(ctx, "d"); err != nil || c != n {
+		t.Fatalf("outbox holds %d stanzas (%v), want %d", c, err, n)
+	}
+}
+
+// More concurrent deliveries than a group holds are all committed, each
+// once.
+func TestDeliverMoreThanAGroup(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	const n = 3*maxGroup + 1
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { _, errs[i] = s.Deliver(ctx, "d", Delivery{Stanzas: []string{"<m/>"}}) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("delivery %d: %v", i, err)
+		}
+	}
+	if c, err := s.CountStanzas(ctx, "d"); err != nil || c != n {
+		t.Fatalf("outbox holds %d stanzas (%v), want %d", c, err, n)
 	}
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"math"
 	"strings"
@@ -23,8 +24,10 @@ type IRCMessage struct {
 // its id.
 func (s *Store) ArchiveIRCMessage(ctx context.Context, m IRCMessage) (int64, error) {
 	var id int64
-	err := s.db.QueryRowContext(ctx, `INSERT INTO irc_history (jid, server, channel, nick, body, stamp) VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
-		m.User, m.Server, m.Channel, m.Nick, m.Body, m.Stamp.UnixMilli()).Scan(&id)
+	err := s.inGroup(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		return tx.QueryRowContext(ctx, `INSERT INTO irc_history (jid, server, channel, nick, body, stamp) VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
+			m.User, m.Server, m.Channel, m.Nick, m.Body, m.Stamp.UnixMilli()).Scan(&id)
+	})
 	if err != nil {
 		return 0, fmt.Errorf("failed to archive an irc message: %w", err)
 	}

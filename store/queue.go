@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -24,7 +23,15 @@ func (s *Store) EnqueueStanzas(ctx context.Context, domain string, stanzas []str
 
 // PendingStanzas returns up to limit queued stanzas of domain, oldest first.
 func (s *Store) PendingStanzas(ctx context.Context, domain string, limit int) ([]OutboxItem, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, stanza FROM outbox WHERE domain = ? ORDER BY id LIMIT ?`, domain, limit)
+	return s.PendingStanzasAfter(ctx, domain, 0, limit)
+}
+
+// PendingStanzasAfter returns up to limit queued stanzas of domain whose id
+// is above after, oldest first. Ids grow with each commit and are never
+// reused, so a reader that has seen the stanzas up to after sees the next
+// ones here.
+func (s *Store) PendingStanzasAfter(ctx context.Context, domain string, after int64, limit int) ([]OutboxItem, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, stanza FROM outbox WHERE domain = ? AND id > ? ORDER BY id LIMIT ?`, domain, after, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -40,27 +47,21 @@ func (s *Store) PendingStanzas(ctx context.Context, domain string, limit int) ([
 	return out, rows.Err()
 }
 
-// StanzasSent removes stanzas from the queue once they have been written,
-// in one transaction: all of them or none.
-func (s *Store) StanzasSent(ctx context.Context, ids ...int64) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+// StanzasSentThrough removes domain's queued stanzas whose id is last or
+// less, in one statement: once the server has confirmed everything up to
+// last. The component sends its outbox oldest first and has those
+// confirmed in order, so these are the stanzas it sent.
+//
+// It is one of the group's writes (see inGroup): beside the groups of
+// deliveries, a write of its own would wait in SQLite's busy handler, which
+// polls with growing sleeps, while the groups hold the lock one after the
+// other.
+func (s *Store) StanzasSentThrough(ctx context.Context, domain string, last int64) error {
+	err := s.inGroup(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE domain = ? AND id <= ?`, domain, last)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("failed to remove sent stanzas: %w", err)
-	}
-	defer tx.Rollback()
-	for len(ids) > 0 {
-		n := min(len(ids), 500) // well below SQLite's limit on bound parameters
-		args := make([]any, n)
-		for i, id := range ids[:n] {
-			args[i] = id
-		}
-		q := `DELETE FROM outbox WHERE id IN (?` + strings.Repeat(`, ?`, n-1) + `)`
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-			return fmt.Errorf("failed to remove sent stanzas: %w", err)
-		}
-		ids = ids[n:]
-	}
-	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("failed to remove sent stanzas: %w", err)
 	}
 	return nil

@@ -32,33 +32,36 @@ func TestEnqueueStanzasAllOrNone(t *testing.T) {
 	}
 }
 
-// StanzasSent removes all the stanzas, in as many statements as their
-// number needs, or, when one fails, none.
-func TestStanzasSentAllOrNone(t *testing.T) {
+// StanzasSentThrough removes a domain's stanzas up to an id, all of them
+// or, when one fails, none, and no other domain's.
+func TestStanzasSentThroughAllOrNone(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t)
 	batch := make([]string, 1200)
 	for i := range batch {
 		batch[i] = fmt.Sprintf("<m n='%d'/>", i)
+		if err := s.EnqueueStanzas(ctx, "other", []string{"<o/>"}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := s.EnqueueStanzas(ctx, "d", batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnqueueStanzas(ctx, "other", []string{"<o/>"}); err != nil {
 		t.Fatal(err)
 	}
 	items, err := s.PendingStanzas(ctx, "d", len(batch))
 	if err != nil || len(items) != len(batch) {
 		t.Fatalf("pending: %d, %v", len(items), err)
 	}
-	ids := make([]int64, len(items))
-	for i, it := range items {
-		ids[i] = it.ID
-	}
-	// The last one cannot be removed: none is.
+	last := items[len(items)-2].ID
+	// The last one to remove cannot be: none is.
 	sqliteOnly(t) // a trigger in SQLite's dialect
 	if _, err := s.DB().ExecContext(ctx, fmt.Sprintf(`CREATE TRIGGER refuse BEFORE DELETE ON outbox WHEN OLD.id = %d
-		BEGIN SELECT RAISE(ABORT, 'refused'); END`, ids[len(ids)-1])); err != nil {
+		BEGIN SELECT RAISE(ABORT, 'refused'); END`, last)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.StanzasSent(ctx, ids...); err == nil {
+	if err := s.StanzasSentThrough(ctx, "d", last); err == nil {
 		t.Fatal("a failed removal reported success")
 	}
 	if n, _ := s.CountStanzas(ctx, "d"); n != len(batch) {
@@ -67,11 +70,14 @@ func TestStanzasSentAllOrNone(t *testing.T) {
 	if _, err := s.DB().ExecContext(ctx, `DROP TRIGGER refuse`); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.StanzasSent(ctx, ids...); err != nil {
+	if err := s.StanzasSentThrough(ctx, "d", last); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := s.CountStanzas(ctx, "d"); n != 0 {
-		t.Fatalf("outbox holds %d stanzas after the removal, want 0", n)
+	if left, _ := s.PendingStanzas(ctx, "d", 10); len(left) != 1 || left[0].ID != items[len(items)-1].ID {
+		t.Fatalf("outbox holds %+v after the removal, want the last stanza", left)
+	}
+	if n, _ := s.CountStanzas(ctx, "other"); n != len(batch)+1 {
+		t.Fatalf("the other domain holds %d stanzas, want %d", n, len(batch)+1)
 	}
 }
 

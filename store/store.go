@@ -34,8 +34,9 @@ var ErrNewerSchema = errors.New("database schema is newer than this binary")
 
 // Store is a handle on the database. It is safe for concurrent use.
 type Store struct {
-	db *sql.DB
-	pg bool // PostgreSQL rather than SQLite (see dialect.go)
+	db    *sql.DB
+	pg    bool        // PostgreSQL rather than SQLite (see dialect.go)
+	group groupCommit // Deliver's queue
 }
 
 type migration struct {

@@ -144,7 +144,9 @@ func TestOutboxAndJobs(t *testing.T) {
 	if len(items) != 2 || items[0].Stanza != "<a/>" || items[1].Stanza != "<b/>" {
 		t.Fatalf("pending = %+v", items)
 	}
-	s.StanzasSent(ctx, items[0].ID)
+	if err := s.StanzasSentThrough(ctx, "d", items[0].ID); err != nil {
+		t.Fatal(err)
+	}
 	items, _ = s.PendingStanzas(ctx, "d", 10)
 	if len(items) != 2 || items[0].Stanza != "<b/>" {
 		t.Fatalf("pending after send = %+v", items)

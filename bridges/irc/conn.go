@@ -82,6 +82,9 @@ func (d *dialer) dial(ctx context.Context, server string, cfg netConfig) (net.Co
 			addr := net.JoinHostPort(ip.String(), strconv.Itoa(port))
 			dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 			nc, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
+			if err == nil {
+				nc = bridges.QuickACK(nc) // IRC servers write small packets, with Nagle's algorithm on
+			}
 			if err == nil && secure {
 				tc := tls.Client(nc, &tls.Config{ServerName: server, InsecureSkipVerify: !cfg.VerifyCert, RootCAs: d.roots})
 				if err = tc.HandshakeContext(dctx); err != nil {

@@ -1,68 +1,71 @@
 package main
 
-// Benchmarks of the IRC bridge against biboumi, both driven identically: a
-// real Prosody, a real ngircd, the gateway process, N XMPP users in one
-// channel and a raw IRC client in that channel. Only the gateway process's
-// own counters are measured (/proc/<pid>/stat and /proc/<pid>/status), so
-// the CPU of the test process, Prosody and ngircd is excluded. Each user
-// points the gateway at ngircd with the ad-hoc "configure" command on
-// localhost@irc.localhost (plain port only, throttling off: the message
-// phases measure CPU, not the flood limit), then joins #bench%localhost.
-// Both gateways log at info level and keep their default channel archive
-// (each archives every channel message in SQLite, per user).
+// BenchmarkIRCGateway measures what a user of the IRC bridge pays, against
+// biboumi driven identically in the same run: a real Prosody, a real
+// ngircd, the gateway process, N users in one channel and a raw IRC client
+// ("peer") in that channel. The users are not XMPP clients: they are users
+// of a second XEP-0114 component on the same Prosody (loadDomain, allowed
+// with PASSERELLE_ALLOW; biboumi serves anyone), all carried by one stream
+// of the benchmark, so that the gateway, not the test's clients, is the
+// bottleneck. Only the gateway process's own counters are measured
+// (/proc/<pid>/stat and /proc/<pid>/status). Each user points the gateway
+// at ngircd with the ad-hoc "configure" command on localhost@irc.localhost
+// (plain port, throttling off: the phases measure CPU, not the flood
+// limit), then joins #bench%localhost. Both gateways log at info level and
+// keep their default channel archive. Prosody logs warnings only.
 //
-//	go test -run '^$' -bench BenchmarkIRCGateway -benchtime=1x ./cmd/passerelle/
+//	go test -run '^$' -bench BenchmarkIRCGateway -benchtime=1x -timeout 30m ./cmd/passerelle/
 //
-// PASSERELLE_BENCH_USERS=10,50 sets the numbers of users (default 10,50,200).
+// PASSERELLE_BENCH_USERS=50,200 sets the numbers of users (default
+// 50,200,500); for each, passerelle runs and then biboumi, so that the two
+// see the same load of the machine. PASSERELLE_BENCH_NAGLE=off sets
+// TCP_NODELAY on Prosody's connections (Prosody's default leaves Nagle's
+// algorithm on). PASSERELLE_BENCH_BASE=<binary> runs that build of
+// passerelle too ("base", before the others at each N), to compare a change
+// with the code before it in the same run. PASSERELLE_BENCH_PERF=<dir>
+// records the gateway's fan-out phase with perf(1) into
+// <dir>/<gateway>-<N>-fanout.data (perf report -i … --no-children).
+// Phases, after the joins:
 //
-// Metrics (per b.N iteration of the message phases; joins happen once):
+//	idle      benchIdle with the users joined and no traffic
+//	fan-out   the peer sends M lines at once (M = max(40, 10000/N)); the
+//	          phase ends when each user got each line
+//	x2i       M messages at once, spread over the users; the phase ends
+//	          when the peer got each and each user got each (its own room
+//	          echo and the others' copies)
+//	latency   benchRounds lines from the peer one at a time, each waiting
+//	          for its N deliveries; then benchRounds messages from the users
+//	          one at a time, each waiting for the peer's copy and the N
+//	          room copies
 //
-//	join-ms              time from the first join until all N users got
-//	                     their self-presence (the joins are sent at once,
-//	                     in batches of benchJoinBatch users after one
-//	                     another; ngircd's listen backlog is 10, so a
-//	                     burst of simultaneous connections can wait for a
-//	                     SYN retransmission, about 1 s, and 200 at once
-//	                     had a connection reset)
-//	rss-KB/user          (VmRSS right after the joins − VmRSS before the
-//	                     users configured the network) / N; "before" is
-//	                     read once the gateway has been quiet for 4 s
-//	anon-KB/user         the same for RssAnon (without the file-backed pages,
-//	                     i.e. the executable's code paged in on first use)
-//	settled-KB/user      the same as rss-KB/user with VmRSS read 4 s
-//	                     after the joins, once the gateway is quiet: what
-//	                     the users cost while they stay rather than while
-//	                     they arrive (Passerelle gives memory back after a
-//	                     burst; see gc.go)
-//	settled-anon-KB/user the same for RssAnon, the process's own memory:
-//	                     the file-backed part of VmRSS (the executable's
-//	                     pages, shared and clean) differs by megabytes
-//	                     between two builds of nearly the same code, and
-//	                     grows as code paths are first used
-//	rss-KB               VmRSS right after the joins
-//	slope-KB/user        what each further user costs once n are in: the
-//	                     least-squares slope of settled VmRSS against the
-//	                     number of users, after the first n and after each
-//	                     of 4 more waves of 10 users (who configure and
-//	                     join like the first n, one wave at a time, and
-//	                     leave before the message phases). The one-time
-//	                     costs of the first users (runtime and database
-//	                     structures touched for the first time) stay out
-//	                     of it.
-//	slope-anon-KB/user   the same for RssAnon
-//	cpu-µs/stanza        IRC→XMPP: gateway CPU / (N × M delivered stanzas)
-//	cpu-µs/msg           XMPP→IRC: gateway CPU / M messages, measured until
-//	                     the raw IRC client got all M and every user got
-//	                     every message (own reflection and the N−1 copies
-//	                     arriving over the other users' IRC connections)
+// Metrics:
+//
+//	idle-%core            gateway CPU while idle, in % of one core
+//	fanout-µs/stanza      gateway CPU / (N × M) delivered stanzas, raw
+//	fanout-net-µs/stanza  the same after subtracting the idle CPU of the
+//	                      phase's duration
+//	fanout-msgs/s         N × M / the phase's duration
+//	x2i-µs/stanza         gateway CPU / (M messages + N × M room copies),
+//	                      raw; x2i-net-µs/stanza net of idle
+//	i2x-p50-ms, i2x-p99-ms  from the peer's write of a line to each user's
+//	                      copy (latency phase)
+//	x2i-p50-ms, x2i-p99-ms  from a user's message to the peer's copy
+//	echo-p50-ms, echo-p99-ms  from a user's message to its own room echo
+//	rss-KB/user           (VmRSS after the joins − VmRSS before them) / N,
+//	                      both read once the gateway has been quiet for
+//	                      benchSettle
+//	rss-KB                VmRSS after the joins
 
 import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -73,21 +76,21 @@ import (
 const (
 	benchIRCServer = "localhost"
 	benchChannel   = "#bench"
-	benchMessages  = 100 // M, per phase
-	benchWait      = 60 * time.Second
-	benchWave      = 10 // users per wave after the first n
-	benchWaves     = 4
-	benchSettle    = 4 * time.Second
-	benchJoinBatch = 50 // the first n users join at most this many at once
+	loadDomain     = "load.localhost"
+	benchWait      = 120 * time.Second
+	benchSettle    = 2 * time.Second
+	benchIdle      = 5 * time.Second
+	benchRounds    = 50
+	benchJoinBatch = 10 // users join at most this many at once: ngircd's listen backlog is 10 (50 at once had connections reset)
+	benchWorkers   = 16 // configure commands under way at once
 )
 
-// benchUsers are the numbers of users of the first phase: 10, 50 and 200
-// (where the gateway's one-time costs weigh little), or the
+// benchUsers are the numbers of users: 50, 200 and 500, or the
 // comma-separated list in $PASSERELLE_BENCH_USERS.
 func benchUsers(b *testing.B) []int {
 	v := os.Getenv("PASSERELLE_BENCH_USERS")
 	if v == "" {
-		return []int{10, 50, 200}
+		return []int{50, 200, 500}
 	}
 	var ns []int
 	for _, f := range strings.Split(v, ",") {
@@ -101,206 +104,415 @@ func benchUsers(b *testing.B) []int {
 }
 
 func BenchmarkIRCGateway(b *testing.B) {
-	users := benchUsers(b)
-	for _, gw := range []string{"passerelle", "biboumi"} {
-		for _, n := range users {
-			b.Run(fmt.Sprintf("%s/users=%d", gw, n), func(b *testing.B) { benchIRCGateway(b, gw, n) })
+	gateways := []string{"passerelle", "biboumi"}
+	if os.Getenv("PASSERELLE_BENCH_BASE") != "" {
+		gateways = []string{"base", "passerelle", "biboumi"}
+	}
+	for _, n := range benchUsers(b) {
+		for _, gw := range gateways {
+			b.Run(fmt.Sprintf("users=%d/%s", n, gw), func(b *testing.B) { benchIRCGateway(b, gw, n) })
 		}
 	}
 }
 
+// tally counts the copies of the numbered messages of one phase ("<prefix>
+// <k>") as they arrive and keeps their latencies from the time message k
+// was sent.
+type tally struct {
+	mu     sync.Mutex
+	prefix string
+	sent   []time.Time
+	want   int
+	got    int
+	last   time.Time
+	lat    []time.Duration
+	done   chan struct{}
+}
+
+func newTally(prefix string, messages, want int) *tally {
+	return &tally{prefix: prefix + " ", sent: make([]time.Time, messages), want: want, done: make(chan struct{})}
+}
+
+// expect adds want copies to wait for.
+func (t *tally) expect(want int) {
+	t.mu.Lock()
+	t.want += want
+	t.done = make(chan struct{})
+	t.mu.Unlock()
+}
+
+func (t *tally) markSent(k int) {
+	t.mu.Lock()
+	t.sent[k] = time.Now()
+	t.mu.Unlock()
+}
+
+// seen records a copy of the message whose text is text (false: not one of
+// this phase's).
+func (t *tally) seen(text string, at time.Time) bool {
+	rest, ok := strings.CutPrefix(text, t.prefix)
+	if !ok {
+		return false
+	}
+	k, err := strconv.Atoi(rest)
+	if err != nil || k < 0 || k >= len(t.sent) {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.got++
+	t.last = at
+	t.lat = append(t.lat, at.Sub(t.sent[k]))
+	if t.got == t.want {
+		close(t.done)
+	}
+	return true
+}
+
+func (t *tally) wait(b *testing.B, desc string) {
+	b.Helper()
+	t.mu.Lock()
+	done := t.done
+	t.mu.Unlock()
+	select {
+	case <-done:
+	case <-time.After(benchWait):
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		b.Fatalf("%s: %d of %d copies arrived", desc, t.got, t.want)
+	}
+}
+
+// percentile is the p-th percentile of t's latencies in milliseconds.
+func (t *tally) percentile(p float64) float64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.lat) == 0 {
+		return 0
+	}
+	l := slices.Clone(t.lat)
+	slices.Sort(l)
+	i := min(len(l)-1, int(float64(len(l))*p/100))
+	return float64(l[i].Microseconds()) / 1000
+}
+
 func benchIRCGateway(b *testing.B, gateway string, n int) {
 	b.StopTimer()
-	srv := harness.StartProsody(b, harness.ServerOptions{Domain: "localhost", Components: []string{ircDomain}})
+	srv := harness.StartProsody(b, harness.ServerOptions{Domain: "localhost", Components: []string{ircDomain, loadDomain}, LogLevel: "warn", NoNagle: os.Getenv("PASSERELLE_BENCH_NAGLE") == "off"})
 	ngircd := harness.StartNgircd(b)
 	_, ircPort, _ := net.SplitHostPort(ngircd.Addr)
 
 	var pid int
-	var configure func(b *testing.B, c *harness.Client)
+	var form string
 	switch gateway {
-	case "passerelle":
+	case "passerelle", "base":
 		env := map[string]string{
 			"PASSERELLE_XMPP_ADDR":         srv.ComponentAddr(),
 			"PASSERELLE_XMPP_SECRET":       srv.Secret(),
 			"PASSERELLE_DB":                filepath.Join(b.TempDir(), "passerelle.db"),
 			"PASSERELLE_IRC_DOMAIN":        ircDomain,
 			"PASSERELLE_IRC_ALLOW_PRIVATE": "true",
+			"PASSERELLE_ALLOW":             "localhost," + loadDomain,
 			"PASSERELLE_STORE_KEY":         "bench-store-key",
 			"PASSERELLE_LOG_LEVEL":         "info",
 			"PASSERELLE_HTTP_LISTEN":       fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b)),
 		}
-		gw := harness.StartGateway(b, harness.BuildBinary(b), env)
+		bin := os.Getenv("PASSERELLE_BENCH_BASE")
+		if gateway == "passerelle" {
+			bin = harness.BuildBinary(b)
+		}
+		gw := harness.StartGateway(b, bin, env)
 		gw.WaitOutput(b, wait, `msg="connected to the XMPP server" component=`+ircDomain)
 		pid = gw.Pid()
-		configure = func(b *testing.B, c *harness.Client) {
-			benchConfigure(b, c, submitForm("", "ports", ircPort, "tls_ports", "", "throttle_limit", "1000"))
-		}
+		form = submitForm("", "ports", ircPort, "tls_ports", "", "throttle_limit", "1000")
 	case "biboumi":
 		bb := harness.StartBiboumi(b, srv, ircDomain, "log_level=1")
 		pid = bb.Pid()
-		configure = func(b *testing.B, c *harness.Client) {
-			benchConfigure(b, c, "<x xmlns='jabber:x:data' type='submit'>"+
-				"<field var='ports'><value>"+ircPort+"</value></field>"+
-				"<field var='tls_ports'/>"+
-				"<field var='throttle_limit'><value>-1</value></field></x>")
-		}
+		form = "<x xmlns='jabber:x:data' type='submit'>" +
+			"<field var='ports'><value>" + ircPort + "</value></field>" +
+			"<field var='tls_ports'/>" +
+			"<field var='throttle_limit'><value>-1</value></field></x>"
 	default:
 		b.Fatalf("unknown gateway %q", gateway)
 	}
-
+	load := dialLoad(b, srv.ComponentAddr(), loadDomain, srv.Secret())
 	room := benchChannel + "%" + benchIRCServer + "@" + ircDomain
-	peer := dialIRC(b, ngircd.Addr, "peer")
+	user := func(i int) string { return fmt.Sprintf("u%d@%s/r", i, loadDomain) }
+	userIndex := func(jid string) int {
+		i, err := strconv.Atoi(strings.TrimPrefix(strings.TrimSuffix(jid, "@"+loadDomain+"/r"), "u"))
+		if err != nil {
+			return -1
+		}
+		return i
+	}
+
+	peer := dialIRCLoad(b, ngircd.Addr, "peer")
+	joined := make(chan struct{}, 1)
+	var ircJoins int
+	peer.handle(func(l string, _ time.Time) {
+		if strings.Contains(l, " 366 ") {
+			joined <- struct{}{}
+		}
+	})
 	peer.send(b, "JOIN %s", benchChannel)
-	peer.take(b, benchWait, " 366 ", func(l string) bool { return strings.Contains(l, " 366 ") })
-
-	// The first n users join (benchJoinBatch at once) and then carry the
-	// message phases.
-	// benchWaves waves of benchWave more users join after them, one wave at
-	// a time, to measure what each further user costs; they leave again
-	// before the message phases.
-	all := make([]*harness.Client, n+benchWaves*benchWave)
-	for i := range all {
-		jid := fmt.Sprintf("u%d@localhost", i)
-		all[i] = harness.Dial(b, srv.C2SAddr(), jid, srv.AddUser(b, jid), "bench")
-	}
-	clients, extra := all[:n], all[n:]
-	join := func(first int, cs []*harness.Client) (joinMS float64) {
-		for _, c := range cs {
-			configure(b, c)
-		}
-		t0 := time.Now()
-		for i, c := range cs {
-			c.Send(b, "<presence to='%s/u%d'>%s</presence>", harness.Esc(room), first+i, mucX())
-		}
-		for i, c := range cs {
-			c.Expect(b, benchWait, "self-presence", func(e *xmlel.Element) bool {
-				return harness.IsPresence(e) && e.Attr("from") == fmt.Sprintf("%s/u%d", room, first+i) &&
-					e.Attr("type") == "" && statusCodes(e)["110"]
-			})
-		}
-		joinMS = float64(time.Since(t0).Microseconds()) / 1000
-		// Every user's JOIN has reached the channel once the peer saw it.
-		for i := range cs {
-			prefix := fmt.Sprintf(":u%d!", first+i)
-			peer.take(b, benchWait, prefix+" JOIN", func(l string) bool { return strings.HasPrefix(l, prefix) && strings.Contains(l, " JOIN ") })
-		}
-		return joinMS
+	select {
+	case <-joined:
+	case <-time.After(benchWait):
+		b.Fatal("peer: no JOIN")
 	}
 
-	// settled is the memory once the gateway has had time to go quiet
-	// (and give back what a burst left over, for the gateways that do).
 	settled := func() procMem {
 		time.Sleep(benchSettle)
 		return procMemKB(b, pid)
 	}
 	before := settled()
-	var joinMS float64
-	for first := 0; first < n; first += benchJoinBatch {
-		joinMS += join(first, clients[first:min(n, first+benchJoinBatch)])
+
+	// Configure: benchWorkers users at a time.
+	todo := make(chan int)
+	var wg sync.WaitGroup
+	for range benchWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range todo {
+				benchConfigure(b, load, user(i), form)
+			}
+		}()
 	}
-	after := procMemKB(b, pid)
-	afterSettled := settled()
-	users, rss, anon := []float64{float64(n)}, []float64{float64(afterSettled.rss)}, []float64{float64(afterSettled.anon)}
-	for w := range benchWaves {
-		first := n + w*benchWave
-		join(first, all[first:first+benchWave])
-		m := settled()
-		users, rss, anon = append(users, float64(first+benchWave)), append(rss, float64(m.rss)), append(anon, float64(m.anon))
+	for i := range n {
+		todo <- i
 	}
-	for i, c := range extra {
-		c.Send(b, "<presence type='unavailable' to='%s/u%d'/>", harness.Esc(room), n+i)
-	}
-	for i := range extra {
-		prefix := fmt.Sprintf(":u%d!", n+i)
-		peer.take(b, benchWait, prefix+" PART or QUIT", func(l string) bool {
-			return strings.HasPrefix(l, prefix) && (strings.Contains(l, " PART ") || strings.Contains(l, " QUIT "))
-		})
+	close(todo)
+	wg.Wait()
+	if b.Failed() {
+		b.FailNow()
 	}
 
-	var ircToXMPP, xmppToIRC float64 // CPU seconds
+	// Join, benchJoinBatch at a time: each user's self-presence, then
+	// the peer's view of its JOIN.
+	var mu sync.Mutex
+	selfJoined := map[int]bool{}
+	batchDone := make(chan struct{}, 1)
+	var batchWant int
+	load.handle(func(e *xmlel.Element, _ time.Time) {
+		if e.Local != "presence" || e.Attr("type") != "" || !statusCodes(e)["110"] {
+			return
+		}
+		i := userIndex(e.Attr("to"))
+		mu.Lock()
+		defer mu.Unlock()
+		if i >= 0 && !selfJoined[i] && e.Attr("from") == fmt.Sprintf("%s/u%d", room, i) {
+			selfJoined[i] = true
+			if len(selfJoined) == batchWant {
+				batchDone <- struct{}{}
+			}
+		}
+	})
+	peerJoined := make(chan struct{}, 1)
+	peer.handle(func(l string, _ time.Time) {
+		if strings.HasPrefix(l, ":u") && strings.Contains(l, " JOIN ") {
+			mu.Lock()
+			ircJoins++
+			if ircJoins == batchWant {
+				peerJoined <- struct{}{}
+			}
+			mu.Unlock()
+		}
+	})
+	t0 := time.Now()
+	for first := 0; first < n; first += benchJoinBatch {
+		last := min(n, first+benchJoinBatch)
+		mu.Lock()
+		batchWant = last
+		mu.Unlock()
+		for i := first; i < last; i++ {
+			load.send(b, "<presence from='%s' to='%s/u%d'>%s</presence>", user(i), harness.Esc(room), i, mucX())
+		}
+		for _, ch := range []chan struct{}{batchDone, peerJoined} {
+			select {
+			case <-ch:
+			case <-time.After(benchWait):
+				mu.Lock()
+				b.Fatalf("joins: %d users got their self-presence, the peer saw %d JOINs, of %d", len(selfJoined), ircJoins, batchWant)
+			}
+		}
+	}
+	joinMS := float64(time.Since(t0).Microseconds()) / 1000
+	after := settled()
+	load.handle(func(*xmlel.Element, time.Time) {})
+	peer.handle(func(string, time.Time) {})
+
+	// Idle.
+	cpu0, t0 := procCPUSeconds(b, pid), time.Now()
+	time.Sleep(benchIdle)
+	idle := (procCPUSeconds(b, pid) - cpu0) / time.Since(t0).Seconds() // CPU s per s
+
+	groupchat := func(t *tally) func(e *xmlel.Element, at time.Time) {
+		return func(e *xmlel.Element, at time.Time) {
+			if e.Local == "message" && e.Attr("type") == "groupchat" {
+				t.seen(e.ChildText("", "body"), at)
+			}
+		}
+	}
+	privmsg := func(t *tally) func(l string, at time.Time) {
+		suffix := " PRIVMSG " + benchChannel + " :"
+		return func(l string, at time.Time) {
+			if i := strings.Index(l, suffix); i >= 0 {
+				t.seen(l[i+len(suffix):], at)
+			}
+		}
+	}
+	// run measures a phase: the gateway's CPU seconds, raw and net of
+	// idle, and the phase's duration up to the last copy of the tallies.
+	run := func(desc string, start func(), ts ...*tally) (cpu, net, secs float64) {
+		cpu0, t0 := procCPUSeconds(b, pid), time.Now()
+		start()
+		for _, t := range ts {
+			t.wait(b, desc)
+		}
+		cpu = procCPUSeconds(b, pid) - cpu0
+		for _, t := range ts {
+			t.mu.Lock()
+			secs = max(secs, t.last.Sub(t0).Seconds())
+			t.mu.Unlock()
+		}
+		return cpu, cpu - idle*time.Since(t0).Seconds(), secs
+	}
+
+	m := max(40, 10000/n)
+	var fanCPU, fanNet, fanSecs, x2iCPU, x2iNet float64
+	var i2xLat, x2iLat, echoLat []*tally
 	b.StartTimer()
 	for it := range b.N {
-		// IRC→XMPP fan-out: M lines from the peer, N deliveries each.
-		cpu0 := procCPUSeconds(b, pid)
-		for k := range benchMessages {
-			peer.send(b, "PRIVMSG %s :i2x %d %d", benchChannel, it, k)
-		}
-		for _, c := range clients {
-			for k := range benchMessages {
-				c.Expect(b, benchWait, "fan-out message", groupchatBody(room+"/peer", fmt.Sprintf("i2x %d %d", it, k)))
+		// IRC→XMPP fan-out.
+		fan := newTally(fmt.Sprintf("i2x%d", it), m, n*m)
+		load.handle(groupchat(fan))
+		stopPerf := benchPerf(b, pid, fmt.Sprintf("%s-%d-fanout.data", gateway, n))
+		cpu, net, secs := run("fan-out", func() {
+			for k := range m {
+				fan.markSent(k)
+				peer.send(b, "PRIVMSG %s :i2x%d %d", benchChannel, it, k)
 			}
-		}
-		ircToXMPP += procCPUSeconds(b, pid) - cpu0
+		}, fan)
+		stopPerf()
+		fanCPU, fanNet, fanSecs = fanCPU+cpu, fanNet+net, fanSecs+secs
 
-		// XMPP→IRC: M messages in total, spread over the users.
-		cpu0 = procCPUSeconds(b, pid)
-		for k := range benchMessages {
-			c := clients[k%n]
-			c.Send(b, "<message type='groupchat' to='%s' id='x2i-%d-%d'><body>x2i %d %d</body></message>", harness.Esc(room), it, k, it, k)
+		// XMPP→IRC.
+		toIRC, copies := newTally(fmt.Sprintf("x2i%d", it), m, m), newTally(fmt.Sprintf("x2i%d", it), m, n*m)
+		load.handle(groupchat(copies))
+		peer.handle(privmsg(toIRC))
+		cpu, net, _ = run("x2i", func() {
+			for k := range m {
+				toIRC.markSent(k)
+				copies.markSent(k)
+				load.send(b, "<message type='groupchat' from='%s' to='%s' id='x2i-%d-%d'><body>x2i%d %d</body></message>",
+					user(k%n), harness.Esc(room), it, k, it, k)
+			}
+		}, toIRC, copies)
+		x2iCPU, x2iNet = x2iCPU+cpu, x2iNet+net
+
+		// Latency, one message at a time.
+		i2x := newTally(fmt.Sprintf("il%d", it), benchRounds, 0)
+		load.handle(groupchat(i2x))
+		for k := range benchRounds {
+			i2x.expect(n)
+			i2x.markSent(k)
+			peer.send(b, "PRIVMSG %s :il%d %d", benchChannel, it, k)
+			i2x.wait(b, "i2x latency")
 		}
-		for k := range benchMessages {
-			suffix := fmt.Sprintf(" PRIVMSG %s :x2i %d %d", benchChannel, it, k)
-			peer.take(b, benchWait, suffix, func(l string) bool { return strings.HasSuffix(l, suffix) })
-		}
-		for _, c := range clients {
-			for k := range benchMessages {
-				c.Expect(b, benchWait, "channel message", groupchatBody(fmt.Sprintf("%s/u%d", room, k%n), fmt.Sprintf("x2i %d %d", it, k)))
+		x2i, echo, others := newTally(fmt.Sprintf("xl%d", it), benchRounds, 0), newTally(fmt.Sprintf("xl%d", it), benchRounds, 0), newTally(fmt.Sprintf("xl%d", it), benchRounds, 0)
+		peer.handle(privmsg(x2i))
+		var sender int
+		var smu sync.Mutex
+		load.handle(func(e *xmlel.Element, at time.Time) {
+			if e.Local != "message" || e.Attr("type") != "groupchat" {
+				return
+			}
+			smu.Lock()
+			s := sender
+			smu.Unlock()
+			if userIndex(e.Attr("to")) == s {
+				echo.seen(e.ChildText("", "body"), at)
+			} else {
+				others.seen(e.ChildText("", "body"), at)
+			}
+		})
+		for k := range benchRounds {
+			smu.Lock()
+			sender = k % n
+			smu.Unlock()
+			x2i.expect(1)
+			echo.expect(1)
+			others.expect(n - 1)
+			x2i.markSent(k)
+			echo.markSent(k)
+			others.markSent(k)
+			load.send(b, "<message type='groupchat' from='%s' to='%s' id='xl-%d-%d'><body>xl%d %d</body></message>",
+				user(k%n), harness.Esc(room), it, k, it, k)
+			x2i.wait(b, "x2i latency")
+			echo.wait(b, "echo latency")
+			if n > 1 {
+				others.wait(b, "x2i copies")
 			}
 		}
-		xmppToIRC += procCPUSeconds(b, pid) - cpu0
+		i2xLat, x2iLat, echoLat = append(i2xLat, i2x), append(x2iLat, x2i), append(echoLat, echo)
 	}
 	b.StopTimer()
-
+	stanzas := float64(b.N * n * m)
 	b.ReportMetric(joinMS, "join-ms")
+	b.ReportMetric(idle*100, "idle-%core")
+	b.ReportMetric(fanCPU*1e6/stanzas, "fanout-µs/stanza")
+	b.ReportMetric(fanNet*1e6/stanzas, "fanout-net-µs/stanza")
+	b.ReportMetric(stanzas/fanSecs, "fanout-msgs/s")
+	b.ReportMetric(x2iCPU*1e6/(stanzas+float64(b.N*m)), "x2i-µs/stanza")
+	b.ReportMetric(x2iNet*1e6/(stanzas+float64(b.N*m)), "x2i-net-µs/stanza")
+	last := len(i2xLat) - 1
+	b.ReportMetric(i2xLat[last].percentile(50), "i2x-p50-ms")
+	b.ReportMetric(i2xLat[last].percentile(99), "i2x-p99-ms")
+	b.ReportMetric(x2iLat[last].percentile(50), "x2i-p50-ms")
+	b.ReportMetric(x2iLat[last].percentile(99), "x2i-p99-ms")
+	b.ReportMetric(echoLat[last].percentile(50), "echo-p50-ms")
+	b.ReportMetric(echoLat[last].percentile(99), "echo-p99-ms")
 	b.ReportMetric(float64(after.rss-before.rss)/float64(n), "rss-KB/user")
-	b.ReportMetric(float64(after.anon-before.anon)/float64(n), "anon-KB/user")
 	b.ReportMetric(float64(after.rss), "rss-KB")
-	b.ReportMetric(float64(afterSettled.rss-before.rss)/float64(n), "settled-KB/user")
-	b.ReportMetric(float64(afterSettled.anon-before.anon)/float64(n), "settled-anon-KB/user")
-	b.ReportMetric(slope(users, rss), "slope-KB/user")
-	b.ReportMetric(slope(users, anon), "slope-anon-KB/user")
-	b.ReportMetric(ircToXMPP*1e6/float64(b.N*n*benchMessages), "cpu-µs/stanza")
-	b.ReportMetric(xmppToIRC*1e6/float64(b.N*benchMessages), "cpu-µs/msg")
 }
 
-// slope is the least-squares slope of y against x.
-func slope(x, y []float64) float64 {
-	var mx, my float64
-	for i := range x {
-		mx += x[i]
-		my += y[i]
+// benchPerf starts perf(1) recording pid's call graphs into
+// $PASSERELLE_BENCH_PERF/name, and returns the function that stops it
+// (nothing happens when the variable is not set).
+func benchPerf(b *testing.B, pid int, name string) (stop func()) {
+	dir := os.Getenv("PASSERELLE_BENCH_PERF")
+	if dir == "" {
+		return func() {}
 	}
-	mx /= float64(len(x))
-	my /= float64(len(y))
-	var sxy, sxx float64
-	for i := range x {
-		sxy += (x[i] - mx) * (y[i] - my)
-		sxx += (x[i] - mx) * (x[i] - mx)
+	cmd := exec.Command("perf", "record", "-q", "-g", "-F", "499", "-p", strconv.Itoa(pid), "-o", filepath.Join(dir, name))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("perf: %v", err)
 	}
-	return sxy / sxx
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	time.Sleep(500 * time.Millisecond) // perf attaches to the process's threads
+	return func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}
 }
 
-// benchConfigure runs the ad-hoc "configure" command of the IRC server
-// benchIRCServer with the given data form.
-func benchConfigure(b *testing.B, c *harness.Client, form string) {
-	b.Helper()
+// benchConfigure runs, as the user jid, the ad-hoc "configure" command of
+// the IRC server benchIRCServer with the given data form. It runs on
+// several goroutines at once: it reports a failure with Errorf.
+func benchConfigure(b testing.TB, load *loadComponent, jid, form string) {
 	to := benchIRCServer + "@" + ircDomain
-	r := c.IQ(b, "set", to, "<command xmlns='http://jabber.org/protocol/commands' node='configure' action='execute'/>")
-	if r.Attr("type") != "result" {
-		b.Fatalf("configure, first step: %s", r)
+	r, err := load.iq(jid, "set", to, "<command xmlns='http://jabber.org/protocol/commands' node='configure' action='execute'/>")
+	if err != nil || r.Attr("type") != "result" {
+		b.Errorf("configure, first step: %v %v", r, err)
+		return
 	}
 	sid := r.Child("http://jabber.org/protocol/commands", "command").Attr("sessionid")
-	r = c.IQ(b, "set", to, "<command xmlns='http://jabber.org/protocol/commands' node='configure' sessionid='"+
+	r, err = load.iq(jid, "set", to, "<command xmlns='http://jabber.org/protocol/commands' node='configure' sessionid='"+
 		harness.Esc(sid)+"' action='complete'>"+form+"</command>")
-	if r.Attr("type") != "result" {
-		b.Fatalf("configure: %s", r)
-	}
-}
-
-func groupchatBody(from, body string) func(*xmlel.Element) bool {
-	return func(e *xmlel.Element) bool {
-		return harness.IsMessage(e) && e.Attr("type") == "groupchat" && e.Attr("from") == from &&
-			e.ChildText("", "body") == body
+	if err != nil || r.Attr("type") != "result" {
+		b.Errorf("configure: %v %v", r, err)
 	}
 }
 

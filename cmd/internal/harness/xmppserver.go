@@ -42,6 +42,15 @@ type ServerOptions struct {
 	// replaced by Domain and the port and secret filled in. Components
 	// must then be the snippet's: irc., mail. and sms. of Domain.
 	Deploy bool
+	// LogLevel is the least level the server logs (Prosody only:
+	// "debug", "info", "warn" or "error"; default "debug"). Benchmarks
+	// raise it: at debug Prosody logs every stanza it routes.
+	LogLevel string
+	// NoNagle sets TCP_NODELAY on the server's connections (Prosody
+	// only: network_settings.nagle = false). By default Prosody leaves
+	// Nagle's algorithm on, so that its small writes wait for the
+	// peer's (maybe delayed) acknowledgement of the previous one.
+	NoNagle bool
 }
 
 // Server is a running XMPP server (Prosody or ejabberd).
@@ -224,6 +233,9 @@ func (o *ServerOptions) setDefaults() {
 	if o.Secret == "" {
 		o.Secret = randomHex(16)
 	}
+	if o.LogLevel == "" {
+		o.LogLevel = "debug"
+	}
 }
 
 // probeC2S opens a client stream and waits for the stream features.
@@ -331,12 +343,15 @@ func (s *Prosody) config() string {
 	w("data_path = %s", q(filepath.Join(s.dir, "data")))
 	w("certificates = %s", q(filepath.Join(s.dir, "certs")))
 	w("plugin_paths = { }")
-	w("log = { { levels = { min = \"debug\" }, to = \"file\", filename = %s } }", q(s.logPath))
+	w("log = { { levels = { min = %s }, to = \"file\", filename = %s } }", q(s.opts.LogLevel), q(s.logPath))
 	w("interfaces = { \"127.0.0.1\" }")
 	w("local_interfaces = { \"127.0.0.1\" }")
 	w("component_interfaces = { \"127.0.0.1\" }")
 	w("c2s_ports = { %d }", s.c2sPort)
 	w("component_ports = { %d }", s.compPort)
+	if s.opts.NoNagle {
+		w("network_settings = { nagle = false }")
+	}
 	w("c2s_direct_tls_ports = { }")
 	w("s2s_ports = { }")
 	w("s2s_direct_tls_ports = { }")

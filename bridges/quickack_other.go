@@ -1,0 +1,5 @@
+//go:build !linux
+
+package bridges
+
+func setQuickACK(uintptr) {}
