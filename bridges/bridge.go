@@ -107,6 +107,19 @@ type Connected interface {
 	Connected(ctx context.Context)
 }
 
+// UserPresence is implemented by bridges that want to know when a user
+// comes online (a first available resource) or goes offline (the last
+// one), as the component learns it from the presence the server sends
+// the domain: the user's own broadcast (the gateway is in the user's
+// roster), the server's forwards under the XEP-0356 presence permission,
+// or, without that permission, the answers to the probes the component
+// sends registered users when its stream begins. Both run on the user's
+// goroutine.
+type UserPresence interface {
+	UserOnline(ctx context.Context, user string)
+	UserOffline(ctx context.Context, user string)
+}
+
 // Profile is what a bridge tells of a foreign contact in its vCard
 // (XEP-0054); empty fields are left out.
 type Profile struct {

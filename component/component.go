@@ -121,6 +121,10 @@ type Component struct {
 	// served); a server that no longer grants one refuses its use, which
 	// revokes it (revokeRoster).
 	grants map[string]Grant
+	// online holds the available resources of each user, by bare JID,
+	// as the server told the domain on this stream (userPresence); kept
+	// only for a bridge that implements bridges.UserPresence.
+	online map[string]map[string]struct{}
 }
 
 // session is one connected stream with its writer queue.
@@ -130,6 +134,10 @@ type session struct {
 	// gone is closed when the stream has ended: the requests sent on it
 	// will not be answered.
 	gone chan struct{}
+	// granted is closed when the server's privilege advertisement
+	// (XEP-0356) arrived on the stream.
+	granted     chan struct{}
+	grantedOnce sync.Once
 }
 
 const (
@@ -260,7 +268,7 @@ var reconnectBackoff = bridges.Backoff{First: 500 * time.Millisecond, Max: 10 * 
 
 // serve runs one connection until it breaks or ctx ends.
 func (c *Component) serve(ctx context.Context, cn *conn) error {
-	s := &session{c: cn, queue: make(chan []byte, writeQueueSize), gone: make(chan struct{})}
+	s := &session{c: cn, queue: make(chan []byte, writeQueueSize), gone: make(chan struct{}), granted: make(chan struct{})}
 	stop := make(chan struct{})
 	writerDone := make(chan error, 1)
 	go func() { writerDone <- c.writer(s, stop) }()
@@ -280,6 +288,7 @@ func (c *Component) serve(ctx context.Context, cn *conn) error {
 		c.cur = nil
 		c.mu.Unlock()
 		close(s.gone)
+		c.forgetPresence()
 		c.m.Connected.Store(0)
 		cn.nc.Close()
 	}()
@@ -311,6 +320,7 @@ func (c *Component) serve(ctx context.Context, cn *conn) error {
 		c.pump(pumpCtx, s, stop)
 	}()
 	go c.announce(ctx, "")
+	go c.probeUsers(ctx, s)
 	if h, ok := c.bridge.(bridges.Connected); ok {
 		go h.Connected(ctx)
 	}
