@@ -483,7 +483,9 @@ func (n *network) sendPresence(c *contact, status string) {
 	if status != "" || !c.online {
 		typ = "unavailable"
 	}
-	p := stanza.Presence(n.userJID(c.nick), n.user, typ)
+	// From the contact's JID as the roster has it (Host.Contact lower-cases
+	// it), whatever the case of the nick the server gave.
+	p := stanza.Presence(strings.ToLower(n.userJID(c.nick)), n.user, typ)
 	switch {
 	case status != "":
 		p.AddText("status", status)
@@ -513,7 +515,8 @@ func (n *network) watchLost() {
 	}
 }
 
-// presenceOf returns what the network knows of nick, or nil.
+// contactOf returns the user's network for server and its contact nick,
+// or nil.
 func (b *Bridge) contactOf(user, server, nick string) (*network, *contact) {
 	n := b.networkOf(user, server)
 	if n == nil {

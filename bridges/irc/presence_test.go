@@ -68,7 +68,7 @@ func TestContactPresencePolled(t *testing.T) {
 	fx := watchFixture(t, "", "CASEMAPPING=ascii", "bob")
 	fx.f.expect(t, "ISON bob")
 	fx.f.send(t, ":srv 303 nick :Bob")
-	fx.h.Expect(t, "bob available", contactPresence("Bob%localhost@irc.example", "", "", ""))
+	fx.h.Expect(t, "bob available", contactPresence(bobJID, "", "", ""))
 
 	fx.pollNow(t)
 	fx.f.expect(t, "ISON Bob")
@@ -76,11 +76,11 @@ func TestContactPresencePolled(t *testing.T) {
 	fx.f.send(t, ":srv 303 nick :Bob", ":srv 302 nick :Bob=-~b@h")
 	fx.f.expect(t, "WHOIS Bob")
 	fx.f.send(t, ":srv 311 nick Bob ~b h * :Bob Builder", ":srv 301 nick Bob :gone fishing", ":srv 318 nick Bob :End of WHOIS list")
-	fx.h.Expect(t, "bob away", contactPresence("Bob%localhost@irc.example", "", "away", "gone fishing"))
+	fx.h.Expect(t, "bob away", contactPresence(bobJID, "", "away", "gone fishing"))
 
 	// A probe is answered with what is known.
 	fx.handle(t, "<presence xmlns='jabber:component:accept' type='probe' from='"+testUser+"' to='"+bobJID+"'/>")
-	fx.h.Expect(t, "bob away again", contactPresence("Bob%localhost@irc.example", "", "away", "gone fishing"))
+	fx.h.Expect(t, "bob away again", contactPresence(bobJID, "", "away", "gone fishing"))
 	// And a probe of a nick not watched, with unavailable.
 	fx.handle(t, "<presence xmlns='jabber:component:accept' type='probe' from='"+testUser+"' to='"+carolJID+"'/>")
 	fx.h.Expect(t, "carol unavailable", func(e *xmlel.Element) bool {
@@ -90,15 +90,15 @@ func TestContactPresencePolled(t *testing.T) {
 	// Back: USERHOST says so.
 	fx.pollNow(t)
 	fx.f.send(t, ":srv 303 nick :Bob", ":srv 302 nick :Bob=+~b@h")
-	fx.h.Expect(t, "bob back", contactPresence("Bob%localhost@irc.example", "", "", ""))
+	fx.h.Expect(t, "bob back", contactPresence(bobJID, "", "", ""))
 	// Gone: ISON says so.
 	fx.pollNow(t)
 	fx.f.send(t, ":srv 303 nick :", ":srv 302 nick :")
-	fx.h.Expect(t, "bob unavailable", contactPresence("Bob%localhost@irc.example", "unavailable", "", ""))
+	fx.h.Expect(t, "bob unavailable", contactPresence(bobJID, "unavailable", "", ""))
 
 	// The user comes online: the contacts' presence is sent again.
 	fx.h.Run(func(ctx context.Context) { fx.b.UserOnline(ctx, testUser) })
-	fx.h.Expect(t, "bob unavailable again", contactPresence("Bob%localhost@irc.example", "unavailable", "", ""))
+	fx.h.Expect(t, "bob unavailable again", contactPresence(bobJID, "unavailable", "", ""))
 }
 
 // A QUIT, a NICK and a JOIN seen in a channel apply at once; the end of
