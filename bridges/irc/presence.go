@@ -416,6 +416,9 @@ func (n *network) checkAway(c *contact) {
 	}
 	c.checking = true
 	n.whoisNick(c.nick, func(ctx context.Context, r whoisResult) {
+		if !c.checking {
+			return // the connection ended (watchLost): c is unknown now
+		}
 		c.checking = false
 		if r.err != nil {
 			if r.notFound {

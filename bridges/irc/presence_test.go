@@ -390,3 +390,26 @@ func TestAwayWhoisFailures(t *testing.T) {
 	fx.h.Expect(t, "carol gone", contactPresence(carolJID, "unavailable", "", ""))
 	fx.h.Expect(t, "bob away without a message", contactPresence(bobJID, "", "away", ""))
 }
+
+// A WHOIS for an away message cut off by the end of the connection
+// leaves nothing behind: on the next connection the contact is shown as
+// the server tells, not away.
+func TestAwayCheckCutOff(t *testing.T) {
+	fx := watchFixture(t, "", "", "bob")
+	fx.f.expect(t, "ISON bob")
+	fx.f.send(t, ":srv 303 nick :bob")
+	fx.h.Expect(t, "bob available", contactPresence(bobJID, "", "", ""))
+	fx.f.send(t, ":nick!u@h JOIN #c", ":srv 353 nick = #c :nick", ":srv 366 nick #c :End")
+	fx.h.Expect(t, "self-presence", selfPresence)
+	fx.pollNow(t)
+	fx.f.send(t, ":srv 303 nick :bob", ":srv 302 nick :bob=-u@h")
+	fx.f.expect(t, "WHOIS bob")
+	fx.f.drop()
+	fx.f.closed(t)
+	fx.h.Expect(t, "bob unknown", contactPresence(bobJID, "unavailable", "", "The gateway is not connected to localhost."))
+	fx.f.expect(t, "CAP LS 302") // reconnected at once
+	fx.f.send(t, ":srv CAP * LS :", ":srv 001 nick :Welcome", ":srv 376 nick :End of MOTD")
+	fx.f.expect(t, "ISON bob")
+	fx.f.send(t, ":srv 303 nick :bob")
+	fx.h.Expect(t, "bob available again, not away", contactPresence(bobJID, "", "", ""))
+}
