@@ -116,8 +116,13 @@ func (c *Component) probeUsers(ctx context.Context, s *session) {
 			forwarded++
 			continue
 		}
-		if err := c.sendWait(ctx, stanza.Presence(c.opts.Domain, u, "probe"), 5*time.Second); err != nil {
-			c.log.Warn("cannot probe the presence of registered users; the next stream will", "err", err)
+		// On this stream only, waiting while its queue is full: when it
+		// ends, the next one probes again.
+		select {
+		case s.queue <- stanza.Presence(c.opts.Domain, u, "probe").Bytes():
+		case <-s.gone:
+			return
+		case <-ctx.Done():
 			return
 		}
 		n++

@@ -498,9 +498,10 @@ func (n *network) sendPresence(c *contact, status string) {
 			p.AddText("status", c.awayMsg)
 		}
 	}
-	if err := n.b.host.Send(p); err != nil {
-		n.b.host.Log().Debug("cannot send an irc contact's presence", "user", n.user, "contact", c.nick, "err", err)
-	}
+	// A presence lost while the XMPP stream is down is not retried: the
+	// user's presence learnt on the next stream (UserOnline) sends them
+	// all again.
+	n.b.host.Send(p)
 }
 
 // watchLost ends the watching of a connection: the contacts shown

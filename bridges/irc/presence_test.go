@@ -413,3 +413,15 @@ func TestAwayCheckCutOff(t *testing.T) {
 	fx.f.send(t, ":srv 303 nick :bob")
 	fx.h.Expect(t, "bob available again, not away", contactPresence(bobJID, "", "", ""))
 }
+
+// A presence request that cannot be sent (the connection is closing) is
+// logged.
+func TestPresenceRequestUnsent(t *testing.T) {
+	fx := watchFixture(t, "", "")
+	fx.h.Run(func(ctx context.Context) {
+		n := fx.b.networkOf(testUser, "localhost")
+		n.c.close("")
+		n.isonNow([]*contact{{nick: "bob"}})
+	})
+	fx.h.Logs.Wait(t, "cannot send a presence request to an irc server")
+}
