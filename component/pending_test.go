@@ -12,6 +12,19 @@ import (
 	"passerelle/component/xmlel"
 )
 
+// askRoster sends a roster get with id and returns a channel for its
+// outcome (a minute at most).
+func askRoster(c *Component, id string) chan error {
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, err := c.IQ(ctx, stanza.IQ("test.example.org", "u@example.org", "get", id, xmlel.New(stanza.NSRoster, "query")))
+		done <- err
+	}()
+	return done
+}
+
 // A request of the component's whose stream ends fails at once with
 // ErrDisconnected, rather than waiting for its own timeout: the answer
 // cannot come on another stream.
@@ -20,13 +33,7 @@ func TestPendingIQFailsOnDisconnect(t *testing.T) {
 	c, _, _ := startComponent(t, srv, &fakeBridge{}, "s")
 	fc := srv.accept(t)
 	waitFor(t, "the stream taken", c.Connected)
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_, err := c.IQ(ctx, stanza.IQ("test.example.org", "u@example.org", "get", "roster-1", xmlel.New(stanza.NSRoster, "query")))
-		done <- err
-	}()
+	done := askRoster(c, "roster-1")
 	fc.expect(t, "the request", func(e *xmlel.Element) bool { return e.Attr("id") == "roster-1" })
 	fc.nc.Close()
 	select {
@@ -40,12 +47,7 @@ func TestPendingIQFailsOnDisconnect(t *testing.T) {
 	// The next stream serves requests as before.
 	fc = srv.accept(t)
 	waitFor(t, "the stream taken again", c.Connected)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_, err := c.IQ(ctx, stanza.IQ("test.example.org", "u@example.org", "get", "roster-2", xmlel.New(stanza.NSRoster, "query")))
-		done <- err
-	}()
+	done = askRoster(c, "roster-2")
 	fc.expect(t, "the second request", func(e *xmlel.Element) bool { return e.Attr("id") == "roster-2" })
 	fc.send(t, "<iq from='u@example.org' to='test.example.org' id='roster-2' type='result'/>")
 	if err := <-done; err != nil {
