@@ -107,6 +107,19 @@ type Connected interface {
 	Connected(ctx context.Context)
 }
 
+// UserPresence is implemented by bridges that want to know when a user
+// comes online (a first available resource) or goes offline (the last
+// one), as the component learns it from the presence the server sends
+// the domain: the user's own broadcast (the gateway is in the user's
+// roster), the server's forwards under the XEP-0356 presence permission,
+// or, without that permission, the answers to the probes the component
+// sends registered users when its stream begins. Both run on the user's
+// goroutine.
+type UserPresence interface {
+	UserOnline(ctx context.Context, user string)
+	UserOffline(ctx context.Context, user string)
+}
+
 // Profile is what a bridge tells of a foreign contact in its vCard
 // (XEP-0054); empty fields are left out.
 type Profile struct {
@@ -118,11 +131,13 @@ type Profile struct {
 
 // Profiler is implemented by bridges that describe their contacts: the
 // component answers vcard-temp requests to a contact's bare JID with the
-// name in the user's roster (as the gateway gave it) and the profile. A
-// nil profile (no error) leaves the request to the bridge's Handle;
-// errors should be *stanza.Error.
+// profile; its FN is the contact's own name (Profile.Name), else the name
+// in the user's roster (as the gateway gave it). Profile calls answer
+// once, on the user's goroutine: at once, or later when it must ask the
+// foreign network (an IRC WHOIS). A nil profile and error leave the
+// request to the bridge's Handle; errors should be *stanza.Error.
 type Profiler interface {
-	Profile(ctx context.Context, local string) (*Profile, error)
+	Profile(ctx context.Context, u *User, local string, answer func(ctx context.Context, p *Profile, err error))
 }
 
 // Command is an ad-hoc command (XEP-0050). Execute is called with a nil form

@@ -121,12 +121,23 @@ type Component struct {
 	// served); a server that no longer grants one refuses its use, which
 	// revokes it (revokeRoster).
 	grants map[string]Grant
+	// online holds the available resources of each user, by bare JID,
+	// as the server told the domain on this stream (userPresence); kept
+	// only for a bridge that implements bridges.UserPresence.
+	online map[string]map[string]struct{}
 }
 
 // session is one connected stream with its writer queue.
 type session struct {
 	c     *conn
 	queue chan []byte
+	// gone is closed when the stream has ended: the requests sent on it
+	// will not be answered.
+	gone chan struct{}
+	// granted is closed when the server's privilege advertisement
+	// (XEP-0356) arrived on the stream.
+	granted     chan struct{}
+	grantedOnce sync.Once
 }
 
 const (
@@ -257,7 +268,7 @@ var reconnectBackoff = bridges.Backoff{First: 500 * time.Millisecond, Max: 10 * 
 
 // serve runs one connection until it breaks or ctx ends.
 func (c *Component) serve(ctx context.Context, cn *conn) error {
-	s := &session{c: cn, queue: make(chan []byte, writeQueueSize)}
+	s := &session{c: cn, queue: make(chan []byte, writeQueueSize), gone: make(chan struct{}), granted: make(chan struct{})}
 	stop := make(chan struct{})
 	writerDone := make(chan error, 1)
 	go func() { writerDone <- c.writer(s, stop) }()
@@ -276,6 +287,8 @@ func (c *Component) serve(ctx context.Context, cn *conn) error {
 		c.mu.Lock()
 		c.cur = nil
 		c.mu.Unlock()
+		close(s.gone)
+		c.forgetPresence()
 		c.m.Connected.Store(0)
 		cn.nc.Close()
 	}()
@@ -307,6 +320,7 @@ func (c *Component) serve(ctx context.Context, cn *conn) error {
 		c.pump(pumpCtx, s, stop)
 	}()
 	go c.announce(ctx, "")
+	go c.probeUsers(ctx, s)
 	if h, ok := c.bridge.(bridges.Connected); ok {
 		go h.Connected(ctx)
 	}
@@ -410,6 +424,13 @@ func (c *Component) announce(ctx context.Context, typ string) {
 func (c *Component) Send(st *xmlel.Element) error { return c.sendWait(c.ctx(), st, time.Second) }
 
 func (c *Component) sendWait(ctx context.Context, st *xmlel.Element, wait time.Duration) error {
+	_, err := c.sendOn(ctx, st, wait)
+	return err
+}
+
+// sendOn queues st on the live stream (a sibling's, when the server
+// shares routes) and returns that stream.
+func (c *Component) sendOn(ctx context.Context, st *xmlel.Element, wait time.Duration) (*session, error) {
 	c.mu.Lock()
 	s := c.cur
 	c.mu.Unlock()
@@ -418,24 +439,24 @@ func (c *Component) sendWait(ctx context.Context, st *xmlel.Element, wait time.D
 	}
 	if s == nil {
 		c.m.Dropped.Add(1)
-		return bridges.ErrDisconnected
+		return nil, bridges.ErrDisconnected
 	}
 	b := st.Bytes()
 	select {
 	case s.queue <- b:
-		return nil
+		return s, nil
 	default:
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case s.queue <- b:
-		return nil
+		return s, nil
 	case <-t.C:
 		c.m.Dropped.Add(1)
-		return errors.New("the XMPP stream's write queue is full")
+		return nil, errors.New("the XMPP stream's write queue is full")
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
 }
 
@@ -467,7 +488,9 @@ func (c *Component) Deliver(ctx context.Context, key string, links []store.Messa
 	return true, nil
 }
 
-// IQ implements bridges.Host.
+// IQ implements bridges.Host. A request whose stream ends before the
+// answer came fails at once with ErrDisconnected: the answer will not
+// come on another stream.
 func (c *Component) IQ(ctx context.Context, iq *xmlel.Element) (*xmlel.Element, error) {
 	id := iq.Attr("id")
 	if id == "" {
@@ -479,12 +502,20 @@ func (c *Component) IQ(ctx context.Context, iq *xmlel.Element) (*xmlel.Element, 
 	}
 	ch, forget := c.awaitAnswer(id)
 	defer forget()
-	if err := c.Send(iq); err != nil {
+	s, err := c.sendOn(c.ctx(), iq, time.Second)
+	if err != nil {
 		return nil, err
 	}
 	select {
 	case r := <-ch:
 		return r, nil
+	case <-s.gone:
+		select {
+		case r := <-ch: // answered just before the end
+			return r, nil
+		default:
+		}
+		return nil, fmt.Errorf("%w: the stream ended before the answer to %s came", bridges.ErrDisconnected, id)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

@@ -100,7 +100,11 @@ func (c *Component) privileged(g Grant) {
 	}
 	old, had := c.grants[g.Server]
 	c.grants[g.Server] = g
+	s := c.cur
 	c.mu.Unlock()
+	if s != nil {
+		s.grantedOnce.Do(func() { close(s.granted) })
+	}
 	if !had || !reflect.DeepEqual(old, g) {
 		c.log.Info("the XMPP server granted privileges (XEP-0356)", g.logAttrs()...)
 	}

@@ -184,8 +184,9 @@ func (c *Component) stanzaError(err error) *stanza.Error {
 }
 
 // handleDomainPresence implements the gateway's own presence (XEP-0100):
-// subscriptions are approved, probes answered. Directed availability goes
-// on to the bridge.
+// subscriptions are approved, probes answered. The user's availability
+// (broadcast to the gateway, forwarded under the presence permission of
+// XEP-0356, or answering a probe) is recorded: see userPresence.
 func (c *Component) handleDomainPresence(ctx context.Context, u *bridges.User, st *xmlel.Element) bool {
 	d := c.opts.Domain
 	online := u.Registration != nil || !c.bridge.RegistrationRequired()
@@ -203,6 +204,8 @@ func (c *Component) handleDomainPresence(ctx context.Context, u *bridges.User, s
 		}
 	case "unsubscribe":
 		c.Send(stanza.Presence(d, u.JID, "unsubscribed"))
+	case "", "unavailable":
+		c.userPresence(ctx, u, st)
 	case "subscribed", "unsubscribed", "error":
 	default:
 		return false

@@ -198,6 +198,11 @@ func (c *Component) dispatch(st *xmlel.Element) {
 		return
 	}
 	if !c.opts.Allowed(user) {
+		if st.Local == "presence" && stanza.Local(st.Attr("to")) == "" && (typ == "" || typ == "unavailable") {
+			// The presence of a user the server forwards (XEP-0356
+			// presence permission covers all its users): not an error.
+			return
+		}
 		c.log.Info("refused a user outside PASSERELLE_ALLOW", "user", user, "stanza", st.Local)
 		c.m.Refused.Add(1)
 		bridges.Refuse(c, st, stanza.Errorf("forbidden", "You are not allowed to use this gateway."))

@@ -47,6 +47,7 @@ type spec struct {
 	Allow                   []string      `split_words:"true" desc:"who may use the gateway: comma-separated domains or bare JIDs (default: the parent domain of each component)"`
 	IRCDomain               string        `split_words:"true" desc:"component domain of the IRC bridge (empty: bridge off)"`
 	IRCAllowPrivate         bool          `split_words:"true" default:"false" desc:"allow IRC connections to loopback/private addresses"`
+	IRCPresencePoll         time.Duration `split_words:"true" default:"60s" desc:"how often the presence of IRC contacts is polled (ISON, USERHOST) on networks without MONITOR, and their away state on networks without away-notify and extended-monitor (duration, at least 1s)"`
 	MailboxAllowPrivate     bool          `split_words:"true" default:"false" desc:"allow users' own IMAP/SMTP servers (mailbox mode) on loopback/private/link-local addresses"`
 	EmailDomain             string        `split_words:"true" desc:"component domain of the email bridge, also mail domain of hosted addresses (empty: bridge off)"`
 	SMTPListen              string        `split_words:"true" desc:"inbound SMTP listener (host:port), e.g. 127.0.0.1:2525"`
@@ -82,6 +83,7 @@ type Config struct {
 
 	IRCDomain       string // empty: bridge off
 	IRCAllowPrivate bool
+	IRCPresencePoll time.Duration
 
 	MailboxAllowPrivate bool
 
@@ -142,6 +144,7 @@ func LoadFrom(lookup func(string) (string, bool)) (*Config, error) {
 		Allow:                   s.Allow,
 		IRCDomain:               s.IRCDomain,
 		IRCAllowPrivate:         s.IRCAllowPrivate,
+		IRCPresencePoll:         s.IRCPresencePoll,
 		MailboxAllowPrivate:     s.MailboxAllowPrivate,
 		EmailDomain:             s.EmailDomain,
 		SMTPListen:              s.SMTPListen,
@@ -410,6 +413,9 @@ func (c *Config) check() error {
 		c.SMSNumbers[i] = e164
 	}
 
+	if c.IRCPresencePoll < time.Second {
+		return errorf("PASSERELLE_IRC_PRESENCE_POLL", "must be at least 1s, got %v", c.IRCPresencePoll)
+	}
 	if c.RetryMaxDelay < time.Second {
 		return errorf("PASSERELLE_RETRY_MAX_DELAY", "must be at least 1s, got %v", c.RetryMaxDelay)
 	}

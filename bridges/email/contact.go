@@ -32,11 +32,15 @@ func senderName(raw []byte, addr string) string {
 	return addr
 }
 
-// Profile implements bridges.Profiler: a correspondent's address.
-func (b *Bridge) Profile(ctx context.Context, local string) (*bridges.Profile, error) {
+// Profile implements bridges.Profiler: a correspondent's address (mail
+// has no avatars).
+func (b *Bridge) Profile(ctx context.Context, u *bridges.User, local string, answer func(context.Context, *bridges.Profile, error)) {
 	addr, err := b.contactAddress(ctx, local)
 	if err != nil {
-		return nil, stanza.Errorf("jid-malformed", "“"+local+"” is not an email address.")
+		answer(ctx, nil, stanza.Errorf("jid-malformed", "“"+local+"” is not an email address."))
+		return
 	}
-	return &bridges.Profile{Email: addr}, nil
+	answer(ctx, &bridges.Profile{Email: addr}, nil)
 }
+
+var _ bridges.Profiler = (*Bridge)(nil)

@@ -1,6 +1,7 @@
 package irc
 
 import (
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,6 +29,9 @@ type ircClient struct {
 	casemap     string // CASEMAPPING from ISUPPORT
 	prefixMode  string // e.g. "qaohv"
 	prefixSym   string // e.g. "~&@%+"
+	// monitor is the MONITOR limit from ISUPPORT: 0 when the server has
+	// no MONITOR, -1 when it sets no limit.
+	monitor int
 }
 
 // newIRCClient returns a client that will ask for nick, with the
@@ -42,6 +46,7 @@ func (cl *ircClient) connected(c *conn, lk link) {
 	cl.c, cl.link = c, lk
 	cl.caps = capState{}
 	cl.batch.open = nil
+	cl.monitor = 0
 }
 
 // disconnected ends the connection.
@@ -96,6 +101,11 @@ func (cl *ircClient) isupport(m *irc.Message) (casemap string, ok bool) {
 		case "CHANTYPES":
 			if v != "" {
 				cl.chantypes = strings.Clone(v) // not a slice of the whole line
+			}
+		case "MONITOR":
+			cl.monitor = -1
+			if l, err := strconv.Atoi(v); err == nil && l > 0 {
+				cl.monitor = l
 			}
 		case "PREFIX":
 			if i := strings.IndexByte(v, ')'); strings.HasPrefix(v, "(") && i > 0 && len(v[1:i]) == len(v[i+1:]) {

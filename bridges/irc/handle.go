@@ -130,9 +130,12 @@ func (b *Bridge) handleUser(ctx context.Context, u *bridges.User, st *xmlel.Elem
 		b.private(ctx, u, st, a.Server, a.Name)
 		if st.ChildText("", "body") != "" {
 			b.host.Contact(ctx, u.JID, a.Local(), a.Name)
+			if n := b.networkOf(u.JID, a.Server); n != nil {
+				n.watchNick(a.Name, u.Registration != nil)
+			}
 		}
 	case "presence":
-		bridges.AnswerContactPresence(b.host, st)
+		b.contactPresence(u.JID, st, a.Server, a.Name)
 	case "iq":
 		b.handleIQ(ctx, iqReq{u: u, st: st, a: a}, iqUser)
 	}

@@ -27,6 +27,9 @@ type Options struct {
 	AllowPrivate bool          // allow connections to loopback/private addresses
 	Sealer       *store.Sealer // encrypts stored IRC passwords
 	HistoryLimit int           // messages kept per user and channel (0: 10,000); older ones are pruned in the background
+	// PresencePoll is how often the presence of IRC contacts is polled
+	// where the server does not push it (0: a minute): see presence.go.
+	PresencePoll time.Duration
 }
 
 // Bridge is the IRC bridge.
@@ -46,10 +49,13 @@ type Bridge struct {
 
 	keys storedKeys // the case mapping of each server's stored keys, with its own locks
 
-	stopped     chan struct{} // closed when the connections were told to QUIT, after Start's ctx ends
-	joinTimeout time.Duration // how long a first JOIN may go unanswered
-	banTimeout  time.Duration // how long a ban list request may go unanswered
-	pruneEvery  time.Duration // how often the archive is pruned
+	realnames map[string]realname // by server and folded nick, guarded by mu: see whois.go
+
+	stopped      chan struct{} // closed when the connections were told to QUIT, after Start's ctx ends
+	joinTimeout  time.Duration // how long a first JOIN may go unanswered
+	banTimeout   time.Duration // how long a ban list request may go unanswered
+	pruneEvery   time.Duration // how often the archive is pruned
+	whoisTimeout time.Duration // how long a WHOIS may go unanswered
 }
 
 // New returns an IRC bridge.
@@ -57,7 +63,7 @@ func New(opts Options) *Bridge {
 	if opts.Sealer == nil {
 		opts.Sealer = &store.Sealer{}
 	}
-	return &Bridge{opts: opts, sessions: map[string]map[string]*network{}, conns: map[*conn]string{}, joinTimeout: time.Minute, banTimeout: 30 * time.Second, pruneEvery: pruneEvery,
+	return &Bridge{opts: opts, sessions: map[string]map[string]*network{}, conns: map[*conn]string{}, joinTimeout: time.Minute, banTimeout: 30 * time.Second, pruneEvery: pruneEvery, whoisTimeout: whoisTimeout,
 		dialer: &dialer{allowPrivate: opts.AllowPrivate, resolver: net.DefaultResolver}}
 }
 
@@ -191,8 +197,9 @@ func (b *Bridge) Register(ctx context.Context, user string, values map[string]st
 	return &bridges.Registered{Fields: fields, Secret: []string{"password"}}, nil
 }
 
-// Unregistered implements bridges.Bridge.
-func (b *Bridge) Unregistered(ctx context.Context, user string) {}
+// Unregistered implements bridges.Bridge: the user's IRC contacts are
+// no longer watched.
+func (b *Bridge) Unregistered(ctx context.Context, user string) { b.unwatchAll(user) }
 
 // Prompt implements bridges.Bridge.
 func (b *Bridge) Prompt() (string, string) {

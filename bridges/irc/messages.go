@@ -18,9 +18,10 @@ func (n *network) handle(ctx context.Context, m *irc.Message) {
 	if label, ok := m.Tags["label"]; ok && n.labeledResponse(ctx, label, m) {
 		return
 	}
-	if n.banReply(m) {
+	if n.banReply(m) || n.whoisReply(ctx, m) || n.presenceReply(m) {
 		return
 	}
+	n.presenceEvent(m)
 	switch m.Command {
 	case "CAP":
 		n.handleCap(ctx, m)
@@ -91,6 +92,8 @@ func (n *network) handle(ctx context.Context, m *irc.Message) {
 			e.Add(stanza.Errorf("recipient-unavailable", decodeText(m.Param(1)+": "+m.Trailing())).Element())
 			n.b.host.Send(e)
 		}
+	case "376", "422": // the end of the MOTD, or none: ISUPPORT was sent
+		n.startWatch(ctx)
 	case "ERROR":
 		n.status(ctx, "Error from "+n.server+": "+decodeText(m.Trailing()))
 	default:
@@ -162,6 +165,7 @@ func (n *network) onMessage(ctx context.Context, m *irc.Message) {
 		n.b.host.Log().Warn("cannot queue a private message", "user", n.user, "err", err)
 	}
 	n.b.host.Contact(ctx, n.user, stanza.Local(n.userJID(m.Name)), m.Name)
+	n.watchNick(m.Name, false)
 }
 
 // answerCTCP answers VERSION, PING and TIME requests.

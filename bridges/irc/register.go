@@ -14,13 +14,15 @@ import (
 )
 
 // wantedCaps are the capabilities requested when the server offers them.
-var wantedCaps = []string{"multi-prefix", "server-time", "message-tags", "batch"}
+// away-notify and extended-monitor tell the away state of contacts
+// (presence.go).
+var wantedCaps = []string{"multi-prefix", "server-time", "message-tags", "batch", "away-notify", "extended-monitor"}
 
 // capNames are the capabilities the gateway may request.
 var capNames = append(slices.Clone(wantedCaps), "sasl", "echo-message", "labeled-response")
 
 // capSet is a set of capNames.
-type capSet uint8
+type capSet uint16
 
 func capBit(name string) capSet {
 	if i := slices.Index(capNames, name); i >= 0 {

@@ -30,6 +30,8 @@ type network struct {
 	echoes   map[string]*pendingEcho     // by label
 	ctcpWait map[string][]*xmlel.Element // IQs waiting for a CTCP reply, by "nick CMD"
 	bans     map[string]*banList         // ban list requests, by folded channel
+	watch    watchState                  // the IRC contacts whose presence is followed (presence.go)
+	whois    map[string]*whoisReq        // WHOIS under way, by folded nick (whois.go)
 }
 
 // A user's IRC session is the user's networks, by server: b.sessions
@@ -237,6 +239,8 @@ func (n *network) failEchoes() {
 func (n *network) forget() {
 	n.dropListRequests()
 	n.failEchoes()
+	n.watchLost()
+	n.dropWhois(n.b.runCtx)
 	if n.c != nil {
 		l, _ := buildLine("QUIT", "Passerelle")
 		n.c.close(l)
@@ -251,6 +255,8 @@ func (n *network) lost(ctx context.Context, err error) {
 	n.disconnected()
 	n.dropListRequests()
 	n.failEchoes()
+	n.watchLost()
+	n.dropWhois(ctx)
 	reason := "The connection to " + n.server + " was lost"
 	if err != nil {
 		reason += ": " + err.Error()

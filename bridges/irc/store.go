@@ -14,6 +14,7 @@ type ircStore interface {
 	archiveStore
 	casemapStore
 	stsStore
+	contactStore
 }
 
 var _ ircStore = (*store.Store)(nil)
@@ -46,4 +47,9 @@ type stsStore interface {
 	PutSTSPolicy(ctx context.Context, host string, port int, d time.Duration, t time.Time) error
 	RescheduleSTSPolicy(ctx context.Context, host string, t time.Time) error
 	STSPolicyAt(ctx context.Context, host string, t time.Time) (*store.STSPolicy, error)
+}
+
+// contactStore reads the users' contacts, whose presence is watched.
+type contactStore interface {
+	Contacts(ctx context.Context, domain, jid string) ([]store.Contact, error)
 }

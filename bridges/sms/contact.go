@@ -9,10 +9,13 @@ import (
 )
 
 // Profile implements bridges.Profiler: a correspondent's number.
-func (b *Bridge) Profile(ctx context.Context, local string) (*bridges.Profile, error) {
+func (b *Bridge) Profile(ctx context.Context, u *bridges.User, local string, answer func(context.Context, *bridges.Profile, error)) {
 	n, err := mapping.NumberFromLocal(local)
 	if err != nil {
-		return nil, stanza.Errorf("jid-malformed", "“"+local+"” is not a phone number in international format.")
+		answer(ctx, nil, stanza.Errorf("jid-malformed", "“"+local+"” is not a phone number in international format."))
+		return
 	}
-	return &bridges.Profile{Phone: n}, nil
+	answer(ctx, &bridges.Profile{Phone: n}, nil)
 }
+
+var _ bridges.Profiler = (*Bridge)(nil)

@@ -93,7 +93,7 @@ func run() int {
 		}))
 	}
 	if cfg.IRCDomain != "" {
-		add(cfg.IRCDomain, "PASSERELLE_IRC_DOMAIN", irc.New(irc.Options{AllowPrivate: cfg.IRCAllowPrivate, Sealer: sealer}))
+		add(cfg.IRCDomain, "PASSERELLE_IRC_DOMAIN", irc.New(irc.Options{AllowPrivate: cfg.IRCAllowPrivate, Sealer: sealer, PresencePoll: cfg.IRCPresencePoll}))
 	}
 	if cfg.EmailDomain != "" {
 		add(cfg.EmailDomain, "PASSERELLE_EMAIL_DOMAIN", email.New(email.Options{Domain: cfg.EmailDomain, Listen: cfg.SMTPListen,

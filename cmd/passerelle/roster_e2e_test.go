@@ -150,7 +150,8 @@ func TestRosterProsody(t *testing.T) {
 		alice.Expect(t, wait, "the private message", harness.MessageFrom(jid, "psst, alice"))
 		alice.Expect(t, wait, "the roster push of dave", rosterPush(jid, "both"))
 		wantContact(t, alice, jid, "dave", "IRC")
-		if v := vCard(t, alice, jid); v.ChildText("", "FN") != "dave" || v.ChildText("", "NICKNAME") != "dave" {
+		// FN is the realname (WHOIS), which dialIRC sets.
+		if v := vCard(t, alice, jid); v.ChildText("", "FN") != "raw peer" || v.ChildText("", "NICKNAME") != "dave" {
 			t.Fatalf("dave's vCard: %s", v)
 		}
 	})

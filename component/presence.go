@@ -1,0 +1,133 @@
+package component
+
+import (
+	"context"
+	"time"
+
+	"passerelle/bridges"
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+)
+
+// grantWait bounds how long a new stream waits for the server's privilege
+// advertisement before it probes the users whose presence the server does
+// not forward.
+const grantWait = 2 * time.Second
+
+// ForwardsPresence reports whether the server sends the component its
+// users' presence (XEP-0356 presence permission): then it need not probe
+// them to know who is online.
+func (g Grant) ForwardsPresence() bool {
+	return g.Presence == "managed_entity" || g.Presence == "roster"
+}
+
+// userPresence records the availability of one of u's resources, from a
+// presence the server sent the domain: the user's broadcast (the gateway
+// is in the user's roster), a forward under the presence permission, or
+// the answer to a probe. It runs on the user's goroutine. When the user
+// comes online (a first resource) or goes offline (the last one), a
+// bridge that implements bridges.UserPresence is told.
+func (c *Component) userPresence(ctx context.Context, u *bridges.User, st *xmlel.Element) {
+	up, ok := c.bridge.(bridges.UserPresence)
+	if !ok {
+		return
+	}
+	res := stanza.Resource(u.Full)
+	avail := st.Attr("type") == ""
+	c.mu.Lock()
+	rs := c.online[u.JID]
+	was := len(rs) > 0
+	switch {
+	case avail:
+		if rs == nil {
+			rs = map[string]struct{}{}
+			if c.online == nil {
+				c.online = map[string]map[string]struct{}{}
+			}
+			c.online[u.JID] = rs
+		}
+		rs[res] = struct{}{}
+	case res == "":
+		delete(c.online, u.JID) // the bare JID's unavailable: no resource is
+	default:
+		delete(rs, res)
+		if len(rs) == 0 {
+			delete(c.online, u.JID)
+		}
+	}
+	now := len(c.online[u.JID]) > 0
+	c.mu.Unlock()
+	switch {
+	case now && !was:
+		c.log.Debug("a user came online", "user", u.JID, "resource", res)
+		up.UserOnline(ctx, u.JID)
+	case was && !now:
+		c.log.Debug("a user went offline", "user", u.JID)
+		up.UserOffline(ctx, u.JID)
+	}
+}
+
+// Online reports whether the component knows user to be online: the
+// server sent an available presence of one of the user's resources since
+// the stream began, and no unavailable presence of it since.
+func (c *Component) Online(user string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.online[stanza.Bare(user)]) > 0
+}
+
+// forgetPresence forgets who is online when the stream ends: the next
+// stream learns it again (from the server's forwards, or by probing).
+func (c *Component) forgetPresence() {
+	c.mu.Lock()
+	c.online = nil
+	c.mu.Unlock()
+}
+
+// probeUsers learns, on a new stream, which registered users are online,
+// for a bridge that wants to know (bridges.UserPresence). It waits for
+// the server's privilege advertisement (at most grantWait): a server
+// that forwards its users' presence sends the current ones itself, and
+// its users are not probed; the others' are, from the domain (the
+// gateway is in a registered user's roster), and their answers come
+// back as presence to the domain.
+func (c *Component) probeUsers(ctx context.Context, s *session) {
+	if _, ok := c.bridge.(bridges.UserPresence); !ok {
+		return
+	}
+	t := time.NewTimer(grantWait)
+	defer t.Stop()
+	select {
+	case <-s.granted:
+	case <-t.C:
+	case <-s.gone:
+		return
+	case <-ctx.Done():
+		return
+	}
+	users, err := c.store.ListRegistrations(ctx, c.opts.Domain)
+	if err != nil {
+		c.log.Error("cannot list registered users to probe their presence", "err", err)
+		return
+	}
+	n, forwarded := 0, 0
+	for _, u := range users {
+		if c.grant(u).ForwardsPresence() {
+			forwarded++
+			continue
+		}
+		// On this stream only, waiting while its queue is full: when it
+		// ends, the next one probes again.
+		select {
+		case s.queue <- stanza.Presence(c.opts.Domain, u, "probe").Bytes():
+		case <-s.gone:
+			return
+		case <-ctx.Done():
+			return
+		}
+		n++
+	}
+	if n > 0 || forwarded > 0 {
+		c.log.Info("asked for the presence of registered users", "probed", n, "forwarded_by_the_server", forwarded)
+	}
+}
