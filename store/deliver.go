@@ -173,11 +173,14 @@ func (s *Store) commitTx(batch []*groupWrite) error {
 // writes and stanzas it holds. The statements' results reach the writes
 // (their callbacks) once the server has answered.
 func (s *Store) sendGroup(ctx context.Context, batch []*groupWrite) error {
-	g := groupTx{ctx: ctx, batch: &pgx.Batch{}}
+	g := groupTx{ctx: ctx, batch: &pgx.Batch{}, outbox: &outboxRows{}}
 	for _, r := range batch {
 		if err := r.write(g); err != nil {
 			return err
 		}
+	}
+	if o := g.outbox; len(o.stanzas) > 0 {
+		g.batch.Queue(pgInsertOutbox, o.domains, o.stanzas, o.created)
 	}
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
@@ -201,8 +204,15 @@ func (s *Store) sendGroup(ctx context.Context, batch []*groupWrite) error {
 // key check is one statement on PostgreSQL for that reason).
 type groupTx struct {
 	ctx   context.Context
-	tx    *sql.Tx    // SQLite
-	batch *pgx.Batch // PostgreSQL
+	tx     *sql.Tx     // SQLite
+	batch  *pgx.Batch  // PostgreSQL
+	outbox *outboxRows // PostgreSQL: the group's stanzas, inserted by one statement after the others
+}
+
+// outboxRows are outbox rows, by column.
+type outboxRows struct {
+	domains, stanzas []string
+	created          []int64
 }
 
 // exec runs or queues a statement.
@@ -255,6 +265,12 @@ func deliverWrite(domain string, d Delivery, ok *bool) func(g groupTx) error {
 				m.Domain, m.JID, m.XMPPID, m.ForeignID, m.Peer, m.Thread, m.Extra, created); err != nil {
 				return fmt.Errorf("failed to store a message link: %w", err)
 			}
+		}
+		if o := g.outbox; o != nil {
+			for _, st := range d.Stanzas {
+				o.domains, o.stanzas, o.created = append(o.domains, domain), append(o.stanzas, st), append(o.created, created)
+			}
+			return nil
 		}
 		for _, st := range d.Stanzas {
 			if err := g.exec(insertOutbox, domain, st, created); err != nil {

@@ -128,3 +128,9 @@ func rebound(query string) string {
 }
 
 var reboundQueries sync.Map
+
+// pgInsertOutbox inserts a group's stanzas, in order, in one statement
+// ($1 their domains, $2 the stanzas, $3 their times).
+const pgInsertOutbox = `INSERT INTO outbox (domain, stanza, created)
+	SELECT u.domain, u.stanza, u.created FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS u(domain, stanza, created, n)
+	ORDER BY u.n`
