@@ -203,7 +203,7 @@ func (s *Store) sendGroup(ctx context.Context, batch []*groupWrite) error {
 // write must not depend on a result before the commit (deliverWrite's
 // key check is one statement on PostgreSQL for that reason).
 type groupTx struct {
-	ctx   context.Context
+	ctx    context.Context
 	tx     *sql.Tx     // SQLite
 	batch  *pgx.Batch  // PostgreSQL
 	outbox *outboxRows // PostgreSQL: the group's stanzas, inserted by one statement after the others
