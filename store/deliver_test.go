@@ -271,3 +271,28 @@ func TestDeliverMoreThanAGroup(t *testing.T) {
 		t.Fatalf("outbox holds %d stanzas (%v), want %d", c, err, n)
 	}
 }
+
+// A delivery with a key and two links of one message id keeps the last,
+// as when they are written one after the other (on PostgreSQL they are
+// written by one statement, which may not update a row twice).
+func TestDeliverLinksOfOneID(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	d := Delivery{Key: "SMtwice", Links: []MessageID{
+		{Domain: "d", JID: "u@x", XMPPID: "m1", ForeignID: "first"},
+		{Domain: "d", JID: "v@x", XMPPID: "m1", ForeignID: "other user"},
+		{Domain: "d", JID: "u@x", XMPPID: "m1", ForeignID: "last"},
+	}, Stanzas: []string{"<a/>", "<b/>"}}
+	if ok, err := s.Deliver(ctx, "d", d); !ok || err != nil {
+		t.Fatalf("delivery: %v %v", ok, err)
+	}
+	for jid, want := range map[string]string{"u@x": "last", "v@x": "other user"} {
+		if m, err := s.MessageByXMPPID(ctx, "d", jid, "m1"); err != nil || m.ForeignID != want {
+			t.Errorf("link of %s: %+v %v, want foreign id %q", jid, m, err, want)
+		}
+	}
+	items, err := s.PendingStanzas(ctx, "d", 10)
+	if err != nil || len(items) != 2 || items[0].Stanza != "<a/>" || items[1].Stanza != "<b/>" {
+		t.Fatalf("outbox: %+v %v, want <a/> then <b/>", items, err)
+	}
+}
