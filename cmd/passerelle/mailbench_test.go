@@ -13,7 +13,8 @@ package main
 //
 // PASSERELLE_BENCH_BASE=<binary> runs that build too ("base", first), and
 // PASSERELLE_TEST_DB=postgres runs the gateway on PostgreSQL, as for
-// BenchmarkIRCGateway. Phases, each of benchMails messages spread over the
+// BenchmarkIRCGateway; PASSERELLE_BENCH_PERF=<dir> records each phase with
+// perf(1) into <dir>/<gateway>-mail-<phase>.data. Phases, each of benchMails messages spread over the
 // users, ending when the last one has arrived:
 //
 //	smtp   SMTP→stanza: mails to u<i>@mail.localhost, until each user got its messages
@@ -190,6 +191,7 @@ func benchMailSMS(b *testing.B, gateway string) {
 	// phase sends benchMails messages, benchSenders at once, and waits
 	// for t.
 	phase := func(name string, t *tally, send func(k int)) {
+		stopPerf := benchPerf(b, pid, fmt.Sprintf("%s-mail-%s.data", gateway, name))
 		cpu0, db0, t0 := procCPUSeconds(b, pid), dbCPUSeconds(b), time.Now()
 		next := make(chan int)
 		var wg sync.WaitGroup
@@ -208,6 +210,7 @@ func benchMailSMS(b *testing.B, gateway string) {
 		wg.Wait()
 		t.wait(b, name)
 		cpu, db := procCPUSeconds(b, pid)-cpu0, dbCPUSeconds(b)-db0
+		stopPerf()
 		t.mu.Lock()
 		secs := t.last.Sub(t0).Seconds()
 		t.mu.Unlock()
