@@ -82,3 +82,21 @@ func BenchmarkArchiveIRCMessage(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkEnqueueStanzasConcurrent is a fan-out: 64 callers at once
+// queue a stanza each, so that their writes share commit groups (on
+// PostgreSQL, one round trip per group).
+func BenchmarkEnqueueStanzasConcurrent(b *testing.B) {
+	ctx := context.Background()
+	s := openTest(b)
+	st := []string{`<message from='#go%irc.example.net@irc.example.org/bob' to='u@example.org' type='groupchat'><body>hello</body></message>`}
+	b.ReportAllocs()
+	b.SetParallelism(32) // × GOMAXPROCS callers
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := s.EnqueueStanzas(ctx, "irc.example.org", st); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -4,7 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"sync"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Delivery is what one event from a foreign network (an inbound text or
@@ -30,12 +33,7 @@ type Delivery struct {
 // commit, not one per user.
 func (s *Store) Deliver(ctx context.Context, domain string, d Delivery) (bool, error) {
 	var ok bool
-	err := s.inGroup(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		var err error
-		ok, err = deliver(ctx, tx, domain, d, now())
-		return err
-	})
-	if err != nil {
+	if err := s.inGroup(ctx, deliverWrite(domain, d, &ok)); err != nil {
 		return false, err
 	}
 	return ok, nil
@@ -51,7 +49,7 @@ func (s *Store) Deliver(ctx context.Context, domain string, d Delivery) (bool, e
 // runs, not while it waits for the group's commit: what is committed is
 // reported as committed. write gets the group's context, not the
 // caller's: one caller gone does not roll back the others.
-func (s *Store) inGroup(ctx context.Context, write func(ctx context.Context, tx *sql.Tx) error) error {
+func (s *Store) inGroup(ctx context.Context, write func(g groupTx) error) error {
 	r := &groupWrite{ctx: ctx, write: write, wake: make(chan struct{}, 1)}
 	g := &s.group
 	g.mu.Lock()
@@ -101,7 +99,7 @@ type groupCommit struct {
 // groupWrite is one caller's write, with its result once finished.
 type groupWrite struct {
 	ctx   context.Context
-	write func(ctx context.Context, tx *sql.Tx) error
+	write func(g groupTx) error
 	wake  chan struct{}
 
 	finished bool
@@ -143,18 +141,25 @@ func (s *Store) commitTx(batch []*groupWrite) error {
 		return err
 	}
 	ctx := context.Background()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fail(fmt.Errorf("failed to begin a transaction: %w", err))
-	}
-	defer tx.Rollback()
-	for _, r := range batch {
-		if err := r.write(ctx, tx); err != nil {
+	if s.pg {
+		if err := s.sendGroup(ctx, batch); err != nil {
 			return fail(err)
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fail(fmt.Errorf("failed to commit: %w", err))
+	} else {
+		tx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			return fail(fmt.Errorf("failed to begin a transaction: %w", err))
+		}
+		defer tx.Rollback()
+		g := groupTx{ctx: ctx, tx: tx}
+		for _, r := range batch {
+			if err := r.write(g); err != nil {
+				return fail(err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			return fail(fmt.Errorf("failed to commit: %w", err))
+		}
 	}
 	for _, r := range batch {
 		r.err = nil
@@ -162,30 +167,151 @@ func (s *Store) commitTx(batch []*groupWrite) error {
 	return nil
 }
 
-// deliver writes d in tx.
-func deliver(ctx context.Context, tx *sql.Tx, domain string, d Delivery, created int64) (bool, error) {
-	if d.Key != "" {
-		res, err := tx.ExecContext(ctx, `INSERT INTO deliveries (domain, key, created) VALUES (?, ?, ?)
-			ON CONFLICT (domain, key) DO NOTHING`, domain, d.Key, created)
-		if err != nil {
-			return false, fmt.Errorf("failed to record a delivery: %w", err)
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return false, fmt.Errorf("failed to record a delivery: %w", err)
-		} else if n == 0 {
-			return false, nil
+// sendGroup runs batch's writes on PostgreSQL: their statements go out
+// together, in one pipeline (pgx.Batch) that the server runs as one
+// implicit transaction, so a group costs one round trip however many
+// writes and stanzas it holds. The statements' results reach the writes
+// (their callbacks) once the server has answered.
+func (s *Store) sendGroup(ctx context.Context, batch []*groupWrite) error {
+	g := groupTx{ctx: ctx, batch: &pgx.Batch{}, outbox: &outboxRows{}}
+	for _, r := range batch {
+		if err := r.write(g); err != nil {
+			return err
 		}
 	}
-	for _, m := range d.Links {
-		if _, err := tx.ExecContext(ctx, putMessageID,
-			m.Domain, m.JID, m.XMPPID, m.ForeignID, m.Peer, m.Thread, m.Extra, created); err != nil {
-			return false, fmt.Errorf("failed to store a message link: %w", err)
+	if o := g.outbox; len(o.stanzas) > 0 {
+		g.batch.Queue(pgInsertOutbox, o.domains, o.stanzas, o.created)
+	}
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("failed to begin a transaction: %w", err)
+	}
+	defer conn.Close()
+	err = conn.Raw(func(dc any) error {
+		return dc.(pgConn).Conn.Conn().SendBatch(ctx, g.batch).Close()
+	})
+	if err != nil {
+		return fmt.Errorf("failed to commit: %w", err)
+	}
+	return nil
+}
+
+// groupTx is the transaction of a group's writes. On SQLite each
+// statement runs as the write makes it, in a database/sql transaction; on
+// PostgreSQL it is queued, and all of the group's statements are sent
+// together at the commit (sendGroup), where their results come back: a
+// write must not depend on a result before the commit (deliverWrite's
+// key check is one statement on PostgreSQL for that reason).
+type groupTx struct {
+	ctx    context.Context
+	tx     *sql.Tx     // SQLite
+	batch  *pgx.Batch  // PostgreSQL
+	outbox *outboxRows // PostgreSQL: the group's stanzas, inserted by one statement after the others
+}
+
+// outboxRows are outbox rows, by column.
+type outboxRows struct {
+	domains, stanzas []string
+	created          []int64
+}
+
+// exec runs or queues a statement.
+func (g groupTx) exec(query string, args ...any) error {
+	if g.batch != nil {
+		// A copy: args stays on the caller's stack on SQLite's path.
+		g.batch.Queue(rebound(query), slices.Clone(args)...)
+		return nil
+	}
+	_, err := g.tx.ExecContext(g.ctx, query, args...)
+	return err
+}
+
+// queryRow runs or queues a statement that returns one row, scanned into
+// dest (on PostgreSQL, at the commit).
+func (g groupTx) queryRow(dest []any, query string, args ...any) error {
+	if g.batch != nil {
+		// Copies, as in exec.
+		dest := slices.Clone(dest)
+		g.batch.Queue(rebound(query), slices.Clone(args)...).QueryRow(func(r pgx.Row) error { return r.Scan(dest...) })
+		return nil
+	}
+	return g.tx.QueryRowContext(g.ctx, query, args...).Scan(dest...)
+}
+
+// deliverWrite is the group's write of d, which sets ok to whether d was
+// committed rather than refused by its key.
+func deliverWrite(domain string, d Delivery, ok *bool) func(g groupTx) error {
+	return func(g groupTx) error {
+		created := now()
+		*ok = true
+		if d.Key != "" {
+			if g.batch != nil {
+				return deliverOnce(g, domain, d, created, ok)
+			}
+			res, err := g.tx.ExecContext(g.ctx, `INSERT INTO deliveries (domain, key, created) VALUES (?, ?, ?)
+				ON CONFLICT (domain, key) DO NOTHING`, domain, d.Key, created)
+			if err != nil {
+				return fmt.Errorf("failed to record a delivery: %w", err)
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return fmt.Errorf("failed to record a delivery: %w", err)
+			} else if n == 0 {
+				*ok = false
+				return nil
+			}
+		}
+		for _, m := range d.Links {
+			if err := g.exec(putMessageID,
+				m.Domain, m.JID, m.XMPPID, m.ForeignID, m.Peer, m.Thread, m.Extra, created); err != nil {
+				return fmt.Errorf("failed to store a message link: %w", err)
+			}
+		}
+		if o := g.outbox; o != nil {
+			for _, st := range d.Stanzas {
+				o.domains, o.stanzas, o.created = append(o.domains, domain), append(o.stanzas, st), append(o.created, created)
+			}
+			return nil
+		}
+		for _, st := range d.Stanzas {
+			if err := g.exec(insertOutbox, domain, st, created); err != nil {
+				return fmt.Errorf("failed to queue stanzas: %w", err)
+			}
+		}
+		return nil
+	}
+}
+
+const insertOutbox = `INSERT INTO outbox (domain, stanza, created) VALUES (?, ?, ?)`
+
+// deliverOnce queues d, whose key decides whether its links and stanzas
+// are written, as one PostgreSQL statement (pgDeliverOnce): the statements
+// of a group are sent before any result comes back.
+func deliverOnce(g groupTx, domain string, d Delivery, created int64, ok *bool) error {
+	var cols [7][]string
+	// One statement may not update a link twice: the last of a key's
+	// links wins, as when they are written one after the other.
+	last := make(map[[3]string]int, len(d.Links))
+	for i, m := range d.Links {
+		last[[3]string{m.Domain, m.JID, m.XMPPID}] = i
+	}
+	for i, m := range d.Links {
+		if last[[3]string{m.Domain, m.JID, m.XMPPID}] != i {
+			continue
+		}
+		for c, v := range []string{m.Domain, m.JID, m.XMPPID, m.ForeignID, m.Peer, m.Thread, m.Extra} {
+			cols[c] = append(cols[c], v)
 		}
 	}
-	for _, st := range d.Stanzas {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (domain, stanza, created) VALUES (?, ?, ?)`, domain, st, created); err != nil {
-			return false, fmt.Errorf("failed to queue stanzas: %w", err)
-		}
+	stanzas := d.Stanzas
+	if stanzas == nil {
+		stanzas = []string{}
 	}
-	return true, nil
+	args := []any{domain, d.Key, created, stanzas}
+	for _, c := range cols {
+		if c == nil {
+			c = []string{}
+		}
+		args = append(args, c)
+	}
+	return g.queryRow([]any{ok}, pgDeliverOnce, args...)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -72,11 +71,7 @@ func TestDeliverOnceConcurrent(t *testing.T) {
 func TestDeliverAllOrNone(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t)
-	sqliteOnly(t) // a trigger in SQLite's dialect
-	if _, err := s.DB().ExecContext(ctx, `CREATE TRIGGER refuse BEFORE INSERT ON outbox WHEN NEW.stanza = '<bad/>'
-		BEGIN SELECT RAISE(ABORT, 'refused'); END`); err != nil {
-		t.Fatal(err)
-	}
+	refuseStanza(t, s, "<bad/>")
 	d := Delivery{Key: "SMfail", Links: []MessageID{{Domain: "d", JID: "u@x", XMPPID: "SMfail", ForeignID: "SMfail"}},
 		Stanzas: []string{"<good/>", "<bad/>"}}
 	if ok, err := s.Deliver(ctx, "d", d); err == nil || ok {
@@ -156,30 +151,20 @@ func TestUpgradeToDeliveries(t *testing.T) {
 
 // Deliveries queued while another commits are committed together; one that
 // fails is rolled back alone and reports its error; the others of its
-// group are committed.
+// group are committed (on PostgreSQL too, where a group is one pipeline
+// that fails as a whole).
 func TestDeliverGroupFailsAlone(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "p.db")
+	path := testDB(t)
 	s, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	if _, err := s.db.Exec(`CREATE TRIGGER refuse BEFORE INSERT ON outbox WHEN NEW.stanza = '<bad/>'
-		BEGIN SELECT RAISE(ABORT, 'refused'); END`); err != nil {
-		t.Fatal(err)
-	}
-	// Another connection holds the write lock: the first delivery waits
-	// for it, and the others queue behind that one.
-	other, err := sql.Open("sqlite3", dsn(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	lock, err := other.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
+	refuseStanza(t, s, "<bad/>")
+	// Another connection holds the outbox: the first delivery waits for
+	// it, and the others queue behind that one.
+	release := holdOutbox(t, s, path)
 	const n = 20
 	errs := make([]error, n+1)
 	var wg sync.WaitGroup
@@ -202,9 +187,7 @@ func TestDeliverGroupFailsAlone(t *testing.T) {
 	for !queued(n) {
 		time.Sleep(time.Millisecond)
 	}
-	if err := lock.Rollback(); err != nil {
-		t.Fatal(err)
-	}
+	release()
 	wg.Wait()
 	for i, err := range errs {
 		if (i == n/2) != (err != nil) {
@@ -213,6 +196,57 @@ func TestDeliverGroupFailsAlone(t *testing.T) {
 	}
 	if c, err := s.CountStanzas(ctx, "d"); err != nil || c != n {
 		t.Fatalf("outbox holds %d stanzas (%v), want %d", c, err, n)
+	}
+}
+
+// refuseStanza makes the outbox refuse the stanza bad (a trigger in the
+// engine's dialect).
+func refuseStanza(t *testing.T, s *Store, bad string) {
+	t.Helper()
+	stmts := []string{`CREATE TRIGGER refuse BEFORE INSERT ON outbox WHEN NEW.stanza = '` + bad + `'
+		BEGIN SELECT RAISE(ABORT, 'refused'); END`}
+	if s.pg {
+		stmts = []string{`CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+			BEGIN
+				IF NEW.stanza = '` + bad + `' THEN RAISE EXCEPTION 'refused'; END IF;
+				RETURN NEW;
+			END $$`,
+			`CREATE TRIGGER refuse BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION refuse()`}
+	}
+	for _, q := range stmts {
+		if _, err := s.db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// holdOutbox makes writes to the outbox of s (at path) wait, from another
+// connection, until release is called.
+func holdOutbox(t *testing.T, s *Store, path string) (release func()) {
+	t.Helper()
+	var lock *sql.Tx
+	var err error
+	if s.pg {
+		lock, err = s.db.Begin()
+		if err == nil {
+			_, err = lock.Exec(`LOCK TABLE outbox IN EXCLUSIVE MODE`)
+		}
+	} else {
+		var other *sql.DB
+		other, err = sql.Open("sqlite3", dsn(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { other.Close() })
+		lock, err = other.Begin() // immediate: SQLite's write lock
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if err := lock.Rollback(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -235,5 +269,30 @@ func TestDeliverMoreThanAGroup(t *testing.T) {
 	}
 	if c, err := s.CountStanzas(ctx, "d"); err != nil || c != n {
 		t.Fatalf("outbox holds %d stanzas (%v), want %d", c, err, n)
+	}
+}
+
+// A delivery with a key and two links of one message id keeps the last,
+// as when they are written one after the other (on PostgreSQL they are
+// written by one statement, which may not update a row twice).
+func TestDeliverLinksOfOneID(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	d := Delivery{Key: "SMtwice", Links: []MessageID{
+		{Domain: "d", JID: "u@x", XMPPID: "m1", ForeignID: "first"},
+		{Domain: "d", JID: "v@x", XMPPID: "m1", ForeignID: "other user"},
+		{Domain: "d", JID: "u@x", XMPPID: "m1", ForeignID: "last"},
+	}, Stanzas: []string{"<a/>", "<b/>"}}
+	if ok, err := s.Deliver(ctx, "d", d); !ok || err != nil {
+		t.Fatalf("delivery: %v %v", ok, err)
+	}
+	for jid, want := range map[string]string{"u@x": "last", "v@x": "other user"} {
+		if m, err := s.MessageByXMPPID(ctx, "d", jid, "m1"); err != nil || m.ForeignID != want {
+			t.Errorf("link of %s: %+v %v, want foreign id %q", jid, m, err, want)
+		}
+	}
+	items, err := s.PendingStanzas(ctx, "d", 10)
+	if err != nil || len(items) != 2 || items[0].Stanza != "<a/>" || items[1].Stanza != "<b/>" {
+		t.Fatalf("outbox: %+v %v, want <a/> then <b/>", items, err)
 	}
 }

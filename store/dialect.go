@@ -10,6 +10,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/mattn/go-sqlite3"
@@ -94,3 +95,42 @@ func (s *Store) equalFoldASCII(column string) string {
 	}
 	return column + " = ? COLLATE NOCASE"
 }
+
+// pgDeliverOnce writes a delivery with a key in one statement, its links
+// and stanzas only when the key is new ($1 domain, $2 key, $3 created,
+// $4 the stanzas in order, $5…$11 the links' columns), and returns
+// whether it was: the statements of a group on PostgreSQL are sent before
+// any result comes back (see sendGroup), so the key's check cannot be a
+// statement of its own whose result decides the next ones.
+const pgDeliverOnce = `WITH k AS (
+	INSERT INTO deliveries (domain, key, created) VALUES ($1, $2, $3)
+	ON CONFLICT (domain, key) DO NOTHING RETURNING 1
+), l AS (
+	INSERT INTO message_ids (domain, jid, xmpp_id, foreign_id, peer, thread, extra, created)
+	SELECT u.*, $3 FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[]) AS u, k
+	ON CONFLICT (domain, jid, xmpp_id) DO UPDATE SET foreign_id = excluded.foreign_id,
+		peer = excluded.peer, thread = excluded.thread, extra = excluded.extra
+), o AS (
+	INSERT INTO outbox (domain, stanza, created)
+	SELECT $1, u.stanza, $3 FROM unnest($4::text[]) WITH ORDINALITY AS u(stanza, n), k ORDER BY u.n
+)
+SELECT count(*) > 0 FROM k`
+
+// rebound is rebind(query), computed once per query (the group's
+// statements, queued for PostgreSQL without going through pgConn).
+func rebound(query string) string {
+	if q, ok := reboundQueries.Load(query); ok {
+		return q.(string)
+	}
+	q := rebind(query)
+	reboundQueries.Store(query, q)
+	return q
+}
+
+var reboundQueries sync.Map
+
+// pgInsertOutbox inserts a group's stanzas, in order, in one statement
+// ($1 their domains, $2 the stanzas, $3 their times).
+const pgInsertOutbox = `INSERT INTO outbox (domain, stanza, created)
+	SELECT u.domain, u.stanza, u.created FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS u(domain, stanza, created, n)
+	ORDER BY u.n`

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"math"
 	"strings"
@@ -24,9 +23,9 @@ type IRCMessage struct {
 // its id.
 func (s *Store) ArchiveIRCMessage(ctx context.Context, m IRCMessage) (int64, error) {
 	var id int64
-	err := s.inGroup(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		return tx.QueryRowContext(ctx, `INSERT INTO irc_history (jid, server, channel, nick, body, stamp) VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
-			m.User, m.Server, m.Channel, m.Nick, m.Body, m.Stamp.UnixMilli()).Scan(&id)
+	err := s.inGroup(ctx, func(g groupTx) error {
+		return g.queryRow([]any{&id}, `INSERT INTO irc_history (jid, server, channel, nick, body, stamp) VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
+			m.User, m.Server, m.Channel, m.Nick, m.Body, m.Stamp.UnixMilli())
 	})
 	if err != nil {
 		return 0, fmt.Errorf("failed to archive an irc message: %w", err)

@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -40,10 +41,16 @@ func Redact(path string) string {
 // pgMaxConns bounds the connections an instance opens to PostgreSQL.
 const pgMaxConns = 8
 
+// pgDial, when set (by a test), opens the connections to PostgreSQL.
+var pgDial pgconn.DialFunc
+
 func openPostgres(path string) (*sql.DB, error) {
 	cfg, err := pgx.ParseConfig(path)
 	if err != nil {
 		return nil, fmt.Errorf("failed to parse the database URL: %w", err)
+	}
+	if pgDial != nil {
+		cfg.DialFunc = pgDial
 	}
 	db := sql.OpenDB(pgConnector{stdlib.GetConnector(*cfg)})
 	db.SetMaxOpenConns(pgMaxConns)

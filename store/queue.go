@@ -57,9 +57,8 @@ func (s *Store) PendingStanzasAfter(ctx context.Context, domain string, after in
 // polls with growing sleeps, while the groups hold the lock one after the
 // other.
 func (s *Store) StanzasSentThrough(ctx context.Context, domain string, last int64) error {
-	err := s.inGroup(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE domain = ? AND id <= ?`, domain, last)
-		return err
+	err := s.inGroup(ctx, func(g groupTx) error {
+		return g.exec(`DELETE FROM outbox WHERE domain = ? AND id <= ?`, domain, last)
 	})
 	if err != nil {
 		return fmt.Errorf("failed to remove sent stanzas: %w", err)

@@ -19,11 +19,7 @@ func TestEnqueueStanzasAllOrNone(t *testing.T) {
 		t.Fatalf("pending = %+v", items)
 	}
 	// The second insert of the next batch fails.
-	sqliteOnly(t) // a trigger in SQLite's dialect
-	if _, err := s.DB().ExecContext(ctx, `CREATE TRIGGER refuse BEFORE INSERT ON outbox WHEN NEW.stanza = '<bad/>'
-		BEGIN SELECT RAISE(ABORT, 'refused'); END`); err != nil {
-		t.Fatal(err)
-	}
+	refuseStanza(t, s, "<bad/>")
 	if err := s.EnqueueStanzas(ctx, "d", []string{"<c/>", "<bad/>"}); err == nil {
 		t.Fatal("a failed batch reported success")
 	}

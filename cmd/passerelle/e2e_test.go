@@ -47,7 +47,7 @@ var testCluster *pgtest.Cluster
 
 // testDB is a new database for a gateway: an SQLite file, or with
 // PASSERELLE_TEST_DB=postgres a database in testCluster.
-func testDB(t *testing.T) string {
+func testDB(t testing.TB) string {
 	if testCluster != nil {
 		return testCluster.DB(t)
 	}
@@ -82,7 +82,7 @@ func startServer(t *testing.T, kind string) harness.Server {
 }
 
 // baseEnv is the gateway configuration used by most tests.
-func baseEnv(t *testing.T, srv harness.Server) map[string]string {
+func baseEnv(t testing.TB, srv harness.Server) map[string]string {
 	return map[string]string{
 		"PASSERELLE_XMPP_ADDR":    srv.ComponentAddr(),
 		"PASSERELLE_XMPP_SECRET":  srv.Secret(),

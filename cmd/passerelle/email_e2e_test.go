@@ -49,11 +49,11 @@ type sinkMail struct {
 	tls            bool // received over TLS
 }
 
-func startSink(t *testing.T) *relaySink { return startSinkTLS(t, nil, false) }
+func startSink(t testing.TB) *relaySink { return startSinkTLS(t, nil, false) }
 
 // startSinkTLS starts a sink with TLS by cfg: implicit, or STARTTLS (AUTH
 // only after it); plain SMTP when cfg is nil.
-func startSinkTLS(t *testing.T, cfg *tls.Config, implicit bool) *relaySink {
+func startSinkTLS(t testing.TB, cfg *tls.Config, implicit bool) *relaySink {
 	var ln net.Listener
 	var err error
 	if cfg != nil && implicit {

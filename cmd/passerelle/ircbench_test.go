@@ -25,6 +25,9 @@ package main
 // with the code before it in the same run. PASSERELLE_BENCH_PERF=<dir>
 // records the gateway's fan-out phase with perf(1) into
 // <dir>/<gateway>-<N>-fanout.data (perf report -i … --no-children).
+// PASSERELLE_TEST_DB=postgres runs passerelle (and base) on PostgreSQL, a
+// private cluster started for the run (store/pgtest), as it runs the
+// end-to-end tests; the server's CPU is then reported as well.
 // Phases, after the joins:
 //
 //	idle      benchIdle with the users joined and no traffic
@@ -55,6 +58,9 @@ package main
 //	                      both read once the gateway has been quiet for
 //	                      benchSettle
 //	rss-KB                VmRSS after the joins
+//	fanout-db-µs/stanza, x2i-db-µs/stanza  on PostgreSQL, the server's CPU
+//	                      (all its processes, dbCPUSeconds) per stanza of
+//	                      the phase, beside the gateway's
 
 import (
 	"fmt"
@@ -209,7 +215,7 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 		env := map[string]string{
 			"PASSERELLE_XMPP_ADDR":         srv.ComponentAddr(),
 			"PASSERELLE_XMPP_SECRET":       srv.Secret(),
-			"PASSERELLE_DB":                filepath.Join(b.TempDir(), "passerelle.db"),
+			"PASSERELLE_DB":                testDB(b),
 			"PASSERELLE_IRC_DOMAIN":        ircDomain,
 			"PASSERELLE_IRC_ALLOW_PRIVATE": "true",
 			"PASSERELLE_ALLOW":             "localhost," + loadDomain,
@@ -363,14 +369,17 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 		}
 	}
 	// run measures a phase: the gateway's CPU seconds, raw and net of
-	// idle, and the phase's duration up to the last copy of the tallies.
+	// idle, and the phase's duration up to the last copy of the tallies;
+	// on PostgreSQL the server's CPU seconds go to dbCPU.
+	var dbCPU float64
 	run := func(desc string, start func(), ts ...*tally) (cpu, net, secs float64) {
-		cpu0, t0 := procCPUSeconds(b, pid), time.Now()
+		cpu0, db0, t0 := procCPUSeconds(b, pid), dbCPUSeconds(b), time.Now()
 		start()
 		for _, t := range ts {
 			t.wait(b, desc)
 		}
 		cpu = procCPUSeconds(b, pid) - cpu0
+		dbCPU += dbCPUSeconds(b) - db0
 		for _, t := range ts {
 			t.mu.Lock()
 			secs = max(secs, t.last.Sub(t0).Seconds())
@@ -380,7 +389,7 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 	}
 
 	m := max(40, 10000/n)
-	var fanCPU, fanNet, fanSecs, x2iCPU, x2iNet float64
+	var fanCPU, fanNet, fanSecs, x2iCPU, x2iNet, fanDB, x2iDB float64
 	var i2xLat, x2iLat, echoLat []*tally
 	b.StartTimer()
 	for it := range b.N {
@@ -396,6 +405,7 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 		}, fan)
 		stopPerf()
 		fanCPU, fanNet, fanSecs = fanCPU+cpu, fanNet+net, fanSecs+secs
+		fanDB, dbCPU = dbCPU, 0
 
 		// XMPP→IRC.
 		toIRC, copies := newTally(fmt.Sprintf("x2i%d", it), m, m), newTally(fmt.Sprintf("x2i%d", it), m, n*m)
@@ -410,6 +420,7 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 			}
 		}, toIRC, copies)
 		x2iCPU, x2iNet = x2iCPU+cpu, x2iNet+net
+		x2iDB, dbCPU = dbCPU, 0
 
 		// Latency, one message at a time.
 		i2x := newTally(fmt.Sprintf("il%d", it), benchRounds, 0)
@@ -466,6 +477,10 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 	b.ReportMetric(stanzas/fanSecs, "fanout-msgs/s")
 	b.ReportMetric(x2iCPU*1e6/(stanzas+float64(b.N*m)), "x2i-µs/stanza")
 	b.ReportMetric(x2iNet*1e6/(stanzas+float64(b.N*m)), "x2i-net-µs/stanza")
+	if testCluster != nil && gateway != "biboumi" {
+		b.ReportMetric(fanDB*1e6/stanzas, "fanout-db-µs/stanza")
+		b.ReportMetric(x2iDB*1e6/(stanzas+float64(b.N*m)), "x2i-db-µs/stanza")
+	}
 	last := len(i2xLat) - 1
 	b.ReportMetric(i2xLat[last].percentile(50), "i2x-p50-ms")
 	b.ReportMetric(i2xLat[last].percentile(99), "i2x-p99-ms")
@@ -520,19 +535,69 @@ func benchConfigure(b testing.TB, load *loadComponent, jid, form string) {
 // in clock ticks of 1/100 s: USER_HZ is 100 in Linux's ABI).
 func procCPUSeconds(b *testing.B, pid int) float64 {
 	b.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := readProcStat(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
+	return st.cpu
+}
+
+// procStat is what the benchmarks read of /proc/<pid>/stat.
+type procStat struct {
+	ppid   int     // field 4
+	cpu    float64 // utime+stime (fields 14 and 15), in seconds
+	reaped float64 // cutime+cstime (16 and 17): the children it waited for
+}
+
+func readProcStat(pid int) (procStat, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return procStat{}, err
+	}
 	s := string(data)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	// f[0] is field 3 (state): utime is field 14, stime field 15.
-	ut, err1 := strconv.ParseUint(f[11], 10, 64)
-	st, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		b.Fatalf("/proc/%d/stat: %q", pid, s)
+	// f[0] is field 3 (state).
+	var v [5]int64
+	for i, k := range []int{1, 11, 12, 13, 14} {
+		if v[i], err = strconv.ParseInt(f[k], 10, 64); err != nil {
+			return procStat{}, fmt.Errorf("/proc/%d/stat: %q", pid, s)
+		}
 	}
-	return float64(ut+st) / 100
+	return procStat{ppid: int(v[0]), cpu: float64(v[1]+v[2]) / 100, reaped: float64(v[3]+v[4]) / 100}, nil
+}
+
+// dbCPUSeconds is the CPU time the PostgreSQL server of
+// PASSERELLE_TEST_DB=postgres has used so far (0 without one): its
+// postmaster's, its live processes' (the gateway's sessions, the
+// background workers) and the exited ones' the postmaster waited for.
+func dbCPUSeconds(b *testing.B) float64 {
+	b.Helper()
+	if testCluster == nil {
+		return 0
+	}
+	pm, err := testCluster.Pid()
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := readProcStat(pm)
+	if err != nil {
+		b.Fatal(err)
+	}
+	total := st.cpu + st.reaped
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		if c, err := readProcStat(pid); err == nil && c.ppid == pm {
+			total += c.cpu // a process gone meanwhile is in st.reaped next time
+		}
+	}
+	return total
 }
 
 // procMem is a process's resident memory in kB: VmRSS, and its anonymous

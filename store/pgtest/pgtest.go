@@ -173,6 +173,21 @@ func (c *Cluster) URL(db string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.port, db)
 }
 
+// Pid is the process id of the server's postmaster (its first process,
+// the parent of the others), from its postmaster.pid file.
+func (c *Cluster) Pid() (int, error) {
+	b, err := os.ReadFile(filepath.Join(c.data(), "postmaster.pid"))
+	if err != nil {
+		return 0, fmt.Errorf("failed to read the server's pid: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		return 0, fmt.Errorf("postmaster.pid: %q: %w", line, err)
+	}
+	return pid, nil
+}
+
 // Stop stops the server (fast shutdown: sessions are closed) and removes
 // its directory.
 func (c *Cluster) Stop() error {

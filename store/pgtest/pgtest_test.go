@@ -4,6 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"os"
+	"strings"
 	"testing"
 )
 
@@ -65,5 +68,16 @@ func TestDB(t *testing.T) {
 	}
 	if err := c.DropDB(context.Background(), "postgres; DROP"); err == nil {
 		t.Error("dropped a database by a name it did not make")
+	}
+	// Pid is the server's: its postmaster, a postgres process.
+	pid, err := c.Pid()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err != nil || !strings.HasPrefix(string(comm), "postgres") {
+		t.Errorf("Pid %d: %q %v, want the postmaster", pid, comm, err)
+	}
+	if _, err := (&Cluster{dir: t.TempDir()}).Pid(); err == nil { // no postmaster.pid
+		t.Error("Pid without a postmaster.pid reported no error")
 	}
 }
