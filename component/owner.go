@@ -120,6 +120,12 @@ func (in *Instance) leased() bool {
 // what it held is free at once for the others. Call it once the
 // components stopped using the store, or cancel it after them.
 func (in *Instance) Run(ctx context.Context) {
+	in.run(ctx)
+	in.leave(ctx)
+}
+
+// run renews the lease until ctx ends.
+func (in *Instance) run(ctx context.Context) {
 	if in.solo {
 		return
 	}
@@ -128,15 +134,22 @@ func (in *Instance) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			if err := in.st.LeaveInstances(lctx); err != nil {
-				in.log.Warn("cannot remove the instance's record: the others take over when its lease ends", "err", err)
-			}
 			return
 		case <-t.C:
 			in.renew(ctx)
 		}
+	}
+}
+
+// leave removes the instance's row.
+func (in *Instance) leave(ctx context.Context) {
+	if in.solo {
+		return
+	}
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := in.st.LeaveInstances(lctx); err != nil {
+		in.log.Warn("cannot remove the instance's record: the others take over when its lease ends", "err", err)
 	}
 }
 

@@ -1,0 +1,323 @@
+package component
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"passerelle/bridges"
+	"passerelle/component/xmlel"
+	"passerelle/store"
+	"passerelle/store/pgtest"
+)
+
+// ownerBridge is a bridge with foreign connections per user: it records
+// what the component has it do, in order, across instances.
+type ownerBridge struct {
+	fakeBridge
+	name     string
+	log      *eventLog
+	standing []string // the users whose work it starts at start (Own)
+}
+
+type eventLog struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (l *eventLog) add(e string) {
+	l.mu.Lock()
+	l.events = append(l.events, e)
+	l.mu.Unlock()
+}
+
+func (l *eventLog) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.events...)
+}
+
+func (l *eventLog) has(e string) bool { return slices.Contains(l.all(), e) }
+
+func (l *eventLog) index(e string) int { return slices.Index(l.all(), e) }
+
+func (b *ownerBridge) RegistrationRequired() bool { return false }
+
+func (b *ownerBridge) Run(ctx context.Context, h bridges.Host) error {
+	b.host = h
+	if len(b.standing) > 0 {
+		held, err := h.Own(ctx, b.standing)
+		if err != nil {
+			b.log.add(b.name + " own failed")
+		}
+		for _, u := range held {
+			b.log.add(b.name + " started " + u)
+		}
+	}
+	h.Ready()
+	<-ctx.Done()
+	return nil
+}
+
+func (b *ownerBridge) Handle(ctx context.Context, u *bridges.User, st *xmlel.Element) {
+	b.log.add(b.name + " handled " + u.JID + " " + st.ChildText("", "body"))
+}
+
+func (b *ownerBridge) Acquired(ctx context.Context, users []string) {
+	for _, u := range users {
+		b.log.add(b.name + " acquired " + u)
+	}
+}
+
+func (b *ownerBridge) Released(ctx context.Context, user string) {
+	b.log.add(b.name + " released " + user)
+}
+
+// testInstance is an instance on st with a short lease.
+func testInstance(st *store.Store, lease time.Duration) *Instance {
+	in := NewInstance(st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	in.lease, in.renewEvery, in.takeover = lease, lease/4, 3*lease
+	return in
+}
+
+// node is one gateway instance of a test: a store on the shared
+// database, its instance and a component connected to a server of its
+// own.
+type node struct {
+	st   *store.Store
+	inst *Instance
+	c    *Component
+	fc   *fakeConn
+	stop func() // stops the component, then the instance (a clean stop)
+	kill func() // stops the component and the renewals, leaving the instance's row
+}
+
+func startNode(t *testing.T, url, name string, log *eventLog, lease time.Duration, standing ...string) *node {
+	t.Helper()
+	st, err := store.Open(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	n := &node{st: st, inst: testInstance(st, lease)}
+	if err := n.inst.Join(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv := newFakeServer(t, "s")
+	b := &ownerBridge{name: name, log: log, standing: standing}
+	n.c = New(Options{Domain: "test.example.org", Addr: srv.ln.Addr().String(), Secret: "s", Bridge: b, Store: st,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Instance: n.inst})
+	ctx, cancel := context.WithCancel(context.Background())
+	ictx, icancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	idone := make(chan struct{})
+	go func() { defer close(done); n.c.Run(ctx) }()
+	go func() { defer close(idone); n.inst.run(ictx) }()
+	var once sync.Once
+	end := func(leave bool) {
+		once.Do(func() {
+			cancel()
+			<-done
+			icancel()
+			<-idone
+			if leave { // a killed instance's row stays until its lease ends
+				n.inst.leave(context.Background())
+			}
+		})
+	}
+	n.stop = func() { end(true) }
+	n.kill = func() { end(false) }
+	t.Cleanup(n.stop)
+	n.fc = srv.accept(t)
+	return n
+}
+
+func message(fc *fakeConn, t *testing.T, user, body string) {
+	t.Helper()
+	fc.send(t, "<message from='%s/r' to='x%%irc@test.example.org' id='%s'><body>%s</body></message>", user, body, body)
+}
+
+func waitEvent(t *testing.T, log *eventLog, e string) {
+	t.Helper()
+	waitFor(t, "“"+e+"” in "+strings.Join(log.all(), ", "), func() bool { return log.has(e) })
+}
+
+// Two instances sharing a PostgreSQL database hold each user on one of
+// them at a time.
+func TestInstances(t *testing.T) {
+	cluster := pgtest.New(t)
+	const lease = time.Second
+
+	// The server routes a user's stanzas to another instance: that one
+	// asks, the holder closes the user's connections at its next renewal,
+	// and only then does the new holder handle the stanza and start the
+	// user's work.
+	t.Run("takeover", func(t *testing.T) {
+		url := cluster.DB(t)
+		log := &eventLog{}
+		a := startNode(t, url, "a", log, lease)
+		b := startNode(t, url, "b", log, lease)
+		message(a.fc, t, "u@example.org", "one")
+		waitEvent(t, log, "a handled u@example.org one")
+		if a.c.heldCount() != 1 {
+			t.Fatalf("a holds %d users", a.c.heldCount())
+		}
+		message(b.fc, t, "u@example.org", "two")
+		waitEvent(t, log, "b handled u@example.org two")
+		waitEvent(t, log, "b acquired u@example.org")
+		if r, h := log.index("a released u@example.org"), log.index("b handled u@example.org two"); r < 0 || r > h {
+			t.Fatalf("b handled the user's stanza before a let go: %v", log.all())
+		}
+		if a.c.heldCount() != 0 || b.c.heldCount() != 1 {
+			t.Fatalf("a holds %d, b %d", a.c.heldCount(), b.c.heldCount())
+		}
+		// And back.
+		message(a.fc, t, "u@example.org", "three")
+		waitEvent(t, log, "a handled u@example.org three")
+		if r, h := log.index("b released u@example.org"), log.index("a handled u@example.org three"); r < 0 || r > h {
+			t.Fatalf("a handled the user's stanza before b let go: %v", log.all())
+		}
+	})
+
+	// At start an instance starts the work of the users no live instance
+	// holds; a user of an instance that stops is taken up by another at
+	// its next renewal, without a stanza of the user.
+	t.Run("start and clean stop", func(t *testing.T) {
+		url := cluster.DB(t)
+		log := &eventLog{}
+		a := startNode(t, url, "a", log, lease, "u@example.org", "v@example.org")
+		waitEvent(t, log, "a started v@example.org")
+		startNode(t, url, "b", log, lease, "u@example.org", "v@example.org", "w@example.org")
+		waitEvent(t, log, "b started w@example.org")
+		if log.has("b started u@example.org") || log.has("b started v@example.org") {
+			t.Fatalf("b started users a holds: %v", log.all())
+		}
+		a.stop()
+		waitEvent(t, log, "b acquired u@example.org")
+		waitEvent(t, log, "b acquired v@example.org")
+	})
+
+	// A killed instance's users and queued stanzas are taken up once its
+	// lease ended.
+	t.Run("killed", func(t *testing.T) {
+		url := cluster.DB(t)
+		log := &eventLog{}
+		a := startNode(t, url, "a", log, lease)
+		b := startNode(t, url, "b", log, lease)
+		message(a.fc, t, "u@example.org", "one")
+		waitEvent(t, log, "a handled u@example.org one")
+		a.kill()
+		// Queued by a, as if its stream had broken before it sent them.
+		msgs := []*xmlel.Element{xmlel.New("", "message").SetAttr("to", "u@example.org").SetAttr("id", "q1"),
+			xmlel.New("", "message").SetAttr("to", "u@example.org").SetAttr("id", "q2")}
+		if _, err := a.c.Deliver(context.Background(), "", nil, msgs...); err != nil {
+			t.Fatal(err)
+		}
+		waitEvent(t, log, "b acquired u@example.org")
+		b.fc.expect(t, "a's first queued stanza, sent by b", hasID("q1"))
+		b.fc.expect(t, "a's second queued stanza, sent by b", hasID("q2"))
+		if n, _ := b.st.CountStanzas(context.Background(), "test.example.org"); n != 0 {
+			waitFor(t, "the outbox emptied", func() bool {
+				n, _ := b.st.CountStanzas(context.Background(), "test.example.org")
+				return n == 0
+			})
+		}
+	})
+
+	// An instance that cannot renew its lease lets go of its users before
+	// the lease ends, and refuses their stanzas; the other takes them up
+	// once the lease ended.
+	t.Run("store fails during renewal", func(t *testing.T) {
+		url := cluster.DB(t)
+		log := &eventLog{}
+		a := startNode(t, url, "a", log, lease)
+		startNode(t, url, "b", log, lease)
+		message(a.fc, t, "u@example.org", "one")
+		waitEvent(t, log, "a handled u@example.org one")
+		a.st.Close()
+		waitEvent(t, log, "a released u@example.org")
+		if a.inst.leased() {
+			t.Fatal("a still takes itself for leased")
+		}
+		message(a.fc, t, "u@example.org", "two")
+		refusal := a.fc.expect(t, "the refusal of the stanza", hasID("two"))
+		if refusal.Attr("type") != "error" || !strings.Contains(refusal.String(), "internal-server-error") || !strings.Contains(refusal.String(), "type=\"wait\"") {
+			t.Fatalf("refusal: %s", refusal)
+		}
+		if log.has("a handled u@example.org two") {
+			t.Fatal("a handled a stanza without a lease")
+		}
+		waitEvent(t, log, "b acquired u@example.org")
+		if r, acq := log.index("a released u@example.org"), log.index("b acquired u@example.org"); r > acq {
+			t.Fatalf("b took the user before a let go: %v", log.all())
+		}
+	})
+
+	// The holder does not let go in time (it is stuck, or its renewals
+	// fail without its lease ending yet): the stanza waiting for it is
+	// refused with a wait error, and the user stays with the holder.
+	t.Run("holder does not let go", func(t *testing.T) {
+		url := cluster.DB(t)
+		log := &eventLog{}
+		a := startNode(t, url, "a", log, lease)
+		b := startNode(t, url, "b", log, lease)
+		message(a.fc, t, "u@example.org", "one")
+		waitEvent(t, log, "a handled u@example.org one")
+		b.inst.takeover = lease / 2 // shorter than a's renewal period
+		a.inst.mu.Lock()            // a's renewals wait; its lease still holds
+		message(b.fc, t, "u@example.org", "two")
+		refusal := b.fc.expect(t, "the refusal of the stanza", hasID("two"))
+		moved := log.has("b handled u@example.org two") || log.has("a released u@example.org")
+		a.inst.mu.Unlock()
+		if !strings.Contains(refusal.String(), "resource-constraint") {
+			t.Fatalf("refusal: %s", refusal)
+		}
+		if moved {
+			t.Fatalf("the user moved: %v", log.all())
+		}
+		// b asked: a lets go at its next renewal, and b takes the user
+		// up at its own, though no stanza waits for it any more.
+		waitEvent(t, log, "a released u@example.org")
+		waitEvent(t, log, "b acquired u@example.org")
+	})
+}
+
+// Alone with its store (SQLite), an instance holds every user and
+// records nothing.
+func TestInstanceAlone(t *testing.T) {
+	log := &eventLog{}
+	st, err := store.Open(":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	in := NewInstance(st, nil)
+	if err := in.Join(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if live, _ := st.LiveInstances(context.Background()); len(live) != 0 {
+		t.Fatalf("instances recorded on SQLite: %v", live)
+	}
+	srv := newFakeServer(t, "s")
+	b := &ownerBridge{name: "a", log: log, standing: []string{"u@example.org"}}
+	c, _, _ := startComponent(t, srv, b, "s", func(c *Component) { c.inst = in; in.add(c) })
+	fc := srv.accept(t)
+	waitEvent(t, log, "a started u@example.org")
+	message(fc, t, "v@example.org", "one")
+	waitEvent(t, log, "a handled v@example.org one")
+	if c.heldCount() != 2 {
+		t.Fatalf("holds %d users, want 2", c.heldCount())
+	}
+	var w strings.Builder
+	in.WritePrometheus(context.Background(), &w)
+	for _, want := range []string{`passerelle_users_held{domain="test.example.org",instance="` + st.Instance() + `"} 2`, "passerelle_instance_leased{", "passerelle_outbox_queued{"} {
+		if !strings.Contains(w.String(), want) {
+			t.Errorf("metrics lack %s:\n%s", want, w.String())
+		}
+	}
+}
