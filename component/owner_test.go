@@ -14,6 +14,7 @@ import (
 	"passerelle/component/xmlel"
 	"passerelle/store"
 	"passerelle/store/pgtest"
+	"passerelle/store/storetest"
 )
 
 // ownerBridge is a bridge with foreign connections per user: it records
@@ -284,6 +285,77 @@ func TestInstances(t *testing.T) {
 		// up at its own, though no stanza waits for it any more.
 		waitEvent(t, log, "a released u@example.org")
 		waitEvent(t, log, "b acquired u@example.org")
+	})
+}
+
+// More failures of instances sharing a PostgreSQL database.
+func TestInstanceFailures(t *testing.T) {
+	cluster := pgtest.New(t)
+	const lease = time.Second
+
+	// An instance frozen longer than its lease (its renewals stopped)
+	// finds its row gone when it wakes: it lets go of its users at once,
+	// which another took up meanwhile, and joins again under a new name.
+	t.Run("frozen", func(t *testing.T) {
+		url := cluster.DB(t)
+		log := &eventLog{}
+		a := startNode(t, url, "a", log, lease)
+		startNode(t, url, "b", log, lease)
+		message(a.fc, t, "u@example.org", "one")
+		waitEvent(t, log, "a handled u@example.org one")
+		old := a.st.Instance()
+		a.inst.mu.Lock()
+		waitEvent(t, log, "b acquired u@example.org")
+		released := log.has("a released u@example.org")
+		a.inst.mu.Unlock()
+		if released {
+			t.Fatalf("a frozen let go: %v", log.all())
+		}
+		waitEvent(t, log, "a released u@example.org")
+		waitFor(t, "a under a new name", func() bool { return a.st.Instance() != old && a.inst.leased() })
+		if a.c.heldCount() != 0 {
+			t.Fatalf("a holds %d users", a.c.heldCount())
+		}
+	})
+
+	// The database stops answering: an instance lets go of its users
+	// before its lease ends; once the database answers again, it joins
+	// again under a new name, and the user is taken up again.
+	t.Run("database stops answering", func(t *testing.T) {
+		url := cluster.DB(t)
+		log := &eventLog{}
+		a := startNode(t, url, "a", log, lease)
+		b := startNode(t, url, "b", log, lease)
+		message(a.fc, t, "u@example.org", "one")
+		waitEvent(t, log, "a handled u@example.org one")
+		old := a.st.Instance()
+		release := storetest.Lock(t, b.st, "instances")
+		waitEvent(t, log, "a released u@example.org")
+		if a.inst.leased() {
+			t.Fatal("a let go but takes itself for leased")
+		}
+		release()
+		waitFor(t, "a under a new name", func() bool { return a.st.Instance() != old && a.inst.leased() })
+		waitFor(t, "u taken up again", func() bool {
+			return slices.ContainsFunc(log.all(), func(e string) bool { return strings.HasSuffix(e, " acquired u@example.org") })
+		})
+	})
+
+	// The store fails while an instance takes up a user whose stanza
+	// came: the stanza is refused with a wait error.
+	t.Run("store fails while taking a user", func(t *testing.T) {
+		url := cluster.DB(t)
+		log := &eventLog{}
+		a := startNode(t, url, "a", log, time.Hour) // its lease outlives the test
+		a.st.Close()
+		message(a.fc, t, "v@example.org", "one")
+		refusal := a.fc.expect(t, "the refusal of the stanza", hasID("one"))
+		if !strings.Contains(refusal.String(), "internal-server-error") || !strings.Contains(refusal.String(), `type="wait"`) {
+			t.Fatalf("refusal: %s", refusal)
+		}
+		if log.has("a handled v@example.org one") || a.c.heldCount() != 0 {
+			t.Fatalf("a handled the stanza of a user it could not take: %v", log.all())
+		}
 	})
 }
 
