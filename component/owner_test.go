@@ -138,6 +138,19 @@ func startNode(t *testing.T, url, name string, log *eventLog, lease time.Duratio
 	return n
 }
 
+// heldPair starts two instances on a new database, a and b, and has a
+// take u@example.org up with its stanza "one".
+func heldPair(t *testing.T, cluster *pgtest.Cluster, lease time.Duration) (log *eventLog, a, b *node) {
+	t.Helper()
+	url := cluster.DB(t)
+	log = &eventLog{}
+	a = startNode(t, url, "a", log, lease)
+	b = startNode(t, url, "b", log, lease)
+	message(a.fc, t, "u@example.org", "one")
+	waitEvent(t, log, "a handled u@example.org one")
+	return log, a, b
+}
+
 func message(fc *fakeConn, t *testing.T, user, body string) {
 	t.Helper()
 	fc.send(t, "<message from='%s/r' to='x%%irc@test.example.org' id='%s'><body>%s</body></message>", user, body, body)
@@ -159,12 +172,7 @@ func TestInstances(t *testing.T) {
 	// and only then does the new holder handle the stanza and start the
 	// user's work.
 	t.Run("takeover", func(t *testing.T) {
-		url := cluster.DB(t)
-		log := &eventLog{}
-		a := startNode(t, url, "a", log, lease)
-		b := startNode(t, url, "b", log, lease)
-		message(a.fc, t, "u@example.org", "one")
-		waitEvent(t, log, "a handled u@example.org one")
+		log, a, b := heldPair(t, cluster, lease)
 		if a.c.heldCount() != 1 {
 			t.Fatalf("a holds %d users", a.c.heldCount())
 		}
@@ -206,12 +214,7 @@ func TestInstances(t *testing.T) {
 	// A killed instance's users and queued stanzas are taken up once its
 	// lease ended.
 	t.Run("killed", func(t *testing.T) {
-		url := cluster.DB(t)
-		log := &eventLog{}
-		a := startNode(t, url, "a", log, lease)
-		b := startNode(t, url, "b", log, lease)
-		message(a.fc, t, "u@example.org", "one")
-		waitEvent(t, log, "a handled u@example.org one")
+		log, a, b := heldPair(t, cluster, lease)
 		a.kill()
 		// Queued by a, as if its stream had broken before it sent them.
 		msgs := []*xmlel.Element{xmlel.New("", "message").SetAttr("to", "u@example.org").SetAttr("id", "q1"),
@@ -234,12 +237,7 @@ func TestInstances(t *testing.T) {
 	// the lease ends, and refuses their stanzas; the other takes them up
 	// once the lease ended.
 	t.Run("store fails during renewal", func(t *testing.T) {
-		url := cluster.DB(t)
-		log := &eventLog{}
-		a := startNode(t, url, "a", log, lease)
-		startNode(t, url, "b", log, lease)
-		message(a.fc, t, "u@example.org", "one")
-		waitEvent(t, log, "a handled u@example.org one")
+		log, a, _ := heldPair(t, cluster, lease)
 		a.st.Close()
 		waitEvent(t, log, "a released u@example.org")
 		if a.inst.leased() {
@@ -263,12 +261,7 @@ func TestInstances(t *testing.T) {
 	// fail without its lease ending yet): the stanza waiting for it is
 	// refused with a wait error, and the user stays with the holder.
 	t.Run("holder does not let go", func(t *testing.T) {
-		url := cluster.DB(t)
-		log := &eventLog{}
-		a := startNode(t, url, "a", log, lease)
-		b := startNode(t, url, "b", log, lease)
-		message(a.fc, t, "u@example.org", "one")
-		waitEvent(t, log, "a handled u@example.org one")
+		log, a, b := heldPair(t, cluster, lease)
 		b.inst.takeover = lease / 2 // shorter than a's renewal period
 		a.inst.mu.Lock()            // a's renewals wait; its lease still holds
 		message(b.fc, t, "u@example.org", "two")
@@ -297,12 +290,7 @@ func TestInstanceFailures(t *testing.T) {
 	// finds its row gone when it wakes: it lets go of its users at once,
 	// which another took up meanwhile, and joins again under a new name.
 	t.Run("frozen", func(t *testing.T) {
-		url := cluster.DB(t)
-		log := &eventLog{}
-		a := startNode(t, url, "a", log, lease)
-		startNode(t, url, "b", log, lease)
-		message(a.fc, t, "u@example.org", "one")
-		waitEvent(t, log, "a handled u@example.org one")
+		log, a, _ := heldPair(t, cluster, lease)
 		old := a.st.Instance()
 		a.inst.mu.Lock()
 		waitEvent(t, log, "b acquired u@example.org")
@@ -322,12 +310,7 @@ func TestInstanceFailures(t *testing.T) {
 	// before its lease ends; once the database answers again, it joins
 	// again under a new name, and the user is taken up again.
 	t.Run("database stops answering", func(t *testing.T) {
-		url := cluster.DB(t)
-		log := &eventLog{}
-		a := startNode(t, url, "a", log, lease)
-		b := startNode(t, url, "b", log, lease)
-		message(a.fc, t, "u@example.org", "one")
-		waitEvent(t, log, "a handled u@example.org one")
+		log, a, b := heldPair(t, cluster, lease)
 		old := a.st.Instance()
 		release := storetest.Lock(t, b.st, "instances")
 		waitEvent(t, log, "a released u@example.org")
