@@ -24,6 +24,8 @@ type ownerBridge struct {
 	name     string
 	log      *eventLog
 	standing []string // the users whose work it starts at start (Own)
+	// onRelease, when set, runs at the end of Released.
+	onRelease func()
 }
 
 type eventLog struct {
@@ -77,11 +79,14 @@ func (b *ownerBridge) Acquired(ctx context.Context, users []string) {
 
 func (b *ownerBridge) Released(ctx context.Context, user string) {
 	b.log.add(b.name + " released " + user)
+	if b.onRelease != nil {
+		b.onRelease()
+	}
 }
 
-// testInstance is an instance on st with a short lease.
-func testInstance(st *store.Store, lease time.Duration) *Instance {
-	in := NewInstance(st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+// testInstance is an instance on st with a short lease, logging into w.
+func testInstance(st *store.Store, lease time.Duration, w io.Writer) *Instance {
+	in := NewInstance(st, slog.New(slog.NewTextHandler(w, nil)))
 	in.lease, in.renewEvery, in.takeover = lease, lease/4, 3*lease
 	return in
 }
@@ -90,10 +95,12 @@ func testInstance(st *store.Store, lease time.Duration) *Instance {
 // database, its instance and a component connected to a server of its
 // own.
 type node struct {
-	st   *store.Store
-	inst *Instance
-	c    *Component
-	fc   *fakeConn
+	st     *store.Store
+	inst   *Instance
+	c      *Component
+	bridge *ownerBridge
+	logs   *logBuffer // the instance's and the component's
+	fc     *fakeConn
 	stop func() // stops the component, then the instance (a clean stop)
 	kill func() // stops the component and the renewals, leaving the instance's row
 }
@@ -105,14 +112,14 @@ func startNode(t *testing.T, url, name string, log *eventLog, lease time.Duratio
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	n := &node{st: st, inst: testInstance(st, lease)}
+	n := &node{st: st, logs: &logBuffer{}, bridge: &ownerBridge{name: name, log: log, standing: standing}}
+	n.inst = testInstance(st, lease, n.logs)
 	if err := n.inst.Join(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	srv := newFakeServer(t, "s")
-	b := &ownerBridge{name: name, log: log, standing: standing}
-	n.c = New(Options{Domain: "test.example.org", Addr: srv.ln.Addr().String(), Secret: "s", Bridge: b, Store: st,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Instance: n.inst})
+	n.c = New(Options{Domain: "test.example.org", Addr: srv.ln.Addr().String(), Secret: "s", Bridge: n.bridge, Store: st,
+		Log: slog.New(slog.NewTextHandler(n.logs, nil)), Instance: n.inst})
 	ctx, cancel := context.WithCancel(context.Background())
 	ictx, icancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -255,6 +262,10 @@ func TestInstances(t *testing.T) {
 		if r, acq := log.index("a released u@example.org"), log.index("b acquired u@example.org"); r > acq {
 			t.Fatalf("b took the user before a let go: %v", log.all())
 		}
+		a.stop()
+		if !strings.Contains(a.logs.String(), "cannot remove the instance's record") {
+			t.Fatalf("a's stop on a closed store is not logged:\n%s", a.logs)
+		}
 	})
 
 	// The holder does not let go in time (it is stuck, or its renewals
@@ -322,6 +333,52 @@ func TestInstanceFailures(t *testing.T) {
 		waitFor(t, "u taken up again", func() bool {
 			return slices.ContainsFunc(log.all(), func(e string) bool { return strings.HasSuffix(e, " acquired u@example.org") })
 		})
+	})
+
+	// The holder's store fails after it closed the user's connections:
+	// the lease stays with it until it ended, then the asker takes it.
+	t.Run("store fails during the handover", func(t *testing.T) {
+		log, a, b := heldPair(t, cluster, lease)
+		a.bridge.onRelease = func() { a.st.Close() }
+		message(b.fc, t, "u@example.org", "two")
+		waitEvent(t, log, "b handled u@example.org two")
+		if r, h := log.index("a released u@example.org"), log.index("b handled u@example.org two"); r < 0 || r > h {
+			t.Fatalf("b handled the user's stanza before a let go: %v", log.all())
+		}
+		if !strings.Contains(a.logs.String(), "cannot hand a user over to the instance that asked") {
+			t.Fatalf("the failed handover is not logged:\n%s", a.logs)
+		}
+	})
+
+	// The users' leases cannot be read at a renewal (the table is
+	// locked): the renewal still holds the lease, says what it could not
+	// do, and does it at a later one.
+	t.Run("leases locked at a renewal", func(t *testing.T) {
+		log, a, b := heldPair(t, cluster, lease)
+		release := storetest.Lock(t, b.st, "user_leases")
+		waitFor(t, "a's renewal to give up on the leases", func() bool {
+			return strings.Contains(a.logs.String(), "cannot read the users other instances ask for") &&
+				strings.Contains(a.logs.String(), "cannot take up the users of instances gone") &&
+				strings.Contains(a.logs.String(), "cannot take up the queued stanzas of instances gone")
+		})
+		if !a.inst.leased() || log.has("a released u@example.org") {
+			t.Fatalf("a let go while its lease renewed: %v", log.all())
+		}
+		release()
+		message(b.fc, t, "u@example.org", "two")
+		waitEvent(t, log, "b handled u@example.org two")
+	})
+
+	// An instance that cannot record itself at start is not started.
+	t.Run("join fails", func(t *testing.T) {
+		st, err := store.Open(cluster.DB(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+		if err := testInstance(st, lease, io.Discard).Join(context.Background()); err == nil {
+			t.Fatal("joined on a closed store")
+		}
 	})
 
 	// The store fails while an instance takes up a user whose stanza
