@@ -101,8 +101,8 @@ type node struct {
 	bridge *ownerBridge
 	logs   *logBuffer // the instance's and the component's
 	fc     *fakeConn
-	stop func() // stops the component, then the instance (a clean stop)
-	kill func() // stops the component and the renewals, leaving the instance's row
+	stop   func() // stops the component, then the instance (a clean stop)
+	kill   func() // stops the component and the renewals, leaving the instance's row
 }
 
 func startNode(t *testing.T, url, name string, log *eventLog, lease time.Duration, standing ...string) *node {
