@@ -255,7 +255,7 @@ func TestInstances(t *testing.T) {
 	// the lease ends, and refuses their stanzas; the other takes them up
 	// once the lease ended.
 	t.Run("store fails during renewal", func(t *testing.T) {
-		log, a, _ := heldPair(t, cluster, lease)
+		log, a, _ := heldPair(t, cluster, 2*lease) // a wider margin between letting go and the lease's end, for a loaded machine
 		a.st.Close()
 		waitEvent(t, log, "a released u@example.org")
 		if a.inst.leased() {
