@@ -45,6 +45,9 @@ type Options struct {
 	// a sibling's domain that arrives on this stream (ejabberd routes all
 	// the domains of one listener over any of its connections) goes there.
 	Group *Group
+	// Instance is the process among the instances sharing the store
+	// (nil: alone with it).
+	Instance *Instance
 }
 
 // Group is the set of components running in one process.
@@ -125,6 +128,12 @@ type Component struct {
 	// as the server told the domain on this stream (userPresence); kept
 	// only for a bridge that implements bridges.UserPresence.
 	online map[string]map[string]struct{}
+	// held are the users whose foreign connections this instance holds,
+	// for a bridge that has them (owner; see owner.go).
+	held      map[string]bool
+	inst      *Instance
+	owner     bridges.Owner
+	acquiring sync.WaitGroup // the bridge's Acquired calls under way
 }
 
 // session is one connected stream with its writer queue.
@@ -194,6 +203,13 @@ func New(opts Options) *Component {
 	if opts.Group != nil {
 		opts.Group.add(c)
 	}
+	c.held = map[string]bool{}
+	c.owner, _ = opts.Bridge.(bridges.Owner)
+	c.inst = opts.Instance
+	if c.inst == nil {
+		c.inst = soloInstance()
+	}
+	c.inst.add(c)
 	return c
 }
 
@@ -211,8 +227,13 @@ func (c *Component) Run(ctx context.Context) error {
 	if err != nil {
 		return &PermanentError{fmt.Errorf("failed to start the %s bridge: %w", c.bridge.Kind(), err)}
 	}
+	// What the instances gone held (their queued stanzas, users of
+	// theirs this bridge did not start) is taken up before the stream
+	// opens, not at the next renewal.
+	c.inst.sweep(ctx, c)
 	err = c.connect(ctx)
 	cancel()
+	c.acquiring.Wait()
 	if berr := wait(); berr != nil && err == nil {
 		err = &PermanentError{fmt.Errorf("the %s bridge failed: %w", c.bridge.Kind(), berr)}
 	}

@@ -173,14 +173,14 @@ func (s *Store) commitTx(batch []*groupWrite) error {
 // writes and stanzas it holds. The statements' results reach the writes
 // (their callbacks) once the server has answered.
 func (s *Store) sendGroup(ctx context.Context, batch []*groupWrite) error {
-	g := groupTx{ctx: ctx, batch: &pgx.Batch{}, outbox: &outboxRows{}}
+	g := groupTx{ctx: ctx, batch: &pgx.Batch{}, outbox: &outboxRows{}, owner: s.Instance()}
 	for _, r := range batch {
 		if err := r.write(g); err != nil {
 			return err
 		}
 	}
 	if o := g.outbox; len(o.stanzas) > 0 {
-		g.batch.Queue(pgInsertOutbox, o.domains, o.stanzas, o.created)
+		g.batch.Queue(pgInsertOutbox, o.domains, o.stanzas, o.created, g.owner)
 	}
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
@@ -207,6 +207,7 @@ type groupTx struct {
 	tx     *sql.Tx     // SQLite
 	batch  *pgx.Batch  // PostgreSQL
 	outbox *outboxRows // PostgreSQL: the group's stanzas, inserted by one statement after the others
+	owner  string      // PostgreSQL: the instance that owns the stanzas written (see AdoptStanzas)
 }
 
 // outboxRows are outbox rows, by column.
@@ -306,7 +307,7 @@ func deliverOnce(g groupTx, domain string, d Delivery, created int64, ok *bool) 
 	if stanzas == nil {
 		stanzas = []string{}
 	}
-	args := []any{domain, d.Key, created, stanzas}
+	args := []any{domain, d.Key, created, stanzas, g.owner}
 	for _, c := range cols {
 		if c == nil {
 			c = []string{}

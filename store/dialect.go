@@ -98,7 +98,7 @@ func (s *Store) equalFoldASCII(column string) string {
 
 // pgDeliverOnce writes a delivery with a key in one statement, its links
 // and stanzas only when the key is new ($1 domain, $2 key, $3 created,
-// $4 the stanzas in order, $5…$11 the links' columns), and returns
+// $4 the stanzas in order, $5 their owner, $6…$12 the links' columns), and returns
 // whether it was: the statements of a group on PostgreSQL are sent before
 // any result comes back (see sendGroup), so the key's check cannot be a
 // statement of its own whose result decides the next ones.
@@ -107,12 +107,12 @@ const pgDeliverOnce = `WITH k AS (
 	ON CONFLICT (domain, key) DO NOTHING RETURNING 1
 ), l AS (
 	INSERT INTO message_ids (domain, jid, xmpp_id, foreign_id, peer, thread, extra, created)
-	SELECT u.*, $3 FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[]) AS u, k
+	SELECT u.*, $3 FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]) AS u, k
 	ON CONFLICT (domain, jid, xmpp_id) DO UPDATE SET foreign_id = excluded.foreign_id,
 		peer = excluded.peer, thread = excluded.thread, extra = excluded.extra
 ), o AS (
-	INSERT INTO outbox (domain, stanza, created)
-	SELECT $1, u.stanza, $3 FROM unnest($4::text[]) WITH ORDINALITY AS u(stanza, n), k ORDER BY u.n
+	INSERT INTO outbox (domain, stanza, created, owner)
+	SELECT $1, u.stanza, $3, $5 FROM unnest($4::text[]) WITH ORDINALITY AS u(stanza, n), k ORDER BY u.n
 )
 SELECT count(*) > 0 FROM k`
 
@@ -130,7 +130,7 @@ func rebound(query string) string {
 var reboundQueries sync.Map
 
 // pgInsertOutbox inserts a group's stanzas, in order, in one statement
-// ($1 their domains, $2 the stanzas, $3 their times).
-const pgInsertOutbox = `INSERT INTO outbox (domain, stanza, created)
-	SELECT u.domain, u.stanza, u.created FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS u(domain, stanza, created, n)
+// ($1 their domains, $2 the stanzas, $3 their times, $4 their owner).
+const pgInsertOutbox = `INSERT INTO outbox (domain, stanza, created, owner)
+	SELECT u.domain, u.stanza, u.created, $4 FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS u(domain, stanza, created, n)
 	ORDER BY u.n`
