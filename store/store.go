@@ -22,8 +22,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	_ "github.com/mattn/go-sqlite3" // the "sqlite3" driver
 )
 
 //go:embed schema/*.sql schema/postgres/*.sql
@@ -35,8 +33,9 @@ var ErrNewerSchema = errors.New("database schema is newer than this binary")
 // Store is a handle on the database. It is safe for concurrent use.
 type Store struct {
 	db    *sql.DB
-	pg    bool        // PostgreSQL rather than SQLite (see dialect.go)
-	group groupCommit // Deliver's queue
+	pg    bool          // PostgreSQL rather than SQLite (see dialect.go)
+	group groupCommit   // Deliver's queue
+	ckpt  *checkpointer // SQLite file databases only
 }
 
 type migration struct {
@@ -122,7 +121,7 @@ func open(path string, target int) (*Store, error) {
 		}
 		return s, nil
 	}
-	db, err := sql.Open("sqlite3", dsn(path))
+	db, err := sql.Open(sqliteDriver, dsn(path))
 	if err != nil {
 		return nil, fmt.Errorf("failed to open database %s: %w", path, err)
 	}
@@ -141,6 +140,14 @@ func open(path string, target int) (*Store, error) {
 	if err := s.migrate(target); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	if path != ":memory:" {
+		ck, err := sql.Open(sqliteDriver, dsn(path))
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("failed to open database %s: %w", path, err)
+		}
+		s.ckpt = newCheckpointer(ck)
 	}
 	return s, nil
 }
@@ -187,7 +194,9 @@ func (s *Store) Version() (int, error) {
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	return errors.Join(s.ckpt.close(), s.db.Close())
+}
 
 // DB exposes the handle for bridge-specific tables added by migrations.
 func (s *Store) DB() *sql.DB { return s.db }

@@ -11,6 +11,7 @@ import (
 	"passerelle/bridges"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
+	"passerelle/store"
 )
 
 // handle processes one message from the IRC server.
@@ -329,7 +330,12 @@ func (b *Bridge) groupchat(ctx context.Context, u *bridges.User, st *xmlel.Eleme
 // (XEP-0359 origin-id, replies, corrections…) are kept, the body is the
 // one sent and the stanza-id is the room's own. orig is nil for a message
 // sent by another client of the user's.
+//
+// Its writes go ahead of the room copies queued for other users (see
+// store.First): the sender waits for this echo, and at hundreds of users
+// it would otherwise be written after the copies of their lines.
 func (n *network) reflect(ctx context.Context, ch *channel, orig *xmlel.Element, body string) {
+	ctx = store.First(ctx)
 	sid := n.record(ctx, ch, n.nick, body)
 	from := ch.jid(n) + "/" + n.nick
 	id := stanza.NewID()
