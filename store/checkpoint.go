@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +43,7 @@ type checkpointer struct {
 	db     *sql.DB // one connection, its own
 	wake   chan struct{}
 	quit   chan struct{}
+	stop   sync.Once
 	done   chan struct{}
 	runs   atomic.Int64 // checkpoints run
 	failed atomic.Int64 // of which failed
@@ -70,7 +72,7 @@ func (c *checkpointer) close() error {
 	if c == nil {
 		return nil
 	}
-	close(c.quit)
+	c.stop.Do(func() { close(c.quit) })
 	<-c.done
 	return c.db.Close()
 }
