@@ -44,7 +44,8 @@ type Bridge struct {
 	sessions map[string]map[string]*network // networks by bare JID, then server; see networkOf
 	conns    map[*conn]string               // open connections, to QUIT on shutdown, with the host of the sts policy each saw ("": none)
 
-	keys storedKeys // the case mapping of each server's stored keys, with its own locks
+	keys  storedKeys // the case mapping of each server's stored keys, with its own locks
+	lines lineLog    // the channels' recent lines, archived once for all users
 
 	stopped     chan struct{} // closed when the connections were told to QUIT, after Start's ctx ends
 	joinTimeout time.Duration // how long a first JOIN may go unanswered

@@ -16,6 +16,7 @@ import (
 
 // handle processes one message from the IRC server.
 func (n *network) handle(ctx context.Context, m *irc.Message) {
+	defer n.syncWindows(ctx)
 	if label, ok := m.Tags["label"]; ok && n.labeledResponse(ctx, label, m) {
 		return
 	}
@@ -194,7 +195,7 @@ func (n *network) roomMessage(ctx context.Context, ch *channel, nick, body strin
 	sid := stanza.NewID()
 	if nick != "" {
 		from += "/" + nick
-		sid = n.record(ctx, ch, nick, body)
+		sid = n.record(ctx, ch, nick, body, false)
 	}
 	for full := range ch.resources {
 		msg := stanza.Message(from, full, "groupchat", stanza.NewID(), body)
@@ -336,7 +337,7 @@ func (b *Bridge) groupchat(ctx context.Context, u *bridges.User, st *xmlel.Eleme
 // it would otherwise be written after the copies of their lines.
 func (n *network) reflect(ctx context.Context, ch *channel, orig *xmlel.Element, body string) {
 	ctx = store.First(ctx)
-	sid := n.record(ctx, ch, n.nick, body)
+	sid := n.record(ctx, ch, n.nick, body, true)
 	from := ch.jid(n) + "/" + n.nick
 	id := stanza.NewID()
 	if orig != nil {

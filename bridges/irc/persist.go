@@ -78,6 +78,8 @@ func (b *Bridge) channelCommand(ctx context.Context, u *bridges.User, a mapping.
 			ch.settings = cs
 			if !cs.Persistent && len(ch.resources) == 0 && len(ch.pending) == 0 {
 				n.part(ch)
+			} else {
+				n.syncWindows(ctx)
 			}
 		}
 	}
@@ -86,20 +88,71 @@ func (b *Bridge) channelCommand(ctx context.Context, u *bridges.User, a mapping.
 
 // record archives a channel message when the channel keeps history. It
 // returns the stanza-id: the archive id, or a random one when not archived.
-func (n *network) record(ctx context.Context, ch *channel, nick, body string) string {
+// own is a line the user sends (see lineLog): the other users' copies of a
+// line take the id of the first archived.
+func (n *network) record(ctx context.Context, ch *channel, nick, body string, own bool) string {
 	if !ch.settings.Record {
 		return stanza.NewID()
 	}
-	var id int64
-	err := n.b.withKey(ctx, n.server, ch.name, func(key string) (err error) {
-		id, err = n.b.db.ArchiveIRCMessage(ctx, store.IRCMessage{User: n.user, Server: n.server, Channel: key, Nick: nick, Body: body, Stamp: time.Now()})
+	var line *sharedLine
+	var archive bool
+	err := n.b.withKey(ctx, n.server, ch.name, func(key string) error {
+		line, archive = n.b.lines.claim(lineChan{n.server, key}, n.user, nick, body, own, time.Now())
+		if !archive {
+			return nil
+		}
+		id, err := n.b.db.ArchiveIRCMessage(ctx, store.IRCMessage{Server: n.server, Channel: key, Nick: nick, Body: body, Stamp: line.at})
+		line.finish(id, err)
 		return err
 	})
 	if err != nil {
 		n.b.host.Log().Warn("cannot archive an irc message", "user", n.user, "err", err)
 		return stanza.NewID()
 	}
+	// Waited for outside withKey: the connection archiving it may need
+	// the keys' lock again.
+	id, err := line.wait(ctx)
+	if err != nil {
+		return stanza.NewID() // the connection archiving it said why
+	}
 	return strconv.FormatInt(id, 10)
+}
+
+// syncWindows opens the user's archive window (see store.OpenIRCWindow)
+// on each channel that keeps history and that the connection is in (its
+// JOIN came back), and closes the others: the channels left, parted or
+// lost with the connection. A window that cannot be opened or closed is
+// tried again at the next call (each IRC message calls it).
+func (n *network) syncWindows(ctx context.Context) {
+	in := func(ch *channel) bool { return ch != nil && n.c != nil && ch.settings.Record && ch.state.joined() }
+	for key, ch := range n.chans {
+		if _, open := n.windows[key]; open || !in(ch) {
+			continue
+		}
+		err := n.b.withKey(ctx, n.server, ch.name, func(k string) error { return n.b.db.OpenIRCWindow(ctx, n.user, n.server, k) })
+		if err != nil {
+			n.b.host.Log().Warn("cannot open an irc archive window: the channel's lines are archived, but this user will not see them", "user", n.user, "channel", ch.name, "err", err)
+			continue
+		}
+		if n.windows == nil {
+			n.windows = map[string]string{}
+		}
+		n.windows[key] = ch.name
+	}
+	for key, name := range n.windows {
+		if in(n.chans[key]) {
+			continue
+		}
+		if err := n.closeWindow(ctx, name); err != nil {
+			n.b.host.Log().Warn("cannot close an irc archive window: this user may see lines archived after they left", "user", n.user, "channel", name, "err", err)
+			continue
+		}
+		delete(n.windows, key)
+	}
+}
+
+func (n *network) closeWindow(ctx context.Context, name string) error {
+	return n.b.withKey(ctx, n.server, name, func(k string) error { return n.b.db.CloseIRCWindow(ctx, n.user, n.server, k) })
 }
 
 // historyReq is the <history/> element of a join.
@@ -182,6 +235,11 @@ func (n *network) history(ctx context.Context, ch *channel, full string, h histo
 
 // restore rejoins the persistent channels after a start.
 func (b *Bridge) restore(ctx context.Context) {
+	// Nobody is in a channel yet: windows left open by a stop are closed
+	// before the rejoins open new ones.
+	if err := b.db.CloseIRCWindows(ctx); err != nil {
+		b.host.Log().Error("cannot close the irc archive windows of the last run: users may see lines archived while they were away", "err", err)
+	}
 	all, err := b.db.PersistentIRCChannels(ctx)
 	if err != nil {
 		b.host.Log().Error("cannot read the persistent irc channels", "err", err)

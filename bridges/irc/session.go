@@ -30,6 +30,7 @@ type network struct {
 	echoes   map[string]*pendingEcho     // by label
 	ctcpWait map[string][]*xmlel.Element // IQs waiting for a CTCP reply, by "nick CMD"
 	bans     map[string]*banList         // ban list requests, by folded channel
+	windows  map[string]string           // channels whose archive window is open: folded name → name (see syncWindows)
 }
 
 // A user's IRC session is the user's networks, by server: b.sessions
@@ -235,6 +236,14 @@ func (n *network) failEchoes() {
 
 // forget closes the connection and drops the network from the session.
 func (n *network) forget() {
+	ctx, cancel := bridges.RecordContext(n.b.runCtx)
+	defer cancel()
+	for _, name := range n.windows {
+		if err := n.closeWindow(ctx, name); err != nil {
+			n.b.host.Log().Warn("cannot close an irc archive window: this user may see lines archived after they left", "user", n.user, "channel", name, "err", err)
+		}
+	}
+	n.windows = nil
 	n.dropListRequests()
 	n.failEchoes()
 	if n.c != nil {
@@ -262,6 +271,7 @@ func (n *network) lost(ctx context.Context, err error) {
 		return
 	}
 	n.scheduleReconnect(ctx, reason)
+	n.syncWindows(ctx)
 }
 
 // keepsTrying reports whether the network has rooms to keep through
