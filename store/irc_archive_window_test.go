@@ -15,11 +15,7 @@ func archived(t *testing.T, s *Store, user string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b []string
-	for _, m := range msgs {
-		b = append(b, m.Body)
-	}
-	return strings.Join(b, " ")
+	return bodies(msgs)
 }
 
 // A channel's lines are archived once; each user sees those archived
@@ -187,11 +183,7 @@ func TestRekeyIRCWindows(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var got []string
-		for _, m := range msgs {
-			got = append(got, m.Body)
-		}
-		if strings.Join(got, " ") != want {
+		if got := bodies(msgs); got != want {
 			t.Errorf("under %s: %q, want %q", key, got, want)
 		}
 	}

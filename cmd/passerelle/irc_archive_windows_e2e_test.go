@@ -5,7 +5,6 @@ package main
 // users' copies of a line carry the same archive id.
 
 import (
-	"net"
 	"strings"
 	"testing"
 
@@ -14,20 +13,9 @@ import (
 )
 
 func TestIRCArchiveWindows(t *testing.T) {
-	ngircd := harness.StartNgircd(t)
-	_, portStr, _ := net.SplitHostPort(ngircd.Addr)
-	srv := harness.StartProsody(t, harness.ServerOptions{Domain: "localhost", Components: allDomains})
-	env := baseEnv(t, srv)
-	env["PASSERELLE_IRC_ALLOW_PRIVATE"] = "true"
-	e := startGateway(t, srv, env)
-
-	const server = "localhost"
-	room := "#win%" + server + "@" + ircDomain
-	alice := e.dial(t, "alice@localhost")
-	dave := e.dial(t, "dave@localhost")
-	for _, c := range []*harness.Client{alice, dave} {
-		wantResult(t, configureNetwork(t, c, server, "ports", portStr, "tls_ports", ""), "configure the network")
-	}
+	srv, ngircd, e, users := archiveSetup(t, "alice@localhost", "dave@localhost")
+	alice, dave := users[0], users[1]
+	room := "#win%localhost@" + ircDomain
 	bob := dialIRC(t, ngircd.Addr, "bob")
 	bob.send(t, "JOIN #win")
 	bob.expect(t, "366")
