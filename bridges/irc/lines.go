@@ -17,9 +17,10 @@ import (
 // its nick and text after the last line that connection matched (its
 // cursor). So a line said twice is two lines, and a connection that
 // missed a line (it was not in the channel yet) does not take a later
-// one for it. A user's own line, archived as it is sent, is one the
+// one for it. A user's own message, archived as it is sent, is one the
 // server does not send back to them: it is not matched for its sender,
-// and does not move their cursor.
+// and does not move their cursor. The others get it as the IRC lines it
+// was split into: each of those is matched to the one archived message.
 
 // lineTTL is how long a line waits for the other connections' copies; a
 // copy later than that (a connection that far behind) is archived again.
@@ -28,26 +29,31 @@ const lineTTL = time.Minute
 // lineChan names a channel's lines: its server and key.
 type lineChan struct{ server, key string }
 
-// sharedLine is a line being, or having been, archived.
+// sharedLine is a line as the connections get it, and the archived
+// message it belongs to.
 type sharedLine struct {
 	seq        uint64
 	nick, body string
 	own        string // the user who sent it, or ""
-	at         time.Time
+	*archived
+}
 
+// archived is a message being, or having been, archived.
+type archived struct {
+	at   time.Time
 	done chan struct{} // closed once archived (or failed)
 	id   int64
 	err  error
 }
 
 // finish records the archive's answer for the connections waiting.
-func (l *sharedLine) finish(id int64, err error) {
+func (l *archived) finish(id int64, err error) {
 	l.id, l.err = id, err
 	close(l.done)
 }
 
-// wait returns the archive id once the line is archived.
-func (l *sharedLine) wait(ctx context.Context) (int64, error) {
+// wait returns the archive id once the message is archived.
+func (l *archived) wait(ctx context.Context) (int64, error) {
 	select {
 	case <-l.done:
 		return l.id, l.err
@@ -71,11 +77,39 @@ type lineLog struct {
 	sweep time.Time // when to look for the channels whose lines all expired
 }
 
-// claim returns the line user's connection got (own: the line user
-// sends), and whether the caller archives it (then it calls finish).
-func (g *lineLog) claim(c lineChan, user, nick, body string, own bool, now time.Time) (*sharedLine, bool) {
+// claim returns the message of the line user's connection got, and
+// whether the caller archives it (then it calls finish).
+func (g *lineLog) claim(c lineChan, user, nick, body string, now time.Time) (*archived, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	cl := g.lines(c, now)
+	after := cl.cursor[user]
+	for _, l := range cl.lines {
+		if l.seq > after && l.own != user && l.nick == nick && l.body == body {
+			cl.cursor[user] = l.seq
+			return l.archived, false
+		}
+	}
+	a := &archived{at: now, done: make(chan struct{})}
+	cl.cursor[user] = g.add(cl, nick, body, "", a)
+	return a, true
+}
+
+// own returns the message user sends, which the caller archives (then it
+// calls finish), and which the others get as the IRC lines parts.
+func (g *lineLog) own(c lineChan, user, nick string, parts []string, now time.Time) *archived {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	cl := g.lines(c, now)
+	a := &archived{at: now, done: make(chan struct{})}
+	for _, p := range parts {
+		g.add(cl, nick, p, user, a)
+	}
+	return a
+}
+
+// lines returns c's lines, the expired ones forgotten. Callers hold g.mu.
+func (g *lineLog) lines(c lineChan, now time.Time) *chanLines {
 	if g.chans == nil {
 		g.chans = map[lineChan]*chanLines{}
 	}
@@ -94,24 +128,14 @@ func (g *lineLog) claim(c lineChan, user, nick, body string, own bool, now time.
 		cl = &chanLines{cursor: map[string]uint64{}}
 		g.chans[c] = cl
 	}
-	if !own {
-		after := cl.cursor[user]
-		for _, l := range cl.lines {
-			if l.seq > after && l.own != user && l.nick == nick && l.body == body {
-				cl.cursor[user] = l.seq
-				return l, false
-			}
-		}
-	}
+	return cl
+}
+
+// add appends a line of a to cl and returns its seq. Callers hold g.mu.
+func (g *lineLog) add(cl *chanLines, nick, body, own string, a *archived) uint64 {
 	g.seq++
-	l := &sharedLine{seq: g.seq, nick: nick, body: body, at: now, done: make(chan struct{})}
-	if own {
-		l.own = user
-	} else {
-		cl.cursor[user] = l.seq
-	}
-	cl.lines = append(cl.lines, l)
-	return l, true
+	cl.lines = append(cl.lines, &sharedLine{seq: g.seq, nick: nick, body: body, own: own, archived: a})
+	return g.seq
 }
 
 // expire forgets the lines older than lineTTL and reports whether none

@@ -15,60 +15,70 @@ import (
 )
 
 // The copies of a channel's line, one per user's connection, are matched
-// to one archived line in order: a line said twice is two lines, a user's
-// own line is not theirs to match, a connection that missed a line does
-// not take a later one for it, and a line older than lineTTL is archived
-// again.
+// to one archived message in order: a line said twice is two lines, a
+// user's own message is not theirs to match (and the others match each
+// IRC line it was sent as), a connection that missed a line does not take
+// a later one for it, and a line older than lineTTL is archived again.
 func TestLineLog(t *testing.T) {
 	var g lineLog
 	c := lineChan{"srv", "#c"}
 	t0 := time.Now()
 	type step struct {
 		user, nick, body string
-		own              bool
+		own              []string // the parts of the user's own message
 		at               time.Duration
-		line             int  // the line it is: its index in the order lines were made
+		msg              int  // the message it is: its index in the order they were archived
 		archive          bool // the caller archives it
 	}
-	var lines []*sharedLine
+	var msgs []*archived
 	for i, s := range []step{
-		{"a", "bob", "ok", false, 0, 0, true},
-		{"b", "bob", "ok", false, 0, 0, false},
-		{"a", "bob", "ok", false, 0, 1, true},              // said again: another line
-		{"c", "bob", "ok", false, 0, 0, false},             // c takes the first, then the second
-		{"c", "bob", "ok", false, 0, 1, false},             //
-		{"b", "bob", "ok", false, 0, 1, false},             //
-		{"a", "a", "mine", true, 0, 2, true},               // a's own line, archived as sent
-		{"a", "bob", "ok", false, 0, 3, true},              // a does not match its own line, nor go back
-		{"b", "a", "mine", false, 0, 2, false},             // the others' copies of a's line
-		{"d", "bob", "ok", false, 0, 0, false},             // d just joined: the oldest line it has not matched
-		{"b", "bob", "ok", false, 0, 3, false},             //
-		{"b", "bob", "late", false, 0, 4, true},            //
-		{"c", "bob", "late", false, 2 * lineTTL, 5, true},  // too late: archived again
-		{"d", "bob", "other", false, 2 * lineTTL, 6, true}, //
+		{"a", "bob", "ok", nil, 0, 0, true},
+		{"b", "bob", "ok", nil, 0, 0, false},
+		{"a", "bob", "ok", nil, 0, 1, true},  // said again: another line
+		{"c", "bob", "ok", nil, 0, 0, false}, // c takes the first, then the second
+		{"c", "bob", "ok", nil, 0, 1, false},
+		{"b", "bob", "ok", nil, 0, 1, false},
+		{"a", "a", "mine", []string{"mine"}, 0, 2, true}, // a's own message, archived as sent
+		{"a", "bob", "ok", nil, 0, 3, true},              // a does not match its own line, nor go back
+		{"b", "a", "mine", nil, 0, 2, false},             // the others' copies of a's message
+		{"d", "bob", "ok", nil, 0, 0, false},             // d just joined: the oldest line it has not matched
+		{"b", "bob", "ok", nil, 0, 3, false},
+		{"b", "a", "long\nlong", []string{"long", "long"}, 0, 4, true}, // sent as two lines
+		{"c", "a", "long", nil, 0, 4, false},
+		{"c", "a", "long", nil, 0, 4, false},
+		{"c", "a", "long", nil, 0, 5, true}, // a third: another message
+		{"b", "bob", "late", nil, 0, 6, true},
+		{"c", "bob", "late", nil, 2 * lineTTL, 7, true}, // too late: archived again
+		{"d", "bob", "other", nil, 2 * lineTTL, 8, true},
 	} {
-		l, archive := g.claim(c, s.user, s.nick, s.body, s.own, t0.Add(s.at))
+		var a *archived
+		archive := true
+		if s.own != nil {
+			a = g.own(c, s.user, s.nick, s.own, t0.Add(s.at))
+		} else {
+			a, archive = g.claim(c, s.user, s.nick, s.body, t0.Add(s.at))
+		}
 		if archive {
-			l.finish(int64(len(lines)+1), nil)
-			lines = append(lines, l)
+			a.finish(int64(len(msgs)+1), nil)
+			msgs = append(msgs, a)
 		}
-		if archive != s.archive || s.line >= len(lines) || lines[s.line] != l {
-			t.Fatalf("step %d (%+v): archive %v, line %d", i, s, archive, l.seq)
+		if archive != s.archive || s.msg >= len(msgs) || msgs[s.msg] != a {
+			t.Fatalf("step %d (%+v): archive %v, message %v", i, s, archive, a)
 		}
-		if id, err := l.wait(context.Background()); err != nil || id != int64(s.line+1) {
+		if id, err := a.wait(context.Background()); err != nil || id != int64(s.msg+1) {
 			t.Fatalf("step %d: id %d, %v", i, id, err)
 		}
 	}
 	// The expired lines are forgotten, and a channel without lines too.
-	g.claim(lineChan{"srv", "#d"}, "a", "bob", "x", false, t0.Add(4*lineTTL))
+	g.claim(lineChan{"srv", "#d"}, "a", "bob", "x", t0.Add(4*lineTTL))
 	if cl := g.chans[c]; cl != nil {
 		t.Errorf("#c still holds %d lines", len(cl.lines))
 	}
-	// A line not archived yet is waited for; the wait ends with ctx.
-	l, _ := g.claim(c, "a", "bob", "wait", false, t0.Add(4*lineTTL))
+	// A message not archived yet is waited for; the wait ends with ctx.
+	a, _ := g.claim(c, "a", "bob", "wait", t0.Add(4*lineTTL))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := l.wait(ctx); !errors.Is(err, context.Canceled) {
+	if _, err := a.wait(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("wait with a cancelled context: %v", err)
 	}
 }

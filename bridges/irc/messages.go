@@ -195,7 +195,7 @@ func (n *network) roomMessage(ctx context.Context, ch *channel, nick, body strin
 	sid := stanza.NewID()
 	if nick != "" {
 		from += "/" + nick
-		sid = n.record(ctx, ch, nick, body, false)
+		sid = n.record(ctx, ch, nick, body, nil)
 	}
 	for full := range ch.resources {
 		msg := stanza.Message(from, full, "groupchat", stanza.NewID(), body)
@@ -337,7 +337,7 @@ func (b *Bridge) groupchat(ctx context.Context, u *bridges.User, st *xmlel.Eleme
 // it would otherwise be written after the copies of their lines.
 func (n *network) reflect(ctx context.Context, ch *channel, orig *xmlel.Element, body string) {
 	ctx = store.First(ctx)
-	sid := n.record(ctx, ch, n.nick, body, true)
+	sid := n.record(ctx, ch, n.nick, body, n.sentAs(ch.name, body))
 	from := ch.jid(n) + "/" + n.nick
 	id := stanza.NewID()
 	if orig != nil {
@@ -357,6 +357,23 @@ func (n *network) reflect(ctx context.Context, ch *channel, orig *xmlel.Element,
 			n.b.host.Log().Warn("cannot queue a reflection", "user", n.user, "err", err)
 		}
 	}
+}
+
+// sentAs returns what the other members of target get of body: its IRC
+// lines, as onMessage turns each into a body.
+func (n *network) sentAs(target, body string) []string {
+	lines, e := n.textLines(target, body)
+	if e != nil {
+		return []string{body}
+	}
+	parts := make([]string, len(lines))
+	for i, l := range lines {
+		if cmd, arg, ok := ctcp(l); ok && cmd == "ACTION" {
+			l = "/me " + arg
+		}
+		parts[i] = stripFormatting(l)
+	}
+	return parts
 }
 
 // keptInReflection reports whether a child of the user's message is

@@ -88,21 +88,26 @@ func (b *Bridge) channelCommand(ctx context.Context, u *bridges.User, a mapping.
 
 // record archives a channel message when the channel keeps history. It
 // returns the stanza-id: the archive id, or a random one when not archived.
-// own is a line the user sends (see lineLog): the other users' copies of a
-// line take the id of the first archived.
-func (n *network) record(ctx context.Context, ch *channel, nick, body string, own bool) string {
+// The other users' copies of a line take the id of the first archived
+// (see lineLog). parts, for the user's own message, are the IRC lines it
+// is sent as; nil for a line from IRC.
+func (n *network) record(ctx context.Context, ch *channel, nick, body string, parts []string) string {
 	if !ch.settings.Record {
 		return stanza.NewID()
 	}
-	var line *sharedLine
-	var archive bool
+	var a *archived
 	err := n.b.withKey(ctx, n.server, ch.name, func(key string) error {
-		line, archive = n.b.lines.claim(lineChan{n.server, key}, n.user, nick, body, own, time.Now())
-		if !archive {
-			return nil
+		c := lineChan{n.server, key}
+		if parts != nil {
+			a = n.b.lines.own(c, n.user, nick, parts, time.Now())
+		} else {
+			var first bool
+			if a, first = n.b.lines.claim(c, n.user, nick, body, time.Now()); !first {
+				return nil
+			}
 		}
-		id, err := n.b.db.ArchiveIRCMessage(ctx, store.IRCMessage{Server: n.server, Channel: key, Nick: nick, Body: body, Stamp: line.at})
-		line.finish(id, err)
+		id, err := n.b.db.ArchiveIRCMessage(ctx, store.IRCMessage{Server: n.server, Channel: key, Nick: nick, Body: body, Stamp: a.at})
+		a.finish(id, err)
 		return err
 	})
 	if err != nil {
@@ -111,7 +116,7 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, ow
 	}
 	// Waited for outside withKey: the connection archiving it may need
 	// the keys' lock again.
-	id, err := line.wait(ctx)
+	id, err := a.wait(ctx)
 	if err != nil {
 		return stanza.NewID() // the connection archiving it said why
 	}

@@ -60,11 +60,17 @@ func TestIRCArchiveWindows(t *testing.T) {
 		t.Errorf("five: stanza-ids %q (echo) and %q (copy), want one", a, d)
 	}
 	bob.expect(t, "five")
+	// Two lines on IRC, one message in the archive.
+	alice.Send(t, "<message type='groupchat' to='%s' id='six'><body>six\nseven</body></message>", harness.Esc(room))
+	if a, d6, d7 := sidOf(alice, "alice", "six\nseven"), sidOf(dave, "alice", "six"), sidOf(dave, "alice", "seven"); a != d6 || a != d7 {
+		t.Errorf("six/seven: stanza-ids %q (echo), %q and %q (the copies of its lines), want one", a, d6, d7)
+	}
+	bob.expect(t, "seven")
 
 	for _, c := range []struct {
 		who  *harness.Client
 		want string
-	}{{alice, "one two three four five"}, {dave, "two four five"}} {
+	}{{alice, "one two three four five six\nseven"}, {dave, "two four five six\nseven"}} {
 		p := roomArchive(t, c.who, room, "")
 		if p.String() != c.want || !p.complete() {
 			t.Errorf("%s's archive: %q, fin %s; want %q", c.who.JID, p, p.fin, c.want)
@@ -80,7 +86,7 @@ func TestIRCArchiveWindows(t *testing.T) {
 			got = append(got, el.ChildText("", "body"))
 		}
 	}
-	if strings.Join(got, " ") != "two four five" {
-		t.Errorf("dave's join history: %q, want %q", got, "two four five")
+	if strings.Join(got, " ") != "two four five six\nseven" {
+		t.Errorf("dave's join history: %q, want %q", got, "two four five six\nseven")
 	}
 }
