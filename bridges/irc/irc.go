@@ -75,6 +75,11 @@ func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
 	if b.opts.AllowPrivate {
 		host.Log().Warn("IRC connections to loopback and private addresses are allowed (PASSERELLE_IRC_ALLOW_PRIVATE)")
 	}
+	// Nobody is in a channel yet: the archive windows left open by the
+	// last run are closed before anyone joins (or is rejoined).
+	if err := b.db.CloseIRCWindows(ctx); err != nil {
+		host.Log().Error("cannot close the irc archive windows of the last run: users may see lines archived while they were away", "err", err)
+	}
 	var work sync.WaitGroup // what reads or writes the store on its own
 	work.Go(func() { b.restore(ctx) })
 	work.Go(func() { b.pruneLoop(ctx) })

@@ -240,11 +240,6 @@ func (n *network) history(ctx context.Context, ch *channel, full string, h histo
 
 // restore rejoins the persistent channels after a start.
 func (b *Bridge) restore(ctx context.Context) {
-	// Nobody is in a channel yet: windows left open by a stop are closed
-	// before the rejoins open new ones.
-	if err := b.db.CloseIRCWindows(ctx); err != nil {
-		b.host.Log().Error("cannot close the irc archive windows of the last run: users may see lines archived while they were away", "err", err)
-	}
 	all, err := b.db.PersistentIRCChannels(ctx)
 	if err != nil {
 		b.host.Log().Error("cannot read the persistent irc channels", "err", err)
