@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -76,60 +75,5 @@ func TestGroupFirst(t *testing.T) {
 	}
 	if n, err := s.CountStanzas(ctx, "d"); err != nil || n != 6 {
 		t.Fatalf("%d stanzas committed (%v), want 6", n, err)
-	}
-}
-
-// The checkpointer copies the log after commits, and one that fails
-// (here: its connection is closed) is counted and retried on the next
-// commit rather than stopping it.
-func TestCheckpointer(t *testing.T) {
-	sqliteOnly(t)
-	ctx := context.Background()
-	s, err := Open(filepath.Join(t.TempDir(), "p.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	waitFor := func(what string, ok func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-		}
-	}
-	if err := s.EnqueueStanzas(ctx, "d", []string{"<x/>"}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor("a checkpoint", func() bool { return s.ckpt.runs.Load() >= 1 })
-	if f := s.ckpt.failed.Load(); f != 0 {
-		t.Fatalf("%d checkpoints failed", f)
-	}
-	// The log is empty once copied: a new checkpoint has nothing to copy.
-	var busy, logPages, copied int
-	if err := s.db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logPages, &copied); err != nil {
-		t.Fatal(err)
-	}
-	if logPages != copied {
-		t.Fatalf("the log holds %d pages, %d of them copied", logPages, copied)
-	}
-
-	s.ckpt.db.Close()
-	runs := s.ckpt.runs.Load()
-	for range 2 {
-		if err := s.EnqueueStanzas(ctx, "d", []string{"<x/>"}); err != nil {
-			t.Fatal(err)
-		}
-		waitFor("another checkpoint", func() bool { return s.ckpt.runs.Load() > runs })
-		runs = s.ckpt.runs.Load()
-	}
-	if f := s.ckpt.failed.Load(); f != 2 {
-		t.Fatalf("%d checkpoints failed, want 2", f)
-	}
-	if err := checkpoint(s.ckpt.db); err == nil {
-		t.Fatalf("checkpoint on a closed database: %v, want an error", err)
-	}
-	if n, err := s.CountStanzas(ctx, "d"); err != nil || n != 3 {
-		t.Fatalf("%d stanzas committed (%v), want 3", n, err)
 	}
 }

@@ -22,6 +22,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	_ "github.com/mattn/go-sqlite3" // the "sqlite3" driver
 )
 
 //go:embed schema/*.sql schema/postgres/*.sql
@@ -33,9 +35,8 @@ var ErrNewerSchema = errors.New("database schema is newer than this binary")
 // Store is a handle on the database. It is safe for concurrent use.
 type Store struct {
 	db    *sql.DB
-	pg    bool          // PostgreSQL rather than SQLite (see dialect.go)
-	group groupCommit   // Deliver's queue
-	ckpt  *checkpointer // SQLite file databases only
+	pg    bool        // PostgreSQL rather than SQLite (see dialect.go)
+	group groupCommit // Deliver's queue
 }
 
 type migration struct {
@@ -121,7 +122,7 @@ func open(path string, target int) (*Store, error) {
 		}
 		return s, nil
 	}
-	db, err := sql.Open(sqliteDriver, dsn(path))
+	db, err := sql.Open("sqlite3", dsn(path))
 	if err != nil {
 		return nil, fmt.Errorf("failed to open database %s: %w", path, err)
 	}
@@ -140,14 +141,6 @@ func open(path string, target int) (*Store, error) {
 	if err := s.migrate(target); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("database %s: %w", path, err)
-	}
-	if path != ":memory:" {
-		ck, err := sql.Open(sqliteDriver, dsn(path))
-		if err != nil {
-			db.Close()
-			return nil, fmt.Errorf("failed to open database %s: %w", path, err)
-		}
-		s.ckpt = newCheckpointer(ck)
 	}
 	return s, nil
 }
@@ -194,9 +187,7 @@ func (s *Store) Version() (int, error) {
 }
 
 // Close closes the database.
-func (s *Store) Close() error {
-	return errors.Join(s.ckpt.close(), s.db.Close())
-}
+func (s *Store) Close() error { return s.db.Close() }
 
 // DB exposes the handle for bridge-specific tables added by migrations.
 func (s *Store) DB() *sql.DB { return s.db }
