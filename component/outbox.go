@@ -185,6 +185,9 @@ func (c *Component) removeSent(ctx context.Context) bool {
 	// the removal would send the batch again after the restart.
 	rctx, cancel := bridges.RecordContext(ctx)
 	defer cancel()
+	// Ahead of the queued writes (store.First): the pump sends nothing
+	// until this is done, and a fan-out may have queued hundreds.
+	rctx = store.First(rctx)
 	// o.sent is every stanza of the domain up to its last id that is
 	// still in the store: the pump sent them oldest first, and the
 	// server confirmed them in order.

@@ -50,10 +50,10 @@ func (s *Store) Deliver(ctx context.Context, domain string, d Delivery) (bool, e
 // reported as committed. write gets the group's context, not the
 // caller's: one caller gone does not roll back the others.
 func (s *Store) inGroup(ctx context.Context, write func(g groupTx) error) error {
-	r := &groupWrite{ctx: ctx, write: write, wake: make(chan struct{}, 1)}
+	r := &groupWrite{ctx: ctx, write: write, wake: make(chan struct{}, 1), first: ctx.Value(firstKey{}) != nil}
 	g := &s.group
 	g.mu.Lock()
-	g.queue = append(g.queue, r)
+	g.enqueue(r)
 	lead := !g.running
 	g.running = true
 	g.mu.Unlock()
@@ -89,6 +89,30 @@ func (s *Store) inGroup(ctx context.Context, write func(g groupTx) error) error 
 // written, where a few smaller ones let the first ones go out sooner.
 const maxGroup = 64
 
+// First marks the writes made with ctx to go ahead of the writes queued
+// for a group that are not so marked (after those that are): what a user
+// is waiting for in person (the room's echo of their own message) is not
+// queued behind a fan-out to hundreds of others. It changes the order in
+// which writes are committed, not whether: each caller still returns once
+// its write is committed.
+func First(ctx context.Context) context.Context { return context.WithValue(ctx, firstKey{}, true) }
+
+type firstKey struct{}
+
+// enqueue queues r: at the end, or, when r goes first, after the queued
+// writes that go first. A write at the head of the queue may be the
+// next group's committer, already woken: r goes behind it.
+func (g *groupCommit) enqueue(r *groupWrite) {
+	i := len(g.queue)
+	if r.first {
+		i = 0
+		for i < len(g.queue) && (g.queue[i].first || (i == 0 && g.running)) {
+			i++
+		}
+	}
+	g.queue = slices.Insert(g.queue, i, r)
+}
+
 // groupCommit queues the writes waiting for a commit.
 type groupCommit struct {
 	mu      sync.Mutex
@@ -101,6 +125,7 @@ type groupWrite struct {
 	ctx   context.Context
 	write func(g groupTx) error
 	wake  chan struct{}
+	first bool // see First
 
 	finished bool
 	err      error

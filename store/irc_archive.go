@@ -8,8 +8,12 @@ import (
 	"time"
 )
 
-// The IRC bridge's archive: each user's own copy of the messages of the
-// channels that keep their history, by channel key (see RekeyIRCServer).
+// The IRC bridge's archive of the channels that keep their history, by
+// channel key (see RekeyIRCServer): each line once per server (User ""),
+// seen by each user through their windows (the spans of lines archived
+// while they were in the channel: OpenIRCWindow, CloseIRCWindow). Rows
+// archived for one user (User set; all rows before schema version 13)
+// are that user's alone.
 
 // IRCMessage is an archived channel message.
 type IRCMessage struct {
@@ -20,7 +24,8 @@ type IRCMessage struct {
 }
 
 // ArchiveIRCMessage adds m to the archive (m.ID is not used) and returns
-// its id.
+// its id: with m.User "", the channel's line, seen by the users whose
+// window it falls in; with m.User set, that user's alone.
 func (s *Store) ArchiveIRCMessage(ctx context.Context, m IRCMessage) (int64, error) {
 	var id int64
 	err := s.inGroup(ctx, func(g groupTx) error {
@@ -47,8 +52,8 @@ type IRCArchiveQuery struct {
 // messages q selects, oldest first, and whether q selects more beyond
 // them (after them, or with q.Last before them).
 func (s *Store) QueryIRCArchive(ctx context.Context, q IRCArchiveQuery) ([]IRCMessage, bool, error) {
-	where := []string{"jid = ?", "server = ?", "channel = ?"}
-	args := []any{q.User, q.Server, q.Channel}
+	where := []string{visibleLine, "server = ?", "channel = ?"}
+	args := []any{q.User, q.User, q.Server, q.Channel}
 	add := func(cond string, arg any) { where, args = append(where, cond), append(args, arg) }
 	if q.Start != nil {
 		add("stamp >= ?", q.Start.UnixMilli())
@@ -105,9 +110,69 @@ func (s *Store) QueryIRCArchive(ctx context.Context, q IRCArchiveQuery) ([]IRCMe
 	return msgs, more, nil
 }
 
-// PruneIRCArchive deletes, in every user's archive of every channel, the
-// oldest messages beyond the newest keep, in one statement. It returns
-// how many it deleted.
+// visibleLine selects the rows of irc_history one user (given twice)
+// sees: their own, and the channel's lines within one of their windows.
+const visibleLine = `(jid = ? OR (jid = '' AND EXISTS (SELECT 1 FROM irc_history_windows w
+	WHERE w.jid = ? AND w.server = irc_history.server AND w.channel = irc_history.channel
+	AND irc_history.id > w.after_id AND (w.until_id IS NULL OR irc_history.id <= w.until_id))))`
+
+// lastLine is the id of the newest line archived: a window opened now
+// starts after it, one closed now ends with it. Ids only grow.
+const lastLine = `(SELECT coalesce(max(id), 0) FROM irc_history)`
+
+// OpenIRCWindow starts user's window on channel (a key) of server: the
+// lines archived from now on are theirs to see, until CloseIRCWindow. A
+// window already open stays as it is.
+func (s *Store) OpenIRCWindow(ctx context.Context, user, server, channel string) error {
+	err := s.inGroup(ctx, func(g groupTx) error {
+		return g.exec(`INSERT INTO irc_history_windows (jid, server, channel, after_id)
+			SELECT ?, ?, ?, `+lastLine+` WHERE NOT EXISTS (SELECT 1 FROM irc_history_windows
+			WHERE jid = ? AND server = ? AND channel = ? AND until_id IS NULL)`,
+			user, server, channel, user, server, channel)
+	})
+	if err != nil {
+		return fmt.Errorf("failed to open an irc archive window: %w", err)
+	}
+	return nil
+}
+
+// CloseIRCWindow ends user's open window on channel of server, if any:
+// the lines archived from now on are not theirs.
+func (s *Store) CloseIRCWindow(ctx context.Context, user, server, channel string) error {
+	err := s.inGroup(ctx, func(g groupTx) error {
+		return g.exec(`UPDATE irc_history_windows SET until_id = `+lastLine+`
+			WHERE jid = ? AND server = ? AND channel = ? AND until_id IS NULL`, user, server, channel)
+	})
+	if err != nil {
+		return fmt.Errorf("failed to close an irc archive window: %w", err)
+	}
+	return nil
+}
+
+// CloseIRCWindows ends the open windows of the users of domain (the IRC
+// bridge's) that no other live instance holds: at a start, none of them
+// is in a channel yet (the lines of a stopped gateway's last moments were
+// archived before it stopped). On PostgreSQL, the windows of the users
+// another instance holds (see ClaimUser) are theirs and stay open.
+func (s *Store) CloseIRCWindows(ctx context.Context, domain string) error {
+	var err error
+	if s.pg {
+		_, err = s.db.ExecContext(ctx, `UPDATE irc_history_windows SET until_id = `+lastLine+` WHERE until_id IS NULL
+			AND jid NOT IN (SELECT jid FROM user_leases WHERE domain = ? AND instance <> ? AND instance IN (SELECT id FROM instances))`,
+			domain, s.Instance())
+	} else {
+		_, err = s.db.ExecContext(ctx, `UPDATE irc_history_windows SET until_id = `+lastLine+` WHERE until_id IS NULL`)
+	}
+	if err != nil {
+		return fmt.Errorf("failed to close the irc archive windows: %w", err)
+	}
+	return nil
+}
+
+// PruneIRCArchive deletes, in every channel's archive (and each user's
+// own rows), the oldest messages beyond the newest keep, in one statement,
+// then the closed windows that no longer hold an archived line. It
+// returns how many messages it deleted.
 func (s *Store) PruneIRCArchive(ctx context.Context, keep int) (int64, error) {
 	res, err := s.db.ExecContext(ctx, `DELETE FROM irc_history WHERE id IN (SELECT id FROM (
 		SELECT id, ROW_NUMBER() OVER (PARTITION BY jid, server, channel ORDER BY id DESC) AS newer FROM irc_history) AS h WHERE newer > ?)`, keep)
@@ -115,5 +180,10 @@ func (s *Store) PruneIRCArchive(ctx context.Context, keep int) (int64, error) {
 		return 0, fmt.Errorf("failed to prune the irc archive: %w", err)
 	}
 	n, _ := res.RowsAffected() // the driver always knows
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM irc_history_windows WHERE until_id IS NOT NULL
+		AND NOT EXISTS (SELECT 1 FROM irc_history h WHERE h.jid = '' AND h.server = irc_history_windows.server
+			AND h.channel = irc_history_windows.channel AND h.id > irc_history_windows.after_id AND h.id <= irc_history_windows.until_id)`); err != nil {
+		return n, fmt.Errorf("failed to prune the irc archive windows: %w", err)
+	}
 	return n, nil
 }

@@ -65,6 +65,12 @@ func (s *Store) RekeyIRCServer(ctx context.Context, server, cm string, fold func
 			append(pairs, user, server)...); err != nil {
 			return nil, fmt.Errorf("failed to re-key the archive: %w", err)
 		}
+		if _, err := tx.ExecContext(ctx,
+			`WITH r(old_key, new_key) AS (VALUES `+values[:len(values)-2]+`)
+			 UPDATE irc_history_windows SET channel = r.new_key FROM r WHERE jid = ? AND server = ? AND channel = r.old_key`,
+			append(pairs, user, server)...); err != nil {
+			return nil, fmt.Errorf("failed to re-key the archive windows: %w", err)
+		}
 	}
 	// The settings: the rows whose key changes or that merge are deleted,
 	// then written again under their new key, merged.
@@ -117,9 +123,11 @@ func rekeyChannels(ctx context.Context, tx *sql.Tx, server string) ([]ircChannel
 	return all, nil
 }
 
-// rekeyArchived lists the archived channels of server.
+// rekeyArchived lists the archived channels of server, by user: "" for
+// the channels' lines, and each user's windows and own rows.
 func rekeyArchived(ctx context.Context, tx *sql.Tx, server string) ([]IRCChannelRef, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT DISTINCT jid, channel FROM irc_history WHERE server = ?`, server)
+	rows, err := tx.QueryContext(ctx, `SELECT jid, channel FROM irc_history WHERE server = ?
+		UNION SELECT jid, channel FROM irc_history_windows WHERE server = ?`, server, server)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read the archive: %w", err)
 	}
@@ -151,6 +159,7 @@ type rekeyPlan struct {
 func planRekey(chans []ircChannelRow, archived []IRCChannelRef, fold func(string) string) rekeyPlan {
 	groups := map[IRCChannelRef][]ircChannelRow{}
 	moves := map[IRCChannelRef]string{} // old key → new key, for the archive
+	lineSpelling := map[IRCChannelRef]string{}
 	for _, r := range chans {
 		if r.name == "" {
 			r.name = r.key // a row from before the spelling was kept
@@ -158,6 +167,14 @@ func planRekey(chans []ircChannelRow, archived []IRCChannelRef, fold func(string
 		nk := IRCChannelRef{r.user, fold(r.name)}
 		groups[nk] = append(groups[nk], r)
 		moves[IRCChannelRef{r.user, r.key}] = nk.Key
+		// The channels' lines (user ""): the spelling of a user's row
+		// with their key (the first by name, when users spell it
+		// differently and the new mapping tells the spellings apart).
+		lines := IRCChannelRef{"", r.key}
+		if spelling, ok := lineSpelling[lines]; !ok || r.name < spelling {
+			lineSpelling[lines] = r.name
+			moves[lines] = fold(r.name)
+		}
 	}
 	// Archived channels without a settings row: their key is the spelling.
 	for _, ref := range archived {

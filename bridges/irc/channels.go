@@ -8,6 +8,7 @@ import (
 
 	irc "gopkg.in/irc.v4"
 
+	"passerelle/bridges"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 	"passerelle/mapping"
@@ -238,6 +239,9 @@ func (n *network) part(ch *channel) {
 		n.send("PART", ch.name)
 	}
 	delete(n.chans, n.fold(ch.name))
+	ctx, cancel := bridges.RecordContext(n.b.runCtx)
+	defer cancel()
+	n.syncWindows(ctx)
 	n.maybeClose()
 }
 

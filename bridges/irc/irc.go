@@ -47,7 +47,8 @@ type Bridge struct {
 	sessions map[string]map[string]*network // networks by bare JID, then server; see networkOf
 	conns    map[*conn]string               // open connections, to QUIT on shutdown, with the host of the sts policy each saw ("": none)
 
-	keys storedKeys // the case mapping of each server's stored keys, with its own locks
+	keys  storedKeys // the case mapping of each server's stored keys, with its own locks
+	lines lineLog    // the channels' recent lines, archived once for all users
 
 	realnames map[string]realname // by server and folded nick, guarded by mu: see whois.go
 
@@ -79,6 +80,11 @@ func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
 	b.runCtx = ctx
 	if b.opts.AllowPrivate {
 		host.Log().Warn("IRC connections to loopback and private addresses are allowed (PASSERELLE_IRC_ALLOW_PRIVATE)")
+	}
+	// Nobody is in a channel yet: the archive windows left open by the
+	// last run are closed before anyone joins (or is rejoined).
+	if err := b.db.CloseIRCWindows(ctx, host.Domain()); err != nil {
+		host.Log().Error("cannot close the irc archive windows of the last run: users may see lines archived while they were away", "err", err)
 	}
 	var work sync.WaitGroup // what reads or writes the store on its own
 	work.Go(func() { b.restore(ctx) })

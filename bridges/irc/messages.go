@@ -11,10 +11,12 @@ import (
 	"passerelle/bridges"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
+	"passerelle/store"
 )
 
 // handle processes one message from the IRC server.
 func (n *network) handle(ctx context.Context, m *irc.Message) {
+	defer n.syncWindows(ctx)
 	if label, ok := m.Tags["label"]; ok && n.labeledResponse(ctx, label, m) {
 		return
 	}
@@ -197,7 +199,7 @@ func (n *network) roomMessage(ctx context.Context, ch *channel, nick, body strin
 	sid := stanza.NewID()
 	if nick != "" {
 		from += "/" + nick
-		sid = n.record(ctx, ch, nick, body)
+		sid = n.record(ctx, ch, nick, body, nil)
 	}
 	for full := range ch.resources {
 		msg := stanza.Message(from, full, "groupchat", stanza.NewID(), body)
@@ -333,8 +335,13 @@ func (b *Bridge) groupchat(ctx context.Context, u *bridges.User, st *xmlel.Eleme
 // (XEP-0359 origin-id, replies, corrections…) are kept, the body is the
 // one sent and the stanza-id is the room's own. orig is nil for a message
 // sent by another client of the user's.
+//
+// Its writes go ahead of the room copies queued for other users (see
+// store.First): the sender waits for this echo, and at hundreds of users
+// it would otherwise be written after the copies of their lines.
 func (n *network) reflect(ctx context.Context, ch *channel, orig *xmlel.Element, body string) {
-	sid := n.record(ctx, ch, n.nick, body)
+	ctx = store.First(ctx)
+	sid := n.record(ctx, ch, n.nick, body, n.sentAs(ch.name, body))
 	from := ch.jid(n) + "/" + n.nick
 	id := stanza.NewID()
 	if orig != nil {
@@ -354,6 +361,23 @@ func (n *network) reflect(ctx context.Context, ch *channel, orig *xmlel.Element,
 			n.b.host.Log().Warn("cannot queue a reflection", "user", n.user, "err", err)
 		}
 	}
+}
+
+// sentAs returns what the other members of target get of body: its IRC
+// lines, as onMessage turns each into a body.
+func (n *network) sentAs(target, body string) []string {
+	lines, e := n.textLines(target, body)
+	if e != nil {
+		return []string{body}
+	}
+	parts := make([]string, len(lines))
+	for i, l := range lines {
+		if cmd, arg, ok := ctcp(l); ok && cmd == "ACTION" {
+			l = "/me " + arg
+		}
+		parts[i] = stripFormatting(l)
+	}
+	return parts
 }
 
 // keptInReflection reports whether a child of the user's message is

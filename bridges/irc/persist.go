@@ -78,6 +78,8 @@ func (b *Bridge) channelCommand(ctx context.Context, u *bridges.User, a mapping.
 			ch.settings = cs
 			if !cs.Persistent && len(ch.resources) == 0 && len(ch.pending) == 0 {
 				n.part(ch)
+			} else {
+				n.syncWindows(ctx)
 			}
 		}
 	}
@@ -86,20 +88,76 @@ func (b *Bridge) channelCommand(ctx context.Context, u *bridges.User, a mapping.
 
 // record archives a channel message when the channel keeps history. It
 // returns the stanza-id: the archive id, or a random one when not archived.
-func (n *network) record(ctx context.Context, ch *channel, nick, body string) string {
+// The other users' copies of a line take the id of the first archived
+// (see lineLog). parts, for the user's own message, are the IRC lines it
+// is sent as; nil for a line from IRC.
+func (n *network) record(ctx context.Context, ch *channel, nick, body string, parts []string) string {
 	if !ch.settings.Record {
 		return stanza.NewID()
 	}
-	var id int64
-	err := n.b.withKey(ctx, n.server, ch.name, func(key string) (err error) {
-		id, err = n.b.db.ArchiveIRCMessage(ctx, store.IRCMessage{User: n.user, Server: n.server, Channel: key, Nick: nick, Body: body, Stamp: time.Now()})
+	var a *archived
+	err := n.b.withKey(ctx, n.server, ch.name, func(key string) error {
+		c := lineChan{n.server, key}
+		if parts != nil {
+			a = n.b.lines.own(c, n.user, nick, parts, time.Now())
+		} else {
+			var first bool
+			if a, first = n.b.lines.claim(c, n.user, nick, body, time.Now()); !first {
+				return nil
+			}
+		}
+		id, err := n.b.db.ArchiveIRCMessage(ctx, store.IRCMessage{Server: n.server, Channel: key, Nick: nick, Body: body, Stamp: a.at})
+		a.finish(id, err)
 		return err
 	})
 	if err != nil {
 		n.b.host.Log().Warn("cannot archive an irc message", "user", n.user, "err", err)
 		return stanza.NewID()
 	}
+	// Waited for outside withKey: the connection archiving it may need
+	// the keys' lock again.
+	id, err := a.wait(ctx)
+	if err != nil {
+		return stanza.NewID() // the connection archiving it said why
+	}
 	return strconv.FormatInt(id, 10)
+}
+
+// syncWindows opens the user's archive window (see store.OpenIRCWindow)
+// on each channel that keeps history and that the connection is in (its
+// JOIN came back), and closes the others: the channels left, parted or
+// lost with the connection. A window that cannot be opened or closed is
+// tried again at the next call (each IRC message calls it).
+func (n *network) syncWindows(ctx context.Context) {
+	in := func(ch *channel) bool { return ch != nil && n.c != nil && ch.settings.Record && ch.state.joined() }
+	for key, ch := range n.chans {
+		if _, open := n.windows[key]; open || !in(ch) {
+			continue
+		}
+		err := n.b.withKey(ctx, n.server, ch.name, func(k string) error { return n.b.db.OpenIRCWindow(ctx, n.user, n.server, k) })
+		if err != nil {
+			n.b.host.Log().Warn("cannot open an irc archive window: the channel's lines are archived, but this user will not see them", "user", n.user, "channel", ch.name, "err", err)
+			continue
+		}
+		if n.windows == nil {
+			n.windows = map[string]string{}
+		}
+		n.windows[key] = ch.name
+	}
+	for key, name := range n.windows {
+		if in(n.chans[key]) {
+			continue
+		}
+		if err := n.closeWindow(ctx, name); err != nil {
+			n.b.host.Log().Warn("cannot close an irc archive window: this user may see lines archived after they left", "user", n.user, "channel", name, "err", err)
+			continue
+		}
+		delete(n.windows, key)
+	}
+}
+
+func (n *network) closeWindow(ctx context.Context, name string) error {
+	return n.b.withKey(ctx, n.server, name, func(k string) error { return n.b.db.CloseIRCWindow(ctx, n.user, n.server, k) })
 }
 
 // historyReq is the <history/> element of a join.

@@ -32,6 +32,7 @@ type network struct {
 	bans     map[string]*banList         // ban list requests, by folded channel
 	watch    watchState                  // the IRC contacts whose presence is followed (presence.go)
 	whois    map[string]*whoisReq        // WHOIS under way, by folded nick (whois.go)
+	windows  map[string]string           // channels whose archive window is open: folded name → name (see syncWindows)
 }
 
 // A user's IRC session is the user's networks, by server: b.sessions
@@ -237,6 +238,14 @@ func (n *network) failEchoes() {
 
 // forget closes the connection and drops the network from the session.
 func (n *network) forget() {
+	ctx, cancel := bridges.RecordContext(n.b.runCtx)
+	defer cancel()
+	for _, name := range n.windows {
+		if err := n.closeWindow(ctx, name); err != nil {
+			n.b.host.Log().Warn("cannot close an irc archive window: this user may see lines archived after they left", "user", n.user, "channel", name, "err", err)
+		}
+	}
+	n.windows = nil
 	n.dropListRequests()
 	n.failEchoes()
 	n.watchLost()
@@ -268,6 +277,7 @@ func (n *network) lost(ctx context.Context, err error) {
 		return
 	}
 	n.scheduleReconnect(ctx, reason)
+	n.syncWindows(ctx)
 }
 
 // keepsTrying reports whether the network has rooms to keep through

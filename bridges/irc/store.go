@@ -34,6 +34,9 @@ type archiveStore interface {
 	ArchiveIRCMessage(ctx context.Context, m store.IRCMessage) (int64, error)
 	QueryIRCArchive(ctx context.Context, q store.IRCArchiveQuery) ([]store.IRCMessage, bool, error)
 	PruneIRCArchive(ctx context.Context, keep int) (int64, error)
+	OpenIRCWindow(ctx context.Context, user, server, channel string) error
+	CloseIRCWindow(ctx context.Context, user, server, channel string) error
+	CloseIRCWindows(ctx context.Context, domain string) error
 }
 
 // casemapStore keeps the case mapping of each server's stored keys.

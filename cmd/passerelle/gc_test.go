@@ -2,27 +2,10 @@ package main
 
 import (
 	"context"
-	"runtime/debug"
 	"runtime/metrics"
 	"testing"
 	"time"
 )
-
-func TestTuneGC(t *testing.T) {
-	orig := debug.SetGCPercent(100)
-	defer debug.SetGCPercent(orig)
-
-	t.Setenv("GOGC", "")
-	tuneGC()
-	if got := debug.SetGCPercent(100); got != defaultGCPercent {
-		t.Errorf("without GOGC: %d, want %d", got, defaultGCPercent)
-	}
-	t.Setenv("GOGC", "100")
-	tuneGC()
-	if got := debug.SetGCPercent(100); got != 100 {
-		t.Errorf("with GOGC=100: %d, want it left alone", got)
-	}
-}
 
 // TestIdleWatch: memory is given back once after each burst, at the
 // first quiet tick, and never while the gateway stays busy or stays quiet.

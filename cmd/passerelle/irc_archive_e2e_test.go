@@ -49,18 +49,28 @@ func rsmSet(set string) string {
 	return "<set xmlns='http://jabber.org/protocol/rsm'>" + set + "</set>"
 }
 
-func TestIRCArchiveQueries(t *testing.T) {
+// archiveSetup starts ngircd, Prosody and the gateway, and dials the
+// users, each with the network localhost pointed at ngircd.
+func archiveSetup(t *testing.T, users ...string) (harness.Server, *harness.Ngircd, *gwEnv, []*harness.Client) {
 	ngircd := harness.StartNgircd(t)
 	_, portStr, _ := net.SplitHostPort(ngircd.Addr)
 	srv := harness.StartProsody(t, harness.ServerOptions{Domain: "localhost", Components: allDomains})
 	env := baseEnv(t, srv)
 	env["PASSERELLE_IRC_ALLOW_PRIVATE"] = "true"
 	e := startGateway(t, srv, env)
+	var cs []*harness.Client
+	for _, u := range users {
+		c := e.dial(t, u)
+		wantResult(t, configureNetwork(t, c, "localhost", "ports", portStr, "tls_ports", ""), "configure the network")
+		cs = append(cs, c)
+	}
+	return srv, ngircd, e, cs
+}
 
-	const server = "localhost"
-	room := "#arch%" + server + "@" + ircDomain
-	alice := e.dial(t, "alice@localhost")
-	wantResult(t, configureNetwork(t, alice, server, "ports", portStr, "tls_ports", ""), "configure the network")
+func TestIRCArchiveQueries(t *testing.T) {
+	srv, ngircd, e, users := archiveSetup(t, "alice@localhost")
+	alice := users[0]
+	room := "#arch%localhost@" + ircDomain
 	bob := dialIRC(t, ngircd.Addr, "bob")
 	carol := dialIRC(t, ngircd.Addr, "carol")
 	for _, p := range []*ircPeer{bob, carol} {

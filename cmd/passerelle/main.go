@@ -31,7 +31,6 @@ import (
 )
 
 func main() {
-	tuneGC()
 	os.Exit(run())
 }
 

@@ -1,0 +1,151 @@
+package irc
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// A channel line reaches the gateway once per bridged user in the
+// channel (each has a connection of their own), and is archived once:
+// by the first connection that sees it (or the sender, as it is sent);
+// the others find it here and give their users the same stanza-id. Each
+// user sees it in the archive through their window (store.OpenIRCWindow).
+//
+// A server relays a channel's lines to its members in one order, so the
+// copies are matched in order: a connection's line is the first one with
+// its nick and text after the last line that connection matched (its
+// cursor). So a line said twice is two lines, and a connection that
+// missed a line (it was not in the channel yet) does not take a later
+// one for it. A user's own message, archived as it is sent, is one the
+// server does not send back to them: it is not matched for its sender,
+// and does not move their cursor. The others get it as the IRC lines it
+// was split into: each of those is matched to the one archived message.
+
+// lineTTL is how long a line waits for the other connections' copies; a
+// copy later than that (a connection that far behind) is archived again.
+const lineTTL = time.Minute
+
+// lineChan names a channel's lines: its server and key.
+type lineChan struct{ server, key string }
+
+// sharedLine is a line as the connections get it, and the archived
+// message it belongs to.
+type sharedLine struct {
+	seq        uint64
+	nick, body string
+	own        string // the user who sent it, or ""
+	*archived
+}
+
+// archived is a message being, or having been, archived.
+type archived struct {
+	at   time.Time
+	done chan struct{} // closed once archived (or failed)
+	id   int64
+	err  error
+}
+
+// finish records the archive's answer for the connections waiting.
+func (l *archived) finish(id int64, err error) {
+	l.id, l.err = id, err
+	close(l.done)
+}
+
+// wait returns the archive id once the message is archived.
+func (l *archived) wait(ctx context.Context) (int64, error) {
+	select {
+	case <-l.done:
+		return l.id, l.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// chanLines are a channel's recent lines, oldest first, and each user's
+// cursor: the seq of the last line they matched.
+type chanLines struct {
+	lines  []*sharedLine
+	cursor map[string]uint64
+}
+
+// lineLog is the bridge's recent lines, by channel.
+type lineLog struct {
+	mu    sync.Mutex
+	seq   uint64
+	chans map[lineChan]*chanLines
+	sweep time.Time // when to look for the channels whose lines all expired
+}
+
+// claim returns the message of the line user's connection got, and
+// whether the caller archives it (then it calls finish).
+func (g *lineLog) claim(c lineChan, user, nick, body string, now time.Time) (*archived, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	cl := g.lines(c, now)
+	after := cl.cursor[user]
+	for _, l := range cl.lines {
+		if l.seq > after && l.own != user && l.nick == nick && l.body == body {
+			cl.cursor[user] = l.seq
+			return l.archived, false
+		}
+	}
+	a := &archived{at: now, done: make(chan struct{})}
+	cl.cursor[user] = g.add(cl, nick, body, "", a)
+	return a, true
+}
+
+// own returns the message user sends, which the caller archives (then it
+// calls finish), and which the others get as the IRC lines parts.
+func (g *lineLog) own(c lineChan, user, nick string, parts []string, now time.Time) *archived {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	cl := g.lines(c, now)
+	a := &archived{at: now, done: make(chan struct{})}
+	for _, p := range parts {
+		g.add(cl, nick, p, user, a)
+	}
+	return a
+}
+
+// lines returns c's lines, the expired ones forgotten. Callers hold g.mu.
+func (g *lineLog) lines(c lineChan, now time.Time) *chanLines {
+	if g.chans == nil {
+		g.chans = map[lineChan]*chanLines{}
+	}
+	if now.After(g.sweep) {
+		for c, cl := range g.chans {
+			if cl.expire(now) {
+				delete(g.chans, c)
+			}
+		}
+		g.sweep = now.Add(lineTTL)
+	}
+	cl := g.chans[c]
+	if cl != nil {
+		cl.expire(now)
+	} else {
+		cl = &chanLines{cursor: map[string]uint64{}}
+		g.chans[c] = cl
+	}
+	return cl
+}
+
+// add appends a line of a to cl and returns its seq. Callers hold g.mu.
+func (g *lineLog) add(cl *chanLines, nick, body, own string, a *archived) uint64 {
+	g.seq++
+	cl.lines = append(cl.lines, &sharedLine{seq: g.seq, nick: nick, body: body, own: own, archived: a})
+	return g.seq
+}
+
+// expire forgets the lines older than lineTTL and reports whether none
+// is left. Callers hold the lineLog's lock.
+func (cl *chanLines) expire(now time.Time) bool {
+	i := 0
+	for i < len(cl.lines) && now.Sub(cl.lines[i].at) > lineTTL {
+		cl.lines[i] = nil
+		i++
+	}
+	cl.lines = cl.lines[i:]
+	return len(cl.lines) == 0
+}

@@ -1,0 +1,184 @@
+package irc
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"passerelle/bridges/bridgetest"
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+	"passerelle/store"
+)
+
+// The copies of a channel's line, one per user's connection, are matched
+// to one archived message in order: a line said twice is two lines, a
+// user's own message is not theirs to match (and the others match each
+// IRC line it was sent as), a connection that missed a line does not take
+// a later one for it, and a line older than lineTTL is archived again.
+func TestLineLog(t *testing.T) {
+	var g lineLog
+	c := lineChan{"srv", "#c"}
+	t0 := time.Now()
+	type step struct {
+		user, nick, body string
+		own              []string // the parts of the user's own message
+		at               time.Duration
+		msg              int  // the message it is: its index in the order they were archived
+		archive          bool // the caller archives it
+	}
+	var msgs []*archived
+	for i, s := range []step{
+		{"a", "bob", "ok", nil, 0, 0, true},
+		{"b", "bob", "ok", nil, 0, 0, false},
+		{"a", "bob", "ok", nil, 0, 1, true},  // said again: another line
+		{"c", "bob", "ok", nil, 0, 0, false}, // c takes the first, then the second
+		{"c", "bob", "ok", nil, 0, 1, false},
+		{"b", "bob", "ok", nil, 0, 1, false},
+		{"a", "a", "mine", []string{"mine"}, 0, 2, true}, // a's own message, archived as sent
+		{"a", "bob", "ok", nil, 0, 3, true},              // a does not match its own line, nor go back
+		{"b", "a", "mine", nil, 0, 2, false},             // the others' copies of a's message
+		{"d", "bob", "ok", nil, 0, 0, false},             // d just joined: the oldest line it has not matched
+		{"b", "bob", "ok", nil, 0, 3, false},
+		{"b", "a", "long\nlong", []string{"long", "long"}, 0, 4, true}, // sent as two lines
+		{"c", "a", "long", nil, 0, 4, false},
+		{"c", "a", "long", nil, 0, 4, false},
+		{"c", "a", "long", nil, 0, 5, true}, // a third: another message
+		{"b", "bob", "late", nil, 0, 6, true},
+		{"c", "bob", "late", nil, 2 * lineTTL, 7, true}, // too late: archived again
+		{"d", "bob", "other", nil, 2 * lineTTL, 8, true},
+	} {
+		var a *archived
+		archive := true
+		if s.own != nil {
+			a = g.own(c, s.user, s.nick, s.own, t0.Add(s.at))
+		} else {
+			a, archive = g.claim(c, s.user, s.nick, s.body, t0.Add(s.at))
+		}
+		if archive {
+			a.finish(int64(len(msgs)+1), nil)
+			msgs = append(msgs, a)
+		}
+		if archive != s.archive || s.msg >= len(msgs) || msgs[s.msg] != a {
+			t.Fatalf("step %d (%+v): archive %v, message %v", i, s, archive, a)
+		}
+		if id, err := a.wait(context.Background()); err != nil || id != int64(s.msg+1) {
+			t.Fatalf("step %d: id %d, %v", i, id, err)
+		}
+	}
+	// The expired lines are forgotten, and a channel without lines too.
+	g.claim(lineChan{"srv", "#d"}, "a", "bob", "x", t0.Add(4*lineTTL))
+	if cl := g.chans[c]; cl != nil {
+		t.Errorf("#c still holds %d lines", len(cl.lines))
+	}
+	// A message not archived yet is waited for; the wait ends with ctx.
+	a, _ := g.claim(c, "a", "bob", "wait", t0.Add(4*lineTTL))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := a.wait(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("wait with a cancelled context: %v", err)
+	}
+}
+
+// windowFaults is the store with window and archive writes that fail on
+// demand.
+type windowFaults struct {
+	*store.Store
+	open, close, closeAll, archive atomic.Bool
+}
+
+var errFault = errors.New("injected fault")
+
+func (s *windowFaults) OpenIRCWindow(ctx context.Context, user, server, channel string) error {
+	if s.open.Load() {
+		return errFault
+	}
+	return s.Store.OpenIRCWindow(ctx, user, server, channel)
+}
+
+func (s *windowFaults) CloseIRCWindow(ctx context.Context, user, server, channel string) error {
+	if s.close.Load() {
+		return errFault
+	}
+	return s.Store.CloseIRCWindow(ctx, user, server, channel)
+}
+
+func (s *windowFaults) CloseIRCWindows(ctx context.Context, domain string) error {
+	if s.closeAll.Load() {
+		return errFault
+	}
+	return s.Store.CloseIRCWindows(ctx, domain)
+}
+
+func (s *windowFaults) ArchiveIRCMessage(ctx context.Context, m store.IRCMessage) (int64, error) {
+	if s.archive.Load() {
+		return 0, errFault
+	}
+	return s.Store.ArchiveIRCMessage(ctx, m)
+}
+
+// A window that cannot be opened or closed is logged and tried again at
+// the next IRC message; a line that cannot be archived still reaches the
+// room; windows left open by the last run that cannot be closed at the
+// start are logged.
+func TestArchiveWindowFailures(t *testing.T) {
+	h := newFakeHost(t)
+	h.Logs = &bridgetest.LogBuffer{}
+	db := &windowFaults{Store: h.St.Store}
+	db.closeAll.Store(true)
+	db.open.Store(true)
+	fx := &fixture{b: New(Options{AllowPrivate: true}), h: h, f: newFakeIRC(t)}
+	fx.b.db = db
+	ctx := startOn(t, fx.b, h)
+	cfg := defaultNetConfig()
+	cfg.Ports, cfg.TLSPorts = []int{fx.f.port()}, nil
+	if err := fx.b.saveNetConfig(ctx, testUser, "localhost", cfg); err != nil {
+		t.Fatal(err)
+	}
+	logged := func(want string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !strings.Contains(h.Logs.String(), want); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("log without %q:\n%s", want, h.Logs)
+			}
+		}
+	}
+	logged("cannot close the irc archive windows of the last run")
+
+	fx.enter(t, "nick bob")
+	logged("cannot open an irc archive window")
+	fx.say(t, "#c", "one") // archived, not in the user's window
+	db.open.Store(false)
+	fx.say(t, "#c", "two") // opens it, after archiving the line
+	fx.say(t, "#c", "three")
+	db.archive.Store(true)
+	fx.f.send(t, ":bob!u@h PRIVMSG #c :four")
+	m := fx.h.Expect(t, "four", func(e *xmlel.Element) bool { return e.ChildText("", "body") == "four" })
+	if m.Child(stanza.NSStanzaID, "stanza-id").Attr("id") == "" {
+		t.Errorf("a line not archived has no stanza-id: %s", m)
+	}
+	logged("cannot archive an irc message")
+	db.archive.Store(false)
+	if got := fx.archive(t, "#c"); got != "three" {
+		t.Errorf("archive: %q, want %q", got, "three")
+	}
+
+	// Turned off, the channel's window closes; once it can.
+	db.close.Store(true)
+	fx.configure(t, "#c", chanSettings{Record: false})
+	logged("cannot close an irc archive window")
+	db.close.Store(false)
+	fx.say(t, "#c", "five")
+	fx.h.Run(func(context.Context) {}) // the message's handling, and the window's closing, are done
+	if _, err := h.St.ArchiveIRCMessage(ctx, store.IRCMessage{Server: "localhost", Channel: "#c", Nick: "bob", Body: "hidden", Stamp: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	fx.configure(t, "#c", chanSettings{Record: true})
+	fx.say(t, "#c", "six")
+	if got := fx.archive(t, "#c"); got != "three six" {
+		t.Errorf("archive: %q, want %q", got, "three six")
+	}
+}
