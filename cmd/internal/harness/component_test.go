@@ -2,9 +2,11 @@ package harness
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"passerelle/component/xmlel"
 )
@@ -69,4 +71,105 @@ func TestRequireFile(t *testing.T) {
 		t.Fatal("a missing file did not skip the test")
 	}
 	requireFile(t, prosodyPrivilegeModule, "prosody-modules") // installed here
+}
+
+// TestEjabberdBalancing: ejabberd 23.01 configured from
+// deploy/ejabberd-instances.yml (domain_balancing bare_source,
+// component_number 3) takes three connections for one component domain
+// and spreads the senders over them, each sender always to the same one.
+// When one goes, its slot stays reserved: its senders' stanzas are dropped
+// without an error, the others' still go where they went; the next
+// connection takes the free slot and gets them; a connection beyond the
+// three gets nothing.
+func TestEjabberdBalancing(t *testing.T) {
+	const domain, from = "irc.localhost", "mail.localhost"
+	srv := StartEjabberd(t, ServerOptions{Components: []string{domain, from, "sms.localhost"}, DeployInstances: true})
+	conns := []*Client{
+		DialComponent(t, srv.ComponentAddr(), domain, srv.Secret()),
+		DialComponent(t, srv.ComponentAddr(), domain, srv.Secret()),
+		DialComponent(t, srv.ComponentAddr(), domain, srv.Secret()),
+	}
+	sender := DialComponent(t, srv.ComponentAddr(), from, srv.Secret())
+	const users = 30
+	round := 0
+	// send sends one message from each user u<i>@mail.localhost and
+	// returns, by user, the index in conns of the connection that got it
+	// (-1: none); want is how many should arrive in all.
+	send := func(want int) []int {
+		t.Helper()
+		round++
+		for i := 0; i < users; i++ {
+			sender.Send(t, "<message from='u%d@%s' to='%s' id='r%d-u%d'><body>x</body></message>", i, from, domain, round, i)
+		}
+		got := make([]int, users)
+		deadline := time.Now().Add(iqTimeout)
+		for {
+			n := 0
+			for i := range got {
+				got[i] = -1
+			}
+			for ci, c := range conns {
+				for _, e := range c.Received() {
+					var u, r int
+					if _, err := fmt.Sscanf(e.Attr("id"), "r%d-u%d", &r, &u); err == nil && r == round {
+						if got[u] != -1 {
+							t.Fatalf("round %d: u%d reached two connections", round, u)
+						}
+						got[u] = ci
+						n++
+					}
+				}
+			}
+			if n == want {
+				// Anything else would have arrived by now: ejabberd routes
+				// one sender's stanzas in order.
+				time.Sleep(300 * time.Millisecond)
+				return got
+			}
+			if n > want || time.Now().After(deadline) {
+				t.Fatalf("round %d: %d of %d messages arrived, want %d", round, n, users, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	first := send(users)
+	per := make([]int, len(conns))
+	for _, ci := range first {
+		per[ci]++
+	}
+	for ci, n := range per {
+		if n == 0 {
+			t.Fatalf("connection %d got no sender: %v", ci, per)
+		}
+	}
+	t.Logf("senders per connection: %v", per)
+	if again := send(users); fmt.Sprint(again) != fmt.Sprint(first) {
+		t.Fatalf("a sender moved: %v then %v", first, again)
+	}
+
+	conns[1].Close()
+	time.Sleep(200 * time.Millisecond)
+	after := send(users - per[1])
+	for u, ci := range after {
+		switch {
+		case first[u] == 1 && ci != -1:
+			t.Fatalf("u%d of the closed connection's slot reached connection %d", u, ci)
+		case first[u] != 1 && ci != first[u]:
+			t.Fatalf("u%d moved from connection %d to %d", u, first[u], ci)
+		}
+	}
+	for _, e := range sender.Received() {
+		if e.Attr("type") == "error" {
+			t.Fatalf("the sender got an error: %s", e)
+		}
+	}
+
+	conns[1] = DialComponent(t, srv.ComponentAddr(), domain, srv.Secret())
+	if refilled := send(users); fmt.Sprint(refilled) != fmt.Sprint(first) {
+		t.Fatalf("after a new connection: %v, want %v", refilled, first)
+	}
+	conns = append(conns, DialComponent(t, srv.ComponentAddr(), domain, srv.Secret()))
+	if beyond := send(users); fmt.Sprint(beyond) != fmt.Sprint(first) {
+		t.Fatalf("with a fourth connection: %v, want %v", beyond, first)
+	}
 }
