@@ -75,8 +75,9 @@ func TestRequireFile(t *testing.T) {
 
 // TestEjabberdBalancing: ejabberd 23.01 configured from
 // deploy/ejabberd-instances.yml (domain_balancing bare_source,
-// component_number 3) takes three connections for one component domain
-// and spreads the senders over them, each sender always to the same one.
+// component_number 3, global_routes false) takes three connections for
+// one component domain, not counting those for its other domains, and
+// spreads the senders over them, each sender always to the same one.
 // When one goes, its slot stays reserved: its senders' stanzas are dropped
 // without an error, the others' still go where they went; the next
 // connection takes the free slot and gets them; a connection beyond the
@@ -84,12 +85,14 @@ func TestRequireFile(t *testing.T) {
 func TestEjabberdBalancing(t *testing.T) {
 	const domain, from = "irc.localhost", "mail.localhost"
 	srv := StartEjabberd(t, ServerOptions{Components: []string{domain, from, "sms.localhost"}, DeployInstances: true})
+	// First, a connection for another domain of the listener: it must
+	// not take a slot of this one (global_routes: false).
+	sender := DialComponent(t, srv.ComponentAddr(), from, srv.Secret())
 	conns := []*Client{
 		DialComponent(t, srv.ComponentAddr(), domain, srv.Secret()),
 		DialComponent(t, srv.ComponentAddr(), domain, srv.Secret()),
 		DialComponent(t, srv.ComponentAddr(), domain, srv.Secret()),
 	}
-	sender := DialComponent(t, srv.ComponentAddr(), from, srv.Secret())
 	const users = 30
 	round := 0
 	// send sends one message from each user u<i>@mail.localhost and
