@@ -1,0 +1,536 @@
+package main
+
+// TestSeveralInstances: three gateway processes sharing one PostgreSQL
+// database and the three component domains of one ejabberd configured
+// from deploy/ejabberd-instances.yml, with users on XMPP, IRC (ngircd),
+// mail (real SMTP into any instance, a relay sink) and SMS (the fake
+// provider, webhooks into any instance); one instance is killed with
+// SIGKILL in the middle of the traffic.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"passerelle/bridges/sms/smstest"
+	"passerelle/cmd/internal/harness"
+	"passerelle/component/xmlel"
+	"passerelle/store/pgtest"
+)
+
+// instance is one gateway process of several.
+type instance struct {
+	name       string
+	env        map[string]string
+	gw         *harness.Gateway
+	smtp, hook string // its SMTP and SMS webhook listeners
+	dead       bool
+}
+
+func (in *instance) start(t *testing.T, bin string) {
+	t.Helper()
+	in.gw = harness.StartGateway(t, bin, in.env)
+	for _, d := range allDomains {
+		in.gw.WaitOutput(t, wait, `msg="connected to the XMPP server" component=`+d)
+	}
+	in.gw.WaitOutput(t, wait, `msg="listening for SMTP"`)
+	in.gw.WaitOutput(t, wait, `msg="SMS webhooks listening"`)
+	in.dead = false
+}
+
+// metrics returns the instance's /metrics ("" when it does not answer).
+func (in *instance) metrics() string {
+	resp, err := http.Get("http://" + in.env["PASSERELLE_HTTP_LISTEN"] + "/metrics")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// servedBy returns, for the log line msg (with component= and user=
+// attributes), the users each instance logged it for, by component.
+func servedBy(insts []*instance, msg string) map[string]map[string]int {
+	re := regexp.MustCompile(`msg="` + regexp.QuoteMeta(msg) + `".*?component=(\S+).*?user=(\S+)`)
+	out := map[string]map[string]int{}
+	for i, in := range insts {
+		for _, m := range re.FindAllStringSubmatch(in.gw.Output(), -1) {
+			user := strings.SplitN(m[2], "/", 2)[0]
+			if out[m[1]] == nil {
+				out[m[1]] = map[string]int{}
+			}
+			out[m[1]][user] = i
+		}
+	}
+	return out
+}
+
+// acked is a message a peer handed to the gateway and the gateway (or, for
+// IRC, the IRC server) acknowledged.
+type acked struct {
+	user   int
+	marker string // a text that only this message's body holds
+	at     time.Time
+}
+
+func TestSeveralInstances(t *testing.T) {
+	cluster := testCluster
+	if cluster == nil {
+		cluster = pgtest.New(t)
+	}
+	dbURL := cluster.DB(t)
+	srv := harness.StartEjabberd(t, harness.ServerOptions{Domain: "localhost", Components: allDomains, DeployInstances: true})
+	ngircd := harness.StartNgircd(t)
+	_, ircPort, _ := net.SplitHostPort(ngircd.Addr)
+	provider := smstest.Start(t, smsSID, smsToken)
+	sink := startSink(t)
+	bin := harness.BuildBinary(t)
+
+	// ejabberd sends a user's stanzas to slot erlang:phash2({User,
+	// Server, <<>>}, 3): two users for each of the three slots.
+	users := []string{"u1", "u2", "u0", "u3", "u6", "u10"}
+	nUsers := len(users)
+	numbers := make([]string, nUsers)
+	for i := range users {
+		numbers[i] = fmt.Sprintf("+155500011%02d", i)
+	}
+	common := map[string]string{
+		"PASSERELLE_XMPP_ADDR":         srv.ComponentAddr(),
+		"PASSERELLE_XMPP_SECRET":       srv.Secret(),
+		"PASSERELLE_DB":                dbURL,
+		"PASSERELLE_IRC_DOMAIN":        ircDomain,
+		"PASSERELLE_IRC_ALLOW_PRIVATE": "true",
+		"PASSERELLE_EMAIL_DOMAIN":      mailDomain,
+		"PASSERELLE_SMTP_RELAY":        "smtp://" + sink.addr,
+		"PASSERELLE_SMS_DOMAIN":        smsDomain,
+		"PASSERELLE_SMS_NUMBERS":       strings.Join(numbers, ","),
+		"PASSERELLE_SMS_API_URL":       provider.URL(),
+		"PASSERELLE_SMS_ACCOUNT_SID":   smsSID,
+		"PASSERELLE_SMS_AUTH_TOKEN":    smsToken,
+		"PASSERELLE_SMS_WEBHOOK_URL":   smsPublicURL,
+		"PASSERELLE_RETRY_MAX_DELAY":   "1s",
+		"PASSERELLE_STORE_KEY":         "test-store-key",
+		"PASSERELLE_LOG_LEVEL":         "info",
+		"PASSERELLE_DNS_RESOLVER":      harness.StartDNS(t).Addr(),
+	}
+	insts := make([]*instance, 3)
+	for i := range insts {
+		in := &instance{name: fmt.Sprintf("gw%d", i), env: map[string]string{}}
+		for k, v := range common {
+			in.env[k] = v
+		}
+		in.smtp = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+		in.hook = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+		in.env["PASSERELLE_SMTP_LISTEN"] = in.smtp
+		in.env["PASSERELLE_SMS_WEBHOOK_LISTEN"] = in.hook
+		in.env["PASSERELLE_HTTP_LISTEN"] = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+		in.start(t, bin)
+		insts[i] = in
+	}
+
+	dave := dialIRC(t, ngircd.Addr, "dave")
+	dave.send(t, "JOIN #multi")
+	dave.expect(t, "366")
+
+	// Every user registers with the three bridges, and joins #multi,
+	// configured persistent, from XMPP.
+	room := "#multi%localhost@" + ircDomain
+	clients := make([]*harness.Client, nUsers)
+	for i, u := range users {
+		jid := u + "@localhost"
+		c := harness.Dial(t, srv.C2SAddr(), jid, srv.AddUser(t, jid), "test")
+		clients[i] = c
+		wantResult(t, register(c, t, mailDomain, "address", u), u+" registers with mail")
+		wantResult(t, register(c, t, smsDomain, "number", numbers[i]), u+" registers with sms")
+		wantResult(t, register(c, t, ircDomain, "nick", u), u+" registers with irc")
+		wantResult(t, configureNetwork(t, c, "localhost", "ports", ircPort, "tls_ports", ""), u+" configures the network")
+		r := c.IQ(t, "set", room, "<command xmlns='http://jabber.org/protocol/commands' node='configure' action='execute'/>")
+		wantResult(t, r, u+": channel configure")
+		sid := r.Child("http://jabber.org/protocol/commands", "command").Attr("sessionid")
+		wantResult(t, c.IQ(t, "set", room, "<command xmlns='http://jabber.org/protocol/commands' node='configure' sessionid='"+sid+"' action='complete'>"+
+			submitForm("", "persistent", "true")+"</command>"), u+": channel configure submit")
+		c.Send(t, "<presence to='%s/%s'>%s</presence>", harness.Esc(room), u, mucX())
+		c.Expect(t, wait, u+" in #multi", occupant(room+"/"+u, "", "110"))
+		dave.expect(t, ":"+u+"!")
+	}
+
+	// The spread: which instance each user's stanzas reach (by
+	// registration), which holds each user's IRC connection.
+	reg := servedBy(insts, "user registered")
+	ircOwner := servedBy(insts, "irc connection registered")[ircDomain]
+	slot := func(domain string, u int) int { return reg[domain][users[u]+"@localhost"] }
+	for _, d := range allDomains {
+		per := make([]int, len(insts))
+		for _, u := range users {
+			i, ok := reg[d][u+"@localhost"]
+			if !ok {
+				t.Fatalf("%s: no instance logged the registration of %s", d, u)
+			}
+			per[i]++
+		}
+		t.Logf("%s: users whose stanzas reach gw0, gw1, gw2: %v", d, per)
+		for i, n := range per {
+			if n == 0 {
+				t.Errorf("%s: no user's stanzas reach %s", d, insts[i].name)
+			}
+		}
+	}
+	victim, most := 0, -1
+	perIRC := make([]int, len(insts))
+	for _, u := range users {
+		i, ok := ircOwner[u+"@localhost"]
+		if !ok {
+			t.Fatalf("no instance logged the irc connection of %s", u)
+		}
+		perIRC[i]++
+		if perIRC[i] > most {
+			victim, most = i, perIRC[i]
+		}
+	}
+	t.Logf("irc connections held by gw0, gw1, gw2: %v; %s will be killed", perIRC, insts[victim].name)
+	if t.Failed() {
+		t.FailNow()
+	}
+	victimNicks := map[string]bool{}
+	for _, u := range users {
+		if ircOwner[u+"@localhost"] == victim {
+			victimNicks[u] = true
+		}
+	}
+
+	// The traffic: rounds of an IRC line to every user, a mail and a text
+	// into the instances in turn (the next one when one does not answer,
+	// as a balancer or a second MX would), a text and a mail from a user.
+	var (
+		ircAcked, mailsIn, textsIn        []acked
+		textsOut, mailsOut                []acked
+		refusedSMTP, refusedHook, ircSent int
+		tKill                             time.Time
+	)
+	// into tries the instances from the k-th on; it returns the one that
+	// answered (-1: none).
+	into := func(k int, try func(in *instance) error) (int, error) {
+		var err error
+		for j := 0; j < len(insts); j++ {
+			i := (k + j) % len(insts)
+			if err = try(insts[i]); err == nil {
+				return i, nil
+			}
+			var ne *net.OpError
+			if !errors.As(err, &ne) {
+				return i, err
+			}
+		}
+		return -1, err
+	}
+	const rounds, killAt = 40, 20
+	for k := 0; k < rounds; k++ {
+		for i, u := range users {
+			dave.send(t, "PRIVMSG %s :irc#%d#%s#", u, k, u)
+			ircSent++
+			ircAcked = append(ircAcked, acked{user: i, marker: fmt.Sprintf("irc#%d#%s#", k, u), at: time.Now()})
+		}
+		dave.send(t, "PING :round%d", k)
+		if k == killAt {
+			insts[victim].gw.Signal(syscall.SIGKILL)
+			tKill = time.Now()
+			insts[victim].dead = true
+		}
+		u := k % nUsers
+		marker := fmt.Sprintf("mi#%d#", k)
+		_, err := into(k, func(in *instance) error {
+			return sendMail(in.smtp, "bob@example.com", []string{users[u] + "@" + mailDomain},
+				fmt.Sprintf("From: Bob <bob@example.com>\nMessage-ID: <%s@example.com>\nSubject: round %d\n\n%s\n", strings.ReplaceAll(marker, "#", "."), k, marker))
+		})
+		if err != nil {
+			refusedSMTP++
+			t.Logf("round %d: no instance took the mail: %v", k, err)
+		} else {
+			mailsIn = append(mailsIn, acked{user: u, marker: marker, at: time.Now()})
+		}
+		u = (k + 1) % nUsers
+		marker = fmt.Sprintf("si#%d#", k)
+		_, err = into(k+1, func(in *instance) error {
+			code, ans, err := provider.Inbound(in.hook, smsPublicURL, smstest.InboundParams(fmt.Sprintf("SMmulti%d", k), contact, numbers[u], marker))
+			if err == nil && code != http.StatusOK {
+				err = fmt.Errorf("webhook: %d %s", code, ans)
+			}
+			return err
+		})
+		if err != nil {
+			refusedHook++
+			t.Logf("round %d: no instance took the webhook: %v", k, err)
+		} else {
+			textsIn = append(textsIn, acked{user: u, marker: marker, at: time.Now()})
+		}
+		u = (k + 2) % nUsers
+		marker = fmt.Sprintf("so#%d#", k)
+		sendText(t, clients[u], contact+"@"+smsDomain, "so"+strconv.Itoa(k), marker, false)
+		textsOut = append(textsOut, acked{user: u, marker: marker, at: time.Now()})
+		u = (k + 3) % nUsers
+		marker = fmt.Sprintf("mo#%d#", k)
+		clients[u].Send(t, "<message to='%s' type='chat' id='mo%d'><body>%s</body></message>", harness.Esc("carol%example.org@"+mailDomain), k, marker)
+		mailsOut = append(mailsOut, acked{user: u, marker: marker, at: time.Now()})
+		time.Sleep(50 * time.Millisecond)
+	}
+	dave.send(t, "PING :round%d", rounds)
+	dave.expect(t, fmt.Sprintf("PONG %s :round%d", ngircd.Name, rounds))
+
+	// Which IRC lines ngircd refused (401: the nick was gone) and when
+	// dave saw the victim's nicks quit.
+	lines := dave.stampedLines()
+	refusedIRC := map[string]bool{}
+	quitAt := map[string]time.Time{}
+	round := 0
+	for _, l := range lines {
+		f := strings.Fields(l.line)
+		switch {
+		case len(f) >= 4 && f[1] == "PONG":
+			if n, err := strconv.Atoi(strings.TrimPrefix(f[3], ":round")); err == nil {
+				round = n + 1
+			}
+		case len(f) >= 4 && f[1] == "401":
+			refusedIRC[fmt.Sprintf("irc#%d#%s#", round, f[3])] = true
+		case len(f) >= 2 && f[1] == "QUIT":
+			nick := strings.SplitN(strings.TrimPrefix(f[0], ":"), "!", 2)[0]
+			if _, ok := quitAt[nick]; !ok && !tKill.IsZero() && l.at.After(tKill) {
+				quitAt[nick] = l.at
+			}
+		}
+	}
+	var ircOK, inFlight []acked
+	for _, a := range ircAcked {
+		nick := users[a.user]
+		switch {
+		case refusedIRC[a.marker]:
+		case victimNicks[nick] && a.at.After(tKill.Add(-500*time.Millisecond)) && (quitAt[nick].IsZero() || a.at.Before(quitAt[nick])):
+			inFlight = append(inFlight, a)
+		default:
+			ircOK = append(ircOK, a)
+		}
+	}
+
+	t.Run("persistent channels rejoin on a surviving instance within a minute", func(t *testing.T) {
+		var slowest time.Duration
+		for nick := range victimNicks {
+			var at time.Time
+			ok := waitUntil(tKill.Add(time.Minute).Sub(time.Now()), func() bool {
+				for _, l := range dave.stampedLines() {
+					if l.at.After(tKill) && strings.HasPrefix(l.line, ":"+nick+"!") && strings.Contains(l.line, " JOIN ") {
+						at = l.at
+						return true
+					}
+				}
+				return false
+			})
+			if !ok {
+				t.Errorf("%s (on the killed %s) did not rejoin #multi within a minute", nick, insts[victim].name)
+				continue
+			}
+			slowest = max(slowest, at.Sub(tKill))
+			owner := servedBy(insts, "irc connection registered")[ircDomain][nick+"@localhost"]
+			if owner == victim {
+				t.Errorf("%s rejoined, but no surviving instance logged its irc connection", nick)
+			}
+		}
+		t.Logf("%d persistent connections of the killed instance rejoined; the last %v after the kill", len(victimNicks), slowest.Round(time.Millisecond))
+	})
+
+	// Waits until every acknowledged message reached its user (or the
+	// deadline), then counts.
+	arrived := func(a acked) int {
+		return countReceived(clients[a.user], func(e *xmlel.Element) bool {
+			return harness.IsMessage(e) && e.Attr("type") != "error" && strings.Contains(e.ChildText("", "body"), a.marker)
+		})
+	}
+	atProvider := func(marker string) int {
+		n := 0
+		for _, r := range provider.Requests() {
+			if r.Body() == marker {
+				n++
+			}
+		}
+		return n
+	}
+	atRelay := func(marker string) int { return sink.count("carol@example.org", marker) }
+	inbound := map[string][]acked{"irc": ircOK, "mail": mailsIn, "sms": textsIn}
+	// An outbound message is expected when its user's stanzas went to a
+	// live instance: to another than the victim, or to the victim a
+	// second before the kill.
+	expectedOut := func(list []acked, domain string) (want, intoDead []acked) {
+		for _, a := range list {
+			if slot(domain, a.user) == victim && a.at.After(tKill.Add(-time.Second)) {
+				intoDead = append(intoDead, a)
+			} else {
+				want = append(want, a)
+			}
+		}
+		return
+	}
+	textsWant, textsDead := expectedOut(textsOut, smsDomain)
+	mailsWant, mailsDead := expectedOut(mailsOut, mailDomain)
+	complete := func() bool {
+		for _, list := range inbound {
+			for _, a := range list {
+				if arrived(a) == 0 {
+					return false
+				}
+			}
+		}
+		for _, a := range textsWant {
+			if atProvider(a.marker) == 0 {
+				return false
+			}
+		}
+		for _, a := range mailsWant {
+			if atRelay(a.marker) == 0 {
+				return false
+			}
+		}
+		return true
+	}
+	t0 := time.Now()
+	allThere := waitUntil(150*time.Second, complete)
+	t.Logf("waited %v after the traffic for the acknowledged messages (all there: %v)", time.Since(t0).Round(time.Millisecond), allThere)
+
+	t.Run("every acknowledged message arrives, duplicates only at least once", func(t *testing.T) {
+		for _, kind := range []string{"irc", "mail", "sms"} {
+			lost, dups := 0, 0
+			for _, a := range inbound[kind] {
+				switch n := arrived(a); {
+				case n == 0:
+					lost++
+					t.Errorf("%s: %s, acknowledged at %v (kill at %v), never reached %s", kind, a.marker, a.at.Format("15:04:05.000"), tKill.Format("15:04:05.000"), users[a.user])
+				case n > 1:
+					dups += n - 1
+					if n > 2 || !a.at.Before(tKill) {
+						t.Errorf("%s: %s reached %s %d times (acknowledged %v after the kill)", kind, a.marker, users[a.user], n, a.at.Sub(tKill).Round(time.Millisecond))
+					}
+				}
+			}
+			t.Logf("%s into XMPP: %d acknowledged, %d arrived, %d duplicates", kind, len(inbound[kind]), len(inbound[kind])-lost, dups)
+		}
+		t.Logf("irc lines: %d sent, %d refused by ngircd (nick gone), %d in flight to the killed instance's connections (not counted)", ircSent, len(refusedIRC), len(inFlight))
+		t.Logf("refused by every instance: %d mails, %d webhooks", refusedSMTP, refusedHook)
+		for _, o := range []struct {
+			kind       string
+			want, dead []acked
+			count      func(string) int
+		}{{"texts to the provider", textsWant, textsDead, atProvider}, {"mails to the relay", mailsWant, mailsDead, atRelay}} {
+			lost, dups, deadArrived := 0, 0, 0
+			for _, a := range o.want {
+				switch n := o.count(a.marker); {
+				case n == 0:
+					lost++
+					t.Errorf("%s: %s from %s (sent %v after the kill) never arrived", o.kind, a.marker, users[a.user], a.at.Sub(tKill).Round(time.Millisecond))
+				case n > 1:
+					dups += n - 1
+					if n > 2 || !a.at.Before(tKill) {
+						t.Errorf("%s: %s sent %d times", o.kind, a.marker, n)
+					}
+				}
+			}
+			for _, a := range o.dead {
+				if o.count(a.marker) > 0 {
+					deadArrived++
+				}
+			}
+			t.Logf("%s: %d from users of live instances, %d arrived, %d duplicates; %d sent into the killed instance's slot (around or after the kill), %d of those arrived",
+				o.kind, len(o.want), len(o.want)-lost, dups, len(o.dead), deadArrived)
+		}
+	})
+
+	// ngircd's count of clients and the nicks dave saw in #multi.
+	lusers := func() int {
+		dave.send(t, "LUSERS")
+		l := dave.expect(t, " 251 ")
+		var n int
+		if i := strings.Index(l, "There are "); i >= 0 {
+			fmt.Sscanf(l[i:], "There are %d users", &n)
+		}
+		return n
+	}
+	checkOneConnectionEach := func(t *testing.T) {
+		t.Helper()
+		known := map[string]bool{"dave": true}
+		for _, u := range users {
+			known[u] = true
+		}
+		for _, l := range dave.stampedLines() {
+			f := strings.Fields(l.line)
+			if len(f) >= 3 && (f[1] == "JOIN" || f[1] == "NICK") {
+				nick := strings.SplitN(strings.TrimPrefix(f[0], ":"), "!", 2)[0]
+				if !known[nick] || (f[1] == "NICK" && !known[strings.TrimPrefix(f[2], ":")]) {
+					t.Errorf("a second connection for a user: %q", l.line)
+				}
+			}
+		}
+		if n := lusers(); n != nUsers+1 {
+			t.Errorf("ngircd has %d clients, want %d (the users and dave)", n, nUsers+1)
+		}
+	}
+	t.Run("never two IRC connections for one user", checkOneConnectionEach)
+
+	// The users whose stanzas went to the killed instance: ejabberd's
+	// slot for it (component_number) stays empty until an instance
+	// connects again. A text from each of them must reach the provider.
+	var orphans []int
+	for u := range users {
+		if slot(smsDomain, u) == victim {
+			orphans = append(orphans, u)
+		}
+	}
+	textFromOrphans := func(t *testing.T, tag string) {
+		t.Helper()
+		for _, u := range orphans {
+			marker := fmt.Sprintf("%s#%s#", tag, users[u])
+			sendText(t, clients[u], contact+"@"+smsDomain, tag+users[u], marker, false)
+			if !waitUntil(wait, func() bool { return atProvider(marker) > 0 }) {
+				t.Errorf("a text from %s (its stanzas went to the killed instance) did not reach the provider within %v", users[u], wait)
+			}
+		}
+	}
+	t.Run("users of the killed instance reach a surviving one", func(t *testing.T) {
+		textFromOrphans(t, "survivor")
+	})
+
+	// Restarted (as systemd's Restart=on-failure does), the instance takes
+	// its slot again; still one connection per user.
+	insts[victim].start(t, bin)
+	t.Run("after a restart of the killed instance", func(t *testing.T) {
+		textFromOrphans(t, "restarted")
+		// Give it the time to rejoin what it would.
+		time.Sleep(3 * time.Second)
+		checkOneConnectionEach(t)
+		for i, in := range insts {
+			if out := in.gw.Output(); strings.Contains(out, "level=ERROR") {
+				t.Logf("%s logged errors:\n%s", in.name, grepLines(out, "level=ERROR"))
+			}
+			if m := in.metrics(); m != "" {
+				t.Logf("%s /metrics (instance lines):\n%s", insts[i].name, grepLines(m, "instance"))
+			}
+		}
+	})
+}
+
+// grepLines returns the lines of s containing substr.
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, "\n")
+}
