@@ -107,6 +107,26 @@ type Connected interface {
 	Connected(ctx context.Context)
 }
 
+// Owner is implemented by bridges that hold foreign connections for a
+// user: IRC connections, mailbox watchers. Instances sharing a store
+// hold each user's on one instance at a time (a lease in the store, per
+// bridge domain and user): the component hands a bridge a user's stanzas
+// only once its instance holds the user; a bridge starts the standing
+// work of users at start (persistent channels, watchers) only for those
+// Host.Own gives it, and later for those Acquired names.
+type Owner interface {
+	// Acquired starts the standing work of users this instance came to
+	// hold while running: users of an instance that stopped or died,
+	// handed over by another, or whose stanzas now reach this one. It
+	// must not block for long (post the work to each user's goroutine).
+	Acquired(ctx context.Context, users []string)
+	// Released closes user's foreign connections and stops its work:
+	// another instance takes the user over, or this one cannot renew its
+	// lease. It runs on user's goroutine and returns once they are
+	// closed.
+	Released(ctx context.Context, user string)
+}
+
 // Profile is what a bridge tells of a foreign contact in its vCard
 // (XEP-0054); empty fields are left out.
 type Profile struct {
@@ -174,6 +194,11 @@ type Host interface {
 	Registration(ctx context.Context, user string) (*Registration, error)
 	// Registered lists the registered users.
 	Registered(ctx context.Context) ([]string, error)
+	// Own returns the users of users whose foreign connections this
+	// instance may hold, and holds them: all of them unless instances
+	// share the store, then those no other live instance holds (see
+	// Owner). A bridge calls it before it starts their standing work.
+	Own(ctx context.Context, users []string) ([]string, error)
 	// Setting returns a user's setting (or its default).
 	Setting(ctx context.Context, user, key string) (string, error)
 	// Allowed reports whether a bare JID may use the gateway.

@@ -45,6 +45,9 @@ type Options struct {
 	// a sibling's domain that arrives on this stream (ejabberd routes all
 	// the domains of one listener over any of its connections) goes there.
 	Group *Group
+	// Instance is the process among the instances sharing the store
+	// (nil: alone with it).
+	Instance *Instance
 }
 
 // Group is the set of components running in one process.
@@ -121,6 +124,11 @@ type Component struct {
 	// served); a server that no longer grants one refuses its use, which
 	// revokes it (revokeRoster).
 	grants map[string]Grant
+	// held are the users whose foreign connections this instance holds,
+	// for a bridge that has them (owner; see owner.go).
+	held  map[string]bool
+	inst  *Instance
+	owner bridges.Owner
 }
 
 // session is one connected stream with its writer queue.
@@ -183,6 +191,13 @@ func New(opts Options) *Component {
 	if opts.Group != nil {
 		opts.Group.add(c)
 	}
+	c.held = map[string]bool{}
+	c.owner, _ = opts.Bridge.(bridges.Owner)
+	c.inst = opts.Instance
+	if c.inst == nil {
+		c.inst = soloInstance()
+	}
+	c.inst.add(c)
 	return c
 }
 

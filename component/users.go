@@ -372,6 +372,11 @@ func (c *Component) handle(ctx context.Context, st *xmlel.Element) {
 		bridges.Refuse(c, st, stanza.Errorf("internal-server-error", "The gateway cannot read its database."))
 		return
 	}
+	if err := c.hold(ctx, u.JID); err != nil {
+		c.log.Warn("cannot hold the user: stanza refused", "user", u.JID, "err", err)
+		bridges.Refuse(c, st, unheld(err))
+		return
+	}
 	toLocal := stanza.Local(st.Attr("to"))
 	switch st.Local {
 	case "iq":

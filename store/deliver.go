@@ -32,7 +32,7 @@ func (s *Store) Deliver(ctx context.Context, domain string, d Delivery) (bool, e
 	var ok bool
 	err := s.inGroup(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
-		ok, err = deliver(ctx, tx, domain, d, now())
+		ok, err = deliver(ctx, tx, domain, d, now(), s.outboxInsert())
 		return err
 	})
 	if err != nil {
@@ -163,7 +163,7 @@ func (s *Store) commitTx(batch []*groupWrite) error {
 }
 
 // deliver writes d in tx.
-func deliver(ctx context.Context, tx *sql.Tx, domain string, d Delivery, created int64) (bool, error) {
+func deliver(ctx context.Context, tx *sql.Tx, domain string, d Delivery, created int64, ins outboxInsert) (bool, error) {
 	if d.Key != "" {
 		res, err := tx.ExecContext(ctx, `INSERT INTO deliveries (domain, key, created) VALUES (?, ?, ?)
 			ON CONFLICT (domain, key) DO NOTHING`, domain, d.Key, created)
@@ -183,9 +183,27 @@ func deliver(ctx context.Context, tx *sql.Tx, domain string, d Delivery, created
 		}
 	}
 	for _, st := range d.Stanzas {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (domain, stanza, created) VALUES (?, ?, ?)`, domain, st, created); err != nil {
+		if _, err := ins.exec(ctx, tx, domain, st, created); err != nil {
 			return false, fmt.Errorf("failed to queue stanzas: %w", err)
 		}
 	}
 	return true, nil
+}
+
+// outboxInsert writes a stanza to the outbox: on PostgreSQL, owned by
+// the instance that writes it (see AdoptStanzas).
+type outboxInsert struct{ owner string }
+
+func (s *Store) outboxInsert() outboxInsert {
+	if s.pg {
+		return outboxInsert{owner: s.Instance()}
+	}
+	return outboxInsert{}
+}
+
+func (o outboxInsert) exec(ctx context.Context, tx *sql.Tx, domain, stanza string, created int64) (sql.Result, error) {
+	if o.owner == "" {
+		return tx.ExecContext(ctx, `INSERT INTO outbox (domain, stanza, created) VALUES (?, ?, ?)`, domain, stanza, created)
+	}
+	return tx.ExecContext(ctx, `INSERT INTO outbox (domain, stanza, created, owner) VALUES (?, ?, ?, ?)`, domain, stanza, created, o.owner)
 }

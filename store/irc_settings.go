@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // The IRC bridge's settings: a user's settings for each network (ad-hoc
@@ -91,11 +92,25 @@ type IRCRejoin struct {
 	Nick         string
 }
 
-// PersistentIRCChannels lists every user's persistent channels that were
-// joined with a nick.
-func (s *Store) PersistentIRCChannels(ctx context.Context) ([]IRCRejoin, error) {
-	rows, err := s.db.QueryContext(ctx,
-		`SELECT jid, server, CASE name WHEN '' THEN channel ELSE name END, nick FROM irc_channels WHERE persistent = 1 AND nick != ''`)
+// PersistentIRCChannels lists the persistent channels that were joined
+// with a nick: every user's, or those of users when some are named.
+func (s *Store) PersistentIRCChannels(ctx context.Context, users ...string) ([]IRCRejoin, error) {
+	q := `SELECT jid, server, CASE name WHEN '' THEN channel ELSE name END, nick FROM irc_channels WHERE persistent = 1 AND nick != ''`
+	var args []any
+	var only map[string]bool
+	switch {
+	case len(users) > 0 && len(users) <= claimChunk:
+		q += ` AND jid IN (?` + strings.Repeat(`, ?`, len(users)-1) + `)`
+		for _, u := range users {
+			args = append(args, u)
+		}
+	case len(users) > 0:
+		only = make(map[string]bool, len(users))
+		for _, u := range users {
+			only[u] = true
+		}
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read the persistent irc channels: %w", err)
 	}
@@ -106,7 +121,9 @@ func (s *Store) PersistentIRCChannels(ctx context.Context) ([]IRCRejoin, error) 
 		if err := rows.Scan(&r.User, &r.Server, &r.Name, &r.Nick); err != nil {
 			return nil, fmt.Errorf("failed to read the persistent irc channels: %w", err)
 		}
-		all = append(all, r)
+		if only == nil || only[r.User] {
+			all = append(all, r)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("failed to read the persistent irc channels: %w", err)

@@ -29,9 +29,18 @@ func (s *Store) PendingStanzas(ctx context.Context, domain string, limit int) ([
 // PendingStanzasAfter returns up to limit queued stanzas of domain whose id
 // is above after, oldest first. Ids grow with each commit and are never
 // reused, so a reader that has seen the stanzas up to after sees the next
-// ones here.
+// ones here. On PostgreSQL these are this instance's stanzas (see
+// AdoptStanzas): its outbox writes are committed one group at a time, so
+// their ids grow with each commit there too.
 func (s *Store) PendingStanzasAfter(ctx context.Context, domain string, after int64, limit int) ([]OutboxItem, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, stanza FROM outbox WHERE domain = ? AND id > ? ORDER BY id LIMIT ?`, domain, after, limit)
+	var rows *sql.Rows
+	var err error
+	if s.pg {
+		// Only this instance's: another's go out through its own streams.
+		rows, err = s.db.QueryContext(ctx, `SELECT id, stanza FROM outbox WHERE owner = ? AND domain = ? AND id > ? ORDER BY id LIMIT ?`, s.Instance(), domain, after, limit)
+	} else {
+		rows, err = s.db.QueryContext(ctx, `SELECT id, stanza FROM outbox WHERE domain = ? AND id > ? ORDER BY id LIMIT ?`, domain, after, limit)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +57,7 @@ func (s *Store) PendingStanzasAfter(ctx context.Context, domain string, after in
 }
 
 // StanzasSentThrough removes domain's queued stanzas whose id is last or
-// less, in one statement: once the server has confirmed everything up to
+// less (on PostgreSQL, this instance's), in one statement: once the server has confirmed everything up to
 // last. The component sends its outbox oldest first and has those
 // confirmed in order, so these are the stanzas it sent.
 //
@@ -58,6 +67,10 @@ func (s *Store) PendingStanzasAfter(ctx context.Context, domain string, after in
 // other.
 func (s *Store) StanzasSentThrough(ctx context.Context, domain string, last int64) error {
 	err := s.inGroup(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if s.pg {
+			_, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE owner = ? AND domain = ? AND id <= ?`, s.Instance(), domain, last)
+			return err
+		}
 		_, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE domain = ? AND id <= ?`, domain, last)
 		return err
 	})

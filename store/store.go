@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the "sqlite3" driver
@@ -37,6 +38,9 @@ type Store struct {
 	db    *sql.DB
 	pg    bool        // PostgreSQL rather than SQLite (see dialect.go)
 	group groupCommit // Deliver's queue
+	// instance is this Store's name among the instances sharing the
+	// database (instance.go); it owns the outbox rows it writes.
+	instance atomic.Pointer[string]
 }
 
 type migration struct {
@@ -116,6 +120,7 @@ func open(path string, target int) (*Store, error) {
 			return nil, fmt.Errorf("failed to open database %s: %w", Redact(path), err)
 		}
 		s := &Store{db: db, pg: true}
+		s.instance.Store(ptr(newInstanceID()))
 		if err := s.migrate(target); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("database %s: %w", Redact(path), err)
@@ -138,6 +143,7 @@ func open(path string, target int) (*Store, error) {
 		db.SetMaxIdleConns(maxConns)
 	}
 	s := &Store{db: db}
+	s.instance.Store(ptr(newInstanceID()))
 	if err := s.migrate(target); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("database %s: %w", path, err)

@@ -35,6 +35,9 @@ type Host struct {
 	// Uncommitted keeps the messages out of the outbox (keys and links
 	// are still committed): benchmarks measure the bridge, not SQLite.
 	Uncommitted bool
+	// Owned decides Own: the users the bridge may start work for (all
+	// of them when nil).
+	Owned func(users []string) ([]string, error)
 
 	domain string
 	posted chan func(context.Context)
@@ -167,6 +170,15 @@ func (h *Host) Registration(ctx context.Context, user string) (*bridges.Registra
 		return nil, err
 	}
 	return &bridges.Registration{JID: user, Fields: r.Fields, Claims: r.Claims}, nil
+}
+
+// Own holds every user, as one instance with its own store does; Owned
+// (when set) decides instead.
+func (h *Host) Own(ctx context.Context, users []string) ([]string, error) {
+	if h.Owned != nil {
+		return h.Owned(users)
+	}
+	return users, nil
 }
 
 func (h *Host) Registered(ctx context.Context) ([]string, error) {

@@ -12,6 +12,7 @@ package email
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -26,6 +27,7 @@ import (
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 	"passerelle/mapping"
+	"passerelle/store"
 )
 
 // Options configures the email bridge.
@@ -147,6 +149,8 @@ func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
 	if in != nil {
 		work.Go(func() { in.serve(ctx) })
 	}
+	mailboxes := map[string]mailboxConfig{}
+	var owners []string
 	for _, u := range users {
 		r, err := host.Registration(ctx, u)
 		if err != nil {
@@ -154,7 +158,17 @@ func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
 			continue
 		}
 		if cfg, ok := mailboxFromFields(r.Fields); ok {
-			b.startWatcher(u, cfg)
+			mailboxes[u] = cfg
+			owners = append(owners, u)
+		}
+	}
+	if len(owners) > 0 {
+		held, err := host.Own(ctx, owners)
+		if err != nil {
+			host.Log().Error("cannot hold the users of mailboxes: those not held are left to other instances", "err", err, "held", len(held), "users", len(owners))
+		}
+		for _, u := range held {
+			b.startWatcher(u, mailboxes[u])
 		}
 	}
 	host.Ready()
@@ -171,6 +185,27 @@ func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
 	}
 	return nil
 }
+
+// Acquired implements bridges.Owner: the mailbox watchers of users
+// start, from the positions stored.
+func (b *Bridge) Acquired(ctx context.Context, users []string) {
+	for _, u := range users {
+		r, err := b.host.Registration(ctx, u)
+		if err != nil {
+			if !errors.Is(err, store.ErrNotFound) {
+				b.host.Log().Warn("cannot read a registration", "user", u, "err", err)
+			}
+			continue
+		}
+		if cfg, ok := mailboxFromFields(r.Fields); ok {
+			b.startWatcher(u, cfg)
+		}
+	}
+}
+
+// Released implements bridges.Owner: the user's mailbox watcher stops
+// (once it recorded the mail it was forwarding).
+func (b *Bridge) Released(ctx context.Context, user string) { b.stopWatcher(user) }
 
 // Handle implements bridges.Bridge.
 func (b *Bridge) Handle(ctx context.Context, u *bridges.User, st *xmlel.Element) {

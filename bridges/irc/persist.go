@@ -180,18 +180,65 @@ func (n *network) history(ctx context.Context, ch *channel, full string, h histo
 	return msgs, nil
 }
 
-// restore rejoins the persistent channels after a start.
+// restore rejoins the persistent channels after a start: those of the
+// users this instance holds (see bridges.Owner).
 func (b *Bridge) restore(ctx context.Context) {
 	all, err := b.db.PersistentIRCChannels(ctx)
 	if err != nil {
 		b.host.Log().Error("cannot read the persistent irc channels", "err", err)
 		return
 	}
+	var users []string
+	seen := map[string]bool{}
 	for _, r := range all {
-		r := r
-		if !b.host.Allowed(r.User) {
+		if !seen[r.User] && b.host.Allowed(r.User) {
+			seen[r.User] = true
+			users = append(users, r.User)
+		}
+	}
+	if len(users) == 0 {
+		return
+	}
+	owned, err := b.host.Own(ctx, users)
+	if err != nil {
+		b.host.Log().Error("cannot hold the users of the persistent irc channels: those not held are left to other instances", "err", err, "held", len(owned), "users", len(users))
+	}
+	b.rejoin(all, owned)
+}
+
+// Acquired implements bridges.Owner: the persistent channels of users
+// are rejoined.
+func (b *Bridge) Acquired(ctx context.Context, users []string) {
+	all, err := b.db.PersistentIRCChannels(ctx, users...)
+	if err != nil {
+		b.host.Log().Error("cannot read the persistent irc channels of users taken over", "err", err, "users", len(users))
+		return
+	}
+	b.rejoin(all, users)
+}
+
+// Released implements bridges.Owner: the user's connections are closed
+// (QUIT), and the user's clients told they left the rooms.
+func (b *Bridge) Released(ctx context.Context, user string) {
+	for _, n := range b.networksOf(user) {
+		b.host.Log().Info("irc connection closed: another instance of the gateway takes the user over", "user", user, "server", n.server)
+		n.failWith(stanza.Errorf("service-unavailable", "The gateway moved your connection to "+n.server+" to another of its instances; join again."))
+	}
+}
+
+// rejoin rejoins the channels of all whose user is one of users, on
+// each user's goroutine.
+func (b *Bridge) rejoin(all []store.IRCRejoin, users []string) {
+	only := make(map[string]bool, len(users))
+	for _, u := range users {
+		only[u] = true
+	}
+	count := 0
+	for _, r := range all {
+		if !only[r.User] || !b.host.Allowed(r.User) {
 			continue
 		}
+		count++
 		b.post(r.User, func(ctx context.Context) {
 			u := &bridges.User{JID: r.User}
 			if reg, err := b.host.Registration(ctx, r.User); err == nil {
@@ -205,7 +252,7 @@ func (b *Bridge) restore(ctx context.Context) {
 			n.join(ctx, r.Name, "", r.Nick, historyReq{}, "")
 		})
 	}
-	if len(all) > 0 {
-		b.host.Log().Info("rejoining persistent irc channels", "count", len(all))
+	if count > 0 {
+		b.host.Log().Info("rejoining persistent irc channels", "count", count)
 	}
 }

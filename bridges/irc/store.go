@@ -25,7 +25,7 @@ type settingsStore interface {
 	IRCChannelSettings(ctx context.Context, user, server, key string) (store.IRCChannelSettings, error)
 	PutIRCChannelSettings(ctx context.Context, user, server, key, name string, cs store.IRCChannelSettings) error
 	PutIRCChannelNick(ctx context.Context, user, server, key, name, nick string) error
-	PersistentIRCChannels(ctx context.Context) ([]store.IRCRejoin, error)
+	PersistentIRCChannels(ctx context.Context, users ...string) ([]store.IRCRejoin, error)
 }
 
 // archiveStore keeps the channels' history.

@@ -80,6 +80,12 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
+	inst := component.NewInstance(st, log)
+	if err := inst.Join(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "passerelle: %v\n", err)
+		return 1
+	}
+
 	metrics := component.NewMetrics()
 	group := component.NewGroup()
 	var comps []*component.Component
@@ -89,7 +95,7 @@ func run() int {
 			Bridge: b, Store: st, Sealer: sealer,
 			IsAdmin: cfg.IsAdmin, Allowed: cfg.Allowed,
 			RetryMaxDelay: cfg.RetryMaxDelay, Version: version(),
-			Log: log, Metrics: metrics, Group: group,
+			Log: log, Metrics: metrics, Group: group, Instance: inst,
 		}))
 	}
 	if cfg.IRCDomain != "" {
@@ -109,7 +115,7 @@ func run() int {
 	}
 
 	if cfg.HTTPListen != "" {
-		srv, err := serveHTTP(cfg.HTTPListen, st, comps, metrics, log)
+		srv, err := serveHTTP(cfg.HTTPListen, st, comps, metrics, inst, log)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "passerelle: PASSERELLE_HTTP_LISTEN: %v\n", err)
 			return 1
@@ -123,6 +129,12 @@ func run() int {
 	go releaseWhenIdle(runCtx)
 	var maintenance sync.WaitGroup
 	maintenance.Go(func() { pruneMessageIDs(runCtx, st, log, pruneEvery, messageIDsKept) })
+	// The lease is renewed until the components stopped; then the
+	// instance's record goes, and what it held is free for the others.
+	instCtx, endInstance := context.WithCancel(context.Background())
+	defer endInstance()
+	instDone := make(chan struct{})
+	go func() { defer close(instDone); inst.Run(instCtx) }()
 	var wg sync.WaitGroup
 	errs := make(chan error, len(comps))
 	for _, c := range comps {
@@ -138,6 +150,8 @@ func run() int {
 	wg.Wait() // each component returns once its bridge's Run returned (IRC QUIT lines, mail in progress)
 	cancel()
 	maintenance.Wait()
+	endInstance()
+	<-instDone
 	close(errs)
 	if err, ok := <-errs; ok {
 		log.Error("fatal", "err", err)
@@ -179,7 +193,7 @@ func openSealer(st *store.Store, cfg *config.Config, log *slog.Logger) (*store.S
 // serveHTTP serves /healthz (200 when the database can commit a write and
 // every component stream is up, 503 with the reason otherwise) and
 // Prometheus /metrics.
-func serveHTTP(addr string, st *store.Store, comps []*component.Component, m *component.Metrics, log *slog.Logger) (*http.Server, error) {
+func serveHTTP(addr string, st *store.Store, comps []*component.Component, m *component.Metrics, inst *component.Instance, log *slog.Logger) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -202,6 +216,9 @@ func serveHTTP(addr string, st *store.Store, comps []*component.Component, m *co
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		m.WritePrometheus(w)
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		inst.WritePrometheus(ctx, w)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {

@@ -1,0 +1,447 @@
+package component
+
+// Instances sharing one PostgreSQL database (see store/instance.go for the
+// rows): this process is an Instance; it holds a lease it renews, and its
+// components hold users, per domain, for the bridges with foreign
+// connections (bridges.Owner). On SQLite the process is alone: it holds
+// every user, and nothing is written for it.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"passerelle/bridges"
+	"passerelle/component/stanza"
+	"passerelle/store"
+)
+
+const (
+	// InstanceLease is how long an instance is taken for live after its
+	// last renewal: when it dies, its users (their persistent IRC
+	// channels, their mailbox watchers) and its queued stanzas are taken
+	// over by another within about that time and a renewal period.
+	InstanceLease = 30 * time.Second
+	// renewEvery is how often an instance renews its lease, and looks for
+	// the users and stanzas of instances gone and the users asked of it.
+	renewEvery = InstanceLease / 3
+	// claimPoll is how often a user's stanza waiting for its holder to let
+	// go asks again.
+	claimPoll = 500 * time.Millisecond
+)
+
+// errNoLease refuses a user's stanza while the instance has let go of its
+// users for want of a renewal.
+var errNoLease = errors.New("the instance cannot renew its lease in the database")
+
+// errHeld refuses a user's stanza when the user's holder did not let go
+// in time.
+var errHeld = errors.New("another instance still holds the user")
+
+// Instance is this process among the gateway instances that share a
+// store. Join it before the components run, and Run it beside them.
+type Instance struct {
+	st  *store.Store
+	log *slog.Logger
+	// solo: the store is not shared (SQLite): every user is this
+	// instance's, and nothing is recorded.
+	solo bool
+	// lease, renewEvery and takeover (how long a user's stanza waits for
+	// the user's holder to let go) are InstanceLease, renewEvery and the
+	// time a holder takes to notice: tests shorten them.
+	lease, renewEvery, takeover time.Duration
+
+	mu    sync.Mutex
+	comps []*Component
+	valid time.Time // the end of the lease last renewed
+	// lost is set when the instance let go of its users for want of a
+	// renewal: it joins again under a new name once the store works.
+	lost bool
+}
+
+// NewInstance returns this process's instance on st.
+func NewInstance(st *store.Store, log *slog.Logger) *Instance {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Instance{st: st, log: log.With("instance", st.Instance()), solo: !st.Shared(),
+		lease: InstanceLease, renewEvery: renewEvery, takeover: InstanceLease + renewEvery}
+}
+
+// soloInstance is the instance of a component given none: alone with its
+// store.
+func soloInstance() *Instance { return &Instance{solo: true} }
+
+// Join records the instance as live in a shared store.
+func (in *Instance) Join(ctx context.Context) error {
+	if in.solo {
+		return nil
+	}
+	start := time.Now()
+	if err := in.st.JoinInstances(ctx, in.lease); err != nil {
+		return err
+	}
+	in.mu.Lock()
+	in.valid = start.Add(in.lease)
+	in.mu.Unlock()
+	in.log.Info("joined the instances sharing the database", "lease", in.lease)
+	return nil
+}
+
+func (in *Instance) add(c *Component) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.comps = append(in.comps, c)
+}
+
+func (in *Instance) components() []*Component {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return append([]*Component(nil), in.comps...)
+}
+
+// leased reports whether the instance may hold users: alone, or with a
+// lease it renewed.
+func (in *Instance) leased() bool {
+	if in.solo {
+		return true
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return !in.lost && time.Now().Before(in.valid)
+}
+
+// Run renews the lease until ctx ends, then removes the instance's row:
+// what it held is free at once for the others. Call it once the
+// components stopped using the store, or cancel it after them.
+func (in *Instance) Run(ctx context.Context) {
+	if in.solo {
+		return
+	}
+	t := time.NewTicker(in.renewEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := in.st.LeaveInstances(lctx); err != nil {
+				in.log.Warn("cannot remove the instance's record: the others take over when its lease ends", "err", err)
+			}
+			return
+		case <-t.C:
+			in.renew(ctx)
+		}
+	}
+}
+
+// renew renews the lease, lets go of the users asked for and adopts the
+// users and stanzas of instances gone. When the lease cannot be renewed
+// before it may end, the instance lets go of every user rather than
+// risk a second holder.
+func (in *Instance) renew(ctx context.Context) {
+	start := time.Now()
+	rctx, cancel := context.WithTimeout(ctx, in.renewEvery/2)
+	defer cancel()
+	err := in.renewLease(rctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		in.mu.Lock()
+		left := time.Until(in.valid)
+		lost := in.lost
+		in.mu.Unlock()
+		in.log.Error("cannot renew the instance's lease", "err", err, "lease_left", left.Round(time.Millisecond))
+		if !lost && left < in.renewEvery+in.renewEvery/2 {
+			in.letGo("the lease cannot be renewed before it ends")
+		}
+		return
+	}
+	in.mu.Lock()
+	in.valid, in.lost = start.Add(in.lease), false
+	in.mu.Unlock()
+	if _, err := in.st.ReapInstances(rctx); err != nil {
+		in.log.Warn("cannot remove the instances whose lease ended", "err", err)
+	}
+	for _, c := range in.components() {
+		c.maintain(rctx)
+	}
+}
+
+// renewLease renews the lease, or joins again under a new name when the
+// lease ended meanwhile (the instance then lets go of its users first:
+// others may have taken them) or when the instance let go of them.
+func (in *Instance) renewLease(ctx context.Context) error {
+	in.mu.Lock()
+	lost := in.lost
+	in.mu.Unlock()
+	if !lost {
+		ok, err := in.st.RenewInstance(ctx, in.lease)
+		if err != nil || ok {
+			return err
+		}
+		in.letGo("the lease ended before it was renewed")
+	}
+	old := in.st.Instance()
+	if err := in.st.RejoinInstances(ctx, in.lease); err != nil {
+		return err
+	}
+	in.log.Info("joined the instances again under a new name", "new", in.st.Instance(), "old", old)
+	return nil
+}
+
+// letGo closes every user's foreign connections at once and refuses
+// users' stanzas until the lease is renewed.
+func (in *Instance) letGo(why string) {
+	in.mu.Lock()
+	in.lost = true
+	in.mu.Unlock()
+	n := 0
+	for _, c := range in.components() {
+		n += c.releaseAll()
+	}
+	in.log.Error("let go of every user: "+why, "users", n)
+}
+
+// WritePrometheus writes the instance's gauges: its name, what it holds
+// and its queues (each read from the store with ctx).
+func (in *Instance) WritePrometheus(ctx context.Context, w io.Writer) {
+	name := ""
+	if in.st != nil {
+		name = in.st.Instance()
+	}
+	leased := 0
+	if in.leased() {
+		leased = 1
+	}
+	fmt.Fprintf(w, "# HELP passerelle_instance_leased 1 while the instance holds a valid lease in the database (always 1 on SQLite)\n# TYPE passerelle_instance_leased gauge\n")
+	fmt.Fprintf(w, "passerelle_instance_leased{instance=%q} %d\n", name, leased)
+	comps := in.components()
+	sort.Slice(comps, func(i, j int) bool { return comps[i].opts.Domain < comps[j].opts.Domain })
+	type gauge struct {
+		name, help string
+		get        func(c *Component) (int, error)
+	}
+	for _, g := range []gauge{
+		{"passerelle_users_held", "users whose foreign connections (IRC, mailbox watchers) this instance holds", func(c *Component) (int, error) { return c.heldCount(), nil }},
+		{"passerelle_outbox_queued", "stanzas queued for the XMPP server that this instance sends", func(c *Component) (int, error) { return c.store.CountOwnStanzas(ctx, c.opts.Domain) }},
+		{"passerelle_jobs_queued", "queued deliveries to the foreign network (mail, texts), all instances'", func(c *Component) (int, error) { return c.store.CountJobs(ctx, c.opts.Domain) }},
+	} {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n", g.name, g.help, g.name)
+		for _, c := range comps {
+			v, err := g.get(c)
+			if err != nil {
+				continue // left out: the store did not answer
+			}
+			fmt.Fprintf(w, "%s{domain=%q,instance=%q} %d\n", g.name, c.opts.Domain, name, v)
+		}
+	}
+	if in.solo || in.st == nil {
+		return
+	}
+	if live, err := in.st.LiveInstances(ctx); err == nil {
+		fmt.Fprintf(w, "# HELP passerelle_instances_live instances sharing the database with a row there\n# TYPE passerelle_instances_live gauge\n")
+		fmt.Fprintf(w, "passerelle_instances_live{instance=%q} %d\n", name, len(live))
+	}
+}
+
+// Own implements bridges.Host.
+func (c *Component) Own(ctx context.Context, users []string) ([]string, error) {
+	if c.inst.solo {
+		c.addHeld(users...)
+		return users, nil
+	}
+	if !c.inst.leased() {
+		return nil, errNoLease
+	}
+	got, err := c.store.ClaimUsers(ctx, c.opts.Domain, users)
+	c.addHeld(got...)
+	if err != nil {
+		return got, err
+	}
+	if len(got) < len(users) {
+		c.log.Info("users held by other instances are left to them", "users", len(users)-len(got))
+	}
+	return got, nil
+}
+
+func (c *Component) addHeld(users ...string) {
+	c.mu.Lock()
+	for _, u := range users {
+		c.held[u] = true
+	}
+	c.mu.Unlock()
+}
+
+func (c *Component) heldCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.held)
+}
+
+// hold makes this instance the holder of user before its stanza is
+// handed to the bridge. It runs on the user's goroutine. When another
+// live instance holds the user (the server now routes the user's
+// stanzas here), it asks for the user and waits until the holder lets go
+// (at its next renewal) or dies; the stanzas behind wait with it.
+func (c *Component) hold(ctx context.Context, user string) error {
+	if c.owner == nil {
+		return nil
+	}
+	c.mu.Lock()
+	ok := c.held[user]
+	c.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if c.inst.solo {
+		c.addHeld(user)
+		return nil
+	}
+	deadline := time.Now().Add(c.inst.takeover)
+	asked := false
+	for {
+		if !c.inst.leased() {
+			return errNoLease
+		}
+		got, err := c.store.ClaimUser(ctx, c.opts.Domain, user)
+		if err != nil {
+			return err
+		}
+		if got {
+			c.addHeld(user)
+			if asked {
+				c.log.Info("took a user over from another instance", "user", user)
+			}
+			go c.owner.Acquired(c.ctx(), []string{user})
+			return nil
+		}
+		if !asked {
+			asked = true
+			c.log.Info("the user's stanzas reach this instance: asked its holder to let go", "user", user)
+		}
+		if time.Now().After(deadline) {
+			return errHeld
+		}
+		// The holder may be dead: its row goes once its lease ended.
+		if _, err := c.store.ReapInstances(ctx); err != nil {
+			return err
+		}
+		t := time.NewTimer(claimPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// unheld is the refusal of a stanza of a user this instance could not
+// hold.
+func unheld(err error) *stanza.Error {
+	e := stanza.Errorf("internal-server-error", "The gateway cannot reach its database; try again later.")
+	if errors.Is(err, errHeld) {
+		e = stanza.Errorf("resource-constraint", "The gateway is moving your connections between its instances; try again in a minute.")
+	}
+	e.Type = "wait"
+	return e
+}
+
+// maintain runs at each renewal of the lease: the users other instances
+// asked for are let go, and the users and queued stanzas of instances
+// gone are taken up.
+func (c *Component) maintain(ctx context.Context) {
+	select {
+	case <-c.ready:
+	default:
+		return // the bridge is not set up yet: its start claims its users
+	}
+	if c.owner != nil {
+		wanted, err := c.store.WantedUsers(ctx, c.opts.Domain)
+		if err != nil {
+			c.log.Warn("cannot read the users other instances ask for", "err", err)
+		}
+		for _, u := range wanted {
+			c.handOver(u)
+		}
+		users, err := c.store.AdoptUsers(ctx, c.opts.Domain)
+		if err != nil {
+			c.log.Warn("cannot take up the users of instances gone", "err", err)
+		}
+		if len(users) > 0 {
+			c.addHeld(users...)
+			c.log.Info("took up users of instances gone or handed over", "users", len(users))
+			c.owner.Acquired(c.ctx(), users)
+		}
+	}
+	n, err := c.store.AdoptStanzas(ctx, c.opts.Domain)
+	if err != nil {
+		c.log.Warn("cannot take up the queued stanzas of instances gone", "err", err)
+	}
+	if n > 0 {
+		c.log.Info("took up the queued stanzas of instances gone", "stanzas", n)
+		select {
+		case c.outboxWake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// handOver lets go of user for the instance that asked: on the user's
+// goroutine, after the stanzas queued before, the bridge closes the
+// user's connections, then the lease goes to the asker.
+func (c *Component) handOver(user string) {
+	c.postWait(user, func(ctx context.Context) {
+		c.mu.Lock()
+		delete(c.held, user)
+		c.mu.Unlock()
+		c.owner.Released(ctx, user)
+		rctx, cancel := bridges.RecordContext(ctx)
+		defer cancel()
+		if err := c.store.ReleaseUser(rctx, c.opts.Domain, user); err != nil {
+			// The asker takes the user when this instance's lease ends.
+			c.log.Error("cannot hand a user over to the instance that asked", "user", user, "err", err)
+			return
+		}
+		c.log.Info("handed a user over to the instance that asked", "user", user)
+	})
+}
+
+// releaseAll forgets every user held at once (the gate refuses them from
+// now on) and has the bridge close their connections on their
+// goroutines. It returns how many there were.
+func (c *Component) releaseAll() int {
+	c.mu.Lock()
+	users := make([]string, 0, len(c.held))
+	for u := range c.held {
+		users = append(users, u)
+	}
+	c.held = map[string]bool{}
+	c.mu.Unlock()
+	if c.owner == nil {
+		return len(users)
+	}
+	for _, u := range users {
+		c.postWait(u, func(ctx context.Context) { c.owner.Released(ctx, u) })
+	}
+	return len(users)
+}
+
+// postWait is Post that waits while the user's queue is full, until the
+// component stops.
+func (c *Component) postWait(user string, fn func(context.Context)) {
+	for c.Post(user, fn) != nil {
+		select {
+		case <-c.ctx().Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
