@@ -77,7 +77,9 @@ func TestRequireFile(t *testing.T) {
 // deploy/ejabberd-instances.yml (domain_balancing bare_source,
 // component_number 3, global_routes false) takes three connections for
 // one component domain, not counting those for its other domains, and
-// spreads the senders over them, each sender always to the same one.
+// spreads the senders over them, each sender always to the same one; a
+// component's pings to itself and the server's answers go by the bare
+// source as well, so to one connection for all.
 // When one goes, its slot stays reserved: its senders' stanzas are dropped
 // without an error, the others' still go where they went; the next
 // connection takes the free slot and gets them; a connection beyond the
@@ -148,6 +150,36 @@ func TestEjabberdBalancing(t *testing.T) {
 	t.Logf("senders per connection: %v", per)
 	if again := send(users); fmt.Sprint(again) != fmt.Sprint(first) {
 		t.Fatalf("a sender moved: %v then %v", first, again)
+	}
+
+	// A connection's pings to its own domain, and the server's answers to
+	// its pings, go by the bare source too: the domain's and the
+	// server's, each to one connection whichever sent the ping.
+	for _, p := range []struct{ id, to, typ string }{{"self", domain, "get"}, {"server", "localhost", "result"}} {
+		for ci, c := range conns {
+			c.Send(t, "<iq type='get' id='%s-%d' from='%s' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>", p.id, ci, domain, p.to)
+		}
+		where := map[int]bool{}
+		for ci := range conns {
+			id := fmt.Sprintf("%s-%d", p.id, ci)
+			deadline := time.Now().Add(iqTimeout)
+			for found := false; !found; time.Sleep(20 * time.Millisecond) {
+				for cj, c := range conns {
+					for _, e := range c.Received() {
+						if e.Local == "iq" && e.Attr("id") == id && e.Attr("type") == p.typ {
+							where[cj], found = true, true
+						}
+					}
+				}
+				if !found && time.Now().After(deadline) {
+					t.Fatalf("the %s ping %s arrived nowhere", p.id, id)
+				}
+			}
+		}
+		if len(where) != 1 {
+			t.Fatalf("%s pings of the three connections arrived at %v, want one connection", p.id, where)
+		}
+		t.Logf("the %s pings of the three connections all arrived at connection %v", p.id, where)
 	}
 
 	conns[1].Close()
