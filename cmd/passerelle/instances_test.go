@@ -481,13 +481,21 @@ func TestSeveralInstances(t *testing.T) {
 					}
 				}
 			}
+			after, afterArrived := 0, 0
 			for _, a := range o.dead {
-				if o.count(a.marker) > 0 {
+				arrived := o.count(a.marker) > 0
+				if arrived {
 					deadArrived++
 				}
+				if a.at.After(tKill) {
+					after++
+					if arrived {
+						afterArrived++
+					}
+				}
 			}
-			t.Logf("%s: %d from users of live instances, %d arrived, %d duplicates; %d sent into the killed instance's slot (around or after the kill), %d of those arrived",
-				o.kind, len(o.want), len(o.want)-lost, dups, len(o.dead), deadArrived)
+			t.Logf("%s: %d from users of live instances, %d arrived, %d duplicates; %d sent into the killed instance's slot from a second before the kill, %d of those arrived; %d of them after the kill, %d of those arrived",
+				o.kind, len(o.want), len(o.want)-lost, dups, len(o.dead), deadArrived, after, afterArrived)
 		}
 	})
 
@@ -550,9 +558,70 @@ func TestSeveralInstances(t *testing.T) {
 	// Restarted (as systemd's Restart=on-failure does), the instance takes
 	// its slot again; still one connection per user.
 	killedOutput := insts[victim].gw.Output()
+	restart := time.Now()
 	insts[victim].start(t, bin)
+	t.Logf("the killed instance restarted and connected in %v", time.Since(restart).Round(time.Millisecond))
 	t.Run("after a restart of the killed instance", func(t *testing.T) {
 		textFromOrphans(t, "restarted")
+		// The users of its slot write to IRC again: it takes their
+		// connections over from the instance that adopted them. A
+		// temporary error (type wait) is retried, as a client would.
+		t0 := time.Now()
+		send := func(u, try int) string {
+			id := fmt.Sprintf("h%d-%d", u, try)
+			clients[u].Send(t, "<message to='%s' type='chat' id='%s'><body>handover#%s#</body></message>", harness.Esc("dave%localhost@"+ircDomain), id, users[u])
+			return id
+		}
+		ids := map[int]string{}
+		for u := range users {
+			if slot(ircDomain, u) == victim {
+				ids[u] = send(u, 0)
+			}
+		}
+		for u, id := range ids {
+			nick := users[u]
+			reached := func() bool {
+				for _, l := range dave.stampedLines() {
+					if strings.HasPrefix(l.line, ":"+nick+"!") && strings.HasSuffix(l.line, "PRIVMSG dave :handover#"+nick+"#") {
+						return true
+					}
+				}
+				return false
+			}
+			var errs []string
+			for try := 0; ; {
+				var e *xmlel.Element
+				waitUntil(time.Minute-time.Since(t0), func() bool {
+					for _, el := range clients[u].Received() {
+						if el.Attr("id") == id && el.Attr("type") == "error" {
+							e = el
+						}
+					}
+					return e != nil || reached()
+				})
+				if e == nil {
+					break
+				}
+				errs = append(errs, e.String())
+				if e.Child("", "error").Attr("type") != "wait" || time.Since(t0) > time.Minute {
+					break
+				}
+				time.Sleep(500 * time.Millisecond)
+				try++
+				id = send(u, try)
+			}
+			if !reached() {
+				t.Errorf("%s's private message to dave, sent through the restarted instance, did not reach IRC within a minute; errors: %v", nick, errs)
+				continue
+			}
+			if len(errs) > 0 {
+				t.Logf("%s's private message was refused %d times first: %v", nick, len(errs), errs)
+			}
+			t.Logf("%s's private message reached IRC %v after it was first sent", nick, time.Since(t0).Round(time.Millisecond))
+		}
+		if n := insts[victim].held(ircDomain); n != len(victimNicks) {
+			t.Errorf("the restarted instance holds %d irc users, want %d", n, len(victimNicks))
+		}
 		// Give it the time to rejoin what it would.
 		time.Sleep(3 * time.Second)
 		checkOneConnectionEach(t)
