@@ -237,21 +237,23 @@ func TestSeveralInstances(t *testing.T) {
 		refusedSMTP, refusedHook, ircSent int
 		tKill                             time.Time
 	)
-	// into tries the instances from the k-th on; it returns the one that
-	// answered (-1: none).
-	into := func(k int, try func(in *instance) error) (int, error) {
+	// into hands a message for user u to the instances in turn from the
+	// k-th on, until one takes it (try returns nil), and records it in
+	// list, or counts it in refused when none took it.
+	into := func(k, u int, marker string, list *[]acked, refused *int, try func(in *instance) error) {
 		var err error
 		for j := 0; j < len(insts); j++ {
-			i := (k + j) % len(insts)
-			if err = try(insts[i]); err == nil {
-				return i, nil
+			if err = try(insts[(k+j)%len(insts)]); err == nil {
+				*list = append(*list, acked{user: u, marker: marker, at: time.Now()})
+				return
 			}
 			var ne *net.OpError
 			if !errors.As(err, &ne) {
-				return i, err
+				break
 			}
 		}
-		return -1, err
+		*refused++
+		t.Logf("%s: no instance took it: %v", marker, err)
 	}
 	const rounds, killAt = 40, 20
 	for k := 0; k < rounds; k++ {
@@ -268,31 +270,19 @@ func TestSeveralInstances(t *testing.T) {
 		}
 		u := k % nUsers
 		marker := fmt.Sprintf("mi#%d#", k)
-		_, err := into(k, func(in *instance) error {
+		into(k, u, marker, &mailsIn, &refusedSMTP, func(in *instance) error {
 			return sendMail(in.smtp, "bob@example.com", []string{users[u] + "@" + mailDomain},
 				fmt.Sprintf("From: Bob <bob@example.com>\nMessage-ID: <%s@example.com>\nSubject: round %d\n\n%s\n", strings.ReplaceAll(marker, "#", "."), k, marker))
 		})
-		if err != nil {
-			refusedSMTP++
-			t.Logf("round %d: no instance took the mail: %v", k, err)
-		} else {
-			mailsIn = append(mailsIn, acked{user: u, marker: marker, at: time.Now()})
-		}
 		u = (k + 1) % nUsers
 		marker = fmt.Sprintf("si#%d#", k)
-		_, err = into(k+1, func(in *instance) error {
+		into(k+1, u, marker, &textsIn, &refusedHook, func(in *instance) error {
 			code, ans, err := provider.Inbound(in.hook, smsPublicURL, smstest.InboundParams(fmt.Sprintf("SMmulti%d", k), contact, numbers[u], marker))
 			if err == nil && code != http.StatusOK {
 				err = fmt.Errorf("webhook: %d %s", code, ans)
 			}
 			return err
 		})
-		if err != nil {
-			refusedHook++
-			t.Logf("round %d: no instance took the webhook: %v", k, err)
-		} else {
-			textsIn = append(textsIn, acked{user: u, marker: marker, at: time.Now()})
-		}
 		u = (k + 2) % nUsers
 		marker = fmt.Sprintf("so#%d#", k)
 		sendText(t, clients[u], contact+"@"+smsDomain, "so"+strconv.Itoa(k), marker, false)
