@@ -126,9 +126,10 @@ type Component struct {
 	grants map[string]Grant
 	// held are the users whose foreign connections this instance holds,
 	// for a bridge that has them (owner; see owner.go).
-	held  map[string]bool
-	inst  *Instance
-	owner bridges.Owner
+	held      map[string]bool
+	inst      *Instance
+	owner     bridges.Owner
+	acquiring sync.WaitGroup // the bridge's Acquired calls under way
 }
 
 // session is one connected stream with its writer queue.
@@ -215,8 +216,13 @@ func (c *Component) Run(ctx context.Context) error {
 	if err != nil {
 		return &PermanentError{fmt.Errorf("failed to start the %s bridge: %w", c.bridge.Kind(), err)}
 	}
+	// What the instances gone held (their queued stanzas, users of
+	// theirs this bridge did not start) is taken up before the stream
+	// opens, not at the next renewal.
+	c.inst.sweep(ctx, c)
 	err = c.connect(ctx)
 	cancel()
+	c.acquiring.Wait()
 	if berr := wait(); berr != nil && err == nil {
 		err = &PermanentError{fmt.Errorf("the %s bridge failed: %w", c.bridge.Kind(), berr)}
 	}

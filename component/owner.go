@@ -120,6 +120,12 @@ func (in *Instance) leased() bool {
 // what it held is free at once for the others. Call it once the
 // components stopped using the store, or cancel it after them.
 func (in *Instance) Run(ctx context.Context) {
+	in.run(ctx)
+	in.leave(ctx)
+}
+
+// run renews the lease until ctx ends.
+func (in *Instance) run(ctx context.Context) {
 	if in.solo {
 		return
 	}
@@ -128,15 +134,22 @@ func (in *Instance) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			if err := in.st.LeaveInstances(lctx); err != nil {
-				in.log.Warn("cannot remove the instance's record: the others take over when its lease ends", "err", err)
-			}
 			return
 		case <-t.C:
 			in.renew(ctx)
 		}
+	}
+}
+
+// leave removes the instance's row.
+func (in *Instance) leave(ctx context.Context) {
+	if in.solo {
+		return
+	}
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := in.st.LeaveInstances(lctx); err != nil {
+		in.log.Warn("cannot remove the instance's record: the others take over when its lease ends", "err", err)
 	}
 }
 
@@ -166,11 +179,24 @@ func (in *Instance) renew(ctx context.Context) {
 	in.mu.Lock()
 	in.valid, in.lost = start.Add(in.lease), false
 	in.mu.Unlock()
-	if _, err := in.st.ReapInstances(rctx); err != nil {
-		in.log.Warn("cannot remove the instances whose lease ended", "err", err)
+	in.sweep(ctx, in.components()...)
+}
+
+// sweep removes the rows of the instances gone, and has comps take up
+// what those held and let go of what others ask for.
+func (in *Instance) sweep(ctx context.Context, comps ...*Component) {
+	if in.solo {
+		return
 	}
-	for _, c := range in.components() {
-		c.maintain(rctx)
+	rctx, cancel := context.WithTimeout(ctx, in.renewEvery/2)
+	defer cancel()
+	if _, err := in.st.ReapInstances(rctx); err != nil {
+		in.log.Warn("cannot remove the instances gone", "err", err)
+	}
+	for _, c := range comps {
+		mctx, cancel := context.WithTimeout(ctx, in.renewEvery/2)
+		c.maintain(mctx)
+		cancel()
 	}
 }
 
@@ -319,7 +345,7 @@ func (c *Component) hold(ctx context.Context, user string) error {
 			if asked {
 				c.log.Info("took a user over from another instance", "user", user)
 			}
-			go c.owner.Acquired(c.ctx(), []string{user})
+			c.acquired([]string{user})
 			return nil
 		}
 		if !asked {
@@ -341,6 +367,12 @@ func (c *Component) hold(ctx context.Context, user string) error {
 		case <-t.C:
 		}
 	}
+}
+
+// acquired has the bridge start the work of users on a goroutine of its
+// own (it may wait for the users' goroutines); Run waits for it.
+func (c *Component) acquired(users []string) {
+	c.acquiring.Go(func() { c.owner.Acquired(c.ctx(), users) })
 }
 
 // unheld is the refusal of a stanza of a user this instance could not
@@ -378,7 +410,7 @@ func (c *Component) maintain(ctx context.Context) {
 		if len(users) > 0 {
 			c.addHeld(users...)
 			c.log.Info("took up users of instances gone or handed over", "users", len(users))
-			c.owner.Acquired(c.ctx(), users)
+			c.acquired(users)
 		}
 	}
 	n, err := c.store.AdoptStanzas(ctx, c.opts.Domain)

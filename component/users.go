@@ -366,15 +366,15 @@ func (c *Component) Registered(ctx context.Context) ([]string, error) {
 
 // handle processes one stanza on its sender's goroutine.
 func (c *Component) handle(ctx context.Context, st *xmlel.Element) {
+	if err := c.hold(ctx, stanza.Bare(st.Attr("from"))); err != nil {
+		c.log.Warn("cannot hold the user: stanza refused", "user", stanza.Bare(st.Attr("from")), "err", err)
+		bridges.Refuse(c, st, unheld(err))
+		return
+	}
 	u, err := c.user(ctx, st.Attr("from"))
 	if err != nil {
 		c.log.Error("cannot load the user's registration", "user", stanza.Bare(st.Attr("from")), "err", err)
 		bridges.Refuse(c, st, stanza.Errorf("internal-server-error", "The gateway cannot read its database."))
-		return
-	}
-	if err := c.hold(ctx, u.JID); err != nil {
-		c.log.Warn("cannot hold the user: stanza refused", "user", u.JID, "err", err)
-		bridges.Refuse(c, st, unheld(err))
 		return
 	}
 	toLocal := stanza.Local(st.Attr("to"))

@@ -33,6 +33,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -51,6 +52,21 @@ func newInstanceID() string {
 	return host + "-" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(b[:])
 }
 
+// node names the kernel and the process namespace this process runs in,
+// where its process ids mean something: Linux's boot id and the pid
+// namespace ("" elsewhere, or when unreadable).
+var node = sync.OnceValue(func() string {
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	ns, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(boot)) + "/" + ns
+})
+
 // Instance names this Store among the instances sharing its database.
 // It changes only with RejoinInstances.
 func (s *Store) Instance() string { return *s.instance.Load() }
@@ -62,8 +78,8 @@ func (s *Store) Shared() bool { return s.pg }
 // JoinInstances records this instance as live until lease from now.
 func (s *Store) JoinInstances(ctx context.Context, lease time.Duration) error {
 	t := time.Now()
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO instances (id, started, expires) VALUES (?, ?, ?)`,
-		s.Instance(), t.UnixMilli(), t.Add(lease).UnixMilli()); err != nil {
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO instances (id, node, pid, started, expires) VALUES (?, ?, ?, ?, ?)`,
+		s.Instance(), node(), os.Getpid(), t.UnixMilli(), t.Add(lease).UnixMilli()); err != nil {
 		return fmt.Errorf("failed to record the instance: %w", err)
 	}
 	return nil
@@ -113,14 +129,47 @@ func (s *Store) LeaveInstances(ctx context.Context) error {
 }
 
 // ReapInstances deletes the rows of the instances whose lease ended, and
-// returns how many there were.
+// those of instances on this node whose process is gone (killed: its
+// restart takes over at once instead of after the lease), and returns
+// how many there were.
 func (s *Store) ReapInstances(ctx context.Context) (int, error) {
 	res, err := s.db.ExecContext(ctx, `DELETE FROM instances WHERE expires < ?`, time.Now().UnixMilli())
 	if err != nil {
 		return 0, fmt.Errorf("failed to remove the instances whose lease ended: %w", err)
 	}
 	n, err := res.RowsAffected()
-	return int(n), err
+	if err != nil || node() == "" {
+		return int(n), err
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT id, pid FROM instances WHERE node = ? AND id <> ?`, node(), s.Instance())
+	if err != nil {
+		return int(n), fmt.Errorf("failed to read the instances of this node: %w", err)
+	}
+	var gone []string
+	for rows.Next() {
+		var id string
+		var pid int
+		if err := rows.Scan(&id, &pid); err != nil {
+			rows.Close()
+			return int(n), fmt.Errorf("failed to read the instances of this node: %w", err)
+		}
+		if processGone(pid) {
+			gone = append(gone, id)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return int(n), fmt.Errorf("failed to read the instances of this node: %w", err)
+	}
+	for _, id := range gone {
+		res, err := s.db.ExecContext(ctx, `DELETE FROM instances WHERE id = ? AND node = ?`, id, node())
+		if err != nil {
+			return int(n), fmt.Errorf("failed to remove an instance whose process is gone: %w", err)
+		}
+		k, _ := res.RowsAffected()
+		n += k
+	}
+	return int(n), nil
 }
 
 // LiveInstances returns the names of the instances whose row is here.

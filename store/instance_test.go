@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
 	"slices"
 	"sync"
 	"testing"
@@ -325,5 +327,36 @@ func TestOutboxOwners(t *testing.T) {
 	}
 	if n, _ := b.AdoptStanzas(ctx, "e"); n != 1 {
 		t.Fatalf("adopted %d of e, want 1", n)
+	}
+}
+
+// An instance on this node whose process is gone (killed) is removed at
+// once, its lease notwithstanding; one elsewhere waits for its lease.
+func TestReapGoneProcess(t *testing.T) {
+	if node() == "" {
+		t.Skip("no node name here")
+	}
+	ctx := context.Background()
+	s := instances(t, 1)[0]
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := cmd.Process.Pid
+	far := time.Now().Add(time.Hour).UnixMilli()
+	for _, r := range []struct {
+		id, node string
+		pid      int
+	}{{"killed", node(), dead}, {"elsewhere", "another-node", dead}, {"alive", node(), os.Getpid()}} {
+		if _, err := s.db.ExecContext(ctx, `INSERT INTO instances (id, node, pid, started, expires) VALUES (?, ?, ?, ?, ?)`, r.id, r.node, r.pid, 0, far); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.ReapInstances(ctx); err != nil || n != 1 {
+		t.Fatalf("reaped %d, %v; want the killed one", n, err)
+	}
+	live, _ := s.LiveInstances(ctx)
+	if slices.Contains(live, "killed") || !slices.Contains(live, "elsewhere") || !slices.Contains(live, "alive") || !slices.Contains(live, s.Instance()) {
+		t.Fatalf("live instances %v", live)
 	}
 }

@@ -124,20 +124,7 @@ func (s *Store) DeleteRegistration(ctx context.Context, domain, jid string) (boo
 
 // ListRegistrations returns the bare JIDs registered with domain, sorted.
 func (s *Store) ListRegistrations(ctx context.Context, domain string) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT jid FROM registrations WHERE domain = ? ORDER BY jid`, domain)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var j string
-		if err := rows.Scan(&j); err != nil {
-			return nil, err
-		}
-		out = append(out, j)
-	}
-	return out, rows.Err()
+	return s.strings(ctx, `SELECT jid FROM registrations WHERE domain = ? ORDER BY jid`, domain)
 }
 
 // ClaimOwner returns the bare JID that claimed value on domain, or ErrNotFound.

@@ -33,7 +33,9 @@ func TestUpgradeFromFirstSchema(t *testing.T) {
 	if err := old.PutRegistration(ctx, "sms.example.org", "a@example.org", map[string]string{"number": "+15550001111"}, []string{"+15550001111"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := old.EnqueueStanzas(ctx, "sms.example.org", []string{"<message/>"}); err != nil {
+	// As the first schema's code wrote it (today's writes an owner on
+	// PostgreSQL, a column of version 14).
+	if _, err := old.db.ExecContext(ctx, `INSERT INTO outbox (domain, stanza, created) VALUES (?, ?, ?)`, "sms.example.org", "<message/>", now()); err != nil {
 		t.Fatal(err)
 	}
 	old.Close()
@@ -52,6 +54,17 @@ func TestUpgradeFromFirstSchema(t *testing.T) {
 	}
 	if n, _ := s.CountStanzas(ctx, "sms.example.org"); n != 1 {
 		t.Fatalf("queued stanzas after upgrade = %d", n)
+	}
+	// On PostgreSQL a stanza queued before instances were recorded is
+	// adopted by the first instance that looks; on SQLite it is the
+	// process's already.
+	if n, err := s.AdoptStanzas(ctx, "sms.example.org"); err != nil {
+		t.Fatal(err)
+	} else if cluster != nil && n != 1 {
+		t.Fatalf("adopted %d stanzas queued before the upgrade, want 1", n)
+	}
+	if items, _ := s.PendingStanzas(ctx, "sms.example.org", 10); len(items) != 1 {
+		t.Fatalf("pending after upgrade: %v", items)
 	}
 	// Tables of version 2 work.
 	if err := s.SetSetting(ctx, "sms.example.org", "a@example.org", "k", "v"); err != nil {

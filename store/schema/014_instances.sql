@@ -3,9 +3,12 @@
 --
 -- An instance is live while its row is here: it renews expires (unix
 -- milliseconds) before it passes; a stopped instance deletes its row, and
--- any instance deletes the rows that expired.
+-- any instance deletes the rows that expired, and those of processes gone
+-- from the node it runs on (a restart after a kill takes over at once).
 CREATE TABLE instances (
 	id      TEXT    PRIMARY KEY,        -- host, process and a random part
+	node    TEXT    NOT NULL DEFAULT '', -- the kernel and process namespace it runs in ('': unknown)
+	pid     INTEGER NOT NULL DEFAULT 0,  -- its process id there
 	started INTEGER NOT NULL,           -- unix milliseconds
 	expires INTEGER NOT NULL            -- unix milliseconds
 );

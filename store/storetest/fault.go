@@ -6,6 +6,7 @@ package storetest
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -90,4 +91,26 @@ func SpoilJob(t testing.TB, st *store.Store, id int64) {
 	if _, err := st.DB().Exec(`UPDATE jobs SET created = 'yesterday' WHERE id = ?`, id); err != nil {
 		t.Fatalf("storetest: cannot spoil job %d: %v", id, err)
 	}
+}
+
+// Lock holds a PostgreSQL lock on table that makes every other statement
+// reading or writing it wait, as a database that stopped answering does,
+// until release is called or the test ends.
+func Lock(t testing.TB, st *store.Store, table string) (release func()) {
+	t.Helper()
+	if !st.Shared() {
+		t.Fatalf("storetest: Lock is for PostgreSQL")
+	}
+	tx, err := st.DB().Begin()
+	if err != nil {
+		t.Fatalf("storetest: cannot begin: %v", err)
+	}
+	if _, err := tx.Exec(`LOCK TABLE ` + table + ` IN ACCESS EXCLUSIVE MODE`); err != nil {
+		tx.Rollback()
+		t.Fatalf("storetest: cannot lock %s: %v", table, err)
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { tx.Rollback() }) }
+	t.Cleanup(release)
+	return release
 }

@@ -1,0 +1,435 @@
+package component
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"passerelle/bridges"
+	"passerelle/component/xmlel"
+	"passerelle/store"
+	"passerelle/store/pgtest"
+	"passerelle/store/storetest"
+)
+
+// ownerBridge is a bridge with foreign connections per user: it records
+// what the component has it do, in order, across instances.
+type ownerBridge struct {
+	fakeBridge
+	name     string
+	log      *eventLog
+	standing []string // the users whose work it starts at start (Own)
+	// onRelease, when set, runs at the end of Released.
+	onRelease func()
+}
+
+type eventLog struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (l *eventLog) add(e string) {
+	l.mu.Lock()
+	l.events = append(l.events, e)
+	l.mu.Unlock()
+}
+
+func (l *eventLog) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.events...)
+}
+
+func (l *eventLog) has(e string) bool { return slices.Contains(l.all(), e) }
+
+func (l *eventLog) index(e string) int { return slices.Index(l.all(), e) }
+
+func (b *ownerBridge) RegistrationRequired() bool { return false }
+
+func (b *ownerBridge) Run(ctx context.Context, h bridges.Host) error {
+	b.host = h
+	if len(b.standing) > 0 {
+		held, err := h.Own(ctx, b.standing)
+		if err != nil {
+			b.log.add(b.name + " own failed")
+		}
+		for _, u := range held {
+			b.log.add(b.name + " started " + u)
+		}
+	}
+	h.Ready()
+	<-ctx.Done()
+	return nil
+}
+
+func (b *ownerBridge) Handle(ctx context.Context, u *bridges.User, st *xmlel.Element) {
+	b.log.add(b.name + " handled " + u.JID + " " + st.ChildText("", "body"))
+}
+
+func (b *ownerBridge) Acquired(ctx context.Context, users []string) {
+	for _, u := range users {
+		b.log.add(b.name + " acquired " + u)
+	}
+}
+
+func (b *ownerBridge) Released(ctx context.Context, user string) {
+	b.log.add(b.name + " released " + user)
+	if b.onRelease != nil {
+		b.onRelease()
+	}
+}
+
+// testInstance is an instance on st with a short lease, logging into w.
+func testInstance(st *store.Store, lease time.Duration, w io.Writer) *Instance {
+	in := NewInstance(st, slog.New(slog.NewTextHandler(w, nil)))
+	in.lease, in.renewEvery, in.takeover = lease, lease/4, 3*lease
+	return in
+}
+
+// node is one gateway instance of a test: a store on the shared
+// database, its instance and a component connected to a server of its
+// own.
+type node struct {
+	st     *store.Store
+	inst   *Instance
+	c      *Component
+	bridge *ownerBridge
+	logs   *logBuffer // the instance's and the component's
+	fc     *fakeConn
+	stop   func() // stops the component, then the instance (a clean stop)
+	kill   func() // stops the component and the renewals, leaving the instance's row
+}
+
+func startNode(t *testing.T, url, name string, log *eventLog, lease time.Duration, standing ...string) *node {
+	t.Helper()
+	st, err := store.Open(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	n := &node{st: st, logs: &logBuffer{}, bridge: &ownerBridge{name: name, log: log, standing: standing}}
+	n.inst = testInstance(st, lease, n.logs)
+	if err := n.inst.Join(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv := newFakeServer(t, "s")
+	n.c = New(Options{Domain: "test.example.org", Addr: srv.ln.Addr().String(), Secret: "s", Bridge: n.bridge, Store: st,
+		Log: slog.New(slog.NewTextHandler(n.logs, nil)), Instance: n.inst})
+	ctx, cancel := context.WithCancel(context.Background())
+	ictx, icancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	idone := make(chan struct{})
+	go func() { defer close(done); n.c.Run(ctx) }()
+	go func() { defer close(idone); n.inst.run(ictx) }()
+	var once sync.Once
+	end := func(leave bool) {
+		once.Do(func() {
+			cancel()
+			<-done
+			icancel()
+			<-idone
+			if leave { // a killed instance's row stays until its lease ends
+				n.inst.leave(context.Background())
+			}
+		})
+	}
+	n.stop = func() { end(true) }
+	n.kill = func() { end(false) }
+	t.Cleanup(n.stop)
+	n.fc = srv.accept(t)
+	return n
+}
+
+// heldPair starts two instances on a new database, a and b, and has a
+// take u@example.org up with its stanza "one".
+func heldPair(t *testing.T, cluster *pgtest.Cluster, lease time.Duration) (log *eventLog, a, b *node) {
+	t.Helper()
+	url := cluster.DB(t)
+	log = &eventLog{}
+	a = startNode(t, url, "a", log, lease)
+	b = startNode(t, url, "b", log, lease)
+	message(a.fc, t, "u@example.org", "one")
+	waitEvent(t, log, "a handled u@example.org one")
+	return log, a, b
+}
+
+func message(fc *fakeConn, t *testing.T, user, body string) {
+	t.Helper()
+	fc.send(t, "<message from='%s/r' to='x%%irc@test.example.org' id='%s'><body>%s</body></message>", user, body, body)
+}
+
+func waitEvent(t *testing.T, log *eventLog, e string) {
+	t.Helper()
+	waitFor(t, "“"+e+"” in "+strings.Join(log.all(), ", "), func() bool { return log.has(e) })
+}
+
+// Two instances sharing a PostgreSQL database hold each user on one of
+// them at a time.
+func TestInstances(t *testing.T) {
+	cluster := pgtest.New(t)
+	const lease = time.Second
+
+	// The server routes a user's stanzas to another instance: that one
+	// asks, the holder closes the user's connections at its next renewal,
+	// and only then does the new holder handle the stanza and start the
+	// user's work.
+	t.Run("takeover", func(t *testing.T) {
+		log, a, b := heldPair(t, cluster, lease)
+		if a.c.heldCount() != 1 {
+			t.Fatalf("a holds %d users", a.c.heldCount())
+		}
+		message(b.fc, t, "u@example.org", "two")
+		waitEvent(t, log, "b handled u@example.org two")
+		waitEvent(t, log, "b acquired u@example.org")
+		if r, h := log.index("a released u@example.org"), log.index("b handled u@example.org two"); r < 0 || r > h {
+			t.Fatalf("b handled the user's stanza before a let go: %v", log.all())
+		}
+		if a.c.heldCount() != 0 || b.c.heldCount() != 1 {
+			t.Fatalf("a holds %d, b %d", a.c.heldCount(), b.c.heldCount())
+		}
+		// And back.
+		message(a.fc, t, "u@example.org", "three")
+		waitEvent(t, log, "a handled u@example.org three")
+		if r, h := log.index("b released u@example.org"), log.index("a handled u@example.org three"); r < 0 || r > h {
+			t.Fatalf("a handled the user's stanza before b let go: %v", log.all())
+		}
+	})
+
+	// At start an instance starts the work of the users no live instance
+	// holds; a user of an instance that stops is taken up by another at
+	// its next renewal, without a stanza of the user.
+	t.Run("start and clean stop", func(t *testing.T) {
+		url := cluster.DB(t)
+		log := &eventLog{}
+		a := startNode(t, url, "a", log, lease, "u@example.org", "v@example.org")
+		waitEvent(t, log, "a started v@example.org")
+		startNode(t, url, "b", log, lease, "u@example.org", "v@example.org", "w@example.org")
+		waitEvent(t, log, "b started w@example.org")
+		if log.has("b started u@example.org") || log.has("b started v@example.org") {
+			t.Fatalf("b started users a holds: %v", log.all())
+		}
+		a.stop()
+		waitEvent(t, log, "b acquired u@example.org")
+		waitEvent(t, log, "b acquired v@example.org")
+	})
+
+	// A killed instance's users and queued stanzas are taken up once its
+	// lease ended.
+	t.Run("killed", func(t *testing.T) {
+		log, a, b := heldPair(t, cluster, lease)
+		a.kill()
+		// Queued by a, as if its stream had broken before it sent them.
+		msgs := []*xmlel.Element{xmlel.New("", "message").SetAttr("to", "u@example.org").SetAttr("id", "q1"),
+			xmlel.New("", "message").SetAttr("to", "u@example.org").SetAttr("id", "q2")}
+		if _, err := a.c.Deliver(context.Background(), "", nil, msgs...); err != nil {
+			t.Fatal(err)
+		}
+		waitEvent(t, log, "b acquired u@example.org")
+		b.fc.expect(t, "a's first queued stanza, sent by b", hasID("q1"))
+		b.fc.expect(t, "a's second queued stanza, sent by b", hasID("q2"))
+		if n, _ := b.st.CountStanzas(context.Background(), "test.example.org"); n != 0 {
+			waitFor(t, "the outbox emptied", func() bool {
+				n, _ := b.st.CountStanzas(context.Background(), "test.example.org")
+				return n == 0
+			})
+		}
+	})
+
+	// An instance that cannot renew its lease lets go of its users before
+	// the lease ends, and refuses their stanzas; the other takes them up
+	// once the lease ended.
+	t.Run("store fails during renewal", func(t *testing.T) {
+		log, a, _ := heldPair(t, cluster, lease)
+		a.st.Close()
+		waitEvent(t, log, "a released u@example.org")
+		if a.inst.leased() {
+			t.Fatal("a still takes itself for leased")
+		}
+		message(a.fc, t, "u@example.org", "two")
+		refusal := a.fc.expect(t, "the refusal of the stanza", hasID("two"))
+		if refusal.Attr("type") != "error" || !strings.Contains(refusal.String(), "internal-server-error") || !strings.Contains(refusal.String(), "type=\"wait\"") {
+			t.Fatalf("refusal: %s", refusal)
+		}
+		if log.has("a handled u@example.org two") {
+			t.Fatal("a handled a stanza without a lease")
+		}
+		waitEvent(t, log, "b acquired u@example.org")
+		if r, acq := log.index("a released u@example.org"), log.index("b acquired u@example.org"); r > acq {
+			t.Fatalf("b took the user before a let go: %v", log.all())
+		}
+		a.stop()
+		if !strings.Contains(a.logs.String(), "cannot remove the instance's record") {
+			t.Fatalf("a's stop on a closed store is not logged:\n%s", a.logs)
+		}
+	})
+
+	// The holder does not let go in time (it is stuck, or its renewals
+	// fail without its lease ending yet): the stanza waiting for it is
+	// refused with a wait error, and the user stays with the holder.
+	t.Run("holder does not let go", func(t *testing.T) {
+		log, a, b := heldPair(t, cluster, lease)
+		b.inst.takeover = lease / 2 // shorter than a's renewal period
+		a.inst.mu.Lock()            // a's renewals wait; its lease still holds
+		message(b.fc, t, "u@example.org", "two")
+		refusal := b.fc.expect(t, "the refusal of the stanza", hasID("two"))
+		moved := log.has("b handled u@example.org two") || log.has("a released u@example.org")
+		a.inst.mu.Unlock()
+		if !strings.Contains(refusal.String(), "resource-constraint") {
+			t.Fatalf("refusal: %s", refusal)
+		}
+		if moved {
+			t.Fatalf("the user moved: %v", log.all())
+		}
+		// b asked: a lets go at its next renewal, and b takes the user
+		// up at its own, though no stanza waits for it any more.
+		waitEvent(t, log, "a released u@example.org")
+		waitEvent(t, log, "b acquired u@example.org")
+	})
+}
+
+// More failures of instances sharing a PostgreSQL database.
+func TestInstanceFailures(t *testing.T) {
+	cluster := pgtest.New(t)
+	const lease = time.Second
+
+	// An instance frozen longer than its lease (its renewals stopped)
+	// finds its row gone when it wakes: it lets go of its users at once,
+	// which another took up meanwhile, and joins again under a new name.
+	t.Run("frozen", func(t *testing.T) {
+		log, a, _ := heldPair(t, cluster, lease)
+		old := a.st.Instance()
+		a.inst.mu.Lock()
+		waitEvent(t, log, "b acquired u@example.org")
+		released := log.has("a released u@example.org")
+		a.inst.mu.Unlock()
+		if released {
+			t.Fatalf("a frozen let go: %v", log.all())
+		}
+		waitEvent(t, log, "a released u@example.org")
+		waitFor(t, "a under a new name", func() bool { return a.st.Instance() != old && a.inst.leased() })
+		if a.c.heldCount() != 0 {
+			t.Fatalf("a holds %d users", a.c.heldCount())
+		}
+	})
+
+	// The database stops answering: an instance lets go of its users
+	// before its lease ends; once the database answers again, it joins
+	// again under a new name, and the user is taken up again.
+	t.Run("database stops answering", func(t *testing.T) {
+		log, a, b := heldPair(t, cluster, lease)
+		old := a.st.Instance()
+		release := storetest.Lock(t, b.st, "instances")
+		waitEvent(t, log, "a released u@example.org")
+		if a.inst.leased() {
+			t.Fatal("a let go but takes itself for leased")
+		}
+		release()
+		waitFor(t, "a under a new name", func() bool { return a.st.Instance() != old && a.inst.leased() })
+		waitFor(t, "u taken up again", func() bool {
+			return slices.ContainsFunc(log.all(), func(e string) bool { return strings.HasSuffix(e, " acquired u@example.org") })
+		})
+	})
+
+	// The holder's store fails after it closed the user's connections:
+	// the lease stays with it until it ended, then the asker takes it.
+	t.Run("store fails during the handover", func(t *testing.T) {
+		log, a, b := heldPair(t, cluster, lease)
+		a.bridge.onRelease = func() { a.st.Close() }
+		message(b.fc, t, "u@example.org", "two")
+		waitEvent(t, log, "b handled u@example.org two")
+		if r, h := log.index("a released u@example.org"), log.index("b handled u@example.org two"); r < 0 || r > h {
+			t.Fatalf("b handled the user's stanza before a let go: %v", log.all())
+		}
+		if !strings.Contains(a.logs.String(), "cannot hand a user over to the instance that asked") {
+			t.Fatalf("the failed handover is not logged:\n%s", a.logs)
+		}
+	})
+
+	// The users' leases cannot be read at a renewal (the table is
+	// locked): the renewal still holds the lease, says what it could not
+	// do, and does it at a later one.
+	t.Run("leases locked at a renewal", func(t *testing.T) {
+		log, a, b := heldPair(t, cluster, lease)
+		release := storetest.Lock(t, b.st, "user_leases")
+		waitFor(t, "a's renewal to give up on the leases", func() bool {
+			return strings.Contains(a.logs.String(), "cannot read the users other instances ask for") &&
+				strings.Contains(a.logs.String(), "cannot take up the users of instances gone") &&
+				strings.Contains(a.logs.String(), "cannot take up the queued stanzas of instances gone")
+		})
+		if !a.inst.leased() || log.has("a released u@example.org") {
+			t.Fatalf("a let go while its lease renewed: %v", log.all())
+		}
+		release()
+		message(b.fc, t, "u@example.org", "two")
+		waitEvent(t, log, "b handled u@example.org two")
+	})
+
+	// An instance that cannot record itself at start is not started.
+	t.Run("join fails", func(t *testing.T) {
+		st, err := store.Open(cluster.DB(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+		if err := testInstance(st, lease, io.Discard).Join(context.Background()); err == nil {
+			t.Fatal("joined on a closed store")
+		}
+	})
+
+	// The store fails while an instance takes up a user whose stanza
+	// came: the stanza is refused with a wait error.
+	t.Run("store fails while taking a user", func(t *testing.T) {
+		url := cluster.DB(t)
+		log := &eventLog{}
+		a := startNode(t, url, "a", log, time.Hour) // its lease outlives the test
+		a.st.Close()
+		message(a.fc, t, "v@example.org", "one")
+		refusal := a.fc.expect(t, "the refusal of the stanza", hasID("one"))
+		if !strings.Contains(refusal.String(), "internal-server-error") || !strings.Contains(refusal.String(), `type="wait"`) {
+			t.Fatalf("refusal: %s", refusal)
+		}
+		if log.has("a handled v@example.org one") || a.c.heldCount() != 0 {
+			t.Fatalf("a handled the stanza of a user it could not take: %v", log.all())
+		}
+	})
+}
+
+// Alone with its store (SQLite), an instance holds every user and
+// records nothing.
+func TestInstanceAlone(t *testing.T) {
+	log := &eventLog{}
+	st, err := store.Open(":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	in := NewInstance(st, nil)
+	if err := in.Join(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if live, _ := st.LiveInstances(context.Background()); len(live) != 0 {
+		t.Fatalf("instances recorded on SQLite: %v", live)
+	}
+	srv := newFakeServer(t, "s")
+	b := &ownerBridge{name: "a", log: log, standing: []string{"u@example.org"}}
+	c, _, _ := startComponent(t, srv, b, "s", func(c *Component) { c.inst = in; in.add(c) })
+	fc := srv.accept(t)
+	waitEvent(t, log, "a started u@example.org")
+	message(fc, t, "v@example.org", "one")
+	waitEvent(t, log, "a handled v@example.org one")
+	if c.heldCount() != 2 {
+		t.Fatalf("holds %d users, want 2", c.heldCount())
+	}
+	var w strings.Builder
+	in.WritePrometheus(context.Background(), &w)
+	for _, want := range []string{`passerelle_users_held{domain="test.example.org",instance="` + st.Instance() + `"} 2`, "passerelle_instance_leased{", "passerelle_outbox_queued{"} {
+		if !strings.Contains(w.String(), want) {
+			t.Errorf("metrics lack %s:\n%s", want, w.String())
+		}
+	}
+}
