@@ -105,6 +105,10 @@ type Component struct {
 	outbox     outboxState // owned by the running pump
 	// idleProbe and probeTimeout detect a server that went silent.
 	idleProbe, probeTimeout time.Duration
+	// confirmWait, routeProbeWait and standbyRetry are outboxConfirmWait,
+	// routeProbeWait and standbyBackoff's cap: tests shorten them.
+	confirmWait, routeProbeWait time.Duration
+	standbyBackoff               bridges.Backoff
 	// sharedRoutes is set once the server delivered this domain's stanzas
 	// over a sibling's stream (ejabberd): it then accepts our stanzas on
 	// any of the group's streams, which Send uses while ours is down.
@@ -124,6 +128,17 @@ type Component struct {
 	// served); a server that no longer grants one refuses its use, which
 	// revokes it (revokeRoster).
 	grants map[string]Grant
+	// probes are the route probes under way, by nonce (route.go); extras
+	// the connections beside cur that hold a slot of the server's
+	// balancing (slots.go).
+	probes map[string]chan arrival
+	extras []*session
+	// handBack is set when an extra connection was closed to hand its
+	// slot back: the next renewal checks that someone took it.
+	handedBack bool
+	adopting   atomic.Bool    // adoptSlots under way
+	links      sync.WaitGroup // the extra connections' goroutines
+	stopping   bool           // Run waits for links: no new one
 	// held are the users whose foreign connections this instance holds,
 	// for a bridge that has them (owner; see owner.go).
 	held      map[string]bool
@@ -136,6 +151,15 @@ type Component struct {
 type session struct {
 	c     *conn
 	queue chan []byte
+	done  chan struct{} // closed when the session ends
+	// quit, closed once (quitOnce), asks an extra connection to hand its
+	// slot back (slots.go).
+	quit     chan struct{}
+	quitOnce sync.Once
+	// localpart is a route localpart whose stanzas come back on this
+	// connection ("": none found, a standby); under Component.mu.
+	localpart string
+	held      bool // a probe came back on it once (under Component.mu)
 }
 
 const (
@@ -185,6 +209,8 @@ func New(opts Options) *Component {
 		outboxWake: make(chan struct{}, 1),
 		ready:      make(chan struct{}),
 		idleProbe:  idleProbe, probeTimeout: probeTimeout,
+		confirmWait: outboxConfirmWait, routeProbeWait: routeProbeWait, standbyBackoff: standbyBackoff,
+		probes: map[string]chan arrival{},
 		commandTimeout: commandTimeout,
 		users:          map[string]*userSession{},
 		pending:        map[string]chan *xmlel.Element{},
@@ -222,6 +248,10 @@ func (c *Component) Run(ctx context.Context) error {
 	c.inst.sweep(ctx, c)
 	err = c.connect(ctx)
 	cancel()
+	c.mu.Lock()
+	c.stopping = true
+	c.mu.Unlock()
+	c.links.Wait()
 	c.acquiring.Wait()
 	if berr := wait(); berr != nil && err == nil {
 		err = &PermanentError{fmt.Errorf("the %s bridge failed: %w", c.bridge.Kind(), berr)}
@@ -278,10 +308,9 @@ var reconnectBackoff = bridges.Backoff{First: 500 * time.Millisecond, Max: 10 * 
 
 // serve runs one connection until it breaks or ctx ends.
 func (c *Component) serve(ctx context.Context, cn *conn) error {
-	s := &session{c: cn, queue: make(chan []byte, writeQueueSize)}
-	stop := make(chan struct{})
+	s := newSession(cn)
 	writerDone := make(chan error, 1)
-	go func() { writerDone <- c.writer(s, stop) }()
+	go func() { writerDone <- c.writer(s, s.done) }()
 
 	c.mu.Lock()
 	c.cur = s
@@ -301,31 +330,16 @@ func (c *Component) serve(ctx context.Context, cn *conn) error {
 		cn.nc.Close()
 	}()
 
-	in := make(chan *xmlel.Element)
-	readErr := make(chan error, 1)
-	go func() {
-		for {
-			el, err := cn.read()
-			var over *xmlel.LimitError
-			if errors.As(err, &over) {
-				c.refuseOverLimit(over)
-				continue
-			}
-			if err != nil {
-				readErr <- err
-				return
-			}
-			select {
-			case in <- el:
-			case <-stop:
-				return
-			}
-		}
-	}()
-
+	in, readErr := c.read(s)
 	go func() {
 		defer close(pumpDone)
-		c.pump(pumpCtx, s, stop)
+		// The pump's confirmations come back by a route the probe
+		// finds: it starts once the probe has answered.
+		if c.probe(pumpCtx, s) == "" && pumpCtx.Err() == nil {
+			c.standby()
+		}
+		go c.keepSlot(pumpCtx, s)
+		c.pump(pumpCtx, s, s.done)
 	}()
 	go c.announce(ctx, "")
 	if h, ok := c.bridge.(bridges.Connected); ok {
@@ -343,39 +357,92 @@ func (c *Component) serve(ctx context.Context, cn *conn) error {
 		case el := <-in:
 			lastIn = time.Now()
 			c.m.StanzasIn.Add(1)
-			c.dispatch(el)
+			if !c.probeArrived(s, el) {
+				c.dispatch(el)
+			}
 		case <-probe.C:
 			if time.Since(lastIn) >= c.idleProbe {
-				go func() {
-					pctx, cancel := context.WithTimeout(ctx, c.probeTimeout)
-					defer cancel()
-					_, err := c.IQ(pctx, stanza.IQ(c.opts.Domain, c.opts.Domain, "get", "", xmlel.New(stanza.NSPing, "ping")))
-					if err != nil && ctx.Err() == nil {
-						select {
-						case dead <- fmt.Errorf("the server did not answer a ping for %v: %w", c.probeTimeout, err):
-						default:
-						}
-					}
-				}()
+				go c.checkAlive(ctx, s, dead)
 			}
 		case err := <-dead:
-			close(stop)
+			close(s.done)
 			return err
 		case err := <-readErr:
-			close(stop)
+			close(s.done)
 			return err
 		case err := <-writerDone:
-			close(stop)
+			close(s.done)
 			return fmt.Errorf("write failed: %w", err)
 		case <-ctx.Done():
 			c.announce(context.Background(), "unavailable")
-			close(stop)
+			close(s.done)
 			select {
 			case <-writerDone:
 			case <-time.After(5 * time.Second):
 			}
 			c.log.Info("closed the stream")
 			return nil
+		}
+	}
+}
+
+func newSession(cn *conn) *session {
+	return &session{c: cn, queue: make(chan []byte, writeQueueSize), done: make(chan struct{}), quit: make(chan struct{})}
+}
+
+// read reads s's stanzas on a goroutine until the stream fails (the
+// error) or s ends.
+func (c *Component) read(s *session) (<-chan *xmlel.Element, <-chan error) {
+	in := make(chan *xmlel.Element)
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			el, err := s.c.read()
+			var over *xmlel.LimitError
+			if errors.As(err, &over) {
+				c.refuseOverLimit(over)
+				continue
+			}
+			if err != nil {
+				readErr <- err
+				return
+			}
+			select {
+			case in <- el:
+			case <-s.done:
+				return
+			}
+		}
+	}()
+	return in, readErr
+}
+
+// checkAlive sends on s a stanza the server routes back, and reports on
+// dead when it does not come back within probeTimeout.
+func (c *Component) checkAlive(ctx context.Context, s *session, dead chan<- error) {
+	pctx, cancel := context.WithTimeout(ctx, c.probeTimeout)
+	defer cancel()
+	st, answer, forget, _ := c.selfCheck(s)
+	defer forget()
+	err := pctx.Err()
+	select {
+	case s.queue <- st.Bytes():
+		select {
+		case <-answer:
+			return
+		case <-s.done:
+			return
+		case <-pctx.Done():
+			err = pctx.Err()
+		}
+	case <-s.done:
+		return
+	case <-pctx.Done():
+	}
+	if ctx.Err() == nil {
+		select {
+		case dead <- fmt.Errorf("the server did not answer a ping for %v: %w", c.probeTimeout, err):
+		default:
 		}
 	}
 }

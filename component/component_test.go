@@ -7,6 +7,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"net"
@@ -39,13 +40,71 @@ type fakeServer struct {
 	// holdSelfPings makes the server hand the component's own pings to
 	// the test (fakeConn.in) instead of routing them back.
 	holdSelfPings atomic.Bool
-	conns         chan *fakeConn
+	// refuse makes the server refuse new connections' handshakes.
+	refuse atomic.Bool
+	conns  chan *fakeConn
+	// slots, when not nil, balance the component's stanzas to itself
+	// as ejabberd 23.01's domain_balancing (bare_source, component_number
+	// len(slots)) does: each connection takes the first free slot at its
+	// handshake (none: it gets nothing), a stanza goes to the slot of a
+	// hash of its sender's bare JID, and is dropped when that slot is
+	// free.
+	mu    sync.Mutex
+	slots []*fakeConn
 }
 
 type fakeConn struct {
 	nc  net.Conn
 	in  chan *xmlel.Element
 	err chan error
+	wmu sync.Mutex
+}
+
+// balance makes s balance over n slots.
+func (s *fakeServer) balance(n int) {
+	s.mu.Lock()
+	s.slots = make([]*fakeConn, n)
+	s.mu.Unlock()
+}
+
+// slotOf returns the slot of the stanzas from jid.
+func (s *fakeServer) slotOf(jid string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.slotOf0(jid)
+}
+
+// holder returns the connection holding slot i (nil: none).
+func (s *fakeServer) holder(i int) *fakeConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.slots[i]
+}
+
+// route sends el, written by the component on fc, where the server
+// routes it.
+func (s *fakeServer) route(fc *fakeConn, el *xmlel.Element) {
+	s.mu.Lock()
+	to := fc
+	if s.slots != nil {
+		to = s.slots[s.slotOf0(el.Attr("from"))]
+	}
+	s.mu.Unlock()
+	if to != nil {
+		to.write(el.String())
+	}
+}
+
+func (s *fakeServer) slotOf0(jid string) int {
+	h := fnv.New32a()
+	h.Write([]byte(stanza.Bare(jid)))
+	return int(h.Sum32() % uint32(len(s.slots)))
+}
+
+func (c *fakeConn) write(b string) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	io.WriteString(c.nc, b)
 }
 
 func newFakeServer(t *testing.T, secret string) *fakeServer {
@@ -102,7 +161,7 @@ func (s *fakeServer) handle(nc net.Conn) {
 		}
 	}
 	sum := sha1.Sum([]byte("sid1" + s.secret))
-	if s.streamError != "" || hs.Text != hex.EncodeToString(sum[:]) {
+	if s.streamError != "" || hs.Text != hex.EncodeToString(sum[:]) || s.refuse.Load() {
 		cond := s.streamError
 		if cond == "" {
 			cond = "not-authorized"
@@ -111,13 +170,36 @@ func (s *fakeServer) handle(nc net.Conn) {
 		nc.Close()
 		return
 	}
-	io.WriteString(nc, "<handshake/>")
 	fc := &fakeConn{nc: nc, in: make(chan *xmlel.Element, 1000), err: make(chan error, 1)}
+	s.mu.Lock()
+	for i, h := range s.slots {
+		if h == nil {
+			s.slots[i] = fc
+			break
+		}
+	}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		for i, h := range s.slots {
+			if h == fc {
+				s.slots[i] = nil
+			}
+		}
+		s.mu.Unlock()
+	}()
+	fc.write("<handshake/>")
 	s.conns <- fc
 	for {
 		tok, err := d.Token()
 		if err != nil {
 			fc.err <- err
+			close(fc.in)
+			return
+		}
+		if end, ok := tok.(xml.EndElement); ok && end.Name.Local == "stream" {
+			nc.Close() // the component ended the stream: so does the server
+			fc.err <- io.EOF
 			close(fc.in)
 			return
 		}
@@ -128,7 +210,7 @@ func (s *fakeServer) handle(nc net.Conn) {
 				close(fc.in)
 				return
 			}
-			if el.Local == "iq" && el.Attr("to") == "test.example.org" && el.Attr("from") == "test.example.org" {
+			if el.Attr("to") == "test.example.org" && stanza.Domain(el.Attr("from")) == "test.example.org" {
 				if s.ignoreSelfPings.Load() {
 					continue
 				}
@@ -136,8 +218,9 @@ func (s *fakeServer) handle(nc net.Conn) {
 					fc.in <- el
 					continue
 				}
-				// Route the component's own pings back to it, as a server does.
-				io.WriteString(nc, el.String())
+				// Route the component's stanzas to itself back to it,
+				// as a server does.
+				s.route(fc, el)
 				continue
 			}
 			fc.in <- el
@@ -158,6 +241,8 @@ func (s *fakeServer) accept(t *testing.T) *fakeConn {
 
 func (c *fakeConn) send(t *testing.T, format string, args ...any) {
 	t.Helper()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	if _, err := fmt.Fprintf(c.nc, format, args...); err != nil {
 		t.Fatal(err)
 	}
@@ -230,6 +315,10 @@ func startComponent(t *testing.T, srv *fakeServer, b bridges.Bridge, secret stri
 	c := New(Options{Domain: "test.example.org", Addr: srv.ln.Addr().String(), Secret: secret, Bridge: b, Store: st,
 		IsAdmin: func(j string) bool { return j == "admin@example.org" },
 		Log:     slog.New(slog.NewTextHandler(io.Discard, nil))})
+	// A stream the fake server routes nothing back to (ignoreSelfPings,
+	// holdSelfPings) opens no other connections unless a test says so.
+	c.standbyBackoff = bridges.Backoff{First: time.Hour, Max: time.Hour}
+	c.routeProbeWait = 300 * time.Millisecond
 	for _, f := range tune {
 		f(c)
 	}

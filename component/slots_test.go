@@ -1,0 +1,277 @@
+package component
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"passerelle/bridges"
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+)
+
+// recordingBridge records the bodies of the messages it handles.
+type recordingBridge struct {
+	fakeBridge
+	mu     sync.Mutex
+	bodies []string
+}
+
+func newRecordingBridge() *recordingBridge {
+	b := &recordingBridge{}
+	b.handle = func(ctx context.Context, u *bridges.User, st *xmlel.Element) {
+		b.mu.Lock()
+		b.bodies = append(b.bodies, st.ChildText("", "body"))
+		b.mu.Unlock()
+	}
+	return b
+}
+
+func (b *recordingBridge) got(body string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, x := range b.bodies {
+		if x == body {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *recordingBridge) RegistrationRequired() bool { return false }
+
+// slotted tunes a component for the slot tests: quick retries and
+// probes, its log in lb.
+func slotTune(lb *logBuffer) func(*Component) {
+	return func(c *Component) {
+		c.standbyBackoff = bridges.Backoff{First: 50 * time.Millisecond, Max: 100 * time.Millisecond}
+		c.routeProbeWait = 300 * time.Millisecond
+		c.log = slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+}
+
+// userOfSlot returns a user of example.org whose stanzas go to slot i.
+func userOfSlot(srv *fakeServer, i int) string {
+	for k := 0; ; k++ {
+		u := fmt.Sprintf("u%d@example.org", k)
+		if srv.slotOf(u) == i {
+			return u
+		}
+	}
+}
+
+// toSlot has the server deliver a message from a user of slot i to
+// whoever holds it, and waits until b handled it.
+func toSlot(t *testing.T, srv *fakeServer, i int, body string, b *recordingBridge) {
+	t.Helper()
+	u := userOfSlot(srv, i)
+	var h *fakeConn
+	waitFor(t, fmt.Sprintf("a connection on slot %d", i), func() bool { h = srv.holder(i); return h != nil })
+	h.send(t, "<message from='%s/r' to='test.example.org' id='%s' type='chat'><body>%s</body></message>", u, body, body)
+	waitFor(t, body+" handled by the expected component", func() bool { return b.got(body) })
+}
+
+func outboxEmpties(t *testing.T, c *Component) {
+	t.Helper()
+	waitFor(t, "an empty outbox", func() bool {
+		n, err := c.store.CountStanzas(context.Background(), c.Domain())
+		return err == nil && n == 0
+	})
+}
+
+// Two components on two slots of a balancing server: each one's
+// confirmations come back to it (its outbox empties at once, not after
+// confirmWait), and the other's probes and confirmations that reach it
+// are dropped without a word.
+func TestConfirmationsComeBackToEachConnection(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	srv.balance(2)
+	var la, lb logBuffer
+	ba, bb := newRecordingBridge(), newRecordingBridge()
+	a, _, _ := startComponent(t, srv, ba, "s", slotTune(&la))
+	fa := srv.accept(t)
+	b, _, _ := startComponent(t, srv, bb, "s", slotTune(&lb))
+	srv.accept(t)
+	waitFor(t, "both slotted", func() bool { return a.slotted() && b.slotted() })
+	for _, c := range []*Component{a, b} {
+		for i := 0; i < 3; i++ {
+			if err := c.SendMessage(context.Background(), stanza.Message("", "u@example.org", "chat", "m", "hello")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		outboxEmpties(t, c)
+	}
+	if srv.holder(0) == fa {
+		toSlot(t, srv, 0, "slot-0", ba)
+		toSlot(t, srv, 1, "slot-1", bb)
+	} else {
+		toSlot(t, srv, 0, "slot-0", bb)
+		toSlot(t, srv, 1, "slot-1", ba)
+	}
+	for _, l := range []*logBuffer{&la, &lb} {
+		for _, noise := range []string{"refused", "level=WARN", "level=ERROR", "standby"} {
+			if n := l.count(noise); n > 0 {
+				t.Errorf("%q logged %d times:\n%s", noise, n, l.String())
+			}
+		}
+	}
+	if a.m.Refused.Load()+b.m.Refused.Load() != 0 {
+		t.Error("probes counted as refused stanzas")
+	}
+}
+
+// A stream that finds every slot taken is a standby: no probe comes
+// back. It still sends; its tries for a slot are refused by the server
+// for a while, then one takes the slot the other component left, and
+// users' stanzas of that slot reach it.
+func TestStandbyTakesFreedSlot(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	srv.balance(1)
+	var la, lb logBuffer
+	ba, bb := newRecordingBridge(), newRecordingBridge()
+	a, doneA, _ := startComponent(t, srv, ba, "s", slotTune(&la))
+	fa := srv.accept(t)
+	waitFor(t, "a slotted", a.slotted)
+	b, _, _ := startComponent(t, srv, bb, "s", slotTune(&lb), func(c *Component) { c.confirmWait = 200 * time.Millisecond })
+	fb := srv.accept(t)
+	waitFor(t, "b standby", func() bool { return lb.count("holds none of the server's balancing slots") > 0 })
+	if b.slotted() {
+		t.Fatal("b holds a slot the server gave a")
+	}
+	// A standby sends: the message reaches the server, and leaves the
+	// outbox once confirmWait passed with the stream up.
+	if err := b.SendMessage(context.Background(), stanza.Message("", "u@example.org", "chat", "from-standby", "hello")); err != nil {
+		t.Fatal(err)
+	}
+	fb.expect(t, "the standby's message", hasID("from-standby"))
+	outboxEmpties(t, b)
+	// Its tries find no slot and are closed.
+	waitFor(t, "b's tries", func() bool { return lb.count("no free balancing slot for another connection") >= 2 })
+	toSlot(t, srv, 0, "to-a", ba)
+
+	// a goes away; the server refuses connections for a while (a's
+	// reconnection too, which stops it).
+	srv.refuse.Store(true)
+	fa.nc.Close()
+	select {
+	case err := <-doneA:
+		doneA <- err // for the cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("a kept running with its secret refused")
+	}
+	waitFor(t, "b's refused tries", func() bool { return lb.count("the XMPP server refused another connection") >= 2 })
+	if b.slotted() {
+		t.Fatal("b slotted while the server refused its connections")
+	}
+	srv.refuse.Store(false)
+	waitFor(t, "b slotted", b.slotted)
+	toSlot(t, srv, 0, "to-b", bb)
+	if n := lb.count("took a balancing slot of the server with another connection"); n != 1 {
+		t.Errorf("b took %d slots, want 1:\n%s", n, lb.String())
+	}
+	// Its stream, still a standby, is probed through the other
+	// connection's route: the idle probe comes back.
+	b.mu.Lock()
+	s := b.cur
+	b.mu.Unlock()
+	dead := make(chan error, 1)
+	b.checkAlive(context.Background(), s, dead)
+	select {
+	case err := <-dead:
+		t.Errorf("the standby stream's idle probe failed: %v", err)
+	default:
+	}
+}
+
+// A confirmation that does not come back while the stream stays up
+// makes the pump probe the route again and send the unconfirmed
+// stanzas again: at least once, never removed unconfirmed.
+func TestUnconfirmedResentAfterProbe(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	var lb logBuffer
+	c, _, st := startComponent(t, srv, &fakeBridge{}, "s", slotTune(&lb), func(c *Component) { c.confirmWait = 300 * time.Millisecond })
+	fc := srv.accept(t)
+	waitFor(t, "slotted", c.slotted)
+	srv.ignoreSelfPings.Store(true) // the server loses the confirmations
+	if err := c.SendMessage(context.Background(), stanza.Message("", "u@example.org", "chat", "m1", "hello")); err != nil {
+		t.Fatal(err)
+	}
+	fc.expect(t, "m1", hasID("m1"))
+	waitFor(t, "the timeout", func() bool { return lb.count("an outbox confirmation did not come back") > 0 })
+	if n, _ := st.CountStanzas(context.Background(), c.Domain()); n != 1 {
+		t.Fatalf("%d stanzas queued after an unconfirmed batch, want 1", n)
+	}
+	srv.ignoreSelfPings.Store(false)
+	fc.expect(t, "m1 again", hasID("m1"))
+	outboxEmpties(t, c)
+	// The stream held a slot: it is probed again before any other
+	// connection is tried.
+	waitFor(t, "the stream slotted again", c.slotted)
+	if n := lb.count("took a balancing slot of the server with another connection"); n > 0 {
+		t.Errorf("another connection opened for a stream that held its slot:\n%s", lb.String())
+	}
+}
+
+// When an instance is gone, a component takes its slot with another
+// connection (not while the store cannot list the live instances); when
+// an instance joins, it hands the slot back to the newcomer, a standby,
+// whose next try takes it; the renewal after finds no free slot.
+func TestAdoptAndHandBack(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	srv.balance(2)
+	var la, lb, lc, li logBuffer
+	ba, bb, bc := newRecordingBridge(), newRecordingBridge(), newRecordingBridge()
+	a, doneA, _ := startComponent(t, srv, ba, "s", slotTune(&la))
+	fa := srv.accept(t)
+	b, _, _ := startComponent(t, srv, bb, "s", slotTune(&lb))
+	srv.accept(t)
+	waitFor(t, "both slotted", func() bool { return a.slotted() && b.slotted() })
+	aSlot := 0
+	if srv.holder(1) == fa {
+		aSlot = 1
+	}
+	in := &Instance{log: slog.New(slog.NewTextHandler(&li, nil))}
+	in.add(b)
+	ctx := context.Background()
+	in.watchSlots(ctx, "b", []string{"a", "b"}, nil)
+
+	// a dies (its reconnection is refused: it stops).
+	srv.refuse.Store(true)
+	fa.nc.Close()
+	doneA <- <-doneA
+	srv.refuse.Store(false)
+	in.watchSlots(ctx, "b", nil, errors.New("database on fire"))
+	time.Sleep(200 * time.Millisecond)
+	if srv.holder(aSlot) != nil || li.count("cannot read the live instances") != 1 {
+		t.Fatalf("slot taken (%v) or no warning without the live instances:\n%s", srv.holder(aSlot) != nil, li.String())
+	}
+	in.watchSlots(ctx, "b", []string{"b"}, nil)
+	waitFor(t, "b's extra connection", func() bool { return lb.count("took a balancing slot of the server") == 1 })
+	toSlot(t, srv, aSlot, "adopted", bb)
+
+	// c joins: a standby until b hands the slot back.
+	c, _, _ := startComponent(t, srv, bc, "s", slotTune(&lc))
+	srv.accept(t)
+	waitFor(t, "c standby", func() bool { return lc.count("holds none of the server's balancing slots") > 0 })
+	in.watchSlots(ctx, "b", []string{"b", "c"}, nil)
+	waitFor(t, "c slotted", c.slotted)
+	toSlot(t, srv, aSlot, "handed-back", bc)
+	// The next renewal checks for a free slot: there is none, and b keeps
+	// its stream only.
+	in.watchSlots(ctx, "b", []string{"b", "c"}, nil)
+	waitFor(t, "b's check", func() bool { return lb.count("no free balancing slot for another connection") >= 1 })
+	b.mu.Lock()
+	extras := len(b.extras)
+	b.mu.Unlock()
+	if extras != 0 {
+		t.Errorf("b keeps %d extra connections", extras)
+	}
+	// b never hands back its last connection holding a slot.
+	if b.handBack() {
+		t.Error("b handed back its stream's slot")
+	}
+}
