@@ -108,7 +108,7 @@ type Component struct {
 	// confirmWait, routeProbeWait and standbyRetry are outboxConfirmWait,
 	// routeProbeWait and standbyBackoff's cap: tests shorten them.
 	confirmWait, routeProbeWait time.Duration
-	standbyBackoff               bridges.Backoff
+	standbyBackoff              bridges.Backoff
 	// sharedRoutes is set once the server delivered this domain's stanzas
 	// over a sibling's stream (ejabberd): it then accepts our stanzas on
 	// any of the group's streams, which Send uses while ours is down.
@@ -210,7 +210,7 @@ func New(opts Options) *Component {
 		ready:      make(chan struct{}),
 		idleProbe:  idleProbe, probeTimeout: probeTimeout,
 		confirmWait: outboxConfirmWait, routeProbeWait: routeProbeWait, standbyBackoff: standbyBackoff,
-		probes: map[string]chan arrival{},
+		probes:         map[string]chan arrival{},
 		commandTimeout: commandTimeout,
 		users:          map[string]*userSession{},
 		pending:        map[string]chan *xmlel.Element{},
