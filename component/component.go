@@ -105,8 +105,9 @@ type Component struct {
 	outbox     outboxState // owned by the running pump
 	// idleProbe and probeTimeout detect a server that went silent.
 	idleProbe, probeTimeout time.Duration
-	// confirmWait, routeProbeWait and standbyRetry are outboxConfirmWait,
-	// routeProbeWait and standbyBackoff's cap: tests shorten them.
+	// confirmWait, routeProbeWait and standbyBackoff are
+	// outboxConfirmWait, routeProbeWait and standbyBackoff: tests
+	// shorten them.
 	confirmWait, routeProbeWait time.Duration
 	standbyBackoff              bridges.Backoff
 	// sharedRoutes is set once the server delivered this domain's stanzas

@@ -40,6 +40,8 @@ type fakeServer struct {
 	// holdSelfPings makes the server hand the component's own pings to
 	// the test (fakeConn.in) instead of routing them back.
 	holdSelfPings atomic.Bool
+	// ignoreProbes makes the server drop the component's route probes.
+	ignoreProbes atomic.Bool
 	// refuse makes the server refuse new connections' handshakes.
 	refuse atomic.Bool
 	conns  chan *fakeConn
@@ -211,6 +213,18 @@ func (s *fakeServer) handle(nc net.Conn) {
 				return
 			}
 			if el.Attr("to") == "test.example.org" && stanza.Domain(el.Attr("from")) == "test.example.org" {
+				// ignoreSelfPings and holdSelfPings spare the route
+				// probes (unless ignoreProbes), so that the
+				// component's confirmations and idle probes are routed
+				// stanzas.
+				probe := strings.HasPrefix(el.Attr("id"), routeIDPrefix)
+				if probe && s.ignoreProbes.Load() {
+					continue
+				}
+				if probe {
+					s.route(fc, el)
+					continue
+				}
 				if s.ignoreSelfPings.Load() {
 					continue
 				}

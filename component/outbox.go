@@ -19,6 +19,8 @@ const (
 	// outboxConfirmWait is how long the pump waits for a confirmation
 	// while the stream stays up.
 	outboxConfirmWait = 30 * time.Second
+	// routeWaitStep is how often a pump with no route looks again.
+	routeWaitStep = 200 * time.Millisecond
 	// storeRetryMax caps the pump's backoff on a failing store (less when
 	// PASSERELLE_RETRY_MAX_DELAY is less): once the store works again,
 	// the stanzas waiting behind it go out within that time.
@@ -77,6 +79,8 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 		}
 	}()
 	var after int64 // the last id written to this stream
+	// unrouted is when the pump last found no route (route.go).
+	unrouted := time.Now()
 	confirmWait := time.NewTimer(c.confirmWait)
 	defer confirmWait.Stop()
 	for {
@@ -93,6 +97,22 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 			}
 		}
 		if !c.removeSent(ctx) {
+			continue
+		}
+		if len(inflight) == 0 && !c.slotted() && time.Since(unrouted) < c.confirmWait {
+			// No connection of the component holds a slot yet (a
+			// standby trying for one): no confirmation could come back.
+			// The outbox waits for one, confirmWait at most.
+			t := time.NewTimer(routeWaitStep)
+			select {
+			case <-t.C:
+			case <-stop:
+				t.Stop()
+				return
+			case <-ctx.Done():
+				t.Stop()
+				return
+			}
 			continue
 		}
 		if len(inflight) < outboxWindow {
@@ -149,6 +169,7 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 				c.log.Warn("an outbox confirmation did not come back; probing the route again, then sending the unconfirmed stanzas again", "waited", c.confirmWait, "stanzas", n)
 				if c.probe(ctx, s) == "" && ctx.Err() == nil {
 					c.standby()
+					unrouted = time.Now()
 				}
 				continue
 			}

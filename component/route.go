@@ -45,7 +45,7 @@ const (
 	routeCandidates = 64
 	// routeProbeWait is how long a probe waits for a candidate to come
 	// back before it takes the connection for a standby.
-	routeProbeWait = 2 * time.Second
+	routeProbeWait = time.Second
 )
 
 // arrival is a probe's stanza that came back, and the connection it came

@@ -35,7 +35,7 @@ import (
 // standbyBackoff is the wait between the tries of a component holding no
 // slot: short, since it is also the gap during which a slot handed back
 // stays empty.
-var standbyBackoff = bridges.Backoff{First: 500 * time.Millisecond, Max: 3 * time.Second, Jitter: 0.2}
+var standbyBackoff = bridges.Backoff{First: 250 * time.Millisecond, Max: time.Second, Jitter: 0.2}
 
 const (
 	// maxExtras caps the connections an instance opens per domain beside

@@ -196,7 +196,9 @@ func TestUnconfirmedResentAfterProbe(t *testing.T) {
 	c, _, st := startComponent(t, srv, &fakeBridge{}, "s", slotTune(&lb), func(c *Component) { c.confirmWait = 300 * time.Millisecond })
 	fc := srv.accept(t)
 	waitFor(t, "slotted", c.slotted)
-	srv.ignoreSelfPings.Store(true) // the server loses the confirmations
+	// The server loses the confirmations, and the probe after.
+	srv.ignoreSelfPings.Store(true)
+	srv.ignoreProbes.Store(true)
 	if err := c.SendMessage(context.Background(), stanza.Message("", "u@example.org", "chat", "m1", "hello")); err != nil {
 		t.Fatal(err)
 	}
@@ -206,6 +208,7 @@ func TestUnconfirmedResentAfterProbe(t *testing.T) {
 		t.Fatalf("%d stanzas queued after an unconfirmed batch, want 1", n)
 	}
 	srv.ignoreSelfPings.Store(false)
+	srv.ignoreProbes.Store(false)
 	fc.expect(t, "m1 again", hasID("m1"))
 	outboxEmpties(t, c)
 	// The stream held a slot: it is probed again before any other
