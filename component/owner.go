@@ -191,8 +191,9 @@ func (in *Instance) renew(ctx context.Context) {
 
 // watchSlots compares the live instances (other than me) with those of
 // the last renewal: when one is gone, its connections' balancing slots
-// may be empty, and the components try to take them (adoptSlots); when
-// one joined, they hand one back (handBack). A component that handed one
+// may be empty, and the components try to take them (adoptSlots), as at
+// the first renewal (slots no instance took); when some joined, they hand
+// back one each (handBack). A component that handed one
 // back checks at the next renewal that it was taken. When the store
 // could not say (err), the comparison waits for the next renewal.
 func (in *Instance) watchSlots(ctx context.Context, me string, live []string, err error) {
@@ -212,10 +213,10 @@ func (in *Instance) watchSlots(ctx context.Context, me string, live []string, er
 	prev := in.live
 	in.live = now
 	in.mu.Unlock()
-	if prev == nil {
-		return // the first look
-	}
 	gone, joined := 0, 0
+	if prev == nil {
+		gone = 1 // the first look: slots nobody took (more slots than instances)
+	}
 	for id := range prev {
 		if !now[id] {
 			gone++
@@ -231,7 +232,8 @@ func (in *Instance) watchSlots(ctx context.Context, me string, live []string, er
 		case c.takeHandedBack() || gone > 0:
 			go c.adoptSlots(c.ctx())
 		case joined > 0:
-			c.handBack()
+			for i := 0; i < joined && c.handBack(); i++ {
+			}
 		}
 	}
 }

@@ -241,6 +241,8 @@ func TestAdoptAndHandBack(t *testing.T) {
 	in.add(b)
 	ctx := context.Background()
 	in.watchSlots(ctx, "b", []string{"a", "b"}, nil)
+	// The first look finds no free slot.
+	waitFor(t, "b's first look", func() bool { return lb.count("no free balancing slot for another connection") == 1 })
 
 	// a dies (its reconnection is refused: it stops).
 	srv.refuse.Store(true)
@@ -266,7 +268,7 @@ func TestAdoptAndHandBack(t *testing.T) {
 	// The next renewal checks for a free slot: there is none, and b keeps
 	// its stream only.
 	in.watchSlots(ctx, "b", []string{"b", "c"}, nil)
-	waitFor(t, "b's check", func() bool { return lb.count("no free balancing slot for another connection") >= 1 })
+	waitFor(t, "b's check", func() bool { return lb.count("no free balancing slot for another connection") >= 2 })
 	b.mu.Lock()
 	extras := len(b.extras)
 	b.mu.Unlock()
