@@ -38,7 +38,6 @@ type instance struct {
 	env        map[string]string
 	gw         *harness.Gateway
 	smtp, hook string // its SMTP and SMS webhook listeners
-	dead       bool
 	// wrap, when set, is the command that runs the binary (its last
 	// argument).
 	wrap []string
@@ -56,7 +55,6 @@ func (in *instance) start(t *testing.T, bin string) {
 	}
 	in.gw.WaitOutput(t, wait, `msg="listening for SMTP"`)
 	in.gw.WaitOutput(t, wait, `msg="SMS webhooks listening"`)
-	in.dead = false
 }
 
 // metrics returns the instance's /metrics ("" when it does not answer).
@@ -222,6 +220,9 @@ func TestSeveralInstances(t *testing.T) {
 			t.Fatalf("no instance logged the irc connection of %s", u)
 		}
 		perIRC[i]++
+		if r := reg[ircDomain][u+"@localhost"]; r != i {
+			t.Errorf("%s's irc stanzas reach %s, its irc connection is held by %s", u, insts[r].name, insts[i].name)
+		}
 	}
 	t.Logf("irc connections held by gw0, gw1, gw2: %v; %s will be killed", perIRC, insts[victim].name)
 	if perIRC[victim] == 0 {
@@ -280,7 +281,6 @@ func TestSeveralInstances(t *testing.T) {
 		if k == killAt {
 			insts[victim].gw.Signal(syscall.SIGKILL)
 			tKill = time.Now()
-			insts[victim].dead = true
 		}
 		u := k % nUsers
 		marker := fmt.Sprintf("mi#%d#", k)
