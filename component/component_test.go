@@ -329,10 +329,9 @@ func startComponent(t *testing.T, srv *fakeServer, b bridges.Bridge, secret stri
 	c := New(Options{Domain: "test.example.org", Addr: srv.ln.Addr().String(), Secret: secret, Bridge: b, Store: st,
 		IsAdmin: func(j string) bool { return j == "admin@example.org" },
 		Log:     slog.New(slog.NewTextHandler(io.Discard, nil))})
-	// A stream the fake server routes nothing back to (ignoreSelfPings,
-	// holdSelfPings) opens no other connections unless a test says so.
+	// A stream the fake server routes nothing back to (ignoreProbes)
+	// opens no other connections unless a test says so.
 	c.standbyBackoff = bridges.Backoff{First: time.Hour, Max: time.Hour}
-	c.routeProbeWait = 300 * time.Millisecond
 	for _, f := range tune {
 		f(c)
 	}

@@ -84,17 +84,8 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 	confirmWait := time.NewTimer(c.confirmWait)
 	defer confirmWait.Stop()
 	for {
-		if wait := time.Until(o.retryAt); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-stop:
-				t.Stop()
-				return
-			case <-ctx.Done():
-				t.Stop()
-				return
-			}
+		if wait := time.Until(o.retryAt); wait > 0 && !pause(ctx, stop, wait) {
+			return
 		}
 		if !c.removeSent(ctx) {
 			continue
@@ -103,14 +94,7 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 			// No connection of the component holds a slot yet (a
 			// standby trying for one): no confirmation could come back.
 			// The outbox waits for one, confirmWait at most.
-			t := time.NewTimer(routeWaitStep)
-			select {
-			case <-t.C:
-			case <-stop:
-				t.Stop()
-				return
-			case <-ctx.Done():
-				t.Stop()
+			if !pause(ctx, stop, routeWaitStep) {
 				return
 			}
 			continue
@@ -194,6 +178,20 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 		f.forget()
 		inflight = inflight[1:]
 		o.sent = append(o.sent, f.ids...)
+	}
+}
+
+// pause waits d, and reports false when stop or ctx ended first.
+func pause(ctx context.Context, stop <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-stop:
+		return false
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -77,12 +77,19 @@ func (c *Component) probeArrived(s *session, st *xmlel.Element) bool {
 		return false
 	}
 	nonce, _, _ := strings.Cut(strings.TrimPrefix(id, routeIDPrefix), "-")
+	lp := stanza.Local(st.Attr("from"))
 	c.mu.Lock()
 	ch := c.probes[nonce]
+	if s.localpart == "" {
+		// A probe that came back late (its wait was over), or another
+		// instance's: the server routes this localpart's stanzas to s
+		// all the same.
+		s.localpart, s.held = lp, true
+	}
 	c.mu.Unlock()
 	if ch != nil {
 		select {
-		case ch <- arrival{s: s, localpart: stanza.Local(st.Attr("from"))}:
+		case ch <- arrival{s: s, localpart: lp}:
 		default:
 		}
 	}
@@ -92,7 +99,8 @@ func (c *Component) probeArrived(s *session, st *xmlel.Element) bool {
 // probe finds a localpart whose stanzas the server routes back to s:
 // it sends the candidates on s and returns the first that comes back on
 // s within routeProbeWait ("" when none does: s holds no slot). The
-// answer is recorded on s.
+// answer is recorded on s; a probe's stanza that comes back later (or
+// another instance's) records its localpart on s then.
 func (c *Component) probe(ctx context.Context, s *session) string {
 	var b [6]byte
 	rand.Read(b[:])
@@ -100,6 +108,7 @@ func (c *Component) probe(ctx context.Context, s *session) string {
 	ch := make(chan arrival, routeCandidates)
 	c.mu.Lock()
 	c.probes[nonce] = ch
+	s.localpart = "" // the route is in question
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
@@ -128,10 +137,11 @@ func (c *Component) probe(ctx context.Context, s *session) string {
 				return a.localpart
 			}
 		case <-t.C:
+			// Nothing came back from this probe; another instance's
+			// probe may have shown a route meanwhile.
 			c.mu.Lock()
-			s.localpart = ""
-			c.mu.Unlock()
-			return ""
+			defer c.mu.Unlock()
+			return s.localpart
 		case <-s.done:
 			return ""
 		case <-ctx.Done():

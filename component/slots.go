@@ -57,14 +57,7 @@ func (c *Component) keepSlot(ctx context.Context, s *session) {
 	failures := 0
 	delay := c.standbyBackoff.First
 	for {
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-s.done:
-			t.Stop()
-			return
-		case <-ctx.Done():
-			t.Stop()
+		if !pause(ctx, s.done, delay) {
 			return
 		}
 		delay = c.standbyBackoff.Max

@@ -49,7 +49,7 @@ func (b *recordingBridge) RegistrationRequired() bool { return false }
 func slotTune(lb *logBuffer) func(*Component) {
 	return func(c *Component) {
 		c.standbyBackoff = bridges.Backoff{First: 50 * time.Millisecond, Max: 100 * time.Millisecond}
-		c.routeProbeWait = 300 * time.Millisecond
+		c.routeProbeWait = 500 * time.Millisecond
 		c.log = slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 }
@@ -75,6 +75,14 @@ func toSlot(t *testing.T, srv *fakeServer, i int, body string, b *recordingBridg
 	waitFor(t, body+" handled by the expected component", func() bool { return b.got(body) })
 }
 
+// startLogged starts a component on srv for the slot tests, logging into
+// lb, and returns it with its stream's end and its stream.
+func startLogged(t *testing.T, srv *fakeServer, b bridges.Bridge, lb *logBuffer, tune ...func(*Component)) (*Component, chan error, *fakeConn) {
+	t.Helper()
+	c, done, _ := startComponent(t, srv, b, "s", append([]func(*Component){slotTune(lb)}, tune...)...)
+	return c, done, srv.accept(t)
+}
+
 func outboxEmpties(t *testing.T, c *Component) {
 	t.Helper()
 	waitFor(t, "an empty outbox", func() bool {
@@ -92,10 +100,8 @@ func TestConfirmationsComeBackToEachConnection(t *testing.T) {
 	srv.balance(2)
 	var la, lb logBuffer
 	ba, bb := newRecordingBridge(), newRecordingBridge()
-	a, _, _ := startComponent(t, srv, ba, "s", slotTune(&la))
-	fa := srv.accept(t)
-	b, _, _ := startComponent(t, srv, bb, "s", slotTune(&lb))
-	srv.accept(t)
+	a, _, fa := startLogged(t, srv, ba, &la)
+	b, _, _ := startLogged(t, srv, bb, &lb)
 	waitFor(t, "both slotted", func() bool { return a.slotted() && b.slotted() })
 	for _, c := range []*Component{a, b} {
 		for i := 0; i < 3; i++ {
@@ -133,11 +139,9 @@ func TestStandbyTakesFreedSlot(t *testing.T) {
 	srv.balance(1)
 	var la, lb logBuffer
 	ba, bb := newRecordingBridge(), newRecordingBridge()
-	a, doneA, _ := startComponent(t, srv, ba, "s", slotTune(&la))
-	fa := srv.accept(t)
+	a, doneA, fa := startLogged(t, srv, ba, &la)
 	waitFor(t, "a slotted", a.slotted)
-	b, _, _ := startComponent(t, srv, bb, "s", slotTune(&lb), func(c *Component) { c.confirmWait = 200 * time.Millisecond })
-	fb := srv.accept(t)
+	b, _, fb := startLogged(t, srv, bb, &lb, func(c *Component) { c.confirmWait = 200 * time.Millisecond })
 	waitFor(t, "b standby", func() bool { return lb.count("holds none of the server's balancing slots") > 0 })
 	if b.slotted() {
 		t.Fatal("b holds a slot the server gave a")
@@ -193,8 +197,8 @@ func TestStandbyTakesFreedSlot(t *testing.T) {
 func TestUnconfirmedResentAfterProbe(t *testing.T) {
 	srv := newFakeServer(t, "s")
 	var lb logBuffer
-	c, _, st := startComponent(t, srv, &fakeBridge{}, "s", slotTune(&lb), func(c *Component) { c.confirmWait = 300 * time.Millisecond })
-	fc := srv.accept(t)
+	c, _, fc := startLogged(t, srv, &fakeBridge{}, &lb, func(c *Component) { c.confirmWait = 300 * time.Millisecond })
+	st := c.store
 	waitFor(t, "slotted", c.slotted)
 	// The server loses the confirmations, and the probe after.
 	srv.ignoreSelfPings.Store(true)
@@ -228,10 +232,8 @@ func TestAdoptAndHandBack(t *testing.T) {
 	srv.balance(2)
 	var la, lb, lc, li logBuffer
 	ba, bb, bc := newRecordingBridge(), newRecordingBridge(), newRecordingBridge()
-	a, doneA, _ := startComponent(t, srv, ba, "s", slotTune(&la))
-	fa := srv.accept(t)
-	b, _, _ := startComponent(t, srv, bb, "s", slotTune(&lb))
-	srv.accept(t)
+	a, doneA, fa := startLogged(t, srv, ba, &la)
+	b, _, _ := startLogged(t, srv, bb, &lb)
 	waitFor(t, "both slotted", func() bool { return a.slotted() && b.slotted() })
 	aSlot := 0
 	if srv.holder(1) == fa {
@@ -259,8 +261,7 @@ func TestAdoptAndHandBack(t *testing.T) {
 	toSlot(t, srv, aSlot, "adopted", bb)
 
 	// c joins: a standby until b hands the slot back.
-	c, _, _ := startComponent(t, srv, bc, "s", slotTune(&lc))
-	srv.accept(t)
+	c, _, _ := startLogged(t, srv, bc, &lc)
 	waitFor(t, "c standby", func() bool { return lc.count("holds none of the server's balancing slots") > 0 })
 	in.watchSlots(ctx, "b", []string{"b", "c"}, nil)
 	waitFor(t, "c slotted", c.slotted)
