@@ -53,6 +53,11 @@ type fakeServer struct {
 	// free.
 	mu    sync.Mutex
 	slots []*fakeConn
+	// shared routes a component's stanzas to itself to another
+	// connection (ejabberd's global_routes with one connection per
+	// domain); open are the connections.
+	shared bool
+	open   []*fakeConn
 }
 
 type fakeConn struct {
@@ -88,8 +93,16 @@ func (s *fakeServer) holder(i int) *fakeConn {
 func (s *fakeServer) route(fc *fakeConn, el *xmlel.Element) {
 	s.mu.Lock()
 	to := fc
-	if s.slots != nil {
+	switch {
+	case s.slots != nil:
 		to = s.slots[s.slotOf0(el.Attr("from"))]
+	case s.shared:
+		// Every connection routes every domain: to another one.
+		for _, o := range s.open {
+			if o != fc {
+				to = o
+			}
+		}
 	}
 	s.mu.Unlock()
 	if to != nil {
@@ -180,6 +193,7 @@ func (s *fakeServer) handle(nc net.Conn) {
 			break
 		}
 	}
+	s.open = append(s.open, fc)
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -212,7 +226,7 @@ func (s *fakeServer) handle(nc net.Conn) {
 				close(fc.in)
 				return
 			}
-			if el.Attr("to") == "test.example.org" && stanza.Domain(el.Attr("from")) == "test.example.org" {
+			if to := el.Attr("to"); to != "" && !strings.Contains(to, "@") && stanza.Domain(el.Attr("from")) == to {
 				// ignoreSelfPings and holdSelfPings spare the route
 				// probes (unless ignoreProbes), so that the
 				// component's confirmations and idle probes are routed

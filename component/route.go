@@ -72,6 +72,23 @@ func (c *Component) routedStanza(localpart, id string) *xmlel.Element {
 // whether st was one (of this component's, or another instance's: those
 // are dropped).
 func (c *Component) probeArrived(s *session, st *xmlel.Element) bool {
+	if to := stanza.Domain(st.Attr("to")); !strings.EqualFold(to, c.opts.Domain) {
+		// A server that makes each connection a route for all the
+		// domains of its listener (ejabberd's global_routes) delivers a
+		// sibling's stanzas here: its probe came back to the process, as
+		// it would have on its own stream.
+		o := c.opts.Group.get(to)
+		if o == nil {
+			return false
+		}
+		o.mu.Lock()
+		cur := o.cur
+		o.mu.Unlock()
+		if cur == nil {
+			return false
+		}
+		return o.probeArrived(cur, st)
+	}
 	id := st.Attr("id")
 	if st.Local != "iq" || !strings.HasPrefix(id, routeIDPrefix) || !c.isRouted(st) {
 		return false

@@ -12,6 +12,7 @@ import (
 	"passerelle/bridges"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
+	"passerelle/store"
 )
 
 // recordingBridge records the bodies of the messages it handles.
@@ -279,5 +280,40 @@ func TestAdoptAndHandBack(t *testing.T) {
 	// b never hands back its last connection holding a slot.
 	if b.handBack() {
 		t.Error("b handed back its stream's slot")
+	}
+}
+
+// A server that routes every domain of its listener over any of its
+// connections (ejabberd's global_routes) delivers a component's probes
+// on a sibling's stream: they count as come back, and neither opens
+// other connections.
+func TestProbesOverSiblingStream(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	srv.shared = true
+	g := NewGroup()
+	var la, lb logBuffer
+	a, _, _ := startLogged(t, srv, &fakeBridge{}, &la, func(c *Component) { c.opts.Group = g; g.add(c) })
+	st, err := store.Open(":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	b := New(Options{Domain: "other.example.org", Addr: srv.ln.Addr().String(), Secret: "s", Bridge: &fakeBridge{}, Store: st, Group: g})
+	slotTune(&lb)(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	srv.accept(t)
+	waitFor(t, "both slotted", func() bool { return a.slotted() && b.slotted() })
+	if err := a.SendMessage(context.Background(), stanza.Message("", "u@example.org", "chat", "m", "hello")); err != nil {
+		t.Fatal(err)
+	}
+	outboxEmpties(t, a)
+	time.Sleep(300 * time.Millisecond)
+	for _, l := range []*logBuffer{&la, &lb} {
+		if n := l.count("another connection"); n > 0 {
+			t.Errorf("other connections tried:\n%s", l.String())
+		}
 	}
 }
