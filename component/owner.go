@@ -311,6 +311,7 @@ func (in *Instance) WritePrometheus(ctx context.Context, w io.Writer) {
 		get        func(c *Component) (int, error)
 	}
 	for _, g := range []gauge{
+		{"passerelle_slots_held", "connections of this instance holding one of the XMPP server's balancing slots for the domain (0: it receives nothing)", func(c *Component) (int, error) { return c.slotsHeld(), nil }},
 		{"passerelle_users_held", "users whose foreign connections (IRC, mailbox watchers) this instance holds", func(c *Component) (int, error) { return c.heldCount(), nil }},
 		{"passerelle_outbox_queued", "stanzas queued for the XMPP server that this instance sends", func(c *Component) (int, error) { return c.store.CountOwnStanzas(ctx, c.opts.Domain) }},
 		{"passerelle_jobs_queued", "queued deliveries to the foreign network (mail, texts), all instances'", func(c *Component) (int, error) { return c.store.CountJobs(ctx, c.opts.Domain) }},

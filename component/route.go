@@ -184,6 +184,22 @@ func (c *Component) routeLocal() string {
 	return ""
 }
 
+// slotsHeld returns how many of the component's connections hold a slot.
+func (c *Component) slotsHeld() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	if c.cur != nil && c.cur.localpart != "" {
+		n++
+	}
+	for _, x := range c.extras {
+		if x.localpart != "" {
+			n++
+		}
+	}
+	return n
+}
+
 // slotted reports whether one of the component's connections holds a slot.
 func (c *Component) slotted() bool { return c.routeLocal() != "" }
 

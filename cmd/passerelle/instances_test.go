@@ -70,8 +70,12 @@ func (in *instance) metrics() string {
 
 // held returns the instance's passerelle_users_held for domain (-1 when
 // /metrics does not show it).
-func (in *instance) held(domain string) int {
-	re := regexp.MustCompile(`(?m)^passerelle_users_held\{domain="` + regexp.QuoteMeta(domain) + `",instance="[^"]*"\} (\d+)$`)
+func (in *instance) held(domain string) int { return in.gauge("passerelle_users_held", domain) }
+
+// gauge returns the instance's gauge name for domain (-1 when /metrics
+// does not show it).
+func (in *instance) gauge(name, domain string) int {
+	re := regexp.MustCompile(`(?m)^` + name + `\{domain="` + regexp.QuoteMeta(domain) + `",instance="[^"]*"\} (\d+)$`)
 	m := re.FindStringSubmatch(in.metrics())
 	if m == nil {
 		return -1
@@ -621,6 +625,18 @@ func TestSeveralInstances(t *testing.T) {
 			}
 			t.Logf("%s: slot handed back %v after the restart, taken %v later (the gap ejabberd drops that slot's stanzas in)",
 				d, handed.Sub(restart).Round(time.Millisecond), took.Sub(handed).Round(time.Millisecond))
+		}
+		// Every slot is held, one of them by the restarted instance.
+		for _, d := range allDomains {
+			var per []int
+			sum := 0
+			for _, in := range insts {
+				n := in.gauge("passerelle_slots_held", d)
+				per, sum = append(per, n), sum+n
+			}
+			if sum != len(insts) || per[victim] != 1 {
+				t.Errorf("%s: slots held by gw0, gw1, gw2: %v, want 3 in all and 1 by the restarted %s", d, per, insts[victim].name)
+			}
 		}
 		textFromOrphans(t, "restarted")
 		// The users of its slot write to IRC again: it takes their
