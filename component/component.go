@@ -138,6 +138,7 @@ type Component struct {
 	// slot back: the next renewal checks that someone took it.
 	handedBack bool
 	adopting   atomic.Bool    // adoptSlots under way
+	refused    atomic.Int64   // other connections refused in a row
 	links      sync.WaitGroup // the extra connections' goroutines
 	stopping   bool           // Run waits for links: no new one
 	// held are the users whose foreign connections this instance holds,

@@ -95,10 +95,14 @@ func (c *Component) trial(ctx context.Context) bool {
 	cn, err := dial(ctx, c.opts.Addr, c.opts.Domain, c.opts.DomainVariable, c.opts.Secret)
 	if err != nil {
 		if ctx.Err() == nil {
-			c.log.Warn("the XMPP server refused another connection", "err", err)
+			// The first refusal of a run, then every standbyWarnAfter-th.
+			if n := c.refused.Add(1); n%standbyWarnAfter == 1 {
+				c.log.Warn("the XMPP server refused another connection", "err", err, "refused", n)
+			}
 		}
 		return false
 	}
+	c.refused.Store(0)
 	x := newSession(cn)
 	c.mu.Lock()
 	if c.stopping {

@@ -168,7 +168,10 @@ func TestStandbyTakesFreedSlot(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a kept running with its secret refused")
 	}
-	waitFor(t, "b's refused tries", func() bool { return lb.count("the XMPP server refused another connection") >= 2 })
+	waitFor(t, "b's refused tries", func() bool { return b.refused.Load() >= 3 })
+	if n := lb.count("the XMPP server refused another connection"); n < 1 || int64(n) >= b.refused.Load() {
+		t.Errorf("%d warnings for %d refusals in a row, want the first (and every %dth)", n, b.refused.Load(), standbyWarnAfter)
+	}
 	if b.slotted() {
 		t.Fatal("b slotted while the server refused its connections")
 	}
