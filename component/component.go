@@ -105,11 +105,11 @@ type Component struct {
 	outbox     outboxState // owned by the running pump
 	// idleProbe and probeTimeout detect a server that went silent.
 	idleProbe, probeTimeout time.Duration
-	// confirmWait, routeProbeWait and standbyBackoff are
-	// outboxConfirmWait, routeProbeWait and standbyBackoff: tests
-	// shorten them.
-	confirmWait, routeProbeWait time.Duration
-	standbyBackoff              bridges.Backoff
+	// confirmWait, routeProbeWait, handBackCheck and standbyBackoff
+	// are outboxConfirmWait, routeProbeWait, handBackCheck and
+	// standbyBackoff: tests shorten them.
+	confirmWait, routeProbeWait, handBackCheck time.Duration
+	standbyBackoff                             bridges.Backoff
 	// sharedRoutes is set once the server delivered this domain's stanzas
 	// over a sibling's stream (ejabberd): it then accepts our stanzas on
 	// any of the group's streams, which Send uses while ours is down.
@@ -132,15 +132,12 @@ type Component struct {
 	// probes are the route probes under way, by nonce (route.go); extras
 	// the connections beside cur that hold a slot of the server's
 	// balancing (slots.go).
-	probes map[string]chan arrival
-	extras []*session
-	// handBack is set when an extra connection was closed to hand its
-	// slot back: the next renewal checks that someone took it.
-	handedBack bool
-	adopting   atomic.Bool    // adoptSlots under way
-	refused    atomic.Int64   // other connections refused in a row
-	links      sync.WaitGroup // the extra connections' goroutines
-	stopping   bool           // Run waits for links: no new one
+	probes   map[string]chan arrival
+	extras   []*session
+	adopting atomic.Bool    // adoptSlots under way
+	refused  atomic.Int64   // other connections refused in a row
+	links    sync.WaitGroup // the extra connections' goroutines
+	stopping bool           // Run waits for links: no new one
 	// held are the users whose foreign connections this instance holds,
 	// for a bridge that has them (owner; see owner.go).
 	held      map[string]bool
@@ -211,7 +208,7 @@ func New(opts Options) *Component {
 		outboxWake: make(chan struct{}, 1),
 		ready:      make(chan struct{}),
 		idleProbe:  idleProbe, probeTimeout: probeTimeout,
-		confirmWait: outboxConfirmWait, routeProbeWait: routeProbeWait, standbyBackoff: standbyBackoff,
+		confirmWait: outboxConfirmWait, routeProbeWait: routeProbeWait, handBackCheck: handBackCheck, standbyBackoff: standbyBackoff,
 		probes:         map[string]chan arrival{},
 		commandTimeout: commandTimeout,
 		users:          map[string]*userSession{},

@@ -193,8 +193,7 @@ func (in *Instance) renew(ctx context.Context) {
 // the last renewal: when one is gone, its connections' balancing slots
 // may be empty, and the components try to take them (adoptSlots), as at
 // the first renewal (slots no instance took); when some joined, they hand
-// back one each (handBack). A component that handed one
-// back checks at the next renewal that it was taken. When the store
+// back one each (handBack). When the store
 // could not say (err), the comparison waits for the next renewal.
 func (in *Instance) watchSlots(ctx context.Context, me string, live []string, err error) {
 	if err != nil {
@@ -229,7 +228,7 @@ func (in *Instance) watchSlots(ctx context.Context, me string, live []string, er
 	}
 	for _, c := range in.components() {
 		switch {
-		case c.takeHandedBack() || gone > 0:
+		case gone > 0:
 			go c.adoptSlots(c.ctx())
 		case joined > 0:
 			for i := 0; i < joined && c.handBack(); i++ {

@@ -18,8 +18,8 @@ package component
 //     is needed, and a connection that found none is closed at once;
 //   - when an instance joins, an instance holding such an extra
 //     connection closes one (handBack), so that the newcomer, which is a
-//     standby, takes the slot on its next try; the renewal after checks
-//     that someone did (adoptSlots again).
+//     standby, takes the slot on its next try; handBackCheck later it
+//     checks that someone did (adoptSlots again).
 //
 // Any instance may receive any user's stanzas: the users' leases
 // (owner.go) make the one that receives them their holder.
@@ -38,6 +38,9 @@ import (
 var standbyBackoff = bridges.Backoff{First: 250 * time.Millisecond, Max: time.Second, Jitter: 0.2}
 
 const (
+	// handBackCheck is how long after handing a slot back an instance
+	// looks whether it stayed empty: a standby tries every second or so.
+	handBackCheck = 5 * time.Second
 	// maxExtras caps the connections an instance opens per domain beside
 	// its stream.
 	maxExtras = 8
@@ -254,19 +257,12 @@ func (c *Component) handBack() bool {
 	}
 	x := c.extras[n-1]
 	c.extras = c.extras[:n-1]
-	c.handedBack = true
 	c.mu.Unlock()
 	c.log.Info("an instance joined: handing a balancing slot back (closing an extra connection)", "extra_connections", n-1)
 	x.quitOnce.Do(func() { close(x.quit) })
+	// A newcomer that did not need it (it found a free slot), or two
+	// instances handing back for one newcomer, leave a slot empty: it is
+	// taken again once a standby had the time for a few tries.
+	time.AfterFunc(c.handBackCheck, func() { c.adoptSlots(c.ctx()) })
 	return true
-}
-
-// takeHandedBack reports, once, whether handBack closed a connection since
-// the last call.
-func (c *Component) takeHandedBack() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	h := c.handedBack
-	c.handedBack = false
-	return h
 }

@@ -51,6 +51,7 @@ func slotTune(lb *logBuffer) func(*Component) {
 	return func(c *Component) {
 		c.standbyBackoff = bridges.Backoff{First: 50 * time.Millisecond, Max: 100 * time.Millisecond}
 		c.routeProbeWait = 500 * time.Millisecond
+		c.handBackCheck = time.Second
 		c.log = slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 }
@@ -270,9 +271,8 @@ func TestAdoptAndHandBack(t *testing.T) {
 	in.watchSlots(ctx, "b", []string{"b", "c"}, nil)
 	waitFor(t, "c slotted", c.slotted)
 	toSlot(t, srv, aSlot, "handed-back", bc)
-	// The next renewal checks for a free slot: there is none, and b keeps
+	// Soon after, b checks for a free slot: there is none, and it keeps
 	// its stream only.
-	in.watchSlots(ctx, "b", []string{"b", "c"}, nil)
 	waitFor(t, "b's check", func() bool { return lb.count("no free balancing slot for another connection") >= 2 })
 	b.mu.Lock()
 	extras := len(b.extras)
@@ -318,5 +318,28 @@ func TestProbesOverSiblingStream(t *testing.T) {
 		if n := l.count("another connection"); n > 0 {
 			t.Errorf("other connections tried:\n%s", l.String())
 		}
+	}
+}
+
+// A slot handed back that nobody takes (the newcomer found a free one)
+// is taken again handBackCheck later.
+func TestHandedBackSlotRetaken(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	srv.balance(3)
+	var la, lb logBuffer
+	a, _, _ := startLogged(t, srv, &fakeBridge{}, &la)
+	b, _, _ := startLogged(t, srv, &fakeBridge{}, &lb)
+	waitFor(t, "both slotted", func() bool { return a.slotted() && b.slotted() })
+	b.adoptSlots(context.Background())
+	if n := lb.count("took a balancing slot of the server with another connection"); n != 1 {
+		t.Fatalf("b took %d free slots, want 1:\n%s", n, lb.String())
+	}
+	if !b.handBack() {
+		t.Fatal("b kept its extra connection")
+	}
+	waitFor(t, "the slot free", func() bool { return srv.holder(2) == nil })
+	waitFor(t, "the slot taken again", func() bool { return lb.count("took a balancing slot of the server with another connection") == 2 })
+	if srv.holder(2) == nil || b.slotsHeld() != 2 {
+		t.Errorf("slot 2 held: %v; b holds %d slots, want 2", srv.holder(2) != nil, b.slotsHeld())
 	}
 }
