@@ -207,4 +207,53 @@ func TestEjabberdBalancing(t *testing.T) {
 	if beyond := send(users); fmt.Sprint(beyond) != fmt.Sprint(first) {
 		t.Fatalf("with a fourth connection: %v, want %v", beyond, first)
 	}
+
+	// What the gateway's route probes rely on (component/route.go): a
+	// one-way stanza (an IQ result) from <localpart>@<domain> to the
+	// domain goes, whichever connection wrote it, to the connection of
+	// its sender's slot, and 64 localparts reach every slot.
+	const candidates = 64
+	for k, from := range []*Client{conns[0], conns[2]} {
+		for i := 0; i < candidates; i++ {
+			from.Send(t, "<iq type='result' id='probe%d-%d' from='route-%d@%s' to='%s'/>", k, i, i, domain, domain)
+		}
+	}
+	at := map[string]int{} // "k-i" -> connection
+	deadline := time.Now().Add(iqTimeout)
+	for len(at) < 2*candidates && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		for ci, c := range conns {
+			for _, e := range c.Received() {
+				var k, i int
+				if _, err := fmt.Sscanf(e.Attr("id"), "probe%d-%d", &k, &i); err == nil {
+					at[fmt.Sprintf("%d-%d", k, i)] = ci
+				}
+			}
+		}
+	}
+	if len(at) != 2*candidates {
+		t.Fatalf("%d of %d route stanzas came back", len(at), 2*candidates)
+	}
+	reached := map[int]int{}
+	for i := 0; i < candidates; i++ {
+		a, b := at[fmt.Sprintf("0-%d", i)], at[fmt.Sprintf("1-%d", i)]
+		if a != b {
+			t.Fatalf("route-%d went to connection %d when connection 0 wrote it, %d when connection 2 did", i, a, b)
+		}
+		reached[a]++
+	}
+	if len(reached) != 3 || reached[3] != 0 {
+		t.Fatalf("route localparts per connection: %v, want the three holding a slot", reached)
+	}
+	t.Logf("route localparts per connection: %v", reached)
+
+	// A connection that found no slot is not given one later: with
+	// connection 0 gone, its senders reach nobody, not the fourth.
+	conns[0].Close()
+	time.Sleep(200 * time.Millisecond)
+	for u, ci := range send(users - per[0]) {
+		if first[u] == 0 && ci != -1 {
+			t.Fatalf("u%d of the closed connection's slot reached connection %d", u, ci)
+		}
+	}
 }
