@@ -83,7 +83,10 @@ func TestRequireFile(t *testing.T) {
 // When one goes, its slot stays reserved: its senders' stanzas are dropped
 // without an error, the others' still go where they went; the next
 // connection takes the free slot and gets them; a connection beyond the
-// three gets nothing.
+// three gets nothing, and is not given the slot of one that goes.
+// One-way stanzas from <localpart>@<domain> to the domain go by their
+// sender's slot too, whichever connection wrote them: what the gateway's
+// route probes rely on.
 func TestEjabberdBalancing(t *testing.T) {
 	const domain, from = "irc.localhost", "mail.localhost"
 	srv := StartEjabberd(t, ServerOptions{Components: []string{domain, from, "sms.localhost"}, DeployInstances: true})
