@@ -345,8 +345,26 @@ func (c *Component) serve(ctx context.Context, cn *conn) error {
 		go h.Connected(ctx)
 	}
 
-	// A silent server is probed; one that does not answer within
-	// probeTimeout is dropped (a half-open TCP connection never errors).
+	err := c.run(ctx, s, in, readErr, writerDone)
+	if err == nil { // ctx ended
+		c.announce(context.Background(), "unavailable")
+		close(s.done)
+		select {
+		case <-writerDone:
+		case <-time.After(5 * time.Second):
+		}
+		c.log.Info("closed the stream")
+		return nil
+	}
+	close(s.done)
+	return err
+}
+
+// run handles the stanzas of s (the stream or an extra connection) until
+// it fails (the error), or ctx ends or s is asked to quit (nil). A silent
+// server is probed; one that does not answer within probeTimeout is
+// dropped (a half-open TCP connection never errors).
+func (c *Component) run(ctx context.Context, s *session, in <-chan *xmlel.Element, readErr, writerDone <-chan error) error {
 	probe := time.NewTicker(c.idleProbe)
 	defer probe.Stop()
 	lastIn := time.Now()
@@ -364,22 +382,14 @@ func (c *Component) serve(ctx context.Context, cn *conn) error {
 				go c.checkAlive(ctx, s, dead)
 			}
 		case err := <-dead:
-			close(s.done)
 			return err
 		case err := <-readErr:
-			close(s.done)
 			return err
 		case err := <-writerDone:
-			close(s.done)
 			return fmt.Errorf("write failed: %w", err)
 		case <-ctx.Done():
-			c.announce(context.Background(), "unavailable")
-			close(s.done)
-			select {
-			case <-writerDone:
-			case <-time.After(5 * time.Second):
-			}
-			c.log.Info("closed the stream")
+			return nil
+		case <-s.quit:
 			return nil
 		}
 	}

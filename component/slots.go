@@ -145,46 +145,20 @@ func (c *Component) trial(ctx context.Context) bool {
 // stream's; it is probed when silent, and ends when it fails, when ctx
 // ends, or when asked to hand its slot back (quit).
 func (c *Component) serveExtra(ctx context.Context, x *session, in <-chan *xmlel.Element, readErr <-chan error, writerDone <-chan error) {
-	probe := time.NewTicker(c.idleProbe)
-	defer probe.Stop()
-	lastIn := time.Now()
-	dead := make(chan error, 1)
-	end := func(why string, err error) {
+	err := c.run(ctx, x, in, readErr, writerDone)
+	switch {
+	case err != nil:
 		close(x.done)
 		c.dropExtra(x)
-		if why != "" {
-			c.log.Warn(why, "err", err)
+		if ctx.Err() == nil {
+			c.log.Warn("lost an extra connection to the XMPP server", "err", err)
 		}
-	}
-	for {
-		select {
-		case el := <-in:
-			lastIn = time.Now()
-			c.m.StanzasIn.Add(1)
-			if !c.probeArrived(x, el) {
-				c.dispatch(el)
-			}
-		case <-probe.C:
-			if time.Since(lastIn) >= c.idleProbe {
-				go c.checkAlive(ctx, x, dead)
-			}
-		case err := <-dead:
-			end("closed an extra connection to the XMPP server that went silent", err)
-			return
-		case err := <-readErr:
-			end("lost an extra connection to the XMPP server", err)
-			return
-		case err := <-writerDone:
-			end("lost an extra connection to the XMPP server", err)
-			return
-		case <-ctx.Done():
-			end("", nil)
-			return
-		case <-x.quit:
-			c.dropExtra(x)
-			c.closeExtra(x, in, readErr)
-			return
-		}
+	case ctx.Err() != nil:
+		close(x.done)
+		c.dropExtra(x)
+	default: // asked to quit
+		c.dropExtra(x)
+		c.closeExtra(x, in, readErr)
 	}
 }
 
