@@ -14,7 +14,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -57,26 +56,13 @@ func (in *instance) start(t *testing.T, bin string) {
 	in.gw.WaitOutput(t, wait, `msg="SMS webhooks listening"`)
 }
 
-// metrics returns the instance's /metrics ("" when it does not answer).
-func (in *instance) metrics() string {
-	resp, err := http.Get("http://" + in.env["PASSERELLE_HTTP_LISTEN"] + "/metrics")
+// heldIRC is the instance's passerelle_users_held for the IRC domain.
+func (in *instance) heldIRC(t *testing.T) int {
+	t.Helper()
+	n, err := strconv.Atoi(metric(t, in.env, "passerelle_users_held"))
 	if err != nil {
-		return ""
+		t.Fatalf("%s: passerelle_users_held: %v", in.name, err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
-}
-
-// held returns the instance's passerelle_users_held for domain (-1 when
-// /metrics does not show it).
-func (in *instance) held(domain string) int {
-	re := regexp.MustCompile(`(?m)^passerelle_users_held\{domain="` + regexp.QuoteMeta(domain) + `",instance="[^"]*"\} (\d+)$`)
-	m := re.FindStringSubmatch(in.metrics())
-	if m == nil {
-		return -1
-	}
-	n, _ := strconv.Atoi(m[1])
 	return n
 }
 
@@ -229,7 +215,7 @@ func TestSeveralInstances(t *testing.T) {
 		t.Errorf("%s, to be killed, holds no irc connection", insts[victim].name)
 	}
 	for i, in := range insts {
-		if n := in.held(ircDomain); n != perIRC[i] {
+		if n := in.heldIRC(t); n != perIRC[i] {
 			t.Errorf("%s: /metrics shows %d irc users held, its log %d", in.name, n, perIRC[i])
 		}
 	}
@@ -373,7 +359,7 @@ func TestSeveralInstances(t *testing.T) {
 		sum := 0
 		for i, in := range insts {
 			if i != victim {
-				n := in.held(ircDomain)
+				n := in.heldIRC(t)
 				held, sum = append(held, n), sum+n
 			}
 		}
@@ -626,18 +612,15 @@ func TestSeveralInstances(t *testing.T) {
 			}
 			t.Logf("%s's private message reached IRC %v after it was first sent", nick, time.Since(t0).Round(time.Millisecond))
 		}
-		if n := insts[victim].held(ircDomain); n != len(victimNicks) {
+		if n := insts[victim].heldIRC(t); n != len(victimNicks) {
 			t.Errorf("the restarted instance holds %d irc users, want %d", n, len(victimNicks))
 		}
 		// Give it the time to rejoin what it would.
 		time.Sleep(3 * time.Second)
 		checkOneConnectionEach(t)
-		for i, in := range insts {
+		for _, in := range insts {
 			if out := in.gw.Output(); strings.Contains(out, "level=ERROR") {
 				t.Logf("%s logged errors:\n%s", in.name, grepLines(out, "level=ERROR"))
-			}
-			if m := in.metrics(); m != "" {
-				t.Logf("%s /metrics (instance lines):\n%s", insts[i].name, grepLines(m, "instance="))
 			}
 		}
 	})
