@@ -83,6 +83,11 @@ func servedBy(insts []*instance, msg string) map[string]map[string]int {
 	return out
 }
 
+// inFlightWindow is how long before the kill a message handed to the
+// killed instance (an IRC line to one of its connections, a stanza from one
+// of its users) may have been in flight, neither lost nor acknowledged.
+const inFlightWindow = 2 * time.Second
+
 // acked is a message a peer handed to the gateway and the gateway (or, for
 // IRC, the IRC server) acknowledged.
 type acked struct {
@@ -324,7 +329,7 @@ func TestSeveralInstances(t *testing.T) {
 		nick := users[a.user]
 		switch {
 		case refusedIRC[a.marker]:
-		case victimNicks[nick] && a.at.After(tKill.Add(-500*time.Millisecond)) && (quitAt[nick].IsZero() || a.at.Before(quitAt[nick])):
+		case victimNicks[nick] && a.at.After(tKill.Add(-inFlightWindow)) && (quitAt[nick].IsZero() || a.at.Before(quitAt[nick])):
 			inFlight = append(inFlight, a)
 		default:
 			ircOK = append(ircOK, a)
@@ -387,11 +392,11 @@ func TestSeveralInstances(t *testing.T) {
 	atRelay := func(marker string) int { return sink.count("carol@example.org", marker) }
 	inbound := map[string][]acked{"irc": ircOK, "mail": mailsIn, "sms": textsIn}
 	// An outbound message is expected when its user's stanzas went to a
-	// live instance: to another than the victim, or to the victim a
-	// second before the kill.
+	// live instance: to another than the victim, or to the victim earlier
+	// than inFlightWindow before the kill.
 	expectedOut := func(list []acked, domain string) (want, intoDead []acked) {
 		for _, a := range list {
-			if slot(domain, a.user) == victim && a.at.After(tKill.Add(-time.Second)) {
+			if slot(domain, a.user) == victim && a.at.After(tKill.Add(-inFlightWindow)) {
 				intoDead = append(intoDead, a)
 			} else {
 				want = append(want, a)
@@ -453,8 +458,8 @@ func TestSeveralInstances(t *testing.T) {
 			quits = append(quits, fmt.Sprintf("%s %v", nick, at.Sub(tKill).Round(time.Millisecond)))
 		}
 		sort.Strings(quits)
-		t.Logf("irc lines: %d sent, %d refused by ngircd (nick gone), %d in flight to the killed instance's connections (from 500 ms before the kill to the QUIT dave saw: %s), not counted, of which %d arrived",
-			ircSent, len(refusedIRC), len(inFlight), strings.Join(quits, ", "), flightArrived)
+		t.Logf("irc lines: %d sent, %d refused by ngircd (nick gone), %d in flight to the killed instance's connections (from %v before the kill to the QUIT dave saw: %s), not counted, of which %d arrived",
+			ircSent, len(refusedIRC), len(inFlight), inFlightWindow, strings.Join(quits, ", "), flightArrived)
 		t.Logf("refused by every instance: %d mails, %d webhooks", refusedSMTP, refusedHook)
 		for _, o := range []struct {
 			kind       string
@@ -487,8 +492,8 @@ func TestSeveralInstances(t *testing.T) {
 					}
 				}
 			}
-			t.Logf("%s: %d from users of live instances, %d arrived, %d duplicates; %d sent into the killed instance's slot from a second before the kill, %d of those arrived; %d of them after the kill, %d of those arrived",
-				o.kind, len(o.want), len(o.want)-lost, dups, len(o.dead), deadArrived, after, afterArrived)
+			t.Logf("%s: %d from users of live instances, %d arrived, %d duplicates; %d sent into the killed instance's slot from %v before the kill, %d of those arrived; %d of them after the kill, %d of those arrived",
+				o.kind, len(o.want), len(o.want)-lost, dups, len(o.dead), inFlightWindow, deadArrived, after, afterArrived)
 		}
 	})
 
