@@ -271,6 +271,12 @@ func (in *Instance) WritePrometheus(ctx context.Context, w io.Writer) {
 	if in.solo || in.st == nil {
 		return
 	}
+	fmt.Fprintf(w, "# HELP passerelle_user_leases leases on users this instance holds in the database\n# TYPE passerelle_user_leases gauge\n")
+	for _, c := range comps {
+		if n, err := in.st.CountUserLeases(ctx, c.opts.Domain); err == nil {
+			fmt.Fprintf(w, "passerelle_user_leases{domain=%q,instance=%q} %d\n", c.opts.Domain, name, n)
+		}
+	}
 	if live, err := in.st.LiveInstances(ctx); err == nil {
 		fmt.Fprintf(w, "# HELP passerelle_instances_live instances sharing the database with a row there\n# TYPE passerelle_instances_live gauge\n")
 		fmt.Fprintf(w, "passerelle_instances_live{instance=%q} %d\n", name, len(live))

@@ -203,6 +203,17 @@ func TestInstances(t *testing.T) {
 		if a.c.heldCount() != 0 || b.c.heldCount() != 1 {
 			t.Fatalf("a holds %d, b %d", a.c.heldCount(), b.c.heldCount())
 		}
+		var w strings.Builder
+		b.inst.WritePrometheus(context.Background(), &w)
+		for _, want := range []string{
+			`passerelle_users_held{domain="test.example.org",instance="` + b.st.Instance() + `"} 1`,
+			`passerelle_user_leases{domain="test.example.org",instance="` + b.st.Instance() + `"} 1`,
+			`passerelle_instances_live{instance="` + b.st.Instance() + `"} 2`,
+		} {
+			if !strings.Contains(w.String(), want) {
+				t.Errorf("b's metrics lack %s:\n%s", want, w.String())
+			}
+		}
 		// And back.
 		message(a.fc, t, "u@example.org", "three")
 		waitEvent(t, log, "a handled u@example.org three")
@@ -260,6 +271,14 @@ func TestInstances(t *testing.T) {
 		waitEvent(t, log, "a released u@example.org")
 		if a.inst.leased() {
 			t.Fatal("a still takes itself for leased")
+		}
+		// Its metrics leave out what the store does not answer.
+		var w strings.Builder
+		a.inst.WritePrometheus(context.Background(), &w)
+		if m := w.String(); !strings.Contains(m, `passerelle_instance_leased{instance="`+a.st.Instance()+`"} 0`) ||
+			!strings.Contains(m, `passerelle_users_held{domain="test.example.org"`) ||
+			strings.Contains(m, "passerelle_outbox_queued{") || strings.Contains(m, "passerelle_user_leases{") || strings.Contains(m, "passerelle_instances_live{") {
+			t.Errorf("metrics of an instance whose store fails:\n%s", m)
 		}
 		message(a.fc, t, "u@example.org", "two")
 		refusal := a.fc.expect(t, "the refusal of the stanza", hasID("two"))

@@ -316,6 +316,14 @@ func (s *Store) AdoptUsers(ctx context.Context, domain string) ([]string, error)
 	return js, nil
 }
 
+// CountUserLeases returns the number of users of domain whose lease this
+// instance holds.
+func (s *Store) CountUserLeases(ctx context.Context, domain string) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM user_leases WHERE instance = ? AND domain = ?`, s.Instance(), domain).Scan(&n)
+	return n, err
+}
+
 // UserHolder returns the instance holding the lease on jid at domain ("":
 // none recorded).
 func (s *Store) UserHolder(ctx context.Context, domain, jid string) (string, error) {
