@@ -193,8 +193,8 @@ func (in *Instance) renew(ctx context.Context) {
 // the last renewal: when one is gone, its connections' balancing slots
 // may be empty, and the components try to take them (adoptSlots), as at
 // the first renewal (slots no instance took); when some joined, they hand
-// back one each (handBack). When the store
-// could not say (err), the comparison waits for the next renewal.
+// back one each (handBack). When the store could not say (err), the
+// comparison waits for the next renewal.
 func (in *Instance) watchSlots(ctx context.Context, me string, live []string, err error) {
 	if err != nil {
 		if ctx.Err() == nil {

@@ -20,7 +20,10 @@ package component
 //
 // Another instance's probes and confirmations reach this one when their
 // localpart hashes to its slot: they are results with ids it does not
-// know, and are dropped without a word.
+// know, and are dropped without a word (a probe's still shows that its
+// localpart comes back on that connection). A probe that arrives over a
+// sibling component's stream (ejabberd's global_routes: every connection
+// routes every domain of the listener) counts as come back.
 
 import (
 	"context"
