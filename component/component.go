@@ -134,10 +134,13 @@ type Component struct {
 	// balancing (slots.go).
 	probes   map[string]chan arrival
 	extras   []*session
-	adopting atomic.Bool    // adoptSlots under way
-	refused  atomic.Int64   // other connections refused in a row
-	links    sync.WaitGroup // the extra connections' goroutines
-	stopping bool           // Run waits for links: no new one
+	adopting atomic.Bool  // adoptSlots under way
+	refused  atomic.Int64 // other connections refused in a row
+	// unbalanced: every candidate of the last probe came back to this
+	// component (route.go): there is no other slot to take.
+	unbalanced atomic.Bool
+	links      sync.WaitGroup // the extra connections' goroutines
+	stopping   bool           // Run waits for links: no new one
 	// held are the users whose foreign connections this instance holds,
 	// for a bridge that has them (owner; see owner.go).
 	held      map[string]bool

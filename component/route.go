@@ -129,8 +129,19 @@ func (c *Component) probe(ctx context.Context, s *session) string {
 	c.mu.Lock()
 	c.probes[nonce] = ch
 	s.localpart = "" // the route is in question
+	// Whether all candidates come back says something of the server
+	// only when the stream is the component's one connection.
+	judge := s == c.cur && len(c.extras) == 0 && !c.adopting.Load()
 	c.mu.Unlock()
+	t := time.NewTimer(c.routeProbeWait)
+	n := 0 // the candidates come back to the component
+	counting := false
 	defer func() {
+		if counting && judge {
+			go c.countProbe(nonce, ch, t, n)
+			return
+		}
+		t.Stop()
 		c.mu.Lock()
 		delete(c.probes, nonce)
 		c.mu.Unlock()
@@ -145,18 +156,21 @@ func (c *Component) probe(ctx context.Context, s *session) string {
 			return ""
 		}
 	}
-	t := time.NewTimer(c.routeProbeWait)
-	defer t.Stop()
 	for {
 		select {
 		case a := <-ch:
+			n++
 			if a.s == s {
 				c.mu.Lock()
 				s.localpart, s.held = a.localpart, true
 				c.mu.Unlock()
+				counting = true
 				return a.localpart
 			}
 		case <-t.C:
+			if judge {
+				c.unbalanced.Store(false)
+			}
 			// Nothing came back from this probe; another instance's
 			// probe may have shown a route meanwhile.
 			c.mu.Lock()
@@ -166,6 +180,30 @@ func (c *Component) probe(ctx context.Context, s *session) string {
 			return ""
 		case <-ctx.Done():
 			return ""
+		}
+	}
+}
+
+// countProbe counts the rest of a probe's candidates that come back to
+// the component's one connection, until the probe's wait ends, and
+// records whether all of them did: then the server does not balance this
+// domain over several connections (Prosody, ejabberd without
+// domain_balancing, or with one slot), and there is no slot to take
+// (adoptSlots).
+func (c *Component) countProbe(nonce string, ch <-chan arrival, t *time.Timer, n int) {
+	defer func() {
+		t.Stop()
+		c.mu.Lock()
+		delete(c.probes, nonce)
+		c.mu.Unlock()
+		c.unbalanced.Store(n == routeCandidates)
+	}()
+	for n < routeCandidates {
+		select {
+		case <-ch:
+			n++
+		case <-t.C:
+			return
 		}
 	}
 }

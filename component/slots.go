@@ -206,7 +206,7 @@ func (c *Component) adoptSlots(ctx context.Context) {
 		return
 	}
 	defer c.adopting.Store(false)
-	if !c.Connected() {
+	if !c.Connected() || c.unbalanced.Load() {
 		return
 	}
 	for i := 0; i < maxExtras; i++ {

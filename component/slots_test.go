@@ -343,3 +343,22 @@ func TestHandedBackSlotRetaken(t *testing.T) {
 		t.Errorf("slot 2 held: %v; b holds %d slots, want 2", srv.holder(2) != nil, b.slotsHeld())
 	}
 }
+
+// A server that routes every candidate back to the one connection
+// (Prosody, ejabberd without domain_balancing) has no slot to take: a
+// departure or the first renewal opens no other connection.
+func TestNoSlotsToTakeWithoutBalancing(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	var lb logBuffer
+	c, _, _ := startLogged(t, srv, &fakeBridge{}, &lb)
+	waitFor(t, "every candidate back", c.unbalanced.Load)
+	c.adoptSlots(context.Background())
+	select {
+	case <-srv.conns:
+		t.Fatal("another connection opened to a server that does not balance")
+	case <-time.After(300 * time.Millisecond):
+	}
+	if n := lb.count("balancing slot"); n > 0 {
+		t.Errorf("slots looked for:\n%s", lb.String())
+	}
+}
