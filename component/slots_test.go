@@ -362,3 +362,39 @@ func TestNoSlotsToTakeWithoutBalancing(t *testing.T) {
 		t.Errorf("slots looked for:\n%s", lb.String())
 	}
 }
+
+// A standby's outbox waits for a route: nothing is sent while no
+// connection of the component holds a slot; once another connection
+// takes one, the stream sends, and the confirmations (written on the
+// stream, from the other connection's localpart) come back there.
+func TestStandbyOutboxWaitsForRoute(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	srv.balance(1)
+	var la, lb logBuffer
+	a, doneA, fa := startLogged(t, srv, &fakeBridge{}, &la)
+	waitFor(t, "a slotted", a.slotted)
+	b, _, fb := startLogged(t, srv, &fakeBridge{}, &lb, func(c *Component) {
+		c.confirmWait = time.Minute
+		c.standbyBackoff = bridges.Backoff{First: 100 * time.Millisecond, Max: 200 * time.Millisecond}
+	})
+	waitFor(t, "b standby", func() bool { return lb.count("holds none of the server's balancing slots") > 0 })
+	if err := b.SendMessage(context.Background(), stanza.Message("", "u@example.org", "chat", "waiting", "hello")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case el := <-fb.in:
+		if el.Attr("id") == "waiting" {
+			t.Fatal("the standby sent its outbox with no route for the confirmation")
+		}
+	case <-time.After(500 * time.Millisecond):
+	}
+	srv.refuse.Store(true) // a does not come back
+	fa.nc.Close()
+	doneA <- <-doneA
+	srv.refuse.Store(false)
+	fb.expect(t, "the message once b holds a slot", hasID("waiting"))
+	outboxEmpties(t, b)
+	if !b.slotted() || b.slotsHeld() != 1 {
+		t.Errorf("b holds %d slots", b.slotsHeld())
+	}
+}
