@@ -105,6 +105,11 @@ type Component struct {
 	outbox     outboxState // owned by the running pump
 	// idleProbe and probeTimeout detect a server that went silent.
 	idleProbe, probeTimeout time.Duration
+	// confirmWait, routeProbeWait, handBackCheck and standbyBackoff
+	// are outboxConfirmWait, routeProbeWait, handBackCheck and
+	// standbyBackoff: tests shorten them.
+	confirmWait, routeProbeWait, handBackCheck time.Duration
+	standbyBackoff                             bridges.Backoff
 	// sharedRoutes is set once the server delivered this domain's stanzas
 	// over a sibling's stream (ejabberd): it then accepts our stanzas on
 	// any of the group's streams, which Send uses while ours is down.
@@ -128,6 +133,18 @@ type Component struct {
 	// as the server told the domain on this stream (userPresence); kept
 	// only for a bridge that implements bridges.UserPresence.
 	online map[string]map[string]struct{}
+	// probes are the route probes under way, by nonce (route.go); extras
+	// the connections beside cur that hold a slot of the server's
+	// balancing (slots.go).
+	probes   map[string]chan arrival
+	extras   []*session
+	adopting atomic.Bool  // adoptSlots under way
+	refused  atomic.Int64 // other connections refused in a row
+	// unbalanced: every candidate of the last probe came back to this
+	// component (route.go): there is no other slot to take.
+	unbalanced atomic.Bool
+	links      sync.WaitGroup // the extra connections' goroutines
+	stopping   bool           // Run waits for links: no new one
 	// held are the users whose foreign connections this instance holds,
 	// for a bridge that has them (owner; see owner.go).
 	held      map[string]bool
@@ -140,9 +157,15 @@ type Component struct {
 type session struct {
 	c     *conn
 	queue chan []byte
-	// gone is closed when the stream has ended: the requests sent on it
-	// will not be answered.
-	gone chan struct{}
+	done  chan struct{} // closed when the session ends
+	// quit, closed once (quitOnce), asks an extra connection to hand its
+	// slot back (slots.go).
+	quit     chan struct{}
+	quitOnce sync.Once
+	// localpart is a route localpart whose stanzas come back on this
+	// connection ("": none found, a standby); under Component.mu.
+	localpart string
+	held      bool // a probe came back on it once (under Component.mu)
 	// granted is closed when the server's privilege advertisement
 	// (XEP-0356) arrived on the stream.
 	granted     chan struct{}
@@ -196,6 +219,8 @@ func New(opts Options) *Component {
 		outboxWake: make(chan struct{}, 1),
 		ready:      make(chan struct{}),
 		idleProbe:  idleProbe, probeTimeout: probeTimeout,
+		confirmWait: outboxConfirmWait, routeProbeWait: routeProbeWait, handBackCheck: handBackCheck, standbyBackoff: standbyBackoff,
+		probes:         map[string]chan arrival{},
 		commandTimeout: commandTimeout,
 		users:          map[string]*userSession{},
 		pending:        map[string]chan *xmlel.Element{},
@@ -233,6 +258,10 @@ func (c *Component) Run(ctx context.Context) error {
 	c.inst.sweep(ctx, c)
 	err = c.connect(ctx)
 	cancel()
+	c.mu.Lock()
+	c.stopping = true
+	c.mu.Unlock()
+	c.links.Wait()
 	c.acquiring.Wait()
 	if berr := wait(); berr != nil && err == nil {
 		err = &PermanentError{fmt.Errorf("the %s bridge failed: %w", c.bridge.Kind(), berr)}
@@ -289,10 +318,9 @@ var reconnectBackoff = bridges.Backoff{First: 500 * time.Millisecond, Max: 10 * 
 
 // serve runs one connection until it breaks or ctx ends.
 func (c *Component) serve(ctx context.Context, cn *conn) error {
-	s := &session{c: cn, queue: make(chan []byte, writeQueueSize), gone: make(chan struct{}), granted: make(chan struct{})}
-	stop := make(chan struct{})
+	s := newSession(cn)
 	writerDone := make(chan error, 1)
-	go func() { writerDone <- c.writer(s, stop) }()
+	go func() { writerDone <- c.writer(s, s.done) }()
 
 	c.mu.Lock()
 	c.cur = s
@@ -308,17 +336,90 @@ func (c *Component) serve(ctx context.Context, cn *conn) error {
 		c.mu.Lock()
 		c.cur = nil
 		c.mu.Unlock()
-		close(s.gone)
 		c.forgetPresence()
 		c.m.Connected.Store(0)
 		cn.nc.Close()
 	}()
 
+	in, readErr := c.read(s)
+	go func() {
+		defer close(pumpDone)
+		// The pump's confirmations come back by a route the probe
+		// finds: it starts once the probe has answered.
+		if c.probe(pumpCtx, s) == "" && pumpCtx.Err() == nil {
+			c.standby()
+		}
+		go c.keepSlot(pumpCtx, s)
+		c.pump(pumpCtx, s, s.done)
+	}()
+	go c.announce(ctx, "")
+	go c.probeUsers(ctx, s)
+	if h, ok := c.bridge.(bridges.Connected); ok {
+		go h.Connected(ctx)
+	}
+
+	err := c.run(ctx, s, in, readErr, writerDone)
+	if err == nil { // ctx ended
+		c.announce(context.Background(), "unavailable")
+		close(s.done)
+		select {
+		case <-writerDone:
+		case <-time.After(5 * time.Second):
+		}
+		c.log.Info("closed the stream")
+		return nil
+	}
+	close(s.done)
+	return err
+}
+
+// run handles the stanzas of s (the stream or an extra connection) until
+// it fails (the error), or ctx ends or s is asked to quit (nil). A silent
+// server is probed; one that does not answer within probeTimeout is
+// dropped (a half-open TCP connection never errors).
+func (c *Component) run(ctx context.Context, s *session, in <-chan *xmlel.Element, readErr, writerDone <-chan error) error {
+	probe := time.NewTicker(c.idleProbe)
+	defer probe.Stop()
+	lastIn := time.Now()
+	dead := make(chan error, 1)
+	for {
+		select {
+		case el := <-in:
+			lastIn = time.Now()
+			c.m.StanzasIn.Add(1)
+			if !c.probeArrived(s, el) {
+				c.dispatch(el)
+			}
+		case <-probe.C:
+			if time.Since(lastIn) >= c.idleProbe {
+				go c.checkAlive(ctx, s, dead)
+			}
+		case err := <-dead:
+			return err
+		case err := <-readErr:
+			return err
+		case err := <-writerDone:
+			return fmt.Errorf("write failed: %w", err)
+		case <-ctx.Done():
+			return nil
+		case <-s.quit:
+			return nil
+		}
+	}
+}
+
+func newSession(cn *conn) *session {
+	return &session{c: cn, queue: make(chan []byte, writeQueueSize), done: make(chan struct{}), quit: make(chan struct{}), granted: make(chan struct{})}
+}
+
+// read reads s's stanzas on a goroutine until the stream fails (the
+// error) or s ends.
+func (c *Component) read(s *session) (<-chan *xmlel.Element, <-chan error) {
 	in := make(chan *xmlel.Element)
 	readErr := make(chan error, 1)
 	go func() {
 		for {
-			el, err := cn.read()
+			el, err := s.c.read()
 			var over *xmlel.LimitError
 			if errors.As(err, &over) {
 				c.refuseOverLimit(over)
@@ -330,66 +431,40 @@ func (c *Component) serve(ctx context.Context, cn *conn) error {
 			}
 			select {
 			case in <- el:
-			case <-stop:
+			case <-s.done:
 				return
 			}
 		}
 	}()
+	return in, readErr
+}
 
-	go func() {
-		defer close(pumpDone)
-		c.pump(pumpCtx, s, stop)
-	}()
-	go c.announce(ctx, "")
-	go c.probeUsers(ctx, s)
-	if h, ok := c.bridge.(bridges.Connected); ok {
-		go h.Connected(ctx)
-	}
-
-	// A silent server is probed; one that does not answer within
-	// probeTimeout is dropped (a half-open TCP connection never errors).
-	probe := time.NewTicker(c.idleProbe)
-	defer probe.Stop()
-	lastIn := time.Now()
-	dead := make(chan error, 1)
-	for {
+// checkAlive sends on s a stanza the server routes back, and reports on
+// dead when it does not come back within probeTimeout.
+func (c *Component) checkAlive(ctx context.Context, s *session, dead chan<- error) {
+	pctx, cancel := context.WithTimeout(ctx, c.probeTimeout)
+	defer cancel()
+	st, answer, forget, _ := c.selfCheck(s)
+	defer forget()
+	err := pctx.Err()
+	select {
+	case s.queue <- st.Bytes():
 		select {
-		case el := <-in:
-			lastIn = time.Now()
-			c.m.StanzasIn.Add(1)
-			c.dispatch(el)
-		case <-probe.C:
-			if time.Since(lastIn) >= c.idleProbe {
-				go func() {
-					pctx, cancel := context.WithTimeout(ctx, c.probeTimeout)
-					defer cancel()
-					_, err := c.IQ(pctx, stanza.IQ(c.opts.Domain, c.opts.Domain, "get", "", xmlel.New(stanza.NSPing, "ping")))
-					if err != nil && ctx.Err() == nil {
-						select {
-						case dead <- fmt.Errorf("the server did not answer a ping for %v: %w", c.probeTimeout, err):
-						default:
-						}
-					}
-				}()
-			}
-		case err := <-dead:
-			close(stop)
-			return err
-		case err := <-readErr:
-			close(stop)
-			return err
-		case err := <-writerDone:
-			close(stop)
-			return fmt.Errorf("write failed: %w", err)
-		case <-ctx.Done():
-			c.announce(context.Background(), "unavailable")
-			close(stop)
-			select {
-			case <-writerDone:
-			case <-time.After(5 * time.Second):
-			}
-			c.log.Info("closed the stream")
-			return nil
+		case <-answer:
+			return
+		case <-s.done:
+			return
+		case <-pctx.Done():
+			err = pctx.Err()
+		}
+	case <-s.done:
+		return
+	case <-pctx.Done():
+	}
+	if ctx.Err() == nil {
+		select {
+		case dead <- fmt.Errorf("the server did not answer a ping for %v: %w", c.probeTimeout, err):
+		default:
 		}
 	}
 }
@@ -530,7 +605,7 @@ func (c *Component) IQ(ctx context.Context, iq *xmlel.Element) (*xmlel.Element, 
 	select {
 	case r := <-ch:
 		return r, nil
-	case <-s.gone:
+	case <-s.done:
 		select {
 		case r := <-ch: // answered just before the end
 			return r, nil

@@ -7,6 +7,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"net"
@@ -39,13 +40,86 @@ type fakeServer struct {
 	// holdSelfPings makes the server hand the component's own pings to
 	// the test (fakeConn.in) instead of routing them back.
 	holdSelfPings atomic.Bool
-	conns         chan *fakeConn
+	// ignoreProbes makes the server drop the component's route probes.
+	ignoreProbes atomic.Bool
+	// refuse makes the server refuse new connections' handshakes.
+	refuse atomic.Bool
+	conns  chan *fakeConn
+	// slots, when not nil, balance the component's stanzas to itself
+	// as ejabberd 23.01's domain_balancing (bare_source, component_number
+	// len(slots)) does: each connection takes the first free slot at its
+	// handshake (none: it gets nothing), a stanza goes to the slot of a
+	// hash of its sender's bare JID, and is dropped when that slot is
+	// free.
+	mu    sync.Mutex
+	slots []*fakeConn
+	// shared routes a component's stanzas to itself to another
+	// connection (ejabberd's global_routes with one connection per
+	// domain); open are the connections.
+	shared bool
+	open   []*fakeConn
 }
 
 type fakeConn struct {
 	nc  net.Conn
 	in  chan *xmlel.Element
 	err chan error
+	wmu sync.Mutex
+}
+
+// balance makes s balance over n slots.
+func (s *fakeServer) balance(n int) {
+	s.mu.Lock()
+	s.slots = make([]*fakeConn, n)
+	s.mu.Unlock()
+}
+
+// slotOf returns the slot of the stanzas from jid.
+func (s *fakeServer) slotOf(jid string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.slotOf0(jid)
+}
+
+// holder returns the connection holding slot i (nil: none).
+func (s *fakeServer) holder(i int) *fakeConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.slots[i]
+}
+
+// route sends el, written by the component on fc, where the server
+// routes it.
+func (s *fakeServer) route(fc *fakeConn, el *xmlel.Element) {
+	s.mu.Lock()
+	to := fc
+	switch {
+	case s.slots != nil:
+		to = s.slots[s.slotOf0(el.Attr("from"))]
+	case s.shared:
+		// Every connection routes every domain: to another one.
+		for _, o := range s.open {
+			if o != fc {
+				to = o
+			}
+		}
+	}
+	s.mu.Unlock()
+	if to != nil {
+		to.write(el.String())
+	}
+}
+
+func (s *fakeServer) slotOf0(jid string) int {
+	h := fnv.New32a()
+	h.Write([]byte(stanza.Bare(jid)))
+	return int(h.Sum32() % uint32(len(s.slots)))
+}
+
+func (c *fakeConn) write(b string) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	io.WriteString(c.nc, b)
 }
 
 func newFakeServer(t *testing.T, secret string) *fakeServer {
@@ -102,7 +176,7 @@ func (s *fakeServer) handle(nc net.Conn) {
 		}
 	}
 	sum := sha1.Sum([]byte("sid1" + s.secret))
-	if s.streamError != "" || hs.Text != hex.EncodeToString(sum[:]) {
+	if s.streamError != "" || hs.Text != hex.EncodeToString(sum[:]) || s.refuse.Load() {
 		cond := s.streamError
 		if cond == "" {
 			cond = "not-authorized"
@@ -111,13 +185,37 @@ func (s *fakeServer) handle(nc net.Conn) {
 		nc.Close()
 		return
 	}
-	io.WriteString(nc, "<handshake/>")
 	fc := &fakeConn{nc: nc, in: make(chan *xmlel.Element, 1000), err: make(chan error, 1)}
+	s.mu.Lock()
+	for i, h := range s.slots {
+		if h == nil {
+			s.slots[i] = fc
+			break
+		}
+	}
+	s.open = append(s.open, fc)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		for i, h := range s.slots {
+			if h == fc {
+				s.slots[i] = nil
+			}
+		}
+		s.mu.Unlock()
+	}()
+	fc.write("<handshake/>")
 	s.conns <- fc
 	for {
 		tok, err := d.Token()
 		if err != nil {
 			fc.err <- err
+			close(fc.in)
+			return
+		}
+		if end, ok := tok.(xml.EndElement); ok && end.Name.Local == "stream" {
+			nc.Close() // the component ended the stream: so does the server
+			fc.err <- io.EOF
 			close(fc.in)
 			return
 		}
@@ -128,7 +226,19 @@ func (s *fakeServer) handle(nc net.Conn) {
 				close(fc.in)
 				return
 			}
-			if el.Local == "iq" && el.Attr("to") == "test.example.org" && el.Attr("from") == "test.example.org" {
+			if to := el.Attr("to"); to != "" && !strings.Contains(to, "@") && stanza.Domain(el.Attr("from")) == to {
+				// ignoreSelfPings and holdSelfPings spare the route
+				// probes (unless ignoreProbes), so that the
+				// component's confirmations and idle probes are routed
+				// stanzas.
+				probe := strings.HasPrefix(el.Attr("id"), routeIDPrefix)
+				if probe && s.ignoreProbes.Load() {
+					continue
+				}
+				if probe {
+					s.route(fc, el)
+					continue
+				}
 				if s.ignoreSelfPings.Load() {
 					continue
 				}
@@ -136,8 +246,9 @@ func (s *fakeServer) handle(nc net.Conn) {
 					fc.in <- el
 					continue
 				}
-				// Route the component's own pings back to it, as a server does.
-				io.WriteString(nc, el.String())
+				// Route the component's stanzas to itself back to it,
+				// as a server does.
+				s.route(fc, el)
 				continue
 			}
 			fc.in <- el
@@ -158,6 +269,8 @@ func (s *fakeServer) accept(t *testing.T) *fakeConn {
 
 func (c *fakeConn) send(t *testing.T, format string, args ...any) {
 	t.Helper()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	if _, err := fmt.Fprintf(c.nc, format, args...); err != nil {
 		t.Fatal(err)
 	}
@@ -230,6 +343,9 @@ func startComponent(t *testing.T, srv *fakeServer, b bridges.Bridge, secret stri
 	c := New(Options{Domain: "test.example.org", Addr: srv.ln.Addr().String(), Secret: secret, Bridge: b, Store: st,
 		IsAdmin: func(j string) bool { return j == "admin@example.org" },
 		Log:     slog.New(slog.NewTextHandler(io.Discard, nil))})
+	// A stream the fake server routes nothing back to (ignoreProbes)
+	// opens no other connections unless a test says so.
+	c.standbyBackoff = bridges.Backoff{First: time.Hour, Max: time.Hour}
 	for _, f := range tune {
 		f(c)
 	}

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"passerelle/bridges"
-	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 	"passerelle/store"
 )
@@ -20,6 +19,8 @@ const (
 	// outboxConfirmWait is how long the pump waits for a confirmation
 	// while the stream stays up.
 	outboxConfirmWait = 30 * time.Second
+	// routeWaitStep is how often a pump with no route looks again.
+	routeWaitStep = 200 * time.Millisecond
 	// storeRetryMax caps the pump's backoff on a failing store (less when
 	// PASSERELLE_RETRY_MAX_DELAY is less): once the store works again,
 	// the stanzas waiting behind it go out within that time.
@@ -47,18 +48,26 @@ type flight struct {
 	answer  <-chan *xmlel.Element
 	forget  func()
 	written time.Time
+	// routed: the confirmation was sent from a route localpart (route.go),
+	// which comes back to this component; otherwise it is a ping to the
+	// domain, which a balancing server may answer elsewhere.
+	routed bool
 }
 
 // pump sends the persistent outbox over session s, oldest first, until the
 // session ends. A batch leaves the outbox only once the server has shown it
-// processed it: a ping the component sends to its own domain, after the
-// batch, comes back only after everything written before it was routed.
+// processed it: a stanza the component sends to its own domain after the
+// batch, from a localpart that the server routes back to one of its
+// connections (route.go), comes back only after everything written before
+// it was routed.
 // The pump does not wait for that answer before it sends the next batch:
 // up to outboxWindow batches are under way at once, and each confirmation
 // removes its batch (a round trip per batch would leave the stream idle,
 // and the server's and the kernel's small-packet delays would add up to
 // tens of milliseconds). A batch interrupted by a disconnection is sent
-// again after reconnecting (at least once, never lost). A confirmed batch
+// again after reconnecting (at least once, never lost); so is every batch
+// from one whose confirmation did not come back within confirmWait while
+// the stream stayed up, once the route is probed again. A confirmed batch
 // is never sent again by this process: while the store will not remove
 // it, the pump sends nothing and retries the removal with backoff.
 func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) {
@@ -70,22 +79,24 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 		}
 	}()
 	var after int64 // the last id written to this stream
-	confirmWait := time.NewTimer(outboxConfirmWait)
+	// unrouted is when the pump last found no route (route.go).
+	unrouted := time.Now()
+	confirmWait := time.NewTimer(c.confirmWait)
 	defer confirmWait.Stop()
 	for {
-		if wait := time.Until(o.retryAt); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-stop:
-				t.Stop()
-				return
-			case <-ctx.Done():
-				t.Stop()
-				return
-			}
+		if wait := time.Until(o.retryAt); wait > 0 && !pause(ctx, stop, wait) {
+			return
 		}
 		if !c.removeSent(ctx) {
+			continue
+		}
+		if len(inflight) == 0 && !c.slotted() && time.Since(unrouted) < c.confirmWait {
+			// No connection of the component holds a slot yet (a
+			// standby trying for one): no confirmation could come back.
+			// The outbox waits for one, confirmWait at most.
+			if !pause(ctx, stop, routeWaitStep) {
+				return
+			}
 			continue
 		}
 		if len(inflight) < outboxWindow {
@@ -122,15 +133,35 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 			}
 			continue
 		}
-		confirmWait.Reset(time.Until(inflight[0].written.Add(outboxConfirmWait)))
+		confirmWait.Reset(time.Until(inflight[0].written.Add(c.confirmWait)))
 		select {
 		case <-inflight[0].answer:
 			// Any answer (even an error) proves the server got that far.
 		case <-confirmWait.C:
-			// The stream is still up after outboxConfirmWait: the server
-			// does not answer pings to the component itself; what was
-			// written has reached it.
-			c.log.Warn("the server does not answer the outbox confirmation ping", "waited", outboxConfirmWait)
+			if inflight[0].routed {
+				// The route changed (the connection holding its slot
+				// closed) or the server lost the stanza: find a route
+				// again, then send everything unconfirmed again (at
+				// least once).
+				n := 0
+				for _, f := range inflight {
+					n += len(f.ids)
+					f.forget()
+				}
+				after = inflight[0].ids[0] - 1
+				inflight = inflight[:0]
+				c.log.Warn("an outbox confirmation did not come back; probing the route again, then sending the unconfirmed stanzas again", "waited", c.confirmWait, "stanzas", n)
+				if c.probe(ctx, s) == "" && ctx.Err() == nil {
+					c.standby()
+					unrouted = time.Now()
+				}
+				continue
+			}
+			// No connection of this component holds a slot, and the
+			// stream is still up after confirmWait: the server does not
+			// route the component's stanzas back to it; what was written
+			// has reached it.
+			c.log.Warn("the server does not answer the outbox confirmation ping", "waited", c.confirmWait)
 		case <-wake:
 			continue
 		case <-stop:
@@ -150,7 +181,21 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 	}
 }
 
-// write queues items on s, then the ping that confirms them. It reports
+// pause waits d, and reports false when stop or ctx ended first.
+func pause(ctx context.Context, stop <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-stop:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// write queues items on s, then the stanza that confirms them. It reports
 // false if the stream broke first.
 func (c *Component) write(s *session, stop <-chan struct{}, items []store.OutboxItem) (flight, bool) {
 	f := flight{ids: make([]int64, len(items))}
@@ -162,10 +207,10 @@ func (c *Component) write(s *session, stop <-chan struct{}, items []store.Outbox
 		}
 		f.ids[i] = it.ID
 	}
-	ping := stanza.IQ(c.opts.Domain, c.opts.Domain, "get", stanza.NewID(), xmlel.New(stanza.NSPing, "ping"))
-	f.answer, f.forget = c.awaitAnswer(ping.Attr("id"))
+	confirm, answer, forget, routed := c.selfCheck(s)
+	f.answer, f.forget, f.routed = answer, forget, routed
 	select {
-	case s.queue <- ping.Bytes():
+	case s.queue <- confirm.Bytes():
 	case <-stop:
 		f.forget()
 		return f, false

@@ -62,6 +62,9 @@ type Instance struct {
 	// lost is set when the instance let go of its users for want of a
 	// renewal: it joins again under a new name once the store works.
 	lost bool
+	// live are the other live instances at the last renewal (nil before
+	// the first): watchSlots.
+	live map[string]bool
 }
 
 // NewInstance returns this process's instance on st.
@@ -180,6 +183,58 @@ func (in *Instance) renew(ctx context.Context) {
 	in.valid, in.lost = start.Add(in.lease), false
 	in.mu.Unlock()
 	in.sweep(ctx, in.components()...)
+	lctx, cancel := context.WithTimeout(ctx, in.renewEvery/2)
+	live, err := in.st.LiveInstances(lctx)
+	cancel()
+	in.watchSlots(ctx, in.st.Instance(), live, err)
+}
+
+// watchSlots compares the live instances (other than me) with those of
+// the last renewal: when one is gone, its connections' balancing slots
+// may be empty, and the components try to take them (adoptSlots), as at
+// the first renewal (slots no instance took); when some joined, they hand
+// back one each (handBack). When the store could not say (err), the
+// comparison waits for the next renewal.
+func (in *Instance) watchSlots(ctx context.Context, me string, live []string, err error) {
+	if err != nil {
+		if ctx.Err() == nil {
+			in.log.Warn("cannot read the live instances; free balancing slots are looked for at the next renewal", "err", err)
+		}
+		return
+	}
+	now := map[string]bool{}
+	for _, id := range live {
+		if id != me {
+			now[id] = true
+		}
+	}
+	in.mu.Lock()
+	prev := in.live
+	in.live = now
+	in.mu.Unlock()
+	gone, joined := 0, 0
+	if prev == nil {
+		gone = 1 // the first look: slots nobody took (more slots than instances)
+	}
+	for id := range prev {
+		if !now[id] {
+			gone++
+		}
+	}
+	for id := range now {
+		if !prev[id] {
+			joined++
+		}
+	}
+	for _, c := range in.components() {
+		switch {
+		case gone > 0:
+			go c.adoptSlots(c.ctx())
+		case joined > 0:
+			for i := 0; i < joined && c.handBack(); i++ {
+			}
+		}
+	}
 }
 
 // sweep removes the rows of the instances gone, and has comps take up
@@ -255,6 +310,7 @@ func (in *Instance) WritePrometheus(ctx context.Context, w io.Writer) {
 		get        func(c *Component) (int, error)
 	}
 	for _, g := range []gauge{
+		{"passerelle_slots_held", "connections of this instance holding one of the XMPP server's balancing slots for the domain (0: it receives nothing)", func(c *Component) (int, error) { return c.slotsHeld(), nil }},
 		{"passerelle_users_held", "users whose foreign connections (IRC, mailbox watchers) this instance holds", func(c *Component) (int, error) { return c.heldCount(), nil }},
 		{"passerelle_outbox_queued", "stanzas queued for the XMPP server that this instance sends", func(c *Component) (int, error) { return c.store.CountOwnStanzas(ctx, c.opts.Domain) }},
 		{"passerelle_jobs_queued", "queued deliveries to the foreign network (mail, texts), all instances'", func(c *Component) (int, error) { return c.store.CountJobs(ctx, c.opts.Domain) }},

@@ -100,7 +100,7 @@ func (c *Component) probeUsers(ctx context.Context, s *session) {
 	select {
 	case <-s.granted:
 	case <-t.C:
-	case <-s.gone:
+	case <-s.done:
 		return
 	case <-ctx.Done():
 		return
@@ -120,7 +120,7 @@ func (c *Component) probeUsers(ctx context.Context, s *session) {
 		// ends, the next one probes again.
 		select {
 		case s.queue <- stanza.Presence(c.opts.Domain, u, "probe").Bytes():
-		case <-s.gone:
+		case <-s.done:
 			return
 		case <-ctx.Done():
 			return

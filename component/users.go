@@ -185,6 +185,10 @@ func (c *Component) dispatch(st *xmlel.Element) {
 			return
 		}
 	}
+	if c.isRouted(st) {
+		// Another instance's (or a late) probe or confirmation.
+		return
+	}
 	switch st.Local {
 	case "iq", "message", "presence":
 	default:

@@ -27,6 +27,13 @@ type ircPeer struct {
 	seen []string // lines received, oldest first
 	read int      // lines consumed by expect
 	err  error
+	// every line received with the time it arrived, never consumed
+	stamped []stampedLine
+}
+
+type stampedLine struct {
+	at   time.Time
+	line string
 }
 
 func dialIRC(t testing.TB, addr, nick string) *ircPeer {
@@ -54,6 +61,7 @@ func dialIRC(t testing.TB, addr, nick string) *ircPeer {
 				fmt.Fprintf(nc, "PONG %s\r\n", l[5:])
 			}
 			p.seen = append(p.seen, l)
+			p.stamped = append(p.stamped, stampedLine{time.Now(), l})
 			p.cond.Broadcast()
 			p.mu.Unlock()
 		}
@@ -108,6 +116,13 @@ func (p *ircPeer) find(t testing.TB, timeout time.Duration, desc string, remove 
 		}
 		p.cond.Wait()
 	}
+}
+
+// stampedLines returns every line received so far with its arrival time.
+func (p *ircPeer) stampedLines() []stampedLine {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]stampedLine(nil), p.stamped...)
 }
 
 // lines returns every line received so far.

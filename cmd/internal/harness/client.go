@@ -60,6 +60,9 @@ type Client struct {
 
 	ids       atomic.Uint64
 	closeOnce sync.Once
+	// component: a component stream (DialComponent), whose stanzas must
+	// carry a from attribute, answers pings from the address pinged.
+	component bool
 }
 
 // DialOptions tunes DialWith.
@@ -335,6 +338,9 @@ func (c *Client) readLoop() {
 			if e.Local == "iq" && e.Attr("type") == "get" && e.Child(nsPing, "ping") != nil {
 				c.store(e, false)
 				reply := "<iq type='result' id='" + xmlAttr(e.Attr("id")) + "'"
+				if c.component {
+					reply += " from='" + xmlAttr(e.Attr("to")) + "'"
+				}
 				if from := e.Attr("from"); from != "" {
 					reply += " to='" + xmlAttr(from) + "'"
 				}

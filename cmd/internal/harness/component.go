@@ -22,7 +22,7 @@ func DialComponent(t testing.TB, addr, domain, secret string) *Client {
 	if err != nil {
 		t.Fatalf("harness: component %s: %v", domain, err)
 	}
-	c := &Client{JID: domain, Domain: domain, conn: conn, r: bufio.NewReader(conn),
+	c := &Client{JID: domain, Domain: domain, component: true, conn: conn, r: bufio.NewReader(conn),
 		changed: make(chan struct{}), readDone: make(chan struct{})}
 	if err := c.componentHandshake(domain, secret); err != nil {
 		conn.Close()

@@ -42,6 +42,13 @@ type ServerOptions struct {
 	// replaced by Domain and the port and secret filled in. Components
 	// must then be the snippet's: irc., mail. and sms. of Domain.
 	Deploy bool
+	// DeployInstances (ejabberd only) configures the component listener,
+	// its domain_balancing and the privileges from
+	// deploy/ejabberd-instances.yml, the configuration for several
+	// gateway instances, as shipped: example.org replaced by Domain, the
+	// port and secret filled in. Components must be the snippet's, as
+	// with Deploy.
+	DeployInstances bool
 	// LogLevel is the least level the server logs (Prosody only:
 	// "debug", "info", "warn" or "error"; default "debug"). Benchmarks
 	// raise it: at debug Prosody logs every stanza it routes.
@@ -489,7 +496,7 @@ func StartEjabberd(t testing.TB, opts ServerOptions) Server {
 	s.distPort = FreePort(t)
 	s.node = fmt.Sprintf("ejabberd%d@localhost", s.distPort)
 	s.readyAddrs = []string{s.C2SAddr()}
-	if len(opts.Components) > 0 {
+	if len(opts.Components) > 0 || opts.DeployInstances {
 		s.readyAddrs = append(s.readyAddrs, s.ComponentAddr())
 	}
 	if opts.Upload {
@@ -578,7 +585,7 @@ func (s *Ejabberd) config() string {
 		w("    request_handlers:")
 		w("      /upload: mod_http_upload")
 	}
-	if len(s.opts.Components) > 0 {
+	if len(s.opts.Components) > 0 && !s.opts.DeployInstances {
 		w("  -")
 		w("    port: %d", s.compPort)
 		w("    ip: \"127.0.0.1\"")
@@ -637,7 +644,7 @@ modules:
 		w("    max_size: 10485760")
 		w("    thumbnail: false")
 	}
-	if s.opts.Deploy {
+	if s.opts.Deploy && !s.opts.DeployInstances {
 		// The snippet's acl, access rules and modules, as shipped; its listener is the
 		// one above, on a free port.
 		snippet := filepath.Join(s.dir, "deploy-ejabberd.yml")
@@ -648,6 +655,22 @@ modules:
 		w("include_config_file:")
 		w("  %s:", q(snippet))
 		w("    allow_only: [acl, access_rules, modules]")
+	}
+	if s.opts.DeployInstances {
+		// The snippet's listener (on a free port), its domain_balancing,
+		// acl, access rules and modules, as shipped.
+		snippet := filepath.Join(s.dir, "deploy-ejabberd-instances.yml")
+		body := deploySnippet("ejabberd-instances.yml", map[string]string{
+			"example.org": s.opts.Domain,
+			"port: 5347":  fmt.Sprintf("port: %d", s.compPort),
+			`"CHANGE-ME"`: q(s.opts.Secret),
+		})
+		if err := os.WriteFile(snippet, []byte(body), 0o600); err != nil {
+			panic(fmt.Sprintf("harness: writing the deploy snippet: %v", err))
+		}
+		w("include_config_file:")
+		w("  %s:", q(snippet))
+		w("    allow_only: [listen, domain_balancing, acl, access_rules, modules]")
 	}
 	return b.String()
 }
