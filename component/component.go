@@ -278,14 +278,8 @@ func (c *Component) connect(ctx context.Context) error {
 	var delay time.Duration
 	failures := 0 // connections failed or lost in a row
 	for {
-		if delay > 0 {
-			t := time.NewTimer(delay)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-t.C:
-			}
+		if delay > 0 && !pause(ctx, nil, delay) {
+			return nil
 		}
 		cn, err := dial(ctx, c.opts.Addr, c.opts.Domain, c.opts.DomainVariable, c.opts.Secret)
 		if err != nil {

@@ -421,12 +421,8 @@ func (c *Component) hold(ctx context.Context, user string) error {
 		if _, err := c.store.ReapInstances(ctx); err != nil {
 			return err
 		}
-		t := time.NewTimer(claimPoll)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !pause(ctx, nil, claimPoll) {
 			return ctx.Err()
-		case <-t.C:
 		}
 	}
 }
