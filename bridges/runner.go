@@ -174,7 +174,7 @@ func (r *Runner) Run(ctx context.Context) {
 func (r *Runner) drain(ctx context.Context) {
 	r.stuck = false
 	for ctx.Err() == nil && !r.stuck {
-		jobs, err := r.store.DueJobs(ctx, r.domain, time.Now(), runBatch)
+		jobs, err := r.claim(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
 				r.log.Error("cannot read the queue", "err", err)
@@ -202,6 +202,17 @@ func (r *Runner) drain(ctx context.Context) {
 	}
 }
 
+// claim reads the due jobs. On an engine that claims what it returns
+// (PostgreSQL), a read cut off by the stop may have claimed jobs all the
+// same, which would then wait for the end of their lease: the read is
+// therefore not cancelled by the stop, and drain puts back what it
+// returned once it sees the stop.
+func (r *Runner) claim(ctx context.Context) ([]store.Job, error) {
+	rctx, cancel := RecordContext(ctx)
+	defer cancel()
+	return r.store.DueJobs(rctx, r.domain, time.Now(), runBatch)
+}
+
 // Do runs job j and records its outcome. It reports whether other jobs
 // were removed with it.
 func (r *Runner) Do(ctx context.Context, j store.Job) (removedOthers bool) {
@@ -216,12 +227,14 @@ func (r *Runner) Do(ctx context.Context, j store.Job) (removedOthers bool) {
 		r.release(ctx, []store.Job{j}) // cut off by the stop: the job stays as it was
 		return false
 	}
+	// The outcome is recorded even when the gateway is stopping
+	// meanwhile: a delivery the foreign side took must not be made again,
+	// and a job claimed for a lease (PostgreSQL) whose retry or delay
+	// went unrecorded would wait for the end of the lease after a restart.
+	ctx, cancel := RecordContext(ctx)
+	defer cancel()
 	switch o.state {
 	case done:
-		// The foreign side took it: recorded even when the gateway is
-		// stopping meanwhile.
-		ctx, cancel := RecordContext(ctx)
-		defer cancel()
 		for _, id := range append(o.also, j.ID) {
 			r.remove(ctx, id)
 		}

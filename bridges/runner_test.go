@@ -29,6 +29,19 @@ type memJobs struct {
 	// does: the stored next try moves that far ahead, the job comes back
 	// with the one it had.
 	claim time.Duration
+	// stopIn, when set, is called by the method of that name ("DueJobs",
+	// "RetryJob", "DelayJob") as it starts: the gateway stops while the
+	// store works. Like a database, the store then refuses what ctx no
+	// longer allows, except a claim already made, which a cancelled read
+	// does not undo.
+	stopIn map[string]func()
+}
+
+// stopping calls the stopIn hook of method, the store's lock held.
+func (m *memJobs) stopping(method string) {
+	if f := m.stopIn[method]; f != nil {
+		f()
+	}
 }
 
 var errRefused = errors.New("refused")
@@ -66,6 +79,7 @@ func (m *memJobs) DueJobs(ctx context.Context, domain string, now time.Time, lim
 		m.readsRefused++
 		return nil, errRefused
 	}
+	m.stopping("DueJobs")
 	var out []store.Job
 	for id := int64(1); id <= m.next && len(out) < limit; id++ {
 		if j, ok := m.jobs[id]; ok && !j.NextTry.After(now) {
@@ -74,6 +88,9 @@ func (m *memJobs) DueJobs(ctx context.Context, domain string, now time.Time, lim
 				j.NextTry = now.Add(m.claim)
 			}
 		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err // claimed all the same
 	}
 	return out, nil
 }
@@ -96,6 +113,10 @@ func (m *memJobs) NextJobTime(ctx context.Context, domain string) (time.Time, bo
 func (m *memJobs) RetryJob(ctx context.Context, id int64, next time.Time, lastErr string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.stopping("RetryJob")
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if m.refuseUpdate {
 		m.updatesRefused++
 		return errRefused
@@ -110,6 +131,10 @@ func (m *memJobs) RetryJob(ctx context.Context, id int64, next time.Time, lastEr
 func (m *memJobs) DelayJob(ctx context.Context, id int64, next time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.stopping("DelayJob")
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if m.refuseUpdate {
 		m.updatesRefused++
 		return errRefused
@@ -423,4 +448,33 @@ func TestRunnerQueueUnreadable(t *testing.T) {
 	})
 	st.set(func(m *memJobs) { m.refuseRead = false })
 	waitFor(t, "the job", func() bool { return gone(st, id) })
+}
+
+// A stop that comes while the runner claims jobs (PostgreSQL) or records
+// a retry does not leave the job claimed for its lease: after a restart
+// it is due as it would have been without the stop.
+func TestRunnerStopDuringRecords(t *testing.T) {
+	for _, method := range []string{"DueJobs", "RetryJob"} {
+		st := newMemJobs()
+		st.claim = time.Hour
+		id := st.add("k", time.Now())
+		ctx, cancel := context.WithCancel(context.Background())
+		st.stopIn = map[string]func(){method: cancel}
+		tries := 0
+		r := testRunner(st, func(context.Context, Job) Outcome { tries++; return Retry(errors.New("provider answered 500")) })
+		start := time.Now()
+		r.Run(ctx)
+		got, ok := st.get(id)
+		if !ok {
+			t.Fatalf("stop in %s: the job is gone", method)
+		}
+		// Due at once (not run: put back as it was) or after the
+		// backoff (run once, its retry recorded); not after the claim.
+		if due := got.NextTry.Sub(start); due > time.Minute || got.Attempts != tries {
+			t.Errorf("stop in %s: %d tries, job %+v due in %v", method, tries, got, due)
+		}
+		if method == "RetryJob" && (tries != 1 || got.LastError != "provider answered 500") {
+			t.Errorf("stop in %s: %d tries, the retry not recorded: %+v", method, tries, got)
+		}
+	}
 }
