@@ -584,7 +584,7 @@ func (c *Component) Deliver(ctx context.Context, key string, links []store.Messa
 func (c *Component) IQ(ctx context.Context, iq *xmlel.Element) (*xmlel.Element, error) {
 	id := iq.Attr("id")
 	if id == "" {
-		id = stanza.NewID()
+		id = c.newID()
 		iq.SetAttr("id", id)
 	}
 	if iq.Attr("from") == "" {

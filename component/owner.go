@@ -65,6 +65,9 @@ type Instance struct {
 	// live are the other live instances at the last renewal (nil before
 	// the first): watchSlots.
 	live map[string]bool
+	// relayName names the instance's listener for the answers other
+	// instances pass on to it (relay.go; "" when solo).
+	relayName string
 }
 
 // NewInstance returns this process's instance on st.
@@ -72,8 +75,12 @@ func NewInstance(st *store.Store, log *slog.Logger) *Instance {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Instance{st: st, log: log.With("instance", st.Instance()), solo: !st.Shared(),
+	in := &Instance{st: st, log: log.With("instance", st.Instance()), solo: !st.Shared(),
 		lease: InstanceLease, renewEvery: renewEvery, takeover: InstanceLease + renewEvery}
+	if !in.solo {
+		in.relayName = newRelayName()
+	}
+	return in
 }
 
 // soloInstance is the instance of a component given none: alone with its
@@ -127,11 +134,15 @@ func (in *Instance) Run(ctx context.Context) {
 	in.leave(ctx)
 }
 
-// run renews the lease until ctx ends.
+// run renews the lease, and receives the answers other instances pass
+// on, until ctx ends.
 func (in *Instance) run(ctx context.Context) {
 	if in.solo {
 		return
 	}
+	listening := make(chan struct{})
+	go func() { defer close(listening); in.listen(ctx) }()
+	defer func() { <-listening }()
 	t := time.NewTicker(in.renewEvery)
 	defer t.Stop()
 	for {

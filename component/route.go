@@ -250,7 +250,7 @@ func (c *Component) slotted() bool { return c.routeLocal() != "" }
 // known (s's own first), else a ping from the domain to itself (whose
 // answer a balancing server may route elsewhere). routed tells which.
 func (c *Component) selfCheck(s *session) (st *xmlel.Element, answer <-chan *xmlel.Element, forget func(), routed bool) {
-	id := stanza.NewID()
+	id := c.newID()
 	c.mu.Lock()
 	lp := s.localpart
 	c.mu.Unlock()

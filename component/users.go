@@ -189,6 +189,12 @@ func (c *Component) dispatch(st *xmlel.Element) {
 		// Another instance's (or a late) probe or confirmation.
 		return
 	}
+	if st.Local == "iq" && (typ == "result" || typ == "error") {
+		if to := c.relayTarget(st.Attr("id")); to != "" {
+			c.relay(st, to) // another instance's request
+			return
+		}
+	}
 	switch st.Local {
 	case "iq", "message", "presence":
 	default:

@@ -1,0 +1,213 @@
+package component
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+	"passerelle/store"
+	"passerelle/store/pgtest"
+	"passerelle/store/storetest"
+)
+
+// listening waits until n's instance listened for relayed answers times
+// times.
+func listening(t *testing.T, n *node, times int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("the instance's listener up (%d)", times), func() bool {
+		return strings.Count(n.logs.String(), "listening for the answers other instances pass on") >= times
+	})
+}
+
+// ask sends req through n's component (its IQ) and returns the request
+// as the server got it and a channel of the answer (or error).
+func ask(t *testing.T, n *node, req *xmlel.Element, wait time.Duration) (*xmlel.Element, <-chan any) {
+	t.Helper()
+	waitFor(t, "the stream up", func() bool { return n.c.m.Connected.Load() == 1 })
+	out := make(chan any, 1)
+	typ, to := req.Attr("type"), req.Attr("to") // IQ sets the id meanwhile
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		r, err := n.c.IQ(ctx, req)
+		if err != nil {
+			out <- err
+			return
+		}
+		out <- r
+	}()
+	got := n.fc.expect(t, "the request on the instance's stream", func(e *xmlel.Element) bool {
+		return e.Local == "iq" && e.Attr("type") == typ && e.Attr("to") == to
+	})
+	return got, out
+}
+
+func answer(t *testing.T, out <-chan any) *xmlel.Element {
+	t.Helper()
+	select {
+	case v := <-out:
+		r, ok := v.(*xmlel.Element)
+		if !ok {
+			t.Fatalf("the request failed: %v", v)
+		}
+		return r
+	case <-time.After(20 * time.Second):
+		t.Fatal("the request did not end")
+		return nil
+	}
+}
+
+// Two instances on one PostgreSQL database, each with its stream: the
+// answer to a's request reaches b's stream (as ejabberd routes it by the
+// answering JID), and b passes it on to a, whose request gets it.
+func TestRelayedAnswers(t *testing.T) {
+	cluster := pgtest.New(t)
+	const lease = time.Second
+	roster := func(n *node, to string) (*xmlel.Element, <-chan any) {
+		return ask(t, n, stanza.IQ("", to, "get", "", xmlel.New(stanza.NSRoster, "query")), 20*time.Second)
+	}
+
+	t.Run("answers reach the instance that asked", func(t *testing.T) {
+		url := cluster.DB(t)
+		log := &eventLog{}
+		a := startNode(t, url, "a", log, lease)
+		b := startNode(t, url, "b", log, lease)
+		listening(t, a, 1)
+
+		// The user's server answers a privileged roster get, with many
+		// items (more than one notification carries).
+		req, out := roster(a, "u@example.org")
+		var items strings.Builder
+		for i := range 300 {
+			fmt.Fprintf(&items, "<item jid='c%d%%example.net@test.example.org' name='Contact é %d' subscription='both'><group>Email</group></item>", i, i)
+		}
+		b.fc.send(t, "<iq type='result' from='u@example.org' to='test.example.org' id='%s'><query xmlns='jabber:iq:roster'>%s</query></iq>", req.Attr("id"), items.String())
+		r := answer(t, out)
+		if q := r.Child(stanza.NSRoster, "query"); q == nil || len(q.Children) != 300 || q.Children[299].Attr("name") != "Contact é 299" {
+			t.Fatalf("a's request got %.300s", r)
+		}
+		// An error, from the server's domain.
+		req, out = ask(t, a, stanza.IQ("", "example.org", "get", "", xmlel.New(stanza.NSDiscoItems, "query")), 20*time.Second)
+		b.fc.send(t, "<iq type='error' from='example.org' to='test.example.org' id='%s'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>", req.Attr("id"))
+		if r := answer(t, out); r.Attr("type") != "error" || !strings.Contains(r.String(), "service-unavailable") {
+			t.Fatalf("a's request got %s", r)
+		}
+		if n := b.c.m.Relayed.Load(); n != 2 {
+			t.Fatalf("b passed on %d answers, want 2", n)
+		}
+		// A user's answer passed on does not make b the user's holder.
+		if log.has("b acquired u@example.org") || b.c.heldCount() != 0 || log.has("b handled u@example.org ") {
+			t.Fatalf("b took the answering user: %v", log.all())
+		}
+		// Its own answers b keeps; an id of no instance's is not
+		// passed on.
+		req, out = roster(b, "v@example.org")
+		b.fc.send(t, "<iq type='result' from='v@example.org' to='test.example.org' id='%s'/>", req.Attr("id"))
+		answer(t, out)
+		b.fc.send(t, "<iq type='result' from='w@example.org' to='test.example.org' id='prZZZZZZZZ-1'/>")
+		b.fc.send(t, "<iq type='result' from='w@example.org' to='test.example.org' id='pr12345678'/>")
+		b.fc.send(t, "<message from='w@example.org/r' to='x%%irc@test.example.org' id='m'><body>after</body></message>")
+		waitEvent(t, log, "b handled w@example.org after")
+		if n := b.c.m.Relayed.Load(); n != 2 {
+			t.Fatalf("b passed on %d answers, want 2", n)
+		}
+	})
+
+	// The connection a listens on is cut: a listens again, and what is
+	// passed on from then on reaches it.
+	t.Run("listener cut", func(t *testing.T) {
+		url := cluster.DB(t)
+		log := &eventLog{}
+		a := startNode(t, url, "a", log, lease)
+		b := startNode(t, url, "b", log, lease)
+		listening(t, a, 1)
+		storetest.CutListeners(t, b.st)
+		listening(t, a, 2)
+		if !strings.Contains(a.logs.String(), "cannot listen for the answers other instances pass on") {
+			t.Fatalf("a's lost listener is not logged:\n%s", a.logs)
+		}
+		req, out := roster(a, "u@example.org")
+		b.fc.send(t, "<iq type='result' from='u@example.org' to='test.example.org' id='%s'/>", req.Attr("id"))
+		if r := answer(t, out); r.Attr("id") != req.Attr("id") {
+			t.Fatalf("a's request got %s", r)
+		}
+	})
+
+	// b cannot write to the database: the answer is dropped and logged,
+	// and a's request times out as before.
+	t.Run("relay fails", func(t *testing.T) {
+		url := cluster.DB(t)
+		log := &eventLog{}
+		a := startNode(t, url, "a", log, lease)
+		b := startNode(t, url, "b", log, lease)
+		listening(t, a, 1)
+		req, out := ask(t, a, stanza.IQ("", "u@example.org", "get", "", xmlel.New(stanza.NSRoster, "query")), 3*time.Second)
+		b.st.Close()
+		b.fc.send(t, "<iq type='result' from='u@example.org' to='test.example.org' id='%s'/>", req.Attr("id"))
+		waitFor(t, "b's failure logged", func() bool {
+			return strings.Contains(b.logs.String(), "cannot pass an answer on to the instance that asked: dropped")
+		})
+		select {
+		case v := <-out:
+			if err, ok := v.(error); !ok || err != context.DeadlineExceeded {
+				t.Fatalf("a's request got %v", v)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("a's request did not end")
+		}
+	})
+
+	// The instance that asked is gone: its answer, passed on, is lost
+	// without harm; a late answer to a request that ended is dropped.
+	t.Run("requester gone", func(t *testing.T) {
+		url := cluster.DB(t)
+		log := &eventLog{}
+		a := startNode(t, url, "a", log, lease)
+		b := startNode(t, url, "b", log, lease)
+		listening(t, a, 1)
+		req, out := ask(t, a, stanza.IQ("", "u@example.org", "get", "", xmlel.New(stanza.NSRoster, "query")), time.Second)
+		if v := <-out; v != context.DeadlineExceeded {
+			t.Fatalf("a's request got %v", v)
+		}
+		b.fc.send(t, "<iq type='result' from='u@example.org' to='test.example.org' id='%s'/>", req.Attr("id"))
+		waitFor(t, "b passed the late answer on", func() bool { return b.c.m.Relayed.Load() == 1 })
+		a.kill()
+		b.fc.send(t, "<iq type='result' from='u@example.org' to='test.example.org' id='%s'/>", req.Attr("id"))
+		waitFor(t, "b passed the answer on", func() bool { return b.c.m.Relayed.Load() == 2 })
+		if strings.Contains(b.logs.String(), "cannot pass an answer on") {
+			t.Fatalf("b's relay to a gone instance failed:\n%s", b.logs)
+		}
+	})
+}
+
+// On SQLite the process is alone: request ids are as they were, and an
+// answer to an id shaped like another instance's is not passed on.
+func TestRelayAlone(t *testing.T) {
+	st, err := store.Open(":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	in := NewInstance(st, nil)
+	srv := newFakeServer(t, "s")
+	b := newRecordingBridge()
+	c, _, _ := startComponent(t, srv, b, "s", func(c *Component) { c.inst = in; in.add(c) })
+	fc := srv.accept(t)
+	n := &node{c: c, fc: fc}
+	req, out := ask(t, n, stanza.IQ("", "u@example.org", "get", "", xmlel.New(stanza.NSRoster, "query")), 20*time.Second)
+	if strings.HasPrefix(req.Attr("id"), relayIDPrefix) && len(req.Attr("id")) > len(relayIDPrefix)+relayNameLen && req.Attr("id")[len(relayIDPrefix)+relayNameLen] == '-' {
+		t.Fatalf("a request id names a relay on SQLite: %s", req.Attr("id"))
+	}
+	fc.send(t, "<iq type='result' from='u@example.org' to='test.example.org' id='%s'/>", req.Attr("id"))
+	answer(t, out)
+	fc.send(t, "<iq type='result' from='u@example.org' to='test.example.org' id='pr12345678-1'/>")
+	fc.send(t, "<message from='u@example.org/r' to='test.example.org' id='m' type='chat'><body>after</body></message>")
+	waitFor(t, "the message handled", func() bool { return b.got("after") })
+	if c.m.Relayed.Load() != 0 {
+		t.Fatal("an answer passed on on SQLite")
+	}
+}
