@@ -256,6 +256,7 @@ func (c *Component) Run(ctx context.Context) error {
 	// theirs this bridge did not start) is taken up before the stream
 	// opens, not at the next renewal.
 	c.inst.sweep(ctx, c)
+	c.inst.awaitListening(ctx, c.log)
 	err = c.connect(ctx)
 	cancel()
 	c.mu.Lock()

@@ -66,8 +66,13 @@ type Instance struct {
 	// the first): watchSlots.
 	live map[string]bool
 	// relayName names the instance's listener for the answers other
-	// instances pass on to it (relay.go; "" when solo).
-	relayName string
+	// instances pass on to it (relay.go; "" when solo); up is closed
+	// once it listens, which the components wait for, listenWait at
+	// most.
+	relayName  string
+	up         chan struct{}
+	upOnce     sync.Once
+	listenWait time.Duration
 }
 
 // NewInstance returns this process's instance on st.
@@ -78,7 +83,7 @@ func NewInstance(st *store.Store, log *slog.Logger) *Instance {
 	in := &Instance{st: st, log: log.With("instance", st.Instance()), solo: !st.Shared(),
 		lease: InstanceLease, renewEvery: renewEvery, takeover: InstanceLease + renewEvery}
 	if !in.solo {
-		in.relayName = newRelayName()
+		in.relayName, in.up, in.listenWait = newRelayName(), make(chan struct{}), listenWait
 	}
 	return in
 }

@@ -18,6 +18,12 @@ package component
 // answer whose request has ended (it timed out, or its instance is gone)
 // is dropped, as on one instance.
 //
+// The server's privilege advertisement (XEP-0356), which ejabberd sends
+// from its domain as each connection opens, goes the same way to the one
+// instance holding the slot of the server's domain: the others would never
+// learn what the server grants. The instance that receives one passes it
+// on to all the others (store.RelayAll), which take it as their own.
+//
 // The rest of what ejabberd routes by its sender needs nothing of this:
 // a user's own stanzas all go to one instance, which takes the user over
 // (owner.go); the server's requests to the domain (pings, disco) are
@@ -30,6 +36,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -51,6 +58,9 @@ const (
 	// relayWait bounds the write of an answer passed on: the request
 	// waits 10 s at most for it.
 	relayWait = 5 * time.Second
+	// listenWait is how long a component waits for the instance's
+	// listener before it connects.
+	listenWait = 5 * time.Second
 )
 
 // relayBackoff is the wait before listening again when the connection
@@ -97,7 +107,7 @@ func (c *Component) relay(st *xmlel.Element, to string) {
 	err := c.Post(relayKey, func(ctx context.Context) {
 		rctx, cancel := context.WithTimeout(ctx, relayWait)
 		defer cancel()
-		if err := c.store.Relay(rctx, to, store.Relayed{Domain: c.opts.Domain, Stanza: st.Bytes()}); err != nil {
+		if err := c.store.Relay(rctx, to, store.Relayed{Domain: c.opts.Domain, From: c.inst.relayName, Stanza: st.Bytes()}); err != nil {
 			c.log.Warn("cannot pass an answer on to the instance that asked: dropped", "id", st.Attr("id"), "from", st.Attr("from"), "err", err)
 			return
 		}
@@ -108,12 +118,37 @@ func (c *Component) relay(st *xmlel.Element, to string) {
 	}
 }
 
-// relayed takes an answer another instance passed on: it goes to the
-// request waiting for it, if any.
+// shareGrant passes the server's privilege advertisement st on to the
+// other instances, on the queue of relay, when the store is shared. A
+// failure leaves them with what they knew (or without the privileges).
+func (c *Component) shareGrant(st *xmlel.Element) {
+	if c.inst.relayName == "" {
+		return
+	}
+	err := c.Post(relayKey, func(ctx context.Context) {
+		rctx, cancel := context.WithTimeout(ctx, relayWait)
+		defer cancel()
+		if err := c.store.RelayAll(rctx, store.Relayed{Domain: c.opts.Domain, From: c.inst.relayName, Stanza: st.Bytes()}); err != nil {
+			c.log.Warn("cannot pass the server's privilege advertisement on to the other instances", "server", st.Attr("from"), "err", err)
+			return
+		}
+		c.m.Relayed.Add(1)
+	})
+	if err != nil {
+		c.log.Warn("cannot pass the server's privilege advertisement on to the other instances", "server", st.Attr("from"), "err", err)
+	}
+}
+
+// relayed takes what another instance passed on: an answer goes to the
+// request waiting for it, if any; a privilege advertisement is recorded.
 func (c *Component) relayed(raw []byte) {
 	st, err := xmlel.Parse(string(raw))
 	if err != nil {
-		c.log.Warn("an answer passed on by another instance does not parse: dropped", "err", err)
+		c.log.Warn("a stanza passed on by another instance does not parse: dropped", "err", err)
+		return
+	}
+	if g, ok := parsePrivilege(st); ok {
+		c.privileged(g)
 		return
 	}
 	typ := st.Attr("type")
@@ -142,6 +177,7 @@ func (in *Instance) listen(ctx context.Context) {
 		err := in.st.Listen(ctx, in.relayName, func() {
 			in.log.Info("listening for the answers other instances pass on", "relay", in.relayName)
 			failures = 0
+			in.upOnce.Do(func() { close(in.up) })
 		}, in.relayed)
 		if ctx.Err() != nil {
 			return
@@ -155,6 +191,24 @@ func (in *Instance) listen(ctx context.Context) {
 	}
 }
 
+// awaitListening waits, before a component connects, until the instance
+// listens for what the others pass on (at most listenWait): the server's
+// privilege advertisement for the new connection may reach another
+// instance.
+func (in *Instance) awaitListening(ctx context.Context, log *slog.Logger) {
+	if in.solo || in.up == nil {
+		return
+	}
+	t := time.NewTimer(in.listenWait)
+	defer t.Stop()
+	select {
+	case <-in.up:
+	case <-ctx.Done():
+	case <-t.C:
+		log.Warn("connecting before the instance listens for what the others pass on: what reaches them for it meanwhile is lost", "waited", in.listenWait)
+	}
+}
+
 // relayed hands r to the component of its domain.
 func (in *Instance) relayed(r store.Relayed) {
 	for _, c := range in.components() {
@@ -163,5 +217,5 @@ func (in *Instance) relayed(r store.Relayed) {
 			return
 		}
 	}
-	in.log.Warn("an answer passed on by another instance is for a domain this instance does not serve: dropped", "domain", r.Domain)
+	in.log.Warn("a stanza passed on by another instance is for a domain this instance does not serve: dropped", "domain", r.Domain)
 }

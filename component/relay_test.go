@@ -96,9 +96,8 @@ func TestRelayedAnswers(t *testing.T) {
 		if r := answer(t, out); r.Attr("type") != "error" || !strings.Contains(r.String(), "service-unavailable") {
 			t.Fatalf("a's request got %s", r)
 		}
-		if n := b.c.m.Relayed.Load(); n != 2 {
-			t.Fatalf("b passed on %d answers, want 2", n)
-		}
+		// (a may get the answer before b's count goes up)
+		waitFor(t, "b's count of answers passed on at 2", func() bool { return b.c.m.Relayed.Load() == 2 })
 		// A user's answer passed on does not make b the user's holder.
 		if log.has("b acquired u@example.org") || b.c.heldCount() != 0 || log.has("b handled u@example.org ") {
 			t.Fatalf("b took the answering user: %v", log.all())
@@ -180,6 +179,52 @@ func TestRelayedAnswers(t *testing.T) {
 		waitFor(t, "b passed the answer on", func() bool { return b.c.m.Relayed.Load() == 2 })
 		if strings.Contains(b.logs.String(), "cannot pass an answer on") {
 			t.Fatalf("b's relay to a gone instance failed:\n%s", b.logs)
+		}
+	})
+}
+
+// The server's privilege advertisement reaches one instance (ejabberd
+// routes it by the server's domain): that one passes it on to the others,
+// which use the privileges as if their stream had brought it.
+func TestRelayedGrants(t *testing.T) {
+	cluster := pgtest.New(t)
+	const lease = time.Second
+	const advert = "<message from='example.org' to='test.example.org'><privilege xmlns='urn:xmpp:privilege:2'><perm access='roster' type='both'/><perm access='message' type='outgoing'/></privilege></message>"
+
+	t.Run("shared", func(t *testing.T) {
+		url := cluster.DB(t)
+		log := &eventLog{}
+		a := startNode(t, url, "a", log, lease)
+		b := startNode(t, url, "b", log, lease)
+		c := startNode(t, url, "c", log, lease)
+		b.fc.send(t, advert)
+		for _, n := range []*node{a, b, c} {
+			waitFor(t, "the grant recorded", func() bool { return n.c.grant("u@example.org").RosterSet() })
+		}
+		if g := a.c.grant("u@example.org"); g.Message != "outgoing" || g.NS != stanza.NSPrivilege2 {
+			t.Fatalf("a's grant: %+v", g)
+		}
+		waitFor(t, "b's count of stanzas passed on at 1", func() bool { return b.c.m.Relayed.Load() == 1 })
+		if a.c.m.Relayed.Load() != 0 || c.c.m.Relayed.Load() != 0 {
+			t.Fatal("an advertisement passed on was passed on again")
+		}
+	})
+
+	// b cannot write to the database: a does not learn the grant, and b
+	// logs it.
+	t.Run("relay fails", func(t *testing.T) {
+		url := cluster.DB(t)
+		log := &eventLog{}
+		a := startNode(t, url, "a", log, lease)
+		b := startNode(t, url, "b", log, lease)
+		listening(t, a, 1)
+		b.st.Close()
+		b.fc.send(t, advert)
+		waitFor(t, "b's failure logged", func() bool {
+			return strings.Contains(b.logs.String(), "cannot pass the server's privilege advertisement on to the other instances")
+		})
+		if !b.c.grant("u@example.org").RosterSet() || a.c.grant("u@example.org").RosterSet() {
+			t.Fatalf("grants: b %+v, a %+v", b.c.grant("u@example.org"), a.c.grant("u@example.org"))
 		}
 	})
 }

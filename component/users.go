@@ -294,6 +294,7 @@ func limitText(e *xmlel.LimitError) string {
 func (c *Component) fromDomain(st *xmlel.Element) {
 	if g, ok := parsePrivilege(st); ok {
 		c.privileged(g)
+		c.shareGrant(st)
 		return
 	}
 	typ := st.Attr("type")

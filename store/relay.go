@@ -38,14 +38,19 @@ import (
 var ErrNotShared = errors.New("the database is not shared with other instances")
 
 // Relayed is a stanza passed to another instance, for its component of
-// Domain.
+// Domain, by the instance listening as From.
 type Relayed struct {
-	Domain string
-	Stanza []byte
+	Domain, From string
+	Stanza       []byte
 }
 
-// relayChannelPrefix starts the names of the listeners' channels.
-const relayChannelPrefix = "passerelle_relay_"
+const (
+	// relayChannelPrefix starts the names of the listeners' channels.
+	relayChannelPrefix = "passerelle_relay_"
+	// relayEveryone is the channel every listener listens on too
+	// (RelayAll).
+	relayEveryone = "passerelle_relay"
+)
 
 // relayPiece is the most bytes of a stanza one notification carries
 // (PostgreSQL's payload is 8000 bytes at most, header included).
@@ -73,11 +78,25 @@ func (s *Store) Relay(ctx context.Context, to string, r Relayed) error {
 	if err != nil {
 		return err
 	}
-	if r.Domain == "" || strings.ContainsAny(r.Domain, " \n") || !utf8.Valid(r.Stanza) {
-		return fmt.Errorf("cannot relay a stanza for domain %q (or not in UTF-8)", r.Domain)
+	return s.notify(ctx, ch, r)
+}
+
+// RelayAll passes r to every instance listening, but the one listening as
+// r.From.
+func (s *Store) RelayAll(ctx context.Context, r Relayed) error {
+	if !s.pg {
+		return ErrNotShared
+	}
+	return s.notify(ctx, relayEveryone, r)
+}
+
+// notify sends r on channel ch.
+func (s *Store) notify(ctx context.Context, ch string, r Relayed) error {
+	if r.Domain == "" || strings.ContainsAny(r.Domain, " \n") || strings.ContainsAny(r.From, " \n") || !utf8.Valid(r.Stanza) {
+		return fmt.Errorf("cannot relay a stanza for domain %q from %q (or not in UTF-8)", r.Domain, r.From)
 	}
 	payloads := relayPayloads(r)
-	err = s.inGroup(ctx, func(g groupTx) error {
+	err := s.inGroup(ctx, func(g groupTx) error {
 		return g.exec(`SELECT pg_notify(?, p) FROM unnest(CAST(? AS text[])) AS p`, ch, payloads)
 	})
 	if err != nil {
@@ -86,8 +105,9 @@ func (s *Store) Relay(ctx context.Context, to string, r Relayed) error {
 	return nil
 }
 
-// relayPayloads cuts r into notifications: "<key> <i> <n> <domain>\n"
-// then the i-th of n pieces of the stanza, cut between characters.
+// relayPayloads cuts r into notifications: "<key> <i> <n> <domain>
+// <from>\n" then the i-th of n pieces of the stanza, cut between
+// characters.
 func relayPayloads(r Relayed) []string {
 	var b [4]byte
 	rand.Read(b[:])
@@ -104,14 +124,14 @@ func relayPayloads(r Relayed) []string {
 	}
 	out := make([]string, len(pieces))
 	for i, p := range pieces {
-		out[i] = key + " " + strconv.Itoa(i) + " " + strconv.Itoa(len(pieces)) + " " + r.Domain + "\n" + p
+		out[i] = key + " " + strconv.Itoa(i) + " " + strconv.Itoa(len(pieces)) + " " + r.Domain + " " + r.From + "\n" + p
 	}
 	return out
 }
 
 // Listen listens as name (a short name of letters and digits, unique
 // among the instances: Relay's to) for the stanzas other instances pass
-// on, and calls got with each, in the order they were passed, on the
+// on to it or to all (RelayAll), and calls got with each, in the order they were passed, on the
 // calling goroutine. It calls listening once the server registered the
 // listener: what is relayed from then on reaches got. It returns when ctx
 // ends or the connection fails (what is relayed until the next Listen is
@@ -134,7 +154,7 @@ func (s *Store) Listen(ctx context.Context, name string, listening func(), got f
 		// The connection is not given back to the pool: its LISTEN
 		// goes with it.
 		defer pc.Close(context.Background())
-		if _, err := pc.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
+		if _, err := pc.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()+"; LISTEN "+pgx.Identifier{relayEveryone}.Sanitize()); err != nil {
 			return fmt.Errorf("failed to listen for relayed stanzas: %w", err)
 		}
 		listening()
@@ -148,9 +168,9 @@ func (s *Store) Listen(ctx context.Context, name string, listening func(), got f
 				return fmt.Errorf("lost the connection listening for relayed stanzas: %w", err)
 			}
 			head, piece, ok := strings.Cut(n.Payload, "\n")
-			f := strings.SplitN(head, " ", 4)
-			if !ok || len(f) != 4 {
-				continue // not a relay's
+			f := strings.SplitN(head, " ", 5)
+			if !ok || len(f) != 5 || (n.Channel == relayEveryone && f[4] == name) {
+				continue // not a relay's, or this listener's own to all
 			}
 			i, err1 := strconv.Atoi(f[1])
 			total, err2 := strconv.Atoi(f[2])
@@ -158,7 +178,7 @@ func (s *Store) Listen(ctx context.Context, name string, listening func(), got f
 				continue
 			}
 			if total == 1 {
-				got(Relayed{Domain: f[3], Stanza: []byte(piece)})
+				got(Relayed{Domain: f[3], From: f[4], Stanza: []byte(piece)})
 				continue
 			}
 			// A transaction's notifications come together: the
@@ -176,7 +196,7 @@ func (s *Store) Listen(ctx context.Context, name string, listening func(), got f
 				continue
 			}
 			delete(parts, f[0])
-			got(Relayed{Domain: f[3], Stanza: []byte(strings.Join(p.of, ""))})
+			got(Relayed{Domain: f[3], From: f[4], Stanza: []byte(strings.Join(p.of, ""))})
 		}
 	})
 }

@@ -60,6 +60,9 @@ func TestRelay(t *testing.T) {
 		if err := s.Relay(ctx, "x", Relayed{Domain: "d", Stanza: []byte("<iq/>")}); !errors.Is(err, ErrNotShared) {
 			t.Fatalf("Relay on SQLite: %v", err)
 		}
+		if err := s.RelayAll(ctx, Relayed{Domain: "d", Stanza: []byte("<iq/>")}); !errors.Is(err, ErrNotShared) {
+			t.Fatalf("RelayAll on SQLite: %v", err)
+		}
 		if err := s.Listen(ctx, "x", func() { t.Error("listening on SQLite") }, nil); !errors.Is(err, ErrNotShared) {
 			t.Fatalf("Listen on SQLite: %v", err)
 		}
@@ -74,8 +77,8 @@ func TestRelay(t *testing.T) {
 	relayPiece = 10
 	long := "<iq type='result' id='x'><q>" + strings.Repeat("é€x", 20) + "</q></iq>" // pieces cut between characters
 	sent := []Relayed{
-		{Domain: "irc.example.org", Stanza: []byte("<iq type='result' id='1'/>")},
-		{Domain: "mail.example.org", Stanza: []byte(long)},
+		{Domain: "irc.example.org", From: "a1", Stanza: []byte("<iq type='result' id='1'/>")},
+		{Domain: "mail.example.org", From: "a1", Stanza: []byte(long)},
 		{Domain: "irc.example.org", Stanza: []byte("<iq type='error' id='3'/>")},
 	}
 	for _, r := range sent {
@@ -85,8 +88,8 @@ func TestRelay(t *testing.T) {
 	}
 	for i, want := range sent {
 		r := receive(t, gotB)
-		if r.Domain != want.Domain || string(r.Stanza) != string(want.Stanza) {
-			t.Fatalf("stanza %d: got %q for %s, want %q for %s", i, r.Stanza, r.Domain, want.Stanza, want.Domain)
+		if r.Domain != want.Domain || r.From != want.From || string(r.Stanza) != string(want.Stanza) {
+			t.Fatalf("stanza %d: got %+v, want %+v", i, r, want)
 		}
 	}
 	if err := a.Relay(ctx, "c1", sent[0]); err != nil {
@@ -100,6 +103,23 @@ func TestRelay(t *testing.T) {
 		t.Fatalf("b got c's stanza %q", r.Stanza)
 	default:
 	}
+	// To all: every listener but the sender's gets it.
+	gotA, _ := listener(t, a, "a1")
+	all := Relayed{Domain: "irc.example.org", From: "b1", Stanza: []byte("<message from='example.org'/>")}
+	if err := b.RelayAll(ctx, all); err != nil {
+		t.Fatal(err)
+	}
+	for name, got := range map[string]<-chan Relayed{"a": gotA, "c": gotC} {
+		if r := receive(t, got); r.From != "b1" || string(r.Stanza) != string(all.Stanza) {
+			t.Fatalf("%s got %+v", name, r)
+		}
+	}
+	if err := a.Relay(ctx, "b1", sent[2]); err != nil { // behind b's own to all, if it were there
+		t.Fatal(err)
+	}
+	if r := receive(t, gotB); string(r.Stanza) != string(sent[2].Stanza) {
+		t.Fatalf("b got its own stanza to all: %q", r.Stanza)
+	}
 	// Nobody listens: the stanza is gone, without an error.
 	if err := a.Relay(ctx, "nobody", sent[0]); err != nil {
 		t.Fatal(err)
@@ -112,6 +132,9 @@ func TestRelay(t *testing.T) {
 	}
 	if err := a.Relay(ctx, "b1", Relayed{Domain: "a b", Stanza: []byte("<iq/>")}); err == nil {
 		t.Error("Relay for a domain with a space: no error")
+	}
+	if err := a.RelayAll(ctx, Relayed{Domain: "d", From: "a\n1", Stanza: []byte("<iq/>")}); err == nil {
+		t.Error("RelayAll from a name with a newline: no error")
 	}
 }
 
