@@ -8,8 +8,10 @@ package store
 // server answering a roster request, a client answering a disco query)
 // reaches whichever instance holds the slot of the answering JID. That
 // instance passes it on with Relay; the instance it is for receives it
-// with Listen. The stanzas go through PostgreSQL's LISTEN/NOTIFY, on a
-// channel per listener: nothing is written to a table, a notification
+// with Listen; what every other instance needs (the server's privilege
+// advertisement, which reaches one of them) goes to all with RelayAll.
+// The stanzas go through PostgreSQL's LISTEN/NOTIFY, on a channel per
+// listener and one all listen on: nothing is written to a table, a notification
 // for a listener that is gone (the instance died, or its connection is
 // being opened again) is dropped by the server, and what the instances
 // pass on this way (answers to requests waiting a few seconds) is worth
