@@ -3,6 +3,7 @@ package component
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,18 @@ func listening(t *testing.T, n *node, times int) {
 	waitFor(t, fmt.Sprintf("the instance's listener up (%d)", times), func() bool {
 		return strings.Count(n.logs.String(), "listening for the answers other instances pass on") >= times
 	})
+}
+
+// listeningPair starts two instances on a new database, a and b, and
+// waits until a listens for what b passes on.
+func listeningPair(t *testing.T, cluster *pgtest.Cluster) (log *eventLog, a, b *node) {
+	t.Helper()
+	url := cluster.DB(t)
+	log = &eventLog{}
+	a = startNode(t, url, "a", log, time.Second)
+	b = startNode(t, url, "b", log, time.Second)
+	listening(t, a, 1)
+	return log, a, b
 }
 
 // ask sends req through n's component (its IQ) and returns the request
@@ -66,17 +79,12 @@ func answer(t *testing.T, out <-chan any) *xmlel.Element {
 // answering JID), and b passes it on to a, whose request gets it.
 func TestRelayedAnswers(t *testing.T) {
 	cluster := pgtest.New(t)
-	const lease = time.Second
 	roster := func(n *node, to string) (*xmlel.Element, <-chan any) {
 		return ask(t, n, stanza.IQ("", to, "get", "", xmlel.New(stanza.NSRoster, "query")), 20*time.Second)
 	}
 
 	t.Run("answers reach the instance that asked", func(t *testing.T) {
-		url := cluster.DB(t)
-		log := &eventLog{}
-		a := startNode(t, url, "a", log, lease)
-		b := startNode(t, url, "b", log, lease)
-		listening(t, a, 1)
+		log, a, b := listeningPair(t, cluster)
 
 		// The user's server answers a privileged roster get, with many
 		// items (more than one notification carries).
@@ -119,11 +127,7 @@ func TestRelayedAnswers(t *testing.T) {
 	// The connection a listens on is cut: a listens again, and what is
 	// passed on from then on reaches it.
 	t.Run("listener cut", func(t *testing.T) {
-		url := cluster.DB(t)
-		log := &eventLog{}
-		a := startNode(t, url, "a", log, lease)
-		b := startNode(t, url, "b", log, lease)
-		listening(t, a, 1)
+		_, a, b := listeningPair(t, cluster)
 		storetest.CutListeners(t, b.st)
 		listening(t, a, 2)
 		if !strings.Contains(a.logs.String(), "cannot listen for the answers other instances pass on") {
@@ -139,11 +143,7 @@ func TestRelayedAnswers(t *testing.T) {
 	// b cannot write to the database: the answer is dropped and logged,
 	// and a's request times out as before.
 	t.Run("relay fails", func(t *testing.T) {
-		url := cluster.DB(t)
-		log := &eventLog{}
-		a := startNode(t, url, "a", log, lease)
-		b := startNode(t, url, "b", log, lease)
-		listening(t, a, 1)
+		_, a, b := listeningPair(t, cluster)
 		req, out := ask(t, a, stanza.IQ("", "u@example.org", "get", "", xmlel.New(stanza.NSRoster, "query")), 3*time.Second)
 		b.st.Close()
 		b.fc.send(t, "<iq type='result' from='u@example.org' to='test.example.org' id='%s'/>", req.Attr("id"))
@@ -163,11 +163,7 @@ func TestRelayedAnswers(t *testing.T) {
 	// The instance that asked is gone: its answer, passed on, is lost
 	// without harm; a late answer to a request that ended is dropped.
 	t.Run("requester gone", func(t *testing.T) {
-		url := cluster.DB(t)
-		log := &eventLog{}
-		a := startNode(t, url, "a", log, lease)
-		b := startNode(t, url, "b", log, lease)
-		listening(t, a, 1)
+		_, a, b := listeningPair(t, cluster)
 		req, out := ask(t, a, stanza.IQ("", "u@example.org", "get", "", xmlel.New(stanza.NSRoster, "query")), time.Second)
 		if v := <-out; v != context.DeadlineExceeded {
 			t.Fatalf("a's request got %v", v)
@@ -179,6 +175,81 @@ func TestRelayedAnswers(t *testing.T) {
 		waitFor(t, "b passed the answer on", func() bool { return b.c.m.Relayed.Load() == 2 })
 		if strings.Contains(b.logs.String(), "cannot pass an answer on") {
 			t.Fatalf("b's relay to a gone instance failed:\n%s", b.logs)
+		}
+	})
+}
+
+// What cannot be passed on, or is not to be taken.
+func TestRelayRefusals(t *testing.T) {
+	cluster := pgtest.New(t)
+	const advert = "<message from='example.org' to='test.example.org'><privilege xmlns='urn:xmpp:privilege:2'><perm access='roster' type='both'/></privilege></message>"
+
+	// b's queue of stanzas to pass on is full: what comes is dropped
+	// and logged.
+	t.Run("queue full", func(t *testing.T) {
+		_, a, b := listeningPair(t, cluster)
+		block := make(chan struct{})
+		defer close(block)
+		running := make(chan struct{})
+		if err := b.c.Post(relayKey, func(context.Context) { close(running); <-block }); err != nil {
+			t.Fatal(err)
+		}
+		<-running
+		for b.c.Post(relayKey, func(context.Context) { <-block }) == nil {
+		}
+		req, _ := ask(t, a, stanza.IQ("", "u@example.org", "get", "", xmlel.New(stanza.NSRoster, "query")), time.Second)
+		b.fc.send(t, "<iq type='result' from='u@example.org' to='test.example.org' id='%s'/>", req.Attr("id"))
+		b.fc.send(t, advert)
+		waitFor(t, "b's drops logged", func() bool {
+			l := b.logs.String()
+			return strings.Contains(l, "too many answers to pass on to other instances: dropped") &&
+				strings.Contains(l, "cannot pass the server's privilege advertisement on to the other instances")
+		})
+	})
+
+	// What an instance takes from the others: answers and privilege
+	// advertisements for a domain it serves, nothing else.
+	t.Run("not to be taken", func(t *testing.T) {
+		_, a, _ := listeningPair(t, cluster)
+		ctx := context.Background()
+		for _, r := range []store.Relayed{
+			{Domain: "test.example.org", Stanza: []byte("<message from='u@example.org/r' to='test.example.org'><body>x</body></message>")},
+			{Domain: "test.example.org", Stanza: []byte("<iq type='result'")},
+			{Domain: "other.example.org", Stanza: []byte("<iq type='result' id='x'/>")},
+		} {
+			if err := a.st.Relay(ctx, a.inst.relayName, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, "a's refusals logged", func() bool {
+			l := a.logs.String()
+			return strings.Contains(l, "another instance passed on what is not an answer: dropped") &&
+				strings.Contains(l, "a stanza passed on by another instance does not parse: dropped") &&
+				strings.Contains(l, "a stanza passed on by another instance is for a domain this instance does not serve: dropped")
+		})
+	})
+
+	// An instance whose listener does not come up: its components
+	// connect after listenWait all the same, and say so.
+	t.Run("listener late", func(t *testing.T) {
+		st, err := store.Open(cluster.DB(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		lb := &logBuffer{}
+		in := testInstance(st, time.Second, lb)
+		in.listenWait = 100 * time.Millisecond
+		srv := newFakeServer(t, "s")
+		c, _, _ := startComponent(t, srv, newRecordingBridge(), "s", func(c *Component) {
+			c.inst = in
+			in.add(c)
+			c.log = slog.New(slog.NewTextHandler(lb, nil))
+		})
+		srv.accept(t)
+		waitFor(t, "the stream up", func() bool { return c.m.Connected.Load() == 1 })
+		if !strings.Contains(lb.String(), "connecting before the instance listens for what the others pass on") {
+			t.Fatalf("log:\n%s", lb)
 		}
 	})
 }
@@ -213,11 +284,7 @@ func TestRelayedGrants(t *testing.T) {
 	// b cannot write to the database: a does not learn the grant, and b
 	// logs it.
 	t.Run("relay fails", func(t *testing.T) {
-		url := cluster.DB(t)
-		log := &eventLog{}
-		a := startNode(t, url, "a", log, lease)
-		b := startNode(t, url, "b", log, lease)
-		listening(t, a, 1)
+		_, a, b := listeningPair(t, cluster)
 		b.st.Close()
 		b.fc.send(t, advert)
 		waitFor(t, "b's failure logged", func() bool {

@@ -50,15 +50,7 @@ func TestRelayedRosterAnswers(t *testing.T) {
 	}
 	insts := make([]*instance, 3)
 	for i := range insts {
-		in := &instance{name: fmt.Sprintf("gw%d", i), env: map[string]string{}}
-		for k, v := range common {
-			in.env[k] = v
-		}
-		in.smtp = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-		in.hook = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-		in.env["PASSERELLE_SMTP_LISTEN"] = in.smtp
-		in.env["PASSERELLE_SMS_WEBHOOK_LISTEN"] = in.hook
-		in.env["PASSERELLE_HTTP_LISTEN"] = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+		in := newInstance(t, fmt.Sprintf("gw%d", i), common)
 		in.start(t, bin)
 		insts[i] = in
 	}
