@@ -111,6 +111,7 @@ func (c *Component) relay(st *xmlel.Element, to string) {
 			c.log.Warn("cannot pass an answer on to the instance that asked: dropped", "id", st.Attr("id"), "from", st.Attr("from"), "err", err)
 			return
 		}
+		c.log.Debug("passed an answer on to the instance that asked", "id", st.Attr("id"), "from", st.Attr("from"), "to", to)
 		c.m.Relayed.Add(1)
 	})
 	if err != nil {
@@ -132,6 +133,7 @@ func (c *Component) shareGrant(st *xmlel.Element) {
 			c.log.Warn("cannot pass the server's privilege advertisement on to the other instances", "server", st.Attr("from"), "err", err)
 			return
 		}
+		c.log.Debug("passed the server's privilege advertisement on to the other instances", "server", st.Attr("from"))
 		c.m.Relayed.Add(1)
 	})
 	if err != nil {

@@ -89,7 +89,7 @@ func TestRelayedRosterAnswers(t *testing.T) {
 			t.Errorf("%s:\n%s", in.name, out)
 		}
 	}
-	t.Logf("answers passed on by gw0, gw1, gw2: %v", relayed)
+	t.Logf("stanzas passed on (answers, privilege advertisements) by gw0, gw1, gw2: %v", relayed)
 	// One instance holds the slot the answers go to; each of the two
 	// others had its get's answer (and its set's refusal) passed on.
 	if total < 2 {
