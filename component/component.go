@@ -256,6 +256,7 @@ func (c *Component) Run(ctx context.Context) error {
 	// theirs this bridge did not start) is taken up before the stream
 	// opens, not at the next renewal.
 	c.inst.sweep(ctx, c)
+	c.inst.awaitListening(ctx, c.log)
 	err = c.connect(ctx)
 	cancel()
 	c.mu.Lock()
@@ -584,7 +585,7 @@ func (c *Component) Deliver(ctx context.Context, key string, links []store.Messa
 func (c *Component) IQ(ctx context.Context, iq *xmlel.Element) (*xmlel.Element, error) {
 	id := iq.Attr("id")
 	if id == "" {
-		id = stanza.NewID()
+		id = c.newID()
 		iq.SetAttr("id", id)
 	}
 	if iq.Attr("from") == "" {

@@ -27,6 +27,9 @@ type DomainMetrics struct {
 	// outbox or remove sent stanzas from it.
 	OutboxStoreErrors atomic.Int64
 	Insecure          atomic.Int64 // deliveries held back or refused: the server could not be reached safely
+	// Relayed counts the stanzas passed on to other instances: answers
+	// to their requests, privilege advertisements (relay.go).
+	Relayed atomic.Int64
 }
 
 // NewMetrics returns an empty registry.
@@ -65,6 +68,7 @@ func (m *Metrics) WritePrometheus(w io.Writer) {
 		{"passerelle_over_limit_total", "counter", "stanzas skipped for going over a limit (nesting, attributes, size)", func(d *DomainMetrics) int64 { return d.OverLimit.Load() }},
 		{"passerelle_registrations_total", "counter", "new registrations", func(d *DomainMetrics) int64 { return d.Registrations.Load() }},
 		{"passerelle_outbox_store_errors_total", "counter", "failed reads and removals of the stanza outbox", func(d *DomainMetrics) int64 { return d.OutboxStoreErrors.Load() }},
+		{"passerelle_relayed_total", "counter", "stanzas meant for other instances that reached this one and were passed on to them through the database (answers to their requests, the server's privilege advertisements)", func(d *DomainMetrics) int64 { return d.Relayed.Load() }},
 		{"passerelle_insecure_deliveries_total", "counter", "deliveries held back or refused because the server could not be reached safely (no TLS for a password, untrusted certificate)", func(d *DomainMetrics) int64 { return d.Insecure.Load() }},
 	}
 	for _, s := range series {

@@ -65,6 +65,14 @@ type Instance struct {
 	// live are the other live instances at the last renewal (nil before
 	// the first): watchSlots.
 	live map[string]bool
+	// relayName names the instance's listener for the answers other
+	// instances pass on to it (relay.go; "" when solo); up is closed
+	// once it listens, which the components wait for, listenWait at
+	// most.
+	relayName  string
+	up         chan struct{}
+	upOnce     sync.Once
+	listenWait time.Duration
 }
 
 // NewInstance returns this process's instance on st.
@@ -72,8 +80,12 @@ func NewInstance(st *store.Store, log *slog.Logger) *Instance {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Instance{st: st, log: log.With("instance", st.Instance()), solo: !st.Shared(),
+	in := &Instance{st: st, log: log.With("instance", st.Instance()), solo: !st.Shared(),
 		lease: InstanceLease, renewEvery: renewEvery, takeover: InstanceLease + renewEvery}
+	if !in.solo {
+		in.relayName, in.up, in.listenWait = newRelayName(), make(chan struct{}), listenWait
+	}
+	return in
 }
 
 // soloInstance is the instance of a component given none: alone with its
@@ -127,11 +139,15 @@ func (in *Instance) Run(ctx context.Context) {
 	in.leave(ctx)
 }
 
-// run renews the lease until ctx ends.
+// run renews the lease, and receives the answers other instances pass
+// on, until ctx ends.
 func (in *Instance) run(ctx context.Context) {
 	if in.solo {
 		return
 	}
+	listening := make(chan struct{})
+	go func() { defer close(listening); in.listen(ctx) }()
+	defer func() { <-listening }()
 	t := time.NewTicker(in.renewEvery)
 	defer t.Stop()
 	for {

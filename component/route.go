@@ -248,9 +248,10 @@ func (c *Component) slotted() bool { return c.routeLocal() != "" }
 // to this component after what s wrote before it, and the channel its
 // arrival goes to: a one-way stanza from a route localpart when one is
 // known (s's own first), else a ping from the domain to itself (whose
-// answer a balancing server may route elsewhere). routed tells which.
+// answer a balancing server may route to another instance, which passes
+// it on through a shared store: relay.go). routed tells which.
 func (c *Component) selfCheck(s *session) (st *xmlel.Element, answer <-chan *xmlel.Element, forget func(), routed bool) {
-	id := stanza.NewID()
+	id := c.newID()
 	c.mu.Lock()
 	lp := s.localpart
 	c.mu.Unlock()

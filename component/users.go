@@ -189,6 +189,12 @@ func (c *Component) dispatch(st *xmlel.Element) {
 		// Another instance's (or a late) probe or confirmation.
 		return
 	}
+	if st.Local == "iq" && (typ == "result" || typ == "error") {
+		if to := c.relayTarget(st.Attr("id")); to != "" {
+			c.relay(st, to) // another instance's request
+			return
+		}
+	}
 	switch st.Local {
 	case "iq", "message", "presence":
 	default:
@@ -288,6 +294,7 @@ func limitText(e *xmlel.LimitError) string {
 func (c *Component) fromDomain(st *xmlel.Element) {
 	if g, ok := parsePrivilege(st); ok {
 		c.privileged(g)
+		c.shareGrant(st)
 		return
 	}
 	typ := st.Attr("type")

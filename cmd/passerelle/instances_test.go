@@ -43,6 +43,22 @@ type instance struct {
 	wrap []string
 }
 
+// newInstance returns instance name with the environment common and
+// listeners of its own on free ports, not started.
+func newInstance(t *testing.T, name string, common map[string]string) *instance {
+	t.Helper()
+	in := &instance{name: name, env: map[string]string{}}
+	for k, v := range common {
+		in.env[k] = v
+	}
+	in.smtp = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	in.hook = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	in.env["PASSERELLE_SMTP_LISTEN"] = in.smtp
+	in.env["PASSERELLE_SMS_WEBHOOK_LISTEN"] = in.hook
+	in.env["PASSERELLE_HTTP_LISTEN"] = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	return in
+}
+
 func (in *instance) start(t *testing.T, bin string) {
 	t.Helper()
 	if in.wrap != nil {
@@ -165,15 +181,7 @@ func TestSeveralInstances(t *testing.T) {
 	const victim = 0
 	insts := make([]*instance, 3)
 	for i := range insts {
-		in := &instance{name: fmt.Sprintf("gw%d", i), env: map[string]string{}}
-		for k, v := range common {
-			in.env[k] = v
-		}
-		in.smtp = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-		in.hook = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-		in.env["PASSERELLE_SMTP_LISTEN"] = in.smtp
-		in.env["PASSERELLE_SMS_WEBHOOK_LISTEN"] = in.hook
-		in.env["PASSERELLE_HTTP_LISTEN"] = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+		in := newInstance(t, fmt.Sprintf("gw%d", i), common)
 		if i == victim {
 			in.wrap = otherNode()
 		}

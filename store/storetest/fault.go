@@ -114,3 +114,14 @@ func Lock(t testing.TB, st *store.Store, table string) (release func()) {
 	t.Cleanup(release)
 	return release
 }
+
+// CutListeners cuts the connections that listen for stanzas relayed
+// between instances (store.Listen) on st's PostgreSQL database, every
+// instance's, as a failure of the network or of the server would.
+func CutListeners(t testing.TB, st *store.Store) {
+	t.Helper()
+	if _, err := st.DB().Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'LISTEN %'`); err != nil {
+		t.Fatalf("storetest: cannot cut the listeners: %v", err)
+	}
+}
