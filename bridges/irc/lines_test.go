@@ -150,7 +150,8 @@ func TestArchiveWindowFailures(t *testing.T) {
 
 	fx.enter(t, "nick bob")
 	logged("cannot open an irc archive window")
-	fx.say(t, "#c", "one") // archived, not in the user's window
+	fx.say(t, "#c", "one")             // archived, not in the user's window
+	fx.h.Run(func(context.Context) {}) // and its handling done: the window's opening, refused
 	db.open.Store(false)
 	fx.say(t, "#c", "two") // opens it, after archiving the line
 	fx.say(t, "#c", "three")
