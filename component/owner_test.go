@@ -87,7 +87,7 @@ func (b *ownerBridge) Released(ctx context.Context, user string) {
 // testInstance is an instance on st with a short lease, logging into w.
 func testInstance(st *store.Store, lease time.Duration, w io.Writer) *Instance {
 	in := NewInstance(st, slog.New(slog.NewTextHandler(w, nil)))
-	in.lease, in.renewEvery, in.takeover = lease, lease/4, 3*lease
+	in.lease, in.renewEvery, in.takeover, in.watchEvery = lease, lease/4, 3*lease, lease/10
 	return in
 }
 
