@@ -137,26 +137,28 @@ func (in *Instance) setValid(start time.Time) {
 // leased reports whether the instance may hold users: alone, or with a
 // lease it renewed that has not ended by the clock.
 func (in *Instance) leased() bool {
-	if in.solo {
-		return true
-	}
-	in.mu.Lock()
-	lost := in.lost
-	in.mu.Unlock()
-	return !lost && sinceBase() < in.validUntil.Load()
+	lost, ended := in.state()
+	return !lost && !ended
 }
 
 // expired reports whether the lease ended by the clock while the instance
 // still took itself for the holder of its users: the process was stopped
 // or starved past it, and another instance may have taken them.
 func (in *Instance) expired() bool {
+	lost, ended := in.state()
+	return !lost && ended
+}
+
+// state reports whether the instance let go of its users, and whether
+// its lease ended by the clock (never, alone).
+func (in *Instance) state() (lost, ended bool) {
 	if in.solo {
-		return false
+		return false, false
 	}
 	in.mu.Lock()
-	lost := in.lost
+	lost = in.lost
 	in.mu.Unlock()
-	return !lost && sinceBase() >= in.validUntil.Load()
+	return lost, sinceBase() >= in.validUntil.Load()
 }
 
 // fence returns a check of the lease the instance holds its users under

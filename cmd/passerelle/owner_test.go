@@ -29,40 +29,7 @@ const takeover = 90 * time.Second
 // lease ended and rejoins her persistent channel on ngircd without any
 // stanza from her; her next join and message go through it.
 func TestOwnerTakeover(t *testing.T) {
-	url := ""
-	if testCluster != nil {
-		url = testCluster.DB(t)
-	} else {
-		url = pgtest.New(t).DB(t)
-	}
-	ng := harness.StartNgircd(t)
-	_, port, _ := net.SplitHostPort(ng.Addr)
-	srv := harness.StartEjabberd(t, harness.ServerOptions{Domain: "localhost", Components: []string{ircDomain}})
-	env := map[string]string{
-		"PASSERELLE_XMPP_ADDR":         srv.ComponentAddr(),
-		"PASSERELLE_XMPP_SECRET":       srv.Secret(),
-		"PASSERELLE_DB":                url,
-		"PASSERELLE_IRC_DOMAIN":        ircDomain,
-		"PASSERELLE_IRC_ALLOW_PRIVATE": "true",
-		"PASSERELLE_LOG_LEVEL":         "info",
-		"PASSERELLE_HTTP_LISTEN":       fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
-	}
-	first := startGateway(t, srv, env)
-	alice := first.dial(t, "alice@localhost")
-	wantResult(t, configureNetwork(t, alice, "localhost", "ports", port, "tls_ports", "", "verify_cert", "true"), "configure")
-	bob := dialIRC(t, ng.Addr, "bob")
-	bob.send(t, "JOIN #keep")
-	bob.expect(t, "366")
-	keep := "#keep%localhost@" + ircDomain
-	r := alice.IQ(t, "set", keep, "<command xmlns='http://jabber.org/protocol/commands' node='configure' action='execute'/>")
-	wantResult(t, r, "channel configure")
-	sid := r.Child("http://jabber.org/protocol/commands", "command").Attr("sessionid")
-	wantResult(t, alice.IQ(t, "set", keep, "<command xmlns='http://jabber.org/protocol/commands' node='configure' sessionid='"+sid+"' action='complete'>"+
-		submitForm("", "persistent", "true")+"</command>"), "channel configure submit")
-	alice.Send(t, "<presence to='%s/alice'>%s</presence>", harness.Esc(keep), mucX())
-	alice.Expect(t, wait, "joined #keep", occupant(keep+"/alice", "", "110"))
-	bob.expect(t, ":alice!")
-
+	first, env, alice, bob, keep := aliceKeeps(t)
 	// The second instance: alice is held by the first.
 	env2 := maps.Clone(env)
 	env2["PASSERELLE_HTTP_LISTEN"] = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
@@ -97,6 +64,49 @@ func TestOwnerTakeover(t *testing.T) {
 	}
 }
 
+// aliceKeeps starts ngircd, ejabberd for the IRC domain and a first
+// gateway instance on a PostgreSQL database, where alice joins #keep,
+// persistent, with bob in it on IRC. It returns the instance, its
+// environment, alice's client, bob and the room's JID.
+func aliceKeeps(t *testing.T) (first *gwEnv, env map[string]string, alice *harness.Client, bob *ircPeer, keep string) {
+	t.Helper()
+	url := ""
+	if testCluster != nil {
+		url = testCluster.DB(t)
+	} else {
+		url = pgtest.New(t).DB(t)
+	}
+	ng := harness.StartNgircd(t)
+	_, port, _ := net.SplitHostPort(ng.Addr)
+	srv := harness.StartEjabberd(t, harness.ServerOptions{Domain: "localhost", Components: []string{ircDomain}})
+	env = map[string]string{
+		"PASSERELLE_XMPP_ADDR":         srv.ComponentAddr(),
+		"PASSERELLE_XMPP_SECRET":       srv.Secret(),
+		"PASSERELLE_DB":                url,
+		"PASSERELLE_IRC_DOMAIN":        ircDomain,
+		"PASSERELLE_IRC_ALLOW_PRIVATE": "true",
+		"PASSERELLE_LOG_LEVEL":         "info",
+		"PASSERELLE_HTTP_LISTEN":       fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
+	}
+	first = startGateway(t, srv, env)
+	alice = first.dial(t, "alice@localhost")
+	wantResult(t, configureNetwork(t, alice, "localhost", "ports", port, "tls_ports", "", "verify_cert", "true"), "configure")
+	bob = dialIRC(t, ng.Addr, "bob")
+	bob.send(t, "JOIN #keep")
+	bob.expect(t, "366")
+	keep = "#keep%localhost@" + ircDomain
+	r := alice.IQ(t, "set", keep, "<command xmlns='http://jabber.org/protocol/commands' node='configure' action='execute'/>")
+	wantResult(t, r, "channel configure")
+	sid := r.Child("http://jabber.org/protocol/commands", "command").Attr("sessionid")
+	wantResult(t, alice.IQ(t, "set", keep, "<command xmlns='http://jabber.org/protocol/commands' node='configure' sessionid='"+sid+"' action='complete'>"+
+		submitForm("", "persistent", "true")+"</command>"), "channel configure submit")
+	alice.Send(t, "<presence to='%s/alice'>%s</presence>", harness.Esc(keep), mucX())
+	alice.Expect(t, wait, "joined #keep", occupant(keep+"/alice", "", "110"))
+	bob.expect(t, ":alice!")
+
+	return first, env, alice, bob, keep
+}
+
 // metric returns the value of the gateway's series name for the IRC
 // domain on /metrics.
 func metric(t *testing.T, env map[string]string, name string) string {
@@ -126,39 +136,7 @@ func metric(t *testing.T, env map[string]string, name string) string {
 // closed, not the gateway's QUIT), does not deliver bob's line, and lets
 // go of her before its renewal.
 func TestFrozenInstance(t *testing.T) {
-	url := ""
-	if testCluster != nil {
-		url = testCluster.DB(t)
-	} else {
-		url = pgtest.New(t).DB(t)
-	}
-	ng := harness.StartNgircd(t)
-	_, port, _ := net.SplitHostPort(ng.Addr)
-	srv := harness.StartEjabberd(t, harness.ServerOptions{Domain: "localhost", Components: []string{ircDomain}})
-	env := map[string]string{
-		"PASSERELLE_XMPP_ADDR":         srv.ComponentAddr(),
-		"PASSERELLE_XMPP_SECRET":       srv.Secret(),
-		"PASSERELLE_DB":                url,
-		"PASSERELLE_IRC_DOMAIN":        ircDomain,
-		"PASSERELLE_IRC_ALLOW_PRIVATE": "true",
-		"PASSERELLE_LOG_LEVEL":         "info",
-		"PASSERELLE_HTTP_LISTEN":       fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
-	}
-	first := startGateway(t, srv, env)
-	alice := first.dial(t, "alice@localhost")
-	wantResult(t, configureNetwork(t, alice, "localhost", "ports", port, "tls_ports", "", "verify_cert", "true"), "configure")
-	bob := dialIRC(t, ng.Addr, "bob")
-	bob.send(t, "JOIN #keep")
-	bob.expect(t, "366")
-	keep := "#keep%localhost@" + ircDomain
-	r := alice.IQ(t, "set", keep, "<command xmlns='http://jabber.org/protocol/commands' node='configure' action='execute'/>")
-	wantResult(t, r, "channel configure")
-	sid := r.Child("http://jabber.org/protocol/commands", "command").Attr("sessionid")
-	wantResult(t, alice.IQ(t, "set", keep, "<command xmlns='http://jabber.org/protocol/commands' node='configure' sessionid='"+sid+"' action='complete'>"+
-		submitForm("", "persistent", "true")+"</command>"), "channel configure submit")
-	alice.Send(t, "<presence to='%s/alice'>%s</presence>", harness.Esc(keep), mucX())
-	alice.Expect(t, wait, "joined #keep", occupant(keep+"/alice", "", "110"))
-	bob.expect(t, ":alice!")
+	first, env, alice, bob, _ := aliceKeeps(t)
 	bob.send(t, "PRIVMSG alice :before the freeze")
 	alice.Expect(t, wait, "bob's line before the freeze", func(e *xmlel.Element) bool {
 		return harness.IsMessage(e) && strings.Contains(e.ChildText("", "body"), "before the freeze")
