@@ -65,10 +65,14 @@ type Instance struct {
 	watchEvery time.Duration
 
 	// validUntil is the end of the lease last renewed, in nanoseconds of
-	// the monotonic clock since clockBase; epoch counts the times the
-	// instance let go of its users. Both make the fences (Fence).
-	validUntil atomic.Int64
-	epoch      atomic.Uint64
+	// the monotonic clock since clockBase, validWall the same on the wall
+	// clock (Unix nanoseconds): the lease has ended when either clock
+	// says so (the monotonic clock may stand still while a virtual
+	// machine is paused; the wall clock, which the other instances
+	// compare the lease with, may step). epoch counts the times the
+	// instance let go of its users. They make the fences (Fence).
+	validUntil, validWall atomic.Int64
+	epoch                 atomic.Uint64
 
 	mu    sync.Mutex
 	comps []*Component
@@ -87,8 +91,16 @@ type Instance struct {
 // monotonic clock, which a wall clock's step does not move.
 var clockBase = time.Now()
 
-// sinceBase returns now on the clock of validUntil.
-func sinceBase() int64 { return int64(time.Since(clockBase)) }
+// ended reports whether the lease has ended by either clock.
+func (in *Instance) ended() bool {
+	now := time.Now()
+	return int64(now.Sub(clockBase)) >= in.validUntil.Load() || now.UnixNano() >= in.validWall.Load()
+}
+
+// left returns how long the lease has to run, by the monotonic clock.
+func (in *Instance) left() time.Duration {
+	return time.Duration(in.validUntil.Load() - int64(time.Since(clockBase)))
+}
 
 // NewInstance returns this process's instance on st.
 func NewInstance(st *store.Store, log *slog.Logger) *Instance {
@@ -132,6 +144,7 @@ func (in *Instance) components() []*Component {
 // setValid records a lease renewed (or taken) at start.
 func (in *Instance) setValid(start time.Time) {
 	in.validUntil.Store(int64(start.Sub(clockBase) + in.lease))
+	in.validWall.Store(start.Add(in.lease).UnixNano())
 }
 
 // leased reports whether the instance may hold users: alone, or with a
@@ -158,7 +171,7 @@ func (in *Instance) state() (lost, ended bool) {
 	in.mu.Lock()
 	lost = in.lost
 	in.mu.Unlock()
-	return lost, sinceBase() >= in.validUntil.Load()
+	return lost, in.ended()
 }
 
 // fence returns a check of the lease the instance holds its users under
@@ -171,7 +184,7 @@ func (in *Instance) fence() func() bool {
 	}
 	e := in.epoch.Load()
 	return func() bool {
-		return in.epoch.Load() == e && sinceBase() < in.validUntil.Load()
+		return in.epoch.Load() == e && !in.ended()
 	}
 }
 
@@ -290,7 +303,7 @@ func (in *Instance) renew(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		left := time.Duration(in.validUntil.Load() - sinceBase())
+		left := in.left()
 		in.mu.Lock()
 		lost := in.lost
 		in.mu.Unlock()

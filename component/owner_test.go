@@ -523,3 +523,38 @@ func TestInstanceAlone(t *testing.T) {
 		}
 	}
 }
+
+// A lease ends when either clock says so: the monotonic one (a process
+// frozen past it) or the wall clock the other instances compare it with
+// (a virtual machine paused, whose monotonic clock stood still). A fence
+// taken before the instance let go of its users stays failed after a
+// renewal.
+func TestLeaseClocks(t *testing.T) {
+	in := &Instance{lease: time.Minute, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	in.setValid(time.Now())
+	f := in.fence()
+	if !f() || !in.leased() || in.expired() {
+		t.Fatal("a fresh lease is not valid")
+	}
+	in.validWall.Store(time.Now().Add(-time.Second).UnixNano())
+	if f() || in.leased() || !in.expired() {
+		t.Error("a lease ended by the wall clock is taken for valid")
+	}
+	in.setValid(time.Now())
+	in.validUntil.Store(int64(time.Since(clockBase) - time.Second))
+	if f() || in.leased() || !in.expired() {
+		t.Error("a lease ended by the monotonic clock is taken for valid")
+	}
+	in.setValid(time.Now())
+	if !f() {
+		t.Error("a renewed lease fails the fence taken before")
+	}
+	in.letGo("test")
+	in.setValid(time.Now())
+	in.mu.Lock()
+	in.lost = false
+	in.mu.Unlock()
+	if f() || !in.leased() || !in.fence()() {
+		t.Errorf("after letting go and a renewal: the old fence %v, leased %v", f(), in.leased())
+	}
+}
