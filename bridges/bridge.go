@@ -214,6 +214,16 @@ type Host interface {
 	// share the store, then those no other live instance holds (see
 	// Owner). A bridge calls it before it starts their standing work.
 	Own(ctx context.Context, users []string) ([]string, error)
+	// Fence returns a check of the lease under which this instance holds
+	// its users now (see Owner): it reports false once that lease may
+	// have ended (by the clock: the process was frozen or starved past
+	// it, and another instance may hold the users) or the instance let go
+	// of them, and stays false. A bridge takes one when it starts a
+	// user's foreign connection and checks it before it acts on it
+	// (writes a line, forwards a mail): when it fails, the bridge closes
+	// the connection without writing anything more and does not connect
+	// again; Released follows. Alone with its store, it is always true.
+	Fence() func() bool
 	// Setting returns a user's setting (or its default).
 	Setting(ctx context.Context, user, key string) (string, error)
 	// Allowed reports whether a bare JID may use the gateway.

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"passerelle/bridges"
@@ -33,6 +34,11 @@ const (
 	// claimPoll is how often a user's stanza waiting for its holder to let
 	// go asks again.
 	claimPoll = 500 * time.Millisecond
+	// watchEvery is how often an instance looks at its lease by the clock
+	// and at the other instances' presence (store/presence.go): a process
+	// gone leaves its balancing slots empty, and the XMPP server drops
+	// their users' stanzas until a connection takes them.
+	watchEvery = time.Second
 )
 
 // errNoLease refuses a user's stanza while the instance has let go of its
@@ -55,10 +61,21 @@ type Instance struct {
 	// the user's holder to let go) are InstanceLease, renewEvery and the
 	// time a holder takes to notice: tests shorten them.
 	lease, renewEvery, takeover time.Duration
+	// watchEvery is watchEvery (tests shorten it).
+	watchEvery time.Duration
+
+	// validUntil is the end of the lease last renewed, in nanoseconds of
+	// the monotonic clock since clockBase, validWall the same on the wall
+	// clock (Unix nanoseconds): the lease has ended when either clock
+	// says so (the monotonic clock may stand still while a virtual
+	// machine is paused; the wall clock, which the other instances
+	// compare the lease with, may step). epoch counts the times the
+	// instance let go of its users. They make the fences (Fence).
+	validUntil, validWall atomic.Int64
+	epoch                 atomic.Uint64
 
 	mu    sync.Mutex
 	comps []*Component
-	valid time.Time // the end of the lease last renewed
 	// lost is set when the instance let go of its users for want of a
 	// renewal: it joins again under a new name once the store works.
 	lost bool
@@ -73,6 +90,24 @@ type Instance struct {
 	up         chan struct{}
 	upOnce     sync.Once
 	listenWait time.Duration
+	// present are the other instances seen with their presence shown
+	// (watchPresence).
+	present map[string]bool
+}
+
+// clockBase is the origin of Instance.validUntil: time.Since reads the
+// monotonic clock, which a wall clock's step does not move.
+var clockBase = time.Now()
+
+// ended reports whether the lease has ended by either clock.
+func (in *Instance) ended() bool {
+	now := time.Now()
+	return int64(now.Sub(clockBase)) >= in.validUntil.Load() || now.UnixNano() >= in.validWall.Load()
+}
+
+// left returns how long the lease has to run, by the monotonic clock.
+func (in *Instance) left() time.Duration {
+	return time.Duration(in.validUntil.Load() - int64(time.Since(clockBase)))
 }
 
 // NewInstance returns this process's instance on st.
@@ -81,7 +116,7 @@ func NewInstance(st *store.Store, log *slog.Logger) *Instance {
 		log = slog.Default()
 	}
 	in := &Instance{st: st, log: log.With("instance", st.Instance()), solo: !st.Shared(),
-		lease: InstanceLease, renewEvery: renewEvery, takeover: InstanceLease + renewEvery}
+		lease: InstanceLease, renewEvery: renewEvery, takeover: InstanceLease + renewEvery, watchEvery: watchEvery}
 	if !in.solo {
 		in.relayName, in.up, in.listenWait = newRelayName(), make(chan struct{}), listenWait
 	}
@@ -101,9 +136,7 @@ func (in *Instance) Join(ctx context.Context) error {
 	if err := in.st.JoinInstances(ctx, in.lease); err != nil {
 		return err
 	}
-	in.mu.Lock()
-	in.valid = start.Add(in.lease)
-	in.mu.Unlock()
+	in.setValid(start)
 	in.log.Info("joined the instances sharing the database", "lease", in.lease)
 	return nil
 }
@@ -120,16 +153,55 @@ func (in *Instance) components() []*Component {
 	return append([]*Component(nil), in.comps...)
 }
 
+// setValid records a lease renewed (or taken) at start.
+func (in *Instance) setValid(start time.Time) {
+	in.validUntil.Store(int64(start.Sub(clockBase) + in.lease))
+	in.validWall.Store(start.Add(in.lease).UnixNano())
+}
+
 // leased reports whether the instance may hold users: alone, or with a
-// lease it renewed.
+// lease it renewed that has not ended by the clock.
 func (in *Instance) leased() bool {
+	lost, ended := in.state()
+	return !lost && !ended
+}
+
+// expired reports whether the lease ended by the clock while the instance
+// still took itself for the holder of its users: the process was stopped
+// or starved past it, and another instance may have taken them.
+func (in *Instance) expired() bool {
+	lost, ended := in.state()
+	return !lost && ended
+}
+
+// state reports whether the instance let go of its users, and whether
+// its lease ended by the clock (never, alone).
+func (in *Instance) state() (lost, ended bool) {
 	if in.solo {
-		return true
+		return false, false
 	}
 	in.mu.Lock()
-	defer in.mu.Unlock()
-	return !in.lost && time.Now().Before(in.valid)
+	lost = in.lost
+	in.mu.Unlock()
+	return lost, in.ended()
 }
+
+// fence returns a check of the lease the instance holds its users under
+// now: it reports false once that lease ended by the clock or the
+// instance let go of its users (a renewal later does not make it true
+// again). Alone, it always reports true.
+func (in *Instance) fence() func() bool {
+	if in.solo {
+		return func() bool { return true }
+	}
+	e := in.epoch.Load()
+	return func() bool {
+		return in.epoch.Load() == e && !in.ended()
+	}
+}
+
+// Fence implements bridges.Host.
+func (c *Component) Fence() func() bool { return c.inst.fence() }
 
 // Run renews the lease until ctx ends, then removes the instance's row:
 // what it held is free at once for the others. Call it once the
@@ -139,15 +211,16 @@ func (in *Instance) Run(ctx context.Context) {
 	in.leave(ctx)
 }
 
-// run renews the lease, and receives the answers other instances pass
-// on, until ctx ends.
+// run renews the lease until ctx ends, watches it and the others'
+// presence meanwhile, and receives the answers other instances pass on.
 func (in *Instance) run(ctx context.Context) {
 	if in.solo {
 		return
 	}
-	listening := make(chan struct{})
-	go func() { defer close(listening); in.listen(ctx) }()
-	defer func() { <-listening }()
+	var watching sync.WaitGroup
+	watching.Go(func() { in.listen(ctx) })
+	watching.Go(func() { in.watch(ctx) })
+	defer watching.Wait()
 	t := time.NewTicker(in.renewEvery)
 	defer t.Stop()
 	for {
@@ -172,11 +245,69 @@ func (in *Instance) leave(ctx context.Context) {
 	}
 }
 
+// watch, every watchEvery until ctx ends, lets go of every user when the
+// lease ended by the clock before a renewal (checkExpiry), and has the
+// components look for free balancing slots when another instance's
+// process is gone (watchPresence).
+func (in *Instance) watch(ctx context.Context) {
+	for pause(ctx, nil, in.watchEvery) {
+		in.checkExpiry()
+		wctx, cancel := context.WithTimeout(ctx, in.watchEvery)
+		in.watchPresence(wctx)
+		cancel()
+	}
+}
+
+// checkExpiry lets go of every user at once, without a word on their
+// foreign connections (their fences fail), when the lease ended by the
+// clock: the process was frozen or starved past it. The next renewal
+// joins again under a new name.
+func (in *Instance) checkExpiry() {
+	if in.expired() {
+		in.letGo("the lease ended before it was renewed (the process was stopped or starved)")
+	}
+}
+
+// watchPresence shows this instance's presence and reads the others':
+// when one seen present is no longer (its process died: the XMPP server
+// freed its connections' slots at once), the components take the slots
+// (adoptSlots) without waiting for its lease to end. Its users wait for
+// that: a presence lost is no proof of death.
+func (in *Instance) watchPresence(ctx context.Context) {
+	if err := in.st.ShowPresence(ctx); err != nil && ctx.Err() == nil {
+		in.log.Warn("cannot show the instance's presence to the others", "err", err)
+	}
+	ps, err := in.st.Presences(ctx)
+	if err != nil {
+		return // the renewal reports a store that does not answer
+	}
+	in.mu.Lock()
+	prev := in.present
+	in.present = map[string]bool{}
+	gone := 0
+	for id, present := range ps {
+		if present {
+			in.present[id] = true
+		} else if prev[id] {
+			gone++
+		}
+	}
+	in.mu.Unlock()
+	if gone == 0 {
+		return
+	}
+	in.log.Info("the process of another instance is gone: looking for the balancing slots it left", "instances", gone)
+	for _, c := range in.components() {
+		go c.adoptSlots(c.ctx())
+	}
+}
+
 // renew renews the lease, lets go of the users asked for and adopts the
 // users and stanzas of instances gone. When the lease cannot be renewed
 // before it may end, the instance lets go of every user rather than
-// risk a second holder.
+// risk a second holder; when it ended already, before anything else.
 func (in *Instance) renew(ctx context.Context) {
+	in.checkExpiry()
 	start := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, in.renewEvery/2)
 	defer cancel()
@@ -185,8 +316,8 @@ func (in *Instance) renew(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		left := in.left()
 		in.mu.Lock()
-		left := time.Until(in.valid)
 		lost := in.lost
 		in.mu.Unlock()
 		in.log.Error("cannot renew the instance's lease", "err", err, "lease_left", left.Round(time.Millisecond))
@@ -195,8 +326,9 @@ func (in *Instance) renew(ctx context.Context) {
 		}
 		return
 	}
+	in.setValid(start)
 	in.mu.Lock()
-	in.valid, in.lost = start.Add(in.lease), false
+	in.lost = false
 	in.mu.Unlock()
 	in.sweep(ctx, in.components()...)
 	lctx, cancel := context.WithTimeout(ctx, in.renewEvery/2)
@@ -294,11 +426,14 @@ func (in *Instance) renewLease(ctx context.Context) error {
 }
 
 // letGo closes every user's foreign connections at once and refuses
-// users' stanzas until the lease is renewed.
+// users' stanzas until the lease is renewed. The fences taken before
+// fail from now on: what the bridges still write for those users is
+// dropped, their connections closed without a word.
 func (in *Instance) letGo(why string) {
 	in.mu.Lock()
 	in.lost = true
 	in.mu.Unlock()
+	in.epoch.Add(1)
 	n := 0
 	for _, c := range in.components() {
 		n += c.releaseAll()
@@ -402,6 +537,10 @@ func (c *Component) hold(ctx context.Context, user string) error {
 	ok := c.held[user]
 	c.mu.Unlock()
 	if ok {
+		if !c.inst.leased() {
+			// The lease ended by the clock: the next look lets go.
+			return errNoLease
+		}
 		return nil
 	}
 	if c.inst.solo {

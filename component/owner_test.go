@@ -87,7 +87,7 @@ func (b *ownerBridge) Released(ctx context.Context, user string) {
 // testInstance is an instance on st with a short lease, logging into w.
 func testInstance(st *store.Store, lease time.Duration, w io.Writer) *Instance {
 	in := NewInstance(st, slog.New(slog.NewTextHandler(w, nil)))
-	in.lease, in.renewEvery, in.takeover = lease, lease/4, 3*lease
+	in.lease, in.renewEvery, in.takeover, in.watchEvery = lease, lease/4, 3*lease, lease/10
 	return in
 }
 
@@ -103,6 +103,9 @@ type node struct {
 	fc     *fakeConn
 	stop   func() // stops the component, then the instance (a clean stop)
 	kill   func() // stops the component and the renewals, leaving the instance's row
+	// freeze stops the instance's renewals and looks, as a stopped or
+	// starved process; thaw starts them again.
+	freeze, thaw func()
 }
 
 func startNode(t *testing.T, url, name string, log *eventLog, lease time.Duration, standing ...string) *node {
@@ -126,18 +129,33 @@ func startNode(t *testing.T, url, name string, log *eventLog, lease time.Duratio
 	n.c = New(Options{Domain: "test.example.org", Addr: srv.ln.Addr().String(), Secret: "s", Bridge: n.bridge, Store: st,
 		Log: slog.New(slog.NewTextHandler(n.logs, nil)), Instance: n.inst})
 	ctx, cancel := context.WithCancel(context.Background())
-	ictx, icancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	idone := make(chan struct{})
 	go func() { defer close(done); n.c.Run(ctx) }()
-	go func() { defer close(idone); n.inst.run(ictx) }()
+	var imu sync.Mutex
+	icancel, idone := func() {}, make(chan struct{})
+	close(idone)
+	n.thaw = func() {
+		imu.Lock()
+		defer imu.Unlock()
+		var ictx context.Context
+		ictx, icancel = context.WithCancel(context.Background())
+		d := make(chan struct{})
+		idone = d
+		go func() { defer close(d); n.inst.run(ictx) }()
+	}
+	n.freeze = func() {
+		imu.Lock()
+		defer imu.Unlock()
+		icancel()
+		<-idone
+	}
+	n.thaw()
 	var once sync.Once
 	end := func(leave bool) {
 		once.Do(func() {
 			cancel()
 			<-done
-			icancel()
-			<-idone
+			n.freeze()
 			if leave { // a killed instance's row stays until its lease ends
 				n.inst.leave(context.Background())
 			}
@@ -295,6 +313,46 @@ func TestInstances(t *testing.T) {
 		a.stop()
 		if !strings.Contains(a.logs.String(), "cannot remove the instance's record") {
 			t.Fatalf("a's stop on a closed store is not logged:\n%s", a.logs)
+		}
+	})
+
+	// An instance frozen past its lease (its renewals and looks stopped,
+	// as by SIGSTOP or starvation) while the other took its user: the
+	// fences taken under its lease fail by the clock, and the user's
+	// stanzas are refused, before it runs again; then it lets go of the
+	// user before any renewal, and joins again under a new name, its old
+	// fences failing still.
+	t.Run("frozen past the lease", func(t *testing.T) {
+		log, a, b := heldPair(t, cluster, lease)
+		fence := a.c.Fence()
+		if !fence() {
+			t.Fatal("a fence fails under a valid lease")
+		}
+		a.freeze()
+		waitEvent(t, log, "b acquired u@example.org")
+		if fence() {
+			t.Error("a's fence holds past its lease")
+		}
+		message(a.fc, t, "u@example.org", "late")
+		refusal := a.fc.expect(t, "the refusal of the stanza", hasID("late"))
+		if refusal.Attr("type") != "error" || log.has("a handled u@example.org late") {
+			t.Fatalf("a handled a stanza of a user past its lease: %s; %v", refusal, log.all())
+		}
+		a.thaw()
+		waitEvent(t, log, "a released u@example.org")
+		waitFor(t, "a's new name", func() bool { return strings.Contains(a.logs.String(), "joined the instances again under a new name") })
+		out := a.logs.String()
+		if l, j := strings.Index(out, "let go of every user: the lease ended before it was renewed"), strings.Index(out, "joined the instances again"); l < 0 || l > j {
+			t.Fatalf("a did not let go before it renewed:\n%s", out)
+		}
+		if fence() || !a.inst.leased() {
+			t.Errorf("after the new name: the old fence holds (%v), the instance is leased (%v)", fence(), a.inst.leased())
+		}
+		if !a.c.Fence()() {
+			t.Error("a new fence fails under the new lease")
+		}
+		if h, _ := b.st.UserHolder(context.Background(), "test.example.org", "u@example.org"); h != b.st.Instance() {
+			t.Errorf("u is held by %q, want b", h)
 		}
 	})
 
@@ -463,5 +521,40 @@ func TestInstanceAlone(t *testing.T) {
 		if !strings.Contains(w.String(), want) {
 			t.Errorf("metrics lack %s:\n%s", want, w.String())
 		}
+	}
+}
+
+// A lease ends when either clock says so: the monotonic one (a process
+// frozen past it) or the wall clock the other instances compare it with
+// (a virtual machine paused, whose monotonic clock stood still). A fence
+// taken before the instance let go of its users stays failed after a
+// renewal.
+func TestLeaseClocks(t *testing.T) {
+	in := &Instance{lease: time.Minute, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	in.setValid(time.Now())
+	f := in.fence()
+	if !f() || !in.leased() || in.expired() {
+		t.Fatal("a fresh lease is not valid")
+	}
+	in.validWall.Store(time.Now().Add(-time.Second).UnixNano())
+	if f() || in.leased() || !in.expired() {
+		t.Error("a lease ended by the wall clock is taken for valid")
+	}
+	in.setValid(time.Now())
+	in.validUntil.Store(int64(time.Since(clockBase) - time.Second))
+	if f() || in.leased() || !in.expired() {
+		t.Error("a lease ended by the monotonic clock is taken for valid")
+	}
+	in.setValid(time.Now())
+	if !f() {
+		t.Error("a renewed lease fails the fence taken before")
+	}
+	in.letGo("test")
+	in.setValid(time.Now())
+	in.mu.Lock()
+	in.lost = false
+	in.mu.Unlock()
+	if f() || !in.leased() || !in.fence()() {
+		t.Errorf("after letting go and a renewal: the old fence %v, leased %v", f(), in.leased())
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 	"passerelle/store"
+	"passerelle/store/pgtest"
 )
 
 // recordingBridge records the bodies of the messages it handles.
@@ -396,5 +397,85 @@ func TestStandbyOutboxWaitsForRoute(t *testing.T) {
 	outboxEmpties(t, b)
 	if !b.slotted() || b.slotsHeld() != 1 {
 		t.Errorf("b holds %d slots", b.slotsHeld())
+	}
+}
+
+// Two instances on one PostgreSQL database, each with a component on one
+// slot of a balancing server. One is killed: its connection and its
+// database sessions end, its row stays until its lease (a minute) ends.
+// The survivor sees its presence gone and takes the slot it left within
+// a few of its looks, long before the lease; the killed instance's users
+// reach it.
+func TestKilledInstanceSlotTaken(t *testing.T) {
+	url := pgtest.New(t).DB(t)
+	srv := newFakeServer(t, "s")
+	srv.balance(2)
+	const lease = time.Minute
+	type member struct {
+		c      *Component
+		b      *recordingBridge
+		logs   *logBuffer
+		kill   func()
+		stream *fakeConn
+	}
+	start := func(name string) *member {
+		st, err := store.Open(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		m := &member{b: newRecordingBridge(), logs: &logBuffer{}}
+		in := testInstance(st, lease, m.logs)
+		in.watchEvery = 100 * time.Millisecond
+		if err := in.Join(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		m.c = New(Options{Domain: "test.example.org", Addr: srv.ln.Addr().String(), Secret: "s", Bridge: m.b, Store: st, Instance: in})
+		slotTune(m.logs)(m.c)
+		ctx, cancel := context.WithCancel(context.Background())
+		done, idone := make(chan struct{}), make(chan struct{})
+		go func() { defer close(done); m.c.Run(ctx) }()
+		go func() { defer close(idone); in.run(ctx) }()
+		var once sync.Once
+		m.kill = func() {
+			once.Do(func() {
+				cancel()
+				<-done
+				<-idone
+				st.Close() // its sessions end; its row stays
+			})
+		}
+		t.Cleanup(m.kill)
+		m.stream = srv.accept(t)
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("%s's log:\n%s", name, m.logs)
+			}
+		})
+		return m
+	}
+	a, b := start("a"), start("b")
+	waitFor(t, "both slotted", func() bool { return a.c.slotted() && b.c.slotted() })
+	aSlot := 0
+	if srv.holder(1) == a.stream {
+		aSlot = 1
+	}
+	// a shows its presence, and b has looked since.
+	waitFor(t, "a's presence", func() bool {
+		ps, err := b.c.store.Presences(context.Background())
+		return err == nil && len(ps) == 1 && ps[a.c.store.Instance()]
+	})
+	time.Sleep(300 * time.Millisecond)
+	toSlot(t, srv, aSlot, "before", a.b)
+
+	a.kill()
+	waitFor(t, "a's slot free", func() bool { return srv.holder(aSlot) == nil })
+	waitFor(t, "b's extra connection on a's slot", func() bool { return b.logs.count("took a balancing slot of the server with another connection") == 1 })
+	toSlot(t, srv, aSlot, "after", b.b)
+	if n := b.logs.count("the process of another instance is gone"); n != 1 {
+		t.Errorf("b saw a's process gone %d times, want 1", n)
+	}
+	if b.logs.count("took up users of instances gone") != 0 {
+		t.Error("b took a's users up before a's lease ended")
 	}
 }

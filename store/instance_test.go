@@ -360,3 +360,78 @@ func TestReapGoneProcess(t *testing.T) {
 		t.Fatalf("live instances %v", live)
 	}
 }
+
+// An instance whose process is gone shows at once among the absent ones,
+// its row still there; a live one, and one that took a new name and
+// showed its presence again, do not. On SQLite nobody is ever absent.
+func TestInstancePresence(t *testing.T) {
+	ctx := context.Background()
+	st := instances(t, 3)
+	a, b, c := st[0], st[1], st[2]
+	for _, s := range st[:2] {
+		if err := s.ShowPresence(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	absent := func() []string {
+		t.Helper()
+		ps, err := a.Presences(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for id, present := range ps {
+			if !present {
+				ids = append(ids, id)
+			}
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	if cluster == nil {
+		b.Close()
+		if ids := absent(); len(ids) != 0 {
+			t.Fatalf("SQLite: absent %v", ids)
+		}
+		return
+	}
+	// c never showed its presence (an older gateway): absent all along.
+	if ps, err := a.Presences(ctx); err != nil || len(ps) != 2 {
+		t.Fatalf("presences %v, %v: want b's and c's", ps, err)
+	}
+	if got, want := absent(), []string{c.Instance()}; !slices.Equal(got, want) {
+		t.Fatalf("absent %v, want %v", got, want)
+	}
+	// A second call keeps the session (and the lock).
+	if err := b.ShowPresence(ctx); err != nil {
+		t.Fatal(err)
+	}
+	old := b.Instance()
+	if err := b.RejoinInstances(ctx, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if got := absent(); !slices.Contains(got, b.Instance()) {
+		t.Fatalf("b's new name is not absent before b shows it: %v", got)
+	}
+	if err := b.ShowPresence(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := absent(); slices.Contains(got, b.Instance()) || slices.Contains(got, old) {
+		t.Fatalf("b absent under its new name or its old one: %v", got)
+	}
+	// b's process ends without leaving (killed): its sessions close.
+	// The server ends them a moment later.
+	id := b.Instance()
+	b.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for got := absent(); !slices.Contains(got, id); got = absent() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the killed instance is not absent: %v", got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	live, err := a.LiveInstances(ctx)
+	if err != nil || !slices.Contains(live, id) {
+		t.Fatalf("the killed instance's row is gone before its lease: %v %v", live, err)
+	}
+}

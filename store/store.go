@@ -41,6 +41,9 @@ type Store struct {
 	// instance is this Store's name among the instances sharing the
 	// database (instance.go); it owns the outbox rows it writes.
 	instance atomic.Pointer[string]
+	// presence is the connection showing that the instance's process
+	// lives (presence.go).
+	presence presence
 }
 
 type migration struct {
@@ -193,7 +196,10 @@ func (s *Store) Version() (int, error) {
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.HidePresence()
+	return s.db.Close()
+}
 
 // DB exposes the handle for bridge-specific tables added by migrations.
 func (s *Store) DB() *sql.DB { return s.db }

@@ -38,6 +38,9 @@ type Host struct {
 	// Owned decides Own: the users the bridge may start work for (all
 	// of them when nil).
 	Owned func(users []string) ([]string, error)
+	// Lease, when set, is what the fences (Fence) check: a test makes it
+	// false to end the instance's lease.
+	Lease func() bool
 
 	domain string
 	posted chan func(context.Context)
@@ -202,6 +205,11 @@ func (h *Host) Setting(ctx context.Context, user, key string) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// Fence implements bridges.Host: true, or h.Lease.
+func (h *Host) Fence() func() bool {
+	return func() bool { return h.Lease == nil || h.Lease() }
 }
 
 func (h *Host) Allowed(user string) bool { return h.Allow == nil || h.Allow(user) }

@@ -276,7 +276,7 @@ func (b *Bridge) startWatcher(user string, cfg mailboxConfig) {
 	cfg = b.secure(cfg)
 	ctx, cancel := context.WithCancel(b.runCtx)
 	w := &watcher{b: b, user: user, cfg: cfg, notify: make(chan struct{}, 1), poll: b.opts.PollInterval,
-		cancel: cancel, done: make(chan struct{})}
+		cancel: cancel, done: make(chan struct{}), fence: b.host.Fence()}
 	b.mu.Lock()
 	old := b.watchers[user]
 	b.watchers[user] = w
@@ -322,7 +322,16 @@ type watcher struct {
 	reported bool // the user was told about a refused login
 	cancel   context.CancelFunc
 	done     chan struct{} // closed when run returns
+	// fence checks the lease under which the instance held the user when
+	// the watcher started (bridges.Host.Fence): once it fails, the
+	// watcher forwards nothing more, drops its connection without a
+	// word and stops; Released follows.
+	fence func() bool
 }
+
+// errFenced ends a watcher whose fence failed: another instance may
+// watch the mailbox now.
+var errFenced = errors.New("the gateway instance no longer holds the user (its lease ended)")
 
 func (w *watcher) run(ctx context.Context) {
 	defer close(w.done)
@@ -330,8 +339,15 @@ func (w *watcher) run(ctx context.Context) {
 	reconnect := bridges.Backoff{First: time.Second, Max: w.b.host.RetryMaxDelay(), Jitter: 0.2}
 	failures := 0 // sessions ended in a row without reaching the mailbox
 	for ctx.Err() == nil {
-		err := w.session(ctx, func() { failures = 0 })
+		err := errFenced
+		if w.fence() {
+			err = w.session(ctx, func() { failures = 0 })
+		}
 		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errFenced) {
+			log.Info("mailbox watcher stopped: the instance no longer holds the user (its lease ended)")
 			return
 		}
 		if errors.Is(err, errUnregistered) {
@@ -432,6 +448,9 @@ func (w *watcher) session(ctx context.Context, connected func()) error {
 	}
 	idle := (c.Caps().Has(imap.CapIdle) || c.Caps().Has(imap.CapIMAP4rev2)) && !w.b.noIdle
 	for {
+		if !w.fence() {
+			return errFenced
+		}
 		if err := w.fetchNew(ctx, c, &pos); err != nil {
 			return err
 		}
@@ -465,6 +484,9 @@ func (w *watcher) session(ctx context.Context, connected func()) error {
 				return fmt.Errorf("connection lost during IDLE: %v", err)
 			}
 			renew.Stop()
+			if !w.fence() {
+				return errFenced // closed without a DONE
+			}
 			if err := cmd.Close(); err != nil {
 				return err
 			}
@@ -478,6 +500,9 @@ func (w *watcher) session(ctx context.Context, connected func()) error {
 			case <-t.C:
 			}
 			t.Stop()
+			if !w.fence() {
+				return errFenced
+			}
 			if err := c.Noop().Wait(); err != nil {
 				return err
 			}
@@ -517,6 +542,9 @@ func (w *watcher) fetchNew(ctx context.Context, c *imapclient.Client, pos *imapP
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if !w.fence() {
+			return errFenced
 		}
 		// Delivering a mail and recording it go together: a stop between
 		// the two would forward the mail again.

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"passerelle/bridges/bridgetest"
 )
@@ -79,5 +82,52 @@ func TestWatchersOwnFails(t *testing.T) {
 	h.Logs.Wait(t, "cannot hold the users of mailboxes")
 	if w := watching(b); len(w) != 0 {
 		t.Fatalf("watching %v", w)
+	}
+}
+
+// Once the instance's lease on a user ended (another instance may watch
+// the mailbox now), the watcher forwards no more mail, does not record a
+// position and stops without connecting again; Released then returns at
+// once.
+func TestFencedWatcherStops(t *testing.T) {
+	b := New(Options{Domain: testDomain, AllowPrivate: true})
+	m := startMemIMAP(t)
+	h := newFakeHost(t, b)
+	const user = "bob@example.org"
+	f := mailboxValues(m.addr, "secret")
+	if err := h.St.PutRegistration(context.Background(), testDomain, user, f, []string{"bob"}); err != nil {
+		t.Fatal(err)
+	}
+	var leased atomic.Bool
+	leased.Store(true)
+	h.Lease = leased.Load
+	h.StartOn(t, b)
+	waitPos(t, b, user, func(imapPos) bool { return true })
+	m.appendMail(t, "one", "while leased")
+	if body := nextChat(t, h).ChildText("", "body"); !strings.Contains(body, "while leased") {
+		t.Fatalf("forwarded %q", body)
+	}
+	waitPos(t, b, user, func(p imapPos) bool { return p.LastUID == 1 })
+	b.mu.Lock()
+	w := b.watchers[user]
+	b.mu.Unlock()
+
+	leased.Store(false)
+	m.appendMail(t, "two", "after the lease")
+	select {
+	case <-w.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watcher keeps running")
+	}
+	h.Logs.Wait(t, "mailbox watcher stopped: the instance no longer holds the user")
+	if sent := h.Drain(); len(sent) != 0 {
+		t.Errorf("sent once the lease ended: %s", sent[0])
+	}
+	if p, _, _ := b.loadPos(context.Background(), user); p.LastUID != 1 {
+		t.Errorf("position recorded once the lease ended: %+v", p)
+	}
+	h.Run(func(ctx context.Context) { b.Released(ctx, user) })
+	if ws := watching(b); len(ws) != 0 {
+		t.Errorf("watching %v after the release", ws)
 	}
 }

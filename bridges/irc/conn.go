@@ -139,7 +139,11 @@ type conn struct {
 	limit     *rate.Limiter
 	wake      chan struct{} // tells a writer waiting for a token of an urgent line or of close
 	done      chan struct{} // closed when the writer has stopped and nc is closed
-	werr      error         // the write that failed and stopped the connection: set by the writer, read after done
+	// fence is the check of the instance's lease on the user
+	// (bridges.Host.Fence), set before run: once it fails, nothing more
+	// is written or delivered, and the connection closes.
+	fence func() bool
+	werr  error // the write that failed and stopped the connection: set by the writer, read after done
 
 	mu      sync.Mutex
 	queue   []string // throttled lines, at most queueSize
@@ -181,6 +185,13 @@ func (c *conn) run(deliver func(line string), closed func(error)) {
 	}()
 }
 
+// errFenced ends a connection whose fence failed: the instance's lease on
+// its user ended, and another instance may hold the user's nick.
+var errFenced = errors.New("the gateway instance no longer holds the user (its lease ended)")
+
+// fenced reports whether the connection's fence failed.
+func (c *conn) fenced() bool { return c.fence != nil && !c.fence() }
+
 // readBuffer is the reader's buffer: one ordinary line fits; longer ones
 // (message tags) are read in pieces.
 const readBuffer = 512
@@ -202,6 +213,9 @@ func (c *conn) read(deliver func(line string)) error {
 			continue
 		}
 		pinged = false
+		if c.fenced() {
+			return errFenced
+		}
 		if !c.answered(line) {
 			deliver(line)
 		}
@@ -428,6 +442,10 @@ func pop(q []string) (string, []string) {
 func (c *conn) writeLine(l string) bool {
 	if l == "" {
 		return true
+	}
+	if c.fenced() {
+		c.werr = errFenced
+		return false
 	}
 	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := io.WriteString(c.nc, l+"\r\n"); err != nil {

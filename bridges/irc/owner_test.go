@@ -6,7 +6,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"passerelle/component/xmlel"
 )
 
 // persistentFixture is a bridge whose store holds a persistent channel
@@ -84,5 +88,58 @@ func TestRestoreOwnFails(t *testing.T) {
 	fx.h.Logs.Wait(t, "cannot hold the users of the persistent irc channels")
 	if fx.networksOfUser(testUser) != 0 || fx.networksOfUser(other) != 0 {
 		t.Fatal("a user was connected though the host did not hold it")
+	}
+}
+
+// Once the instance's lease on a user ended (the process was frozen past
+// it: another instance may hold the user's nick now), the user's
+// connection answers nothing, delivers nothing and closes without a QUIT;
+// it is not opened again, and Released writes nothing more.
+func TestFencedConnectionDropped(t *testing.T) {
+	fx, _ := persistentFixture(t)
+	var leased atomic.Bool
+	leased.Store(true)
+	fx.h.Lease = leased.Load
+	fx.h.Owned = func([]string) ([]string, error) { return []string{testUser}, nil }
+	startOn(t, fx.b, fx.h)
+	fx.f.expect(t, "NICK nick")
+	fx.f.send(t, ":srv 001 nick :Welcome")
+	fx.f.expect(t, "JOIN #c")
+	fx.f.send(t, ":nick!u@h JOIN #c", ":bob!b@h PRIVMSG nick :before")
+	fx.h.WaitMessage(t, "the message before", func(e *xmlel.Element) bool { return e.ChildText("", "body") == "before" })
+
+	leased.Store(false)
+	fx.f.send(t, "PING :frozen", ":bob!b@h PRIVMSG nick :after")
+	var written []string
+	timeout := time.After(10 * time.Second)
+	for closed := false; !closed; {
+		select {
+		case l := <-fx.f.lines:
+			if l == closedLine {
+				closed = true
+			} else {
+				written = append(written, l)
+			}
+		case <-timeout:
+			t.Fatalf("the connection was not closed; written: %q", written)
+		}
+	}
+	if len(written) > 0 {
+		t.Errorf("written once the lease ended: %q", written)
+	}
+	fx.h.Run(func(ctx context.Context) { fx.b.Released(ctx, testUser) })
+	if fx.networksOfUser(testUser) != 0 {
+		t.Error("the released user's network is kept")
+	}
+	// No new connection (the fake server would read its NICK).
+	select {
+	case l := <-fx.f.lines:
+		t.Errorf("written after the connection closed: %q", l)
+	case <-time.After(2 * time.Second):
+	}
+	for _, m := range fx.h.Messages() {
+		if m.ChildText("", "body") == "after" {
+			t.Error("a line read once the lease ended was delivered")
+		}
 	}
 }

@@ -3,6 +3,7 @@ package irc
 import (
 	"context"
 	"errors"
+	"net"
 	"time"
 
 	"passerelle/bridges"
@@ -33,6 +34,10 @@ type network struct {
 	watch    watchState                  // the IRC contacts whose presence is followed (presence.go)
 	whois    map[string]*whoisReq        // WHOIS under way, by folded nick (whois.go)
 	windows  map[string]string           // channels whose archive window is open: folded name → name (see syncWindows)
+	// fence checks the lease under which the instance held the user when
+	// the network started (bridges.Host.Fence): once it fails, the
+	// connection is closed without a word and not opened again.
+	fence func() bool
 }
 
 // A user's IRC session is the user's networks, by server: b.sessions
@@ -101,7 +106,7 @@ func (b *Bridge) network(ctx context.Context, u *bridges.User, server, nick stri
 		cfg.Password = u.Registration.Fields["password"]
 	}
 	n := &network{ircClient: newIRCClient(nick), b: b, user: u.JID, server: server, cfg: cfg,
-		chans: map[string]*channel{}, started: time.Now(), echoes: map[string]*pendingEcho{}}
+		chans: map[string]*channel{}, started: time.Now(), echoes: map[string]*pendingEcho{}, fence: b.host.Fence()}
 	b.addNetwork(n)
 	b.connect(n)
 	return n, nil
@@ -112,12 +117,20 @@ func (b *Bridge) network(ctx context.Context, u *bridges.User, server, nick stri
 func (b *Bridge) connect(n *network) {
 	user, server, cfg, upgrade := n.user, n.server, n.cfg, n.upgrade
 	go func() {
-		nc, lk, err := b.dialSTS(b.runCtx, server, cfg, upgrade)
+		var nc net.Conn
+		var lk link
+		err := errFenced
+		if n.fence() {
+			nc, lk, err = b.dialSTS(b.runCtx, server, cfg, upgrade)
+		}
 		b.post(user, func(ctx context.Context) {
 			cur := b.networkOf(user, server)
-			if cur != n {
+			if cur != n || !n.fence() {
 				if nc != nil {
 					nc.Close()
+				}
+				if cur == n {
+					b.host.Log().Info("irc connection not opened: the instance no longer holds the user", "user", user, "server", server)
 				}
 				return
 			}
@@ -137,6 +150,7 @@ func (b *Bridge) connect(n *network) {
 				return
 			}
 			c := newConn(nc, lk.tls, float64(cfg.ThrottleLimit))
+			c.fence = n.fence
 			n.connected(c, lk)
 			b.track(c, true)
 			c.run(func(line string) {
@@ -262,6 +276,12 @@ func (n *network) forget() {
 // kept, and the network reconnects with backoff.
 func (n *network) lost(ctx context.Context, err error) {
 	n.disconnected()
+	if errors.Is(err, errFenced) {
+		// Another instance may hold the user: nothing is said or tried
+		// again here; Released forgets the network.
+		n.b.host.Log().Info("irc connection dropped: the instance no longer holds the user (its lease ended)", "user", n.user, "server", n.server)
+		return
+	}
 	n.dropListRequests()
 	n.failEchoes()
 	n.watchLost()
