@@ -147,7 +147,8 @@ func (c *Cluster) serve() error {
 		return err
 	}
 	started := make(chan error, 1)
-	c.done = make(chan struct{})
+	done := make(chan struct{})
+	c.done = done
 	go func() {
 		// The parent-death signal goes when the thread that started
 		// the child ends: this one stays until the child has exited.
@@ -158,7 +159,7 @@ func (c *Cluster) serve() error {
 		}
 		started <- nil
 		c.waitErr = cmd.Wait()
-		close(c.done)
+		close(done)
 		// The thread ends with the goroutine (it stays locked).
 	}()
 	if err := <-started; err != nil {
