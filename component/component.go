@@ -140,6 +140,9 @@ type Component struct {
 	extras   []*session
 	adopting atomic.Bool  // adoptSlots under way
 	refused  atomic.Int64 // other connections refused in a row
+	// cameBackN counts the stanzas from the gateway's own addresses
+	// dropped (cameBack).
+	cameBackN atomic.Int64
 	// unbalanced: every candidate of the last probe came back to this
 	// component (route.go): there is no other slot to take.
 	unbalanced atomic.Bool

@@ -3,9 +3,11 @@ package component
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"passerelle/bridges"
 	"passerelle/component/xmlel"
 )
 
@@ -166,4 +168,57 @@ func TestUserPresenceProbeFailures(t *testing.T) {
 	waitFor(t, "the failure logged", func() bool {
 		return strings.Contains(lb.String(), "cannot list registered users to probe their presence")
 	})
+}
+
+// A stanza from one of the gateway's own addresses (a room of the IRC
+// bridge: the server routed back a presence the gateway sent to an address
+// of its domain, or bounced one) is no user's: it is not refused with an
+// error (which would go back to the gateway), not counted as refused, not
+// handed to the bridge, and logged at the first and every 100th, not per
+// stanza; the same from a sibling component's domain.
+func TestStanzaFromOwnAddress(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	var handled atomic.Int64
+	b := &fakeBridge{handle: func(context.Context, *bridges.User, *xmlel.Element) { handled.Add(1) }}
+	var lb logBuffer
+	group := NewGroup()
+	c, _, _ := startComponent(t, srv, b, "s", logInto(&lb), func(c *Component) { c.opts.Group = group })
+	group.add(c)
+	group.add(&Component{opts: Options{Domain: "sibling.example.org"}})
+	fc := srv.accept(t)
+	const room = "#c%irc@test.example.org"
+	n := 0
+	for i := 0; i < 150; i++ {
+		fc.send(t, `<presence from='%s/dave' to='bob@test.example.org/r'/>`, room)
+		n++
+	}
+	for i := 0; i < 48; i++ {
+		fc.send(t, `<presence type='error' from='%s' to='bob@test.example.org'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>`, room)
+		n++
+	}
+	fc.send(t, `<presence from='%s/dave' to='test.example.org'/>`, room)
+	fc.send(t, `<message from='carol@test.example.org/r' to='bob@test.example.org' id='m1'><body>x</body></message>`)
+	fc.send(t, `<iq type='get' id='q1' from='carol@test.example.org/r' to='test.example.org'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	fc.send(t, `<message from='+15551234567@sibling.example.org' to='bob@test.example.org' id='m2'><body>x</body></message>`)
+	n += 4
+	const id = "sync"
+	fc.send(t, `<iq type='get' id='%s' from='alice@example.org/phone' to='test.example.org'><ping xmlns='urn:xmpp:ping'/></iq>`, id)
+	fc.expect(t, "the ping's answer", func(e *xmlel.Element) bool {
+		if e.Attr("id") != id {
+			t.Errorf("answered a stanza from one of the gateway's own addresses: %s", e)
+		}
+		return e.Attr("id") == id
+	})
+	if r := c.m.Refused.Load(); r != 0 {
+		t.Errorf("%d stanzas counted as refused users", r)
+	}
+	if h := handled.Load(); h != 0 {
+		t.Errorf("the bridge handled %d of them", h)
+	}
+	if k := lb.count("refused a user outside PASSERELLE_ALLOW"); k != 0 {
+		t.Errorf("%d stanzas logged as refused users", k)
+	}
+	if got, want := lb.count("dropped a stanza from one of the gateway's own addresses"), (n-1)/cameBackLogEvery+1; got != want {
+		t.Errorf("%d of %d stanzas logged, want %d:\n%s", got, n, want, lb.String())
+	}
 }

@@ -207,6 +207,10 @@ func (c *Component) dispatch(st *xmlel.Element) {
 		c.fromDomain(st)
 		return
 	}
+	if c.ownAddress(from) {
+		c.cameBack(st)
+		return
+	}
 	if !c.opts.Allowed(user) {
 		if st.Local == "presence" && stanza.Local(st.Attr("to")) == "" && (typ == "" || typ == "unavailable") {
 			// The presence of a user the server forwards (XEP-0356
@@ -224,6 +228,37 @@ func (c *Component) dispatch(st *xmlel.Element) {
 		e := stanza.Errorf("resource-constraint", "The gateway is busy with your earlier requests; try again.")
 		e.Type = "wait"
 		bridges.Refuse(c, st, e)
+	}
+}
+
+// ownAddress reports whether jid is on the domain of this component or of
+// one of its group (the gateway's other bridges).
+func (c *Component) ownAddress(jid string) bool {
+	d := stanza.Domain(jid)
+	return strings.EqualFold(d, c.opts.Domain) || c.opts.Group.get(d) != nil
+}
+
+// cameBackLogEvery is how often, after the first, a stanza from one of the
+// gateway's own addresses is logged.
+const cameBackLogEvery = 100
+
+// cameBack drops a stanza from one of the gateway's own addresses (a room,
+// a contact): no user sent it. The server routed back something the
+// gateway (this instance, or another one of the domain) sent to an address
+// of its own domains, or bounced one with an error: an error answers
+// nothing, and any answer would go back to the gateway again. It is
+// logged at the first and every cameBackLogEvery-th, not per stanza (each
+// event of an IRC channel is a presence to every occupant).
+func (c *Component) cameBack(st *xmlel.Element) {
+	n := c.cameBackN.Add(1)
+	args := []any{"from", st.Attr("from"), "to", st.Attr("to"), "stanza", st.Local, "type", st.Attr("type"), "count", n}
+	if e := stanza.ErrorOf(st); e != nil {
+		args = append(args, "error", e.Condition)
+	}
+	if n%cameBackLogEvery == 1 {
+		c.log.Info("dropped a stanza from one of the gateway's own addresses: the server routed back (or bounced) what the gateway sent, no user sent it", args...)
+	} else {
+		c.log.Debug("dropped a stanza from one of the gateway's own addresses", args...)
 	}
 }
 

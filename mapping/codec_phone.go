@@ -3,6 +3,7 @@ package mapping
 import (
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/nyaruka/phonenumbers"
 )
@@ -37,12 +38,28 @@ const (
 // allocated or fictional ranges such as 555 still map); anything else is
 // refused. Errors for bad input wrap ErrMalformed; an unknown region is the
 // caller's mistake and gives an error that does not.
+//
+// Numbers accepted recently are remembered (numberCacheSize of them): a
+// gateway sees the same few numbers again and again, and the library's
+// parsing is most of the work of an inbound text.
 func NormalizeNumber(input, region string) (string, error) {
 	region = strings.ToUpper(strings.TrimSpace(region))
+	s := strings.TrimSpace(input)
+	key := region + " " + s
+	if out, ok := numbers.get(key); ok {
+		return out, nil
+	}
+	out, err := normalizeNumber(s, region)
+	if err == nil {
+		numbers.put(key, out)
+	}
+	return out, err
+}
+
+func normalizeNumber(s, region string) (string, error) {
 	if region != "" && !phonenumbers.GetSupportedRegions()[region] {
 		return "", fmt.Errorf("mapping: unknown phone number region %q", region)
 	}
-	s := strings.TrimSpace(input)
 	switch {
 	case s == "":
 		return "", malformed("phone number is empty")
@@ -96,6 +113,10 @@ func NumberFromLocal(local string) (string, error) {
 	if len(s) < 2 || len(s) > 16 || s[0] != '+' || s[1] == '0' || !allDigits(s[1:]) {
 		return "", malformed("jid localpart %q is neither an E.164 number (+ and up to 15 digits) nor a short code (3 to 8 digits)", local)
 	}
+	// s has no space: it is none of NormalizeNumber's keys.
+	if _, ok := numbers.get(s); ok {
+		return s, nil
+	}
 	num, err := parseNumber(s, phonenumbers.UNKNOWN_REGION)
 	if err != nil {
 		return "", malformed("jid localpart %q: %v", local, err)
@@ -107,7 +128,52 @@ func NumberFromLocal(local string) (string, error) {
 	if out != s {
 		return "", malformed("jid localpart %q is not in canonical E.164 form (%s)", local, out)
 	}
+	numbers.put(s, s)
 	return s, nil
+}
+
+// numberCacheSize bounds the numbers remembered: two generations of up
+// to this many each.
+const numberCacheSize = 1024
+
+// numbers are the numbers accepted recently.
+var numbers numberCache
+
+// numberCache maps inputs to the numbers they were accepted as. When the
+// current generation is full it becomes the old one, and the old one is
+// dropped; a number found in the old one moves to the current one.
+type numberCache struct {
+	mu       sync.Mutex
+	cur, old map[string]string
+}
+
+func (c *numberCache) get(key string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v, ok := c.cur[key]; ok {
+		return v, true
+	}
+	v, ok := c.old[key]
+	if ok {
+		c.add(key, v)
+	}
+	return v, ok
+}
+
+func (c *numberCache) put(key, v string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.add(key, v)
+}
+
+func (c *numberCache) add(key, v string) {
+	if len(c.cur) >= numberCacheSize {
+		c.old, c.cur = c.cur, nil
+	}
+	if c.cur == nil {
+		c.cur = make(map[string]string, numberCacheSize)
+	}
+	c.cur[key] = v
 }
 
 // isShortCode reports whether s is 3 to 8 ASCII digits.

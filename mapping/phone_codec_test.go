@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -142,4 +143,68 @@ func TestNumberFromLocal(t *testing.T) {
 			t.Errorf("NumberFromLocal(%q) = %q, want %q", tc.local, got, tc.want)
 		}
 	}
+}
+
+// Numbers accepted are remembered, per region, in two bounded
+// generations; a remembered number is not taken for a JID's localpart
+// that reads the same, nor for the same input in another region.
+func TestNumberCache(t *testing.T) {
+	numbers = numberCache{}
+	defer func() { numbers = numberCache{} }()
+	if got, err := NormalizeNumber("(555) 123-4567", "US"); err != nil || got != "+15551234567" {
+		t.Fatalf("NormalizeNumber = %q, %v", got, err)
+	}
+	if _, ok := numbers.get("US (555) 123-4567"); !ok {
+		t.Fatal("an accepted number is not remembered")
+	}
+	if got, err := NormalizeNumber(" (555) 123-4567 ", "us"); err != nil || got != "+15551234567" {
+		t.Fatalf("remembered: NormalizeNumber = %q, %v", got, err)
+	}
+	if got, err := NormalizeNumber("(555) 123-4567", ""); err == nil {
+		t.Fatalf("a national number without a region is taken from another region's: %q", got)
+	}
+	if got, err := NumberFromLocal(EscapeLocal("US (555) 123-4567")); err == nil {
+		t.Fatalf("a localpart that reads as a remembered input is taken for a number: %q", got)
+	}
+	// NumberFromLocal remembers its canonical numbers too.
+	if got, err := NumberFromLocal("+442079460958"); err != nil || got != "+442079460958" {
+		t.Fatalf("NumberFromLocal = %q, %v", got, err)
+	}
+	if _, ok := numbers.get("+442079460958"); !ok {
+		t.Fatal("a localpart accepted is not remembered")
+	}
+	for i := range 3 * numberCacheSize {
+		n := fmt.Sprintf("+1555%07d", i)
+		if got, err := NormalizeNumber(n, ""); err != nil || got != n {
+			t.Fatalf("NormalizeNumber(%q) = %q, %v", n, got, err)
+		}
+		if len(numbers.cur) > numberCacheSize || len(numbers.old) > numberCacheSize {
+			t.Fatalf("after %d numbers the cache holds %d + %d", i+1, len(numbers.cur), len(numbers.old))
+		}
+	}
+	// The last one is remembered, the first long forgotten.
+	if _, ok := numbers.get(fmt.Sprintf(" +1555%07d", 3*numberCacheSize-1)); !ok {
+		t.Error("the last number is not remembered")
+	}
+	if _, ok := numbers.get(" +15550000000"); ok {
+		t.Error("the cache is not bounded: the first number is still there")
+	}
+}
+
+// BenchmarkNormalizeNumber: an inbound text's two numbers, remembered
+// (the same few numbers, as a gateway sees them) and new each time.
+func BenchmarkNormalizeNumber(b *testing.B) {
+	b.Run("remembered", func(b *testing.B) {
+		for b.Loop() {
+			NormalizeNumber("+15557654321", "")
+			NormalizeNumber("+15550000001", "")
+		}
+	})
+	b.Run("new", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			i++
+			NormalizeNumber(fmt.Sprintf("+1555%07d", i%10000000), "")
+		}
+	})
 }

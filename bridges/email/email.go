@@ -67,6 +67,9 @@ type Bridge struct {
 	opts  Options
 	host  bridges.Host
 	relay *relayConfig
+	// relayIdle is how long the connection to the relay stays open after
+	// a mail (relayIdle, the constant, unless a test shortens it).
+	relayIdle time.Duration
 	// smtpAddr is the address the SMTP listener is bound to;
 	// smtpShutdownWait bounds how long a stop waits for its sessions.
 	smtpAddr         string
@@ -105,7 +108,7 @@ func New(opts Options) *Bridge {
 	if opts.CheckTimeout <= 0 {
 		opts.CheckTimeout = 20 * time.Second
 	}
-	return &Bridge{opts: opts, smtpShutdownWait: 5 * time.Second, httpc: &http.Client{Timeout: 2 * time.Minute}, watchers: map[string]*watcher{}, runCtx: context.Background(), isLocal: isLoopback,
+	return &Bridge{opts: opts, smtpShutdownWait: 5 * time.Second, relayIdle: relayIdle, httpc: &http.Client{Timeout: 2 * time.Minute}, watchers: map[string]*watcher{}, runCtx: context.Background(), isLocal: isLoopback,
 		resolver: net.DefaultResolver}
 }
 
@@ -125,6 +128,7 @@ func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
 		relay.tls = b.opts.TLSConfig
 		// Credentials never go in clear, except to a loopback relay.
 		relay.requireTLS = relay.user != "" && !b.isLocal(relay.addr)
+		relay.keep, relay.idle = true, b.relayIdle
 	}
 	if b.opts.AllowPrivate {
 		host.Log().Warn("users' own mail servers may be on loopback and private addresses (PASSERELLE_MAILBOX_ALLOW_PRIVATE)")
@@ -174,6 +178,9 @@ func (b *Bridge) Run(ctx context.Context, host bridges.Host) error {
 	host.Ready()
 	<-ctx.Done()
 	work.Wait()
+	if b.relay != nil {
+		b.relay.closeKept()
+	}
 	b.mu.Lock()
 	ws := make([]*watcher, 0, len(b.watchers))
 	for _, w := range b.watchers {

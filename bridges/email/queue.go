@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -20,6 +21,15 @@ import (
 )
 
 const dialTimout = 30 * time.Second
+
+// relayIdle is how long the connection to the operator's relay stays open
+// after a mail, for the next one (a server waits at least 5 minutes for a
+// command: RFC 5321 section 4.5.3.2.7).
+const relayIdle = 30 * time.Second
+
+// keptCheckTimeout bounds the RSET that checks a kept connection before a
+// mail: a relay that does not answer it soon is dialled again.
+const keptCheckTimeout = 10 * time.Second
 
 // relayConfig is a server mail leaves through: the parsed
 // PASSERELLE_SMTP_RELAY, or a user's own submission server.
@@ -37,6 +47,19 @@ type relayConfig struct {
 	// connect opens the connection to addr (nil: directly; a user's
 	// server: through the private-address check).
 	connect func(ctx context.Context, hostport string) (net.Conn, error)
+	// keep: the connection stays open after a mail for the next one (the
+	// operator's relay: the queue sends its mails one after another),
+	// until idle passes without one.
+	keep bool
+	idle time.Duration
+	kept keptConn
+}
+
+// keptConn is the connection kept open to a relay between mails.
+type keptConn struct {
+	mu   sync.Mutex
+	c    *smtp.Client
+	idle *time.Timer
 }
 
 func parseRelay(s string) (*relayConfig, error) {
@@ -89,23 +112,21 @@ func classify(err error, rcpt bool) error {
 	return &sendError{temporary: true, err: err}
 }
 
-// send delivers one mail through the relay.
+// send delivers one mail through the relay, on the kept connection when
+// there is one that still answers.
 func (r *relayConfig) send(ctx context.Context, heloName, from, to string, raw []byte) error {
-	c, err := r.dial(ctx, heloName)
+	c, err := r.session(ctx, heloName)
 	if err != nil {
-		err = classify(err, false)
-		var sec *securityError
-		if errors.As(err, &sec) && sec.clear && !r.own {
-			// The operator's relay wants the password in clear: the mail
-			// waits until the relay (or its URL) is fixed.
-			err.(*sendError).temporary = true
-		}
 		return err
 	}
-	defer c.Close()
-	if err := r.auth(c); err != nil {
-		return classify(err, false)
-	}
+	sent := false
+	defer func() {
+		if sent && r.keep {
+			r.keepOpen(c)
+		} else {
+			c.Close()
+		}
+	}()
 	if err := c.Mail(from, nil); err != nil {
 		return classify(err, false)
 	}
@@ -122,8 +143,92 @@ func (r *relayConfig) send(ctx context.Context, heloName, from, to string, raw [
 	if err := w.Close(); err != nil {
 		return classify(err, false)
 	}
-	c.Quit()
+	sent = true
+	if !r.keep {
+		c.Quit()
+	}
 	return nil
+}
+
+// session returns a connection ready for a mail: the kept one when RSET
+// shows it still works, else a new one, logged in.
+func (r *relayConfig) session(ctx context.Context, heloName string) (*smtp.Client, error) {
+	if c := r.takeKept(); c != nil {
+		c.CommandTimeout = keptCheckTimeout
+		err := c.Reset()
+		c.CommandTimeout = time.Minute
+		if err == nil {
+			return c, nil
+		}
+		// Closed by the relay while idle (or it fails): dial again.
+		c.Close()
+	}
+	c, err := r.dial(ctx, heloName)
+	if err != nil {
+		err = classify(err, false)
+		var sec *securityError
+		if errors.As(err, &sec) && sec.clear && !r.own {
+			// The operator's relay wants the password in clear: the mail
+			// waits until the relay (or its URL) is fixed.
+			err.(*sendError).temporary = true
+		}
+		return nil, err
+	}
+	if err := r.auth(c); err != nil {
+		c.Close()
+		return nil, classify(err, false)
+	}
+	return c, nil
+}
+
+// takeKept returns the kept connection, if any, which is no longer kept.
+func (r *relayConfig) takeKept() *smtp.Client {
+	k := &r.kept
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	c := k.c
+	k.c = nil
+	if k.idle != nil {
+		k.idle.Stop()
+	}
+	return c
+}
+
+// keepOpen keeps c for the next mail, until r.idle passes without one.
+func (r *relayConfig) keepOpen(c *smtp.Client) {
+	k := &r.kept
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.c != nil {
+		k.c.Close()
+	}
+	k.c = c
+	k.idle = time.AfterFunc(r.idle, func() {
+		k.mu.Lock()
+		idle := k.c == c
+		if idle {
+			k.c = nil
+		}
+		k.mu.Unlock()
+		if idle {
+			quit(c)
+		}
+	})
+}
+
+// closeKept closes the kept connection (the bridge stops).
+func (r *relayConfig) closeKept() {
+	if c := r.takeKept(); c != nil {
+		quit(c)
+	}
+}
+
+// quit ends a session politely, and closes its connection in any case.
+func quit(c *smtp.Client) {
+	c.CommandTimeout = keptCheckTimeout
+	if c.Quit() != nil {
+		c.Close()
+	}
 }
 
 // auth logs in with the configured credentials. A user's own server must

@@ -31,6 +31,9 @@ type relay struct {
 	mails  [][]byte
 	got    chan []byte
 	onData func() // called once a mail is accepted, before the answer
+	// The connections made to it, and those of them ended.
+	conns  []net.Conn
+	closed int
 }
 
 func startRelay(t testing.TB) *relay {
@@ -39,11 +42,24 @@ func startRelay(t testing.TB) *relay {
 		t.Fatal(err)
 	}
 	r := &relay{addr: ln.Addr().String(), got: make(chan []byte, 100)}
-	s := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return &relaySession{r: r}, nil }))
+	s := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		r.mu.Lock()
+		r.conns = append(r.conns, c.Conn())
+		r.mu.Unlock()
+		return &relaySession{r: r}, nil
+	}))
 	s.AllowInsecureAuth = true
 	go s.Serve(ln)
 	t.Cleanup(func() { s.Close() })
 	return r
+}
+
+// connections returns how many connections were made to r, and how many
+// of them ended.
+func (r *relay) connections() (made, ended int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.conns), r.closed
 }
 
 type relaySession struct {
@@ -51,8 +67,13 @@ type relaySession struct {
 	to string
 }
 
-func (s *relaySession) Reset()                               {}
-func (s *relaySession) Logout() error                        { return nil }
+func (s *relaySession) Reset() {}
+func (s *relaySession) Logout() error {
+	s.r.mu.Lock()
+	defer s.r.mu.Unlock()
+	s.r.closed++
+	return nil
+}
 func (s *relaySession) Mail(string, *smtp.MailOptions) error { return nil }
 func (s *relaySession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	s.r.mu.Lock()
@@ -183,6 +204,103 @@ func TestOutboundQueue(t *testing.T) {
 		}
 		noticeFor(t, h, e, "body%example.com", "Your mail to body@example.com was not delivered", "554")
 	})
+}
+
+// Mails queued one after another go over one connection to the relay
+// (RSET between); one the relay closed meanwhile is dialled again; the
+// connection is closed when the bridge stops, and when idle
+// (TestRelayConnectionIdle).
+func TestRelayConnectionKept(t *testing.T) {
+	r := startRelay(t)
+	b := New(Options{Domain: testDomain, Relay: "smtp://" + r.addr, AllowPrivate: true, Inbound: InboundOptions{Resolver: fakeDNS{}}})
+	h := newFakeHost(t, b)
+	ctx, cancel := context.WithCancel(context.Background())
+	wait := start(t, ctx, b, h)
+	stopped := false
+	defer func() {
+		if !stopped {
+			cancel()
+			wait()
+		}
+	}()
+	mail := func(id string) { t.Helper(); r.mail(t, b, id) }
+	waitConns := func(made, ended int) { t.Helper(); r.waitConns(t, made, ended) }
+	for _, id := range []string{"m1", "m2", "m3"} {
+		mail(id)
+	}
+	waitConns(1, 0)
+
+	// The relay drops the connection (once the last mail is recorded as
+	// sent: the relay has it before its answer): the next mail dials again.
+	deadline := time.Now().Add(10 * time.Second)
+	for n, _ := h.St.CountJobs(ctx, testDomain); n != 0; n, _ = h.St.CountJobs(ctx, testDomain) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d jobs left", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.mu.Lock()
+	r.conns[0].Close()
+	r.mu.Unlock()
+	waitConns(1, 1)
+	mail("m4")
+	mail("m5")
+	waitConns(2, 1)
+
+	// Stopping: closed.
+	cancel()
+	wait()
+	stopped = true
+	waitConns(2, 2)
+	if n, _ := h.St.CountJobs(context.Background(), testDomain); n != 0 {
+		t.Errorf("%d jobs left", n)
+	}
+}
+
+// A connection kept open is closed once idle for the bridge's relayIdle.
+func TestRelayConnectionIdle(t *testing.T) {
+	r := startRelay(t)
+	b := New(Options{Domain: testDomain, Relay: "smtp://" + r.addr, AllowPrivate: true, Inbound: InboundOptions{Resolver: fakeDNS{}}})
+	b.relayIdle = 50 * time.Millisecond
+	h := newFakeHost(t, b)
+	ctx, cancel := context.WithCancel(context.Background())
+	wait := start(t, ctx, b, h)
+	t.Cleanup(func() { cancel(); wait() })
+	r.mail(t, b, "m1")
+	r.waitConns(t, 1, 1)
+	r.mail(t, b, "m2")
+	r.waitConns(t, 2, 2)
+}
+
+// mail has alice send a mail through b, and waits until r got it.
+func (r *relay) mail(t *testing.T, b *Bridge, id string) {
+	t.Helper()
+	b.Handle(context.Background(), alice(), chat("bob%example.com", id, "mail "+id))
+	select {
+	case raw := <-r.got:
+		if !bytes.Contains(raw, []byte("mail "+id)) {
+			t.Fatalf("the relay got %s, want mail %s", raw, id)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("mail %s did not reach the relay", id)
+	}
+}
+
+// waitConns waits until made connections were made to r and ended of
+// them ended.
+func (r *relay) waitConns(t *testing.T, made, ended int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m, e := r.connections()
+		if m == made && e == ended {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections made and %d ended, want %d and %d", m, e, made, ended)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func TestOutboundUnreachableRelay(t *testing.T) {

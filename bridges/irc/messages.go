@@ -20,7 +20,7 @@ func (n *network) handle(ctx context.Context, m *irc.Message) {
 	if label, ok := m.Tags["label"]; ok && n.labeledResponse(ctx, label, m) {
 		return
 	}
-	if n.banReply(m) || n.whoisReply(ctx, m) || n.presenceReply(m) {
+	if n.banReply(m) || n.whoisReply(ctx, m) || n.presenceReply(ctx, m) {
 		return
 	}
 	n.presenceEvent(m)
@@ -431,24 +431,28 @@ func (b *Bridge) raw(ctx context.Context, u *bridges.User, st *xmlel.Element, se
 		bridges.Refuse(b.host, st, stanza.Errorf("not-acceptable", "At most 20 raw lines at a time."))
 		return
 	}
-	for _, l := range lines {
+	msgs := make([]*irc.Message, len(lines))
+	for i, l := range lines {
 		if len(l)+2 > maxLine {
 			bridges.Refuse(b.host, st, stanza.Errorf("not-acceptable", "A raw IRC line is limited to 510 bytes."))
 			return
 		}
-		if _, err := parseLine(l); err != nil {
+		m, err := parseLine(l)
+		if err != nil {
 			bridges.Refuse(b.host, st, stanza.Errorf("not-acceptable", "Not an IRC line: "+err.Error()))
 			return
 		}
+		msgs[i] = m
 	}
 	if n.c.room() < len(lines) {
 		bridges.Refuse(b.host, st, stanza.Errorf("resource-constraint", "Too many lines are waiting to be sent; try again."))
 		return
 	}
-	for _, l := range lines {
+	for i, l := range lines {
 		if err := n.c.send(l); err != nil {
 			bridges.Refuse(b.host, st, stanza.Errorf("recipient-unavailable", err.Error()))
 			return
 		}
+		n.userRequest(msgs[i])
 	}
 }

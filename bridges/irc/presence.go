@@ -63,10 +63,20 @@ type watchState struct {
 	contacts map[string]*contact // by folded nick; kept across reconnections
 	enabled  bool                // the user is registered: contacts are watched
 	started  bool                // watching began on this connection (end of MOTD)
-	ison     [][]string          // folded nicks of each ISON awaiting its 303, in order
-	userhost [][]string          // folded nicks of each USERHOST awaiting its 302, in order
-	pollGen  int                 // the current poll timer's generation
+	// Each ISON awaiting its 303 and each USERHOST awaiting its 302, in
+	// the order sent: the server answers in that order.
+	ison     []request
+	userhost []request
+	pollGen  int // the current poll timer's generation
 	poll     *time.Timer
+}
+
+// request is an ISON or USERHOST sent: the folded nicks it asks for; nil
+// for one the user typed (a raw line to the network's address), whose
+// reply is the user's.
+type request struct {
+	nicks []string
+	at    time.Time
 }
 
 // pollEvery is the bridge's poll interval.
@@ -182,7 +192,7 @@ func (n *network) watchNew(cs []*contact) {
 // isonNow asks whether cs are online.
 func (n *network) isonNow(cs []*contact) {
 	n.sendBatches("ISON", cs, isonRoom, 0, func(nicks []string) []string {
-		n.watch.ison = append(n.watch.ison, n.folded(nicks))
+		n.watch.ison = append(n.watch.ison, request{n.folded(nicks), time.Now()})
 		return nicks
 	})
 }
@@ -254,8 +264,10 @@ func (n *network) stopPoll() {
 // pollNow sends one round of ISON (the nicks not monitored) and USERHOST
 // (the nicks online whose away state is not pushed to us).
 func (n *network) pollNow() {
-	// Requests left unanswered since the last round are not waited for.
-	n.watch.ison, n.watch.userhost = nil, nil
+	// Requests unanswered for a whole round are not waited for; those
+	// in flight (the user's, say) are.
+	cutoff := time.Now().Add(-n.b.pollEvery())
+	n.watch.ison, n.watch.userhost = unanswered(n.watch.ison, cutoff), unanswered(n.watch.userhost, cutoff)
 	var ison, uh []*contact
 	for _, c := range n.watch.contacts {
 		if !c.monitored {
@@ -267,9 +279,32 @@ func (n *network) pollNow() {
 	}
 	n.isonNow(ison)
 	n.sendBatches("USERHOST", uh, maxLine-2-len("USERHOST "), userhostBatch, func(nicks []string) []string {
-		n.watch.userhost = append(n.watch.userhost, n.folded(nicks))
+		n.watch.userhost = append(n.watch.userhost, request{n.folded(nicks), time.Now()})
 		return nicks
 	})
+}
+
+// unanswered drops the requests of rs sent before cutoff.
+func unanswered(rs []request, cutoff time.Time) []request {
+	for len(rs) > 0 && rs[0].at.Before(cutoff) {
+		rs = rs[1:]
+	}
+	return rs
+}
+
+// userRequest records an ISON or USERHOST that the user sent as a raw
+// line: its reply goes to the user, and the poll's replies still match
+// their requests.
+func (n *network) userRequest(m *irc.Message) {
+	if len(m.Params) == 0 {
+		return // answered with an error numeric, not a 303 or 302
+	}
+	switch strings.ToUpper(m.Command) {
+	case "ISON":
+		n.watch.ison = append(n.watch.ison, request{at: time.Now()})
+	case "USERHOST":
+		n.watch.userhost = append(n.watch.userhost, request{at: time.Now()})
+	}
 }
 
 // awayPushed reports whether the server tells us when c goes away or
@@ -288,8 +323,9 @@ func (n *network) watched(nick string) *contact {
 
 // presenceReply handles the replies and events that tell a watched
 // nick's presence. It reports whether m was a reply to the watching
-// (MONITOR, ISON, USERHOST), which nothing else handles.
-func (n *network) presenceReply(m *irc.Message) bool {
+// (MONITOR, ISON, USERHOST), which nothing else handles; the reply to an
+// ISON or USERHOST the user typed is shown to the user.
+func (n *network) presenceReply(ctx context.Context, m *irc.Message) bool {
 	switch m.Command {
 	case "730", "731": // RPL_MONONLINE, RPL_MONOFFLINE
 		for _, t := range strings.Split(m.Trailing(), ",") {
@@ -315,8 +351,12 @@ func (n *network) presenceReply(m *irc.Message) bool {
 		if len(n.watch.ison) == 0 {
 			return true
 		}
-		batch := n.watch.ison[0]
+		batch := n.watch.ison[0].nicks
 		n.watch.ison = n.watch.ison[1:]
+		if batch == nil {
+			n.status(ctx, "ISON: "+orNone(decodeText(m.Trailing())))
+			return true
+		}
 		on := map[string]string{}
 		for _, nick := range strings.Fields(m.Trailing()) {
 			on[n.fold(nick)] = nick
@@ -332,8 +372,12 @@ func (n *network) presenceReply(m *irc.Message) bool {
 		if len(n.watch.userhost) == 0 {
 			return true
 		}
-		batch := n.watch.userhost[0]
+		batch := n.watch.userhost[0].nicks
 		n.watch.userhost = n.watch.userhost[1:]
+		if batch == nil {
+			n.status(ctx, "USERHOST: "+orNone(decodeText(m.Trailing())))
+			return true
+		}
 		type reply struct {
 			nick string
 			away bool
@@ -365,6 +409,14 @@ func (n *network) presenceReply(m *irc.Message) bool {
 		return true
 	}
 	return false
+}
+
+// orNone is s, or "(none)" when s is empty.
+func orNone(s string) string {
+	if strings.TrimSpace(s) == "" {
+		return "(none)"
+	}
+	return s
 }
 
 // presenceEvent applies what a line seen for other reasons tells of a

@@ -101,6 +101,88 @@ func TestContactPresencePolled(t *testing.T) {
 	fx.h.Expect(t, "bob unavailable again", contactPresence(bobJID, "unavailable", "", ""))
 }
 
+// An ISON or USERHOST the user types to the network's address, sent just
+// before a poll, is answered to the user; the poll's replies still tell
+// the contacts' presence.
+func TestContactPresenceUserISON(t *testing.T) {
+	fx := watchFixture(t, "", "CASEMAPPING=ascii", "bob")
+	fx.f.expect(t, "ISON bob")
+	fx.f.send(t, ":srv 303 nick :bob")
+	fx.h.Expect(t, "bob available", contactPresence(bobJID, "", "", ""))
+
+	raw := func(id, body string) {
+		fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='localhost@irc.example' type='chat' id='"+id+"'><body>"+body+"</body></message>")
+	}
+	// status waits for the status message text, failing on any presence
+	// of bob before it.
+	status := func(text string) {
+		t.Helper()
+		for {
+			st := fx.h.Next(t)
+			if st.Local == "presence" && st.Attr("from") == bobJID {
+				t.Fatalf("bob's presence changed by the user's request: %s", st)
+			}
+			if st.Local == "message" && st.Attr("from") == "localhost@irc.example" && st.Attr("to") == testUser {
+				if got := st.ChildText("", "body"); got != text {
+					t.Fatalf("the user was told %q, want %q", got, text)
+				}
+				return
+			}
+		}
+	}
+	raw("r1", "ISON carol&#10;USERHOST carol")
+	fx.f.expect(t, "ISON carol")
+	fx.f.expect(t, "USERHOST carol")
+	fx.pollNow(t)
+	fx.f.expect(t, "ISON bob")
+	fx.f.expect(t, "USERHOST bob")
+	fx.f.send(t, ":srv 303 nick :", ":srv 302 nick :", ":srv 303 nick :bob", ":srv 302 nick :bob=+~b@h")
+	status("ISON: (none)")
+	status("USERHOST: (none)")
+	// bob is still known available: the next round says nothing new,
+	// and the user's next ISON is answered.
+	fx.pollNow(t)
+	fx.f.expect(t, "ISON bob")
+	fx.f.expect(t, "USERHOST bob")
+	fx.f.send(t, ":srv 303 nick :bob", ":srv 302 nick :bob=+~b@h")
+	raw("r2", "ison carol")
+	fx.f.expect(t, "ison carol")
+	fx.f.send(t, ":srv 303 nick :carol")
+	status("ISON: carol")
+	// A bare ISON is answered with an error numeric, which is no reply of
+	// the poll's to take.
+	raw("r3", "ISON")
+	fx.f.expect(t, "ISON")
+	fx.f.send(t, ":srv 461 nick ISON :Syntax error")
+	status("ISON Syntax error")
+	fx.pollNow(t)
+	fx.f.expect(t, "ISON bob")
+	fx.f.send(t, ":srv 303 nick :")
+	fx.h.Expect(t, "bob unavailable", contactPresence(bobJID, "unavailable", "", ""))
+}
+
+// A request unanswered for a whole poll period is not waited for: the
+// next replies answer the requests sent after it.
+func TestContactPresenceStaleRequest(t *testing.T) {
+	fx := watchFixture(t, "", "CASEMAPPING=ascii", "bob")
+	fx.f.expect(t, "ISON bob") // never answered
+	const period = 3 * time.Second
+	time.Sleep(period)
+	fx.h.Run(func(context.Context) { fx.b.opts.PresencePoll = period })
+	fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='localhost@irc.example' type='chat' id='r1'><body>ISON carol</body></message>")
+	fx.f.expect(t, "ISON carol")
+	fx.h.Run(func(context.Context) {
+		fx.b.networkOf(testUser, "localhost").pollNow()
+		fx.b.opts.PresencePoll = time.Hour
+	})
+	fx.f.expect(t, "ISON bob")
+	fx.f.send(t, ":srv 303 nick :carol", ":srv 303 nick :bob")
+	fx.h.Expect(t, "the user's reply", func(e *xmlel.Element) bool {
+		return e.Local == "message" && e.ChildText("", "body") == "ISON: carol"
+	})
+	fx.h.Expect(t, "bob available", contactPresence(bobJID, "", "", ""))
+}
+
 // A QUIT, a NICK and a JOIN seen in a channel apply at once; the end of
 // the connection sends the contacts shown available unavailable.
 func TestContactPresenceFromChannelEvents(t *testing.T) {

@@ -1,7 +1,10 @@
 // Package pgtest runs a private PostgreSQL cluster for tests: initdb in a
 // temporary directory, a server on a free loopback port with its socket in
-// that directory, stopped (by its data directory, with pg_ctl) at the end.
-// Each test gets a database of its own in it (DB), dropped when it ends.
+// that directory, stopped at the end. The server (its postmaster) is a
+// child of the test process that dies with it (on Linux): a test binary
+// killed by go test's timeout or SIGKILL leaves no server behind, and the
+// next Start removes the directory it left. Each test gets a database of
+// its own in it (DB), dropped when it ends.
 package pgtest
 
 import (
@@ -14,11 +17,14 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver
 )
@@ -33,8 +39,22 @@ type Cluster struct {
 	port     int
 	admin    *sql.DB
 	asUser   string // the system user the server runs as; empty: the current one
+	uid, gid int    // asUser's
 	dbs      atomic.Int64
+
+	// The postmaster, and done, closed when it has exited (waitErr then
+	// holds how).
+	proc    *os.Process
+	done    chan struct{}
+	waitErr error
+	// lock is held while the cluster runs: a directory whose lock is free
+	// was left by a process that died (sweep).
+	lock *os.File
 }
+
+// readyWait bounds how long Start waits for a started server to accept
+// connections, and Stop for it to exit.
+const readyWait = time.Minute
 
 // installed is where Debian installs initdb, one directory per major
 // version.
@@ -63,28 +83,33 @@ func Start() (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "pgtest-")
+	sweep()
+	dir, err := os.MkdirTemp("", dirPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("failed to make the cluster's directory: %w", err)
 	}
 	c := &Cluster{dir: dir, bin: bin}
+	if c.lock, err = lockDir(dir); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	if os.Geteuid() == 0 {
 		// The server refuses to run as root.
 		u, err := user.Lookup("postgres")
 		if err != nil {
-			os.RemoveAll(dir)
+			c.remove()
 			return nil, fmt.Errorf("running as root needs the system user postgres: %w", err)
 		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(dir, uid, gid); err != nil {
-			os.RemoveAll(dir)
+		c.uid, _ = strconv.Atoi(u.Uid)
+		c.gid, _ = strconv.Atoi(u.Gid)
+		if err := os.Chown(dir, c.uid, c.gid); err != nil {
+			c.remove()
 			return nil, fmt.Errorf("failed to give the cluster's directory to postgres: %w", err)
 		}
 		c.asUser = "postgres"
 	}
 	if out, err := c.run("initdb", "-D", c.data(), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"); err != nil {
-		os.RemoveAll(dir)
+		c.remove()
 		return nil, fmt.Errorf("failed to initdb: %w\n%s", err, out)
 	}
 	// A free port can be taken by someone else before the server binds it:
@@ -92,29 +117,93 @@ func Start() (*Cluster, error) {
 	for try := 0; ; try++ {
 		c.port, err = freePort()
 		if err != nil {
-			os.RemoveAll(dir)
+			c.remove()
 			return nil, err
 		}
-		out, err := c.run("pg_ctl", "-D", c.data(), "-l", filepath.Join(dir, "log"), "-w",
-			"-o", fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", c.port, dir), "start")
-		if err == nil {
-			break
+		if err = c.serve(); err == nil {
+			return c, nil
 		}
 		if try == 3 {
 			log, _ := os.ReadFile(filepath.Join(dir, "log"))
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("failed to start postgres: %w\n%s\n%s", err, out, log)
+			c.remove()
+			return nil, fmt.Errorf("failed to start postgres: %w\n%s", err, log)
 		}
 	}
-	c.admin, err = sql.Open("pgx", c.URL("postgres"))
-	if err == nil {
-		err = c.admin.Ping()
-	}
+}
+
+// serve starts the postmaster on c.port and waits until it accepts
+// connections. On error no server runs.
+func (c *Cluster) serve() error {
+	log, err := os.OpenFile(filepath.Join(c.dir, "log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
-		c.Stop()
-		return nil, fmt.Errorf("failed to connect to postgres: %w", err)
+		return fmt.Errorf("failed to open the server's log: %w", err)
 	}
-	return c, nil
+	defer log.Close()
+	cmd := exec.Command(filepath.Join(c.bin, "postgres"), "-D", c.data(), "-p", strconv.Itoa(c.port), "-k", c.dir,
+		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off")
+	cmd.Dir = c.dir
+	cmd.Stdout, cmd.Stderr = log, log
+	if cmd.SysProcAttr, err = c.serverAttr(); err != nil {
+		return err
+	}
+	started := make(chan error, 1)
+	done := make(chan struct{})
+	c.done = done
+	go func() {
+		// The parent-death signal goes when the thread that started
+		// the child ends: this one stays until the child has exited.
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		c.waitErr = cmd.Wait()
+		close(done)
+		// The thread ends with the goroutine (it stays locked).
+	}()
+	if err := <-started; err != nil {
+		return fmt.Errorf("failed to run postgres: %w", err)
+	}
+	c.proc = cmd.Process
+	c.admin, err = sql.Open("pgx", c.URL("postgres"))
+	if err != nil {
+		c.kill()
+		return fmt.Errorf("failed to connect to postgres: %w", err)
+	}
+	deadline := time.Now().Add(readyWait)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err = c.admin.PingContext(ctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-c.done:
+			c.admin.Close()
+			return fmt.Errorf("postgres exited: %v (connecting: %w)", c.waitErr, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			c.admin.Close()
+			c.kill()
+			return fmt.Errorf("postgres does not accept connections after %v: %w", readyWait, err)
+		}
+	}
+}
+
+// kill ends the postmaster at once and waits for it.
+func (c *Cluster) kill() {
+	c.proc.Kill()
+	<-c.done
+}
+
+// remove removes the cluster's directory and lets go of its lock.
+func (c *Cluster) remove() error {
+	err := os.RemoveAll(c.dir)
+	c.lock.Close()
+	return err
 }
 
 // New starts a cluster for t, stopped when t ends. It skips t when
@@ -144,18 +233,12 @@ func New(t testing.TB) *Cluster {
 func (c *Cluster) data() string { return filepath.Join(c.dir, "data") }
 
 func (c *Cluster) run(prog string, args ...string) ([]byte, error) {
-	path := filepath.Join(c.bin, prog)
-	var cmd *exec.Cmd
-	if c.asUser != "" {
-		runuser, err := exec.LookPath("runuser")
-		if err != nil {
-			runuser = "/usr/sbin/runuser" // util-linux, outside a user's PATH
-		}
-		cmd = exec.Command(runuser, append([]string{"-u", c.asUser, "--", path}, args...)...)
-	} else {
-		cmd = exec.Command(path, args...)
-	}
+	cmd := exec.Command(filepath.Join(c.bin, prog), args...)
 	cmd.Dir = c.dir
+	var err error
+	if cmd.SysProcAttr, err = c.serverAttr(); err != nil {
+		return nil, err
+	}
 	return cmd.CombinedOutput()
 }
 
@@ -191,14 +274,25 @@ func (c *Cluster) Pid() (int, error) {
 // Stop stops the server (fast shutdown: sessions are closed) and removes
 // its directory.
 func (c *Cluster) Stop() error {
-	if c.admin != nil {
-		c.admin.Close()
+	c.admin.Close()
+	var err error
+	if e := c.proc.Signal(syscall.SIGINT); e != nil {
+		err = fmt.Errorf("failed to stop postgres: %w", e)
 	}
-	out, err := c.run("pg_ctl", "-D", c.data(), "-m", "fast", "-w", "stop")
-	if err != nil {
-		return fmt.Errorf("failed to stop postgres: %w\n%s", err, out)
+	select {
+	case <-c.done:
+		if c.waitErr != nil && err == nil {
+			log, _ := os.ReadFile(filepath.Join(c.dir, "log"))
+			err = fmt.Errorf("postgres did not stop cleanly: %w\n%s", c.waitErr, log)
+		}
+	case <-time.After(readyWait):
+		c.kill()
+		err = fmt.Errorf("postgres did not stop within %v of a fast shutdown: killed", readyWait)
 	}
-	return os.RemoveAll(c.dir)
+	if e := c.remove(); e != nil && err == nil {
+		err = e
+	}
+	return err
 }
 
 // CreateDB creates an empty database and returns its URL.

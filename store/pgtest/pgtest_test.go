@@ -1,13 +1,19 @@
 package pgtest
 
 import (
+	"bufio"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"os/exec"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 type fakeTB struct {
@@ -80,4 +86,87 @@ func TestDB(t *testing.T) {
 	if _, err := (&Cluster{dir: t.TempDir()}).Pid(); err == nil { // no postmaster.pid
 		t.Error("Pid without a postmaster.pid reported no error")
 	}
+}
+
+// helperEnv makes the test binary the helper of TestServerDiesWithTest.
+const helperEnv = "PGTEST_KILLED_HELPER"
+
+// A test binary killed with SIGKILL leaves no server running, and the
+// next cluster started removes the directory it left.
+func TestServerDiesWithTest(t *testing.T) {
+	if os.Getenv(helperEnv) != "" {
+		// The helper: a cluster, its postmaster and directory told, then
+		// nothing until the kill.
+		c, err := Start()
+		if err != nil {
+			fmt.Printf("error %v\n", err)
+			os.Exit(1)
+		}
+		pid, err := c.Pid()
+		if err != nil {
+			fmt.Printf("error %v\n", err)
+			os.Exit(1)
+		}
+		fmt.Printf("cluster %d %s\n", pid, c.dir)
+		select {}
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("a server dies with its test process on Linux only")
+	}
+	if _, err := binDir(); err != nil {
+		New(t) // skips t, or fails it under CI
+	}
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestServerDiesWithTest$")
+	cmd.Env = append(os.Environ(), helperEnv+"=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("the helper said %q: %v", line, err)
+	}
+	var pid int
+	var dir string
+	if _, err := fmt.Sscanf(line, "cluster %d %s", &pid, &dir); err != nil {
+		t.Fatalf("the helper said %q: %v", line, err)
+	}
+	if !running(pid) {
+		t.Fatalf("the helper's postmaster %d is not running", pid)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	deadline := time.Now().Add(time.Minute)
+	for running(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("the postmaster %d of a killed test process still runs a minute later", pid)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("the killed helper's directory: %v", err)
+	}
+	New(t)
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the next cluster started left the killed helper's directory %s: %v", dir, err)
+	}
+}
+
+// running reports whether process pid runs (a zombie does not).
+func running(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	s := string(b)
+	rest := s[strings.LastIndexByte(s, ')')+1:]
+	f := strings.Fields(rest)
+	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
 }
