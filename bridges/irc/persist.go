@@ -89,7 +89,8 @@ func (b *Bridge) channelCommand(ctx context.Context, u *bridges.User, a mapping.
 // record archives a channel message when the channel keeps history. It
 // returns the stanza-id: the archive id, or a random one when not archived.
 // The other users' copies of a line take the id of the first archived
-// (see lineLog). parts, for the user's own message, are the IRC lines it
+// (see lineLog), and the other instances' copies that of the one that
+// archived it first (see store.ArchiveIRCLine). parts, for the user's own message, are the IRC lines it
 // is sent as; nil for a line from IRC.
 func (n *network) record(ctx context.Context, ch *channel, nick, body string, parts []string) string {
 	if !ch.settings.Record {
@@ -106,8 +107,12 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, pa
 				return nil
 			}
 		}
-		id, err := n.b.db.ArchiveIRCMessage(ctx, store.IRCMessage{Server: n.server, Channel: key, Nick: nick, Body: body, Stamp: a.at})
-		a.finish(id, err)
+		l, err := n.b.db.ArchiveIRCLine(ctx, store.IRCLine{Server: n.server, Channel: key, Nick: nick, Body: body, Stamp: a.at,
+			Lines: parts, After: n.b.lines.last(c), Since: a.at.Add(-lineTTL)})
+		if err == nil {
+			n.b.lines.archived(c, nick, l, parts == nil, a)
+		}
+		a.finish(l.ID, err)
 		return err
 	})
 	if err != nil {
