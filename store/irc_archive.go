@@ -76,16 +76,16 @@ type ArchivedLine struct {
 // got there first. A line said twice is two lines: the second copy is
 // looked for after the first. On SQLite (one process) it is written.
 func (s *Store) ArchiveIRCLine(ctx context.Context, l IRCLine) (ArchivedLine, error) {
+	if !s.pg {
+		id, err := s.ArchiveIRCMessage(ctx, IRCMessage{Server: l.Server, Channel: l.Channel, Nick: l.Nick, Body: l.Body, Stamp: l.Stamp})
+		return ArchivedLine{ID: id}, err
+	}
 	var lines any // NULL: one line, the body
 	if len(l.Lines) > 1 || (len(l.Lines) == 1 && l.Lines[0] != l.Body) {
 		lines = strings.Join(l.Lines, "\n")
 	}
 	var id int64
 	err := s.inGroup(ctx, func(g groupTx) error {
-		if !s.pg {
-			return g.queryRow([]any{&id}, `INSERT INTO irc_history (jid, server, channel, nick, body, stamp) VALUES ('', ?, ?, ?, ?, ?) RETURNING id`,
-				l.Server, l.Channel, l.Nick, l.Body, l.Stamp.UnixMilli())
-		}
 		return g.queryRow([]any{&id}, pgArchiveAfter, l.Server, l.Channel, l.Nick, l.Body, l.Stamp.UnixMilli(), l.After, lines)
 	})
 	if err != nil {
