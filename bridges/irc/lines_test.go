@@ -192,7 +192,16 @@ func TestArchiveWindowFailures(t *testing.T) {
 
 	fx.enter(t, "nick bob")
 	logged("cannot open an irc archive window")
-	fx.say(t, "#c", "one") // archived, not in the user's window
+	// The window is tried again after each message is handled, once
+	// its stanza went out: "one" is archived, not in the user's window,
+	// and the window is opened only after "two".
+	tries := strings.Count(h.Logs.String(), "cannot open an irc archive window")
+	fx.say(t, "#c", "one")
+	for deadline := time.Now().Add(5 * time.Second); strings.Count(h.Logs.String(), "cannot open an irc archive window") == tries; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the window was not tried again after one:\n%s", h.Logs)
+		}
+	}
 	db.open.Store(false)
 	fx.say(t, "#c", "two") // opens it, after archiving the line
 	fx.say(t, "#c", "three")
