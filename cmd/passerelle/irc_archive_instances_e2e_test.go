@@ -10,27 +10,23 @@ package main
 import (
 	"fmt"
 	"net"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"passerelle/cmd/internal/harness"
-	"passerelle/store/pgtest"
 )
 
 func TestIRCArchiveInstances(t *testing.T) {
-	url := ""
-	if testCluster != nil {
-		url = testCluster.DB(t)
-	} else {
-		url = pgtest.New(t).DB(t)
-	}
+	url := instancesDB(t)
 	ng := harness.StartNgircd(t)
 	_, port, _ := net.SplitHostPort(ng.Addr)
 	srv := harness.StartEjabberd(t, harness.ServerOptions{Domain: "localhost", Components: allDomains, DeployInstances: true})
 	bin := harness.BuildBinary(t)
 	insts := make([]*instance, 2)
-	for i := range insts {
+	start := func(i int) {
 		in := &instance{name: fmt.Sprintf("gw%d", i), env: map[string]string{
 			"PASSERELLE_XMPP_ADDR":         srv.ComponentAddr(),
 			"PASSERELLE_XMPP_SECRET":       srv.Secret(),
@@ -44,19 +40,32 @@ func TestIRCArchiveInstances(t *testing.T) {
 		in.gw.WaitOutput(t, wait, `msg="connected to the XMPP server" component=`+ircDomain)
 		insts[i] = in
 	}
-	// ejabberd's three slots for the domain, held by the two instances
-	// (one of them takes the slot left at its first renewal).
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		a, b := insts[0].gauge("passerelle_slots_held", ircDomain), insts[1].gauge("passerelle_slots_held", ircDomain)
-		if a > 0 && b > 0 && a+b == 3 {
-			break
+	// slots waits until the instances hold held of ejabberd's three
+	// balancing slots for the domain.
+	slots := func(held ...int) {
+		t.Helper()
+		var got []int
+		for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+			got = got[:0]
+			for _, in := range insts[:len(held)] {
+				got = append(got, in.gauge("passerelle_slots_held", ircDomain))
+			}
+			if slices.Equal(got, held) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("slots held by the instances: %v, want %v", got, held)
+			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("slots held by gw0, gw1: %d, %d; want 3 in all, one at least each", a, b)
-		}
-		time.Sleep(500 * time.Millisecond)
 	}
+	// The slots settle before the users come, so that none of them
+	// moves to the other instance during the test: the first instance
+	// takes all three, and hands one back when the second joins.
+	start(0)
+	slots(3)
+	start(1)
+	insts[0].gw.WaitOutput(t, 90*time.Second, `msg="an instance joined: handing a balancing slot back`)
+	slots(2, 1)
 
 	bob := dialIRC(t, ng.Addr, "bob")
 	bob.send(t, "JOIN #both")
@@ -140,6 +149,18 @@ func TestIRCArchiveInstances(t *testing.T) {
 		p := roomArchive(t, c, room, "")
 		if s := strings.ReplaceAll(p.String(), "\n", " "); s != want || !p.complete() {
 			t.Errorf("%s (on gw%d)'s archive: %q, fin %v; want %q", users[i], owner[users[i]+"@localhost"], p, p.fin, want)
+		}
+	}
+	// No user's connection moved during the test (its copies would
+	// then be another connection's, and the join's history replayed).
+	for _, u := range users {
+		re := regexp.MustCompile(`msg="irc connection registered".* user=` + u + `@localhost\b`)
+		n := 0
+		for _, in := range insts {
+			n += len(re.FindAllString(in.gw.Output(), -1))
+		}
+		if n != 1 {
+			t.Errorf("%s's irc connection registered %d times, want once", u, n)
 		}
 	}
 	for _, in := range insts {

@@ -27,12 +27,7 @@ const takeover = 90 * time.Second
 // lease ended and rejoins her persistent channel on ngircd without any
 // stanza from her; her next join and message go through it.
 func TestOwnerTakeover(t *testing.T) {
-	url := ""
-	if testCluster != nil {
-		url = testCluster.DB(t)
-	} else {
-		url = pgtest.New(t).DB(t)
-	}
+	url := instancesDB(t)
 	ng := harness.StartNgircd(t)
 	_, port, _ := net.SplitHostPort(ng.Addr)
 	srv := harness.StartEjabberd(t, harness.ServerOptions{Domain: "localhost", Components: []string{ircDomain}})
@@ -93,6 +88,16 @@ func TestOwnerTakeover(t *testing.T) {
 	if strings.Contains(second.Output(), "level=ERROR") {
 		t.Errorf("errors logged by the second instance:\n%s", second.Output())
 	}
+}
+
+// instancesDB returns a PostgreSQL database for several instances: in
+// the cluster of the PASSERELLE_TEST_DB=postgres pass, else in one of the
+// test's own.
+func instancesDB(t *testing.T) string {
+	if testCluster != nil {
+		return testCluster.DB(t)
+	}
+	return pgtest.New(t).DB(t)
 }
 
 // metric returns the value of the gateway's series name for the IRC
