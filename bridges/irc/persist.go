@@ -90,8 +90,8 @@ func (b *Bridge) channelCommand(ctx context.Context, u *bridges.User, a mapping.
 // returns the stanza-id: the archive id, or a random one when not archived.
 // The other users' copies of a line take the id of the first archived
 // (see lineLog), and the other instances' copies that of the one that
-// archived it first (see store.ArchiveIRCLine). parts, for the user's own message, are the IRC lines it
-// is sent as; nil for a line from IRC.
+// archived it first (see store.ArchiveIRCLine). parts, for the user's
+// own message, are the IRC lines it is sent as; nil for a line from IRC.
 func (n *network) record(ctx context.Context, ch *channel, nick, body string, parts []string) string {
 	if !ch.settings.Record {
 		return stanza.NewID()
