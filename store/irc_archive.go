@@ -52,6 +52,11 @@ type IRCLine struct {
 	// instance archived that may be this one.
 	After int64
 	Since time.Time
+	// Joined is the newest line archived when this instance's first
+	// connection in the channel joined it (its window's after_id, from
+	// OpenIRCWindow; 0: none known): no line up to it was sent to this
+	// instance, so none is this one (after a restart, After is 0).
+	Joined int64
 }
 
 // ArchivedLine is where ArchiveIRCLine put a line: its id, and when that
@@ -142,7 +147,7 @@ func (s *Store) archiveLater(ctx context.Context, l IRCLine, lines any) (Archive
 var archiveRace func()
 
 // findIRCLine looks among the channel lines after from (not older than
-// l.Since) for the first one l may be, by its nick and its first IRC
+// l.Since, and after l.Joined) for the first one l may be, by its nick and its first IRC
 // line, and returns it (ID 0: none) and the channel's newest line.
 func (s *Store) findIRCLine(ctx context.Context, l IRCLine, first string, from int64) (int64, ArchivedLine, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, nick, body, lines, stamp FROM irc_history
@@ -169,7 +174,7 @@ func (s *Store) findIRCLine(ctx context.Context, l IRCLine, first string, from i
 		if lines.Valid {
 			sent = strings.Split(lines.String, "\n")
 		}
-		if nick == l.Nick && sent[0] == first && stamp >= l.Since.UnixMilli() {
+		if nick == l.Nick && sent[0] == first && stamp >= l.Since.UnixMilli() && id > l.Joined {
 			a := ArchivedLine{ID: id}
 			if len(sent) > 1 {
 				a.Lines = sent
@@ -264,18 +269,24 @@ const lastLine = `(SELECT coalesce(max(id), 0) FROM irc_history)`
 
 // OpenIRCWindow starts user's window on channel (a key) of server: the
 // lines archived from now on are theirs to see, until CloseIRCWindow. A
-// window already open stays as it is.
-func (s *Store) OpenIRCWindow(ctx context.Context, user, server, channel string) error {
+// window already open stays as it is. It returns the id of the newest
+// line archived before the window (see IRCLine.Joined).
+func (s *Store) OpenIRCWindow(ctx context.Context, user, server, channel string) (int64, error) {
+	var after int64
 	err := s.inGroup(ctx, func(g groupTx) error {
-		return g.exec(`INSERT INTO irc_history_windows (jid, server, channel, after_id)
+		if err := g.exec(`INSERT INTO irc_history_windows (jid, server, channel, after_id)
 			SELECT ?, ?, ?, `+lastLine+` WHERE NOT EXISTS (SELECT 1 FROM irc_history_windows
 			WHERE jid = ? AND server = ? AND channel = ? AND until_id IS NULL)`,
-			user, server, channel, user, server, channel)
+			user, server, channel, user, server, channel); err != nil {
+			return err
+		}
+		return g.queryRow([]any{&after}, `SELECT coalesce(max(after_id), 0) FROM irc_history_windows
+			WHERE jid = ? AND server = ? AND channel = ? AND until_id IS NULL`, user, server, channel)
 	})
 	if err != nil {
-		return fmt.Errorf("failed to open an irc archive window: %w", err)
+		return 0, fmt.Errorf("failed to open an irc archive window: %w", err)
 	}
-	return nil
+	return after, nil
 }
 
 // CloseIRCWindow ends user's open window on channel of server, if any:

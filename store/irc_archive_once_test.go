@@ -13,8 +13,9 @@ import (
 // lineWriter archives a channel's lines as an instance's IRC bridge does:
 // in order, each after the last one it archived or found.
 type lineWriter struct {
-	s     *Store
-	after int64
+	s      *Store
+	after  int64
+	joined int64 // the after_id of its first window (IRCLine.Joined)
 }
 
 func (w *lineWriter) put(t *testing.T, nick, body string, lines ...string) ArchivedLine {
@@ -28,7 +29,7 @@ func (w *lineWriter) put(t *testing.T, nick, body string, lines ...string) Archi
 
 func (w *lineWriter) try(ctx context.Context, nick, body string, stamp time.Time, lines ...string) (ArchivedLine, error) {
 	a, err := w.s.ArchiveIRCLine(ctx, IRCLine{Server: "srv", Channel: "#c", Nick: nick, Body: body, Stamp: stamp,
-		Lines: lines, After: w.after, Since: stamp.Add(-time.Minute)})
+		Lines: lines, After: w.after, Since: stamp.Add(-time.Minute), Joined: w.joined})
 	if err == nil {
 		w.after = max(w.after, a.ID)
 	}
@@ -40,7 +41,7 @@ func (w *lineWriter) try(ctx context.Context, nick, body string, stamp time.Time
 // same second) is two lines.
 func TestIRCLineRepeated(t *testing.T) {
 	w := &lineWriter{s: openTest(t)}
-	if err := w.s.OpenIRCWindow(context.Background(), "a@x", "srv", "#c"); err != nil {
+	if _, err := w.s.OpenIRCWindow(context.Background(), "a@x", "srv", "#c"); err != nil {
 		t.Fatal(err)
 	}
 	ids := map[int64]bool{}
@@ -68,7 +69,7 @@ func TestIRCLineOnceAcrossInstances(t *testing.T) {
 	st := instances(t, 2)
 	a, b := &lineWriter{s: st[0]}, &lineWriter{s: st[1]}
 	for user, s := range map[string]*Store{"ua@x": a.s, "ub@x": b.s} {
-		if err := s.OpenIRCWindow(ctx, user, "srv", "#c"); err != nil {
+		if _, err := s.OpenIRCWindow(ctx, user, "srv", "#c"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -110,6 +111,39 @@ func TestIRCLineOnceAcrossInstances(t *testing.T) {
 		if got, want := archived(t, a.s, user), "one ok ok two six\nseven x y z z"; got != want {
 			t.Errorf("%s sees %q, want %q", user, got, want)
 		}
+	}
+}
+
+// After a restart, an instance knows no line of the channel: a line it
+// gets is not taken for the same text said before its users joined (a
+// line it could not have got), alone or beside another instance.
+func TestIRCLineAfterRestart(t *testing.T) {
+	if cluster == nil {
+		t.Skip("PostgreSQL only: SQLite writes every line")
+	}
+	ctx := context.Background()
+	st := instances(t, 2)
+	a, b := &lineWriter{s: st[0]}, &lineWriter{s: st[1]}
+	old := a.put(t, "bob", "ok")
+	restart := func(w *lineWriter, user string) *lineWriter {
+		t.Helper()
+		joined, err := w.s.OpenIRCWindow(ctx, user, "srv", "#c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &lineWriter{s: w.s, joined: joined}
+	}
+	a = restart(a, "ua@x")
+	if again := a.put(t, "bob", "ok"); again.ID == old.ID {
+		t.Error("ok said again after a restart: taken for the one before")
+	}
+	b = restart(b, "ub@x")
+	x := a.put(t, "bob", "ok")
+	if y := b.put(t, "bob", "ok"); y.ID != x.ID {
+		t.Errorf("ok after b's restart: archived as %d and %d", x.ID, y.ID)
+	}
+	if got := archived(t, a.s, "ua@x"); got != "ok ok" {
+		t.Errorf("ua@x sees %q, want %q", got, "ok ok")
 	}
 }
 

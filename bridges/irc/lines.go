@@ -88,13 +88,32 @@ type lineLog struct {
 	// or found there: kept when the lines expire, so that a quiet
 	// channel's next line is written in one statement.
 	newest map[lineChan]int64
+	// first is, by channel, the newest line archived when the first
+	// window of a user here opened on it (store.IRCLine.Joined).
+	first map[lineChan]int64
 }
 
-// last returns the id of c's last line archived or found (0: none yet).
-func (g *lineLog) last(c lineChan) int64 {
+// known returns the id of c's last line archived or found (0: none yet)
+// and the newest line archived before the first window here on c (0:
+// none opened).
+func (g *lineLog) known(c lineChan) (last, joined int64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.newest[c]
+	return g.newest[c], g.first[c]
+}
+
+// joined records the after_id of a window opened on c: the first one
+// since the start is kept (a line after it may be a copy of one another
+// instance archived).
+func (g *lineLog) joined(c lineChan, after int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.first == nil {
+		g.first = map[lineChan]int64{}
+	}
+	if _, ok := g.first[c]; !ok {
+		g.first[c] = after
+	}
 }
 
 // archived records where the archive put a line of c by nick, before

@@ -110,8 +110,8 @@ func TestLineLogOtherInstance(t *testing.T) {
 	if b, first := g.claim(c, "u", "al", "seven", t0); !first || b == a {
 		t.Fatal("seven said again: taken for the message")
 	}
-	if g.last(c) != 7 {
-		t.Errorf("last line %d, want 7", g.last(c))
+	if last, _ := g.known(c); last != 7 {
+		t.Errorf("last line %d, want 7", last)
 	}
 	// A line of one message, or the user's own message: nothing expected.
 	b, _ := g.claim(c, "u", "bob", "x", t0.Add(2*lineTTL))
@@ -120,8 +120,11 @@ func TestLineLogOtherInstance(t *testing.T) {
 	if n := len(g.chans[c].lines); n != 1 {
 		t.Errorf("%d lines after x, want 1", n)
 	}
-	if g.last(c) != 9 {
-		t.Errorf("last line %d, want 9", g.last(c))
+	// The first window opened on c since the start is kept.
+	g.joined(c, 3)
+	g.joined(c, 8)
+	if last, joined := g.known(c); last != 9 || joined != 3 {
+		t.Errorf("last line %d, first window after %d; want 9 and 3", last, joined)
 	}
 }
 
@@ -134,9 +137,9 @@ type windowFaults struct {
 
 var errFault = errors.New("injected fault")
 
-func (s *windowFaults) OpenIRCWindow(ctx context.Context, user, server, channel string) error {
+func (s *windowFaults) OpenIRCWindow(ctx context.Context, user, server, channel string) (int64, error) {
 	if s.open.Load() {
-		return errFault
+		return 0, errFault
 	}
 	return s.Store.OpenIRCWindow(ctx, user, server, channel)
 }

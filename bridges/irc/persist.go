@@ -107,8 +107,9 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, pa
 				return nil
 			}
 		}
+		last, joined := n.b.lines.known(c)
 		l, err := n.b.db.ArchiveIRCLine(ctx, store.IRCLine{Server: n.server, Channel: key, Nick: nick, Body: body, Stamp: a.at,
-			Lines: parts, After: n.b.lines.last(c), Since: a.at.Add(-lineTTL)})
+			Lines: parts, After: last, Since: a.at.Add(-lineTTL), Joined: joined})
 		if err == nil {
 			n.b.lines.archived(c, nick, l, parts == nil, a)
 		}
@@ -139,7 +140,13 @@ func (n *network) syncWindows(ctx context.Context) {
 		if _, open := n.windows[key]; open || !in(ch) {
 			continue
 		}
-		err := n.b.withKey(ctx, n.server, ch.name, func(k string) error { return n.b.db.OpenIRCWindow(ctx, n.user, n.server, k) })
+		err := n.b.withKey(ctx, n.server, ch.name, func(k string) error {
+			after, err := n.b.db.OpenIRCWindow(ctx, n.user, n.server, k)
+			if err == nil {
+				n.b.lines.joined(lineChan{n.server, k}, after)
+			}
+			return err
+		})
 		if err != nil {
 			n.b.host.Log().Warn("cannot open an irc archive window: the channel's lines are archived, but this user will not see them", "user", n.user, "channel", ch.name, "err", err)
 			continue
