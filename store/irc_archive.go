@@ -85,6 +85,12 @@ func (s *Store) ArchiveIRCLine(ctx context.Context, l IRCLine) (ArchivedLine, er
 		id, err := s.ArchiveIRCMessage(ctx, IRCMessage{Server: l.Server, Channel: l.Channel, Nick: l.Nick, Body: l.Body, Stamp: l.Stamp})
 		return ArchivedLine{ID: id}, err
 	}
+	return s.shareIRCLine(ctx, l)
+}
+
+// shareIRCLine is ArchiveIRCLine on PostgreSQL (apart, so that SQLite's
+// way does not pay for l's move to the heap).
+func (s *Store) shareIRCLine(ctx context.Context, l IRCLine) (ArchivedLine, error) {
 	var lines any // NULL: one line, the body
 	if len(l.Lines) > 1 || (len(l.Lines) == 1 && l.Lines[0] != l.Body) {
 		lines = strings.Join(l.Lines, "\n")
