@@ -130,12 +130,15 @@ func (s *Store) archiveLater(ctx context.Context, l IRCLine, lines any) (Archive
 		first = l.Lines[0]
 	}
 	for from := l.After; ; {
+		if archiveRace != nil {
+			archiveRace("look")
+		}
 		newest, found, err := s.findIRCLine(ctx, l, first, from)
 		if err != nil || found.ID != 0 {
 			return found, err
 		}
 		if archiveRace != nil {
-			archiveRace()
+			archiveRace("write")
 		}
 		var id int64
 		if err := s.db.QueryRowContext(ctx, pgArchiveAfter, l.Server, l.Channel, l.Nick, l.Body, l.Stamp.UnixMilli(), newest, lines).Scan(&id); err != nil {
@@ -148,9 +151,9 @@ func (s *Store) archiveLater(ctx context.Context, l IRCLine, lines any) (Archive
 	}
 }
 
-// archiveRace, when set (by tests), runs between archiveLater's look for
-// a line and its write.
-var archiveRace func()
+// archiveRace, when set (by tests), runs before archiveLater's look for
+// a line ("look") and before its write ("write").
+var archiveRace func(step string)
 
 // findIRCLine looks among the channel lines after from (not older than
 // l.Since, and after l.Joined) for the first one l may be, by its nick and its first IRC
