@@ -83,6 +83,23 @@ func BenchmarkArchiveIRCMessage(b *testing.B) {
 	}
 }
 
+// BenchmarkArchiveIRCLine archives a channel's lines as one instance
+// does: each after the last one it archived.
+func BenchmarkArchiveIRCLine(b *testing.B) {
+	ctx := context.Background()
+	s := openTest(b)
+	l := IRCLine{Server: "irc.example.net", Channel: "#go", Nick: "bob", Body: "hello there", Stamp: time.Now()}
+	l.Since = l.Stamp.Add(-time.Minute)
+	b.ReportAllocs()
+	for b.Loop() {
+		a, err := s.ArchiveIRCLine(ctx, l)
+		if err != nil {
+			b.Fatal(err)
+		}
+		l.After = a.ID
+	}
+}
+
 // BenchmarkEnqueueStanzasConcurrent is a fan-out: 64 callers at once
 // queue a stanza each, so that their writes share commit groups (on
 // PostgreSQL, one round trip per group).

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"math"
 	"strings"
@@ -36,6 +37,161 @@ func (s *Store) ArchiveIRCMessage(ctx context.Context, m IRCMessage) (int64, err
 		return 0, fmt.Errorf("failed to archive an irc message: %w", err)
 	}
 	return id, nil
+}
+
+// IRCLine is a channel line to archive (ArchiveIRCLine): a line from IRC,
+// or a user's own message.
+type IRCLine struct {
+	Server, Channel, Nick, Body string
+	Stamp                       time.Time // kept to the millisecond
+	// Lines are the IRC lines a user's own message is sent as (the text
+	// of each, as the others receive it); nil: one line, Body.
+	Lines []string
+	// After is the id of the channel's line this instance archived or
+	// found last (0: none), and Since the oldest stamp of a line another
+	// instance archived that may be this one.
+	After int64
+	Since time.Time
+	// Joined is the newest line archived when this instance's first
+	// connection in the channel joined it (its window's after_id, from
+	// OpenIRCWindow; 0: none known): no line up to it was sent to this
+	// instance, so none is this one (after a restart, After is 0).
+	Joined int64
+}
+
+// ArchivedLine is where ArchiveIRCLine put a line: its id, and when that
+// is a message another instance archived, sent as several IRC lines,
+// those lines (the first is the one given; the caller's other copies of
+// the next ones are the same message).
+type ArchivedLine struct {
+	ID    int64
+	Lines []string
+}
+
+// ArchiveIRCLine archives a channel line once for all the instances that
+// share the database, and returns its id. The instances whose users are
+// in a channel each get its lines, in the order the IRC server sends
+// them; each archives them in that order, naming the channel's newest
+// line as the one before (irc_history.prev_id, unique). So on PostgreSQL
+// a line is written when l.After is still the channel's newest, in one
+// statement of a commit group; otherwise, another instance wrote a line
+// since: the line is the first one after l.After (and not older than
+// l.Since) with the same nick and first IRC line, if any, else it is
+// written after the newest, and looked for again when another instance
+// got there first. A line said twice is two lines: the second copy is
+// looked for after the first. On SQLite (one process) it is written.
+func (s *Store) ArchiveIRCLine(ctx context.Context, l IRCLine) (ArchivedLine, error) {
+	if !s.pg {
+		id, err := s.ArchiveIRCMessage(ctx, IRCMessage{Server: l.Server, Channel: l.Channel, Nick: l.Nick, Body: l.Body, Stamp: l.Stamp})
+		return ArchivedLine{ID: id}, err
+	}
+	return s.shareIRCLine(ctx, l)
+}
+
+// shareIRCLine is ArchiveIRCLine on PostgreSQL (apart, so that SQLite's
+// way does not pay for l's move to the heap).
+func (s *Store) shareIRCLine(ctx context.Context, l IRCLine) (ArchivedLine, error) {
+	var lines any // NULL: one line, the body
+	if len(l.Lines) > 1 || (len(l.Lines) == 1 && l.Lines[0] != l.Body) {
+		lines = strings.Join(l.Lines, "\n")
+	}
+	var id int64
+	err := s.inGroup(ctx, func(g groupTx) error {
+		return g.queryRow([]any{&id}, pgArchiveAfter, l.Server, l.Channel, l.Nick, l.Body, l.Stamp.UnixMilli(), l.After, lines)
+	})
+	if err != nil {
+		return ArchivedLine{}, fmt.Errorf("failed to archive an irc message: %w", err)
+	}
+	if id != 0 {
+		return ArchivedLine{ID: id}, nil
+	}
+	a, err := s.archiveLater(ctx, l, lines)
+	if err != nil {
+		return ArchivedLine{}, fmt.Errorf("failed to archive an irc message: %w", err)
+	}
+	return a, nil
+}
+
+// pgArchiveAfter writes a channel line ($1 server, $2 channel, $3 nick,
+// $4 body, $5 stamp, $7 lines) after the line $6, if that is still the
+// channel's newest and no other instance writes one after it at the same
+// time, and returns its id; else 0.
+const pgArchiveAfter = `WITH ins AS (INSERT INTO irc_history (jid, server, channel, nick, body, stamp, prev_id, lines)
+	SELECT '', $1::text, $2::text, $3::text, $4::text, $5::bigint, $6::bigint, $7::text
+	WHERE NOT EXISTS (SELECT 1 FROM irc_history WHERE jid = '' AND server = $1 AND channel = $2 AND id > $6)
+	ON CONFLICT (server, channel, prev_id) WHERE prev_id IS NOT NULL DO NOTHING RETURNING id)
+	SELECT coalesce((SELECT id FROM ins), 0)`
+
+// archiveLater is ArchiveIRCLine's way when another instance wrote a line
+// of the channel after l.After (PostgreSQL).
+func (s *Store) archiveLater(ctx context.Context, l IRCLine, lines any) (ArchivedLine, error) {
+	first := l.Body
+	if len(l.Lines) > 0 {
+		first = l.Lines[0]
+	}
+	for from := l.After; ; {
+		if archiveRace != nil {
+			archiveRace("look")
+		}
+		newest, found, err := s.findIRCLine(ctx, l, first, from)
+		if err != nil || found.ID != 0 {
+			return found, err
+		}
+		if archiveRace != nil {
+			archiveRace("write")
+		}
+		var id int64
+		if err := s.db.QueryRowContext(ctx, pgArchiveAfter, l.Server, l.Channel, l.Nick, l.Body, l.Stamp.UnixMilli(), newest, lines).Scan(&id); err != nil {
+			return ArchivedLine{}, err
+		}
+		if id != 0 {
+			return ArchivedLine{ID: id}, nil
+		}
+		from = newest // another line came: is it this one?
+	}
+}
+
+// archiveRace, when set (by tests), runs before archiveLater's look for
+// a line ("look") and before its write ("write").
+var archiveRace func(step string)
+
+// findIRCLine looks among the channel lines after from (not older than
+// l.Since, and after l.Joined) for the first one l may be, by its nick and its first IRC
+// line, and returns it (ID 0: none) and the channel's newest line.
+func (s *Store) findIRCLine(ctx context.Context, l IRCLine, first string, from int64) (int64, ArchivedLine, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, nick, body, lines, stamp FROM irc_history
+		WHERE jid = '' AND server = ? AND channel = ? AND id > ? AND (stamp >= ?
+			OR id = (SELECT max(id) FROM irc_history WHERE jid = '' AND server = ? AND channel = ?))
+		ORDER BY id`, l.Server, l.Channel, from, l.Since.UnixMilli(), l.Server, l.Channel)
+	if err != nil {
+		return 0, ArchivedLine{}, err
+	}
+	defer rows.Close()
+	newest := from
+	for rows.Next() {
+		var (
+			id         int64
+			nick, body string
+			lines      sql.NullString
+			stamp      int64
+		)
+		if err := rows.Scan(&id, &nick, &body, &lines, &stamp); err != nil {
+			return 0, ArchivedLine{}, err
+		}
+		newest = id
+		sent := []string{body}
+		if lines.Valid {
+			sent = strings.Split(lines.String, "\n")
+		}
+		if nick == l.Nick && sent[0] == first && stamp >= l.Since.UnixMilli() && id > l.Joined {
+			a := ArchivedLine{ID: id}
+			if len(sent) > 1 {
+				a.Lines = sent
+			}
+			return newest, a, nil
+		}
+	}
+	return newest, ArchivedLine{}, rows.Err()
 }
 
 // IRCArchiveQuery selects messages of one user's archive of one channel.
@@ -122,18 +278,24 @@ const lastLine = `(SELECT coalesce(max(id), 0) FROM irc_history)`
 
 // OpenIRCWindow starts user's window on channel (a key) of server: the
 // lines archived from now on are theirs to see, until CloseIRCWindow. A
-// window already open stays as it is.
-func (s *Store) OpenIRCWindow(ctx context.Context, user, server, channel string) error {
+// window already open stays as it is. It returns the id of the newest
+// line archived before the window (see IRCLine.Joined).
+func (s *Store) OpenIRCWindow(ctx context.Context, user, server, channel string) (int64, error) {
+	var after int64
 	err := s.inGroup(ctx, func(g groupTx) error {
-		return g.exec(`INSERT INTO irc_history_windows (jid, server, channel, after_id)
+		if err := g.exec(`INSERT INTO irc_history_windows (jid, server, channel, after_id)
 			SELECT ?, ?, ?, `+lastLine+` WHERE NOT EXISTS (SELECT 1 FROM irc_history_windows
 			WHERE jid = ? AND server = ? AND channel = ? AND until_id IS NULL)`,
-			user, server, channel, user, server, channel)
+			user, server, channel, user, server, channel); err != nil {
+			return err
+		}
+		return g.queryRow([]any{&after}, `SELECT coalesce(max(after_id), 0) FROM irc_history_windows
+			WHERE jid = ? AND server = ? AND channel = ? AND until_id IS NULL`, user, server, channel)
 	})
 	if err != nil {
-		return fmt.Errorf("failed to open an irc archive window: %w", err)
+		return 0, fmt.Errorf("failed to open an irc archive window: %w", err)
 	}
-	return nil
+	return after, nil
 }
 
 // CloseIRCWindow ends user's open window on channel of server, if any:

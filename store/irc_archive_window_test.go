@@ -24,17 +24,21 @@ func archived(t *testing.T, s *Store, user string) string {
 func TestIRCArchiveWindows(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t)
-	line := func(body string) {
+	line := func(body string) int64 {
 		t.Helper()
-		if _, err := s.ArchiveIRCMessage(ctx, IRCMessage{Server: "srv", Channel: "#c", Nick: "bob", Body: body, Stamp: time.Now()}); err != nil {
+		id, err := s.ArchiveIRCMessage(ctx, IRCMessage{Server: "srv", Channel: "#c", Nick: "bob", Body: body, Stamp: time.Now()})
+		if err != nil {
 			t.Fatal(err)
 		}
+		return id
 	}
-	open := func(user string) {
+	open := func(user string) int64 {
 		t.Helper()
-		if err := s.OpenIRCWindow(ctx, user, "srv", "#c"); err != nil {
+		after, err := s.OpenIRCWindow(ctx, user, "srv", "#c")
+		if err != nil {
 			t.Fatal(err)
 		}
+		return after
 	}
 	closeW := func(user string) {
 		t.Helper()
@@ -42,11 +46,16 @@ func TestIRCArchiveWindows(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	line("zero") // nobody's
-	open("a@x")
+	zero := line("zero") // nobody's
+	if after := open("a@x"); after != zero {
+		t.Errorf("a's window opens after %d, want %d (zero)", after, zero)
+	}
 	line("one")
 	open("b@x") // joined later
-	open("a@x") // already open: unchanged
+	// Already open: unchanged.
+	if after := open("a@x"); after != zero {
+		t.Errorf("a's window, opened again, is after %d, want %d (zero)", after, zero)
+	}
 	line("two")
 	closeW("b@x") // parted
 	closeW("b@x") // no open window: nothing
@@ -147,7 +156,7 @@ func TestUpgradeToIRCWindows(t *testing.T) {
 			}
 		}
 	}
-	if err := s.OpenIRCWindow(ctx, "b@x", "srv", "#c"); err != nil {
+	if _, err := s.OpenIRCWindow(ctx, "b@x", "srv", "#c"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.ArchiveIRCMessage(ctx, IRCMessage{Server: "srv", Channel: "#c", Nick: "bob", Body: "four", Stamp: time.Now()}); err != nil {
@@ -169,7 +178,7 @@ func TestRekeyIRCWindows(t *testing.T) {
 	if err := s.PutIRCChannelSettings(ctx, "u@x", "srv", "#a{b", "#A[b", IRCChannelSettings{Record: true}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.OpenIRCWindow(ctx, "u@x", "srv", "#a{b"); err != nil {
+	if _, err := s.OpenIRCWindow(ctx, "u@x", "srv", "#a{b"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.ArchiveIRCMessage(ctx, IRCMessage{Server: "srv", Channel: "#a{b", Nick: "bob", Body: "kept", Stamp: time.Now()}); err != nil {
@@ -201,7 +210,7 @@ func TestCloseIRCWindowsOfOthers(t *testing.T) {
 		t.Fatal("a free user was not claimed")
 	}
 	for _, u := range []string{"held@x", "free@x"} {
-		if err := b.OpenIRCWindow(ctx, u, "srv", "#c"); err != nil {
+		if _, err := b.OpenIRCWindow(ctx, u, "srv", "#c"); err != nil {
 			t.Fatal(err)
 		}
 	}

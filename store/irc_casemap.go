@@ -56,12 +56,15 @@ func (s *Store) RekeyIRCServer(ctx context.Context, server, cm string, fold func
 	p := planRekey(chans, archived, fold)
 
 	// The archive, one statement per user: a chain of moves (a to b, b
-	// to c) must not move a's rows twice.
+	// to c) must not move a's rows twice. The lines moved no longer name
+	// the line before them (see ArchiveIRCLine): two channels' chains
+	// that become one would name the same (their first lines, none), and
+	// the next line is written after the newest of either.
 	for user, pairs := range p.moves {
 		values := strings.Repeat("(?, ?), ", len(pairs)/2)
 		if _, err := tx.ExecContext(ctx,
 			`WITH r(old_key, new_key) AS (VALUES `+values[:len(values)-2]+`)
-			 UPDATE irc_history SET channel = r.new_key FROM r WHERE jid = ? AND server = ? AND channel = r.old_key`,
+			 UPDATE irc_history SET channel = r.new_key, prev_id = NULL FROM r WHERE jid = ? AND server = ? AND channel = r.old_key`,
 			append(pairs, user, server)...); err != nil {
 			return nil, fmt.Errorf("failed to re-key the archive: %w", err)
 		}

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 )
 
 // foldRFC1459 folds like the rfc1459 case mapping.
@@ -127,6 +128,46 @@ func TestRekeyIRCServerChain(t *testing.T) {
 	}
 	if got := column(t, s, `SELECT channel || ': ' || body FROM irc_history`); got != "y: in x z: in y" {
 		t.Errorf("archives: %q", got)
+	}
+}
+
+// The channels' lines move too, when two channels become one (each with
+// its first line) and along a chain of moves; the next line of a merged
+// channel is written after the newest of both.
+func TestRekeyIRCServerLines(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	var after int64
+	for _, key := range []string{"#a[b", "#a{b", "x", "y"} {
+		a, err := s.ArchiveIRCLine(ctx, IRCLine{Server: "localhost", Channel: key, Nick: "bob", Body: "in " + key, Stamp: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if key == "#a{b" {
+			after = a.ID
+		}
+	}
+	fold := func(name string) string {
+		if k, ok := map[string]string{"x": "y", "y": "z"}[name]; ok {
+			return k
+		}
+		return foldRFC1459(name)
+	}
+	if _, err := s.RekeyIRCServer(ctx, "localhost", "other", fold); err != nil {
+		t.Fatal(err)
+	}
+	if got := column(t, s, `SELECT channel || ': ' || body FROM irc_history`); got != "#a{b: in #a[b #a{b: in #a{b y: in x z: in y" {
+		t.Errorf("archives: %q", got)
+	}
+	for _, body := range []string{"next", "next"} {
+		a, err := s.ArchiveIRCLine(ctx, IRCLine{Server: "localhost", Channel: "#a{b", Nick: "bob", Body: body, Stamp: time.Now(), After: after})
+		if err != nil {
+			t.Fatal(err)
+		}
+		after = a.ID
+	}
+	if got := column(t, s, `SELECT body FROM irc_history WHERE channel = '#a{b'`); got != "in #a[b in #a{b next next" {
+		t.Errorf("the merged channel's lines: %q", got)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"passerelle/store"
 )
 
 // A channel line reaches the gateway once per bridged user in the
@@ -21,6 +23,13 @@ import (
 // server does not send back to them: it is not matched for its sender,
 // and does not move their cursor. The others get it as the IRC lines it
 // was split into: each of those is matched to the one archived message.
+
+// Other instances sharing the database may have users in the channel
+// too: each archives the channel's lines in order, after the last one it
+// archived or found there (the chanLines' last), and the store finds the
+// line another instance archived first (store.ArchiveIRCLine). When that
+// is a message sent as several IRC lines, its next lines are expected
+// here as copies of it, as a user's own.
 
 // lineTTL is how long a line waits for the other connections' copies; a
 // copy later than that (a connection that far behind) is archived again.
@@ -75,6 +84,55 @@ type lineLog struct {
 	seq   uint64
 	chans map[lineChan]*chanLines
 	sweep time.Time // when to look for the channels whose lines all expired
+	// newest is, by channel, the archive id of the last line archived
+	// or found there: kept when the lines expire, so that a quiet
+	// channel's next line is written in one statement.
+	newest map[lineChan]int64
+	// first is, by channel, the newest line archived when the first
+	// window of a user here opened on it (store.IRCLine.Joined).
+	first map[lineChan]int64
+}
+
+// known returns the id of c's last line archived or found (0: none yet)
+// and the newest line archived before the first window here on c (0:
+// none opened).
+func (g *lineLog) known(c lineChan) (last, joined int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.newest[c], g.first[c]
+}
+
+// joined records the after_id of a window opened on c: the first one
+// since the start is kept (a line after it may be a copy of one another
+// instance archived).
+func (g *lineLog) joined(c lineChan, after int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.first == nil {
+		g.first = map[lineChan]int64{}
+	}
+	if _, ok := g.first[c]; !ok {
+		g.first[c] = after
+	}
+}
+
+// archived records where the archive put a line of c by nick, before
+// a.finish: the channel's last line, and when it came from IRC (fromIRC)
+// and is a message of several IRC lines another instance archived, its
+// next lines as copies of a for the connections here.
+func (g *lineLog) archived(c lineChan, nick string, l store.ArchivedLine, fromIRC bool, a *archived) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.newest == nil {
+		g.newest = map[lineChan]int64{}
+	}
+	g.newest[c] = max(g.newest[c], l.ID)
+	if fromIRC && len(l.Lines) > 1 {
+		cl := g.lines(c, a.at)
+		for _, p := range l.Lines[1:] {
+			g.add(cl, nick, p, "", a)
+		}
+	}
 }
 
 // claim returns the message of the line user's connection got, and

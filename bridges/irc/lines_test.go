@@ -83,6 +83,51 @@ func TestLineLog(t *testing.T) {
 	}
 }
 
+// A line from IRC that the archive found as another instance's message
+// of several IRC lines: the copies of its next lines here are that
+// message, not lines to archive; the channel's last line is kept after
+// its lines expire, and a message of one line adds none.
+func TestLineLogOtherInstance(t *testing.T) {
+	var g lineLog
+	c := lineChan{"srv", "#c"}
+	t0 := time.Now()
+	a, first := g.claim(c, "u", "al", "six", t0)
+	if !first {
+		t.Fatal("the first copy is not to archive")
+	}
+	g.archived(c, "al", store.ArchivedLine{ID: 7, Lines: []string{"six", "seven"}}, true, a)
+	a.finish(7, nil)
+	for _, user := range []string{"u", "v"} {
+		if user == "v" {
+			if b, first := g.claim(c, user, "al", "six", t0); first || b != a {
+				t.Fatalf("%s's copy of six: archive %v", user, first)
+			}
+		}
+		if b, first := g.claim(c, user, "al", "seven", t0); first || b != a {
+			t.Fatalf("%s's copy of seven: archive %v", user, first)
+		}
+	}
+	if b, first := g.claim(c, "u", "al", "seven", t0); !first || b == a {
+		t.Fatal("seven said again: taken for the message")
+	}
+	if last, _ := g.known(c); last != 7 {
+		t.Errorf("last line %d, want 7", last)
+	}
+	// A line of one message, or the user's own message: nothing expected.
+	b, _ := g.claim(c, "u", "bob", "x", t0.Add(2*lineTTL))
+	g.archived(c, "bob", store.ArchivedLine{ID: 9}, true, b)
+	g.archived(c, "al", store.ArchivedLine{ID: 8, Lines: []string{"y", "z"}}, false, b)
+	if n := len(g.chans[c].lines); n != 1 {
+		t.Errorf("%d lines after x, want 1", n)
+	}
+	// The first window opened on c since the start is kept.
+	g.joined(c, 3)
+	g.joined(c, 8)
+	if last, joined := g.known(c); last != 9 || joined != 3 {
+		t.Errorf("last line %d, first window after %d; want 9 and 3", last, joined)
+	}
+}
+
 // windowFaults is the store with window and archive writes that fail on
 // demand.
 type windowFaults struct {
@@ -92,9 +137,9 @@ type windowFaults struct {
 
 var errFault = errors.New("injected fault")
 
-func (s *windowFaults) OpenIRCWindow(ctx context.Context, user, server, channel string) error {
+func (s *windowFaults) OpenIRCWindow(ctx context.Context, user, server, channel string) (int64, error) {
 	if s.open.Load() {
-		return errFault
+		return 0, errFault
 	}
 	return s.Store.OpenIRCWindow(ctx, user, server, channel)
 }
@@ -113,11 +158,11 @@ func (s *windowFaults) CloseIRCWindows(ctx context.Context, domain string) error
 	return s.Store.CloseIRCWindows(ctx, domain)
 }
 
-func (s *windowFaults) ArchiveIRCMessage(ctx context.Context, m store.IRCMessage) (int64, error) {
+func (s *windowFaults) ArchiveIRCLine(ctx context.Context, l store.IRCLine) (store.ArchivedLine, error) {
 	if s.archive.Load() {
-		return 0, errFault
+		return store.ArchivedLine{}, errFault
 	}
-	return s.Store.ArchiveIRCMessage(ctx, m)
+	return s.Store.ArchiveIRCLine(ctx, l)
 }
 
 // A window that cannot be opened or closed is logged and tried again at
@@ -150,8 +195,16 @@ func TestArchiveWindowFailures(t *testing.T) {
 
 	fx.enter(t, "nick bob")
 	logged("cannot open an irc archive window")
-	fx.say(t, "#c", "one")             // archived, not in the user's window
-	fx.h.Run(func(context.Context) {}) // and its handling done: the window's opening, refused
+	// The window is tried again after each message is handled, once
+	// its stanza went out: "one" is archived, not in the user's window,
+	// and the window is opened only after "two".
+	tries := strings.Count(h.Logs.String(), "cannot open an irc archive window")
+	fx.say(t, "#c", "one")
+	for deadline := time.Now().Add(5 * time.Second); strings.Count(h.Logs.String(), "cannot open an irc archive window") == tries; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the window was not tried again after one:\n%s", h.Logs)
+		}
+	}
 	db.open.Store(false)
 	fx.say(t, "#c", "two") // opens it, after archiving the line
 	fx.say(t, "#c", "three")

@@ -89,8 +89,9 @@ func (b *Bridge) channelCommand(ctx context.Context, u *bridges.User, a mapping.
 // record archives a channel message when the channel keeps history. It
 // returns the stanza-id: the archive id, or a random one when not archived.
 // The other users' copies of a line take the id of the first archived
-// (see lineLog). parts, for the user's own message, are the IRC lines it
-// is sent as; nil for a line from IRC.
+// (see lineLog), and the other instances' copies that of the one that
+// archived it first (see store.ArchiveIRCLine). parts, for the user's
+// own message, are the IRC lines it is sent as; nil for a line from IRC.
 func (n *network) record(ctx context.Context, ch *channel, nick, body string, parts []string) string {
 	if !ch.settings.Record {
 		return stanza.NewID()
@@ -106,8 +107,13 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, pa
 				return nil
 			}
 		}
-		id, err := n.b.db.ArchiveIRCMessage(ctx, store.IRCMessage{Server: n.server, Channel: key, Nick: nick, Body: body, Stamp: a.at})
-		a.finish(id, err)
+		last, joined := n.b.lines.known(c)
+		l, err := n.b.db.ArchiveIRCLine(ctx, store.IRCLine{Server: n.server, Channel: key, Nick: nick, Body: body, Stamp: a.at,
+			Lines: parts, After: last, Since: a.at.Add(-lineTTL), Joined: joined})
+		if err == nil {
+			n.b.lines.archived(c, nick, l, parts == nil, a)
+		}
+		a.finish(l.ID, err)
 		return err
 	})
 	if err != nil {
@@ -134,7 +140,13 @@ func (n *network) syncWindows(ctx context.Context) {
 		if _, open := n.windows[key]; open || !in(ch) {
 			continue
 		}
-		err := n.b.withKey(ctx, n.server, ch.name, func(k string) error { return n.b.db.OpenIRCWindow(ctx, n.user, n.server, k) })
+		err := n.b.withKey(ctx, n.server, ch.name, func(k string) error {
+			after, err := n.b.db.OpenIRCWindow(ctx, n.user, n.server, k)
+			if err == nil {
+				n.b.lines.joined(lineChan{n.server, k}, after)
+			}
+			return err
+		})
 		if err != nil {
 			n.b.host.Log().Warn("cannot open an irc archive window: the channel's lines are archived, but this user will not see them", "user", n.user, "channel", ch.name, "err", err)
 			continue

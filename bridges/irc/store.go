@@ -31,10 +31,10 @@ type settingsStore interface {
 
 // archiveStore keeps the channels' history.
 type archiveStore interface {
-	ArchiveIRCMessage(ctx context.Context, m store.IRCMessage) (int64, error)
+	ArchiveIRCLine(ctx context.Context, l store.IRCLine) (store.ArchivedLine, error)
 	QueryIRCArchive(ctx context.Context, q store.IRCArchiveQuery) ([]store.IRCMessage, bool, error)
 	PruneIRCArchive(ctx context.Context, keep int) (int64, error)
-	OpenIRCWindow(ctx context.Context, user, server, channel string) error
+	OpenIRCWindow(ctx context.Context, user, server, channel string) (int64, error)
 	CloseIRCWindow(ctx context.Context, user, server, channel string) error
 	CloseIRCWindows(ctx context.Context, domain string) error
 }

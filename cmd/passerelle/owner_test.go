@@ -70,12 +70,7 @@ func TestOwnerTakeover(t *testing.T) {
 // environment, alice's client, bob and the room's JID.
 func aliceKeeps(t *testing.T) (first *gwEnv, env map[string]string, alice *harness.Client, bob *ircPeer, keep string) {
 	t.Helper()
-	url := ""
-	if testCluster != nil {
-		url = testCluster.DB(t)
-	} else {
-		url = pgtest.New(t).DB(t)
-	}
+	url := instancesDB(t)
 	ng := harness.StartNgircd(t)
 	_, port, _ := net.SplitHostPort(ng.Addr)
 	srv := harness.StartEjabberd(t, harness.ServerOptions{Domain: "localhost", Components: []string{ircDomain}})
@@ -105,6 +100,16 @@ func aliceKeeps(t *testing.T) (first *gwEnv, env map[string]string, alice *harne
 	bob.expect(t, ":alice!")
 
 	return first, env, alice, bob, keep
+}
+
+// instancesDB returns a PostgreSQL database for several instances: in
+// the cluster of the PASSERELLE_TEST_DB=postgres pass, else in one of the
+// test's own.
+func instancesDB(t *testing.T) string {
+	if testCluster != nil {
+		return testCluster.DB(t)
+	}
+	return pgtest.New(t).DB(t)
 }
 
 // metric returns the value of the gateway's series name for the IRC
