@@ -198,13 +198,8 @@ func TestArchiveWindowFailures(t *testing.T) {
 	// The window is tried again after each message is handled, once
 	// its stanza went out: "one" is archived, not in the user's window,
 	// and the window is opened only after "two".
-	tries := strings.Count(h.Logs.String(), "cannot open an irc archive window")
 	fx.say(t, "#c", "one")
-	for deadline := time.Now().Add(5 * time.Second); strings.Count(h.Logs.String(), "cannot open an irc archive window") == tries; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the window was not tried again after one:\n%s", h.Logs)
-		}
-	}
+	fx.h.Run(func(context.Context) {}) // its handling done, the window's retry with it
 	db.open.Store(false)
 	fx.say(t, "#c", "two") // opens it, after archiving the line
 	fx.say(t, "#c", "three")
