@@ -107,14 +107,9 @@ func TestContactPresencePolled(t *testing.T) {
 // before a poll, is answered to the user; the poll's replies still tell
 // the contacts' presence.
 func TestContactPresenceUserISON(t *testing.T) {
-	fx := watchFixture(t, "", "CASEMAPPING=ascii", "bob")
-	fx.f.expect(t, "ISON bob")
-	fx.f.send(t, ":srv 303 nick :bob")
-	fx.h.Expect(t, "bob available", contactPresence(bobJID, "", "", ""))
+	fx := bobOnline(t)
 
-	raw := func(id, body string) {
-		fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='localhost@irc.example' type='chat' id='"+id+"'><body>"+body+"</body></message>")
-	}
+	raw := func(id, body string) { t.Helper(); fx.rawLines(t, id, body) }
 	status := func(text string) { t.Helper(); fx.userStatus(t, text) }
 	raw("r1", "ISON carol&#10;USERHOST carol")
 	fx.f.expect(t, "ISON carol")
@@ -494,6 +489,23 @@ func TestPresenceRequestUnsent(t *testing.T) {
 	fx.h.Logs.Wait(t, "cannot send a presence request to an irc server")
 }
 
+// bobOnline is a watchFixture watching bob, shown available.
+func bobOnline(t *testing.T) *fixture {
+	t.Helper()
+	fx := watchFixture(t, "", "CASEMAPPING=ascii", "bob")
+	fx.f.expect(t, "ISON bob")
+	fx.f.send(t, ":srv 303 nick :bob")
+	fx.h.Expect(t, "bob available", contactPresence(bobJID, "", "", ""))
+	return fx
+}
+
+// rawLines sends body (XML text) from the user to the network's address:
+// raw IRC lines.
+func (fx *fixture) rawLines(t *testing.T, id, body string) {
+	t.Helper()
+	fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='localhost@irc.example' type='chat' id='"+id+"'><body>"+body+"</body></message>")
+}
+
 // userStatus waits for the message from the network's address telling
 // the user text, failing on any presence of bob before it.
 func (fx *fixture) userStatus(t *testing.T, text string) {
@@ -516,10 +528,7 @@ func (fx *fixture) userStatus(t *testing.T, text string) {
 // full) await no reply: the user's next ISON and USERHOST are answered
 // to the user, and the next poll's replies tell the contacts' presence.
 func TestPresenceRequestRefused(t *testing.T) {
-	fx := watchFixture(t, "", "CASEMAPPING=ascii", "bob")
-	fx.f.expect(t, "ISON bob")
-	fx.f.send(t, ":srv 303 nick :bob")
-	fx.h.Expect(t, "bob available", contactPresence(bobJID, "", "", ""))
+	fx := bobOnline(t)
 	var c *conn
 	fx.h.Run(func(context.Context) {
 		n := fx.b.networkOf(testUser, "localhost")
@@ -542,7 +551,7 @@ func TestPresenceRequestRefused(t *testing.T) {
 	})
 	fx.h.Logs.Wait(t, "cannot send a presence request to an irc server")
 	waitConn(t, c, "the writer did not drain the queue", func() bool { return len(c.queue) == 0 })
-	fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='localhost@irc.example' type='chat' id='r1'><body>ISON carol&#10;USERHOST carol</body></message>")
+	fx.rawLines(t, "r1", "ISON carol&#10;USERHOST carol")
 	fx.f.expect(t, "ISON carol")
 	fx.f.expect(t, "USERHOST carol")
 	fx.f.send(t, ":srv 303 nick :carol", ":srv 302 nick :carol=+~c@h")
@@ -559,11 +568,8 @@ func TestPresenceRequestRefused(t *testing.T) {
 // with an error numeric, not a 303 or 302: the next poll's replies are
 // the poll's.
 func TestContactPresenceUserRequestNoNick(t *testing.T) {
-	fx := watchFixture(t, "", "CASEMAPPING=ascii", "bob")
-	fx.f.expect(t, "ISON bob")
-	fx.f.send(t, ":srv 303 nick :bob")
-	fx.h.Expect(t, "bob available", contactPresence(bobJID, "", "", ""))
-	fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='localhost@irc.example' type='chat' id='r1'><body>ISON :&#10;USERHOST : </body></message>")
+	fx := bobOnline(t)
+	fx.rawLines(t, "r1", "ISON :&#10;USERHOST : ")
 	fx.f.expect(t, "ISON :")
 	fx.f.expect(t, "USERHOST : ")
 	fx.f.send(t, ":srv 461 nick ISON :Syntax error", ":srv 461 nick USERHOST :Syntax error")
