@@ -188,7 +188,12 @@ func (r *Runner) drain(ctx context.Context) {
 				return
 			}
 			if r.finished[j.ID] {
-				progress = r.remove(ctx, j.ID) || progress
+				// Claimed again by this read (PostgreSQL): a removal
+				// cut off by the stop would leave it so until the end
+				// of the lease.
+				rctx, cancel := RecordContext(ctx)
+				progress = r.remove(rctx, j.ID) || progress
+				cancel()
 				continue
 			}
 			progress = true
@@ -218,8 +223,12 @@ func (r *Runner) claim(ctx context.Context) ([]store.Job, error) {
 func (r *Runner) Do(ctx context.Context, j store.Job) (removedOthers bool) {
 	if j.Kind != r.kind {
 		// Not this bridge's: kept, out of the way, for the operator.
+		// Recorded even when the gateway is stopping meanwhile: the
+		// job is claimed (PostgreSQL) until then.
 		r.log.Error("a queued job of another kind is put aside for a day", "job", j.ID, "kind", j.Kind)
-		r.later(ctx, j.ID, time.Now().Add(MaxQueueAge))
+		rctx, cancel := RecordContext(ctx)
+		defer cancel()
+		r.later(rctx, j.ID, time.Now().Add(MaxQueueAge))
 		return false
 	}
 	o := r.run(ctx, Job{Job: j, Final: time.Since(j.Created) >= MaxQueueAge})

@@ -30,7 +30,7 @@ type memJobs struct {
 	// with the one it had.
 	claim time.Duration
 	// stopIn, when set, is called by the method of that name ("DueJobs",
-	// "RetryJob", "DelayJob") as it starts: the gateway stops while the
+	// "RetryJob", "DelayJob", "DeleteJob") as it starts: the gateway stops while the
 	// store works. Like a database, the store then refuses what ctx no
 	// longer allows, except a claim already made, which a cancelled read
 	// does not undo.
@@ -148,7 +148,11 @@ func (m *memJobs) DelayJob(ctx context.Context, id int64, next time.Time) error 
 func (m *memJobs) DeleteJob(ctx context.Context, id int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.stopping("DeleteJob")
 	m.deleteCtxErr = ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if m.refuseDelete {
 		m.deletesRefused++
 		return errRefused
@@ -451,30 +455,88 @@ func TestRunnerQueueUnreadable(t *testing.T) {
 }
 
 // A stop that comes while the runner claims jobs (PostgreSQL) or records
-// a retry does not leave the job claimed for its lease: after a restart
-// it is due as it would have been without the stop.
+// what became of one (a retry, a delay, a failure reported, a removal)
+// does not leave the job claimed for its lease: after a restart it is
+// due as it would have been without the stop.
 func TestRunnerStopDuringRecords(t *testing.T) {
-	for _, method := range []string{"DueJobs", "RetryJob"} {
+	retry := func(func()) Outcome { return Retry(errors.New("provider answered 500")) }
+	later := time.Now().Add(3 * time.Hour)
+	cases := []struct {
+		name, kind string
+		// stopIn makes the hooks of st that stop the gateway (cancel).
+		stopIn func(st *memJobs, cancel func()) map[string]func()
+		run    func(cancel func()) Outcome
+		// due is when the job is due after the stop (zero: gone); the
+		// claim is an hour.
+		due   time.Duration
+		tries int // tries recorded (-1: as many as runs)
+	}{
+		{name: "DueJobs", kind: "k", run: retry, tries: -1,
+			stopIn: func(_ *memJobs, cancel func()) map[string]func() { return map[string]func(){"DueJobs": cancel} }},
+		{name: "RetryJob", kind: "k", run: retry, tries: 1,
+			stopIn: func(_ *memJobs, cancel func()) map[string]func() { return map[string]func(){"RetryJob": cancel} }},
+		// A job of another kind, put aside.
+		{name: "DelayJob other kind", kind: "other", due: MaxQueueAge,
+			stopIn: func(_ *memJobs, cancel func()) map[string]func() { return map[string]func(){"DelayJob": cancel} }},
+		{name: "DelayJob Later", kind: "k", due: 3 * time.Hour, run: func(func()) Outcome { return Later(later) },
+			stopIn: func(_ *memJobs, cancel func()) map[string]func() { return map[string]func(){"DelayJob": cancel} }},
+		// The stop comes as the failure is reported, and as the job is
+		// removed.
+		{name: "Failed report", kind: "k", run: func(cancel func()) Outcome {
+			return Failed(errors.New("no such number"), func(context.Context) error { cancel(); return nil })
+		}, stopIn: func(*memJobs, func()) map[string]func() { return nil }},
+		{name: "Failed DeleteJob", kind: "k", run: func(func()) Outcome {
+			return Failed(errors.New("no such number"), func(context.Context) error { return nil })
+		}, stopIn: func(_ *memJobs, cancel func()) map[string]func() { return map[string]func(){"DeleteJob": cancel} }},
+		// A job done whose removal the store refused is removed on a
+		// later pass, which claimed it again: the stop comes then.
+		{name: "DeleteJob finished", kind: "k", run: func(func()) Outcome { return Done() },
+			stopIn: func(st *memJobs, cancel func()) map[string]func() {
+				st.claim, st.refuseDelete = 0, true
+				deletes := 0
+				return map[string]func(){"DeleteJob": func() {
+					deletes++
+					if deletes == 1 {
+						st.claim = time.Hour // refused; the next read claims it
+						return
+					}
+					st.refuseDelete = false
+					cancel()
+				}}
+			}},
+	}
+	for _, c := range cases {
 		st := newMemJobs()
 		st.claim = time.Hour
-		id := st.add("k", time.Now())
+		id := st.add(c.kind, time.Now())
 		ctx, cancel := context.WithCancel(context.Background())
-		st.stopIn = map[string]func(){method: cancel}
+		st.stopIn = c.stopIn(st, cancel)
 		tries := 0
-		r := testRunner(st, func(context.Context, Job) Outcome { tries++; return Retry(errors.New("provider answered 500")) })
+		r := testRunner(st, func(context.Context, Job) Outcome { tries++; return c.run(cancel) })
 		start := time.Now()
 		r.Run(ctx)
+		cancel()
 		got, ok := st.get(id)
+		if c.due == 0 && c.tries == 0 {
+			if ok {
+				t.Errorf("stop in %s: the job is left: %+v", c.name, got)
+			}
+			continue
+		}
 		if !ok {
-			t.Fatalf("stop in %s: the job is gone", method)
+			t.Fatalf("stop in %s: the job is gone", c.name)
 		}
-		// Due at once (not run: put back as it was) or after the
-		// backoff (run once, its retry recorded); not after the claim.
-		if due := got.NextTry.Sub(start); due > time.Minute || got.Attempts != tries {
-			t.Errorf("stop in %s: %d tries, job %+v due in %v", method, tries, got, due)
+		want := c.tries
+		if want < 0 {
+			want = tries
 		}
-		if method == "RetryJob" && (tries != 1 || got.LastError != "provider answered 500") {
-			t.Errorf("stop in %s: %d tries, the retry not recorded: %+v", method, tries, got)
+		// Due when recorded, or at once (not run: put back as it
+		// was); not after the claim.
+		if due := got.NextTry.Sub(start); due < c.due-time.Minute || due > c.due+time.Minute || got.Attempts != want {
+			t.Errorf("stop in %s: %d tries, job %+v due in %v, want %v", c.name, tries, got, due, c.due)
+		}
+		if c.name == "RetryJob" && (tries != 1 || got.LastError != "provider answered 500") {
+			t.Errorf("stop in %s: %d tries, the retry not recorded: %+v", c.name, tries, got)
 		}
 	}
 }

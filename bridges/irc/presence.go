@@ -185,15 +185,14 @@ func (n *network) watchNew(cs []*contact) {
 	}
 	n.sendBatches("MONITOR", mon, maxLine-2-len("MONITOR + "), 0, func(nicks []string) []string {
 		return []string{"+", strings.Join(nicks, ",")}
-	})
+	}, nil)
 	n.isonNow(poll)
 }
 
 // isonNow asks whether cs are online.
 func (n *network) isonNow(cs []*contact) {
-	n.sendBatches("ISON", cs, isonRoom, 0, func(nicks []string) []string {
+	n.sendBatches("ISON", cs, isonRoom, 0, nil, func(nicks []string) {
 		n.watch.ison = append(n.watch.ison, request{n.folded(nicks), time.Now()})
-		return nicks
 	})
 }
 
@@ -208,14 +207,23 @@ func (n *network) folded(nicks []string) []string {
 
 // sendBatches sends cmd for the nicks of cs, as many a line as fit in
 // room bytes (joined by one separator) and, when max > 0, at most max;
-// params turns a batch into the command's parameters.
-func (n *network) sendBatches(cmd string, cs []*contact, room, max int, params func(nicks []string) []string) {
+// params turns a batch into the command's parameters (nil: the nicks),
+// and sent (if not nil) is called with each batch sent. A batch the
+// connection refuses (its queue full, say) is not sent: no reply will
+// come for it.
+func (n *network) sendBatches(cmd string, cs []*contact, room, max int, params func(nicks []string) []string, sent func(nicks []string)) {
 	var batch []string
 	size := 0
 	flush := func() {
 		if len(batch) > 0 {
-			if err := n.send(cmd, params(batch)...); err != nil {
+			p := batch
+			if params != nil {
+				p = params(batch)
+			}
+			if err := n.send(cmd, p...); err != nil {
 				n.b.host.Log().Warn("cannot send a presence request to an irc server", "user", n.user, "server", n.server, "command", cmd, "err", err)
+			} else if sent != nil {
+				sent(batch)
 			}
 		}
 		batch, size = nil, 0
@@ -278,9 +286,8 @@ func (n *network) pollNow() {
 		}
 	}
 	n.isonNow(ison)
-	n.sendBatches("USERHOST", uh, maxLine-2-len("USERHOST "), userhostBatch, func(nicks []string) []string {
+	n.sendBatches("USERHOST", uh, maxLine-2-len("USERHOST "), userhostBatch, nil, func(nicks []string) {
 		n.watch.userhost = append(n.watch.userhost, request{n.folded(nicks), time.Now()})
-		return nicks
 	})
 }
 
@@ -296,8 +303,10 @@ func unanswered(rs []request, cutoff time.Time) []request {
 // line: its reply goes to the user, and the poll's replies still match
 // their requests.
 func (n *network) userRequest(m *irc.Message) {
-	if len(m.Params) == 0 {
-		return // answered with an error numeric, not a 303 or 302
+	if len(strings.Fields(strings.Join(m.Params, " "))) == 0 {
+		// No nick ("ISON", "ISON :"): answered with an error
+		// numeric (461), not a 303 or 302.
+		return
 	}
 	switch strings.ToUpper(m.Command) {
 	case "ISON":
@@ -633,7 +642,7 @@ func (b *Bridge) unwatchAll(user string) {
 		if n.c != nil && n.registered {
 			n.sendBatches("MONITOR", mon, maxLine-2-len("MONITOR - "), 0, func(nicks []string) []string {
 				return []string{"-", strings.Join(nicks, ",")}
-			})
+			}, nil)
 		}
 		n.stopPoll()
 		n.watch = watchState{started: n.watch.started}

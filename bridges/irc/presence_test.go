@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"passerelle/bridges"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
@@ -105,31 +107,10 @@ func TestContactPresencePolled(t *testing.T) {
 // before a poll, is answered to the user; the poll's replies still tell
 // the contacts' presence.
 func TestContactPresenceUserISON(t *testing.T) {
-	fx := watchFixture(t, "", "CASEMAPPING=ascii", "bob")
-	fx.f.expect(t, "ISON bob")
-	fx.f.send(t, ":srv 303 nick :bob")
-	fx.h.Expect(t, "bob available", contactPresence(bobJID, "", "", ""))
+	fx := bobOnline(t)
 
-	raw := func(id, body string) {
-		fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='localhost@irc.example' type='chat' id='"+id+"'><body>"+body+"</body></message>")
-	}
-	// status waits for the status message text, failing on any presence
-	// of bob before it.
-	status := func(text string) {
-		t.Helper()
-		for {
-			st := fx.h.Next(t)
-			if st.Local == "presence" && st.Attr("from") == bobJID {
-				t.Fatalf("bob's presence changed by the user's request: %s", st)
-			}
-			if st.Local == "message" && st.Attr("from") == "localhost@irc.example" && st.Attr("to") == testUser {
-				if got := st.ChildText("", "body"); got != text {
-					t.Fatalf("the user was told %q, want %q", got, text)
-				}
-				return
-			}
-		}
-	}
+	raw := func(id, body string) { t.Helper(); fx.rawLines(t, id, body) }
+	status := func(text string) { t.Helper(); fx.userStatus(t, text) }
 	raw("r1", "ISON carol&#10;USERHOST carol")
 	fx.f.expect(t, "ISON carol")
 	fx.f.expect(t, "USERHOST carol")
@@ -506,4 +487,99 @@ func TestPresenceRequestUnsent(t *testing.T) {
 		n.isonNow([]*contact{{nick: "bob"}})
 	})
 	fx.h.Logs.Wait(t, "cannot send a presence request to an irc server")
+}
+
+// bobOnline is a watchFixture watching bob, shown available.
+func bobOnline(t *testing.T) *fixture {
+	t.Helper()
+	fx := watchFixture(t, "", "CASEMAPPING=ascii", "bob")
+	fx.f.expect(t, "ISON bob")
+	fx.f.send(t, ":srv 303 nick :bob")
+	fx.h.Expect(t, "bob available", contactPresence(bobJID, "", "", ""))
+	return fx
+}
+
+// rawLines sends body (XML text) from the user to the network's address:
+// raw IRC lines.
+func (fx *fixture) rawLines(t *testing.T, id, body string) {
+	t.Helper()
+	fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='localhost@irc.example' type='chat' id='"+id+"'><body>"+body+"</body></message>")
+}
+
+// userStatus waits for the message from the network's address telling
+// the user text, failing on any presence of bob before it.
+func (fx *fixture) userStatus(t *testing.T, text string) {
+	t.Helper()
+	for {
+		st := fx.h.Next(t)
+		if st.Local == "presence" && st.Attr("from") == bobJID {
+			t.Fatalf("bob's presence changed before the user was told %q: %s", text, st)
+		}
+		if st.Local == "message" && st.Attr("from") == "localhost@irc.example" && st.Attr("to") == testUser {
+			if got := st.ChildText("", "body"); got != text {
+				t.Fatalf("the user was told %q, want %q", got, text)
+			}
+			return
+		}
+	}
+}
+
+// A poll's ISON and USERHOST that the connection refuses (its queue is
+// full) await no reply: the user's next ISON and USERHOST are answered
+// to the user, and the next poll's replies tell the contacts' presence.
+func TestPresenceRequestRefused(t *testing.T) {
+	fx := bobOnline(t)
+	var c *conn
+	fx.h.Run(func(context.Context) {
+		n := fx.b.networkOf(testUser, "localhost")
+		c = n.c
+		// No token for the writer: the queue stays as filled. Empty
+		// lines are written as nothing.
+		n.c.limit.SetLimit(0)
+		n.c.limit.SetBurst(0)
+		for n.c.room() > 0 {
+			if err := n.c.send(""); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+		n.pollNow()
+		n.c.limit.SetLimit(rate.Inf)
+		n.c.mu.Lock()
+		n.c.startWriter() // wakes the writer
+		n.c.mu.Unlock()
+	})
+	fx.h.Logs.Wait(t, "cannot send a presence request to an irc server")
+	waitConn(t, c, "the writer did not drain the queue", func() bool { return len(c.queue) == 0 })
+	fx.rawLines(t, "r1", "ISON carol&#10;USERHOST carol")
+	fx.f.expect(t, "ISON carol")
+	fx.f.expect(t, "USERHOST carol")
+	fx.f.send(t, ":srv 303 nick :carol", ":srv 302 nick :carol=+~c@h")
+	fx.userStatus(t, "ISON: carol")
+	fx.userStatus(t, "USERHOST: carol=+~c@h")
+	fx.pollNow(t)
+	fx.f.expect(t, "ISON bob")
+	fx.f.expect(t, "USERHOST bob")
+	fx.f.send(t, ":srv 303 nick :", ":srv 302 nick :")
+	fx.h.Expect(t, "bob unavailable", contactPresence(bobJID, "unavailable", "", ""))
+}
+
+// An ISON or USERHOST the user types with no nick ("ISON :") is answered
+// with an error numeric, not a 303 or 302: the next poll's replies are
+// the poll's.
+func TestContactPresenceUserRequestNoNick(t *testing.T) {
+	fx := bobOnline(t)
+	fx.rawLines(t, "r1", "ISON :&#10;USERHOST : ")
+	fx.f.expect(t, "ISON :")
+	fx.f.expect(t, "USERHOST : ")
+	fx.f.send(t, ":srv 461 nick ISON :Syntax error", ":srv 461 nick USERHOST :Syntax error")
+	fx.userStatus(t, "ISON Syntax error")
+	fx.userStatus(t, "USERHOST Syntax error")
+	fx.pollNow(t)
+	fx.f.expect(t, "ISON bob")
+	fx.f.expect(t, "USERHOST bob")
+	fx.f.send(t, ":srv 303 nick :bob", ":srv 302 nick :bob=-~b@h")
+	fx.f.expect(t, "WHOIS bob")
+	fx.f.send(t, ":srv 311 nick bob ~b h * :Bob", ":srv 301 nick bob :lunch", ":srv 318 nick bob :End of WHOIS list")
+	fx.h.Expect(t, "bob away", contactPresence(bobJID, "", "away", "lunch"))
 }

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -112,10 +113,11 @@ func Start() (*Cluster, error) {
 		c.remove()
 		return nil, fmt.Errorf("failed to initdb: %w\n%s", err, out)
 	}
-	// A free port can be taken by someone else before the server binds it:
-	// try a few.
+	// A free port can be taken by someone else before the server binds it
+	// (another test's cluster, say): our postmaster then exits, and the
+	// next try takes another port.
 	for try := 0; ; try++ {
-		c.port, err = freePort()
+		c.port, err = pickPort()
 		if err != nil {
 			c.remove()
 			return nil, err
@@ -133,6 +135,12 @@ func Start() (*Cluster, error) {
 
 // serve starts the postmaster on c.port and waits until it accepts
 // connections. On error no server runs.
+//
+// Readiness is asked through the unix socket in the cluster's directory,
+// never over TCP: while our postmaster has not yet failed to bind a port
+// someone else holds, 127.0.0.1:port may be another cluster's server.
+// Only our postmaster makes a socket in c.dir, and it does so after
+// binding its TCP port.
 func (c *Cluster) serve() error {
 	log, err := os.OpenFile(filepath.Join(c.dir, "log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
@@ -166,7 +174,7 @@ func (c *Cluster) serve() error {
 		return fmt.Errorf("failed to run postgres: %w", err)
 	}
 	c.proc = cmd.Process
-	c.admin, err = sql.Open("pgx", c.URL("postgres"))
+	c.admin, err = sql.Open("pgx", c.socketURL("postgres"))
 	if err != nil {
 		c.kill()
 		return fmt.Errorf("failed to connect to postgres: %w", err)
@@ -242,6 +250,9 @@ func (c *Cluster) run(prog string, args ...string) ([]byte, error) {
 	return cmd.CombinedOutput()
 }
 
+// pickPort is the port the next serve tries; tests replace it.
+var pickPort = freePort
+
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -254,6 +265,12 @@ func freePort() (int, error) {
 // URL is the postgres:// URL of database db on the cluster.
 func (c *Cluster) URL(db string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.port, db)
+}
+
+// socketURL is the URL of database db through the server's unix socket
+// in the cluster's directory: it reaches our server or none.
+func (c *Cluster) socketURL(db string) string {
+	return fmt.Sprintf("postgres://postgres@/%s?host=%s&port=%d&sslmode=disable", db, url.QueryEscape(c.dir), c.port)
 }
 
 // Pid is the process id of the server's postmaster (its first process,

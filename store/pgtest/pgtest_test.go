@@ -88,6 +88,46 @@ func TestDB(t *testing.T) {
 	}
 }
 
+// A cluster whose port is taken by another cluster before its server
+// binds it does not take the other's server for its own: it starts on
+// another port, and its URLs reach its own server.
+func TestPortTaken(t *testing.T) {
+	first := New(t)
+	tries := 0
+	pickPort = func() (int, error) {
+		tries++
+		if tries == 1 {
+			return first.port, nil
+		}
+		return freePort()
+	}
+	defer func() { pickPort = freePort }()
+	second := New(t)
+	if tries < 2 || second.port == first.port {
+		t.Fatalf("the second cluster serves on port %d (the first's is %d) after %d tries", second.port, first.port, tries)
+	}
+	for _, c := range []*Cluster{first, second} {
+		db, err := sql.Open("pgx", c.URL("postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var dir string
+		if err := db.QueryRow(`SHOW data_directory`).Scan(&dir); err != nil {
+			t.Fatal(err)
+		}
+		if dir != c.data() {
+			t.Errorf("the cluster in %s reaches the server of %s", c.data(), dir)
+		}
+		if err := c.admin.QueryRow(`SHOW data_directory`).Scan(&dir); err != nil {
+			t.Fatal(err)
+		}
+		if dir != c.data() {
+			t.Errorf("the cluster in %s administers the server of %s", c.data(), dir)
+		}
+	}
+}
+
 // helperEnv makes the test binary the helper of TestServerDiesWithTest.
 const helperEnv = "PGTEST_KILLED_HELPER"
 
