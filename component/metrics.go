@@ -30,6 +30,9 @@ type DomainMetrics struct {
 	// Relayed counts the stanzas passed on to other instances: answers
 	// to their requests, privilege advertisements (relay.go).
 	Relayed atomic.Int64
+	// NotRelayed counts the answers to another instance's request id
+	// dropped because their sender is none the gateway asks (relay.go).
+	NotRelayed atomic.Int64
 }
 
 // NewMetrics returns an empty registry.
@@ -69,6 +72,7 @@ func (m *Metrics) WritePrometheus(w io.Writer) {
 		{"passerelle_registrations_total", "counter", "new registrations", func(d *DomainMetrics) int64 { return d.Registrations.Load() }},
 		{"passerelle_outbox_store_errors_total", "counter", "failed reads and removals of the stanza outbox", func(d *DomainMetrics) int64 { return d.OutboxStoreErrors.Load() }},
 		{"passerelle_relayed_total", "counter", "stanzas meant for other instances that reached this one and were passed on to them through the database (answers to their requests, the server's privilege advertisements)", func(d *DomainMetrics) int64 { return d.Relayed.Load() }},
+		{"passerelle_not_relayed_total", "counter", "answers to another instance's request dropped instead of passed on: their sender is none the gateway asks (not the XMPP server, an allowed user or the gateway)", func(d *DomainMetrics) int64 { return d.NotRelayed.Load() }},
 		{"passerelle_insecure_deliveries_total", "counter", "deliveries held back or refused because the server could not be reached safely (no TLS for a password, untrusted certificate)", func(d *DomainMetrics) int64 { return d.Insecure.Load() }},
 	}
 	for _, s := range series {

@@ -70,9 +70,13 @@ type Instance struct {
 	// says so (the monotonic clock may stand still while a virtual
 	// machine is paused; the wall clock, which the other instances
 	// compare the lease with, may step). epoch counts the times the
-	// instance let go of its users. They make the fences (Fence).
+	// instance let go of its users (it changes under mu). They make the
+	// fences (Fence). tripped is epoch+1 once a fence taken under the
+	// current epoch found the lease ended by the clock: that fence fails
+	// for good, so the users must be let go even when a renewal made the
+	// lease valid again meanwhile (checkExpiry).
 	validUntil, validWall atomic.Int64
-	epoch                 atomic.Uint64
+	epoch, tripped        atomic.Uint64
 
 	mu    sync.Mutex
 	comps []*Component
@@ -167,11 +171,12 @@ func (in *Instance) leased() bool {
 }
 
 // expired reports whether the lease ended by the clock while the instance
-// still took itself for the holder of its users: the process was stopped
-// or starved past it, and another instance may have taken them.
+// still took itself for the holder of its users (the process was stopped
+// or starved past it, and another instance may have taken them), or a
+// fence found it ended before a renewal made it valid again. Call it
+// with mu held.
 func (in *Instance) expired() bool {
-	lost, ended := in.state()
-	return !lost && ended
+	return !in.lost && (in.ended() || in.tripped.Load() == in.epoch.Load()+1)
 }
 
 // state reports whether the instance let go of its users, and whether
@@ -188,15 +193,29 @@ func (in *Instance) state() (lost, ended bool) {
 
 // fence returns a check of the lease the instance holds its users under
 // now: it reports false once that lease ended by the clock or the
-// instance let go of its users (a renewal later does not make it true
-// again). Alone, it always reports true.
+// instance let go of its users, and stays false (a renewal later does
+// not make it true again). A fence failed by the clock has the watch let
+// go of every user (checkExpiry): a bridge that closed a connection on
+// it is then told to forget the user (Released), and the user is taken
+// up again under a new lease. Alone, it always reports true.
 func (in *Instance) fence() func() bool {
 	if in.solo {
 		return func() bool { return true }
 	}
 	e := in.epoch.Load()
+	var failed atomic.Bool
 	return func() bool {
-		return in.epoch.Load() == e && !in.ended()
+		if failed.Load() {
+			return false
+		}
+		if in.epoch.Load() == e && !in.ended() {
+			return true
+		}
+		failed.Store(true)
+		if in.epoch.Load() == e {
+			in.tripped.Store(e + 1)
+		}
+		return false
 	}
 }
 
@@ -260,12 +279,20 @@ func (in *Instance) watch(ctx context.Context) {
 
 // checkExpiry lets go of every user at once, without a word on their
 // foreign connections (their fences fail), when the lease ended by the
-// clock: the process was frozen or starved past it. The next renewal
-// joins again under a new name.
+// clock (the process was frozen or starved past it), or a fence found it
+// ended. The next renewal joins again under a new name.
 func (in *Instance) checkExpiry() {
-	if in.expired() {
-		in.letGo("the lease ended before it was renewed (the process was stopped or starved)")
+	if in.solo {
+		return
 	}
+	in.mu.Lock()
+	if !in.expired() {
+		in.mu.Unlock()
+		return
+	}
+	in.dropLocked()
+	in.mu.Unlock()
+	in.release("the lease ended before it was renewed (the process was stopped or starved)")
 }
 
 // watchPresence shows this instance's presence and reads the others':
@@ -311,7 +338,7 @@ func (in *Instance) renew(ctx context.Context) {
 	start := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, in.renewEvery/2)
 	defer cancel()
-	err := in.renewLease(rctx)
+	e, rejoined, err := in.renewLease(rctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return
@@ -326,8 +353,27 @@ func (in *Instance) renew(ctx context.Context) {
 		}
 		return
 	}
-	in.setValid(start)
 	in.mu.Lock()
+	switch {
+	case in.epoch.Load() != e:
+		// The instance let go of its users while the renewal ran (the
+		// watch found the lease ended): it stays without them, and the
+		// next renewal joins again under a new name.
+		in.mu.Unlock()
+		return
+	case !rejoined && in.expired():
+		// The lease ended by the clock while it was renewed (the process
+		// was frozen, the wall clock stepped), or a fence found it ended:
+		// the fences taken under it fail for good, so the users go.
+		in.dropLocked()
+		in.mu.Unlock()
+		in.release("the lease ended while it was renewed")
+		return
+	}
+	if rejoined {
+		in.tripped.Store(0) // by fences taken while the instance held nobody
+	}
+	in.setValid(start)
 	in.lost = false
 	in.mu.Unlock()
 	in.sweep(ctx, in.components()...)
@@ -405,24 +451,27 @@ func (in *Instance) sweep(ctx context.Context, comps ...*Component) {
 
 // renewLease renews the lease, or joins again under a new name when the
 // lease ended meanwhile (the instance then lets go of its users first:
-// others may have taken them) or when the instance let go of them.
-func (in *Instance) renewLease(ctx context.Context) error {
+// others may have taken them) or when the instance let go of them. It
+// returns the epoch it renewed under (the renewal counts only if the
+// instance did not let go since) and whether it joined again.
+func (in *Instance) renewLease(ctx context.Context) (epoch uint64, rejoined bool, err error) {
 	in.mu.Lock()
-	lost := in.lost
+	lost, e := in.lost, in.epoch.Load()
 	in.mu.Unlock()
 	if !lost {
 		ok, err := in.st.RenewInstance(ctx, in.lease)
 		if err != nil || ok {
-			return err
+			return e, false, err
 		}
 		in.letGo("the lease ended before it was renewed")
+		e = in.epoch.Load()
 	}
 	old := in.st.Instance()
 	if err := in.st.RejoinInstances(ctx, in.lease); err != nil {
-		return err
+		return e, true, err
 	}
 	in.log.Info("joined the instances again under a new name", "new", in.st.Instance(), "old", old)
-	return nil
+	return e, true, nil
 }
 
 // letGo closes every user's foreign connections at once and refuses
@@ -431,9 +480,21 @@ func (in *Instance) renewLease(ctx context.Context) error {
 // dropped, their connections closed without a word.
 func (in *Instance) letGo(why string) {
 	in.mu.Lock()
-	in.lost = true
+	in.dropLocked()
 	in.mu.Unlock()
+	in.release(why)
+}
+
+// dropLocked marks the instance as without its users and fails the
+// fences taken before; mu is held.
+func (in *Instance) dropLocked() {
+	in.lost = true
 	in.epoch.Add(1)
+}
+
+// release has the components forget every user and their bridges close
+// the users' connections (letGo).
+func (in *Instance) release(why string) {
 	n := 0
 	for _, c := range in.components() {
 		n += c.releaseAll()

@@ -459,6 +459,80 @@ func TestInstanceFailures(t *testing.T) {
 		waitEvent(t, log, "b handled u@example.org two")
 	})
 
+	// A fence finds the lease ended by the clock (a line read from an
+	// IRC server after the process was frozen past it: the connection is
+	// closed for good), and a renewal that was under way makes the lease
+	// valid again before the watch looked: the fence stays failed, and
+	// the instance lets go of the user all the same, which is taken up
+	// again rather than left without its connection.
+	t.Run("fence failed before a renewal", func(t *testing.T) {
+		log, a, _ := heldPair(t, cluster, lease)
+		old := a.st.Instance()
+		fence := a.c.Fence()
+		a.inst.mu.Lock() // the watch waits for the renewal
+		a.inst.validWall.Store(time.Now().Add(-time.Second).UnixNano())
+		failed := !fence()
+		a.inst.setValid(time.Now())
+		a.inst.mu.Unlock()
+		if !failed {
+			t.Fatal("the fence holds past the lease")
+		}
+		if fence() {
+			t.Error("the renewal made a failed fence hold again")
+		}
+		waitEvent(t, log, "a released u@example.org")
+		waitFor(t, "a under a new name", func() bool { return a.st.Instance() != old && a.inst.leased() })
+		waitFor(t, "u taken up again", func() bool {
+			return slices.ContainsFunc(log.all(), func(e string) bool { return strings.HasSuffix(e, " acquired u@example.org") })
+		})
+		if fence() {
+			t.Error("the old fence holds under the new name")
+		}
+	})
+
+	// The lease ends by the clock while its renewal waits for the
+	// database (the process froze, or the wall clock stepped): the
+	// renewal does not make it valid again; the instance lets go of its
+	// users, and takes them up again under a new name.
+	t.Run("lease ended while renewed", func(t *testing.T) {
+		a, log, fence, renewed := renewing(t, cluster, func(a *node) {
+			a.inst.validWall.Store(time.Now().Add(-time.Second).UnixNano())
+		})
+		old := a.st.Instance()
+		<-renewed
+		if fence() || a.inst.leased() {
+			t.Fatalf("after the renewal: the fence holds (%v), the instance is leased (%v)", fence(), a.inst.leased())
+		}
+		waitEvent(t, log, "a released u@example.org")
+		a.inst.renew(context.Background())
+		if a.st.Instance() == old || !a.inst.leased() {
+			t.Fatalf("a did not join again under a new name: %s", a.logs)
+		}
+		waitEvent(t, log, "a acquired u@example.org")
+		if fence() {
+			t.Error("the old fence holds under the new name")
+		}
+	})
+
+	// The watch lets go of the users while a renewal waits for the
+	// database: the renewal does not take the instance for their holder
+	// again; the next one joins under a new name, and takes them up.
+	t.Run("let go while renewed", func(t *testing.T) {
+		a, log, fence, renewed := renewing(t, cluster, func(a *node) {
+			a.inst.letGo("test")
+		})
+		old := a.st.Instance()
+		<-renewed
+		if fence() || a.inst.leased() {
+			t.Fatalf("after the renewal: the fence holds (%v), the instance is leased (%v)", fence(), a.inst.leased())
+		}
+		a.inst.renew(context.Background())
+		if a.st.Instance() == old || !a.inst.leased() {
+			t.Fatalf("a did not join again under a new name: %s", a.logs)
+		}
+		waitEvent(t, log, "a acquired u@example.org")
+	})
+
 	// An instance that cannot record itself at start is not started.
 	t.Run("join fails", func(t *testing.T) {
 		st, err := store.Open(cluster.DB(t))
@@ -527,8 +601,9 @@ func TestInstanceAlone(t *testing.T) {
 // A lease ends when either clock says so: the monotonic one (a process
 // frozen past it) or the wall clock the other instances compare it with
 // (a virtual machine paused, whose monotonic clock stood still). A fence
-// taken before the instance let go of its users stays failed after a
-// renewal.
+// that failed stays failed after a renewal, and has the instance let go
+// of its users still; a fence taken before the instance let go of its
+// users stays failed after it joined again.
 func TestLeaseClocks(t *testing.T) {
 	in := &Instance{lease: time.Minute, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	in.setValid(time.Now())
@@ -541,12 +616,38 @@ func TestLeaseClocks(t *testing.T) {
 		t.Error("a lease ended by the wall clock is taken for valid")
 	}
 	in.setValid(time.Now())
+	if f() {
+		t.Error("a renewal made a failed fence hold again")
+	}
+	if !in.leased() || !in.expired() {
+		t.Errorf("renewed after a fence failed: leased %v, expired %v (want the users let go)", in.leased(), in.expired())
+	}
+	in.checkExpiry()
+	if in.leased() || f() {
+		t.Error("the instance kept its users after a fence failed")
+	}
+	in.mu.Lock() // joined again
+	in.lost = false
+	in.tripped.Store(0)
+	in.mu.Unlock()
+	in.setValid(time.Now())
+	g := in.fence()
 	in.validUntil.Store(int64(time.Since(clockBase) - time.Second))
-	if f() || in.leased() || !in.expired() {
+	if g() || in.leased() || !in.expired() {
 		t.Error("a lease ended by the monotonic clock is taken for valid")
 	}
 	in.setValid(time.Now())
-	if !f() {
+	if g() {
+		t.Error("a renewal made a failed fence hold again")
+	}
+	in.checkExpiry()
+	in.mu.Lock()
+	in.lost = false
+	in.tripped.Store(0)
+	in.mu.Unlock()
+	h := in.fence()
+	in.setValid(time.Now())
+	if !h() {
 		t.Error("a renewed lease fails the fence taken before")
 	}
 	in.letGo("test")
@@ -554,7 +655,34 @@ func TestLeaseClocks(t *testing.T) {
 	in.mu.Lock()
 	in.lost = false
 	in.mu.Unlock()
-	if f() || !in.leased() || !in.fence()() {
-		t.Errorf("after letting go and a renewal: the old fence %v, leased %v", f(), in.leased())
+	if h() || !in.leased() || !in.fence()() {
+		t.Errorf("after letting go and a renewal: the old fence %v, leased %v", h(), in.leased())
 	}
+}
+
+// renewing starts an instance alone, with a lease that outlives its
+// renewal's wait, that holds u@example.org, stops its renewals and looks,
+// and starts one renewal that waits for the database; during it, it runs
+// during, then lets the renewal go on. It returns the instance, the log,
+// a fence taken before and a channel closed once the renewal returned.
+func renewing(t *testing.T, cluster *pgtest.Cluster, during func(a *node)) (*node, *eventLog, func() bool, chan struct{}) {
+	t.Helper()
+	log := &eventLog{}
+	a := startNode(t, cluster.DB(t), "a", log, 80*time.Second) // its renewal waits up to 10 s
+	message(a.fc, t, "u@example.org", "one")
+	waitEvent(t, log, "a handled u@example.org one")
+	a.freeze()
+	fence := a.c.Fence()
+	release := storetest.Lock(t, a.st, "instances")
+	renewed := make(chan struct{})
+	go func() { defer close(renewed); a.inst.renew(context.Background()) }()
+	waitFor(t, "the renewal to wait for the database", func() bool {
+		var n int
+		err := a.st.DB().QueryRow(`SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'UPDATE instances%'`).Scan(&n)
+		return err == nil && n > 0
+	})
+	during(a)
+	release()
+	return a, log, fence, renewed
 }

@@ -99,6 +99,29 @@ func (c *Component) relayTarget(id string) string {
 	return name
 }
 
+// mayAnswer reports whether from is a JID the gateway's requests go to,
+// whose answer another instance may wait for: one of the gateway's
+// domains (a ping to itself), the XMPP server and its services (the
+// parent of the component's domain and the domains under it), an allowed
+// user (any of its resources) or an allowed domain (a user's server). Any other JID can answer nothing the gateway asked; passing on
+// what it sends would let anybody make the gateway write to the
+// database and notify the instances.
+func (c *Component) mayAnswer(from string) bool {
+	d := strings.ToLower(stanza.Domain(from))
+	if d == "" {
+		return false
+	}
+	if stanza.Local(from) == "" {
+		if c.ownAddress(from) {
+			return true
+		}
+		if _, server, ok := strings.Cut(strings.ToLower(c.opts.Domain), "."); ok && (d == server || strings.HasSuffix(d, "."+server)) {
+			return true
+		}
+	}
+	return c.opts.Allowed(stanza.Bare(from))
+}
+
 // relay passes st, an answer to a request of the instance listening as
 // to, to that instance, on a queue of its own (the reader never waits
 // for the database). A failure drops the answer: its request times out,

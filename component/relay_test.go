@@ -207,6 +207,40 @@ func TestRelayRefusals(t *testing.T) {
 		})
 	})
 
+	// An answer to a's request id from a JID the gateway does not ask
+	// (a remote user, a remote server, a user outside the allowed ones)
+	// is dropped quietly by b, and counted; the answer of the JID asked,
+	// and of the server's services, are passed on.
+	t.Run("sender not asked", func(t *testing.T) {
+		_, a, b := listeningPair(t, cluster)
+		req, out := ask(t, a, stanza.IQ("", "u@example.org", "get", "", xmlel.New(stanza.NSRoster, "query")), 20*time.Second)
+		for _, from := range []string{"mallory@evil.example.net/r", "evil.example.net", "x@test.example.org", "example.org.evil.example.net", "u@evil.example.net"} {
+			b.fc.send(t, "<iq type='result' from='%s' to='test.example.org' id='%s'><query xmlns='jabber:iq:roster'><item jid='%s'/></query></iq>", from, req.Attr("id"), from)
+		}
+		b.fc.send(t, "<iq type='result' from='u@example.org' to='test.example.org' id='%s'/>", req.Attr("id"))
+		if r := answer(t, out); r.Attr("from") != "u@example.org" {
+			t.Fatalf("a's request got %s", r)
+		}
+		waitFor(t, "b's count of answers passed on at 1", func() bool { return b.c.m.Relayed.Load() == 1 })
+		if n := b.c.m.NotRelayed.Load(); n != 5 {
+			t.Fatalf("b dropped %d answers, want 5", n)
+		}
+		var w strings.Builder
+		b.c.opts.Metrics.WritePrometheus(&w)
+		if !strings.Contains(w.String(), `passerelle_not_relayed_total{domain="test.example.org"} 5`) {
+			t.Errorf("b's metrics:\n%s", w.String())
+		}
+		if strings.Contains(b.logs.String(), "refused a user outside PASSERELLE_ALLOW") {
+			t.Errorf("b refused an answer instead of dropping it:\n%s", b.logs)
+		}
+		// The server's services (an upload service's slot) answer too.
+		req, out = ask(t, a, stanza.IQ("", "upload.example.org", "get", "", xmlel.New(stanza.NSUpload, "request")), 20*time.Second)
+		b.fc.send(t, "<iq type='result' from='upload.example.org' to='test.example.org' id='%s'/>", req.Attr("id"))
+		if r := answer(t, out); r.Attr("from") != "upload.example.org" {
+			t.Fatalf("a's request got %s", r)
+		}
+	})
+
 	// What an instance takes from the others: answers and privilege
 	// advertisements for a domain it serves, nothing else.
 	t.Run("not to be taken", func(t *testing.T) {

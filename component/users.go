@@ -191,6 +191,11 @@ func (c *Component) dispatch(st *xmlel.Element) {
 	}
 	if st.Local == "iq" && (typ == "result" || typ == "error") {
 		if to := c.relayTarget(st.Attr("id")); to != "" {
+			if !c.mayAnswer(st.Attr("from")) {
+				c.m.NotRelayed.Add(1)
+				c.log.Debug("dropped an answer to another instance's id from a JID the gateway does not ask", "id", st.Attr("id"), "from", st.Attr("from"))
+				return
+			}
 			c.relay(st, to) // another instance's request
 			return
 		}

@@ -19,6 +19,13 @@ package store
 // may be goes in several, in one transaction: the server delivers a
 // transaction's notifications together, in order.
 //
+// A listener's connection may go silent without failing (a half-open TCP
+// connection: a firewall's state dropped, the server's host gone): it
+// would take itself for listening while what is passed on to it is lost,
+// until TCP gives up, minutes later. So a listener passes a check on to
+// itself the same way every relayCheckEvery, and takes its connection
+// for dead when the check does not come back within relayCheckWait.
+//
 // SQLite serves one process: there is nobody to pass anything to
 // (ErrNotShared).
 
@@ -30,6 +37,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
@@ -53,6 +62,15 @@ const (
 	// (RelayAll).
 	relayEveryone = "passerelle_relay"
 )
+
+// relayCheckEvery is how often a listener passes a check on to itself;
+// relayCheckWait is how long it waits for the check to come back before
+// it takes its connection for dead (Listen). Tests shorten them.
+var relayCheckEvery, relayCheckWait = 30 * time.Second, 10 * time.Second
+
+// relayCheckPrefix starts the payload of a listener's check: no relayed
+// stanza's head has it (a stanza's is "<key> <i> <n> <domain> <from>\n").
+const relayCheckPrefix = "check "
 
 // relayPiece is the most bytes of a stanza one notification carries
 // (PostgreSQL's payload is 8000 bytes at most, header included).
@@ -97,14 +115,17 @@ func (s *Store) notify(ctx context.Context, ch string, r Relayed) error {
 	if r.Domain == "" || strings.ContainsAny(r.Domain, " \n") || strings.ContainsAny(r.From, " \n") || !utf8.Valid(r.Stanza) {
 		return fmt.Errorf("cannot relay a stanza for domain %q from %q (or not in UTF-8)", r.Domain, r.From)
 	}
-	payloads := relayPayloads(r)
-	err := s.inGroup(ctx, func(g groupTx) error {
-		return g.exec(`SELECT pg_notify(?, p) FROM unnest(CAST(? AS text[])) AS p`, ch, payloads)
-	})
-	if err != nil {
+	if err := s.notifyPayloads(ctx, ch, relayPayloads(r)); err != nil {
 		return fmt.Errorf("failed to pass a stanza to another instance: %w", err)
 	}
 	return nil
+}
+
+// notifyPayloads sends payloads on channel ch, in the group commit.
+func (s *Store) notifyPayloads(ctx context.Context, ch string, payloads []string) error {
+	return s.inGroup(ctx, func(g groupTx) error {
+		return g.exec(`SELECT pg_notify(?, p) FROM unnest(CAST(? AS text[])) AS p`, ch, payloads)
+	})
 }
 
 // relayPayloads cuts r into notifications: "<key> <i> <n> <domain>
@@ -136,8 +157,10 @@ func relayPayloads(r Relayed) []string {
 // on to it or to all (RelayAll), and calls got with each, in the order they were passed, on the
 // calling goroutine. It calls listening once the server registered the
 // listener: what is relayed from then on reaches got. It returns when ctx
-// ends or the connection fails (what is relayed until the next Listen is
-// lost). The connection is one of the store's own for as long.
+// ends or the connection fails, or goes silent: a check it passes on to
+// itself every relayCheckEvery did not come back within relayCheckWait
+// (what is relayed until the next Listen is lost). The connection is one
+// of the store's own for as long.
 func (s *Store) Listen(ctx context.Context, name string, listening func(), got func(Relayed)) error {
 	if !s.pg {
 		return ErrNotShared
@@ -160,6 +183,19 @@ func (s *Store) Listen(ctx context.Context, name string, listening func(), got f
 			return fmt.Errorf("failed to listen for relayed stanzas: %w", err)
 		}
 		listening()
+		back := make(chan string, 1) // the checks come back
+		stop := make(chan struct{})
+		var silent error
+		var checking sync.WaitGroup
+		checking.Go(func() {
+			silent = s.checkListener(ctx, ch, back, stop, func() { pc.PgConn().Conn().Close() })
+		})
+		var stopOnce sync.Once
+		stopChecks := func() {
+			stopOnce.Do(func() { close(stop) })
+			checking.Wait()
+		}
+		defer stopChecks()
 		parts := map[string]*pieces{} // the stanzas in pieces, by key
 		for {
 			n, err := pc.WaitForNotification(ctx)
@@ -167,7 +203,18 @@ func (s *Store) Listen(ctx context.Context, name string, listening func(), got f
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
+				stopChecks()
+				if silent != nil {
+					return silent
+				}
 				return fmt.Errorf("lost the connection listening for relayed stanzas: %w", err)
+			}
+			if token, ok := strings.CutPrefix(n.Payload, relayCheckPrefix); ok && n.Channel == ch {
+				select {
+				case back <- token:
+				default:
+				}
+				continue
 			}
 			head, piece, ok := strings.Cut(n.Payload, "\n")
 			f := strings.SplitN(head, " ", 5)
@@ -201,6 +248,46 @@ func (s *Store) Listen(ctx context.Context, name string, listening func(), got f
 			got(Relayed{Domain: f[3], From: f[4], Stanza: []byte(strings.Join(p.of, ""))})
 		}
 	})
+}
+
+// checkListener passes a check on to the listener of channel ch every
+// relayCheckEvery until stop is closed, and waits relayCheckWait for it
+// to come back (its token on back). When it does not, it cuts the
+// listener's connection and returns why. A check that cannot be sent (the
+// store does not answer) proves nothing: the next one is tried.
+func (s *Store) checkListener(ctx context.Context, ch string, back <-chan string, stop <-chan struct{}, cut func()) error {
+	t := time.NewTicker(relayCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return nil
+		case <-t.C:
+		}
+		var b [8]byte
+		rand.Read(b[:])
+		token := hex.EncodeToString(b[:])
+		sctx, cancel := context.WithTimeout(ctx, relayCheckWait)
+		err := s.notifyPayloads(sctx, ch, []string{relayCheckPrefix + token})
+		cancel()
+		if err != nil {
+			continue
+		}
+		wait := time.NewTimer(relayCheckWait)
+		for came := false; !came; {
+			select {
+			case <-stop:
+				wait.Stop()
+				return nil
+			case got := <-back:
+				came = got == token
+			case <-wait.C:
+				cut()
+				return fmt.Errorf("the connection listening for relayed stanzas went silent: a check passed on to it did not come back within %s", relayCheckWait)
+			}
+		}
+		wait.Stop()
+	}
 }
 
 // pieces are the pieces of a relayed stanza received so far.

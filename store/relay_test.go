@@ -1,9 +1,14 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"net"
+	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -173,5 +178,160 @@ func TestRelayListenerCut(t *testing.T) {
 	}
 	if _, err := b.LiveInstances(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// freezingProxy forwards TCP connections to a PostgreSQL server; freeze
+// makes the connections that listened so far (they sent a LISTEN) drop
+// what they carry, both ways, their sockets kept open: a half-open
+// connection, as when a firewall dropped its state.
+type freezingProxy struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []*proxied
+}
+
+type proxied struct {
+	client, server  net.Conn
+	listens, frozen atomic.Bool
+}
+
+// newFreezingProxy starts a proxy to the server of url until the test
+// ends, and returns it and url through it.
+func newFreezingProxy(t *testing.T, dbURL string) (*freezingProxy, string) {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := u.Host
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &freezingProxy{ln: ln}
+	var running sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.client.Close()
+			c.server.Close()
+		}
+		p.mu.Unlock()
+		running.Wait()
+	})
+	running.Go(func() {
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", target)
+			if err != nil {
+				client.Close()
+				continue
+			}
+			c := &proxied{client: client, server: server}
+			p.mu.Lock()
+			p.conns = append(p.conns, c)
+			p.mu.Unlock()
+			running.Go(func() { c.forward(client, server, true) })
+			running.Go(func() { c.forward(server, client, false) })
+		}
+	})
+	u.Host = ln.Addr().String()
+	return p, u.String()
+}
+
+// forward copies from to to until either closes; what comes once the
+// connection is frozen is dropped.
+func (c *proxied) forward(from, to net.Conn, fromClient bool) {
+	defer from.Close()
+	defer to.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := from.Read(buf)
+		if err != nil {
+			return
+		}
+		if fromClient && bytes.Contains(buf[:n], []byte("LISTEN ")) {
+			c.listens.Store(true)
+		}
+		if c.frozen.Load() {
+			continue
+		}
+		if _, err := to.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+// freeze makes the connections that listened so far silent.
+func (p *freezingProxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		if c.listens.Load() {
+			c.frozen.Store(true)
+		}
+	}
+}
+
+// The connection a listener listens on goes silent, neither failing nor
+// delivering (a half-open TCP connection): the check the listener passes
+// on to itself does not come back, and Listen ends, so that its caller
+// listens again on a new connection.
+func TestRelayListenerSilent(t *testing.T) {
+	if cluster == nil {
+		t.Skip("PostgreSQL only")
+	}
+	every, wait := relayCheckEvery, relayCheckWait
+	relayCheckEvery, relayCheckWait = 100*time.Millisecond, 3*time.Second
+	t.Cleanup(func() { relayCheckEvery, relayCheckWait = every, wait })
+	ctx := context.Background()
+	dbURL := testDB(t)
+	p, proxiedURL := newFreezingProxy(t, dbURL)
+	var st []*Store
+	for _, u := range []string{dbURL, proxiedURL} {
+		s, err := Open(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		st = append(st, s)
+	}
+	a, b := st[0], st[1]
+	got, ended := listener(t, b, "b1")
+	if err := a.Relay(ctx, "b1", Relayed{Domain: "d", Stanza: []byte("<iq id='before'/>")}); err != nil {
+		t.Fatal(err)
+	}
+	if r := receive(t, got); string(r.Stanza) != "<iq id='before'/>" {
+		t.Fatalf("got %q", r.Stanza)
+	}
+	// Checks came back meanwhile, and were not taken for stanzas.
+	time.Sleep(5 * relayCheckEvery)
+	select {
+	case err := <-ended:
+		t.Fatalf("Listen ended on a live connection: %v", err)
+	case r := <-got:
+		t.Fatalf("a check was taken for a stanza: %q", r.Stanza)
+	default:
+	}
+	p.freeze()
+	select {
+	case err := <-ended:
+		if err == nil || !strings.Contains(err.Error(), "went silent") {
+			t.Fatalf("Listen ended with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Listen did not end when its connection went silent")
+	}
+	got, _ = listener(t, b, "b1")
+	if err := a.Relay(ctx, "b1", Relayed{Domain: "d", Stanza: []byte("<iq id='after'/>")}); err != nil {
+		t.Fatal(err)
+	}
+	if r := receive(t, got); string(r.Stanza) != "<iq id='after'/>" {
+		t.Fatalf("got %q", r.Stanza)
 	}
 }

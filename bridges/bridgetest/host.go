@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -207,9 +208,20 @@ func (h *Host) Setting(ctx context.Context, user, key string) (string, error) {
 	return "", nil
 }
 
-// Fence implements bridges.Host: true, or h.Lease.
+// Fence implements bridges.Host: true, or h.Lease until it reports
+// false once (a fence that failed stays failed).
 func (h *Host) Fence() func() bool {
-	return func() bool { return h.Lease == nil || h.Lease() }
+	var failed atomic.Bool
+	return func() bool {
+		if h.Lease == nil {
+			return true
+		}
+		if failed.Load() || !h.Lease() {
+			failed.Store(true)
+			return false
+		}
+		return true
+	}
 }
 
 func (h *Host) Allowed(user string) bool { return h.Allow == nil || h.Allow(user) }
