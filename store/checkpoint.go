@@ -66,6 +66,12 @@ func newCheckpointer(path string) (*checkpointer, error) {
 		return nil, err
 	}
 	db.SetMaxOpenConns(1)
+	// Connected now rather than at the first checkpoint, so that the
+	// connection's memory is the process's from its start, not a cost
+	// of whatever comes first. A connection that fails here is tried
+	// again by the first checkpoint (which fails and is counted; the
+	// commits' backstop checkpoints meanwhile).
+	_ = db.PingContext(context.Background())
 	c := &checkpointer{db: db, shmPath: path + "-shm", pages: walCheckpointPages,
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	go c.run()
