@@ -107,6 +107,12 @@ func (c *checkpointer) run() {
 			shm.Close()
 		}
 	}()
+	// next is the log's length that starts the next checkpoint: c.pages,
+	// or, after a checkpoint that the commits went on beside (the log
+	// was not all copied, so it is not started over), a quarter more
+	// than what that one found, rather than one checkpoint (two syncs)
+	// after each commit until one catches up.
+	next, last := c.pages, 0
 	for {
 		select {
 		case <-c.wake:
@@ -118,14 +124,28 @@ func (c *checkpointer) run() {
 			// database in WAL mode, before any commit.
 			shm, _ = os.Open(c.shmPath)
 		}
-		if n, ok := walFrames(shm); !ok || n < c.pages {
-			continue // (unreadable: the commits' backstop checkpoints)
+		n, ok := walFrames(shm)
+		if !ok {
+			continue // the commits' backstop checkpoints
+		}
+		if n < last {
+			next = c.pages // started over
+		}
+		last = n
+		if n < next {
+			continue
 		}
 		c.runs.Add(1)
-		if err := checkpoint(c.db); err != nil {
+		logPages, copied, err := checkpoint(c.db)
+		switch {
+		case err != nil:
 			// The log is not started over: the commits lengthen it,
 			// and wake this again.
 			c.failed.Add(1)
+		case copied < logPages:
+			next = logPages + c.pages/4
+		default:
+			next = c.pages
 		}
 	}
 }
@@ -147,13 +167,14 @@ func walFrames(shm *os.File) (n int, ok bool) {
 	return int(binary.NativeEndian.Uint32(b[:])), true
 }
 
-// checkpoint copies what it can of the log without waiting for anyone.
-func checkpoint(db *sql.DB) error {
+// checkpoint copies what it can of the log without waiting for anyone,
+// and returns the log's length and how much of it is now copied.
+func checkpoint(db *sql.DB) (logPages, copied int, err error) {
 	// The answer is a row: busy (1 when another checkpoint held this one
 	// off), the log's pages, the pages copied.
-	var busy, logPages, copied int
+	var busy int
 	if err := db.QueryRowContext(context.Background(), `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logPages, &copied); err != nil {
-		return fmt.Errorf("failed to checkpoint the write-ahead log: %w", err)
+		return 0, 0, fmt.Errorf("failed to checkpoint the write-ahead log: %w", err)
 	}
-	return nil
+	return logPages, copied, nil
 }
