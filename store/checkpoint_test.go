@@ -119,3 +119,62 @@ func TestCheckpointerAtTheLogsLength(t *testing.T) {
 		t.Fatalf("closed twice: %v", err)
 	}
 }
+
+// A log that a reader keeps from being started over is checkpointed again
+// only once it has grown by a quarter of walCheckpointPages, not after
+// every commit (each checkpoint syncs the log and the database file).
+func TestCheckpointerPacedWhileALogIsRead(t *testing.T) {
+	s, shm := openFileTest(t)
+	ctx := context.Background()
+	for frames(t, shm) < walCheckpointPages/2 {
+		deliverPages(t, s)
+	}
+	// A reader on the log as it is: no checkpoint copies past it, so the
+	// log is not started over while it reads.
+	other, err := sql.Open("sqlite3", dsn(s.ckpt.shmPath[:len(s.ckpt.shmPath)-len("-shm")]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	reader, err := other.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	if _, err := reader.ExecContext(ctx, `BEGIN DEFERRED`); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := reader.QueryRowContext(ctx, `SELECT count(*) FROM outbox`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	defer reader.ExecContext(ctx, `ROLLBACK`)
+
+	for frames(t, shm) < walCheckpointPages {
+		deliverPages(t, s)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for s.ckpt.runs.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint with %d pages in the log", frames(t, shm))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := frames(t, shm)
+	for frames(t, shm) < start+walCheckpointPages/8 {
+		deliverPages(t, s)
+		time.Sleep(20 * time.Millisecond) // a checkpointer woken by it has had time
+	}
+	if n := s.ckpt.runs.Load(); n != 1 {
+		t.Errorf("%d checkpoints while the log grew from %d to %d pages", n, start, frames(t, shm))
+	}
+	for frames(t, shm) < start+walCheckpointPages/2 {
+		deliverPages(t, s)
+	}
+	for s.ckpt.runs.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no second checkpoint with %d pages in the log", frames(t, shm))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
