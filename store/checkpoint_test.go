@@ -46,6 +46,21 @@ func deliverPages(t *testing.T, s *Store) {
 	}
 }
 
+// growUntilCheckpoint commits until the log holds pages, then waits
+// until the checkpointer has run runs checkpoints.
+func growUntilCheckpoint(t *testing.T, s *Store, shm *os.File, pages int, runs int64, deadline time.Time) {
+	t.Helper()
+	for frames(t, shm) < pages {
+		deliverPages(t, s)
+	}
+	for s.ckpt.runs.Load() < runs {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d checkpoints with %d pages in the log, want %d", s.ckpt.runs.Load(), frames(t, shm), runs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // The commits leave the log to the checkpointer up to walBackstopPages:
 // every connection of the store has that limit, not SQLite's 1000.
 func TestCheckpointNotInCommits(t *testing.T) {
@@ -86,16 +101,8 @@ func TestCheckpointerAtTheLogsLength(t *testing.T) {
 	if n := s.ckpt.runs.Load(); n != 0 {
 		t.Fatalf("%d checkpoints with the log under %d pages", n, walCheckpointPages)
 	}
-	for frames(t, shm) < walCheckpointPages {
-		deliverPages(t, s)
-	}
 	deadline := time.Now().Add(30 * time.Second)
-	for s.ckpt.runs.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no checkpoint with %d pages in the log", frames(t, shm))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	growUntilCheckpoint(t, s, shm, walCheckpointPages, 1, deadline)
 	before := frames(t, shm)
 	// A checkpoint under way when the runs were counted: wait for it to
 	// finish, then the next commit starts the log over.
@@ -150,16 +157,8 @@ func TestCheckpointerPacedWhileALogIsRead(t *testing.T) {
 	}
 	defer reader.ExecContext(ctx, `ROLLBACK`)
 
-	for frames(t, shm) < walCheckpointPages {
-		deliverPages(t, s)
-	}
 	deadline := time.Now().Add(30 * time.Second)
-	for s.ckpt.runs.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no checkpoint with %d pages in the log", frames(t, shm))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	growUntilCheckpoint(t, s, shm, walCheckpointPages, 1, deadline)
 	start := frames(t, shm)
 	for frames(t, shm) < start+walCheckpointPages/8 {
 		deliverPages(t, s)
@@ -168,13 +167,5 @@ func TestCheckpointerPacedWhileALogIsRead(t *testing.T) {
 	if n := s.ckpt.runs.Load(); n != 1 {
 		t.Errorf("%d checkpoints while the log grew from %d to %d pages", n, start, frames(t, shm))
 	}
-	for frames(t, shm) < start+walCheckpointPages/2 {
-		deliverPages(t, s)
-	}
-	for s.ckpt.runs.Load() < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no second checkpoint with %d pages in the log", frames(t, shm))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	growUntilCheckpoint(t, s, shm, start+walCheckpointPages/2, 2, deadline)
 }
