@@ -48,16 +48,29 @@ func init() {
 }
 
 // checkpointer checkpoints the write-ahead log beside the writes.
+//
+// The log's length that starts a checkpoint (next) is c.pages once the log
+// was started over; after a checkpoint, until the log is started over, a
+// quarter more than what that one found. The commit that follows a
+// checkpoint starts the log over only if the checkpoint copied all of it
+// (the commits go on beside it) and no reader is using it (the pump's and
+// the bridges' reads go on too): otherwise each commit woke another
+// checkpoint, two syncs, up to 7 in a row in the IRC benchmark at 500
+// users.
 type checkpointer struct {
-	db      *sql.DB // one connection, its own
-	shmPath string  // the wal-index, where walFrames reads the log's length
-	pages   int     // the log's length that starts a checkpoint
-	wake    chan struct{}
-	quit    chan struct{}
-	stop    sync.Once
-	done    chan struct{}
-	runs    atomic.Int64 // checkpoints run
-	failed  atomic.Int64 // of which failed
+	db       *sql.DB  // one connection, its own
+	shmPath  string   // the wal-index, where walFrames reads the log's length
+	shm      *os.File // nil: not readable (the commits' backstop checkpoints)
+	pages    int      // the log's length that starts a checkpoint
+	next     atomic.Int64
+	restarts atomic.Int64 // the log was started over, as committed saw
+	last     int          // the log's length at the previous commit (committed's own)
+	wake     chan struct{}
+	quit     chan struct{}
+	stop     sync.Once
+	done     chan struct{}
+	runs     atomic.Int64 // checkpoints run
+	failed   atomic.Int64 // of which failed
 }
 
 func newCheckpointer(path string) (*checkpointer, error) {
@@ -74,13 +87,31 @@ func newCheckpointer(path string) (*checkpointer, error) {
 	_ = db.PingContext(context.Background())
 	c := &checkpointer{db: db, shmPath: path + "-shm", pages: walCheckpointPages,
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	c.next.Store(int64(c.pages))
+	// The wal-index exists once a connection has opened the database in
+	// WAL mode: the store's, which migrated it.
+	c.shm, _ = os.Open(c.shmPath)
 	go c.run()
 	return c, nil
 }
 
-// committed tells the checkpointer that the log grew.
+// committed is called after each commit (one at a time: see inGroup). It
+// reads the log's length there, a read of 4 bytes, and wakes the
+// checkpointer only from next on.
 func (c *checkpointer) committed() {
 	if c == nil {
+		return
+	}
+	n, ok := walFrames(c.shm)
+	if !ok {
+		return
+	}
+	if n < c.last {
+		c.restarts.Add(1)
+		c.next.Store(int64(c.pages))
+	}
+	c.last = n
+	if int64(n) < c.next.Load() {
 		return
 	}
 	select {
@@ -96,48 +127,26 @@ func (c *checkpointer) close() error {
 	}
 	c.stop.Do(func() { close(c.quit) })
 	<-c.done
+	if c.shm != nil {
+		c.shm.Close()
+	}
 	return c.db.Close()
 }
 
 func (c *checkpointer) run() {
 	defer close(c.done)
-	var shm *os.File
-	defer func() {
-		if shm != nil {
-			shm.Close()
-		}
-	}()
-	// next is the log's length that starts the next checkpoint: c.pages
-	// once the log was started over; after a checkpoint, until the log
-	// is started over, a quarter more than what that one found. The
-	// commit that follows a checkpoint starts the log over only if the
-	// checkpoint copied all of it (the commits go on beside it) and no
-	// reader is using it (the pump's and the bridges' reads go on too):
-	// otherwise each commit woke another checkpoint, two syncs, 4 to 8
-	// of them per 1000 pages in the IRC benchmark at 500 users.
-	next, last := c.pages, 0
 	for {
 		select {
 		case <-c.wake:
 		case <-c.quit:
 			return
 		}
-		if shm == nil {
-			// The wal-index exists once a connection has opened the
-			// database in WAL mode, before any commit.
-			shm, _ = os.Open(c.shmPath)
-		}
-		n, ok := walFrames(shm)
-		if !ok {
-			continue // the commits' backstop checkpoints
-		}
-		if n < last {
-			next = c.pages // started over
-		}
-		last = n
-		if n < next {
+		// A wake that came while the last checkpoint ran may be
+		// stale: that one moved next.
+		if n, ok := walFrames(c.shm); ok && int64(n) < c.next.Load() {
 			continue
 		}
+		restarts := c.restarts.Load()
 		c.runs.Add(1)
 		logPages, err := checkpoint(c.db)
 		if err != nil {
@@ -146,7 +155,9 @@ func (c *checkpointer) run() {
 			c.failed.Add(1)
 			continue
 		}
-		next = logPages + c.pages/4
+		if c.restarts.Load() == restarts {
+			c.next.Store(int64(logPages + c.pages/4))
+		}
 	}
 }
 
