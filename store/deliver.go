@@ -185,6 +185,7 @@ func (s *Store) commitTx(batch []*groupWrite) error {
 		if err := tx.Commit(); err != nil {
 			return fail(fmt.Errorf("failed to commit: %w", err))
 		}
+		s.ckpt.committed()
 	}
 	for _, r := range batch {
 		r.err = nil

@@ -36,8 +36,9 @@ var ErrNewerSchema = errors.New("database schema is newer than this binary")
 // Store is a handle on the database. It is safe for concurrent use.
 type Store struct {
 	db    *sql.DB
-	pg    bool        // PostgreSQL rather than SQLite (see dialect.go)
-	group groupCommit // Deliver's queue
+	pg    bool          // PostgreSQL rather than SQLite (see dialect.go)
+	group groupCommit   // Deliver's queue
+	ckpt  *checkpointer // SQLite, on a file
 	// instance is this Store's name among the instances sharing the
 	// database (instance.go); it owns the outbox rows it writes.
 	instance atomic.Pointer[string]
@@ -130,7 +131,7 @@ func open(path string, target int) (*Store, error) {
 		}
 		return s, nil
 	}
-	db, err := sql.Open("sqlite3", dsn(path))
+	db, err := sql.Open(sqliteDriver, dsn(path))
 	if err != nil {
 		return nil, fmt.Errorf("failed to open database %s: %w", path, err)
 	}
@@ -150,6 +151,12 @@ func open(path string, target int) (*Store, error) {
 	if err := s.migrate(target); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	if path != ":memory:" {
+		if s.ckpt, err = newCheckpointer(path); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("failed to open database %s: %w", path, err)
+		}
 	}
 	return s, nil
 }
@@ -198,7 +205,13 @@ func (s *Store) Version() (int, error) {
 // Close closes the database.
 func (s *Store) Close() error {
 	s.HidePresence()
-	return s.db.Close()
+	// The checkpointer first: the last connection closed checkpoints the
+	// log and removes it.
+	err := s.ckpt.close()
+	if cerr := s.db.Close(); cerr != nil {
+		err = cerr
+	}
+	return err
 }
 
 // DB exposes the handle for bridge-specific tables added by migrations.

@@ -56,8 +56,18 @@ package main
 //	echo-p50-ms, echo-p99-ms  from a user's message to its own room echo
 //	rss-KB/user           (VmRSS after the joins − VmRSS before them) / N,
 //	                      both read once the gateway has been quiet for
-//	                      benchSettle
-//	rss-KB                VmRSS after the joins
+//	                      benchSettle. It includes what the first users
+//	                      cost once for all: the executable's code and data
+//	                      paged in on first use, caches filled up to their
+//	                      size, the heap's first growth. At N=50 that is
+//	                      much of the figure, hence the next two.
+//	rss-anon-KB/user      the same of RssAnon (VmRSS less the file-backed
+//	                      pages: the code paged in)
+//	rss-next-KB/user      (VmRSS after the joins − VmRSS after the first
+//	                      benchJoinBatch users joined) / (N − benchJoinBatch):
+//	                      what each user after the first ones costs
+//	rss-KB                VmRSS after the joins; rss-file-KB its
+//	                      file-backed part
 //	fanout-db-µs/stanza, x2i-db-µs/stanza  on PostgreSQL, the server's CPU
 //	                      (all its processes, dbCPUSeconds) per stanza of
 //	                      the phase, beside the gateway's
@@ -326,7 +336,14 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 		}
 	})
 	t0 := time.Now()
+	var warm procMem // after the first batch of joins
+	warmUsers := min(n, benchJoinBatch)
 	for first := 0; first < n; first += benchJoinBatch {
+		if first == warmUsers {
+			warmed := time.Now()
+			warm = settled()
+			t0 = t0.Add(time.Since(warmed)) // not a join's time
+		}
 		last := min(n, first+benchJoinBatch)
 		mu.Lock()
 		batchWant = last
@@ -489,7 +506,12 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 	b.ReportMetric(echoLat[last].percentile(50), "echo-p50-ms")
 	b.ReportMetric(echoLat[last].percentile(99), "echo-p99-ms")
 	b.ReportMetric(float64(after.rss-before.rss)/float64(n), "rss-KB/user")
+	b.ReportMetric(float64(after.anon-before.anon)/float64(n), "rss-anon-KB/user")
+	if n > warmUsers {
+		b.ReportMetric(float64(after.rss-warm.rss)/float64(n-warmUsers), "rss-next-KB/user")
+	}
 	b.ReportMetric(float64(after.rss), "rss-KB")
+	b.ReportMetric(float64(after.rss-after.anon), "rss-file-KB")
 }
 
 // benchPerf starts perf(1) recording pid's call graphs into
