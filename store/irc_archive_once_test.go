@@ -15,7 +15,7 @@ import (
 type lineWriter struct {
 	s      *Store
 	after  int64
-	joined int64 // the after_id of its first window (IRCLine.Joined)
+	joined int64 // the channel's newest line at its join (IRCLine.Joined)
 }
 
 func (w *lineWriter) put(t *testing.T, nick, body string, lines ...string) ArchivedLine {
