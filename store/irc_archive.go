@@ -52,8 +52,8 @@ type IRCLine struct {
 	// instance archived that may be this one.
 	After int64
 	Since time.Time
-	// Joined is the newest line archived when this instance's first
-	// connection in the channel joined it (its window's after_id, from
+	// Joined is the channel's newest line when the first of this
+	// instance's connections now in the channel joined it (from
 	// OpenIRCWindow; 0: none known): no line up to it was sent to this
 	// instance, so none is this one (after a restart, After is 0).
 	Joined int64
@@ -278,8 +278,11 @@ const lastLine = `(SELECT coalesce(max(id), 0) FROM irc_history)`
 
 // OpenIRCWindow starts user's window on channel (a key) of server: the
 // lines archived from now on are theirs to see, until CloseIRCWindow. A
-// window already open stays as it is. It returns the id of the newest
-// line archived before the window (see IRCLine.Joined).
+// window already open stays as it is (on PostgreSQL, one another instance
+// opened: CloseIRCWindows leaves it open). It returns the id of the
+// channel's newest line now, at the connection's join (0: none; see
+// IRCLine.Joined): not the start of a window opened before, which may be
+// older than lines this connection never got.
 func (s *Store) OpenIRCWindow(ctx context.Context, user, server, channel string) (int64, error) {
 	var after int64
 	err := s.inGroup(ctx, func(g groupTx) error {
@@ -289,8 +292,8 @@ func (s *Store) OpenIRCWindow(ctx context.Context, user, server, channel string)
 			user, server, channel, user, server, channel); err != nil {
 			return err
 		}
-		return g.queryRow([]any{&after}, `SELECT coalesce(max(after_id), 0) FROM irc_history_windows
-			WHERE jid = ? AND server = ? AND channel = ? AND until_id IS NULL`, user, server, channel)
+		return g.queryRow([]any{&after}, `SELECT coalesce(max(id), 0) FROM irc_history
+			WHERE jid = '' AND server = ? AND channel = ?`, server, channel)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("failed to open an irc archive window: %w", err)

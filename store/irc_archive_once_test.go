@@ -15,7 +15,7 @@ import (
 type lineWriter struct {
 	s      *Store
 	after  int64
-	joined int64 // the after_id of its first window (IRCLine.Joined)
+	joined int64 // the channel's newest line at its join (IRCLine.Joined)
 }
 
 func (w *lineWriter) put(t *testing.T, nick, body string, lines ...string) ArchivedLine {
@@ -144,6 +144,44 @@ func TestIRCLineAfterRestart(t *testing.T) {
 	}
 	if got := archived(t, a.s, "ua@x"); got != "ok ok" {
 		t.Errorf("ua@x sees %q, want %q", got, "ok ok")
+	}
+}
+
+// A user taken over by another instance (their window still open: the
+// instance that held them may still be live, see CloseIRCWindows) joins
+// anew there: a line that instance gets is not taken for the same text
+// archived before its connection joined, though the window opened
+// before it. OpenIRCWindow returns the channel's newest line, not the
+// window's start nor another channel's line.
+func TestIRCLineAfterTakeover(t *testing.T) {
+	if cluster == nil {
+		t.Skip("PostgreSQL only: SQLite writes every line")
+	}
+	ctx := context.Background()
+	st := instances(t, 2)
+	joined, err := st[0].OpenIRCWindow(ctx, "u@x", "srv", "#c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &lineWriter{s: st[0], joined: joined}
+	ping := a.put(t, "bot", "ping")
+	if _, err := st[0].ArchiveIRCMessage(ctx, IRCMessage{Server: "srv", Channel: "#d", Nick: "bot", Body: "elsewhere", Stamp: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	// B takes u over: its connection joins #c, u's window still open.
+	joined, err = st[1].OpenIRCWindow(ctx, "u@x", "srv", "#c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if joined != ping.ID {
+		t.Errorf("the window opened again on #c returns %d, want %d (ping, #c's newest)", joined, ping.ID)
+	}
+	b := &lineWriter{s: st[1], joined: joined}
+	if again := b.put(t, "bot", "ping"); again.ID == ping.ID {
+		t.Error("ping said again after the takeover: taken for the one before")
+	}
+	if got, want := archived(t, st[1], "u@x"), "ping ping"; got != want {
+		t.Errorf("u@x sees %q, want %q", got, want)
 	}
 }
 

@@ -50,11 +50,12 @@ func TestIRCArchiveWindows(t *testing.T) {
 	if after := open("a@x"); after != zero {
 		t.Errorf("a's window opens after %d, want %d (zero)", after, zero)
 	}
-	line("one")
+	one := line("one")
 	open("b@x") // joined later
-	// Already open: unchanged.
-	if after := open("a@x"); after != zero {
-		t.Errorf("a's window, opened again, is after %d, want %d (zero)", after, zero)
+	// Already open: the window unchanged (a sees "one"), the channel's
+	// newest line returned.
+	if after := open("a@x"); after != one {
+		t.Errorf("a's window, opened again, returns %d, want %d (one)", after, one)
 	}
 	line("two")
 	closeW("b@x") // parted

@@ -233,15 +233,17 @@ func (n *network) leave(name, full string) {
 	}
 }
 
-// part leaves ch on IRC and forgets it.
+// part leaves ch on IRC and forgets it. The user's archive window on
+// it closes first: the lines said once the PART is out are not theirs
+// (they were archived there when the close came after them).
 func (n *network) part(ch *channel) {
-	if ch.state.joinSent() && n.c != nil {
-		n.send("PART", ch.name)
-	}
 	delete(n.chans, n.fold(ch.name))
 	ctx, cancel := bridges.RecordContext(n.b.runCtx)
 	defer cancel()
 	n.syncWindows(ctx)
+	if ch.state.joinSent() && n.c != nil {
+		n.send("PART", ch.name)
+	}
 	n.maybeClose()
 }
 

@@ -88,31 +88,57 @@ type lineLog struct {
 	// or found there: kept when the lines expire, so that a quiet
 	// channel's next line is written in one statement.
 	newest map[lineChan]int64
-	// first is, by channel, the newest line archived when the first
-	// window of a user here opened on it (store.IRCLine.Joined).
+	// first is, by channel, its newest line when the first of the
+	// connections now in it here joined (store.IRCLine.Joined).
 	first map[lineChan]int64
+	// in is, by channel, the users whose connection here is in it (their
+	// window open). newest and first are kept while one is: a channel
+	// left by the last is forgotten, and joined again, starts anew.
+	in map[lineChan]map[string]bool
 }
 
 // known returns the id of c's last line archived or found (0: none yet)
-// and the newest line archived before the first window here on c (0:
-// none opened).
+// and c's newest line when the first of the connections now in it here
+// joined (0: none).
 func (g *lineLog) known(c lineChan) (last, joined int64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.newest[c], g.first[c]
 }
 
-// joined records the after_id of a window opened on c: the first one
-// since the start is kept (a line after it may be a copy of one another
-// instance archived).
-func (g *lineLog) joined(c lineChan, after int64) {
+// joined records that user's connection joined c (its window opened),
+// when c's newest line was newest (store.OpenIRCWindow). The first
+// connection in c here sets c's first: a line after it may be a copy of
+// one another instance archived, none before. No line before it is
+// this instance's to look for: c's last line is at least newest.
+func (g *lineLog) joined(c lineChan, user string, newest int64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.first == nil {
-		g.first = map[lineChan]int64{}
+	if g.in == nil {
+		g.in, g.first, g.newest = map[lineChan]map[string]bool{}, map[lineChan]int64{}, map[lineChan]int64{}
 	}
-	if _, ok := g.first[c]; !ok {
-		g.first[c] = after
+	users := g.in[c]
+	if users == nil {
+		users = map[string]bool{}
+		g.in[c] = users
+	}
+	if len(users) == 0 {
+		g.first[c] = newest
+		g.newest[c] = max(g.newest[c], newest)
+	}
+	users[user] = true
+}
+
+// left records that user's connection left c (its window closed): once
+// no connection here is in c, its first and last lines are forgotten.
+func (g *lineLog) left(c lineChan, user string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.in[c], user)
+	if len(g.in[c]) == 0 {
+		delete(g.in, c)
+		delete(g.first, c)
+		delete(g.newest, c)
 	}
 }
 
@@ -175,6 +201,13 @@ func (g *lineLog) lines(c lineChan, now time.Time) *chanLines {
 		for c, cl := range g.chans {
 			if cl.expire(now) {
 				delete(g.chans, c)
+			}
+		}
+		// The last lines of the channels no connection here is in
+		// (archived as it left, or with no window opened).
+		for c := range g.newest {
+			if len(g.in[c]) == 0 {
+				delete(g.newest, c)
 			}
 		}
 		g.sweep = now.Add(lineTTL)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -120,12 +121,53 @@ func TestLineLogOtherInstance(t *testing.T) {
 	if n := len(g.chans[c].lines); n != 1 {
 		t.Errorf("%d lines after x, want 1", n)
 	}
-	// The first window opened on c since the start is kept.
-	g.joined(c, 3)
-	g.joined(c, 8)
-	if last, joined := g.known(c); last != 9 || joined != 3 {
-		t.Errorf("last line %d, first window after %d; want 9 and 3", last, joined)
+}
+
+// A channel's first line (store.IRCLine.Joined) is its newest when the
+// first of the connections now in it here joined; the last line is at
+// least that. Once the last connection here left, both are forgotten,
+// and a join later starts anew: the lines in between are not looked for
+// (they were never sent here). The last lines of the channels no
+// connection here is in are forgotten as the lines expire.
+func TestLineLogJoins(t *testing.T) {
+	var g lineLog
+	c := lineChan{"srv", "#c"}
+	known := func(what string, last, joined int64) {
+		t.Helper()
+		if l, j := g.known(c); l != last || j != joined {
+			t.Errorf("%s: last line %d, joined at %d; want %d and %d", what, l, j, last, joined)
+		}
 	}
+	t0 := time.Now()
+	g.joined(c, "u", 3)
+	known("u joined", 3, 3)
+	a, _ := g.claim(c, "u", "bob", "x", t0)
+	g.archived(c, "bob", store.ArchivedLine{ID: 9}, true, a)
+	g.joined(c, "v", 8) // another connection here: c's first stays
+	known("v joined", 9, 3)
+	g.left(c, "u")
+	known("u left", 9, 3)
+	g.left(c, "v")
+	g.left(c, "v") // again: nothing
+	known("all left", 0, 0)
+	if len(g.in)+len(g.first)+len(g.newest) != 0 {
+		t.Errorf("kept after all left: in %v, first %v, newest %v", g.in, g.first, g.newest)
+	}
+	g.joined(c, "u", 40) // hours later
+	known("u joined again", 40, 40)
+	g.joined(c, "v", 30) // the channel's newest line, as v joined (v's store was behind)
+	known("v joined again", 40, 40)
+
+	// A line archived as the last connection left, or in a channel
+	// with no window opened here, is forgotten once the lines expire.
+	d := lineChan{"srv", "#d"}
+	b, _ := g.claim(d, "u", "bob", "y", t0)
+	g.archived(d, "bob", store.ArchivedLine{ID: 50}, true, b)
+	g.claim(c, "u", "bob", "z", t0.Add(2*lineTTL))
+	if last, _ := g.known(d); last != 0 {
+		t.Errorf("#d, where no connection here is: last line %d kept", last)
+	}
+	known("#c after the sweep", 40, 40)
 }
 
 // windowFaults is the store with window and archive writes that fail on
@@ -165,6 +207,21 @@ func (s *windowFaults) ArchiveIRCLine(ctx context.Context, l store.IRCLine) (sto
 	return s.Store.ArchiveIRCLine(ctx, l)
 }
 
+// storeFixture starts a bridge on h with the store db, the test user's
+// network being the fake server.
+func storeFixture(t *testing.T, h *bridgetest.Host, db ircStore) (*fixture, context.Context) {
+	t.Helper()
+	fx := &fixture{b: New(Options{AllowPrivate: true}), h: h, f: newFakeIRC(t)}
+	fx.b.db = db
+	ctx := startOn(t, fx.b, h)
+	cfg := defaultNetConfig()
+	cfg.Ports, cfg.TLSPorts = []int{fx.f.port()}, nil
+	if err := fx.b.saveNetConfig(ctx, testUser, "localhost", cfg); err != nil {
+		t.Fatal(err)
+	}
+	return fx, ctx
+}
+
 // A window that cannot be opened or closed is logged and tried again at
 // the next IRC message; a line that cannot be archived still reaches the
 // room; windows left open by the last run that cannot be closed at the
@@ -175,14 +232,7 @@ func TestArchiveWindowFailures(t *testing.T) {
 	db := &windowFaults{Store: h.St.Store}
 	db.closeAll.Store(true)
 	db.open.Store(true)
-	fx := &fixture{b: New(Options{AllowPrivate: true}), h: h, f: newFakeIRC(t)}
-	fx.b.db = db
-	ctx := startOn(t, fx.b, h)
-	cfg := defaultNetConfig()
-	cfg.Ports, cfg.TLSPorts = []int{fx.f.port()}, nil
-	if err := fx.b.saveNetConfig(ctx, testUser, "localhost", cfg); err != nil {
-		t.Fatal(err)
-	}
+	fx, ctx := storeFixture(t, h, db)
 	logged := func(want string) {
 		t.Helper()
 		for deadline := time.Now().Add(5 * time.Second); !strings.Contains(h.Logs.String(), want); time.Sleep(5 * time.Millisecond) {
@@ -230,4 +280,107 @@ func TestArchiveWindowFailures(t *testing.T) {
 	if got := fx.archive(t, "#c"); got != "three six" {
 		t.Errorf("archive: %q, want %q", got, "three six")
 	}
+}
+
+// lineSpy is the store, recording the lines given to ArchiveIRCLine.
+type lineSpy struct {
+	*store.Store
+	mu    sync.Mutex
+	lines []store.IRCLine
+}
+
+func (s *lineSpy) ArchiveIRCLine(ctx context.Context, l store.IRCLine) (store.ArchivedLine, error) {
+	s.mu.Lock()
+	s.lines = append(s.lines, l)
+	s.mu.Unlock()
+	return s.Store.ArchiveIRCLine(ctx, l)
+}
+
+func (s *lineSpy) last(t *testing.T) store.IRCLine {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.lines) == 0 {
+		t.Fatal("no line archived")
+	}
+	return s.lines[len(s.lines)-1]
+}
+
+// A channel left by the user's connection (the last here) and joined
+// again later starts anew: its lines are archived after the channel's
+// newest line at the new join (which another instance archived while
+// the user was away), not looked for back to the first join.
+func TestArchiveRejoinLater(t *testing.T) {
+	h := newFakeHost(t)
+	db := &lineSpy{Store: h.St.Store}
+	fx, ctx := storeFixture(t, h, db)
+	fx.enter(t, "nick bob")
+	fx.say(t, "#c", "one")
+	if l := db.last(t); l.Joined != 0 || l.After != 0 {
+		t.Errorf("one, in a channel without lines: archived after %d, joined at %d; want 0 and 0", l.After, l.Joined)
+	}
+	fx.handle(t, "<presence xmlns='jabber:component:accept' from='"+testUser+"/r' to='#c%localhost@irc.example/nick' type='unavailable'/>")
+	fx.f.expect(t, "PART #c")
+	fx.f.expect(t, "QUIT")
+	fx.f.closed(t)
+	away, err := h.St.ArchiveIRCMessage(ctx, store.IRCMessage{Server: "localhost", Channel: "#c", Nick: "bob", Body: "away", Stamp: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx.enter(t, "nick bob")
+	fx.say(t, "#c", "two")
+	if l := db.last(t); l.Body != "two" || l.Joined != away || l.After != away {
+		t.Errorf("%s, after the join again: archived after %d, joined at %d; want %d and %d (away)", l.Body, l.After, l.Joined, away, away)
+	}
+	if got := fx.archive(t, "#c"); got != "one two" {
+		t.Errorf("archive: %q, want %q", got, "one two")
+	}
+}
+
+// inHere reports whether the lineLog counts user's connection in c.
+func (g *lineLog) inHere(c lineChan, user string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.in[c][user]
+}
+
+// A window that cannot be closed keeps the user's connection counted in
+// the channel until it is (it is tried again, and the channel's lines
+// looked for from the join it was opened at); when the network is
+// forgotten, the connection is no longer counted whatever the store
+// said.
+func TestArchiveLeaveFailures(t *testing.T) {
+	h := newFakeHost(t)
+	h.Logs = &bridgetest.LogBuffer{}
+	db := &windowFaults{Store: h.St.Store}
+	fx, _ := storeFixture(t, h, db)
+	c := lineChan{"localhost", "#c"}
+	in := func(what string, want bool) {
+		t.Helper()
+		var got bool
+		fx.h.Run(func(context.Context) { got = fx.b.lines.inHere(c, testUser) })
+		if got != want {
+			t.Errorf("%s: counted in #c %v, want %v", what, got, want)
+		}
+	}
+	fx.enter(t, "nick bob")
+	fx.say(t, "#c", "one")
+	in("joined", true)
+	db.close.Store(true)
+	fx.configure(t, "#c", chanSettings{Record: false})
+	in("window not closed", true)
+	db.close.Store(false)
+	fx.say(t, "#c", "two") // the close tried again
+	fx.h.Run(func(context.Context) {})
+	in("window closed", false)
+	fx.configure(t, "#c", chanSettings{Record: true})
+	in("window opened again", true)
+	db.close.Store(true)
+	fx.handle(t, "<presence xmlns='jabber:component:accept' from='"+testUser+"/r' to='#c%localhost@irc.example/nick' type='unavailable'/>")
+	fx.f.expect(t, "QUIT")
+	fx.f.closed(t)
+	if !strings.Contains(h.Logs.String(), "cannot close an irc archive window") {
+		t.Errorf("log without the failed close:\n%s", h.Logs)
+	}
+	in("network forgotten", false)
 }

@@ -141,9 +141,9 @@ func (n *network) syncWindows(ctx context.Context) {
 			continue
 		}
 		err := n.b.withKey(ctx, n.server, ch.name, func(k string) error {
-			after, err := n.b.db.OpenIRCWindow(ctx, n.user, n.server, k)
+			newest, err := n.b.db.OpenIRCWindow(ctx, n.user, n.server, k)
 			if err == nil {
-				n.b.lines.joined(lineChan{n.server, k}, after)
+				n.b.lines.joined(lineChan{n.server, k}, n.user, newest)
 			}
 			return err
 		})
@@ -160,7 +160,7 @@ func (n *network) syncWindows(ctx context.Context) {
 		if in(n.chans[key]) {
 			continue
 		}
-		if err := n.closeWindow(ctx, name); err != nil {
+		if err := n.closeWindow(ctx, name, false); err != nil {
 			n.b.host.Log().Warn("cannot close an irc archive window: this user may see lines archived after they left", "user", n.user, "channel", name, "err", err)
 			continue
 		}
@@ -168,8 +168,17 @@ func (n *network) syncWindows(ctx context.Context) {
 	}
 }
 
-func (n *network) closeWindow(ctx context.Context, name string) error {
-	return n.b.withKey(ctx, n.server, name, func(k string) error { return n.b.db.CloseIRCWindow(ctx, n.user, n.server, k) })
+// closeWindow closes the user's window on the channel name and, once
+// closed (or with gone, whatever the store said: the network is
+// forgotten), records that their connection left it (see lineLog.left).
+func (n *network) closeWindow(ctx context.Context, name string, gone bool) error {
+	return n.b.withKey(ctx, n.server, name, func(k string) error {
+		err := n.b.db.CloseIRCWindow(ctx, n.user, n.server, k)
+		if err == nil || gone {
+			n.b.lines.left(lineChan{n.server, k}, n.user)
+		}
+		return err
+	})
 }
 
 // historyReq is the <history/> element of a join.

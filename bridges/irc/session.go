@@ -255,7 +255,7 @@ func (n *network) forget() {
 	ctx, cancel := bridges.RecordContext(n.b.runCtx)
 	defer cancel()
 	for _, name := range n.windows {
-		if err := n.closeWindow(ctx, name); err != nil {
+		if err := n.closeWindow(ctx, name, true); err != nil {
 			n.b.host.Log().Warn("cannot close an irc archive window: this user may see lines archived after they left", "user", n.user, "channel", name, "err", err)
 		}
 	}
