@@ -141,4 +141,19 @@ func BenchmarkIRCEcho(b *testing.B) {
 			}
 		}
 	})
+	b.Run("together", func(b *testing.B) { // one commit (IRCLine.Echo)
+		ctx := context.Background()
+		s := openTest(b)
+		l := IRCLine{Server: "irc.example.net", Channel: "#go", Nick: "bob", Body: "hello there", Stamp: time.Now(),
+			Echo: &IRCEcho{Domain: "irc.example.org", Stanzas: [][2]string{{head, tail}}}}
+		l.Since = l.Stamp.Add(-time.Minute)
+		b.ReportAllocs()
+		for b.Loop() {
+			a, err := s.ArchiveIRCLine(ctx, l)
+			if err != nil || !a.Queued {
+				b.Fatal(a, err)
+			}
+			l.After = a.ID
+		}
+	})
 }
