@@ -26,7 +26,7 @@ func echoFixture(t *testing.T) *fixture {
 	return fx
 }
 
-// send has the user say body in #c from r, and returns the room's echo
+// sendOwn has the user say body in #c from r, and returns the room's echo
 // of it to r and to r2, once the handling of the message is done.
 func (fx *fixture) sendOwn(t *testing.T, body string) map[string]*xmlel.Element {
 	t.Helper()
@@ -46,15 +46,16 @@ func stanzaID(m *xmlel.Element) string { return m.Child(stanza.NSStanzaID, "stan
 
 // The room's echo of the user's own message costs one commit: the line
 // archived and its echo to each of the user's resources, whose stanza-id
-// is the line's archive id, queued in one transaction.
+// is the line's archive id, queued in one transaction. (Its text and id
+// hold the mark that stands for the archive id as the echo is written.)
 func TestReflectionOneCommit(t *testing.T) {
 	fx := echoFixture(t)
 	before := fx.h.St.Commits(t)
-	echoes := fx.sendOwn(t, "mine")
+	echoes := fx.sendOwn(t, "mineID")
 	if n := fx.h.St.Commits(t) - before; n != 1 {
 		t.Errorf("the echo of a line: %d commits, want 1", n)
 	}
-	id := fx.column(t, `SELECT id FROM irc_history WHERE body = 'mine'`)
+	id := fx.column(t, `SELECT id FROM irc_history WHERE body = 'mineID'`)
 	if len(echoes) != 2 {
 		t.Fatalf("echoed to %d resources, want 2: %v", len(echoes), echoes)
 	}
@@ -63,7 +64,7 @@ func TestReflectionOneCommit(t *testing.T) {
 			t.Errorf("the echo to %s: stanza-id %q, want the archive's %q: %s", to, stanzaID(m), id, m)
 		}
 	}
-	rows, err := fx.h.St.DB().Query(`SELECT stanza FROM outbox WHERE stanza LIKE '%>mine</body>%'`)
+	rows, err := fx.h.St.DB().Query(`SELECT stanza FROM outbox WHERE stanza LIKE '%>mineID</body>%'`)
 	if err != nil {
 		t.Fatal(err)
 	}
