@@ -201,6 +201,11 @@ type Host interface {
 	// key is no check: the links and messages are still committed
 	// together.
 	Deliver(ctx context.Context, key string, links []store.MessageID, sts ...*xmlel.Element) (bool, error)
+	// Queued tells the component that the bridge committed sts to the
+	// outbox itself, in the transaction of a store write of its own
+	// (store.IRCLine.Echo), each stanza with its "from" set: they are
+	// sent as SendMessage's are.
+	Queued(sts ...*xmlel.Element)
 	// IQ sends an IQ get/set and waits for its answer.
 	IQ(ctx context.Context, iq *xmlel.Element) (*xmlel.Element, error)
 	// Post runs fn on user's goroutine (the owner of that user's state).

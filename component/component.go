@@ -575,11 +575,16 @@ func (c *Component) Deliver(ctx context.Context, key string, links []store.Messa
 	if err != nil || !ok {
 		return ok, err
 	}
+	c.Queued()
+	return true, nil
+}
+
+// Queued implements bridges.Host: the outbox is read again.
+func (c *Component) Queued(...*xmlel.Element) {
 	select {
 	case c.outboxWake <- struct{}{}:
 	default:
 	}
-	return true, nil
 }
 
 // IQ implements bridges.Host. A request whose stream ends before the

@@ -693,10 +693,7 @@ func (c *Component) maintain(ctx context.Context) {
 	}
 	if n > 0 {
 		c.log.Info("took up the queued stanzas of instances gone", "stanzas", n)
-		select {
-		case c.outboxWake <- struct{}{}:
-		default:
-		}
+		c.Queued()
 	}
 }
 

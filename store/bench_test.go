@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -114,6 +115,45 @@ func BenchmarkEnqueueStanzasConcurrent(b *testing.B) {
 			if err := s.EnqueueStanzas(ctx, "irc.example.org", st); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+}
+
+// BenchmarkIRCEcho is the room's echo of a user's own line: the line
+// archived, and its echo to the user's resource queued with the line's
+// id as its stanza-id.
+func BenchmarkIRCEcho(b *testing.B) {
+	const head, tail = `<message xmlns="jabber:component:accept" from="#go%irc.example.net@irc.example.org/bob" to="u@example.org/r" type="groupchat" id="m1"><body>hello there</body><stanza-id xmlns="urn:xmpp:sid:0" by="#go%irc.example.net@irc.example.org" id="`, `"/></message>`
+	b.Run("apart", func(b *testing.B) { // the archive's commit, then the outbox's
+		ctx := context.Background()
+		s := openTest(b)
+		l := IRCLine{Server: "irc.example.net", Channel: "#go", Nick: "bob", Body: "hello there", Stamp: time.Now()}
+		l.Since = l.Stamp.Add(-time.Minute)
+		b.ReportAllocs()
+		for b.Loop() {
+			a, err := s.ArchiveIRCLine(ctx, l)
+			if err != nil {
+				b.Fatal(err)
+			}
+			l.After = a.ID
+			if err := s.EnqueueStanzas(ctx, "irc.example.org", []string{head + strconv.FormatInt(a.ID, 10) + tail}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("together", func(b *testing.B) { // one commit (IRCLine.Echo)
+		ctx := context.Background()
+		s := openTest(b)
+		l := IRCLine{Server: "irc.example.net", Channel: "#go", Nick: "bob", Body: "hello there", Stamp: time.Now(),
+			Echo: &IRCEcho{Domain: "irc.example.org", Stanzas: [][2]string{{head, tail}}}}
+		l.Since = l.Stamp.Add(-time.Minute)
+		b.ReportAllocs()
+		for b.Loop() {
+			a, err := s.ArchiveIRCLine(ctx, l)
+			if err != nil || !a.Queued {
+				b.Fatal(a, err)
+			}
+			l.After = a.ID
 		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -30,14 +31,15 @@ type IRCMessage struct {
 func (s *Store) ArchiveIRCMessage(ctx context.Context, m IRCMessage) (int64, error) {
 	var id int64
 	err := s.inGroup(ctx, func(g groupTx) error {
-		return g.queryRow([]any{&id}, `INSERT INTO irc_history (jid, server, channel, nick, body, stamp) VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
-			m.User, m.Server, m.Channel, m.Nick, m.Body, m.Stamp.UnixMilli())
+		return g.queryRow([]any{&id}, insertIRCMessage, m.User, m.Server, m.Channel, m.Nick, m.Body, m.Stamp.UnixMilli())
 	})
 	if err != nil {
 		return 0, fmt.Errorf("failed to archive an irc message: %w", err)
 	}
 	return id, nil
 }
+
+const insertIRCMessage = `INSERT INTO irc_history (jid, server, channel, nick, body, stamp) VALUES (?, ?, ?, ?, ?, ?) RETURNING id`
 
 // IRCLine is a channel line to archive (ArchiveIRCLine): a line from IRC,
 // or a user's own message.
@@ -57,6 +59,19 @@ type IRCLine struct {
 	// OpenIRCWindow; 0: none known): no line up to it was sent to this
 	// instance, so none is this one (after a restart, After is 0).
 	Joined int64
+	// Echo, when not nil, is queued with the line: see IRCEcho.
+	Echo *IRCEcho
+}
+
+// IRCEcho is stanzas that name a channel line by its archive id (their
+// stanza-id): the room's echo of a user's own message to their
+// resources. ArchiveIRCLine queues them in Domain's outbox in the
+// transaction that writes the line, with its id: the line is not
+// archived without them, nor are they queued without it. Each stanza is
+// given as its text before the id and its text after it.
+type IRCEcho struct {
+	Domain  string
+	Stanzas [][2]string
 }
 
 // ArchivedLine is where ArchiveIRCLine put a line: its id, and when that
@@ -66,6 +81,11 @@ type IRCLine struct {
 type ArchivedLine struct {
 	ID    int64
 	Lines []string
+	// Queued reports whether the line's echo (IRCLine.Echo) was queued:
+	// always, but when the line is one another instance archived
+	// (PostgreSQL), found rather than written; then the caller queues it,
+	// with ID.
+	Queued bool
 }
 
 // ArchiveIRCLine archives a channel line once for all the instances that
@@ -80,12 +100,38 @@ type ArchivedLine struct {
 // written after the newest, and looked for again when another instance
 // got there first. A line said twice is two lines: the second copy is
 // looked for after the first. On SQLite (one process) it is written.
+// l.Echo is queued in the transaction that writes the line (see
+// ArchivedLine.Queued).
 func (s *Store) ArchiveIRCLine(ctx context.Context, l IRCLine) (ArchivedLine, error) {
 	if !s.pg {
+		if l.Echo != nil {
+			return s.archiveEcho(ctx, l)
+		}
 		id, err := s.ArchiveIRCMessage(ctx, IRCMessage{Server: l.Server, Channel: l.Channel, Nick: l.Nick, Body: l.Body, Stamp: l.Stamp})
 		return ArchivedLine{ID: id}, err
 	}
 	return s.shareIRCLine(ctx, l)
+}
+
+// archiveEcho is ArchiveIRCLine on SQLite for a line with an echo.
+func (s *Store) archiveEcho(ctx context.Context, l IRCLine) (ArchivedLine, error) {
+	var id int64
+	err := s.inGroup(ctx, func(g groupTx) error {
+		if err := g.queryRow([]any{&id}, insertIRCMessage, "", l.Server, l.Channel, l.Nick, l.Body, l.Stamp.UnixMilli()); err != nil {
+			return err
+		}
+		sid, created := strconv.FormatInt(id, 10), now()
+		for _, st := range l.Echo.Stanzas {
+			if err := g.exec(insertOutbox, l.Echo.Domain, st[0]+sid+st[1], created); err != nil {
+				return fmt.Errorf("failed to queue stanzas: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return ArchivedLine{}, fmt.Errorf("failed to archive an irc message: %w", err)
+	}
+	return ArchivedLine{ID: id, Queued: true}, nil
 }
 
 // shareIRCLine is ArchiveIRCLine on PostgreSQL (apart, so that SQLite's
@@ -97,13 +143,16 @@ func (s *Store) shareIRCLine(ctx context.Context, l IRCLine) (ArchivedLine, erro
 	}
 	var id int64
 	err := s.inGroup(ctx, func(g groupTx) error {
+		if l.Echo != nil {
+			return writeEcho(g, l, l.After, lines, &id)
+		}
 		return g.queryRow([]any{&id}, pgArchiveAfter, l.Server, l.Channel, l.Nick, l.Body, l.Stamp.UnixMilli(), l.After, lines)
 	})
 	if err != nil {
 		return ArchivedLine{}, fmt.Errorf("failed to archive an irc message: %w", err)
 	}
 	if id != 0 {
-		return ArchivedLine{ID: id}, nil
+		return ArchivedLine{ID: id, Queued: l.Echo != nil}, nil
 	}
 	a, err := s.archiveLater(ctx, l, lines)
 	if err != nil {
@@ -116,11 +165,35 @@ func (s *Store) shareIRCLine(ctx context.Context, l IRCLine) (ArchivedLine, erro
 // $4 body, $5 stamp, $7 lines) after the line $6, if that is still the
 // channel's newest and no other instance writes one after it at the same
 // time, and returns its id; else 0.
-const pgArchiveAfter = `WITH ins AS (INSERT INTO irc_history (jid, server, channel, nick, body, stamp, prev_id, lines)
+const pgArchiveAfter = `WITH ins AS (` + pgInsertAfter + `)
+	SELECT coalesce((SELECT id FROM ins), 0)`
+
+const pgInsertAfter = `INSERT INTO irc_history (jid, server, channel, nick, body, stamp, prev_id, lines)
 	SELECT '', $1::text, $2::text, $3::text, $4::text, $5::bigint, $6::bigint, $7::text
 	WHERE NOT EXISTS (SELECT 1 FROM irc_history WHERE jid = '' AND server = $1 AND channel = $2 AND id > $6)
-	ON CONFLICT (server, channel, prev_id) WHERE prev_id IS NOT NULL DO NOTHING RETURNING id)
+	ON CONFLICT (server, channel, prev_id) WHERE prev_id IS NOT NULL DO NOTHING RETURNING id`
+
+// pgArchiveEcho is pgArchiveAfter that, when it writes the line, queues
+// its echo in the same statement ($8 the domain, $9 created, $10 the
+// owner, $11 and $12 the text of each stanza before and after the id):
+// the line's id comes back only once the group is committed (see
+// sendGroup).
+const pgArchiveEcho = `WITH ins AS (` + pgInsertAfter + `), o AS (
+	INSERT INTO outbox (domain, stanza, created, owner)
+	SELECT $8::text, e.head || ins.id::text || e.tail, $9::bigint, $10::text
+	FROM ins, unnest($11::text[], $12::text[]) WITH ORDINALITY AS e(head, tail, n) ORDER BY e.n)
 	SELECT coalesce((SELECT id FROM ins), 0)`
+
+// writeEcho queues in g the write of l after the line after, with its
+// echo (pgArchiveEcho); id gets the line's id, 0 when not written.
+func writeEcho(g groupTx, l IRCLine, after int64, lines any, id *int64) error {
+	heads, tails := make([]string, len(l.Echo.Stanzas)), make([]string, len(l.Echo.Stanzas))
+	for i, st := range l.Echo.Stanzas {
+		heads[i], tails[i] = st[0], st[1]
+	}
+	return g.queryRow([]any{id}, pgArchiveEcho, l.Server, l.Channel, l.Nick, l.Body, l.Stamp.UnixMilli(), after, lines,
+		l.Echo.Domain, now(), g.owner, heads, tails)
+}
 
 // archiveLater is ArchiveIRCLine's way when another instance wrote a line
 // of the channel after l.After (PostgreSQL).
@@ -141,11 +214,18 @@ func (s *Store) archiveLater(ctx context.Context, l IRCLine, lines any) (Archive
 			archiveRace("write")
 		}
 		var id int64
-		if err := s.db.QueryRowContext(ctx, pgArchiveAfter, l.Server, l.Channel, l.Nick, l.Body, l.Stamp.UnixMilli(), newest, lines).Scan(&id); err != nil {
+		if l.Echo != nil {
+			// In a group: the outbox's rows are written there (see
+			// PendingStanzasAfter).
+			err = s.inGroup(ctx, func(g groupTx) error { return writeEcho(g, l, newest, lines, &id) })
+		} else {
+			err = s.db.QueryRowContext(ctx, pgArchiveAfter, l.Server, l.Channel, l.Nick, l.Body, l.Stamp.UnixMilli(), newest, lines).Scan(&id)
+		}
+		if err != nil {
 			return ArchivedLine{}, err
 		}
 		if id != 0 {
-			return ArchivedLine{ID: id}, nil
+			return ArchivedLine{ID: id, Queued: l.Echo != nil}, nil
 		}
 		from = newest // another line came: is it this one?
 	}

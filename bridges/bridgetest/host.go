@@ -50,7 +50,7 @@ type Host struct {
 	mu       sync.Mutex
 	all      []*xmlel.Element // Send and committed messages, in order
 	sent     []*xmlel.Element // Send
-	messages []*xmlel.Element // SendMessage and Deliver
+	messages []*xmlel.Element // SendMessage, Deliver and Queued
 	read     int              // all[:read] were returned by Next or Expect
 	changed  chan struct{}    // closed and replaced when a stanza is recorded
 	contacts []Contact
@@ -149,6 +149,13 @@ func (h *Host) Deliver(ctx context.Context, key string, links []store.MessageID,
 		h.record(st, true)
 	}
 	return true, nil
+}
+
+// Queued records sts as committed messages: the bridge committed them.
+func (h *Host) Queued(sts ...*xmlel.Element) {
+	for _, st := range sts {
+		h.record(st, true)
+	}
 }
 
 func (h *Host) IQ(ctx context.Context, iq *xmlel.Element) (*xmlel.Element, error) {
@@ -294,7 +301,8 @@ func (h *Host) Sent() []*xmlel.Element {
 	return append([]*xmlel.Element(nil), h.sent...)
 }
 
-// Messages returns the stanzas committed by SendMessage and Deliver.
+// Messages returns the stanzas committed by SendMessage and Deliver, and
+// those the bridge committed itself (Queued).
 func (h *Host) Messages() []*xmlel.Element {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -103,7 +103,11 @@ func BenchmarkChannel(b *testing.B) {
 func benchChannel(b *testing.B, users int, archive bool) {
 	srv := newBenchIRC(b)
 	h := newFakeHost(b)
-	h.Uncommitted = true // measure the bridge, not the outbox
+	// Measure the bridge, not the outbox: but with archive=true, the
+	// copies of a line written with it (the echo, and the copies to the
+	// user whose connection archives a line from IRC: record) are in the
+	// outbox all the same.
+	h.Uncommitted = true
 	br := New(Options{AllowPrivate: true})
 	ctx, cancel := context.WithCancel(context.Background())
 	wait := start(b, ctx, br, h)
@@ -180,4 +184,50 @@ func benchChannel(b *testing.B, users int, archive bool) {
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/stanza")
 	})
+}
+
+// BenchmarkReflection is the room's echo of a user's own message in a
+// channel that keeps its history, with the outbox committed: the line
+// from the XMPP side to its echo queued for the user's resource (one),
+// the line on the IRC server.
+func BenchmarkReflection(b *testing.B) {
+	srv := newBenchIRC(b)
+	h := newFakeHost(b)
+	br := New(Options{AllowPrivate: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	wait := start(b, ctx, br, h)
+	b.Cleanup(func() { cancel(); wait() })
+	cfg := defaultNetConfig()
+	cfg.Ports, cfg.TLSPorts, cfg.ThrottleLimit = []int{srv.port()}, nil, 1_000_000 // measure CPU, not the throttle
+	const user = "u0@example.org"
+	if err := br.saveNetConfig(ctx, user, "localhost", cfg); err != nil {
+		b.Fatal(err)
+	}
+	u := &bridges.User{JID: user, Full: user + "/r"}
+	join, _ := xmlel.Parse("<presence xmlns='jabber:component:accept' from='" + u.Full + "' to='#c%localhost@irc.example/u0'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+	h.Run(func(ctx context.Context) { br.Handle(ctx, u, join) })
+	next := func(what string, match func(*xmlel.Element) bool) {
+		for {
+			st, ok := h.Receive(30 * time.Second)
+			if !ok {
+				b.Fatalf("timed out waiting for %s", what)
+			}
+			if match(st) {
+				return
+			}
+		}
+	}
+	next("the self-presence", selfPresence)
+	st, _ := xmlel.Parse("<message xmlns='jabber:component:accept' from='" + u.Full + "' to='#c%localhost@irc.example' type='groupchat' id='m'><body>hello irc</body></message>")
+	isEcho := func(e *xmlel.Element) bool { return e.Local == "message" && e.Attr("id") == "m" }
+	b.ReportAllocs()
+	for b.Loop() {
+		h.Run(func(ctx context.Context) { br.Handle(ctx, u, st) })
+		next("the echo", isEcho)
+		select {
+		case <-srv.privmsgs:
+		case <-time.After(30 * time.Second):
+			b.Fatal("the line did not reach the server")
+		}
+	}
 }

@@ -196,19 +196,77 @@ func (n *network) answerCTCP(nick, cmd, arg string) {
 // resource in it.
 func (n *network) roomMessage(ctx context.Context, ch *channel, nick, body string, m *irc.Message) {
 	from := ch.jid(n)
-	sid := stanza.NewID()
 	if nick != "" {
 		from += "/" + nick
-		sid = n.record(ctx, ch, nick, body, nil)
 	}
+	var copies roomCopies
 	for full := range ch.resources {
 		msg := stanza.Message(from, full, "groupchat", stanza.NewID(), body)
-		msg.Add(xmlel.New(stanza.NSStanzaID, "stanza-id").SetAttr("id", sid).SetAttr("by", ch.jid(n)))
 		if m != nil {
 			addDelay(msg, m, n.server)
 		}
+		copies.add(msg, ch.jid(n))
+	}
+	sid, queued := stanza.NewID(), false
+	if nick != "" {
+		sid, queued = n.record(ctx, ch, nick, body, nil, &copies)
+	}
+	n.sendCopies(ctx, &copies, sid, queued, "cannot queue a groupchat message")
+}
+
+// roomCopies are a line's stanzas to the resources in a room, each with
+// the room's stanza-id of the line as its last child.
+type roomCopies struct {
+	msgs []*xmlel.Element
+	sids []*xmlel.Element // the stanza-id of each
+}
+
+// add adds msg, with a stanza-id by the room.
+func (c *roomCopies) add(msg *xmlel.Element, room string) {
+	sid := xmlel.New(stanza.NSStanzaID, "stanza-id").SetAttr("by", room)
+	msg.Add(sid)
+	c.msgs, c.sids = append(c.msgs, msg), append(c.sids, sid)
+}
+
+// name gives the copies the stanza-id id.
+func (c *roomCopies) name(id string) {
+	for _, sid := range c.sids {
+		sid.SetAttr("id", id)
+	}
+}
+
+// echo returns the copies as the archive queues them with their line
+// (store.IRCEcho): each stanza's text, cut where the line's id goes.
+// That is the value of the stanza-id's "id", its last attribute, set
+// after "by", in the stanza's last child: only the closing tags follow
+// it, so it is after the last idMark in the text.
+func (c *roomCopies) echo(domain string) *store.IRCEcho {
+	c.name(idMark)
+	e := &store.IRCEcho{Domain: domain, Stanzas: make([][2]string, len(c.msgs))}
+	for i, msg := range c.msgs {
+		s := msg.String()
+		at := strings.LastIndex(s, idMark)
+		e.Stanzas[i] = [2]string{s[:at], s[at+len(idMark):]}
+	}
+	return e
+}
+
+// idMark stands for the line's id in roomCopies.echo: text that no
+// closing tag holds.
+const idMark = "ID"
+
+// sendCopies gives the copies the stanza-id sid and sends them: queued,
+// the archive queued them with their line (see record); else each is
+// queued now.
+func (n *network) sendCopies(ctx context.Context, c *roomCopies, sid string, queued bool, what string) {
+	c.name(sid)
+	if queued {
+		n.b.host.Queued(c.msgs...)
+		return
+	}
+	for _, msg := range c.msgs {
 		if err := n.b.host.SendMessage(ctx, msg); err != nil {
-			n.b.host.Log().Warn("cannot queue a groupchat message", "user", n.user, "err", err)
+			n.b.host.Log().Warn(what, "user", n.user, "err", err)
 		}
 	}
 }
@@ -341,12 +399,12 @@ func (b *Bridge) groupchat(ctx context.Context, u *bridges.User, st *xmlel.Eleme
 // it would otherwise be written after the copies of their lines.
 func (n *network) reflect(ctx context.Context, ch *channel, orig *xmlel.Element, body string) {
 	ctx = store.First(ctx)
-	sid := n.record(ctx, ch, n.nick, body, n.sentAs(ch.name, body))
 	from := ch.jid(n) + "/" + n.nick
 	id := stanza.NewID()
 	if orig != nil {
 		id = orig.Attr("id")
 	}
+	var copies roomCopies
 	for full := range ch.resources {
 		msg := stanza.Message(from, full, "groupchat", id, body)
 		if orig != nil {
@@ -356,11 +414,10 @@ func (n *network) reflect(ctx context.Context, ch *channel, orig *xmlel.Element,
 				}
 			}
 		}
-		msg.Add(xmlel.New(stanza.NSStanzaID, "stanza-id").SetAttr("id", sid).SetAttr("by", ch.jid(n)))
-		if err := n.b.host.SendMessage(ctx, msg); err != nil {
-			n.b.host.Log().Warn("cannot queue a reflection", "user", n.user, "err", err)
-		}
+		copies.add(msg, ch.jid(n))
 	}
+	sid, queued := n.record(ctx, ch, n.nick, body, n.sentAs(ch.name, body), &copies)
+	n.sendCopies(ctx, &copies, sid, queued, "cannot queue a reflection")
 }
 
 // sentAs returns what the other members of target get of body: its IRC

@@ -92,11 +92,15 @@ func (b *Bridge) channelCommand(ctx context.Context, u *bridges.User, a mapping.
 // (see lineLog), and the other instances' copies that of the one that
 // archived it first (see store.ArchiveIRCLine). parts, for the user's
 // own message, are the IRC lines it is sent as; nil for a line from IRC.
-func (n *network) record(ctx context.Context, ch *channel, nick, body string, parts []string) string {
+// When this connection archives the line, its copies are queued with it,
+// in one transaction (store.IRCLine.Echo), and queued is true: the
+// caller sends them (sendCopies) without queuing them again.
+func (n *network) record(ctx context.Context, ch *channel, nick, body string, parts []string, copies *roomCopies) (sid string, queued bool) {
 	if !ch.settings.Record {
-		return stanza.NewID()
+		return stanza.NewID(), false
 	}
 	var a *archived
+	var id int64
 	err := n.b.withKey(ctx, n.server, ch.name, func(key string) error {
 		c := lineChan{n.server, key}
 		if parts != nil {
@@ -108,25 +112,33 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, pa
 			}
 		}
 		last, joined := n.b.lines.known(c)
-		l, err := n.b.db.ArchiveIRCLine(ctx, store.IRCLine{Server: n.server, Channel: key, Nick: nick, Body: body, Stamp: a.at,
-			Lines: parts, After: last, Since: a.at.Add(-lineTTL), Joined: joined})
+		line := store.IRCLine{Server: n.server, Channel: key, Nick: nick, Body: body, Stamp: a.at,
+			Lines: parts, After: last, Since: a.at.Add(-lineTTL), Joined: joined}
+		if len(copies.msgs) > 0 {
+			line.Echo = copies.echo(n.b.host.Domain())
+		}
+		l, err := n.b.db.ArchiveIRCLine(ctx, line)
 		if err == nil {
 			n.b.lines.archived(c, nick, l, parts == nil, a)
 		}
+		id, queued = l.ID, l.Queued
 		a.finish(l.ID, err)
 		return err
 	})
 	if err != nil {
 		n.b.host.Log().Warn("cannot archive an irc message", "user", n.user, "err", err)
-		return stanza.NewID()
+		return stanza.NewID(), false
+	}
+	if queued {
+		return strconv.FormatInt(id, 10), true // its copies are queued: not waited for
 	}
 	// Waited for outside withKey: the connection archiving it may need
 	// the keys' lock again.
-	id, err := a.wait(ctx)
+	id, err = a.wait(ctx)
 	if err != nil {
-		return stanza.NewID() // the connection archiving it said why
+		return stanza.NewID(), false // the connection archiving it said why
 	}
-	return strconv.FormatInt(id, 10)
+	return strconv.FormatInt(id, 10), queued
 }
 
 // syncWindows opens the user's archive window (see store.OpenIRCWindow)

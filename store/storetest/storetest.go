@@ -5,6 +5,8 @@
 package storetest
 
 import (
+	"encoding/binary"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -61,4 +63,31 @@ func (s *Store) Column(t testing.TB, query string, args ...any) string {
 	}
 	sort.Strings(out)
 	return strings.Join(out, " ")
+}
+
+// Commits returns how many transactions have been committed to s's
+// SQLite database since it was opened (by any connection): the counter
+// of its write-ahead log's index, iChange, which SQLite increments at
+// each commit (https://www.sqlite.org/walformat.html, 2.2.1: a 32-bit
+// integer in native byte order at offset 8 of the wal-index header).
+// Read without SQLite's locks: call it while no commit is under way.
+func (s *Store) Commits(t testing.TB) uint32 {
+	t.Helper()
+	if s.Shared() {
+		t.Fatal("storetest: Commits is for SQLite")
+	}
+	var path string
+	if err := s.DB().QueryRow(`SELECT file FROM pragma_database_list WHERE name = 'main'`).Scan(&path); err != nil {
+		t.Fatalf("storetest: the database's file: %v", err)
+	}
+	f, err := os.Open(path + "-shm")
+	if err != nil {
+		t.Fatalf("storetest: the wal-index: %v", err)
+	}
+	defer f.Close()
+	var b [4]byte
+	if _, err := f.ReadAt(b[:], 8); err != nil {
+		t.Fatalf("storetest: the wal-index: %v", err)
+	}
+	return binary.NativeEndian.Uint32(b[:])
 }

@@ -1,0 +1,158 @@
+package irc
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"passerelle/bridges/bridgetest"
+	"passerelle/component/stanza"
+	"passerelle/component/xmlel"
+	"passerelle/store/storetest"
+)
+
+// echoFixture is the test user in #c, which keeps its history, from two
+// resources, r and r2, with the channel's window open.
+func echoFixture(t *testing.T) *fixture {
+	t.Helper()
+	h := newFakeHost(t)
+	h.Logs = &bridgetest.LogBuffer{}
+	fx, _ := storeFixture(t, h, h.St.Store)
+	fx.enter(t, "nick bob")
+	fx.presence(t, testUser+"/r2", "#c")
+	fx.h.Expect(t, "self-presence to r2", func(e *xmlel.Element) bool { return e.Attr("to") == testUser+"/r2" && selfPresence(e) })
+	fx.say(t, "#c", "hello") // the window is open once its handling is done
+	fx.h.Run(func(context.Context) {})
+	return fx
+}
+
+// sendOwn has the user say body in #c from r, and returns the room's echo
+// of it to r and to r2, once the handling of the message is done.
+func (fx *fixture) sendOwn(t *testing.T, body string) map[string]*xmlel.Element {
+	t.Helper()
+	fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='#c%localhost@irc.example' type='groupchat' id='"+body+"'><body>"+body+"</body></message>")
+	fx.f.expect(t, "PRIVMSG #c "+body)
+	fx.h.Run(func(context.Context) {})
+	echoes := map[string]*xmlel.Element{}
+	for _, m := range fx.h.Messages() {
+		if m.Attr("id") == body && m.Attr("type") == "groupchat" {
+			echoes[m.Attr("to")] = m
+		}
+	}
+	return echoes
+}
+
+func stanzaID(m *xmlel.Element) string { return m.Child(stanza.NSStanzaID, "stanza-id").Attr("id") }
+
+// The room's echo of the user's own message costs one commit: the line
+// archived and its echo to each of the user's resources, whose stanza-id
+// is the line's archive id, queued in one transaction. (Its text and id
+// hold the mark that stands for the archive id as the echo is written.)
+func TestReflectionOneCommit(t *testing.T) {
+	fx := echoFixture(t)
+	before := fx.h.St.Commits(t)
+	echoes := fx.sendOwn(t, "mineID")
+	if n := fx.h.St.Commits(t) - before; n != 1 {
+		t.Errorf("the echo of a line: %d commits, want 1", n)
+	}
+	id := fx.column(t, `SELECT id FROM irc_history WHERE body = 'mineID'`)
+	if len(echoes) != 2 {
+		t.Fatalf("echoed to %d resources, want 2: %v", len(echoes), echoes)
+	}
+	for to, m := range echoes {
+		if stanzaID(m) != id {
+			t.Errorf("the echo to %s: stanza-id %q, want the archive's %q: %s", to, stanzaID(m), id, m)
+		}
+	}
+	rows, err := fx.h.St.DB().Query(`SELECT stanza FROM outbox WHERE stanza LIKE '%>mineID</body>%'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for ; rows.Next(); n++ {
+		var raw string
+		if err := rows.Scan(&raw); err != nil {
+			t.Fatal(err)
+		}
+		m, err := xmlel.Parse(raw)
+		if err != nil || stanzaID(m) != id || len(m.ChildrenNamed(stanza.NSStanzaID, "stanza-id")) != 1 {
+			t.Errorf("queued echo %s (%v), want one stanza-id, %s", raw, err, id)
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d echoes queued, want 2", n)
+	}
+}
+
+// When the transaction of a line and its echo fails, neither is written:
+// no line is archived without its echo. What the user gets is what a
+// line that cannot be archived gets: its echo, queued with a stanza-id of
+// its own, here refused too, and logged.
+func TestReflectionFailsWhole(t *testing.T) {
+	fx := echoFixture(t)
+	lift := storetest.Refuse(t, fx.h.St.Store, storetest.Insert, "outbox", ">refused</body>")
+	if echoes := fx.sendOwn(t, "refused"); len(echoes) != 0 {
+		t.Errorf("echoes of a line whose echo was refused: %v", echoes)
+	}
+	if got := fx.column(t, `SELECT count(*) FROM irc_history WHERE body = 'refused'`); got != "0" {
+		t.Errorf("a line whose echo was refused: archived %s times", got)
+	}
+	for _, want := range []string{"cannot archive an irc message", "cannot queue a reflection"} {
+		fx.h.Logs.Wait(t, want)
+	}
+	lift()
+	echoes := fx.sendOwn(t, "after")
+	if len(echoes) != 2 || stanzaID(echoes[testUser+"/r"]) != fx.column(t, `SELECT id FROM irc_history WHERE body = 'after'`) {
+		t.Errorf("the next line's echoes: %v", echoes)
+	}
+	if got := fx.archive(t, "#c"); got != "hello after" {
+		t.Errorf("archive: %q, want %q", got, "hello after")
+	}
+}
+
+// A line that cannot be archived is echoed all the same, with a stanza-id
+// of its own (as a channel that keeps no history).
+func TestReflectionNotArchived(t *testing.T) {
+	fx := echoFixture(t)
+	lift := storetest.Refuse(t, fx.h.St.Store, storetest.Insert, "irc_history", "")
+	echoes := fx.sendOwn(t, "unarchived")
+	if len(echoes) != 2 {
+		t.Fatalf("echoed to %d resources, want 2: %v", len(echoes), echoes)
+	}
+	for to, m := range echoes {
+		if sid := stanzaID(m); sid == "" || strings.Trim(sid, "0123456789") == "" {
+			t.Errorf("the echo to %s of a line not archived: stanza-id %q", to, sid)
+		}
+	}
+	fx.h.Logs.Wait(t, "cannot archive an irc message")
+	lift()
+	if got := fx.archive(t, "#c"); got != "hello" {
+		t.Errorf("archive: %q, want %q", got, "hello")
+	}
+}
+
+// A line from IRC, archived by this connection, costs one commit too:
+// its copies to the user's resources are queued with it.
+func TestRoomLineOneCommit(t *testing.T) {
+	fx := echoFixture(t)
+	before := fx.h.St.Commits(t)
+	fx.say(t, "#c", "theirs")
+	fx.h.Run(func(context.Context) {})
+	if n := fx.h.St.Commits(t) - before; n != 1 {
+		t.Errorf("a line from IRC: %d commits, want 1", n)
+	}
+	id := fx.column(t, `SELECT id FROM irc_history WHERE body = 'theirs'`)
+	n := 0
+	for _, m := range fx.h.Messages() {
+		if m.ChildText("", "body") == "theirs" {
+			n++
+			if stanzaID(m) != id || m.Attr("from") != roomJID("#c")+"/bob" {
+				t.Errorf("the copy to %s: %s, want stanza-id %s", m.Attr("to"), m, id)
+			}
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d copies, want 2", n)
+	}
+}
