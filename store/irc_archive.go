@@ -64,8 +64,8 @@ type IRCLine struct {
 }
 
 // IRCEcho is stanzas that name a channel line by its archive id (their
-// stanza-id): the room's echo of a user's own message to their
-// resources. ArchiveIRCLine queues them in Domain's outbox in the
+// stanza-id): the copies of the line to a user's resources (the room's
+// echo of their own message, or a line from IRC). ArchiveIRCLine queues them in Domain's outbox in the
 // transaction that writes the line, with its id: the line is not
 // archived without them, nor are they queued without it. Each stanza is
 // given as its text before the id and its text after it.

@@ -240,16 +240,27 @@ func (c *roomCopies) name(id string) {
 // That is the value of the stanza-id's "id", its last attribute, set
 // after "by", in the stanza's last child: only the closing tags follow
 // it, so it is after the last idMark in the text.
+//
+// A copy where the mark is not followed by the stanza-id's end and the
+// message's (a child added after the stanza-id) gives nil: the copies are
+// then queued after the line, as when it is not archived here.
 func (c *roomCopies) echo(domain string) *store.IRCEcho {
 	c.name(idMark)
 	e := &store.IRCEcho{Domain: domain, Stanzas: make([][2]string, len(c.msgs))}
 	for i, msg := range c.msgs {
 		s := msg.String()
 		at := strings.LastIndex(s, idMark)
+		if at < 0 || s[at+len(idMark):] != idTail {
+			return nil
+		}
 		e.Stanzas[i] = [2]string{s[:at], s[at+len(idMark):]}
 	}
 	return e
 }
+
+// idTail is what follows the line's id in a copy's text: the end of the
+// stanza-id, its last child, and of the message.
+const idTail = `"/></message>`
 
 // idMark stands for the line's id in roomCopies.echo: text that no
 // closing tag holds.

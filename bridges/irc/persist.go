@@ -138,7 +138,7 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, pa
 	if err != nil {
 		return stanza.NewID(), false // the connection archiving it said why
 	}
-	return strconv.FormatInt(id, 10), queued
+	return strconv.FormatInt(id, 10), false
 }
 
 // syncWindows opens the user's archive window (see store.OpenIRCWindow)

@@ -121,7 +121,7 @@ func TestReflectionNotArchived(t *testing.T) {
 		t.Fatalf("echoed to %d resources, want 2: %v", len(echoes), echoes)
 	}
 	for to, m := range echoes {
-		if sid := stanzaID(m); sid == "" || strings.Trim(sid, "0123456789") == "" {
+		if sid := stanzaID(m); len(sid) != len(stanza.NewID()) {
 			t.Errorf("the echo to %s of a line not archived: stanza-id %q", to, sid)
 		}
 	}
@@ -154,5 +154,25 @@ func TestRoomLineOneCommit(t *testing.T) {
 	}
 	if n != 2 {
 		t.Errorf("%d copies, want 2", n)
+	}
+}
+
+// A copy whose stanza-id is not its last child cannot be cut where the
+// line's id goes: echo gives nil and the copies are queued after the
+// line, not with a wrong text.
+func TestRoomCopiesCut(t *testing.T) {
+	var c roomCopies
+	msg := stanza.Message("#c%irc.example@irc.localhost/bob", "alice@localhost/a", "groupchat", "ID-1", "an ID in the text")
+	c.add(msg, "#c%irc.example@irc.localhost")
+	e := c.echo("irc.localhost")
+	if e == nil || len(e.Stanzas) != 1 {
+		t.Fatalf("echo: %+v, want one stanza", e)
+	}
+	if got, want := e.Stanzas[0][0]+"42"+e.Stanzas[0][1], strings.Replace(msg.String(), `id="ID"/>`, `id="42"/>`, 1); got != want {
+		t.Errorf("the copy with its id: %s, want %s", got, want)
+	}
+	msg.Add(xmlel.New("urn:example", "after"))
+	if e := c.echo("irc.localhost"); e != nil {
+		t.Errorf("a copy with a child after its stanza-id: %+v, want nil", e)
 	}
 }

@@ -25,6 +25,8 @@ package main
 // with the code before it in the same run. PASSERELLE_BENCH_PERF=<dir>
 // records the gateway's fan-out phase with perf(1) into
 // <dir>/<gateway>-<N>-fanout.data (perf report -i … --no-children).
+// PASSERELLE_BENCH_ROUNDS=50 sets the rounds of the latency phase (default
+// benchRounds, 200: a p99 of fewer than 200 rounds is their slowest).
 // PASSERELLE_TEST_DB=postgres runs passerelle (and base) on PostgreSQL, a
 // private cluster started for the run (store/pgtest), as it runs the
 // end-to-end tests; the server's CPU is then reported as well.
@@ -36,8 +38,8 @@ package main
 //	x2i       M messages at once, spread over the users; the phase ends
 //	          when the peer got each and each user got each (its own room
 //	          echo and the others' copies)
-//	latency   benchRounds lines from the peer one at a time, each waiting
-//	          for its N deliveries; then benchRounds messages from the users
+//	latency   R lines from the peer one at a time, each waiting for its N
+//	          deliveries; then R messages from the users
 //	          one at a time, each waiting for the peer's copy and the N
 //	          room copies
 //
@@ -96,9 +98,9 @@ const (
 	benchWait      = 120 * time.Second
 	benchSettle    = 2 * time.Second
 	benchIdle      = 5 * time.Second
-	benchRounds    = 50
-	benchJoinBatch = 10 // users join at most this many at once: ngircd's listen backlog is 10 (50 at once had connections reset)
-	benchWorkers   = 16 // configure commands under way at once
+	benchRounds    = 200 // latency rounds: of 200, the p99 is the second slowest (of 50 it was the slowest)
+	benchJoinBatch = 10  // users join at most this many at once: ngircd's listen backlog is 10 (50 at once had connections reset)
+	benchWorkers   = 16  // configure commands under way at once
 )
 
 // benchUsers are the numbers of users: 50, 200 and 500, or the
@@ -117,6 +119,20 @@ func benchUsers(b *testing.B) []int {
 		ns = append(ns, n)
 	}
 	return ns
+}
+
+// benchRoundsOf is the number of latency rounds: benchRounds, or
+// $PASSERELLE_BENCH_ROUNDS.
+func benchRoundsOf(b *testing.B) int {
+	v := os.Getenv("PASSERELLE_BENCH_ROUNDS")
+	if v == "" {
+		return benchRounds
+	}
+	r, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || r < 1 {
+		b.Fatalf("PASSERELLE_BENCH_ROUNDS=%q: want a positive number", v)
+	}
+	return r
 }
 
 func BenchmarkIRCGateway(b *testing.B) {
@@ -214,6 +230,7 @@ func (t *tally) percentile(p float64) float64 {
 
 func benchIRCGateway(b *testing.B, gateway string, n int) {
 	b.StopTimer()
+	rounds := benchRoundsOf(b)
 	srv := harness.StartProsody(b, harness.ServerOptions{Domain: "localhost", Components: []string{ircDomain, loadDomain}, LogLevel: "warn", NoNagle: os.Getenv("PASSERELLE_BENCH_NAGLE") == "off"})
 	ngircd := harness.StartNgircd(b)
 	_, ircPort, _ := net.SplitHostPort(ngircd.Addr)
@@ -440,15 +457,15 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 		x2iDB, dbCPU = dbCPU, 0
 
 		// Latency, one message at a time.
-		i2x := newTally(fmt.Sprintf("il%d", it), benchRounds, 0)
+		i2x := newTally(fmt.Sprintf("il%d", it), rounds, 0)
 		load.handle(groupchat(i2x))
-		for k := range benchRounds {
+		for k := range rounds {
 			i2x.expect(n)
 			i2x.markSent(k)
 			peer.send(b, "PRIVMSG %s :il%d %d", benchChannel, it, k)
 			i2x.wait(b, "i2x latency")
 		}
-		x2i, echo, others := newTally(fmt.Sprintf("xl%d", it), benchRounds, 0), newTally(fmt.Sprintf("xl%d", it), benchRounds, 0), newTally(fmt.Sprintf("xl%d", it), benchRounds, 0)
+		x2i, echo, others := newTally(fmt.Sprintf("xl%d", it), rounds, 0), newTally(fmt.Sprintf("xl%d", it), rounds, 0), newTally(fmt.Sprintf("xl%d", it), rounds, 0)
 		peer.handle(privmsg(x2i))
 		var sender int
 		var smu sync.Mutex
@@ -465,7 +482,7 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 				others.seen(e.ChildText("", "body"), at)
 			}
 		})
-		for k := range benchRounds {
+		for k := range rounds {
 			smu.Lock()
 			sender = k % n
 			smu.Unlock()
