@@ -224,6 +224,7 @@ func TestMailboxSentWithoutPermission(t *testing.T) {
 	user := registerMailbox(t, b, h, m)
 	waitSentPos(t, b, user, func(imapPos) bool { return true })
 	m.appendTo(t, "Sent", sentMail("n1", "carol@example.com", "not shown", time.Now()))
+	waitSentPos(t, b, user, func(p imapPos) bool { return p.LastUID == 1 })
 	m.appendTo(t, "Sent", sentMail("n2", "carol@example.com", "not shown either", time.Now()))
 	waitSentPos(t, b, user, func(p imapPos) bool { return p.LastUID == 2 })
 	noCarbon(t, h, "without the permission")
