@@ -80,6 +80,20 @@ func noCarbon(t *testing.T, h *bridgetest.Host, what string) {
 	}
 }
 
+// startWithSent starts a mailbox with a Sent mailbox, and a bridge that
+// polls every poll, whose server grants the message permission in
+// namespace ns ("": none).
+func startWithSent(t *testing.T, poll time.Duration, ns string) (*memIMAP, *Bridge, *bridgetest.Host) {
+	t.Helper()
+	m := startMemIMAP(t)
+	if err := m.user.Create("Sent", nil); err != nil {
+		t.Fatal(err)
+	}
+	b, h := startBridge(t, Options{PollInterval: poll}, nil)
+	h.MessageNS = ns
+	return m, b, h
+}
+
 // registerMailbox registers bob@example.org with m and waits for the
 // watcher's first look at Sent.
 func registerMailbox(t *testing.T, b *Bridge, h *bridgetest.Host, m *memIMAP) string {
@@ -115,13 +129,8 @@ func waitSentPos(t *testing.T, b *Bridge, user string, ok func(imapPos) bool) {
 // watcher, nor after a stop between its delivery and its position; a mail
 // filed while the watcher is stopped shows when it starts again.
 func TestMailboxSentCarbons(t *testing.T) {
-	m := startMemIMAP(t)
-	if err := m.user.Create("Sent", nil); err != nil {
-		t.Fatal(err)
-	}
+	m, b, h := startWithSent(t, 100*time.Millisecond, stanza.NSPrivilege2)
 	m.appendTo(t, "Sent", sentMail("before", "carol@example.com", "sent before the registration", time.Now()))
-	b, h := startBridge(t, Options{PollInterval: 100 * time.Millisecond}, nil)
-	h.MessageNS = stanza.NSPrivilege2
 	user := registerMailbox(t, b, h, m)
 	waitSentPos(t, b, user, func(p imapPos) bool { return p.LastUID == 1 })
 
@@ -189,12 +198,7 @@ func TestMailboxSentCarbons(t *testing.T) {
 // A mail the gateway sent for the user, which her provider filed in Sent,
 // is in her chat already: not shown again.
 func TestMailboxSentByTheGateway(t *testing.T) {
-	m := startMemIMAP(t)
-	if err := m.user.Create("Sent", nil); err != nil {
-		t.Fatal(err)
-	}
-	b, h := startBridge(t, Options{PollInterval: 100 * time.Millisecond}, nil)
-	h.MessageNS = stanza.NSPrivilege2
+	m, b, h := startWithSent(t, 100*time.Millisecond, stanza.NSPrivilege2)
 	user := registerMailbox(t, b, h, m)
 	waitSentPos(t, b, user, func(imapPos) bool { return true })
 	err := h.St.PutMessageID(context.Background(), store.MessageID{Domain: testDomain, JID: user, XMPPID: "x1",
@@ -216,11 +220,7 @@ func TestMailboxSentByTheGateway(t *testing.T) {
 // once, and the mails sent meanwhile do not come all at once when the
 // permission comes.
 func TestMailboxSentWithoutPermission(t *testing.T) {
-	m := startMemIMAP(t)
-	if err := m.user.Create("Sent", nil); err != nil {
-		t.Fatal(err)
-	}
-	b, h := startBridge(t, Options{PollInterval: 100 * time.Millisecond}, nil)
+	m, b, h := startWithSent(t, 100*time.Millisecond, "")
 	user := registerMailbox(t, b, h, m)
 	waitSentPos(t, b, user, func(imapPos) bool { return true })
 	m.appendTo(t, "Sent", sentMail("n1", "carol@example.com", "not shown", time.Now()))
@@ -250,11 +250,7 @@ func TestMailboxSentWithoutPermission(t *testing.T) {
 // While the component does not know what the server grants, new sent
 // mail waits, and shows as soon as it knows (not at the next renewal).
 func TestMailboxSentWaitsForPrivileges(t *testing.T) {
-	m := startMemIMAP(t)
-	if err := m.user.Create("Sent", nil); err != nil {
-		t.Fatal(err)
-	}
-	b, h := startBridge(t, Options{PollInterval: time.Hour}, nil)
+	m, b, h := startWithSent(t, time.Hour, "")
 	learn := h.PendingPrivileges()
 	user := registerMailbox(t, b, h, m)
 	waitSentPos(t, b, user, func(imapPos) bool { return true })
@@ -274,12 +270,7 @@ func TestMailboxSentWaitsForPrivileges(t *testing.T) {
 // A Sent mailbox renumbered (UIDVALIDITY) starts again from its end: the
 // mails in it are not shown again.
 func TestMailboxSentRenumbered(t *testing.T) {
-	m := startMemIMAP(t)
-	if err := m.user.Create("Sent", nil); err != nil {
-		t.Fatal(err)
-	}
-	b, h := startBridge(t, Options{PollInterval: 100 * time.Millisecond}, nil)
-	h.MessageNS = stanza.NSPrivilege2
+	m, b, h := startWithSent(t, 100*time.Millisecond, stanza.NSPrivilege2)
 	user := registerMailbox(t, b, h, m)
 	m.appendTo(t, "Sent", sentMail("r1", "carol@example.com", "first", time.Now()))
 	nextCarbon(t, h)
@@ -323,12 +314,7 @@ func TestMailboxWithoutSent(t *testing.T) {
 // A recipient without an address on the gateway is left out; a mail
 // without any other is not shown.
 func TestMailboxSentRecipients(t *testing.T) {
-	m := startMemIMAP(t)
-	if err := m.user.Create("Sent", nil); err != nil {
-		t.Fatal(err)
-	}
-	b, h := startBridge(t, Options{PollInterval: 100 * time.Millisecond}, nil)
-	h.MessageNS = stanza.NSPrivilege2
+	m, b, h := startWithSent(t, 100*time.Millisecond, stanza.NSPrivilege2)
 	user := registerMailbox(t, b, h, m)
 	waitSentPos(t, b, user, func(imapPos) bool { return true })
 	odd := `" x"@example.com`
@@ -347,12 +333,7 @@ func TestMailboxSentRecipients(t *testing.T) {
 // A Sent mailbox that goes away ends the session (its STATUS fails); the
 // next one finds none, and INBOX is forwarded as always.
 func TestMailboxSentDeleted(t *testing.T) {
-	m := startMemIMAP(t)
-	if err := m.user.Create("Sent", nil); err != nil {
-		t.Fatal(err)
-	}
-	b, h := startBridge(t, Options{PollInterval: 100 * time.Millisecond}, nil)
-	h.MessageNS = stanza.NSPrivilege2
+	m, b, h := startWithSent(t, 100*time.Millisecond, stanza.NSPrivilege2)
 	registerMailbox(t, b, h, m)
 	// Once a mail is forwarded, the watcher's session has found Sent.
 	m.appendMail(t, "first", "found Sent")
@@ -372,12 +353,7 @@ func TestMailboxSentDeleted(t *testing.T) {
 // next one starts INBOX from its new end and tells the user, as for a
 // renumbering found at the start.
 func TestMailboxRenumberedWhileReadingSent(t *testing.T) {
-	m := startMemIMAP(t)
-	if err := m.user.Create("Sent", nil); err != nil {
-		t.Fatal(err)
-	}
-	b, h := startBridge(t, Options{PollInterval: 100 * time.Millisecond}, nil)
-	h.MessageNS = stanza.NSPrivilege2
+	m, b, h := startWithSent(t, 100*time.Millisecond, stanza.NSPrivilege2)
 	user := registerMailbox(t, b, h, m)
 	waitSentPos(t, b, user, func(imapPos) bool { return true })
 	var once sync.Once
