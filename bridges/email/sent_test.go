@@ -135,7 +135,7 @@ func TestMailboxSentCarbons(t *testing.T) {
 	waitSentPos(t, b, user, func(p imapPos) bool { return p.LastUID == 1 })
 
 	sent := time.Now().Add(-time.Hour).Truncate(time.Second)
-	m.appendTo(t, "Sent", sentMail("s1", "Carol Example <carol@example.com>, bob@example.net", "Hello Carol", sent)+"")
+	m.appendTo(t, "Sent", sentMail("s1", "Carol Example <carol@example.com>, bob@example.net", "Hello Carol", sent))
 	carol := "carol%example.com@" + testDomain
 	var got []*xmlel.Element
 	for range 2 {
