@@ -3,6 +3,7 @@ package component
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -124,4 +125,40 @@ func TestSentCarbonsWithoutPermission(t *testing.T) {
 			t.Fatalf("a user of a server that granted nothing: err = %v, want ErrNoPrivilege", err)
 		}
 	})
+}
+
+// A server that refuses a sent carbon despite its advertisement loses the
+// permission: no more carbons go to it (until it advertises it again).
+func TestSentCarbonRefused(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	lb := &logBuffer{}
+	c, _, _ := startComponent(t, srv, &fakeBridge{}, "s", func(c *Component) {
+		c.log = slog.New(slog.NewTextHandler(lb, nil))
+	})
+	fc := srv.accept(t)
+	advertise(t, fc, stanza.NSPrivilege2, "outgoing")
+	wrap, err := c.SentCarbons("alice@example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SendMessage(context.Background(), wrap(stanza.Message("alice@example.org", "bob%example.com@test.example.org", "chat", "m1", "hi"))); err != nil {
+		t.Fatal(err)
+	}
+	got := fc.expect(t, "the privileged message", func(e *xmlel.Element) bool { return e.Local == "message" && e.Attr("to") == "example.org" })
+	fc.send(t, `<message type='error' id='%s' from='example.org' to='test.example.org'><error type='auth'><forbidden xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>`, got.Attr("id"))
+	waitFor(t, "the refusal logged", func() bool {
+		return lb.count(`msg="the XMPP server refused a sent carbon despite its advertisement; no more are sent to it" server=example.org err=forbidden`) == 1
+	})
+	if _, err := c.SentCarbons("alice@example.org"); !errors.Is(err, bridges.ErrNoPrivilege) {
+		t.Fatalf("after the refusal: err = %v, want ErrNoPrivilege", err)
+	}
+	// An error for another message of the component changes nothing.
+	advertise(t, fc, stanza.NSPrivilege2, "outgoing")
+	fc.send(t, `<message type='error' id='other' from='example.org' to='test.example.org'><error type='auth'><forbidden xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>`)
+	// Read in order: once the ping is answered, the error was handled.
+	fc.send(t, `<iq type='get' id='sync2' from='example.org' to='test.example.org'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	fc.expect(t, "the ping's answer", func(e *xmlel.Element) bool { return e.Attr("id") == "sync2" })
+	if _, err := c.SentCarbons("alice@example.org"); err != nil {
+		t.Fatalf("after an error for another message: %v", err)
+	}
 }

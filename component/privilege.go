@@ -160,6 +160,23 @@ func (c *Component) SentCarbons(user string) (func(msg *xmlel.Element) *xmlel.El
 	}, nil
 }
 
+// revokeMessage forgets the message permission of a server that refused a
+// privileged message (a sent carbon) despite its advertisement: no more
+// carbons are sent to it until it advertises the permission again.
+func (c *Component) revokeMessage(server string, err error) {
+	c.mu.Lock()
+	g, ok := c.grants[server]
+	ok = ok && g.Message != ""
+	if ok {
+		g.Message = ""
+		c.grants[server] = g
+	}
+	c.mu.Unlock()
+	if ok {
+		c.log.Warn("the XMPP server refused a sent carbon despite its advertisement; no more are sent to it", "server", server, "err", err)
+	}
+}
+
 // revokeRoster forgets the roster permission of a server that refused a
 // roster request: the gateway falls back to subscription requests until
 // the server advertises the permission again.

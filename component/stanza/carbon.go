@@ -1,6 +1,14 @@
 package stanza
 
-import "passerelle/component/xmlel"
+import (
+	"strings"
+
+	"passerelle/component/xmlel"
+)
+
+// carbonIDPrefix starts the id of the privileged message SentCarbon
+// returns: the server's error answering it carries it (IsCarbonError).
+const carbonIDPrefix = "carbon-"
 
 // SentCarbon returns the privileged message (XEP-0356 §"message"
 // permission, privilege namespace ns) by which the entity from asks the
@@ -26,7 +34,7 @@ func SentCarbon(ns, from, server string, msg *xmlel.Element) *xmlel.Element {
 	carbon.Add(
 		xmlel.New(NSCarbons, "sent").Add(xmlel.New(NSForward, "forwarded").Add(asClient(msg.Copy()))),
 		xmlel.New(NSHints, "no-copy"))
-	return New("message", from, server, "", NewID()).Add(
+	return New("message", from, server, "", carbonIDPrefix+NewID()).Add(
 		xmlel.New(ns, "privilege").Add(xmlel.New(NSForward, "forwarded").Add(carbon)))
 }
 
@@ -40,4 +48,10 @@ func asClient(e *xmlel.Element) *xmlel.Element {
 		asClient(c)
 	}
 	return e
+}
+
+// IsCarbonError reports whether st is a server's error answering a
+// privileged message of SentCarbon.
+func IsCarbonError(st *xmlel.Element) bool {
+	return st.Local == "message" && st.Attr("type") == "error" && strings.HasPrefix(st.Attr("id"), carbonIDPrefix)
 }
