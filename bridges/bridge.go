@@ -180,6 +180,16 @@ type CommandResult struct {
 // ErrDisconnected is returned by Host.Send while the XMPP server is away.
 var ErrDisconnected = errors.New("not connected to the XMPP server")
 
+// ErrNoPrivilege is returned by Host.SentCarbons when the user's XMPP
+// server does not grant the component the XEP-0356 message permission
+// ("outgoing").
+var ErrNoPrivilege = errors.New("the XMPP server does not grant the message permission (XEP-0356)")
+
+// ErrPrivilegeUnknown is returned by Host.SentCarbons while the component
+// does not know yet what the user's XMPP server grants it: ask again once
+// Host.PrivilegesKnown is closed.
+var ErrPrivilegeUnknown = errors.New("what the XMPP server grants is not known yet")
+
 // Host is what a component offers its bridge.
 type Host interface {
 	// Domain is the component's domain.
@@ -241,6 +251,19 @@ type Host interface {
 	// Without the server's roster permission (XEP-0356) the contact asks
 	// for a subscription once instead, with its name (XEP-0172).
 	Contact(ctx context.Context, user, local, name string)
+	// SentCarbons returns what turns a message user sent from elsewhere
+	// (a foreign client of hers: from her bare JID to a contact JID of
+	// the bridge) into the stanza that shows it in her chat with that
+	// contact, to commit with SendMessage or Deliver: a privileged
+	// message (XEP-0356 message permission) asking her server to hand
+	// her clients the XEP-0280 sent carbon of it. It fails with
+	// ErrNoPrivilege when her server does not grant the permission, and
+	// with ErrPrivilegeUnknown before the component knows.
+	SentCarbons(user string) (func(msg *xmlel.Element) *xmlel.Element, error)
+	// PrivilegesKnown is closed once the component knows what the XMPP
+	// server grants it (XEP-0356): the server's advertisement came, or a
+	// stream stayed up a moment without one (it grants nothing).
+	PrivilegesKnown() <-chan struct{}
 	Store() *store.Store
 	Log() *slog.Logger
 	// RetryMaxDelay caps the backoff of queued deliveries.

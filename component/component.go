@@ -129,6 +129,9 @@ type Component struct {
 	// served); a server that no longer grants one refuses its use, which
 	// revokes it (revokeRoster).
 	grants map[string]Grant
+	// known is closed once the grants are known (PrivilegesKnown).
+	known     chan struct{}
+	knownOnce sync.Once
 	// online holds the available resources of each user, by bare JID,
 	// as the server told the domain on this stream (userPresence); kept
 	// only for a bridge that implements bridges.UserPresence.
@@ -227,6 +230,7 @@ func New(opts Options) *Component {
 		commandTimeout: commandTimeout,
 		users:          map[string]*userSession{},
 		pending:        map[string]chan *xmlel.Element{},
+		known:          make(chan struct{}),
 	}
 	if opts.Group != nil {
 		opts.Group.add(c)
@@ -351,7 +355,7 @@ func (c *Component) serve(ctx context.Context, cn *conn) error {
 		c.pump(pumpCtx, s, s.done)
 	}()
 	go c.announce(ctx, "")
-	go c.probeUsers(ctx, s)
+	go c.settleGrants(ctx, s)
 	if h, ok := c.bridge.(bridges.Connected); ok {
 		go h.Connected(ctx)
 	}

@@ -84,17 +84,11 @@ func (c *Component) forgetPresence() {
 	c.mu.Unlock()
 }
 
-// probeUsers learns, on a new stream, which registered users are online,
-// for a bridge that wants to know (bridges.UserPresence). It waits for
-// the server's privilege advertisement (at most grantWait): a server
-// that forwards its users' presence sends the current ones itself, and
-// its users are not probed; the others' are, from the domain (the
-// gateway is in a registered user's roster), and their answers come
-// back as presence to the domain.
-func (c *Component) probeUsers(ctx context.Context, s *session) {
-	if _, ok := c.bridge.(bridges.UserPresence); !ok {
-		return
-	}
+// settleGrants waits, on a new stream, for the server's privilege
+// advertisement (at most grantWait): then what the server grants is known
+// (PrivilegesKnown; a server that sent none grants nothing), and the
+// registered users are probed (probeUsers).
+func (c *Component) settleGrants(ctx context.Context, s *session) {
 	t := time.NewTimer(grantWait)
 	defer t.Stop()
 	select {
@@ -103,6 +97,20 @@ func (c *Component) probeUsers(ctx context.Context, s *session) {
 	case <-s.done:
 		return
 	case <-ctx.Done():
+		return
+	}
+	c.grantsKnown()
+	c.probeUsers(ctx, s)
+}
+
+// probeUsers learns, on a new stream whose grants are known, which
+// registered users are online, for a bridge that wants to know
+// (bridges.UserPresence): a server that forwards its users' presence
+// sends the current ones itself, and its users are not probed; the
+// others' are, from the domain (the gateway is in a registered user's
+// roster), and their answers come back as presence to the domain.
+func (c *Component) probeUsers(ctx context.Context, s *session) {
+	if _, ok := c.bridge.(bridges.UserPresence); !ok {
 		return
 	}
 	users, err := c.store.ListRegistrations(ctx, c.opts.Domain)

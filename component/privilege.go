@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 
+	"passerelle/bridges"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 )
@@ -26,6 +27,10 @@ func (g Grant) RosterGet() bool { return g.Roster == "get" || g.Roster == "both"
 
 // RosterSet reports whether the component may change users' rosters.
 func (g Grant) RosterSet() bool { return g.Roster == "set" || g.Roster == "both" }
+
+// SendsMessages reports whether the component may send messages on
+// behalf of users (message permission "outgoing").
+func (g Grant) SendsMessages() bool { return g.Message == "outgoing" }
 
 // logAttrs describes the grant for a log line.
 func (g Grant) logAttrs() []any {
@@ -105,6 +110,7 @@ func (c *Component) privileged(g Grant) {
 	if s != nil {
 		s.grantedOnce.Do(func() { close(s.granted) })
 	}
+	c.grantsKnown()
 	if !had || !reflect.DeepEqual(old, g) {
 		c.log.Info("the XMPP server granted privileges (XEP-0356)", g.logAttrs()...)
 	}
@@ -113,6 +119,12 @@ func (c *Component) privileged(g Grant) {
 // grant returns what the server of user granted (the zero Grant when
 // nothing).
 func (c *Component) grant(user string) Grant {
+	g, _ := c.grantOf(user)
+	return g
+}
+
+// grantOf is grant, and whether that server's advertisement came.
+func (c *Component) grantOf(user string) (Grant, bool) {
 	d := strings.ToLower(stanza.Domain(user))
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -120,7 +132,49 @@ func (c *Component) grant(user string) Grant {
 	if !ok {
 		g.Server = d
 	}
-	return g
+	return g, ok
+}
+
+// grantsKnown closes PrivilegesKnown's channel (once).
+func (c *Component) grantsKnown() { c.knownOnce.Do(func() { close(c.known) }) }
+
+// PrivilegesKnown implements bridges.Host.
+func (c *Component) PrivilegesKnown() <-chan struct{} { return c.known }
+
+// SentCarbons implements bridges.Host: the carbons go to the server of
+// user in the privilege namespace it advertised.
+func (c *Component) SentCarbons(user string) (func(msg *xmlel.Element) *xmlel.Element, error) {
+	g, advertised := c.grantOf(user)
+	if !g.SendsMessages() {
+		select {
+		case <-c.known:
+		default:
+			if !advertised {
+				return nil, bridges.ErrPrivilegeUnknown
+			}
+		}
+		return nil, bridges.ErrNoPrivilege
+	}
+	return func(msg *xmlel.Element) *xmlel.Element {
+		return stanza.SentCarbon(g.NS, c.opts.Domain, g.Server, msg)
+	}, nil
+}
+
+// revokeMessage forgets the message permission of a server that refused a
+// privileged message (a sent carbon) despite its advertisement: no more
+// carbons are sent to it until it advertises the permission again.
+func (c *Component) revokeMessage(server string, err error) {
+	c.mu.Lock()
+	g, ok := c.grants[server]
+	ok = ok && g.Message != ""
+	if ok {
+		g.Message = ""
+		c.grants[server] = g
+	}
+	c.mu.Unlock()
+	if ok {
+		c.log.Warn("the XMPP server refused a sent carbon despite its advertisement; no more are sent to it", "server", server, "err", err)
+	}
 }
 
 // revokeRoster forgets the roster permission of a server that refused a

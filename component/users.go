@@ -337,6 +337,10 @@ func (c *Component) fromDomain(st *xmlel.Element) {
 		c.shareGrant(st)
 		return
 	}
+	if stanza.IsCarbonError(st) {
+		c.revokeMessage(strings.ToLower(st.Attr("from")), stanza.ErrorOf(st))
+		return
+	}
 	typ := st.Attr("type")
 	if st.Local != "iq" || (typ != "get" && typ != "set") {
 		return

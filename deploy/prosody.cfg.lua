@@ -8,7 +8,9 @@
 -- the roster permission. mod_privilege comes from Debian's prosody-modules
 -- package (`apt-get install prosody-modules`); it is loaded on the
 -- VirtualHost and on each Component below. Without it everything works,
--- and new contacts ask for a subscription instead.
+-- and new contacts ask for a subscription instead. message = "outgoing"
+-- lets the mail gateway show in a user's chats the mails she sends from
+-- her own mail client (XEP-0280 sent carbons); without it they are not.
 
 component_ports = { 5347 }
 component_interfaces = { "127.0.0.1" }

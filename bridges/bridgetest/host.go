@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"passerelle/bridges"
+	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
 	"passerelle/store"
 	"passerelle/store/storetest"
@@ -42,6 +43,9 @@ type Host struct {
 	// Lease, when set, is what the fences (Fence) check: a test makes it
 	// false to end the instance's lease.
 	Lease func() bool
+	// MessageNS is the privilege namespace in which the server granted
+	// the message permission (SentCarbons); "": it grants none.
+	MessageNS string
 
 	domain string
 	posted chan func(context.Context)
@@ -54,6 +58,7 @@ type Host struct {
 	read     int              // all[:read] were returned by Next or Expect
 	changed  chan struct{}    // closed and replaced when a stanza is recorded
 	contacts []Contact
+	known    chan struct{}         // PrivilegesKnown
 	fail     error                 // SendMessage and Deliver fail with it
 	onCommit func(context.Context) // called by SendMessage and Deliver first
 }
@@ -62,7 +67,9 @@ type Host struct {
 // store end with the test.
 func New(t testing.TB, domain string) *Host {
 	h := &Host{St: storetest.Open(t), Logs: &LogBuffer{}, domain: domain,
-		posted: make(chan func(context.Context), 256), ready: make(chan struct{}, 1), changed: make(chan struct{})}
+		posted: make(chan func(context.Context), 256), ready: make(chan struct{}, 1), changed: make(chan struct{}),
+		known: make(chan struct{})}
+	close(h.known)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -240,6 +247,47 @@ func (h *Host) RetryMaxDelay() time.Duration {
 		return time.Minute
 	}
 	return h.Retry
+}
+
+// SentCarbons wraps as the component does (stanza.SentCarbon), when
+// MessageNS is set; before that ErrPrivilegeUnknown while the grants are
+// pending (PendingPrivileges), else ErrNoPrivilege.
+func (h *Host) SentCarbons(user string) (func(msg *xmlel.Element) *xmlel.Element, error) {
+	h.mu.Lock()
+	ns, known := h.MessageNS, h.known
+	h.mu.Unlock()
+	if ns == "" {
+		select {
+		case <-known:
+			return nil, bridges.ErrNoPrivilege
+		default:
+			return nil, bridges.ErrPrivilegeUnknown
+		}
+	}
+	server := stanza.Domain(user)
+	return func(msg *xmlel.Element) *xmlel.Element { return stanza.SentCarbon(ns, h.domain, server, msg) }, nil
+}
+
+// PrivilegesKnown is closed unless the grants are pending.
+func (h *Host) PrivilegesKnown() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.known
+}
+
+// PendingPrivileges makes the grants unknown until learn is called with
+// the namespace of the message permission ("": none granted).
+func (h *Host) PendingPrivileges() (learn func(ns string)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	known := make(chan struct{})
+	h.known = known
+	return func(ns string) {
+		h.mu.Lock()
+		h.MessageNS = ns
+		h.mu.Unlock()
+		close(known)
+	}
 }
 
 // Contact is a call of Host.Contact.

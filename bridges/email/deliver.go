@@ -76,10 +76,27 @@ func (b *Bridge) BuildInbound(ctx context.Context, user, envFrom string, raw []b
 	} else {
 		fmt.Fprintf(&body, "Mail from %s\n\n", oneLine(firstNonEmpty(p.From, envFrom, "an unknown sender")))
 	}
+	links := b.mailText(ctx, &body, p)
+	if p.Text == "" && len(p.Attachments) == 0 && err == nil {
+		body.WriteString("(empty mail)")
+	}
+	mid := mailID(p, domain)
+	thread := b.threadFor(ctx, user, p.References, mid)
+	id := stanza.NewID()
+	msg := mailMessage(from, user, id, body.String(), p, thread, links)
+	link := store.MessageID{Domain: domain, JID: user, XMPPID: id, ForeignID: mid, Peer: addr,
+		Thread: thread, Extra: mailThreadInfo(p, mid)}
+	return msg, link, local, addr
+}
+
+// mailText writes the text of mail p for its message body: the subject,
+// emphasised, the text and the attachments (each uploaded when the
+// server offers it). It returns the URLs of the uploads.
+func (b *Bridge) mailText(ctx context.Context, body *strings.Builder, p *Parsed) []string {
 	if subj := strings.TrimSpace(oneLine(p.Subject)); subj != "" {
 		// Many clients ignore <subject> on a chat message: the body
 		// carries it too, emphasised (XEP-0393).
-		fmt.Fprintf(&body, "*Subject: %s*\n\n", subj)
+		fmt.Fprintf(body, "*Subject: %s*\n\n", subj)
 	}
 	body.WriteString(p.Text)
 	var links []string
@@ -98,16 +115,22 @@ func (b *Bridge) BuildInbound(ctx context.Context, user, envFrom string, raw []b
 			}
 		}
 	}
-	if p.Text == "" && len(p.Attachments) == 0 && err == nil {
-		body.WriteString("(empty mail)")
+	return links
+}
+
+// mailID is the Message-ID of mail p, or one made up (missingID) for a
+// mail without.
+func mailID(p *Parsed, domain string) string {
+	if p.MessageID != "" {
+		return p.MessageID
 	}
-	mid := p.MessageID
-	if mid == "" {
-		mid = stanza.NewID() + missingID + domain
-	}
-	thread := b.threadFor(ctx, user, p.References, mid)
-	id := stanza.NewID()
-	msg := stanza.Message(from, user, "chat", id, body.String())
+	return stanza.NewID() + missingID + domain
+}
+
+// mailMessage is the chat message from → to showing mail p in thread,
+// with body and the URLs of its uploaded attachments.
+func mailMessage(from, to, id, body string, p *Parsed, thread string, links []string) *xmlel.Element {
+	msg := stanza.Message(from, to, "chat", id, body)
 	if p.Subject != "" {
 		msg.AddText("subject", p.Subject)
 	}
@@ -115,13 +138,16 @@ func (b *Bridge) BuildInbound(ctx context.Context, user, envFrom string, raw []b
 	for _, url := range links {
 		msg.Add(xmlel.New(stanza.NSOOB, "x").Add(xmlel.New(stanza.NSOOB, "url").WithText(url)))
 	}
+	return msg
+}
+
+// mailThreadInfo is the link's Extra for mail p, whose Message-ID is mid.
+func mailThreadInfo(p *Parsed, mid string) string {
 	refs := append(append([]string{}, p.References...), mid)
 	if len(refs) > maxRefs {
 		refs = append(refs[:1], refs[len(refs)-maxRefs+1:]...)
 	}
-	link := store.MessageID{Domain: domain, JID: user, XMPPID: id, ForeignID: mid, Peer: addr,
-		Thread: thread, Extra: threadInfo{Subject: p.Subject, Refs: refs}.encode()}
-	return msg, link, local, addr
+	return threadInfo{Subject: p.Subject, Refs: refs}.encode()
 }
 
 // tryUpload uploads an attachment when the server has an upload service
@@ -195,14 +221,18 @@ func (b *Bridge) mailKey(links []store.MessageID, raw []byte) string {
 		users[i] = l.JID
 	}
 	slices.Sort(users)
-	// The same mail over SMTP and read from a mailbox may end its lines
-	// differently.
+	return "mail <" + mid + "> " + linesDigest(raw) + " to " + strings.Join(users, " ")
+}
+
+// linesDigest is a digest of the lines of raw, however they end: the same
+// mail over SMTP and read from a mailbox may end its lines differently.
+func linesDigest(raw []byte) string {
 	h := sha256.New()
 	for line := range bytes.Lines(raw) {
 		h.Write(bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r")))
 		h.Write([]byte("\n"))
 	}
-	return "mail <" + mid + "> " + hex.EncodeToString(h.Sum(nil)[:16]) + " to " + strings.Join(users, " ")
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // threadFor returns the XMPP thread of a mail: the thread of the latest mail

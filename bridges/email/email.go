@@ -86,6 +86,9 @@ type Bridge struct {
 	resolver bridges.Resolver
 	mu       sync.Mutex
 	watchers map[string]*watcher // mailbox watchers by user
+	// noCarbonsLogged are the XMPP servers logged for not granting the
+	// message permission (noCarbons).
+	noCarbonsLogged map[string]bool
 	// jobs runs the queued outbound mail (runJob).
 	jobs *bridges.Runner
 }
@@ -371,17 +374,20 @@ func (b *Bridge) Register(ctx context.Context, user string, values map[string]st
 			return nil, stanza.Errorf("not-acceptable", "imap_username and imap_password are needed to read your mailbox.")
 		}
 		cctx, cancel := context.WithTimeout(ctx, b.opts.CheckTimeout)
-		pos, err := checkMailbox(cctx, b.secure(cfg))
+		start, err := checkMailbox(cctx, b.secure(cfg))
 		cancel()
 		if err != nil {
 			return nil, b.refuseServer(user, "Your mailbox could not be opened", "imap_server", err)
 		}
-		// Mail from now on is forwarded (unless a position is kept already).
-		if old, ok, err := b.loadPos(ctx, user); err != nil {
-			return nil, err
-		} else if !ok || old.UIDValidity != pos.UIDValidity {
-			if err := b.savePos(ctx, user, pos); err != nil {
+		// Mail from now on is forwarded, and sent mail shown (unless a
+		// position is kept already).
+		for mailbox, pos := range start {
+			if old, ok, err := b.loadPosOf(ctx, user, mailbox); err != nil {
 				return nil, err
+			} else if !ok || old.UIDValidity != pos.UIDValidity {
+				if err := b.savePosOf(ctx, user, mailbox, pos); err != nil {
+					return nil, err
+				}
 			}
 		}
 		b.startWatcher(user, cfg)

@@ -230,10 +230,11 @@ func connectIMAP(ctx context.Context, cfg mailboxConfig, implicitTLS bool, opts 
 }
 
 // checkMailbox verifies a mailbox configuration at registration and
-// returns the INBOX position: mail after it is forwarded.
-func checkMailbox(ctx context.Context, cfg mailboxConfig) (imapPos, error) {
+// returns the positions, by mailbox name, of INBOX and of the Sent mailbox
+// when there is one: mail after them is forwarded, or shown as sent.
+func checkMailbox(ctx context.Context, cfg mailboxConfig) (map[string]imapPos, error) {
 	type result struct {
-		pos imapPos
+		pos map[string]imapPos
 		err error
 	}
 	done := make(chan result, 1)
@@ -241,11 +242,7 @@ func checkMailbox(ctx context.Context, cfg mailboxConfig) (imapPos, error) {
 		var r result
 		c, err := dialIMAP(ctx, cfg, &imapclient.Options{})
 		if err == nil {
-			var sel *imap.SelectData
-			sel, err = c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait()
-			if err == nil {
-				r.pos = startPos(sel)
-			}
+			r.pos, err = startPositions(c)
 			c.Logout().Wait()
 			c.Close()
 		}
@@ -256,8 +253,25 @@ func checkMailbox(ctx context.Context, cfg mailboxConfig) (imapPos, error) {
 	case r := <-done:
 		return r.pos, r.err
 	case <-ctx.Done():
-		return imapPos{}, ctx.Err()
+		return nil, ctx.Err()
 	}
+}
+
+// startPositions returns the ends of INBOX and of the Sent mailbox.
+func startPositions(c *imapclient.Client) (map[string]imapPos, error) {
+	sel, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait()
+	if err != nil {
+		return nil, err
+	}
+	pos := map[string]imapPos{"INBOX": startPos(sel)}
+	sent, err := findSent(c)
+	if err != nil || sent == "" {
+		return pos, err
+	}
+	if pos[sent], err = sentEnd(c, sent); err != nil {
+		return nil, err
+	}
+	return pos, nil
 }
 
 // startPos is the position at the end of a selected mailbox.
@@ -320,6 +334,7 @@ type watcher struct {
 	notify   chan struct{}
 	poll     time.Duration
 	reported bool // the user was told about a refused login
+	noSent   bool // the mailbox was logged for having no Sent mailbox
 	cancel   context.CancelFunc
 	done     chan struct{} // closed when run returns
 	// fence checks the lease under which the instance held the user when
@@ -446,12 +461,28 @@ func (w *watcher) session(ctx context.Context, connected func()) error {
 	if err := w.b.savePos(ctx, w.user, pos); err != nil {
 		return err
 	}
+	sent, err := w.openSent(c)
+	if err != nil {
+		return err
+	}
+	// IDLE is renewed now and then: a safety net for a missed update, a
+	// check that the connection still works, and the look at Sent.
+	renewal := 5 * w.poll
+	if sent.name != "" {
+		renewal = w.poll
+	}
 	idle := (c.Caps().Has(imap.CapIdle) || c.Caps().Has(imap.CapIMAP4rev2)) && !w.b.noIdle
 	for {
 		if !w.fence() {
 			return errFenced
 		}
 		if err := w.fetchNew(ctx, c, &pos); err != nil {
+			return err
+		}
+		// known is closed once the grants are known, when the new
+		// sent mails wait for them.
+		known, err := w.checkSent(ctx, c, sent, sel.UIDValidity)
+		if err != nil {
 			return err
 		}
 		if idle {
@@ -471,13 +502,12 @@ func (w *watcher) session(ctx context.Context, connected func()) error {
 			}
 			ended := make(chan error, 1)
 			go func() { ended <- cmd.Wait() }()
-			// IDLE is renewed now and then: a safety net for a missed
-			// update and a check that the connection still works.
-			renew := time.NewTimer(5 * w.poll)
+			renew := time.NewTimer(renewal)
 			select {
 			case <-ctx.Done():
 			case <-w.notify:
 			case <-renew.C:
+			case <-known:
 			case err := <-ended:
 				renew.Stop()
 				// IDLE ends by itself only when the connection is lost.
@@ -498,6 +528,7 @@ func (w *watcher) session(ctx context.Context, connected func()) error {
 			select {
 			case <-ctx.Done():
 			case <-t.C:
+			case <-known:
 			}
 			t.Stop()
 			if !w.fence() {
@@ -533,13 +564,7 @@ func (w *watcher) fetchNew(ctx context.Context, c *imapclient.Client, pos *imapP
 		if uint32(m.UID) <= pos.LastUID {
 			continue // "n:*" also returns the last mail when n is past it
 		}
-		var raw []byte
-		if len(m.BodySection) > 0 {
-			raw = m.BodySection[0].Bytes
-		}
-		if len(raw) > int(w.b.opts.MaxSize) {
-			raw = []byte(fmt.Sprintf("Subject: (mail too large: %d bytes)\r\n\r\nA mail of %d bytes in your mailbox is larger than this gateway forwards.\r\n", len(raw), len(raw)))
-		}
+		raw := w.b.bounded(bodyOf(m))
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	_ "github.com/emersion/go-message/charset" // decoders for non-UTF-8 charsets
@@ -16,6 +17,9 @@ import (
 
 // maxBodyText bounds the text taken from one mail for the message body.
 const maxBodyText = 256 << 10
+
+// Recipient is an address a mail was sent to, with its display name.
+type Recipient struct{ Addr, Name string }
 
 // Attachment is a named non-text part of a mail.
 type Attachment struct {
@@ -30,8 +34,10 @@ type Parsed struct {
 	From        string // sender address (addr-spec), "" when none is readable
 	FromName    string
 	Subject     string
-	MessageID   string   // without angle brackets
-	References  []string // References, then In-Reply-To, oldest first, without duplicates
+	MessageID   string      // without angle brackets
+	References  []string    // References, then In-Reply-To, oldest first, without duplicates
+	To          []Recipient // To, then Cc, without duplicates
+	Date        time.Time   // zero when none is readable
 	Text        string
 	Attachments []Attachment
 }
@@ -69,6 +75,18 @@ func ParseMail(raw []byte) (*Parsed, error) {
 			p.References = append(p.References, r)
 		}
 	}
+
+	seenTo := map[string]bool{}
+	for _, f := range []string{"To", "Cc"} {
+		list, _ := h.AddressList(f)
+		for _, a := range list {
+			if k := strings.ToLower(a.Address); a.Address != "" && !seenTo[k] {
+				seenTo[k] = true
+				p.To = append(p.To, Recipient{Addr: a.Address, Name: oneLine(a.Name)})
+			}
+		}
+	}
+	p.Date, _ = h.Date()
 
 	var plain, html strings.Builder
 	for {

@@ -539,6 +539,13 @@ Content-Transfer-Encoding: base64
 // appendIMAP puts a mail into user's INBOX with a real IMAP client.
 func appendIMAP(t *testing.T, addr, user, password, raw string) {
 	t.Helper()
+	appendIMAPTo(t, addr, user, password, "INBOX", raw)
+}
+
+// appendIMAPTo puts a mail into user's mailbox with a real IMAP client, as
+// a mail client files a mail it sent.
+func appendIMAPTo(t *testing.T, addr, user, password, mailbox, raw string) {
+	t.Helper()
 	c, err := imapclient.DialInsecure(addr, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -547,7 +554,7 @@ func appendIMAP(t *testing.T, addr, user, password, raw string) {
 	if err := c.Login(user, password).Wait(); err != nil {
 		t.Fatal(err)
 	}
-	cmd := c.Append("INBOX", int64(len(raw)), nil)
+	cmd := c.Append(mailbox, int64(len(raw)), nil)
 	cmd.Write([]byte(raw))
 	cmd.Close()
 	if _, err := cmd.Wait(); err != nil {

@@ -7,6 +7,7 @@ package stanza
 // Stanzas (RFC 6120, XEP-0114).
 const (
 	NS        = "jabber:component:accept"
+	NSClient  = "jabber:client" // a client's stanza, forwarded inside another
 	NSStanzas = "urn:ietf:params:xml:ns:xmpp-stanzas"
 )
 
@@ -32,6 +33,7 @@ const (
 	NSReply    = "urn:xmpp:reply:0"       // XEP-0461
 	NSUpload   = "urn:xmpp:http:upload:0" // XEP-0363
 	NSForward  = "urn:xmpp:forward:0"     // XEP-0297
+	NSCarbons  = "urn:xmpp:carbons:2"     // XEP-0280
 )
 
 // Rosters, privileges and contacts' profiles. XEP-0356: Prosody's

@@ -13,7 +13,8 @@ import (
 
 // Dovecot is a throwaway Dovecot IMAP server on loopback: plaintext IMAP
 // only (no TLS), PLAIN/LOGIN authentication against a password file, one
-// Maildir per user under the test's temporary directory.
+// Maildir per user under the test's temporary directory, with a mailbox
+// "Sent Items" of special use \Sent (RFC 6154) created at the first login.
 type Dovecot struct {
 	Addr  string            // 127.0.0.1:port
 	Users map[string]string // user name → password
@@ -95,6 +96,14 @@ func (d *Dovecot) config() string {
 		fmt.Sprintf("first_valid_uid = %d", uid),
 		fmt.Sprintf("first_valid_gid = %d", gid),
 		"mail_location = maildir:" + filepath.Join(d.dir, "mail") + "/%u",
+		"# a Sent mailbox known by its special use (RFC 6154), not by the name Sent",
+		"namespace inbox {",
+		"  inbox = yes",
+		"  mailbox \"Sent Items\" {",
+		"    special_use = \\Sent",
+		"    auto = create",
+		"  }",
+		"}",
 		"passdb {",
 		"  driver = passwd-file",
 		"  args = scheme=PLAIN username_format=%u " + filepath.Join(d.dir, "users"),

@@ -32,6 +32,9 @@ type ServerOptions struct {
 	// hosts (Prosody only: mod_mam with internal storage), archiving every
 	// chat message by default and never expiring it.
 	MAM bool
+	// Carbons enables XEP-0280 message carbons (Prosody only: mod_carbons,
+	// as Prosody's default configuration has it).
+	Carbons bool
 	// C2SStanzaSizeLimit, when set, is the largest stanza in bytes the
 	// server takes from a client (Prosody only: c2s_stanza_size_limit;
 	// its default is 256 KiB).
@@ -375,6 +378,9 @@ func (s *Prosody) config() string {
 	modules := `"disco"; "roster"; "saslauth"; "register"; "ping"; "version"; "posix"; "offline"`
 	if s.opts.MAM {
 		modules += `; "mam"`
+	}
+	if s.opts.Carbons {
+		modules += `; "carbons"`
 	}
 	w("modules_enabled = { %s }", modules)
 	w("modules_disabled = { \"s2s\"; \"s2s_auth_certs\" }")
