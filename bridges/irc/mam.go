@@ -73,7 +73,8 @@ func (b *Bridge) mamQuery(ctx context.Context, u *bridges.User, st *xmlel.Elemen
 		}
 	}
 	for _, it := range items {
-		inner := stanza.Message(room+"/"+it.Nick, u.JID, "groupchat", "", it.Body)
+		// A forwarded stanza is a client's (XEP-0297), not the component's.
+		inner := stanza.AsClient(stanza.Message(room+"/"+it.Nick, u.JID, "groupchat", "", it.Body))
 		res := xmlel.New(stanza.NSMAM, "result").SetAttr("queryid", q.Attr("queryid")).SetAttr("id", strconv.FormatInt(it.ID, 10))
 		res.Add(xmlel.New(stanza.NSForward, "forwarded").Add(
 			xmlel.New(stanza.NSDelay, "delay").SetAttr("stamp", it.Stamp.UTC().Format("2006-01-02T15:04:05.000Z")),

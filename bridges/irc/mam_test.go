@@ -25,7 +25,7 @@ func TestMAMWithFilter(t *testing.T) {
 		var bodies []string
 		fx.h.Expect(t, "the fin", func(e *xmlel.Element) bool {
 			if r := e.Child(stanza.NSMAM, "result"); r != nil {
-				bodies = append(bodies, r.Child(stanza.NSForward, "forwarded").Child("", "message").ChildText("", "body"))
+				bodies = append(bodies, r.Child(stanza.NSForward, "forwarded").Child(stanza.NSClient, "message").ChildText("", "body"))
 			}
 			if e.Local == "iq" && e.Attr("id") == "m" {
 				if e.Attr("type") != "result" || e.Child(stanza.NSMAM, "fin").Attr("complete") != "true" {

@@ -39,7 +39,7 @@ func roomArchive(t *testing.T, c *harness.Client, room, payload string) mamPage 
 	p := mamPage{reply: r, fin: r.Child(nsMAM, "fin")}
 	for _, el := range c.Received() {
 		if x := el.Child(nsMAM, "result"); x != nil && x.Attr("queryid") == qid {
-			p.bodies = append(p.bodies, x.Child(nsForward, "forwarded").Child("", "message").ChildText("", "body"))
+			p.bodies = append(p.bodies, x.Child(nsForward, "forwarded").Child("jabber:client", "message").ChildText("", "body"))
 		}
 	}
 	return p

@@ -863,7 +863,7 @@ func TestIRCPersistent(t *testing.T) {
 		if len(res) != 1 || fin.Attr("complete") != "true" {
 			t.Fatalf("second page: %d results, fin %s", len(res), fin)
 		}
-		if b := res[0].Child("urn:xmpp:forward:0", "forwarded").Child("", "message").ChildText("", "body"); b != "after the restart" {
+		if b := res[0].Child("urn:xmpp:forward:0", "forwarded").Child("jabber:client", "message").ChildText("", "body"); b != "after the restart" {
 			t.Errorf("second archived message: %s", res[0])
 		}
 

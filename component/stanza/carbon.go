@@ -32,20 +32,20 @@ func SentCarbon(ns, from, server string, msg *xmlel.Element) *xmlel.Element {
 	}
 	carbon := xmlel.New(NSClient, "message").SetAttr("from", user).SetAttr("to", user).SetAttr("type", typ)
 	carbon.Add(
-		xmlel.New(NSCarbons, "sent").Add(xmlel.New(NSForward, "forwarded").Add(asClient(msg.Copy()))),
+		xmlel.New(NSCarbons, "sent").Add(xmlel.New(NSForward, "forwarded").Add(AsClient(msg.Copy()))),
 		xmlel.New(NSHints, "no-copy"))
 	return New("message", from, server, "", carbonIDPrefix+NewID()).Add(
 		xmlel.New(ns, "privilege").Add(xmlel.New(NSForward, "forwarded").Add(carbon)))
 }
 
-// asClient moves e and its children of the component namespace (a stanza
+// AsClient moves e and its children of the component namespace (a stanza
 // as the gateway builds it) into jabber:client, and returns e.
-func asClient(e *xmlel.Element) *xmlel.Element {
+func AsClient(e *xmlel.Element) *xmlel.Element {
 	if e.Space == NS {
 		e.Space = NSClient
 	}
 	for _, c := range e.Children {
-		asClient(c)
+		AsClient(c)
 	}
 	return e
 }
