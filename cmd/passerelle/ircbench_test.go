@@ -25,6 +25,8 @@ package main
 // with the code before it in the same run. PASSERELLE_BENCH_PERF=<dir>
 // records the gateway's fan-out phase with perf(1) into
 // <dir>/<gateway>-<N>-fanout.data (perf report -i … --no-children).
+// PASSERELLE_BENCH_TRACE=<dir> records passerelle's execution trace
+// during the XMPP→IRC latency phase into <dir>/<gateway>-<N>-x2i-latency.trace.
 // PASSERELLE_BENCH_ROUNDS=50 sets the rounds of the latency phase (default
 // benchRounds, 200: a p99 of fewer than 200 rounds is their slowest).
 // PASSERELLE_TEST_DB=postgres runs passerelle (and base) on PostgreSQL, a
@@ -76,7 +78,9 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -236,7 +240,7 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 	_, ircPort, _ := net.SplitHostPort(ngircd.Addr)
 
 	var pid int
-	var form string
+	var form, httpAddr string
 	switch gateway {
 	case "passerelle", "base":
 		env := map[string]string{
@@ -250,6 +254,7 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 			"PASSERELLE_LOG_LEVEL":         "info",
 			"PASSERELLE_HTTP_LISTEN":       fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b)),
 		}
+		httpAddr = env["PASSERELLE_HTTP_LISTEN"]
 		bin := os.Getenv("PASSERELLE_BENCH_BASE")
 		if gateway == "passerelle" {
 			bin = harness.BuildBinary(b)
@@ -465,6 +470,7 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 			peer.send(b, "PRIVMSG %s :il%d %d", benchChannel, it, k)
 			i2x.wait(b, "i2x latency")
 		}
+		stopTrace := benchTrace(b, httpAddr, fmt.Sprintf("%s-%d-x2i-latency.trace", gateway, n))
 		x2i, echo, others := newTally(fmt.Sprintf("xl%d", it), rounds, 0), newTally(fmt.Sprintf("xl%d", it), rounds, 0), newTally(fmt.Sprintf("xl%d", it), rounds, 0)
 		peer.handle(privmsg(x2i))
 		var sender int
@@ -500,6 +506,7 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 				others.wait(b, "x2i copies")
 			}
 		}
+		stopTrace()
 		i2xLat, x2iLat, echoLat = append(i2xLat, i2x), append(x2iLat, x2i), append(echoLat, echo)
 	}
 	b.StopTimer()
@@ -549,6 +556,44 @@ func benchPerf(b *testing.B, pid int, name string) (stop func()) {
 	return func() {
 		_ = cmd.Process.Signal(os.Interrupt)
 		_ = cmd.Wait()
+	}
+}
+
+// benchTrace records an execution trace of passerelle (its
+// /debug/pprof/trace on addr, "" for biboumi) into
+// $PASSERELLE_BENCH_TRACE/name for 10 seconds, and returns the
+// function that waits for the trace (nothing happens when the variable is
+// not set). go tool trace -pprof=sched (or sync, net) turns it into a
+// profile of where goroutines waited.
+func benchTrace(b *testing.B, addr, name string) (stop func()) {
+	dir := os.Getenv("PASSERELLE_BENCH_TRACE")
+	if dir == "" || addr == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(done)
+		resp, err := http.Get("http://" + addr + "/debug/pprof/trace?seconds=10")
+		if err != nil {
+			b.Errorf("trace: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			b.Errorf("trace: %v", err)
+			return
+		}
+		defer f.Close()
+		if _, err := io.Copy(f, resp.Body); err != nil {
+			b.Errorf("trace: %v", err)
+		}
+	}()
+	time.Sleep(200 * time.Millisecond) // the trace starts
+	return func() {
+		b.Logf("trace %s: the phase took %v of the 10 s recorded", name, time.Since(start))
+		<-done
 	}
 }
 

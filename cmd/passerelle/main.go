@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -219,6 +220,13 @@ func serveHTTP(addr string, st *store.Store, comps []*component.Component, m *co
 		defer cancel()
 		inst.WritePrometheus(ctx, w)
 	})
+	if loopback(ln.Addr()) {
+		// Profiles (go tool pprof, go tool trace) on a listener only this
+		// machine reaches: they show the gateway's workings.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -227,6 +235,12 @@ func serveHTTP(addr string, st *store.Store, comps []*component.Component, m *co
 	}()
 	log.Info("HTTP listening", "addr", ln.Addr().String())
 	return srv, nil
+}
+
+// loopback reports whether a is a loopback address.
+func loopback(a net.Addr) bool {
+	t, ok := a.(*net.TCPAddr)
+	return ok && t.IP.IsLoopback()
 }
 
 // writeProbe checks that the store can commit, at most once a second
