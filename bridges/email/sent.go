@@ -29,8 +29,9 @@ package email
 // The gateway does not put the mails it sends into the user's Sent
 // mailbox; a provider that files a copy there itself (as Gmail does for
 // mail submitted through it) gives back one the user wrote in XMPP: a
-// mail whose Message-ID the gateway knows for her (one she sent through
-// it, or one it delivered to her) is not shown again.
+// mail with a Message-ID of the gateway's is not shown again. A mail she
+// also received (a Cc to herself, a list post) is shown all the same, to
+// its recipients other than her own address, at most maxSentRecipients.
 
 import (
 	"context"
@@ -201,10 +202,16 @@ func (w *watcher) fetchSent(ctx context.Context, c *imapclient.Client, s *sentSt
 	if err != nil {
 		return fmt.Errorf("failed to fetch new mail from %s: %w", s.name, err)
 	}
+	var own []string
 	if len(msgs) > 0 {
-		if _, err := w.b.host.Registration(ctx, w.user); errors.Is(err, store.ErrNotFound) {
+		reg, err := w.b.host.Registration(ctx, w.user)
+		if errors.Is(err, store.ErrNotFound) {
 			return errUnregistered
 		}
+		if err != nil {
+			return fmt.Errorf("failed to read the registration: %w", err)
+		}
+		own = []string{mailboxAddress(reg.Fields)}
 	}
 	slices.SortFunc(msgs, func(a, b *imapclient.FetchMessageBuffer) int { return int(a.UID) - int(b.UID) })
 	for _, m := range msgs {
@@ -220,7 +227,7 @@ func (w *watcher) fetchSent(ctx context.Context, c *imapclient.Client, s *sentSt
 		// As for INBOX: the carbons and the position go together.
 		dctx := context.WithoutCancel(ctx)
 		key := "sent " + w.user + " " + strconv.FormatUint(uint64(s.pos.UIDValidity), 10) + "/" + strconv.FormatUint(uint64(m.UID), 10)
-		if err := w.b.deliverSent(dctx, w.user, key, w.b.bounded(bodyOf(m)), carbon); err != nil {
+		if err := w.b.deliverSent(dctx, w.user, own, key, w.b.bounded(bodyOf(m)), carbon); err != nil {
 			return err
 		}
 		s.pos.LastUID = uint32(m.UID)
@@ -265,25 +272,52 @@ func (b *Bridge) noCarbons(server string) {
 	}
 }
 
+// maxSentRecipients bounds the chats a mail in the Sent mailbox is shown
+// in: each recipient costs a carbon and a contact (a roster push or a
+// subscription request), and a mail to a long list is no chat.
+const maxSentRecipients = 20
+
+// sentByGateway reports whether a mail with Message-ID mid is one the
+// gateway sent (its Message-IDs end in "@" and its domain, as outbound
+// mail's): the user wrote it in XMPP, where her chat shows it already.
+// Only those: a mail she got too (she wrote to herself, a list sent her
+// post back) is in her chat with its sender, not with its recipients.
+func sentByGateway(mid, domain string) bool {
+	return mid != "" && strings.HasSuffix(strings.ToLower(mid), "@"+strings.ToLower(domain))
+}
+
+// sentRecipients is to without the user's own addresses (own): her chat
+// with herself would show her mail twice.
+func sentRecipients(to []Recipient, own []string) []Recipient {
+	var out []Recipient
+	for _, r := range to {
+		if !slices.ContainsFunc(own, func(a string) bool { return a != "" && strings.EqualFold(a, r.Addr) }) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // deliverSent commits the carbons of raw, a mail user sent from her mail
-// client, under key: one for each recipient (To, Cc), in her chat with
-// that recipient, with a link for answers as for an inbound mail. A mail
-// whose Message-ID the gateway knows for her is in her chats already.
-func (b *Bridge) deliverSent(ctx context.Context, user, key string, raw []byte, carbon func(*xmlel.Element) *xmlel.Element) error {
+// client, under key: one for each recipient (To, Cc; not her own
+// addresses, own; at most maxSentRecipients), in her chat with that
+// recipient, with a link for answers as for an inbound mail. A mail the
+// gateway sent is in her chats already.
+func (b *Bridge) deliverSent(ctx context.Context, user string, own []string, key string, raw []byte, carbon func(*xmlel.Element) *xmlel.Element) error {
 	p, err := ParseMail(raw)
 	if err != nil {
 		p = &Parsed{Text: cleanText(string(raw))}
 	}
 	domain := b.host.Domain()
-	if p.MessageID != "" {
-		m, err := b.host.Store().MessageByForeignID(ctx, domain, p.MessageID)
-		if err == nil && m.JID == user {
-			b.host.Log().Info("a mail in the Sent mailbox is in the user's chats already", "user", user, "message_id", p.MessageID)
-			return nil
-		}
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("failed to look the mail up: %w", err)
-		}
+	if sentByGateway(p.MessageID, domain) {
+		b.host.Log().Info("a mail in the Sent mailbox is in the user's chats already", "user", user, "message_id", p.MessageID)
+		return nil
+	}
+	recipients := sentRecipients(p.To, own)
+	if len(recipients) > maxSentRecipients {
+		b.host.Log().Info("a mail in the Sent mailbox has more recipients than are shown", "user", user, "message_id", p.MessageID,
+			"recipients", len(recipients), "shown", maxSentRecipients)
+		recipients = recipients[:maxSentRecipients]
 	}
 	var body strings.Builder
 	urls := b.mailText(ctx, &body, p)
@@ -295,7 +329,7 @@ func (b *Bridge) deliverSent(ctx context.Context, user, key string, raw []byte, 
 	extra := mailThreadInfo(p, mid)
 	var msgs []*xmlel.Element
 	var links []store.MessageID
-	for _, r := range p.To {
+	for _, r := range recipients {
 		local, err := mapping.EmailToLocal(r.Addr)
 		if err != nil {
 			b.host.Log().Info("a recipient of a sent mail has no address on the gateway: not shown", "user", user, "recipient", r.Addr, "err", err)

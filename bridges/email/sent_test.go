@@ -135,7 +135,8 @@ func TestMailboxSentCarbons(t *testing.T) {
 	waitSentPos(t, b, user, func(p imapPos) bool { return p.LastUID == 1 })
 
 	sent := time.Now().Add(-time.Hour).Truncate(time.Second)
-	m.appendTo(t, "Sent", sentMail("s1", "Carol Example <carol@example.com>, bob@example.net", "Hello Carol", sent))
+	// Her own address is no chat of hers.
+	m.appendTo(t, "Sent", sentMail("s1", "Carol Example <carol@example.com>, BOB@example.net, dave@example.com", "Hello Carol", sent))
 	carol := "carol%example.com@" + testDomain
 	var got []*xmlel.Element
 	for range 2 {
@@ -151,7 +152,7 @@ func TestMailboxSentCarbons(t *testing.T) {
 	if d := in.Child(stanza.NSDelay, "delay"); d == nil || d.Attr("stamp") != sent.UTC().Format(time.RFC3339) {
 		t.Fatalf("carbon of an hour-old mail without its date: %s", in)
 	}
-	if got[1].Attr("to") != "bob%example.net@"+testDomain || got[1].ChildText("", "body") != in.ChildText("", "body") {
+	if got[1].Attr("to") != "dave%example.com@"+testDomain || got[1].ChildText("", "body") != in.ChildText("", "body") {
 		t.Fatalf("second recipient's carbon %s", got[1])
 	}
 	// An answer to the carbon answers the sent mail.
@@ -161,6 +162,12 @@ func TestMailboxSentCarbons(t *testing.T) {
 	}
 	if cs := h.Contacts(); len(cs) == 0 || cs[0] != (bridgetest.Contact{User: user, Local: "carol%example.com", Name: "Carol Example"}) {
 		t.Fatalf("contacts %+v, want carol named Carol Example first", cs)
+	}
+
+	for _, c := range h.Contacts() {
+		if strings.HasPrefix(c.Local, "bob%") {
+			t.Fatalf("her own address made a contact: %+v", c)
+		}
 	}
 
 	// A mail of a moment ago carries no delay.
@@ -372,5 +379,50 @@ func TestMailboxRenumberedWhileReadingSent(t *testing.T) {
 	}
 	if !strings.Contains(h.Logs.String(), "INBOX changed its UIDVALIDITY") {
 		t.Fatalf("the session did not end for the renumbering:\n%s", h.Logs)
+	}
+}
+
+// A mail she sent to others and to herself (a Cc, or a list that sends
+// her post back) comes into INBOX, and is forwarded from her address, as
+// well as into Sent: its carbons still show it to the others.
+func TestMailboxSentCcSelf(t *testing.T) {
+	m, b, h := startWithSent(t, 100*time.Millisecond, stanza.NSPrivilege2)
+	user := registerMailbox(t, b, h, m)
+	waitSentPos(t, b, user, func(imapPos) bool { return true })
+	raw := strings.Replace(sentMail("cc", "carol@example.com", "to carol and to me", time.Now()), "\r\nSubject:", "\r\nCc: Bob <bob@example.net>\r\nSubject:", 1)
+	m.appendTo(t, "INBOX", raw)
+	if st := nextChat(t, h); st.Attr("from") != "bob%example.net@"+testDomain || !strings.Contains(st.ChildText("", "body"), "to carol and to me") {
+		t.Fatalf("the INBOX copy: %s", st)
+	}
+	m.appendTo(t, "Sent", raw)
+	if in := nextCarbon(t, h); in.Attr("to") != "carol%example.com@"+testDomain || !strings.Contains(in.ChildText("", "body"), "to carol and to me") {
+		t.Fatalf("got %s", in)
+	}
+	noCarbon(t, h, "her own address")
+}
+
+// A mail to many shows in the chats of the first maxSentRecipients of
+// them, and says once how many were left out.
+func TestMailboxSentManyRecipients(t *testing.T) {
+	m, b, h := startWithSent(t, 100*time.Millisecond, stanza.NSPrivilege2)
+	user := registerMailbox(t, b, h, m)
+	waitSentPos(t, b, user, func(imapPos) bool { return true })
+	var to []string
+	for i := range maxSentRecipients + 5 {
+		to = append(to, fmt.Sprintf("r%d@example.com", i))
+	}
+	m.appendTo(t, "Sent", sentMail("many", strings.Join(to, ", "), "to a crowd", time.Now()))
+	for i := range maxSentRecipients {
+		if in := nextCarbon(t, h); in.Attr("to") != fmt.Sprintf("r%d%%example.com@%s", i, testDomain) {
+			t.Fatalf("carbon %d: %s", i, in)
+		}
+	}
+	noCarbon(t, h, "the recipients past the cap")
+	const line = `msg="a mail in the Sent mailbox has more recipients than are shown" user=bob@example.org message_id=many@example.net recipients=25 shown=20`
+	if n := strings.Count(h.Logs.String(), line); n != 1 {
+		t.Fatalf("logged %d times, want once:\n%s", n, h.Logs)
+	}
+	if n := len(h.Contacts()); n != maxSentRecipients {
+		t.Fatalf("%d contacts, want %d", n, maxSentRecipients)
 	}
 }
