@@ -115,82 +115,129 @@ type sentState struct {
 }
 
 // openSent finds the Sent mailbox at the start of a session. A mailbox
-// without one is logged once per watcher.
+// without one is logged once per watcher; one the server refuses to list
+// is left out for the session (sentRefused).
 func (w *watcher) openSent(c *imapclient.Client) (*sentState, error) {
+	s := &sentState{}
 	name, err := findSent(c)
 	if err != nil {
-		return nil, err
+		if !sentRefused(err) {
+			return nil, err
+		}
+		w.dropSent(s, err)
+		return s, nil
 	}
 	if name == "" && !w.noSent {
 		w.noSent = true
 		w.b.host.Log().Info("the mailbox has no Sent mailbox (special use \\Sent, or named Sent): mails the user sends from her mail client are not shown", "user", w.user, "imap", w.cfg.IMAPServer)
 	}
-	return &sentState{name: name}, nil
+	s.name = name
+	return s, nil
+}
+
+// sentRefused reports whether err is the server refusing a command on the
+// Sent mailbox (a NO or BAD answer: a permission, a mailbox gone), not a
+// broken connection: INBOX is still read, without Sent.
+func sentRefused(err error) bool {
+	var ie *imap.Error
+	return errors.As(err, &ie)
+}
+
+// dropSent leaves the Sent mailbox out for the rest of the session (the
+// next one tries again, from the position kept), and logs why once per
+// watcher.
+func (w *watcher) dropSent(s *sentState, err error) {
+	log := w.b.host.Log().Debug
+	if !w.sentFailed {
+		w.sentFailed = true
+		log = w.b.host.Log().Warn
+	}
+	log("the Sent mailbox cannot be read: mails the user sends from her mail client are not shown until it can", "user", w.user, "imap", w.cfg.IMAPServer, "mailbox", s.name, "err", err)
+	s.name = ""
 }
 
 // checkSent shows the mails new in the Sent mailbox, when it moved. While
 // the component does not know whether the server grants the message
 // permission it leaves them, and returns a channel closed once it knows.
-// INBOX is selected again (its UIDVALIDITY still inbox) before it returns.
-func (w *watcher) checkSent(ctx context.Context, c *imapclient.Client, s *sentState, inbox uint32) (<-chan struct{}, error) {
+// INBOX is selected again (its UIDVALIDITY still inbox) before it
+// returns; more reports that INBOX holds mail after last then (come while
+// Sent was selected: its EXISTS came in the SELECT's answer, which wakes
+// no IDLE). A command the server refuses on Sent leaves Sent out for the
+// session (dropSent), not INBOX.
+func (w *watcher) checkSent(ctx context.Context, c *imapclient.Client, s *sentState, inbox, last uint32) (known <-chan struct{}, more bool, err error) {
 	if s.name == "" {
-		return nil, nil
+		return nil, false, nil
 	}
 	end, err := sentEnd(c, s.name)
 	if err != nil {
-		return nil, err
+		if !sentRefused(err) {
+			return nil, false, err
+		}
+		w.dropSent(s, err)
+		return nil, false, nil
 	}
 	if !s.loaded {
 		p, ok, err := w.b.loadPosOf(ctx, w.user, s.name)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		s.pos, s.loaded = p, true
 		if !ok {
-			// Registered before the gateway read Sent: from now on.
+			// Registered before the gateway read Sent (or when it could
+			// not): from now on.
 			s.pos = end
-			return nil, w.b.savePosOf(ctx, w.user, s.name, end)
+			return nil, false, w.b.savePosOf(ctx, w.user, s.name, end)
 		}
 	}
 	if s.pos.UIDValidity != end.UIDValidity {
 		w.b.host.Log().Info("the Sent mailbox changed its UIDVALIDITY: the mails in it are not shown again", "user", w.user, "mailbox", s.name, "old", s.pos.UIDValidity, "new", end.UIDValidity)
 		s.pos = end
-		return nil, w.b.savePosOf(ctx, w.user, s.name, end)
+		return nil, false, w.b.savePosOf(ctx, w.user, s.name, end)
 	}
 	if end.LastUID <= s.pos.LastUID {
-		return nil, nil
+		return nil, false, nil
 	}
 	carbon, err := w.b.host.SentCarbons(w.user)
 	switch {
 	case errors.Is(err, bridges.ErrPrivilegeUnknown):
-		return w.b.host.PrivilegesKnown(), nil
+		return w.b.host.PrivilegesKnown(), false, nil
 	case errors.Is(err, bridges.ErrNoPrivilege):
 		w.b.noCarbons(stanza.Domain(w.user))
 		// Skipped: were the permission granted later, these would not
 		// come all at once.
 		s.pos = end
-		return nil, w.b.savePosOf(ctx, w.user, s.name, end)
+		return nil, false, w.b.savePosOf(ctx, w.user, s.name, end)
 	case err != nil:
-		return nil, err
+		return nil, false, err
 	}
-	sel, err := c.Select(s.name, &imap.SelectOptions{ReadOnly: true}).Wait()
+	if err := w.readSent(ctx, c, s, carbon); err != nil {
+		if !sentRefused(err) {
+			return nil, false, err
+		}
+		// A refused SELECT leaves no mailbox selected: INBOX again.
+		w.dropSent(s, err)
+	}
+	sel, err := c.Select("INBOX", nil).Wait()
 	if err != nil {
-		return nil, fmt.Errorf("failed to open %s: %w", s.name, err)
-	}
-	if sel.UIDValidity == s.pos.UIDValidity {
-		err = w.fetchSent(ctx, c, s, carbon)
-	} // else renumbered since the STATUS: the next round starts over
-	if err != nil {
-		return nil, err
-	}
-	if sel, err = c.Select("INBOX", nil).Wait(); err != nil {
-		return nil, fmt.Errorf("failed to select INBOX: %w", err)
+		return nil, false, fmt.Errorf("failed to select INBOX: %w", err)
 	}
 	if sel.UIDValidity != inbox {
 		// The next session tells the user and starts from the new end.
-		return nil, fmt.Errorf("INBOX changed its UIDVALIDITY (%d, now %d)", inbox, sel.UIDValidity)
+		return nil, false, fmt.Errorf("INBOX changed its UIDVALIDITY (%d, now %d)", inbox, sel.UIDValidity)
 	}
-	return nil, nil
+	return nil, sel.UIDNext == 0 || uint32(sel.UIDNext) > last+1, nil
+}
+
+// readSent selects the Sent mailbox and shows its new mails.
+func (w *watcher) readSent(ctx context.Context, c *imapclient.Client, s *sentState, carbon func(*xmlel.Element) *xmlel.Element) error {
+	sel, err := c.Select(s.name, &imap.SelectOptions{ReadOnly: true}).Wait()
+	if err != nil {
+		return fmt.Errorf("failed to open %s: %w", s.name, err)
+	}
+	if sel.UIDValidity != s.pos.UIDValidity {
+		return nil // renumbered since the STATUS: the next round starts over
+	}
+	return w.fetchSent(ctx, c, s, carbon)
 }
 
 // fetchSent shows the mails of the selected Sent mailbox after s.pos, in

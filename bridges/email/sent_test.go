@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-imap/v2/imapserver"
 
 	"passerelle/bridges/bridgetest"
 	"passerelle/component/stanza"
@@ -337,8 +339,9 @@ func TestMailboxSentRecipients(t *testing.T) {
 	noCarbon(t, h, "the odd recipient")
 }
 
-// A Sent mailbox that goes away ends the session (its STATUS fails); the
-// next one finds none, and INBOX is forwarded as always.
+// A Sent mailbox that goes away is left out (its STATUS fails) without
+// ending the session: INBOX is forwarded as always; the next session
+// finds none.
 func TestMailboxSentDeleted(t *testing.T) {
 	m, b, h := startWithSent(t, 100*time.Millisecond, stanza.NSPrivilege2)
 	registerMailbox(t, b, h, m)
@@ -348,11 +351,90 @@ func TestMailboxSentDeleted(t *testing.T) {
 	if err := m.user.Delete("Sent"); err != nil {
 		t.Fatal(err)
 	}
-	h.Logs.Wait(t, `msg="mailbox connection ended; reconnecting" user=bob@example.org`)
-	h.Logs.Wait(t, `msg="the mailbox has no Sent mailbox`)
+	h.Logs.Wait(t, `msg="the Sent mailbox cannot be read: mails the user sends from her mail client are not shown until it can" user=bob@example.org`)
 	m.appendMail(t, "inbound", "still forwarded")
 	if st := nextChat(t, h); !strings.Contains(st.ChildText("", "body"), "still forwarded") {
 		t.Fatalf("got %s", st)
+	}
+	if strings.Contains(h.Logs.String(), `msg="mailbox connection ended; reconnecting"`) {
+		t.Fatalf("the session ended for the Sent mailbox:\n%s", h.Logs)
+	}
+	m.stop()
+	m.restart(t)
+	h.Logs.Wait(t, `msg="the mailbox has no Sent mailbox`)
+}
+
+// sentFaults is a server session that refuses the LIST, the STATUS or the
+// SELECT of the Sent mailbox (as a server whose access rights let the
+// user see it but not read it).
+type sentFaults struct {
+	imapserver.Session
+	list, status, sel bool
+}
+
+func refused() error {
+	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNoPerm, Text: "permission denied"}
+}
+
+func (s sentFaults) List(w *imapserver.ListWriter, ref string, patterns []string, opts *imap.ListOptions) error {
+	if s.list {
+		return refused()
+	}
+	return s.Session.List(w, ref, patterns, opts)
+}
+
+func (s sentFaults) Status(mailbox string, opts *imap.StatusOptions) (*imap.StatusData, error) {
+	if s.status && mailbox == "Sent" {
+		return nil, refused()
+	}
+	return s.Session.Status(mailbox, opts)
+}
+
+func (s sentFaults) Select(mailbox string, opts *imap.SelectOptions) (*imap.SelectData, error) {
+	if s.sel && mailbox == "Sent" {
+		return nil, refused()
+	}
+	return s.Session.Select(mailbox, opts)
+}
+
+// A server that refuses to list, to look at or to open the Sent mailbox
+// does not keep the user from registering, nor her INBOX from being
+// forwarded: Sent is left out, said once, and the connection stays.
+func TestMailboxSentRefused(t *testing.T) {
+	for _, fault := range []sentFaults{{list: true}, {status: true}, {sel: true}} {
+		name := map[bool]string{true: "LIST"}[fault.list] + map[bool]string{true: "STATUS"}[fault.status] + map[bool]string{true: "SELECT"}[fault.sel]
+		t.Run(name, func(t *testing.T) {
+			m, b, h := startWithSent(t, 100*time.Millisecond, stanza.NSPrivilege2)
+			m.mu.Lock()
+			m.wrap = func(s imapserver.Session) imapserver.Session { f := fault; f.Session = s; return f }
+			m.mu.Unlock()
+			user := registerMailbox(t, b, h, m)
+			if !fault.sel {
+				h.Logs.Wait(t, `msg="the Sent mailbox could not be read at registration; its watcher starts from its end when it can" user=bob@example.org`)
+			} else {
+				// Looked at, not opened: the mail waits.
+				waitSentPos(t, b, user, func(imapPos) bool { return true })
+				m.appendTo(t, "Sent", sentMail("f1", "carol@example.com", "in a Sent mailbox that cannot be opened", time.Now()))
+			}
+			const line = `msg="the Sent mailbox cannot be read: mails the user sends from her mail client are not shown until it can" user=bob@example.org`
+			h.Logs.Wait(t, line)
+			for _, subject := range []string{"one", "two"} {
+				m.appendMail(t, subject, "forwarded all the same")
+				if st := nextChat(t, h); !strings.Contains(st.ChildText("", "body"), subject) {
+					t.Fatalf("got %s", st)
+				}
+			}
+			if strings.Contains(h.Logs.String(), `msg="mailbox connection ended; reconnecting"`) {
+				t.Fatalf("the session ended for the Sent mailbox:\n%s", h.Logs)
+			}
+			if n := strings.Count(h.Logs.String(), line); n != 1 {
+				t.Fatalf("logged %d times, want once:\n%s", n, h.Logs)
+			}
+			if p, _, _ := b.loadPosOf(context.Background(), user, "Sent"); p.LastUID != 0 {
+				t.Fatalf("the position in Sent moved to %d", p.LastUID)
+			}
+			noCarbon(t, h, "a Sent mailbox that cannot be read")
+		})
 	}
 }
 
@@ -424,5 +506,58 @@ func TestMailboxSentManyRecipients(t *testing.T) {
 	}
 	if n := len(h.Contacts()); n != maxSentRecipients {
 		t.Fatalf("%d contacts, want %d", n, maxSentRecipients)
+	}
+}
+
+// idleSignal is a server session that says when a client starts IDLE.
+type idleSignal struct {
+	imapserver.Session
+	idling chan<- struct{}
+}
+
+func (s idleSignal) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	select {
+	case s.idling <- struct{}{}:
+	default:
+	}
+	return s.Session.Idle(w, stop)
+}
+
+// A mail that comes into INBOX while the watcher reads Sent is forwarded
+// at once: its EXISTS comes in the answer to the SELECT of INBOX, which
+// wakes no IDLE, and the next renewal is an hour away.
+func TestMailboxInboxWhileReadingSent(t *testing.T) {
+	m, b, h := startWithSent(t, time.Hour, stanza.NSPrivilege2)
+	idling := make(chan struct{}, 1)
+	m.mu.Lock()
+	m.wrap = func(s imapserver.Session) imapserver.Session { return idleSignal{s, idling} }
+	m.mu.Unlock()
+	registerMailbox(t, b, h, m)
+	select {
+	case <-idling: // the first round is over, Sent looked at
+	case <-time.After(30 * time.Second):
+		t.Fatal("the watcher did not reach IDLE")
+	}
+	// The commits: the mail that wakes the watcher, then the carbon
+	// (Sent selected).
+	var mu sync.Mutex
+	commits := 0
+	h.OnCommit(func(context.Context) {
+		mu.Lock()
+		commits++
+		n := commits
+		mu.Unlock()
+		if n == 2 {
+			m.appendMail(t, "late", "came while Sent was read")
+		}
+	})
+	m.appendTo(t, "Sent", sentMail("u1", "carol@example.com", "read with INBOX's next mail", time.Now()))
+	m.appendMail(t, "wake", "wakes the watcher") // Sent alone wakes no IDLE
+	if st := nextChat(t, h); !strings.Contains(st.ChildText("", "body"), "wakes the watcher") {
+		t.Fatalf("got %s", st)
+	}
+	nextCarbon(t, h)
+	if st := nextChat(t, h); !strings.Contains(st.ChildText("", "body"), "came while Sent was read") {
+		t.Fatalf("got %s", st)
 	}
 }
