@@ -561,3 +561,45 @@ func TestMailboxInboxWhileReadingSent(t *testing.T) {
 		t.Fatalf("got %s", st)
 	}
 }
+
+// A user registered before the gateway read Sent has no position in it:
+// the watcher starts from its end, and shows none of the mails already
+// in it, only those that come after.
+func TestMailboxSentUpgrade(t *testing.T) {
+	m, b, h := startWithSent(t, 100*time.Millisecond, stanza.NSPrivilege2)
+	for _, id := range []string{"old1", "old2"} {
+		m.appendTo(t, "Sent", sentMail(id, "carol@example.com", "sent long before", time.Now()))
+	}
+	// The registration as it was kept: the INBOX position alone.
+	ctx := context.Background()
+	user := "bob@example.org"
+	fields := mailboxValues(m.addr, "secret")
+	fields["email"] = "bob@example.net"
+	if err := h.St.PutRegistration(ctx, testDomain, user, fields, []string{"bob"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := imapclient.DialInsecure(m.addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Login("bob", "secret").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	sel, err := c.Select("INBOX", nil).Wait()
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.savePos(ctx, user, startPos(sel)); err != nil {
+		t.Fatal(err)
+	}
+
+	b.startWatcher(user, mailboxConfig{IMAPServer: m.addr, IMAPUser: "bob", IMAPPassword: "secret"})
+	waitSentPos(t, b, user, func(p imapPos) bool { return p.LastUID == 2 })
+	noCarbon(t, h, "the mails in Sent before the upgrade")
+	m.appendTo(t, "Sent", sentMail("new", "carol@example.com", "sent after the upgrade", time.Now()))
+	if in := nextCarbon(t, h); !strings.Contains(in.ChildText("", "body"), "sent after the upgrade") {
+		t.Fatalf("got %s", in)
+	}
+	noCarbon(t, h, "the mails in Sent before the upgrade")
+}
