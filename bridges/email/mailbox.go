@@ -343,8 +343,8 @@ type watcher struct {
 	noSent   bool // the mailbox was logged for having no Sent mailbox
 	// sentFailed: a session logged that it could not read Sent (dropSent)
 	sentFailed bool
-	cancel   context.CancelFunc
-	done     chan struct{} // closed when run returns
+	cancel     context.CancelFunc
+	done       chan struct{} // closed when run returns
 	// fence checks the lease under which the instance held the user when
 	// the watcher started (bridges.Host.Fence): once it fails, the
 	// watcher forwards nothing more, drops its connection without a
