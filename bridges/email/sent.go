@@ -56,9 +56,13 @@ import (
 // was sent (XEP-0203), as IRC lines with server-time.
 const sentDelayAfter = 5 * time.Second
 
+// sentNames are the names a Sent mailbox goes by on servers without the
+// \Sent special use, in the order they are looked for.
+var sentNames = []string{"Sent", "Sent Items", "Sent Messages", "INBOX.Sent"}
+
 // findSent returns the name of the user's Sent mailbox: the one with the
-// \Sent special use (RFC 6154), else one named "Sent"; "" when there is
-// none.
+// \Sent special use (RFC 6154), else the first of sentNames that exists;
+// "" when there is none.
 func findSent(c *imapclient.Client) (string, error) {
 	if c.Caps().Has(imap.CapSpecialUse) {
 		var opts *imap.ListOptions
@@ -75,13 +79,15 @@ func findSent(c *imapclient.Client) (string, error) {
 			}
 		}
 	}
-	list, err := c.List("", "Sent", nil).Collect()
-	if err != nil {
-		return "", fmt.Errorf("failed to look for the Sent mailbox: %w", err)
-	}
-	for _, m := range list {
-		if usableSent(m) {
-			return m.Mailbox, nil
+	for _, name := range sentNames {
+		list, err := c.List("", name, nil).Collect()
+		if err != nil {
+			return "", fmt.Errorf("failed to look for the Sent mailbox: %w", err)
+		}
+		for _, m := range list {
+			if usableSent(m) {
+				return m.Mailbox, nil
+			}
 		}
 	}
 	return "", nil
@@ -94,17 +100,20 @@ func usableSent(m *imap.ListData) bool {
 		!slices.Contains(m.Attrs, imap.MailboxAttrNoSelect) && !slices.Contains(m.Attrs, imap.MailboxAttrNonExistent)
 }
 
+// errSentStatus is a STATUS of the Sent mailbox without its UIDNEXT or
+// UIDVALIDITY: which mails are new cannot be told.
+var errSentStatus = errors.New("the server's STATUS of the Sent mailbox gives no UIDNEXT or no UIDVALIDITY")
+
 // sentEnd returns the position at the end of mailbox (a STATUS).
 func sentEnd(c *imapclient.Client, mailbox string) (imapPos, error) {
 	st, err := c.Status(mailbox, &imap.StatusOptions{UIDNext: true, UIDValidity: true}).Wait()
 	if err != nil {
 		return imapPos{}, fmt.Errorf("failed to read the state of %s: %w", mailbox, err)
 	}
-	p := imapPos{UIDValidity: st.UIDValidity}
-	if st.UIDNext > 0 {
-		p.LastUID = uint32(st.UIDNext) - 1
+	if st.UIDNext == 0 || st.UIDValidity == 0 {
+		return imapPos{}, fmt.Errorf("%s: %w", mailbox, errSentStatus)
 	}
-	return p, nil
+	return imapPos{UIDValidity: st.UIDValidity, LastUID: uint32(st.UIDNext) - 1}, nil
 }
 
 // sentState is what a watcher's session knows of the Sent mailbox.
@@ -129,18 +138,19 @@ func (w *watcher) openSent(c *imapclient.Client) (*sentState, error) {
 	}
 	if name == "" && !w.noSent {
 		w.noSent = true
-		w.b.host.Log().Info("the mailbox has no Sent mailbox (special use \\Sent, or named Sent): mails the user sends from her mail client are not shown", "user", w.user, "imap", w.cfg.IMAPServer)
+		w.b.host.Log().Info("the mailbox has no Sent mailbox (special use \\Sent, or named Sent, Sent Items, Sent Messages or INBOX.Sent): mails the user sends from her mail client are not shown", "user", w.user, "imap", w.cfg.IMAPServer)
 	}
 	s.name = name
 	return s, nil
 }
 
 // sentRefused reports whether err is the server refusing a command on the
-// Sent mailbox (a NO or BAD answer: a permission, a mailbox gone), not a
+// Sent mailbox (a NO or BAD answer: a permission, a mailbox gone) or
+// answers it without what the watcher needs (errSentStatus), not a
 // broken connection: INBOX is still read, without Sent.
 func sentRefused(err error) bool {
 	var ie *imap.Error
-	return errors.As(err, &ie)
+	return errors.As(err, &ie) || errors.Is(err, errSentStatus)
 }
 
 // dropSent leaves the Sent mailbox out for the rest of the session (the

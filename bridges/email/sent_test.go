@@ -304,7 +304,7 @@ func TestMailboxWithoutSent(t *testing.T) {
 	b, h := startBridge(t, Options{PollInterval: 100 * time.Millisecond}, nil)
 	h.MessageNS = stanza.NSPrivilege2
 	user := registerMailbox(t, b, h, m)
-	const line = `msg="the mailbox has no Sent mailbox (special use \\Sent, or named Sent): mails the user sends from her mail client are not shown"`
+	const line = `msg="the mailbox has no Sent mailbox (special use \\Sent, or named Sent, Sent Items, Sent Messages or INBOX.Sent): mails the user sends from her mail client are not shown"`
 	h.Logs.Wait(t, line)
 	m.stop()
 	m.restart(t)
@@ -370,6 +370,7 @@ func TestMailboxSentDeleted(t *testing.T) {
 type sentFaults struct {
 	imapserver.Session
 	list, status, sel bool
+	bareStatus        bool // a STATUS without UIDNEXT and UIDVALIDITY
 }
 
 func refused() error {
@@ -387,6 +388,9 @@ func (s sentFaults) Status(mailbox string, opts *imap.StatusOptions) (*imap.Stat
 	if s.status && mailbox == "Sent" {
 		return nil, refused()
 	}
+	if s.bareStatus && mailbox == "Sent" {
+		return &imap.StatusData{Mailbox: mailbox}, nil
+	}
 	return s.Session.Status(mailbox, opts)
 }
 
@@ -397,12 +401,13 @@ func (s sentFaults) Select(mailbox string, opts *imap.SelectOptions) (*imap.Sele
 	return s.Session.Select(mailbox, opts)
 }
 
-// A server that refuses to list, to look at or to open the Sent mailbox
-// does not keep the user from registering, nor her INBOX from being
+// A server that refuses to list, to look at or to open the Sent mailbox,
+// or whose STATUS of it lacks UIDNEXT and UIDVALIDITY, does not keep the user from registering, nor her INBOX from being
 // forwarded: Sent is left out, said once, and the connection stays.
 func TestMailboxSentRefused(t *testing.T) {
-	for _, fault := range []sentFaults{{list: true}, {status: true}, {sel: true}} {
-		name := map[bool]string{true: "LIST"}[fault.list] + map[bool]string{true: "STATUS"}[fault.status] + map[bool]string{true: "SELECT"}[fault.sel]
+	for _, fault := range []sentFaults{{list: true}, {status: true}, {sel: true}, {bareStatus: true}} {
+		name := map[bool]string{true: "LIST"}[fault.list] + map[bool]string{true: "STATUS"}[fault.status] +
+			map[bool]string{true: "SELECT"}[fault.sel] + map[bool]string{true: "bare STATUS"}[fault.bareStatus]
 		t.Run(name, func(t *testing.T) {
 			m, b, h := startWithSent(t, 100*time.Millisecond, stanza.NSPrivilege2)
 			m.mu.Lock()
@@ -602,4 +607,33 @@ func TestMailboxSentUpgrade(t *testing.T) {
 		t.Fatalf("got %s", in)
 	}
 	noCarbon(t, h, "the mails in Sent before the upgrade")
+}
+
+// Without the \Sent special use, the Sent mailbox is found by the names
+// mail clients give it.
+func TestMailboxSentFallbackNames(t *testing.T) {
+	for _, name := range []string{"Sent Items", "Sent Messages", "INBOX.Sent"} {
+		t.Run(name, func(t *testing.T) {
+			m := startMemIMAP(t)
+			if err := m.user.Create(name, nil); err != nil {
+				t.Fatal(err)
+			}
+			b, h := startBridge(t, Options{PollInterval: 100 * time.Millisecond}, nil)
+			h.MessageNS = stanza.NSPrivilege2
+			user := registerMailbox(t, b, h, m)
+			for i := 0; ; i++ {
+				if _, ok, _ := b.loadPosOf(context.Background(), user, name); ok {
+					break
+				}
+				if i == 1000 {
+					t.Fatal("no position kept in " + name)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			m.appendTo(t, name, sentMail("n", "carol@example.com", "filed in "+name, time.Now()))
+			if in := nextCarbon(t, h); !strings.Contains(in.ChildText("", "body"), "filed in "+name) {
+				t.Fatalf("got %s", in)
+			}
+		})
+	}
 }
