@@ -261,8 +261,9 @@ type Host interface {
 	// with ErrPrivilegeUnknown before the component knows.
 	SentCarbons(user string) (func(msg *xmlel.Element) *xmlel.Element, error)
 	// PrivilegesKnown is closed once the component knows what the XMPP
-	// server grants it (XEP-0356): the server's advertisement came, or a
-	// stream stayed up a moment without one (it grants nothing).
+	// server grants it (XEP-0356): the server's advertisement came, or,
+	// as a last resort, a stream stayed up minutes without one (it grants
+	// nothing).
 	PrivilegesKnown() <-chan struct{}
 	Store() *store.Store
 	Log() *slog.Logger

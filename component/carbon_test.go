@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,19 +103,46 @@ func TestSentCarbonsWithoutPermission(t *testing.T) {
 		}
 	})
 	t.Run("no advertisement", func(t *testing.T) {
+		// Past the moment users are probed, the grants are still not
+		// known: the sent mails wait for a late advertisement.
 		srv := newFakeServer(t, "s")
 		c, _, _ := startComponent(t, srv, &fakeBridge{}, "s")
 		if _, err := c.SentCarbons("alice@example.org"); !errors.Is(err, bridges.ErrPrivilegeUnknown) {
 			t.Fatalf("before the stream: err = %v, want ErrPrivilegeUnknown", err)
 		}
+		fc := srv.accept(t)
+		time.Sleep(grantWait + time.Second)
+		if _, err := c.SentCarbons("alice@example.org"); !errors.Is(err, bridges.ErrPrivilegeUnknown) {
+			t.Fatalf("a stream up without an advertisement: err = %v, want ErrPrivilegeUnknown", err)
+		}
+		select {
+		case <-c.PrivilegesKnown():
+			t.Fatal("the grants are known without an advertisement")
+		default:
+		}
+		advertise(t, fc, stanza.NSPrivilege2, "outgoing")
+		if _, err := c.SentCarbons("alice@example.org"); err != nil {
+			t.Fatalf("after a late advertisement: %v", err)
+		}
+	})
+	t.Run("no advertisement at last", func(t *testing.T) {
+		srv := newFakeServer(t, "s")
+		lb := &logBuffer{}
+		c, _, _ := startComponent(t, srv, &fakeBridge{}, "s", func(c *Component) {
+			c.log = slog.New(slog.NewTextHandler(lb, nil))
+			c.grantLastResort = grantWait + time.Second
+		})
 		srv.accept(t)
 		select {
 		case <-c.PrivilegesKnown():
-		case <-time.After(grantWait + 10*time.Second):
+		case <-time.After(c.grantLastResort + 10*time.Second):
 			t.Fatal("the grants are still not known after the stream stayed up without an advertisement")
 		}
 		if _, err := c.SentCarbons("alice@example.org"); !errors.Is(err, bridges.ErrNoPrivilege) {
 			t.Fatalf("a server that advertised nothing: err = %v, want ErrNoPrivilege", err)
+		}
+		if !strings.Contains(lb.String(), `msg="the XMPP server advertised no privileges (XEP-0356): it is taken to grant none"`) {
+			t.Fatalf("not logged:\n%s", lb.String())
 		}
 	})
 	t.Run("another server", func(t *testing.T) {

@@ -132,6 +132,8 @@ type Component struct {
 	// known is closed once the grants are known (PrivilegesKnown).
 	known     chan struct{}
 	knownOnce sync.Once
+	// grantLastResort is grantLastResort (tests shorten it).
+	grantLastResort time.Duration
 	// online holds the available resources of each user, by bare JID,
 	// as the server told the domain on this stream (userPresence); kept
 	// only for a bridge that implements bridges.UserPresence.
@@ -226,11 +228,12 @@ func New(opts Options) *Component {
 		ready:      make(chan struct{}),
 		idleProbe:  idleProbe, probeTimeout: probeTimeout,
 		confirmWait: outboxConfirmWait, routeProbeWait: routeProbeWait, handBackCheck: handBackCheck, standbyBackoff: standbyBackoff,
-		probes:         map[string]chan arrival{},
-		commandTimeout: commandTimeout,
-		users:          map[string]*userSession{},
-		pending:        map[string]chan *xmlel.Element{},
-		known:          make(chan struct{}),
+		probes:          map[string]chan arrival{},
+		commandTimeout:  commandTimeout,
+		users:           map[string]*userSession{},
+		pending:         map[string]chan *xmlel.Element{},
+		known:           make(chan struct{}),
+		grantLastResort: grantLastResort,
 	}
 	if opts.Group != nil {
 		opts.Group.add(c)

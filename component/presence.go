@@ -14,6 +14,17 @@ import (
 // not forward.
 const grantWait = 2 * time.Second
 
+// grantLastResort is how long a stream stays up without the server's
+// privilege advertisement before the component takes it to grant nothing
+// (PrivilegesKnown). Until then a permission that needs it waits (the
+// mails a user sends from her mail client are not shown, nor skipped): an
+// advertisement may come late (a busy server; ejabberd's over a sibling's
+// stream), and one taken for "nothing" loses those mails for good. It is
+// bounded all the same: a server without XEP-0356 never advertises, and
+// the mails its users send would wait forever, to come all at once the day
+// it does.
+const grantLastResort = 10 * time.Minute
+
 // ForwardsPresence reports whether the server sends the component its
 // users' presence (XEP-0356 presence permission): then it need not probe
 // them to know who is online.
@@ -85,22 +96,39 @@ func (c *Component) forgetPresence() {
 }
 
 // settleGrants waits, on a new stream, for the server's privilege
-// advertisement (at most grantWait): then what the server grants is known
-// (PrivilegesKnown; a server that sent none grants nothing), and the
-// registered users are probed (probeUsers).
+// advertisement: at most grantWait before the registered users are
+// probed (probeUsers), and at most c.grantLastResort before what the
+// server grants is known to be nothing (PrivilegesKnown; an advertisement
+// makes it known as it comes).
 func (c *Component) settleGrants(ctx context.Context, s *session) {
-	t := time.NewTimer(grantWait)
-	defer t.Stop()
-	select {
-	case <-s.granted:
-	case <-t.C:
-	case <-s.done:
-		return
-	case <-ctx.Done():
-		return
+	probe := time.NewTimer(grantWait)
+	defer probe.Stop()
+	last := time.NewTimer(c.grantLastResort)
+	defer last.Stop()
+	probed := false
+	for {
+		select {
+		case <-s.granted:
+			if !probed {
+				c.probeUsers(ctx, s)
+			}
+			return
+		case <-probe.C:
+			probed = true
+			c.probeUsers(ctx, s)
+		case <-last.C:
+			c.log.Warn("the XMPP server advertised no privileges (XEP-0356): it is taken to grant none", "waited", c.grantLastResort)
+			c.grantsKnown()
+			if !probed {
+				c.probeUsers(ctx, s)
+			}
+			return
+		case <-s.done:
+			return
+		case <-ctx.Done():
+			return
+		}
 	}
-	c.grantsKnown()
-	c.probeUsers(ctx, s)
 }
 
 // probeUsers learns, on a new stream whose grants are known, which

@@ -374,10 +374,13 @@ func (b *Bridge) Register(ctx context.Context, user string, values map[string]st
 			return nil, stanza.Errorf("not-acceptable", "imap_username and imap_password are needed to read your mailbox.")
 		}
 		cctx, cancel := context.WithTimeout(ctx, b.opts.CheckTimeout)
-		start, err := checkMailbox(cctx, b.secure(cfg))
+		start, sentErr, err := checkMailbox(cctx, b.secure(cfg))
 		cancel()
 		if err != nil {
 			return nil, b.refuseServer(user, "Your mailbox could not be opened", "imap_server", err)
+		}
+		if sentErr != nil {
+			b.host.Log().Warn("the Sent mailbox could not be read at registration; its watcher starts from its end when it can", "user", user, "imap", cfg.IMAPServer, "err", sentErr)
 		}
 		// Mail from now on is forwarded, and sent mail shown (unless a
 		// position is kept already).

@@ -232,17 +232,20 @@ func connectIMAP(ctx context.Context, cfg mailboxConfig, implicitTLS bool, opts 
 // checkMailbox verifies a mailbox configuration at registration and
 // returns the positions, by mailbox name, of INBOX and of the Sent mailbox
 // when there is one: mail after them is forwarded, or shown as sent.
-func checkMailbox(ctx context.Context, cfg mailboxConfig) (map[string]imapPos, error) {
+// sentErr is why the Sent mailbox could not be looked at (INBOX could):
+// no reason to refuse the registration, as the watcher's first look at
+// Sent starts from its end.
+func checkMailbox(ctx context.Context, cfg mailboxConfig) (pos map[string]imapPos, sentErr, err error) {
 	type result struct {
-		pos map[string]imapPos
-		err error
+		pos          map[string]imapPos
+		sentErr, err error
 	}
 	done := make(chan result, 1)
 	go func() {
 		var r result
 		c, err := dialIMAP(ctx, cfg, &imapclient.Options{})
 		if err == nil {
-			r.pos, err = startPositions(c)
+			r.pos, r.sentErr, err = startPositions(c)
 			c.Logout().Wait()
 			c.Close()
 		}
@@ -251,27 +254,30 @@ func checkMailbox(ctx context.Context, cfg mailboxConfig) (map[string]imapPos, e
 	}()
 	select {
 	case r := <-done:
-		return r.pos, r.err
+		return r.pos, r.sentErr, r.err
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, nil, ctx.Err()
 	}
 }
 
-// startPositions returns the ends of INBOX and of the Sent mailbox.
-func startPositions(c *imapclient.Client) (map[string]imapPos, error) {
+// startPositions returns the ends of INBOX and of the Sent mailbox, and
+// apart why Sent could not be looked at.
+func startPositions(c *imapclient.Client) (pos map[string]imapPos, sentErr, err error) {
 	sel, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	pos := map[string]imapPos{"INBOX": startPos(sel)}
+	pos = map[string]imapPos{"INBOX": startPos(sel)}
 	sent, err := findSent(c)
 	if err != nil || sent == "" {
-		return pos, err
+		return pos, err, nil
 	}
-	if pos[sent], err = sentEnd(c, sent); err != nil {
-		return nil, err
+	end, err := sentEnd(c, sent)
+	if err != nil {
+		return pos, err, nil
 	}
-	return pos, nil
+	pos[sent] = end
+	return pos, nil, nil
 }
 
 // startPos is the position at the end of a selected mailbox.
@@ -335,8 +341,10 @@ type watcher struct {
 	poll     time.Duration
 	reported bool // the user was told about a refused login
 	noSent   bool // the mailbox was logged for having no Sent mailbox
-	cancel   context.CancelFunc
-	done     chan struct{} // closed when run returns
+	// sentFailed: a session logged that it could not read Sent (dropSent)
+	sentFailed bool
+	cancel     context.CancelFunc
+	done       chan struct{} // closed when run returns
 	// fence checks the lease under which the instance held the user when
 	// the watcher started (bridges.Host.Fence): once it fails, the
 	// watcher forwards nothing more, drops its connection without a
@@ -465,12 +473,6 @@ func (w *watcher) session(ctx context.Context, connected func()) error {
 	if err != nil {
 		return err
 	}
-	// IDLE is renewed now and then: a safety net for a missed update, a
-	// check that the connection still works, and the look at Sent.
-	renewal := 5 * w.poll
-	if sent.name != "" {
-		renewal = w.poll
-	}
 	idle := (c.Caps().Has(imap.CapIdle) || c.Caps().Has(imap.CapIMAP4rev2)) && !w.b.noIdle
 	for {
 		if !w.fence() {
@@ -481,9 +483,19 @@ func (w *watcher) session(ctx context.Context, connected func()) error {
 		}
 		// known is closed once the grants are known, when the new
 		// sent mails wait for them.
-		known, err := w.checkSent(ctx, c, sent, sel.UIDValidity)
+		known, more, err := w.checkSent(ctx, c, sent, sel.UIDValidity, pos.LastUID)
 		if err != nil {
 			return err
+		}
+		if more {
+			continue
+		}
+		// IDLE is renewed now and then: a safety net for a missed
+		// update, a check that the connection still works, and the look
+		// at Sent.
+		renewal := 5 * w.poll
+		if sent.name != "" {
+			renewal = w.poll
 		}
 		if idle {
 			// Updates the server held back arrive with a NOOP; some

@@ -32,6 +32,8 @@ type memIMAP struct {
 	srv   *imapserver.Server
 	mu    sync.Mutex
 	conns []net.Conn
+	// wrap, when set, wraps each new session (a server's faults).
+	wrap func(imapserver.Session) imapserver.Session
 	// With serverTLS the server offers STARTTLS and refuses a login in
 	// clear; clientTLS is what appendMail trusts then.
 	serverTLS, clientTLS *tls.Config
@@ -79,7 +81,14 @@ func startMemIMAPTLS(t testing.TB, serverTLS, clientTLS *tls.Config) *memIMAP {
 func (m *memIMAP) serve(ln net.Listener) {
 	m.srv = imapserver.New(&imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return emailtest.FlushingSession{Session: m.mem.NewSession()}, nil, nil
+			var s imapserver.Session = emailtest.FlushingSession{Session: m.mem.NewSession()}
+			m.mu.Lock()
+			wrap := m.wrap
+			m.mu.Unlock()
+			if wrap != nil {
+				s = wrap(s)
+			}
+			return s, nil, nil
 		},
 		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}},
 		InsecureAuth: m.serverTLS == nil,

@@ -29,8 +29,9 @@ package email
 // The gateway does not put the mails it sends into the user's Sent
 // mailbox; a provider that files a copy there itself (as Gmail does for
 // mail submitted through it) gives back one the user wrote in XMPP: a
-// mail whose Message-ID the gateway knows for her (one she sent through
-// it, or one it delivered to her) is not shown again.
+// mail with a Message-ID of the gateway's is not shown again. A mail she
+// also received (a Cc to herself, a list post) is shown all the same, to
+// its recipients other than her own address, at most maxSentRecipients.
 
 import (
 	"context"
@@ -55,9 +56,13 @@ import (
 // was sent (XEP-0203), as IRC lines with server-time.
 const sentDelayAfter = 5 * time.Second
 
+// sentNames are the names a Sent mailbox goes by on servers without the
+// \Sent special use, in the order they are looked for.
+var sentNames = []string{"Sent", "Sent Items", "Sent Messages", "INBOX.Sent"}
+
 // findSent returns the name of the user's Sent mailbox: the one with the
-// \Sent special use (RFC 6154), else one named "Sent"; "" when there is
-// none.
+// \Sent special use (RFC 6154), else the first of sentNames that exists;
+// "" when there is none.
 func findSent(c *imapclient.Client) (string, error) {
 	if c.Caps().Has(imap.CapSpecialUse) {
 		var opts *imap.ListOptions
@@ -74,13 +79,15 @@ func findSent(c *imapclient.Client) (string, error) {
 			}
 		}
 	}
-	list, err := c.List("", "Sent", nil).Collect()
-	if err != nil {
-		return "", fmt.Errorf("failed to look for the Sent mailbox: %w", err)
-	}
-	for _, m := range list {
-		if usableSent(m) {
-			return m.Mailbox, nil
+	for _, name := range sentNames {
+		list, err := c.List("", name, nil).Collect()
+		if err != nil {
+			return "", fmt.Errorf("failed to look for the Sent mailbox: %w", err)
+		}
+		for _, m := range list {
+			if usableSent(m) {
+				return m.Mailbox, nil
+			}
 		}
 	}
 	return "", nil
@@ -93,17 +100,20 @@ func usableSent(m *imap.ListData) bool {
 		!slices.Contains(m.Attrs, imap.MailboxAttrNoSelect) && !slices.Contains(m.Attrs, imap.MailboxAttrNonExistent)
 }
 
+// errSentStatus is a STATUS of the Sent mailbox without its UIDNEXT or
+// UIDVALIDITY: which mails are new cannot be told.
+var errSentStatus = errors.New("the server's STATUS of the Sent mailbox gives no UIDNEXT or no UIDVALIDITY")
+
 // sentEnd returns the position at the end of mailbox (a STATUS).
 func sentEnd(c *imapclient.Client, mailbox string) (imapPos, error) {
 	st, err := c.Status(mailbox, &imap.StatusOptions{UIDNext: true, UIDValidity: true}).Wait()
 	if err != nil {
 		return imapPos{}, fmt.Errorf("failed to read the state of %s: %w", mailbox, err)
 	}
-	p := imapPos{UIDValidity: st.UIDValidity}
-	if st.UIDNext > 0 {
-		p.LastUID = uint32(st.UIDNext) - 1
+	if st.UIDNext == 0 || st.UIDValidity == 0 {
+		return imapPos{}, fmt.Errorf("%s: %w", mailbox, errSentStatus)
 	}
-	return p, nil
+	return imapPos{UIDValidity: st.UIDValidity, LastUID: uint32(st.UIDNext) - 1}, nil
 }
 
 // sentState is what a watcher's session knows of the Sent mailbox.
@@ -114,82 +124,130 @@ type sentState struct {
 }
 
 // openSent finds the Sent mailbox at the start of a session. A mailbox
-// without one is logged once per watcher.
+// without one is logged once per watcher; one the server refuses to list
+// is left out for the session (sentRefused).
 func (w *watcher) openSent(c *imapclient.Client) (*sentState, error) {
+	s := &sentState{}
 	name, err := findSent(c)
 	if err != nil {
-		return nil, err
+		if !sentRefused(err) {
+			return nil, err
+		}
+		w.dropSent(s, err)
+		return s, nil
 	}
 	if name == "" && !w.noSent {
 		w.noSent = true
-		w.b.host.Log().Info("the mailbox has no Sent mailbox (special use \\Sent, or named Sent): mails the user sends from her mail client are not shown", "user", w.user, "imap", w.cfg.IMAPServer)
+		w.b.host.Log().Info("the mailbox has no Sent mailbox (special use \\Sent, or named Sent, Sent Items, Sent Messages or INBOX.Sent): mails the user sends from her mail client are not shown", "user", w.user, "imap", w.cfg.IMAPServer)
 	}
-	return &sentState{name: name}, nil
+	s.name = name
+	return s, nil
+}
+
+// sentRefused reports whether err is the server refusing a command on the
+// Sent mailbox (a NO or BAD answer: a permission, a mailbox gone) or
+// answers it without what the watcher needs (errSentStatus), not a
+// broken connection: INBOX is still read, without Sent.
+func sentRefused(err error) bool {
+	var ie *imap.Error
+	return errors.As(err, &ie) || errors.Is(err, errSentStatus)
+}
+
+// dropSent leaves the Sent mailbox out for the rest of the session (the
+// next one tries again, from the position kept), and logs why once per
+// watcher.
+func (w *watcher) dropSent(s *sentState, err error) {
+	log := w.b.host.Log().Debug
+	if !w.sentFailed {
+		w.sentFailed = true
+		log = w.b.host.Log().Warn
+	}
+	log("the Sent mailbox cannot be read: mails the user sends from her mail client are not shown until it can", "user", w.user, "imap", w.cfg.IMAPServer, "mailbox", s.name, "err", err)
+	s.name = ""
 }
 
 // checkSent shows the mails new in the Sent mailbox, when it moved. While
 // the component does not know whether the server grants the message
 // permission it leaves them, and returns a channel closed once it knows.
-// INBOX is selected again (its UIDVALIDITY still inbox) before it returns.
-func (w *watcher) checkSent(ctx context.Context, c *imapclient.Client, s *sentState, inbox uint32) (<-chan struct{}, error) {
+// INBOX is selected again (its UIDVALIDITY still inbox) before it
+// returns; more reports that INBOX holds mail after last then (come while
+// Sent was selected: its EXISTS came in the SELECT's answer, which wakes
+// no IDLE). A command the server refuses on Sent leaves Sent out for the
+// session (dropSent), not INBOX.
+func (w *watcher) checkSent(ctx context.Context, c *imapclient.Client, s *sentState, inbox, last uint32) (known <-chan struct{}, more bool, err error) {
 	if s.name == "" {
-		return nil, nil
+		return nil, false, nil
 	}
 	end, err := sentEnd(c, s.name)
 	if err != nil {
-		return nil, err
+		if !sentRefused(err) {
+			return nil, false, err
+		}
+		w.dropSent(s, err)
+		return nil, false, nil
 	}
 	if !s.loaded {
 		p, ok, err := w.b.loadPosOf(ctx, w.user, s.name)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		s.pos, s.loaded = p, true
 		if !ok {
-			// Registered before the gateway read Sent: from now on.
+			// Registered before the gateway read Sent (or when it could
+			// not): from now on.
 			s.pos = end
-			return nil, w.b.savePosOf(ctx, w.user, s.name, end)
+			return nil, false, w.b.savePosOf(ctx, w.user, s.name, end)
 		}
 	}
 	if s.pos.UIDValidity != end.UIDValidity {
 		w.b.host.Log().Info("the Sent mailbox changed its UIDVALIDITY: the mails in it are not shown again", "user", w.user, "mailbox", s.name, "old", s.pos.UIDValidity, "new", end.UIDValidity)
 		s.pos = end
-		return nil, w.b.savePosOf(ctx, w.user, s.name, end)
+		return nil, false, w.b.savePosOf(ctx, w.user, s.name, end)
 	}
 	if end.LastUID <= s.pos.LastUID {
-		return nil, nil
+		return nil, false, nil
 	}
 	carbon, err := w.b.host.SentCarbons(w.user)
 	switch {
 	case errors.Is(err, bridges.ErrPrivilegeUnknown):
-		return w.b.host.PrivilegesKnown(), nil
+		return w.b.host.PrivilegesKnown(), false, nil
 	case errors.Is(err, bridges.ErrNoPrivilege):
 		w.b.noCarbons(stanza.Domain(w.user))
 		// Skipped: were the permission granted later, these would not
 		// come all at once.
 		s.pos = end
-		return nil, w.b.savePosOf(ctx, w.user, s.name, end)
+		return nil, false, w.b.savePosOf(ctx, w.user, s.name, end)
 	case err != nil:
-		return nil, err
+		return nil, false, err
 	}
-	sel, err := c.Select(s.name, &imap.SelectOptions{ReadOnly: true}).Wait()
+	if err := w.readSent(ctx, c, s, carbon); err != nil {
+		if !sentRefused(err) {
+			return nil, false, err
+		}
+		// A refused SELECT leaves no mailbox selected: INBOX again.
+		w.dropSent(s, err)
+	}
+	sel, err := c.Select("INBOX", nil).Wait()
 	if err != nil {
-		return nil, fmt.Errorf("failed to open %s: %w", s.name, err)
-	}
-	if sel.UIDValidity == s.pos.UIDValidity {
-		err = w.fetchSent(ctx, c, s, carbon)
-	} // else renumbered since the STATUS: the next round starts over
-	if err != nil {
-		return nil, err
-	}
-	if sel, err = c.Select("INBOX", nil).Wait(); err != nil {
-		return nil, fmt.Errorf("failed to select INBOX: %w", err)
+		return nil, false, fmt.Errorf("failed to select INBOX: %w", err)
 	}
 	if sel.UIDValidity != inbox {
 		// The next session tells the user and starts from the new end.
-		return nil, fmt.Errorf("INBOX changed its UIDVALIDITY (%d, now %d)", inbox, sel.UIDValidity)
+		return nil, false, fmt.Errorf("INBOX changed its UIDVALIDITY (%d, now %d)", inbox, sel.UIDValidity)
 	}
-	return nil, nil
+	return nil, sel.UIDNext == 0 || uint32(sel.UIDNext) > last+1, nil
+}
+
+// readSent selects the Sent mailbox and shows its new mails.
+func (w *watcher) readSent(ctx context.Context, c *imapclient.Client, s *sentState, carbon func(*xmlel.Element) *xmlel.Element) error {
+	sel, err := c.Select(s.name, &imap.SelectOptions{ReadOnly: true}).Wait()
+	if err != nil {
+		return fmt.Errorf("failed to open %s: %w", s.name, err)
+	}
+	if sel.UIDValidity != s.pos.UIDValidity {
+		return nil // renumbered since the STATUS: the next round starts over
+	}
+	return w.fetchSent(ctx, c, s, carbon)
 }
 
 // fetchSent shows the mails of the selected Sent mailbox after s.pos, in
@@ -201,10 +259,16 @@ func (w *watcher) fetchSent(ctx context.Context, c *imapclient.Client, s *sentSt
 	if err != nil {
 		return fmt.Errorf("failed to fetch new mail from %s: %w", s.name, err)
 	}
+	var own []string
 	if len(msgs) > 0 {
-		if _, err := w.b.host.Registration(ctx, w.user); errors.Is(err, store.ErrNotFound) {
+		reg, err := w.b.host.Registration(ctx, w.user)
+		if errors.Is(err, store.ErrNotFound) {
 			return errUnregistered
 		}
+		if err != nil {
+			return fmt.Errorf("failed to read the registration: %w", err)
+		}
+		own = []string{mailboxAddress(reg.Fields)}
 	}
 	slices.SortFunc(msgs, func(a, b *imapclient.FetchMessageBuffer) int { return int(a.UID) - int(b.UID) })
 	for _, m := range msgs {
@@ -220,7 +284,7 @@ func (w *watcher) fetchSent(ctx context.Context, c *imapclient.Client, s *sentSt
 		// As for INBOX: the carbons and the position go together.
 		dctx := context.WithoutCancel(ctx)
 		key := "sent " + w.user + " " + strconv.FormatUint(uint64(s.pos.UIDValidity), 10) + "/" + strconv.FormatUint(uint64(m.UID), 10)
-		if err := w.b.deliverSent(dctx, w.user, key, w.b.bounded(bodyOf(m)), carbon); err != nil {
+		if err := w.b.deliverSent(dctx, w.user, own, key, w.b.bounded(bodyOf(m)), carbon); err != nil {
 			return err
 		}
 		s.pos.LastUID = uint32(m.UID)
@@ -265,25 +329,52 @@ func (b *Bridge) noCarbons(server string) {
 	}
 }
 
+// maxSentRecipients bounds the chats a mail in the Sent mailbox is shown
+// in: each recipient costs a carbon and a contact (a roster push or a
+// subscription request), and a mail to a long list is no chat.
+const maxSentRecipients = 20
+
+// sentByGateway reports whether a mail with Message-ID mid is one the
+// gateway sent (its Message-IDs end in "@" and its domain, as outbound
+// mail's): the user wrote it in XMPP, where her chat shows it already.
+// Only those: a mail she got too (she wrote to herself, a list sent her
+// post back) is in her chat with its sender, not with its recipients.
+func sentByGateway(mid, domain string) bool {
+	return mid != "" && strings.HasSuffix(strings.ToLower(mid), "@"+strings.ToLower(domain))
+}
+
+// sentRecipients is to without the user's own addresses (own): her chat
+// with herself would show her mail twice.
+func sentRecipients(to []Recipient, own []string) []Recipient {
+	var out []Recipient
+	for _, r := range to {
+		if !slices.ContainsFunc(own, func(a string) bool { return a != "" && strings.EqualFold(a, r.Addr) }) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // deliverSent commits the carbons of raw, a mail user sent from her mail
-// client, under key: one for each recipient (To, Cc), in her chat with
-// that recipient, with a link for answers as for an inbound mail. A mail
-// whose Message-ID the gateway knows for her is in her chats already.
-func (b *Bridge) deliverSent(ctx context.Context, user, key string, raw []byte, carbon func(*xmlel.Element) *xmlel.Element) error {
+// client, under key: one for each recipient (To, Cc; not her own
+// addresses, own; at most maxSentRecipients), in her chat with that
+// recipient, with a link for answers as for an inbound mail. A mail the
+// gateway sent is in her chats already.
+func (b *Bridge) deliverSent(ctx context.Context, user string, own []string, key string, raw []byte, carbon func(*xmlel.Element) *xmlel.Element) error {
 	p, err := ParseMail(raw)
 	if err != nil {
 		p = &Parsed{Text: cleanText(string(raw))}
 	}
 	domain := b.host.Domain()
-	if p.MessageID != "" {
-		m, err := b.host.Store().MessageByForeignID(ctx, domain, p.MessageID)
-		if err == nil && m.JID == user {
-			b.host.Log().Info("a mail in the Sent mailbox is in the user's chats already", "user", user, "message_id", p.MessageID)
-			return nil
-		}
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("failed to look the mail up: %w", err)
-		}
+	if sentByGateway(p.MessageID, domain) {
+		b.host.Log().Info("a mail in the Sent mailbox is in the user's chats already", "user", user, "message_id", p.MessageID)
+		return nil
+	}
+	recipients := sentRecipients(p.To, own)
+	if len(recipients) > maxSentRecipients {
+		b.host.Log().Info("a mail in the Sent mailbox has more recipients than are shown", "user", user, "message_id", p.MessageID,
+			"recipients", len(recipients), "shown", maxSentRecipients)
+		recipients = recipients[:maxSentRecipients]
 	}
 	var body strings.Builder
 	urls := b.mailText(ctx, &body, p)
@@ -295,7 +386,7 @@ func (b *Bridge) deliverSent(ctx context.Context, user, key string, raw []byte, 
 	extra := mailThreadInfo(p, mid)
 	var msgs []*xmlel.Element
 	var links []store.MessageID
-	for _, r := range p.To {
+	for _, r := range recipients {
 		local, err := mapping.EmailToLocal(r.Addr)
 		if err != nil {
 			b.host.Log().Info("a recipient of a sent mail has no address on the gateway: not shown", "user", user, "recipient", r.Addr, "err", err)

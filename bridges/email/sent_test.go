@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-imap/v2/imapserver"
 
 	"passerelle/bridges/bridgetest"
 	"passerelle/component/stanza"
@@ -135,7 +137,8 @@ func TestMailboxSentCarbons(t *testing.T) {
 	waitSentPos(t, b, user, func(p imapPos) bool { return p.LastUID == 1 })
 
 	sent := time.Now().Add(-time.Hour).Truncate(time.Second)
-	m.appendTo(t, "Sent", sentMail("s1", "Carol Example <carol@example.com>, bob@example.net", "Hello Carol", sent))
+	// Her own address is no chat of hers.
+	m.appendTo(t, "Sent", sentMail("s1", "Carol Example <carol@example.com>, BOB@example.net, dave@example.com", "Hello Carol", sent))
 	carol := "carol%example.com@" + testDomain
 	var got []*xmlel.Element
 	for range 2 {
@@ -151,7 +154,7 @@ func TestMailboxSentCarbons(t *testing.T) {
 	if d := in.Child(stanza.NSDelay, "delay"); d == nil || d.Attr("stamp") != sent.UTC().Format(time.RFC3339) {
 		t.Fatalf("carbon of an hour-old mail without its date: %s", in)
 	}
-	if got[1].Attr("to") != "bob%example.net@"+testDomain || got[1].ChildText("", "body") != in.ChildText("", "body") {
+	if got[1].Attr("to") != "dave%example.com@"+testDomain || got[1].ChildText("", "body") != in.ChildText("", "body") {
 		t.Fatalf("second recipient's carbon %s", got[1])
 	}
 	// An answer to the carbon answers the sent mail.
@@ -161,6 +164,12 @@ func TestMailboxSentCarbons(t *testing.T) {
 	}
 	if cs := h.Contacts(); len(cs) == 0 || cs[0] != (bridgetest.Contact{User: user, Local: "carol%example.com", Name: "Carol Example"}) {
 		t.Fatalf("contacts %+v, want carol named Carol Example first", cs)
+	}
+
+	for _, c := range h.Contacts() {
+		if strings.HasPrefix(c.Local, "bob%") {
+			t.Fatalf("her own address made a contact: %+v", c)
+		}
 	}
 
 	// A mail of a moment ago carries no delay.
@@ -295,7 +304,7 @@ func TestMailboxWithoutSent(t *testing.T) {
 	b, h := startBridge(t, Options{PollInterval: 100 * time.Millisecond}, nil)
 	h.MessageNS = stanza.NSPrivilege2
 	user := registerMailbox(t, b, h, m)
-	const line = `msg="the mailbox has no Sent mailbox (special use \\Sent, or named Sent): mails the user sends from her mail client are not shown"`
+	const line = `msg="the mailbox has no Sent mailbox (special use \\Sent, or named Sent, Sent Items, Sent Messages or INBOX.Sent): mails the user sends from her mail client are not shown"`
 	h.Logs.Wait(t, line)
 	m.stop()
 	m.restart(t)
@@ -330,8 +339,9 @@ func TestMailboxSentRecipients(t *testing.T) {
 	noCarbon(t, h, "the odd recipient")
 }
 
-// A Sent mailbox that goes away ends the session (its STATUS fails); the
-// next one finds none, and INBOX is forwarded as always.
+// A Sent mailbox that goes away is left out (its STATUS fails) without
+// ending the session: INBOX is forwarded as always; the next session
+// finds none.
 func TestMailboxSentDeleted(t *testing.T) {
 	m, b, h := startWithSent(t, 100*time.Millisecond, stanza.NSPrivilege2)
 	registerMailbox(t, b, h, m)
@@ -341,11 +351,95 @@ func TestMailboxSentDeleted(t *testing.T) {
 	if err := m.user.Delete("Sent"); err != nil {
 		t.Fatal(err)
 	}
-	h.Logs.Wait(t, `msg="mailbox connection ended; reconnecting" user=bob@example.org`)
-	h.Logs.Wait(t, `msg="the mailbox has no Sent mailbox`)
+	h.Logs.Wait(t, `msg="the Sent mailbox cannot be read: mails the user sends from her mail client are not shown until it can" user=bob@example.org`)
 	m.appendMail(t, "inbound", "still forwarded")
 	if st := nextChat(t, h); !strings.Contains(st.ChildText("", "body"), "still forwarded") {
 		t.Fatalf("got %s", st)
+	}
+	if strings.Contains(h.Logs.String(), `msg="mailbox connection ended; reconnecting"`) {
+		t.Fatalf("the session ended for the Sent mailbox:\n%s", h.Logs)
+	}
+	m.stop()
+	m.restart(t)
+	h.Logs.Wait(t, `msg="the mailbox has no Sent mailbox`)
+}
+
+// sentFaults is a server session that refuses the LIST, the STATUS or the
+// SELECT of the Sent mailbox (as a server whose access rights let the
+// user see it but not read it).
+type sentFaults struct {
+	imapserver.Session
+	list, status, sel bool
+	bareStatus        bool // a STATUS without UIDNEXT and UIDVALIDITY
+}
+
+func refused() error {
+	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNoPerm, Text: "permission denied"}
+}
+
+func (s sentFaults) List(w *imapserver.ListWriter, ref string, patterns []string, opts *imap.ListOptions) error {
+	if s.list {
+		return refused()
+	}
+	return s.Session.List(w, ref, patterns, opts)
+}
+
+func (s sentFaults) Status(mailbox string, opts *imap.StatusOptions) (*imap.StatusData, error) {
+	if s.status && mailbox == "Sent" {
+		return nil, refused()
+	}
+	if s.bareStatus && mailbox == "Sent" {
+		return &imap.StatusData{Mailbox: mailbox}, nil
+	}
+	return s.Session.Status(mailbox, opts)
+}
+
+func (s sentFaults) Select(mailbox string, opts *imap.SelectOptions) (*imap.SelectData, error) {
+	if s.sel && mailbox == "Sent" {
+		return nil, refused()
+	}
+	return s.Session.Select(mailbox, opts)
+}
+
+// A server that refuses to list, to look at or to open the Sent mailbox,
+// or whose STATUS of it lacks UIDNEXT and UIDVALIDITY, does not keep the user from registering, nor her INBOX from being
+// forwarded: Sent is left out, said once, and the connection stays.
+func TestMailboxSentRefused(t *testing.T) {
+	for _, fault := range []sentFaults{{list: true}, {status: true}, {sel: true}, {bareStatus: true}} {
+		name := map[bool]string{true: "LIST"}[fault.list] + map[bool]string{true: "STATUS"}[fault.status] +
+			map[bool]string{true: "SELECT"}[fault.sel] + map[bool]string{true: "bare STATUS"}[fault.bareStatus]
+		t.Run(name, func(t *testing.T) {
+			m, b, h := startWithSent(t, 100*time.Millisecond, stanza.NSPrivilege2)
+			m.mu.Lock()
+			m.wrap = func(s imapserver.Session) imapserver.Session { f := fault; f.Session = s; return f }
+			m.mu.Unlock()
+			user := registerMailbox(t, b, h, m)
+			if !fault.sel {
+				h.Logs.Wait(t, `msg="the Sent mailbox could not be read at registration; its watcher starts from its end when it can" user=bob@example.org`)
+			} else {
+				// Looked at, not opened: the mail waits.
+				waitSentPos(t, b, user, func(imapPos) bool { return true })
+				m.appendTo(t, "Sent", sentMail("f1", "carol@example.com", "in a Sent mailbox that cannot be opened", time.Now()))
+			}
+			const line = `msg="the Sent mailbox cannot be read: mails the user sends from her mail client are not shown until it can" user=bob@example.org`
+			h.Logs.Wait(t, line)
+			for _, subject := range []string{"one", "two"} {
+				m.appendMail(t, subject, "forwarded all the same")
+				if st := nextChat(t, h); !strings.Contains(st.ChildText("", "body"), subject) {
+					t.Fatalf("got %s", st)
+				}
+			}
+			if strings.Contains(h.Logs.String(), `msg="mailbox connection ended; reconnecting"`) {
+				t.Fatalf("the session ended for the Sent mailbox:\n%s", h.Logs)
+			}
+			if n := strings.Count(h.Logs.String(), line); n != 1 {
+				t.Fatalf("logged %d times, want once:\n%s", n, h.Logs)
+			}
+			if p, _, _ := b.loadPosOf(context.Background(), user, "Sent"); p.LastUID != 0 {
+				t.Fatalf("the position in Sent moved to %d", p.LastUID)
+			}
+			noCarbon(t, h, "a Sent mailbox that cannot be read")
+		})
 	}
 }
 
@@ -372,5 +466,174 @@ func TestMailboxRenumberedWhileReadingSent(t *testing.T) {
 	}
 	if !strings.Contains(h.Logs.String(), "INBOX changed its UIDVALIDITY") {
 		t.Fatalf("the session did not end for the renumbering:\n%s", h.Logs)
+	}
+}
+
+// A mail she sent to others and to herself (a Cc, or a list that sends
+// her post back) comes into INBOX, and is forwarded from her address, as
+// well as into Sent: its carbons still show it to the others.
+func TestMailboxSentCcSelf(t *testing.T) {
+	m, b, h := startWithSent(t, 100*time.Millisecond, stanza.NSPrivilege2)
+	user := registerMailbox(t, b, h, m)
+	waitSentPos(t, b, user, func(imapPos) bool { return true })
+	raw := strings.Replace(sentMail("cc", "carol@example.com", "to carol and to me", time.Now()), "\r\nSubject:", "\r\nCc: Bob <bob@example.net>\r\nSubject:", 1)
+	m.appendTo(t, "INBOX", raw)
+	if st := nextChat(t, h); st.Attr("from") != "bob%example.net@"+testDomain || !strings.Contains(st.ChildText("", "body"), "to carol and to me") {
+		t.Fatalf("the INBOX copy: %s", st)
+	}
+	m.appendTo(t, "Sent", raw)
+	if in := nextCarbon(t, h); in.Attr("to") != "carol%example.com@"+testDomain || !strings.Contains(in.ChildText("", "body"), "to carol and to me") {
+		t.Fatalf("got %s", in)
+	}
+	noCarbon(t, h, "her own address")
+}
+
+// A mail to many shows in the chats of the first maxSentRecipients of
+// them, and says once how many were left out.
+func TestMailboxSentManyRecipients(t *testing.T) {
+	m, b, h := startWithSent(t, 100*time.Millisecond, stanza.NSPrivilege2)
+	user := registerMailbox(t, b, h, m)
+	waitSentPos(t, b, user, func(imapPos) bool { return true })
+	var to []string
+	for i := range maxSentRecipients + 5 {
+		to = append(to, fmt.Sprintf("r%d@example.com", i))
+	}
+	m.appendTo(t, "Sent", sentMail("many", strings.Join(to, ", "), "to a crowd", time.Now()))
+	for i := range maxSentRecipients {
+		if in := nextCarbon(t, h); in.Attr("to") != fmt.Sprintf("r%d%%example.com@%s", i, testDomain) {
+			t.Fatalf("carbon %d: %s", i, in)
+		}
+	}
+	noCarbon(t, h, "the recipients past the cap")
+	const line = `msg="a mail in the Sent mailbox has more recipients than are shown" user=bob@example.org message_id=many@example.net recipients=25 shown=20`
+	if n := strings.Count(h.Logs.String(), line); n != 1 {
+		t.Fatalf("logged %d times, want once:\n%s", n, h.Logs)
+	}
+	if n := len(h.Contacts()); n != maxSentRecipients {
+		t.Fatalf("%d contacts, want %d", n, maxSentRecipients)
+	}
+}
+
+// idleSignal is a server session that says when a client starts IDLE.
+type idleSignal struct {
+	imapserver.Session
+	idling chan<- struct{}
+}
+
+func (s idleSignal) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	select {
+	case s.idling <- struct{}{}:
+	default:
+	}
+	return s.Session.Idle(w, stop)
+}
+
+// A mail that comes into INBOX while the watcher reads Sent is forwarded
+// at once: its EXISTS comes in the answer to the SELECT of INBOX, which
+// wakes no IDLE, and the next renewal is an hour away.
+func TestMailboxInboxWhileReadingSent(t *testing.T) {
+	m, b, h := startWithSent(t, time.Hour, stanza.NSPrivilege2)
+	idling := make(chan struct{}, 1)
+	m.mu.Lock()
+	m.wrap = func(s imapserver.Session) imapserver.Session { return idleSignal{s, idling} }
+	m.mu.Unlock()
+	registerMailbox(t, b, h, m)
+	select {
+	case <-idling: // the first round is over, Sent looked at
+	case <-time.After(30 * time.Second):
+		t.Fatal("the watcher did not reach IDLE")
+	}
+	// The commits: the mail that wakes the watcher, then the carbon
+	// (Sent selected).
+	var mu sync.Mutex
+	commits := 0
+	h.OnCommit(func(context.Context) {
+		mu.Lock()
+		commits++
+		n := commits
+		mu.Unlock()
+		if n == 2 {
+			m.appendMail(t, "late", "came while Sent was read")
+		}
+	})
+	m.appendTo(t, "Sent", sentMail("u1", "carol@example.com", "read with INBOX's next mail", time.Now()))
+	m.appendMail(t, "wake", "wakes the watcher") // Sent alone wakes no IDLE
+	if st := nextChat(t, h); !strings.Contains(st.ChildText("", "body"), "wakes the watcher") {
+		t.Fatalf("got %s", st)
+	}
+	nextCarbon(t, h)
+	if st := nextChat(t, h); !strings.Contains(st.ChildText("", "body"), "came while Sent was read") {
+		t.Fatalf("got %s", st)
+	}
+}
+
+// A user registered before the gateway read Sent has no position in it:
+// the watcher starts from its end, and shows none of the mails already
+// in it, only those that come after.
+func TestMailboxSentUpgrade(t *testing.T) {
+	m, b, h := startWithSent(t, 100*time.Millisecond, stanza.NSPrivilege2)
+	for _, id := range []string{"old1", "old2"} {
+		m.appendTo(t, "Sent", sentMail(id, "carol@example.com", "sent long before", time.Now()))
+	}
+	// The registration as it was kept: the INBOX position alone.
+	ctx := context.Background()
+	user := "bob@example.org"
+	fields := mailboxValues(m.addr, "secret")
+	fields["email"] = "bob@example.net"
+	if err := h.St.PutRegistration(ctx, testDomain, user, fields, []string{"bob"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := imapclient.DialInsecure(m.addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Login("bob", "secret").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	sel, err := c.Select("INBOX", nil).Wait()
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.savePos(ctx, user, startPos(sel)); err != nil {
+		t.Fatal(err)
+	}
+
+	b.startWatcher(user, mailboxConfig{IMAPServer: m.addr, IMAPUser: "bob", IMAPPassword: "secret"})
+	waitSentPos(t, b, user, func(p imapPos) bool { return p.LastUID == 2 })
+	noCarbon(t, h, "the mails in Sent before the upgrade")
+	m.appendTo(t, "Sent", sentMail("new", "carol@example.com", "sent after the upgrade", time.Now()))
+	if in := nextCarbon(t, h); !strings.Contains(in.ChildText("", "body"), "sent after the upgrade") {
+		t.Fatalf("got %s", in)
+	}
+	noCarbon(t, h, "the mails in Sent before the upgrade")
+}
+
+// Without the \Sent special use, the Sent mailbox is found by the names
+// mail clients give it.
+func TestMailboxSentFallbackNames(t *testing.T) {
+	for _, name := range []string{"Sent Items", "Sent Messages", "INBOX.Sent"} {
+		t.Run(name, func(t *testing.T) {
+			m := startMemIMAP(t)
+			if err := m.user.Create(name, nil); err != nil {
+				t.Fatal(err)
+			}
+			b, h := startBridge(t, Options{PollInterval: 100 * time.Millisecond}, nil)
+			h.MessageNS = stanza.NSPrivilege2
+			user := registerMailbox(t, b, h, m)
+			for i := 0; ; i++ {
+				if _, ok, _ := b.loadPosOf(context.Background(), user, name); ok {
+					break
+				}
+				if i == 1000 {
+					t.Fatal("no position kept in " + name)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			m.appendTo(t, name, sentMail("n", "carol@example.com", "filed in "+name, time.Now()))
+			if in := nextCarbon(t, h); !strings.Contains(in.ChildText("", "body"), "filed in "+name) {
+				t.Fatalf("got %s", in)
+			}
+		})
 	}
 }

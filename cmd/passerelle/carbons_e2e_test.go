@@ -124,11 +124,11 @@ func TestSentCarbonsProsody(t *testing.T) {
 	})
 }
 
-// TestSentCarbonsWithoutPermission: a server that does not grant the
-// message permission gets no carbon (and no message from the contact in
-// its place); the gateway says why, once.
+// TestSentCarbonsWithoutPermission: a server that advertises its
+// privileges without the message permission gets no carbon (and no
+// message from the contact in its place); the gateway says why, once.
 func TestSentCarbonsWithoutPermission(t *testing.T) {
-	srv := harness.StartProsody(t, harness.ServerOptions{Domain: "localhost", Components: []string{mailDomain}, Carbons: true})
+	srv := harness.StartProsody(t, harness.ServerOptions{Domain: "localhost", Components: allDomains, Deploy: true, DeployNoMessage: true, Carbons: true})
 	e := startGateway(t, srv, carbonsEnv(t, srv))
 	dove := harness.StartDovecot(t, map[string]string{"carol": "imap-pw"})
 	carol := mailboxUser(t, e, dove)

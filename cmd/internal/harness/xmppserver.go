@@ -45,6 +45,10 @@ type ServerOptions struct {
 	// replaced by Domain and the port and secret filled in. Components
 	// must then be the snippet's: irc., mail. and sms. of Domain.
 	Deploy bool
+	// DeployNoMessage (with Deploy, Prosody only) leaves the message
+	// permission out of the snippet's privileges: the server advertises
+	// the others.
+	DeployNoMessage bool
 	// DeployInstances (ejabberd only) configures the component listener,
 	// its domain_balancing and the privileges from
 	// deploy/ejabberd-instances.yml, the configuration for several
@@ -402,11 +406,15 @@ func (s *Prosody) config() string {
 		w("VirtualHost %s", q(h))
 	}
 	if s.opts.Deploy {
-		b.WriteString(deploySnippet("prosody.cfg.lua", map[string]string{
+		subst := map[string]string{
 			"example.org":                s.opts.Domain,
 			`"CHANGE-ME"`:                q(s.opts.Secret),
 			"component_ports = { 5347 }": fmt.Sprintf("component_ports = { %d }", s.compPort),
-		}))
+		}
+		if s.opts.DeployNoMessage {
+			subst[` message = "outgoing";`] = ""
+		}
+		b.WriteString(deploySnippet("prosody.cfg.lua", subst))
 	}
 	for _, c := range s.opts.Components {
 		if s.opts.Deploy {
