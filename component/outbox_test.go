@@ -213,7 +213,6 @@ func holdRemovals(t *testing.T, g **removalGate) func(*Component) {
 	return func(c *Component) {
 		gate := &removalGate{held: make(chan int64), release: make(chan error), opened: make(chan struct{})}
 		*g = gate
-		t.Cleanup(gate.open)
 		c.sentThrough = func(ctx context.Context, domain string, last int64) error {
 			select {
 			case gate.held <- last:
@@ -256,6 +255,7 @@ func TestOutboxSendsWhileRemoving(t *testing.T) {
 	srv := newFakeServer(t, "s")
 	var g *removalGate
 	c, _, st := startComponent(t, srv, &fakeBridge{}, "s", holdRemovals(t, &g))
+	t.Cleanup(g.open) // before the component stops
 	fc := srv.accept(t)
 	ctx := context.Background()
 	if err := c.SendMessage(ctx, stanza.Message("", "u@example.org", "chat", "m1", "first")); err != nil {
@@ -294,6 +294,7 @@ func TestOutboxStopWaitsForRemoval(t *testing.T) {
 	c.standbyBackoff = bridges.Backoff{First: time.Hour, Max: time.Hour}
 	var g *removalGate
 	holdRemovals(t, &g)(c)
+	t.Cleanup(g.open)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -343,6 +344,7 @@ func TestOutboxFailedRemovalHoldsSends(t *testing.T) {
 	var lb logBuffer
 	var g *removalGate
 	c, _, st := startComponent(t, srv, &fakeBridge{}, "s", failingStore(&lb), holdRemovals(t, &g))
+	t.Cleanup(g.open) // before the component stops
 	fc := srv.accept(t)
 	ctx := context.Background()
 	if err := c.SendMessage(ctx, stanza.Message("", "u@example.org", "chat", "m1", "first")); err != nil {
