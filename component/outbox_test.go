@@ -247,6 +247,26 @@ func (g *removalGate) hold(t *testing.T) int64 {
 
 func isMessage(e *xmlel.Element) bool { return e.Local == "message" }
 
+// sendWhileRemoving sends m1, holds the removal that follows its
+// confirmation, and sends m2 while that removal is held, which the pump
+// writes to fc: it returns the last id of the held removal.
+func sendWhileRemoving(t *testing.T, c *Component, fc *fakeConn, g *removalGate) int64 {
+	t.Helper()
+	ctx := context.Background()
+	if err := c.SendMessage(ctx, stanza.Message("", "u@example.org", "chat", "m1", "first")); err != nil {
+		t.Fatal(err)
+	}
+	fc.expect(t, "m1", hasID("m1"))
+	last := g.hold(t)
+	if err := c.SendMessage(ctx, stanza.Message("", "u@example.org", "chat", "m2", "while removing")); err != nil {
+		t.Fatal(err)
+	}
+	if got := fc.expect(t, "a message", isMessage); got.Attr("id") != "m2" {
+		t.Fatalf("got %s while the removal was held, want m2", got)
+	}
+	return last
+}
+
 // The pump does not wait for the store to remove what the server
 // confirmed: while a removal is under way (a group commit carrying other
 // users' writes), a stanza queued meanwhile is sent. The stanzas confirmed
@@ -256,26 +276,16 @@ func TestOutboxSendsWhileRemoving(t *testing.T) {
 	var g *removalGate
 	c, _, st := startComponent(t, srv, &fakeBridge{}, "s", holdRemovals(t, &g))
 	t.Cleanup(g.open) // before the component stops
-	fc := srv.accept(t)
-	ctx := context.Background()
-	if err := c.SendMessage(ctx, stanza.Message("", "u@example.org", "chat", "m1", "first")); err != nil {
-		t.Fatal(err)
-	}
-	fc.expect(t, "m1", hasID("m1"))
-	first := g.hold(t)
-
-	if err := c.SendMessage(ctx, stanza.Message("", "u@example.org", "chat", "m2", "while removing")); err != nil {
-		t.Fatal(err)
-	}
-	if got := fc.expect(t, "a message", isMessage); got.Attr("id") != "m2" {
-		t.Fatalf("got %s while the removal was held, want m2", got)
-	}
+	first := sendWhileRemoving(t, c, srv.accept(t), g)
 	g.release <- nil
 	if next := g.hold(t); next <= first {
 		t.Fatalf("the next removal goes through id %d, want past %d (m2)", next, first)
 	}
 	g.release <- nil
-	waitFor(t, "an empty outbox", func() bool { n, err := st.CountStanzas(ctx, c.Domain()); return err == nil && n == 0 })
+	waitFor(t, "an empty outbox", func() bool {
+		n, err := st.CountStanzas(context.Background(), c.Domain())
+		return err == nil && n == 0
+	})
 }
 
 // A pump stopped while a removal is under way returns once the removal is
@@ -299,18 +309,7 @@ func TestOutboxStopWaitsForRemoval(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	fc := srv.accept(t)
-
-	bg := context.Background()
-	if err := c.SendMessage(bg, stanza.Message("", "u@example.org", "chat", "m1", "first")); err != nil {
-		t.Fatal(err)
-	}
-	fc.expect(t, "m1", hasID("m1"))
-	g.hold(t)
-	if err := c.SendMessage(bg, stanza.Message("", "u@example.org", "chat", "m2", "while removing")); err != nil {
-		t.Fatal(err)
-	}
-	fc.expect(t, "m2", hasID("m2"))
+	sendWhileRemoving(t, c, srv.accept(t), g)
 
 	cancel()
 	select {
@@ -327,7 +326,7 @@ func TestOutboxStopWaitsForRemoval(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after the removal")
 	}
-	left, err := st.PendingStanzasAfter(bg, c.Domain(), 0, outboxBatch)
+	left, err := st.PendingStanzasAfter(context.Background(), c.Domain(), 0, outboxBatch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,15 +346,7 @@ func TestOutboxFailedRemovalHoldsSends(t *testing.T) {
 	t.Cleanup(g.open) // before the component stops
 	fc := srv.accept(t)
 	ctx := context.Background()
-	if err := c.SendMessage(ctx, stanza.Message("", "u@example.org", "chat", "m1", "first")); err != nil {
-		t.Fatal(err)
-	}
-	fc.expect(t, "m1", hasID("m1"))
-	g.hold(t)
-	if err := c.SendMessage(ctx, stanza.Message("", "u@example.org", "chat", "m2", "while removing")); err != nil {
-		t.Fatal(err)
-	}
-	fc.expect(t, "m2", hasID("m2"))
+	sendWhileRemoving(t, c, fc, g)
 	g.release <- errors.New("disk full")
 
 	// Queued after the failure: not sent during the retries.
