@@ -92,6 +92,9 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 		}
 	}()
 	var after int64 // the last id written to this stream
+	// drained: the last read found nothing, and only the end of a
+	// removal woke the pump since (a removal queues nothing).
+	drained := false
 	// unrouted is when the pump last found no route (route.go).
 	unrouted := time.Now()
 	confirmWait := time.NewTimer(c.confirmWait)
@@ -133,7 +136,7 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 			}
 			continue
 		}
-		if len(inflight) < outboxWindow {
+		if len(inflight) < outboxWindow && !drained {
 			items, err := c.store.PendingStanzasAfter(ctx, c.opts.Domain, after, outboxBatch)
 			if err != nil {
 				if ctx.Err() != nil {
@@ -152,6 +155,7 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 				after = items[len(items)-1].ID
 				continue
 			}
+			drained = true
 		}
 		var wake <-chan struct{}
 		if len(inflight) < outboxWindow {
@@ -160,6 +164,7 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 		if len(inflight) == 0 {
 			select {
 			case <-wake:
+				drained = false
 			case err := <-removing:
 				removing = nil
 				c.removed(err, removingN)
@@ -187,6 +192,7 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 				}
 				after = inflight[0].ids[0] - 1
 				inflight = inflight[:0]
+				drained = false
 				c.log.Warn("an outbox confirmation did not come back; probing the route again, then sending the unconfirmed stanzas again", "waited", c.confirmWait, "stanzas", n)
 				if c.probe(ctx, s) == "" && ctx.Err() == nil {
 					c.standby()
@@ -200,6 +206,7 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 			// has reached it.
 			c.log.Warn("the server does not answer the outbox confirmation ping", "waited", c.confirmWait)
 		case <-wake:
+			drained = false
 			continue
 		case err := <-removing:
 			removing = nil
@@ -210,6 +217,7 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 		case <-ctx.Done():
 			return
 		}
+		drained = false
 		select {
 		case <-stop:
 			return // the stream broke: what is under way is sent again after reconnecting
