@@ -110,6 +110,9 @@ type Component struct {
 	// standbyBackoff: tests shorten them.
 	confirmWait, routeProbeWait, handBackCheck time.Duration
 	standbyBackoff                             bridges.Backoff
+	// sentThrough is the store's StanzasSentThrough, unless a test holds
+	// or refuses the outbox's removals.
+	sentThrough func(ctx context.Context, domain string, last int64) error
 	// sharedRoutes is set once the server delivered this domain's stanzas
 	// over a sibling's stream (ejabberd): it then accepts our stanzas on
 	// any of the group's streams, which Send uses while ours is down.

@@ -26,7 +26,7 @@ import (
 
 // fakeServer is a scripted XEP-0114 server on loopback.
 type fakeServer struct {
-	t      *testing.T
+	t      testing.TB
 	ln     net.Listener
 	secret string
 	// streamError, when set, is sent instead of accepting the handshake;
@@ -122,7 +122,7 @@ func (c *fakeConn) write(b string) {
 	io.WriteString(c.nc, b)
 }
 
-func newFakeServer(t *testing.T, secret string) *fakeServer {
+func newFakeServer(t testing.TB, secret string) *fakeServer {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -256,7 +256,7 @@ func (s *fakeServer) handle(nc net.Conn) {
 	}
 }
 
-func (s *fakeServer) accept(t *testing.T) *fakeConn {
+func (s *fakeServer) accept(t testing.TB) *fakeConn {
 	t.Helper()
 	select {
 	case c := <-s.conns:
@@ -277,7 +277,7 @@ func (c *fakeConn) send(t *testing.T, format string, args ...any) {
 }
 
 // expect returns the next stanza matching match, skipping others.
-func (c *fakeConn) expect(t *testing.T, desc string, match func(*xmlel.Element) bool) *xmlel.Element {
+func (c *fakeConn) expect(t testing.TB, desc string, match func(*xmlel.Element) bool) *xmlel.Element {
 	t.Helper()
 	timeout := time.After(10 * time.Second)
 	for {
@@ -333,7 +333,7 @@ func (b *fakeBridge) Handle(ctx context.Context, u *bridges.User, st *xmlel.Elem
 	}
 }
 
-func startComponent(t *testing.T, srv *fakeServer, b bridges.Bridge, secret string, tune ...func(*Component)) (*Component, chan error, *store.Store) {
+func startComponent(t testing.TB, srv *fakeServer, b bridges.Bridge, secret string, tune ...func(*Component)) (*Component, chan error, *store.Store) {
 	t.Helper()
 	st, err := store.Open(":memory:")
 	if err != nil {

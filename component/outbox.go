@@ -78,7 +78,23 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 			f.forget()
 		}
 	}()
+	// removing reports the removal under way of the first removingN
+	// stanzas of o.sent (nil: none is). The pump keeps reading and
+	// sending while the store works on it; confirmed stanzas wait for
+	// the next removal. It does not return before the removal is done:
+	// o.sent is only changed here, and a stop between a confirmation and
+	// its removal still removes it.
+	var removing <-chan error
+	var removingN int
+	defer func() {
+		if removing != nil {
+			c.removed(<-removing, removingN)
+		}
+	}()
 	var after int64 // the last id written to this stream
+	// drained: the last read found nothing, and only the end of a
+	// removal woke the pump since (a removal queues nothing).
+	drained := false
 	// unrouted is when the pump last found no route (route.go).
 	unrouted := time.Now()
 	confirmWait := time.NewTimer(c.confirmWait)
@@ -87,8 +103,29 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 		if wait := time.Until(o.retryAt); wait > 0 && !pause(ctx, stop, wait) {
 			return
 		}
-		if !c.removeSent(ctx) {
-			continue
+		if removing != nil {
+			if o.failures > 0 {
+				// The store failed meanwhile: the removal under way
+				// ends the way it does, within RecordContext's limit.
+				c.removed(<-removing, removingN)
+				removing = nil
+				continue
+			}
+			select {
+			case err := <-removing:
+				removing = nil
+				c.removed(err, removingN)
+				continue
+			default:
+			}
+		} else if o.failures > 0 {
+			// After a failure the pump sends nothing until the store
+			// has removed what was confirmed (or until it works again).
+			if !c.removeSent(ctx) {
+				continue
+			}
+		} else if len(o.sent) > 0 {
+			removing, removingN = c.startRemoval(ctx), len(o.sent)
 		}
 		if len(inflight) == 0 && !c.slotted() && time.Since(unrouted) < c.confirmWait {
 			// No connection of the component holds a slot yet (a
@@ -99,7 +136,7 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 			}
 			continue
 		}
-		if len(inflight) < outboxWindow {
+		if len(inflight) < outboxWindow && !drained {
 			items, err := c.store.PendingStanzasAfter(ctx, c.opts.Domain, after, outboxBatch)
 			if err != nil {
 				if ctx.Err() != nil {
@@ -118,6 +155,7 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 				after = items[len(items)-1].ID
 				continue
 			}
+			drained = true
 		}
 		var wake <-chan struct{}
 		if len(inflight) < outboxWindow {
@@ -126,6 +164,10 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 		if len(inflight) == 0 {
 			select {
 			case <-wake:
+				drained = false
+			case err := <-removing:
+				removing = nil
+				c.removed(err, removingN)
 			case <-stop:
 				return
 			case <-ctx.Done():
@@ -150,6 +192,7 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 				}
 				after = inflight[0].ids[0] - 1
 				inflight = inflight[:0]
+				drained = false
 				c.log.Warn("an outbox confirmation did not come back; probing the route again, then sending the unconfirmed stanzas again", "waited", c.confirmWait, "stanzas", n)
 				if c.probe(ctx, s) == "" && ctx.Err() == nil {
 					c.standby()
@@ -163,12 +206,18 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 			// has reached it.
 			c.log.Warn("the server does not answer the outbox confirmation ping", "waited", c.confirmWait)
 		case <-wake:
+			drained = false
+			continue
+		case err := <-removing:
+			removing = nil
+			c.removed(err, removingN)
 			continue
 		case <-stop:
 			return
 		case <-ctx.Done():
 			return
 		}
+		drained = false
 		select {
 		case <-stop:
 			return // the stream broke: what is under way is sent again after reconnecting
@@ -226,22 +275,50 @@ func (c *Component) removeSent(ctx context.Context) bool {
 	if len(o.sent) == 0 {
 		return true
 	}
+	return c.removed(c.removeThrough(ctx, o.sent[len(o.sent)-1]), len(o.sent))
+}
+
+// startRemoval starts removing the confirmed stanzas from the store and
+// returns the channel that reports the result (see removed). Only the
+// store works on the other goroutine: o is the pump's.
+func (c *Component) startRemoval(ctx context.Context) <-chan error {
+	last := c.outbox.sent[len(c.outbox.sent)-1]
+	done := make(chan error, 1)
+	go func() { done <- c.removeThrough(ctx, last) }()
+	return done
+}
+
+// removeThrough removes the stanzas of the domain up to id last from the
+// store.
+func (c *Component) removeThrough(ctx context.Context, last int64) error {
 	// Not cancelled with the stream: a stop between the confirmation and
 	// the removal would send the batch again after the restart.
 	rctx, cancel := bridges.RecordContext(ctx)
 	defer cancel()
-	// Ahead of the queued writes (store.First): the pump sends nothing
-	// until this is done, and a fan-out may have queued hundreds.
+	// Ahead of the queued writes (store.First): a fan-out may have queued
+	// hundreds, and what is confirmed but not removed would be sent again
+	// after a crash (and, after a failure, the pump sends nothing until
+	// this is done).
 	rctx = store.First(rctx)
-	// o.sent is every stanza of the domain up to its last id that is
-	// still in the store: the pump sent them oldest first, and the
-	// server confirmed them in order.
-	if err := c.store.StanzasSentThrough(rctx, c.opts.Domain, o.sent[len(o.sent)-1]); err != nil {
+	sentThrough := c.store.StanzasSentThrough
+	if c.sentThrough != nil {
+		sentThrough = c.sentThrough
+	}
+	return sentThrough(rctx, c.opts.Domain, last)
+}
+
+// removed records the result of the removal of the first n stanzas of
+// o.sent and reports whether it succeeded. o.sent is every stanza of the
+// domain up to its last id that is still in the store: the pump sent them
+// oldest first, and the server confirmed them in order.
+func (c *Component) removed(err error, n int) bool {
+	o := &c.outbox
+	if err != nil {
 		c.storeFailed("cannot remove sent stanzas from the outbox; they will not be sent again, and the outbox waits until they are removed", err, len(o.sent))
 		return false
 	}
-	c.storeWorks(len(o.sent))
-	o.sent = o.sent[:0]
+	c.storeWorks(n)
+	o.sent = append(o.sent[:0], o.sent[n:]...)
 	return true
 }
 

@@ -3,15 +3,19 @@ package component
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"passerelle/bridges"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
+	"passerelle/store"
 )
 
 // logBuffer collects a component's log lines.
@@ -190,5 +194,192 @@ func TestOutboxPipelined(t *testing.T) {
 	}
 	if got := fc.expect(t, "a message", func(e *xmlel.Element) bool { return e.Local == "message" }); got.Attr("id") != "after" {
 		t.Fatalf("first message on the new stream: %s, want the one sent after the confirmations", got)
+	}
+}
+
+// removalGate holds the outbox's removals for a test: each reports the
+// last id it removes through on held, then waits for its result on
+// release (nil: the store removes). Once the gate is opened, removals go
+// straight to the store.
+type removalGate struct {
+	held    chan int64
+	release chan error
+	opened  chan struct{}
+	once    sync.Once
+}
+
+// holdRemovals makes c's outbox removals wait at g.
+func holdRemovals(t *testing.T, g **removalGate) func(*Component) {
+	return func(c *Component) {
+		gate := &removalGate{held: make(chan int64), release: make(chan error), opened: make(chan struct{})}
+		*g = gate
+		c.sentThrough = func(ctx context.Context, domain string, last int64) error {
+			select {
+			case gate.held <- last:
+				select {
+				case err := <-gate.release:
+					if err != nil {
+						return err
+					}
+				case <-gate.opened:
+				}
+			case <-gate.opened:
+			}
+			return c.store.StanzasSentThrough(ctx, domain, last)
+		}
+	}
+}
+
+func (g *removalGate) open() { g.once.Do(func() { close(g.opened) }) }
+
+// hold waits for the next removal to reach the gate and returns the last
+// id it removes through.
+func (g *removalGate) hold(t *testing.T) int64 {
+	t.Helper()
+	select {
+	case last := <-g.held:
+		return last
+	case <-time.After(10 * time.Second):
+		t.Fatal("no removal of the sent stanzas")
+		return 0
+	}
+}
+
+func isMessage(e *xmlel.Element) bool { return e.Local == "message" }
+
+// sendWhileRemoving sends m1, holds the removal that follows its
+// confirmation, and sends m2 while that removal is held, which the pump
+// writes to fc: it returns the last id of the held removal.
+func sendWhileRemoving(t *testing.T, c *Component, fc *fakeConn, g *removalGate) int64 {
+	t.Helper()
+	ctx := context.Background()
+	if err := c.SendMessage(ctx, stanza.Message("", "u@example.org", "chat", "m1", "first")); err != nil {
+		t.Fatal(err)
+	}
+	fc.expect(t, "m1", hasID("m1"))
+	last := g.hold(t)
+	if err := c.SendMessage(ctx, stanza.Message("", "u@example.org", "chat", "m2", "while removing")); err != nil {
+		t.Fatal(err)
+	}
+	if got := fc.expect(t, "a message", isMessage); got.Attr("id") != "m2" {
+		t.Fatalf("got %s while the removal was held, want m2", got)
+	}
+	return last
+}
+
+// The pump does not wait for the store to remove what the server
+// confirmed: while a removal is under way (a group commit carrying other
+// users' writes), a stanza queued meanwhile is sent. The stanzas confirmed
+// meanwhile are removed by the next removal.
+func TestOutboxSendsWhileRemoving(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	var g *removalGate
+	c, _, st := startComponent(t, srv, &fakeBridge{}, "s", holdRemovals(t, &g))
+	t.Cleanup(g.open) // before the component stops
+	first := sendWhileRemoving(t, c, srv.accept(t), g)
+	g.release <- nil
+	if next := g.hold(t); next <= first {
+		t.Fatalf("the next removal goes through id %d, want past %d (m2)", next, first)
+	}
+	g.release <- nil
+	waitFor(t, "an empty outbox", func() bool {
+		n, err := st.CountStanzas(context.Background(), c.Domain())
+		return err == nil && n == 0
+	})
+}
+
+// A pump stopped while a removal is under way returns once the removal is
+// done, still under RecordContext: what the server confirmed is not sent
+// again after the restart. What was confirmed after it stays for the
+// next removal.
+func TestOutboxStopWaitsForRemoval(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	st, err := store.Open(":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	c := New(Options{Domain: "test.example.org", Addr: srv.ln.Addr().String(), Secret: "s", Bridge: &fakeBridge{}, Store: st,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	c.standbyBackoff = bridges.Backoff{First: time.Hour, Max: time.Hour}
+	var g *removalGate
+	holdRemovals(t, &g)(c)
+	t.Cleanup(g.open)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	sendWhileRemoving(t, c, srv.accept(t), g)
+
+	cancel()
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned (%v) while the removal was held", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	g.release <- nil
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after the removal")
+	}
+	left, err := st.PendingStanzasAfter(context.Background(), c.Domain(), 0, outboxBatch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 1 || !strings.Contains(left[0].Stanza, `id="m2"`) {
+		t.Fatalf("outbox after the stop: %v, want m2 only", left)
+	}
+}
+
+// A removal under way that fails stops the pump as a failed removal
+// always did: what is queued next waits until the removal, retried with
+// backoff, succeeds; it is then sent once.
+func TestOutboxFailedRemovalHoldsSends(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	var lb logBuffer
+	var g *removalGate
+	c, _, st := startComponent(t, srv, &fakeBridge{}, "s", failingStore(&lb), holdRemovals(t, &g))
+	t.Cleanup(g.open) // before the component stops
+	fc := srv.accept(t)
+	ctx := context.Background()
+	sendWhileRemoving(t, c, fc, g)
+	g.release <- errors.New("disk full")
+
+	// Queued after the failure: not sent during the retries.
+	g.hold(t)
+	if err := c.SendMessage(ctx, stanza.Message("", "u@example.org", "chat", "m3", "after the failure")); err != nil {
+		t.Fatal(err)
+	}
+	g.release <- errors.New("disk full")
+	g.hold(t)
+	g.release <- errors.New("disk full")
+	g.hold(t)
+	// The pump is in the fourth removal: m3 has not been sent.
+	quiet := time.After(100 * time.Millisecond)
+	for waiting := true; waiting; {
+		select {
+		case e := <-fc.in:
+			if isMessage(e) {
+				t.Fatalf("got %s while the removal failed", e)
+			}
+		case <-quiet:
+			waiting = false
+		}
+	}
+	g.release <- nil
+	if got := fc.expect(t, "a message", isMessage); got.Attr("id") != "m3" {
+		t.Fatalf("got %s, want m3 once the removal succeeded", got)
+	}
+	g.open()
+	waitFor(t, "an empty outbox", func() bool { n, err := st.CountStanzas(ctx, c.Domain()); return err == nil && n == 0 })
+	if n := lb.count("level=ERROR"); n != 1 {
+		t.Errorf("%d ERROR lines for one run of failures, want 1:\n%s", n, lb.String())
+	}
+	if got := c.m.OutboxStoreErrors.Load(); got != 3 {
+		t.Errorf("%d store errors counted, want 3", got)
 	}
 }
