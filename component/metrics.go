@@ -29,7 +29,7 @@ type DomainMetrics struct {
 	// OutboxConfirmed counts the queued stanzas the server confirmed
 	// (each then removed from the outbox).
 	OutboxConfirmed atomic.Int64
-	Insecure          atomic.Int64 // deliveries held back or refused: the server could not be reached safely
+	Insecure        atomic.Int64 // deliveries held back or refused: the server could not be reached safely
 	// Relayed counts the stanzas passed on to other instances: answers
 	// to their requests, privilege advertisements (relay.go).
 	Relayed atomic.Int64
