@@ -26,7 +26,10 @@ type DomainMetrics struct {
 	// OutboxStoreErrors counts the times the store would not read the
 	// outbox or remove sent stanzas from it.
 	OutboxStoreErrors atomic.Int64
-	Insecure          atomic.Int64 // deliveries held back or refused: the server could not be reached safely
+	// OutboxConfirmed counts the queued stanzas the server confirmed
+	// (each then removed from the outbox).
+	OutboxConfirmed atomic.Int64
+	Insecure        atomic.Int64 // deliveries held back or refused: the server could not be reached safely
 	// Relayed counts the stanzas passed on to other instances: answers
 	// to their requests, privilege advertisements (relay.go).
 	Relayed atomic.Int64
@@ -70,6 +73,7 @@ func (m *Metrics) WritePrometheus(w io.Writer) {
 		{"passerelle_refused_total", "counter", "stanzas refused from users outside PASSERELLE_ALLOW", func(d *DomainMetrics) int64 { return d.Refused.Load() }},
 		{"passerelle_over_limit_total", "counter", "stanzas skipped for going over a limit (nesting, attributes, size)", func(d *DomainMetrics) int64 { return d.OverLimit.Load() }},
 		{"passerelle_registrations_total", "counter", "new registrations", func(d *DomainMetrics) int64 { return d.Registrations.Load() }},
+		{"passerelle_outbox_confirmed_total", "counter", "queued stanzas the XMPP server confirmed it processed", func(d *DomainMetrics) int64 { return d.OutboxConfirmed.Load() }},
 		{"passerelle_outbox_store_errors_total", "counter", "failed reads and removals of the stanza outbox", func(d *DomainMetrics) int64 { return d.OutboxStoreErrors.Load() }},
 		{"passerelle_relayed_total", "counter", "stanzas meant for other instances that reached this one and were passed on to them through the database (answers to their requests, the server's privilege advertisements)", func(d *DomainMetrics) int64 { return d.Relayed.Load() }},
 		{"passerelle_not_relayed_total", "counter", "answers to another instance's request dropped instead of passed on: their sender is none the gateway asks (not the XMPP server, an allowed user or the gateway)", func(d *DomainMetrics) int64 { return d.NotRelayed.Load() }},

@@ -90,8 +90,21 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 		if removing != nil {
 			c.removed(<-removing, removingN)
 		}
+		// What was confirmed while it ran is removed too before the
+		// pump returns: the next stream, or a restart, would send it
+		// again. After a failure it waits for the retry, as the loop
+		// does (the next pump starts after it, below).
+		if o.failures == 0 {
+			c.removeSent(ctx)
+		}
 	}()
-	var after int64 // the last id written to this stream
+	// after is the last id written to this stream, or confirmed on an
+	// earlier one and still in the store (its removal failed): what the
+	// server confirmed is never read again.
+	var after int64
+	if len(o.sent) > 0 {
+		after = o.sent[len(o.sent)-1]
+	}
 	// drained: the last read found nothing, and only the end of a
 	// removal woke the pump since (a removal queues nothing).
 	drained := false
@@ -227,6 +240,7 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 		f.forget()
 		inflight = inflight[1:]
 		o.sent = append(o.sent, f.ids...)
+		c.m.OutboxConfirmed.Add(int64(len(f.ids)))
 	}
 }
 

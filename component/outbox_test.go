@@ -309,13 +309,19 @@ func TestOutboxStopWaitsForRemoval(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	sendWhileRemoving(t, c, srv.accept(t), g)
+	first := sendWhileRemoving(t, c, srv.accept(t), g)
+	waitFor(t, "m2 confirmed", func() bool { return c.m.OutboxConfirmed.Load() == 2 })
 
 	cancel()
 	select {
 	case err := <-done:
 		t.Fatalf("Run returned (%v) while the removal was held", err)
 	case <-time.After(100 * time.Millisecond):
+	}
+	g.release <- nil
+	// m2, confirmed while m1's removal ran, is removed before Run returns.
+	if next := g.hold(t); next <= first {
+		t.Fatalf("the removal after the stop goes through id %d, want past %d (m2)", next, first)
 	}
 	g.release <- nil
 	select {
@@ -330,9 +336,40 @@ func TestOutboxStopWaitsForRemoval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(left) != 1 || !strings.Contains(left[0].Stanza, `id="m2"`) {
-		t.Fatalf("outbox after the stop: %v, want m2 only", left)
+	if len(left) != 0 {
+		t.Fatalf("outbox after the stop: %v, want it empty (m1 and m2 were confirmed)", left)
 	}
+}
+
+// A stanza confirmed while a removal ran, when the stream breaks, is
+// removed before the next stream starts: the next stream does not send
+// it again.
+func TestOutboxConfirmedNotResentAfterReconnect(t *testing.T) {
+	srv := newFakeServer(t, "s")
+	var g *removalGate
+	c, _, st := startComponent(t, srv, &fakeBridge{}, "s", holdRemovals(t, &g))
+	t.Cleanup(g.open) // before the component stops
+	fc := srv.accept(t)
+	first := sendWhileRemoving(t, c, fc, g)
+	waitFor(t, "m2 confirmed", func() bool { return c.m.OutboxConfirmed.Load() == 2 })
+	fc.nc.Close()
+	g.release <- nil // m1's removal
+	if next := g.hold(t); next <= first {
+		t.Fatalf("the next removal goes through id %d, want past %d (m2)", next, first)
+	}
+	g.release <- nil
+	fc = srv.accept(t)
+	if err := c.SendMessage(context.Background(), stanza.Message("", "u@example.org", "chat", "m3", "after")); err != nil {
+		t.Fatal(err)
+	}
+	if got := fc.expect(t, "a message", isMessage); got.Attr("id") != "m3" {
+		t.Fatalf("first message on the new stream: %s, want m3 (m2 was confirmed)", got)
+	}
+	g.open()
+	waitFor(t, "an empty outbox", func() bool {
+		n, err := st.CountStanzas(context.Background(), c.Domain())
+		return err == nil && n == 0
+	})
 }
 
 // A removal under way that fails stops the pump as a failed removal
