@@ -164,32 +164,31 @@ func (c *Component) SentCarbons(user string) (func(msg *xmlel.Element) *xmlel.El
 // privileged message (a sent carbon) despite its advertisement: no more
 // carbons are sent to it until it advertises the permission again.
 func (c *Component) revokeMessage(server string, err error) {
-	c.mu.Lock()
-	g, ok := c.grants[server]
-	ok = ok && g.Message != ""
-	if ok {
-		g.Message = ""
-		c.grants[server] = g
-	}
-	c.mu.Unlock()
-	if ok {
-		c.log.Warn("the XMPP server refused a sent carbon despite its advertisement; no more are sent to it", "server", server, "err", err)
-	}
+	c.revoke(server, func(g *Grant) *string { return &g.Message }, err,
+		"the XMPP server refused a sent carbon despite its advertisement; no more are sent to it")
 }
 
 // revokeRoster forgets the roster permission of a server that refused a
 // roster request: the gateway falls back to subscription requests until
 // the server advertises the permission again.
 func (c *Component) revokeRoster(server string, err error) {
+	c.revoke(server, func(g *Grant) *string { return &g.Roster }, err,
+		"the XMPP server refused a roster request despite its advertisement; new contacts ask for a subscription instead")
+}
+
+// revoke forgets the permission perm picks in the grant of server, and
+// logs msg the first time (until the server advertises it again).
+func (c *Component) revoke(server string, perm func(*Grant) *string, err error, msg string) {
 	c.mu.Lock()
 	g, ok := c.grants[server]
-	ok = ok && g.Roster != ""
+	p := perm(&g)
+	ok = ok && *p != ""
 	if ok {
-		g.Roster = ""
+		*p = ""
 		c.grants[server] = g
 	}
 	c.mu.Unlock()
 	if ok {
-		c.log.Warn("the XMPP server refused a roster request despite its advertisement; new contacts ask for a subscription instead", "server", server, "err", err)
+		c.log.Warn(msg, "server", server, "err", err)
 	}
 }
