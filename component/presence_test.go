@@ -157,6 +157,10 @@ func TestUserPresenceProbeFailures(t *testing.T) {
 	if p.Attr("to") != "alice@example.org" {
 		t.Fatalf("probe %s", p)
 	}
+	// The log line follows the probes it counts.
+	waitFor(t, "the probing logged", func() bool {
+		return strings.Contains(lb.String(), "asked for the presence of registered users")
+	})
 	if n := strings.Count(lb.String(), "asked for the presence of registered users"); n != 1 {
 		t.Fatalf("probed on %d streams, want 1:\n%s", n, lb.String())
 	}
