@@ -1,7 +1,12 @@
 package irc
 
 import (
+	"cmp"
 	"context"
+	"errors"
+	"maps"
+	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -45,6 +50,12 @@ type sharedLine struct {
 	nick, body string
 	own        string // the user who sent it, or ""
 	*archived
+	// queued are the views of the connections here whose users' copies
+	// of this line were queued with it by the connection that archived
+	// it (by), when it did (see lineLog.queuedWith); set before its
+	// archived.finish.
+	queued map[string]*roomView
+	by     string
 }
 
 // archived is a message being, or having been, archived.
@@ -76,7 +87,20 @@ func (l *archived) wait(ctx context.Context) (int64, error) {
 type chanLines struct {
 	lines  []*sharedLine
 	cursor map[string]uint64
+	// ahead are the lines of messages recorded before they were sent
+	// (ownLines with ahead), in seq order. A server relays each user's
+	// messages in the order they were sent, but not in that order among
+	// the others' lines: a connection matches them by sender, the first
+	// after its cursor for that sender (ownCursor), and after the floor
+	// its connection set as it left the channel (a line recorded before
+	// that it never gets).
+	ahead     []*sharedLine
+	ownCursor map[ownKey]uint64
+	floor     map[string]uint64
 }
+
+// ownKey names a connection's cursor in the messages of one sender.
+type ownKey struct{ user, sender string }
 
 // lineLog is the bridge's recent lines, by channel.
 type lineLog struct {
@@ -95,6 +119,95 @@ type lineLog struct {
 	// window open). newest and first are kept while one is: a channel
 	// left by the last is forgotten, and joined again, starts anew.
 	in map[lineChan]map[string]bool
+	// views is, by channel, what each connection here in it shows of
+	// it (see roomView): the connection that archives a line queues its
+	// copies for all of them in the same transaction, and the others,
+	// when the line reaches them, queue only what it could not (see
+	// covered). A channel's map is never changed once handed out
+	// (viewsOf): a change replaces it.
+	views map[lineChan]map[string]*roomView
+}
+
+// roomView is what a connection shows of a channel, for the copies of
+// its lines: the room's JID as its user's clients know it, its nick
+// there, and the resources in the room (sorted). Never changed once
+// shown.
+type roomView struct {
+	room  string
+	nick  string
+	fulls []string
+}
+
+// equal reports whether v and w show the same.
+func (v *roomView) equal(w *roomView) bool {
+	if v == nil || w == nil {
+		return v == w
+	}
+	return v.room == w.room && v.nick == w.nick && slices.Equal(v.fulls, w.fulls)
+}
+
+// show records user's view of c (nil: it shows nothing of c).
+func (g *lineLog) show(c lineChan, user string, v *roomView) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.showLocked(c, user, v)
+}
+
+func (g *lineLog) showLocked(c lineChan, user string, v *roomView) {
+	old := g.views[c]
+	if old[user] == v {
+		return
+	}
+	views := make(map[string]*roomView, len(old)+1)
+	for u, w := range old {
+		if u != user {
+			views[u] = w
+		}
+	}
+	if v != nil {
+		views[user] = v
+	}
+	if g.views == nil {
+		g.views = map[lineChan]map[string]*roomView{}
+	}
+	if len(views) == 0 {
+		delete(g.views, c)
+		return
+	}
+	g.views[c] = views
+}
+
+// viewsOf returns the views of c's connections here (not to be changed).
+func (g *lineLog) viewsOf(c lineChan) map[string]*roomView {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.views[c]
+}
+
+// queuedWith records, before their archived.finish, that the copies of
+// lines were queued with them by user's connection for the connections
+// shown in views (see covered).
+func (g *lineLog) queuedWith(lines []*sharedLine, user string, views map[string]*roomView) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, l := range lines {
+		l.queued, l.by = views, user
+	}
+}
+
+// covered returns the view of user's connection for which the copies of
+// l were queued with it (nil: none were, the connection queues its own).
+// Those of the connection that archived it, and of one whose nick is the
+// line's (its user said it, from another client: its connection shows
+// it as their own), are not among them.
+func (g *lineLog) covered(l *sharedLine, user string, fold func(string) string) *roomView {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	v := l.queued[user]
+	if v == nil || user == l.by || fold(v.nick) == fold(l.nick) {
+		return nil
+	}
+	return v
 }
 
 // known returns the id of c's last line archived or found (0: none yet)
@@ -135,6 +248,14 @@ func (g *lineLog) left(c lineChan, user string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	delete(g.in[c], user)
+	g.showLocked(c, user, nil)
+	if cl := g.chans[c]; cl != nil {
+		// The messages recorded ahead so far reach it now or never.
+		if cl.floor == nil {
+			cl.floor = map[string]uint64{}
+		}
+		cl.floor[user] = g.seq
+	}
 	if len(g.in[c]) == 0 {
 		delete(g.in, c)
 		delete(g.first, c)
@@ -164,32 +285,94 @@ func (g *lineLog) archived(c lineChan, nick string, l store.ArchivedLine, fromIR
 // claim returns the message of the line user's connection got, and
 // whether the caller archives it (then it calls finish).
 func (g *lineLog) claim(c lineChan, user, nick, body string, now time.Time) (*archived, bool) {
+	l, first := g.claimLine(c, user, nick, body, now)
+	return l.archived, first
+}
+
+// claimLine is claim, returning the line.
+func (g *lineLog) claimLine(c lineChan, user, nick, body string, now time.Time) (*sharedLine, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	cl := g.lines(c, now)
+	for _, l := range cl.ahead {
+		k := ownKey{user, l.own}
+		if l.own != user && l.nick == nick && l.body == body && l.seq > max(cl.ownCursor[k], cl.floor[user]) {
+			if cl.ownCursor == nil {
+				cl.ownCursor = map[ownKey]uint64{}
+			}
+			cl.ownCursor[k] = l.seq
+			return l, false
+		}
+	}
 	after := cl.cursor[user]
-	for _, l := range cl.lines {
-		if l.seq > after && l.own != user && l.nick == nick && l.body == body {
+	// The lines are in seq order: those after the cursor, from the first.
+	from, _ := slices.BinarySearchFunc(cl.lines, after+1, func(l *sharedLine, seq uint64) int { return cmp.Compare(l.seq, seq) })
+	for _, l := range cl.lines[from:] {
+		if l.own != user && l.nick == nick && l.body == body {
 			cl.cursor[user] = l.seq
-			return l.archived, false
+			return l, false
 		}
 	}
 	a := &archived{at: now, done: make(chan struct{})}
-	cl.cursor[user] = g.add(cl, nick, body, "", a)
-	return a, true
+	l := g.add(cl, nick, body, "", a)
+	cl.cursor[user] = l.seq
+	return l, true
 }
 
 // own returns the message user sends, which the caller archives (then it
 // calls finish), and which the others get as the IRC lines parts.
 func (g *lineLog) own(c lineChan, user, nick string, parts []string, now time.Time) *archived {
+	a, _ := g.ownLines(c, user, nick, parts, false, now)
+	return a
+}
+
+// ownLines is own, returning the lines too. ahead tells that the message
+// is recorded before it is sent: the others' copies are then matched to
+// it in its sender's order (see chanLines.ahead). A message recorded
+// after it was sent (the server's echo of it) is matched in the channel's
+// order, as a line from IRC: the others may have got it first.
+func (g *lineLog) ownLines(c lineChan, user, nick string, parts []string, ahead bool, now time.Time) (*archived, []*sharedLine) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	cl := g.lines(c, now)
 	a := &archived{at: now, done: make(chan struct{})}
-	for _, p := range parts {
-		g.add(cl, nick, p, user, a)
+	lines := make([]*sharedLine, len(parts))
+	for i, p := range parts {
+		if ahead {
+			g.seq++
+			lines[i] = &sharedLine{seq: g.seq, nick: nick, body: p, own: user, archived: a}
+			cl.ahead = append(cl.ahead, lines[i])
+			continue
+		}
+		lines[i] = g.add(cl, nick, p, user, a)
 	}
-	return a
+	return a, lines
+}
+
+// ownLines is a message recorded by ownLines before it was sent: its
+// channel, its parts, its lines and the message.
+type ownLines struct {
+	c     lineChan
+	parts []string
+	lines []*sharedLine
+	a     *archived
+}
+
+// errWithdrawn is the archive's answer for a message that was not sent.
+var errWithdrawn = errors.New("the message was not sent")
+
+// withdraw forgets the lines of o (nil: none), a message not sent after
+// all, and finishes it with errWithdrawn.
+func (g *lineLog) withdraw(o *ownLines) {
+	if o == nil {
+		return
+	}
+	g.mu.Lock()
+	if cl := g.chans[o.c]; cl != nil {
+		cl.ahead = slices.DeleteFunc(cl.ahead, func(l *sharedLine) bool { return slices.Contains(o.lines, l) })
+	}
+	g.mu.Unlock()
+	o.a.finish(0, errWithdrawn)
 }
 
 // lines returns c's lines, the expired ones forgotten. Callers hold g.mu.
@@ -201,7 +384,9 @@ func (g *lineLog) lines(c lineChan, now time.Time) *chanLines {
 		for c, cl := range g.chans {
 			if cl.expire(now) {
 				delete(g.chans, c)
+				continue
 			}
+			cl.prune()
 		}
 		// The last lines of the channels no connection here is in
 		// (archived as it left, or with no window opened).
@@ -222,21 +407,41 @@ func (g *lineLog) lines(c lineChan, now time.Time) *chanLines {
 	return cl
 }
 
-// add appends a line of a to cl and returns its seq. Callers hold g.mu.
-func (g *lineLog) add(cl *chanLines, nick, body, own string, a *archived) uint64 {
+// add appends a line of a to cl and returns it. Callers hold g.mu.
+func (g *lineLog) add(cl *chanLines, nick, body, own string, a *archived) *sharedLine {
 	g.seq++
-	cl.lines = append(cl.lines, &sharedLine{seq: g.seq, nick: nick, body: body, own: own, archived: a})
-	return g.seq
+	l := &sharedLine{seq: g.seq, nick: nick, body: body, own: own, archived: a}
+	cl.lines = append(cl.lines, l)
+	return l
 }
 
 // expire forgets the lines older than lineTTL and reports whether none
 // is left. Callers hold the lineLog's lock.
 func (cl *chanLines) expire(now time.Time) bool {
+	cl.lines, cl.ahead = expireLines(cl.lines, now), expireLines(cl.ahead, now)
+	return len(cl.lines) == 0 && len(cl.ahead) == 0
+}
+
+// expireLines returns ls without its lines older than lineTTL.
+func expireLines(ls []*sharedLine, now time.Time) []*sharedLine {
 	i := 0
-	for i < len(cl.lines) && now.Sub(cl.lines[i].at) > lineTTL {
-		cl.lines[i] = nil
+	for i < len(ls) && now.Sub(ls[i].at) > lineTTL {
+		ls[i] = nil
 		i++
 	}
-	cl.lines = cl.lines[i:]
-	return len(cl.lines) == 0
+	return ls[i:]
+}
+
+// prune forgets the cursors in senders' messages and the floors that are
+// before all of cl's lines: they no longer tell anything.
+func (cl *chanLines) prune() {
+	oldest := uint64(math.MaxUint64)
+	if len(cl.lines) > 0 {
+		oldest = cl.lines[0].seq
+	}
+	if len(cl.ahead) > 0 {
+		oldest = min(oldest, cl.ahead[0].seq)
+	}
+	maps.DeleteFunc(cl.ownCursor, func(_ ownKey, seq uint64) bool { return seq < oldest })
+	maps.DeleteFunc(cl.floor, func(_ string, seq uint64) bool { return seq < oldest })
 }

@@ -384,3 +384,93 @@ func TestArchiveLeaveFailures(t *testing.T) {
 	}
 	in("network forgotten", false)
 }
+
+// A message recorded before it was sent (ahead) is matched in its
+// sender's order, whatever the server relayed between; one withdrawn is
+// matched no more; a connection that left the channel since it was
+// recorded (it never gets it) does not take a later line for it; and the
+// copies queued with a line cover only the users they were for.
+func TestLineLogAhead(t *testing.T) {
+	var g lineLog
+	c := lineChan{"srv", "#c"}
+	t0 := time.Now()
+	g.joined(c, "a", 0)
+	g.joined(c, "b", 0)
+	fold := func(s string) string { return strings.ToLower(s) }
+
+	// a says "x", recorded ahead; b gets a peer's line first, then a's.
+	x, xl := g.ownLines(c, "a", "al", []string{"x"}, true, t0)
+	if l, first := g.claimLine(c, "b", "peer", "between", t0); !first || l.own != "" {
+		t.Fatalf("the peer's line: first %v", first)
+	}
+	if l, first := g.claimLine(c, "b", "al", "x", t0); first || l.archived != x {
+		t.Fatalf("a's line after another: first %v, not a's", first)
+	}
+	// Copies queued by a for a and b's views: b's is covered, but not
+	// for a line whose nick is b's own (b said it, from another client).
+	views := map[string]*roomView{"a": {room: "r", nick: "al"}, "b": {room: "r", nick: "bo", fulls: []string{"b/1"}}}
+	g.queuedWith(xl, "a", views)
+	if v := g.covered(xl[0], "b", fold); v != views["b"] {
+		t.Errorf("b's copy of a's line: covered by %v", v)
+	}
+	if v := g.covered(xl[0], "a", fold); v != nil {
+		t.Errorf("a's copy, queued by a: covered by %v", v)
+	}
+	views["b"] = &roomView{room: "r", nick: "AL"}
+	if v := g.covered(xl[0], "b", fold); v != nil {
+		t.Errorf("b, whose nick is the line's: covered by %v", v)
+	}
+
+	// A message not sent after all is withdrawn: the same text from IRC
+	// is a line of its own, and the withdrawn one's waiters get an error.
+	y, _ := g.ownLines(c, "a", "al", []string{"y"}, true, t0)
+	g.withdraw(&ownLines{c: c, parts: []string{"y"}, lines: func() []*sharedLine { l := g.chans[c].ahead; return l[len(l)-1:] }(), a: y})
+	if _, err := y.wait(context.Background()); !errors.Is(err, errWithdrawn) {
+		t.Errorf("the withdrawn message: %v", err)
+	}
+	if _, first := g.claimLine(c, "b", "al", "y", t0); !first {
+		t.Error("a line with a withdrawn message's text: not first")
+	}
+
+	// b leaves before a's "z" reaches it, and joins again: a's next "z"
+	// is not taken for the one b never got.
+	z, _ := g.ownLines(c, "a", "al", []string{"z"}, true, t0)
+	g.left(c, "b")
+	g.joined(c, "b", 0)
+	z2, _ := g.ownLines(c, "a", "al", []string{"z"}, true, t0)
+	if l, first := g.claimLine(c, "b", "al", "z", t0); first || l.archived != z2 || l.archived == z {
+		t.Errorf("a's second z after b rejoined: first %v, the first z %v", first, l.archived == z)
+	}
+
+	// The sweep forgets the lines and the cursors before them.
+	g.claimLine(c, "b", "peer", "later", t0.Add(2*lineTTL))
+	if cl := g.chans[c]; len(cl.ahead) != 0 || len(cl.ownCursor) != 0 || len(cl.floor) != 0 {
+		t.Errorf("after the sweep: %d lines ahead, cursors %v, floors %v", len(cl.ahead), cl.ownCursor, cl.floor)
+	}
+}
+
+// What a connection shows is replaced, never changed: a map handed out
+// stays as it was; leaving the channel hides it.
+func TestLineLogViews(t *testing.T) {
+	var g lineLog
+	c := lineChan{"srv", "#c"}
+	g.joined(c, "a", 0)
+	va := &roomView{room: "r", nick: "al", fulls: []string{"a/1"}}
+	g.show(c, "a", va)
+	before := g.viewsOf(c)
+	g.show(c, "b", &roomView{room: "r", nick: "bo"})
+	if len(before) != 1 || len(g.viewsOf(c)) != 2 {
+		t.Errorf("views: %v then %v", before, g.viewsOf(c))
+	}
+	g.left(c, "a")
+	if v := g.viewsOf(c); len(v) != 1 || v["a"] != nil {
+		t.Errorf("after a left: %v", v)
+	}
+	g.show(c, "b", nil)
+	if v, ok := g.views[c]; ok {
+		t.Errorf("nobody shown: %v", v)
+	}
+	if !va.equal(&roomView{room: "r", nick: "al", fulls: []string{"a/1"}}) || va.equal(nil) || va.equal(&roomView{room: "r", nick: "al"}) {
+		t.Error("roomView.equal")
+	}
+}

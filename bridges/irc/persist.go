@@ -3,6 +3,7 @@ package irc
 import (
 	"context"
 	"math"
+	"slices"
 	"strconv"
 	"time"
 
@@ -95,33 +96,95 @@ func (b *Bridge) channelCommand(ctx context.Context, u *bridges.User, a mapping.
 // When this connection archives the line, its copies are queued with it,
 // in one transaction (store.IRCLine.Echo), and queued is true: the
 // caller sends them (sendCopies) without queuing them again.
-func (n *network) record(ctx context.Context, ch *channel, nick, body string, parts []string, copies *roomCopies) (sid string, queued bool) {
+//
+// The copies of the other users whose connection here shows the channel
+// (lineLog.views) are queued by this connection too, built by other
+// (nil: none are), one for each of the line's texts (bodies: the IRC
+// lines of a message sent, else body), so that a line costs one write
+// rather than one for each user: a line from IRC, in its transaction; the
+// user's own message (own), once its echo is queued and sent, in a write
+// of their own, so that the sender's echo does not wait for them. When the line reaches their connection,
+// it drops from copies those that were queued so (see lineLog.covered):
+// copies is then left with those of the resources that joined since, or
+// all of them when none was. When queued, copies holds all the copies
+// queued, the others' too.
+//
+// own, when not nil, is the user's message as recorded before it was
+// sent (expectOwn); parts are then its parts.
+func (n *network) record(ctx context.Context, ch *channel, nick, body string, parts []string, copies *roomCopies, own *ownLines, other copyFunc) (sid string, queued bool) {
 	if !ch.settings.Record {
 		return stanza.NewID(), false
 	}
 	var a *archived
+	var mine *sharedLine // the line, archived by another connection
 	var id int64
 	err := n.b.withKey(ctx, n.server, ch.name, func(key string) error {
 		c := lineChan{n.server, key}
-		if parts != nil {
-			a = n.b.lines.own(c, n.user, nick, parts, time.Now())
-		} else {
-			var first bool
-			if a, first = n.b.lines.claim(c, n.user, nick, body, time.Now()); !first {
+		var lines []*sharedLine
+		bodies := parts
+		switch {
+		case own != nil && own.c == c:
+			a, lines, parts, bodies = own.a, own.lines, own.parts, own.parts
+		case own != nil:
+			// The keys changed since (a new case mapping): the lines
+			// recorded are left to expire, unmatched.
+			n.b.lines.withdraw(own)
+			other = nil
+			fallthrough
+		case parts != nil:
+			a, lines = n.b.lines.ownLines(c, n.user, nick, parts, false, time.Now())
+		default:
+			l, first := n.b.lines.claimLine(c, n.user, nick, body, time.Now())
+			if !first {
+				a, mine = l.archived, l
 				return nil
 			}
+			a, lines, bodies = l.archived, []*sharedLine{l}, []string{body}
 		}
 		last, joined := n.b.lines.known(c)
 		line := store.IRCLine{Server: n.server, Channel: key, Nick: nick, Body: body, Stamp: a.at,
 			Lines: parts, After: last, Since: a.at.Add(-lineTTL), Joined: joined}
-		if len(copies.msgs) > 0 {
-			line.Echo = copies.echo(n.b.host.Domain())
+		var views map[string]*roomView
+		all := copies
+		if other != nil {
+			views = n.b.lines.viewsOf(c)
+			if parts == nil {
+				all = n.othersCopies(copies, views, nick, bodies, other)
+			}
+		}
+		if len(all.msgs) > 0 {
+			line.Echo = all.echo(n.b.host.Domain())
 		}
 		l, err := n.b.db.ArchiveIRCLine(ctx, line)
 		if err == nil {
 			n.b.lines.archived(c, nick, l, parts == nil, a)
 		}
 		id, queued = l.ID, l.Queued
+		switch {
+		case err != nil || !queued || other == nil:
+		case parts == nil:
+			if len(all.msgs) > len(copies.msgs) {
+				n.b.lines.queuedWith(lines, n.user, views)
+			}
+			*copies = *all // all were queued: the caller names and sends them
+		default:
+			// The user's own message: its echo, which the sender waits
+			// for, is sent first; the others' copies follow in a write
+			// of their own.
+			sid := strconv.FormatInt(id, 10)
+			copies.name(sid)
+			n.b.host.Queued(copies.msgs...)
+			*copies = roomCopies{}
+			if others := n.othersCopies(copies, views, nick, bodies, other); len(others.msgs) > 0 {
+				others.name(sid)
+				if err := n.b.host.SendMessage(ctx, others.msgs...); err != nil {
+					// Their connections queue them (covered finds none).
+					n.b.host.Log().Warn("cannot queue the copies of a groupchat message; each user's connection queues its own", "user", n.user, "err", err)
+				} else {
+					n.b.lines.queuedWith(lines, n.user, views)
+				}
+			}
+		}
 		a.finish(l.ID, err)
 		return err
 	})
@@ -138,7 +201,40 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, pa
 	if err != nil {
 		return stanza.NewID(), false // the connection archiving it said why
 	}
+	if mine != nil {
+		if v := n.b.lines.covered(mine, n.user, n.fold); v != nil && v.room == ch.jid(n) {
+			copies.drop(v.fulls)
+		}
+	}
 	return strconv.FormatInt(id, 10), false
+}
+
+// copyFunc builds the copy of a line of text body for the resource full
+// of a user whose clients know the room as room.
+type copyFunc func(room, full, body string) *xmlel.Element
+
+// othersCopies returns copies followed by the copies, built by other, of
+// each of bodies for the users shown in views but this connection's and
+// those whose nick is nick (they said it, from another client: their
+// connection shows it as their own; see lineLog.covered). Each user's
+// copies of bodies are in their order.
+func (n *network) othersCopies(copies *roomCopies, views map[string]*roomView, nick string, bodies []string, other copyFunc) *roomCopies {
+	if len(views) == 0 || (len(views) == 1 && views[n.user] != nil) {
+		return copies
+	}
+	all := &roomCopies{msgs: slices.Clip(copies.msgs), sids: slices.Clip(copies.sids)}
+	folded := n.fold(nick)
+	for _, b := range bodies {
+		for user, v := range views {
+			if user == n.user || n.fold(v.nick) == folded {
+				continue
+			}
+			for _, full := range v.fulls {
+				all.add(other(v.room, full, b), v.room)
+			}
+		}
+	}
+	return all
 }
 
 // syncWindows opens the user's archive window (see store.OpenIRCWindow)
@@ -178,6 +274,57 @@ func (n *network) syncWindows(ctx context.Context) {
 		}
 		delete(n.windows, key)
 	}
+	n.publish(ctx)
+}
+
+// publish shows the bridge's lineLog what this connection shows of each
+// channel whose window is open (lineLog.show): the room's JID, its nick
+// and the resources in the room, while the channel is shown and keeps
+// history. A change the lineLog has not seen yet costs nothing but the
+// connection's own copies (see record).
+func (n *network) publish(ctx context.Context) {
+	for key, name := range n.windows {
+		ch := n.chans[key]
+		var v *roomView
+		if ch != nil && n.c != nil && ch.settings.Record && ch.state.shown() && len(ch.resources) > 0 {
+			v = &roomView{room: ch.jid(n), nick: n.nick, fulls: make([]string, 0, len(ch.resources))}
+			for full := range ch.resources {
+				v.fulls = append(v.fulls, full)
+			}
+			slices.Sort(v.fulls)
+		}
+		if v.equal(n.views[key].view) {
+			continue
+		}
+		n.b.withKey(ctx, n.server, name, func(k string) error {
+			c := lineChan{n.server, k}
+			if old := n.views[key]; old.view != nil && old.c != c {
+				n.b.lines.show(old.c, n.user, nil)
+			}
+			n.b.lines.show(c, n.user, v)
+			if v == nil {
+				delete(n.views, key)
+			} else {
+				if n.views == nil {
+					n.views = map[string]shownView{}
+				}
+				n.views[key] = shownView{c, v}
+			}
+			return nil
+		})
+	}
+	for key, sv := range n.views {
+		if _, open := n.windows[key]; !open {
+			n.b.lines.show(sv.c, n.user, nil)
+			delete(n.views, key)
+		}
+	}
+}
+
+// shownView is a view a connection showed (publish), and where.
+type shownView struct {
+	c    lineChan
+	view *roomView
 }
 
 // closeWindow closes the user's window on the channel name and, once
