@@ -434,10 +434,14 @@ func (b *Bridge) groupchat(ctx context.Context, u *bridges.User, st *xmlel.Eleme
 // store.First): the sender waits for this echo, and at hundreds of users
 // it would otherwise be written after the copies of their lines.
 //
-// own is the message as recorded before it was sent (expectOwn): then
-// the other users' copies are queued with the line (see record). nil
-// for a message reflected as the server echoed it (the others may have
-// got it first).
+// own is the message as recorded before it was sent (expectOwn), so that
+// the others' connections match their copies to it whatever the server
+// relays between (see chanLines.ahead); nil for a message reflected as
+// the server echoed it. The others' copies are queued by their own
+// connections: queued here with the echo, they made the sender wait for
+// them (the echo's median in BenchmarkIRCGateway at 200 users went from
+// 2 to 4.5 ms), and queued in a write of their own just after it, the
+// median was 4.4 to 4.9 ms all the same.
 func (n *network) reflect(ctx context.Context, ch *channel, orig *xmlel.Element, body string, own *ownLines) {
 	ctx = store.First(ctx)
 	from := ch.jid(n) + "/" + n.nick
@@ -457,14 +461,7 @@ func (n *network) reflect(ctx context.Context, ch *channel, orig *xmlel.Element,
 		}
 		copies.add(msg, ch.jid(n))
 	}
-	// The others get it as the IRC lines it is sent as (see onMessage).
-	var other copyFunc
-	if own != nil {
-		other = func(room, full, body string) *xmlel.Element {
-			return stanza.Message(room+"/"+n.nick, full, "groupchat", stanza.NewID(), body)
-		}
-	}
-	sid, queued := n.record(ctx, ch, n.nick, body, n.sentAs(ch.name, body), &copies, own, other)
+	sid, queued := n.record(ctx, ch, n.nick, body, n.sentAs(ch.name, body), &copies, own, nil)
 	n.sendCopies(ctx, &copies, sid, queued, "cannot queue a reflection")
 }
 

@@ -97,13 +97,10 @@ func (b *Bridge) channelCommand(ctx context.Context, u *bridges.User, a mapping.
 // in one transaction (store.IRCLine.Echo), and queued is true: the
 // caller sends them (sendCopies) without queuing them again.
 //
-// The copies of the other users whose connection here shows the channel
-// (lineLog.views) are queued by this connection too, built by other
-// (nil: none are), one for each of the line's texts (bodies: the IRC
-// lines of a message sent, else body), so that a line costs one write
-// rather than one for each user: a line from IRC, in its transaction; the
-// user's own message (own), once its echo is queued and sent, in a write
-// of their own, so that the sender's echo does not wait for them. When the line reaches their connection,
+// The copies of a line from IRC for the other users whose connection
+// here shows the channel (lineLog.views) are queued in that transaction
+// too, built by other (nil: none are), so that a line costs one write
+// rather than one for each user. When the line reaches their connection,
 // it drops from copies those that were queued so (see lineLog.covered):
 // copies is then left with those of the resources that joined since, or
 // all of them when none was. When queued, copies holds all the copies
@@ -148,9 +145,7 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, pa
 		all := copies
 		if other != nil {
 			views = n.b.lines.viewsOf(c)
-			if parts == nil {
-				all = n.othersCopies(copies, views, nick, bodies, other)
-			}
+			all = n.othersCopies(copies, views, nick, bodies, other)
 		}
 		if len(all.msgs) > 0 {
 			line.Echo = all.echo(n.b.host.Domain())
@@ -160,30 +155,9 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, pa
 			n.b.lines.archived(c, nick, l, parts == nil, a)
 		}
 		id, queued = l.ID, l.Queued
-		switch {
-		case err != nil || !queued || other == nil:
-		case parts == nil:
-			if len(all.msgs) > len(copies.msgs) {
-				n.b.lines.queuedWith(lines, n.user, views)
-			}
+		if queued && len(all.msgs) > len(copies.msgs) {
+			n.b.lines.queuedWith(lines, n.user, views)
 			*copies = *all // all were queued: the caller names and sends them
-		default:
-			// The user's own message: its echo, which the sender waits
-			// for, is sent first; the others' copies follow in a write
-			// of their own.
-			sid := strconv.FormatInt(id, 10)
-			copies.name(sid)
-			n.b.host.Queued(copies.msgs...)
-			*copies = roomCopies{}
-			if others := n.othersCopies(copies, views, nick, bodies, other); len(others.msgs) > 0 {
-				others.name(sid)
-				if err := n.b.host.SendMessage(ctx, others.msgs...); err != nil {
-					// Their connections queue them (covered finds none).
-					n.b.host.Log().Warn("cannot queue the copies of a groupchat message; each user's connection queues its own", "user", n.user, "err", err)
-				} else {
-					n.b.lines.queuedWith(lines, n.user, views)
-				}
-			}
 		}
 		a.finish(l.ID, err)
 		return err
