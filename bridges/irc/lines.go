@@ -97,6 +97,11 @@ type chanLines struct {
 	ahead     []*sharedLine
 	ownCursor map[ownKey]uint64
 	floor     map[string]uint64
+	// busy counts, by user, the lines their connection matched and has
+	// not finished queuing its copies of (see done): until it has, the
+	// copies of a later line are not queued for them by another
+	// connection (see includable), which would put them first.
+	busy map[string]int
 }
 
 // ownKey names a connection's cursor in the messages of one sender.
@@ -195,6 +200,118 @@ func (g *lineLog) queuedWith(lines []*sharedLine, user string, views map[string]
 	}
 }
 
+// markBusy counts a line user's connection matched. Callers hold g.mu.
+func (cl *chanLines) markBusy(user string) {
+	if cl.busy == nil {
+		cl.busy = map[string]int{}
+	}
+	cl.busy[user]++
+}
+
+// done records that user's connection queued its copies of a line of c
+// it matched (claimLine returned it, not first).
+func (g *lineLog) done(c lineChan, user string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if cl := g.chans[c]; cl != nil && cl.busy[user] > 0 {
+		if cl.busy[user]--; cl.busy[user] == 0 {
+			delete(cl.busy, user)
+		}
+	}
+}
+
+// joining records that user's connection is sending a JOIN of c: the
+// lines claimed so far are none of its own (a line said again after it
+// joined is not taken for one said before).
+func (g *lineLog) joining(c lineChan, user string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if cl := g.chans[c]; cl != nil {
+		cl.cursor[user] = g.seq
+	}
+}
+
+// hideNick hides the views of c whose nick is nick (as fold folds it):
+// a connection saw it leave c or the server, or change, before its own
+// connection did; the lines after are not queued for it by others.
+func (g *lineLog) hideNick(c lineChan, nick string, fold func(string) string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	nick = fold(nick)
+	for user, v := range g.views[c] {
+		if fold(v.nick) == nick {
+			g.showLocked(c, user, nil)
+		}
+	}
+}
+
+// includable returns views without the users whose copies of the line
+// at seq another connection may not queue: their connection has not
+// queued its copies of every line before it yet (busy, or a line after
+// its cursors whose copies were not queued for them with it). The
+// copies of each user are queued in the order their connection got the
+// lines. views is returned as is when all are.
+func (g *lineLog) includable(c lineChan, views map[string]*roomView, seq uint64, fold func(string) string) map[string]*roomView {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	cl := g.chans[c]
+	if cl == nil {
+		return views
+	}
+	var out map[string]*roomView
+	for user := range views {
+		if cl.caughtUp(user, seq, fold) {
+			continue
+		}
+		if out == nil {
+			out = maps.Clone(views)
+		}
+		delete(out, user)
+	}
+	if out == nil {
+		return views
+	}
+	return out
+}
+
+// caughtUp reports whether user's connection queued its copies of every
+// line of cl before seq, or those it did not were queued for it. Callers
+// hold the lineLog's lock.
+func (cl *chanLines) caughtUp(user string, seq uint64, fold func(string) string) bool {
+	if cl.busy[user] > 0 {
+		return false
+	}
+	after := cl.cursor[user]
+	from, _ := slices.BinarySearchFunc(cl.lines, after+1, func(l *sharedLine, seq uint64) int { return cmp.Compare(l.seq, seq) })
+	for _, l := range cl.lines[from:] {
+		if l.seq >= seq {
+			break
+		}
+		if l.own != user && l.coversLocked(user, fold) == nil {
+			return false
+		}
+	}
+	for _, l := range cl.ahead {
+		if l.seq >= seq {
+			break
+		}
+		if l.own != user && l.seq > max(cl.ownCursor[ownKey{user, l.own}], cl.floor[user]) && l.coversLocked(user, fold) == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// coversLocked reports whether user's copies of l were queued with it
+// (see covered). Callers hold the lineLog's lock.
+func (l *sharedLine) coversLocked(user string, fold func(string) string) *roomView {
+	v := l.queued[user]
+	if v == nil || user == l.by || fold(v.nick) == fold(l.nick) {
+		return nil
+	}
+	return v
+}
+
 // covered returns the view of user's connection for which the copies of
 // l were queued with it (nil: none were, the connection queues its own).
 // Those of the connection that archived it, and of one whose nick is the
@@ -203,11 +320,7 @@ func (g *lineLog) queuedWith(lines []*sharedLine, user string, views map[string]
 func (g *lineLog) covered(l *sharedLine, user string, fold func(string) string) *roomView {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	v := l.queued[user]
-	if v == nil || user == l.by || fold(v.nick) == fold(l.nick) {
-		return nil
-	}
-	return v
+	return l.coversLocked(user, fold)
 }
 
 // known returns the id of c's last line archived or found (0: none yet)
@@ -301,6 +414,7 @@ func (g *lineLog) claimLine(c lineChan, user, nick, body string, now time.Time) 
 				cl.ownCursor = map[ownKey]uint64{}
 			}
 			cl.ownCursor[k] = l.seq
+			cl.markBusy(user)
 			return l, false
 		}
 	}
@@ -310,6 +424,7 @@ func (g *lineLog) claimLine(c lineChan, user, nick, body string, now time.Time) 
 	for _, l := range cl.lines[from:] {
 		if l.own != user && l.nick == nick && l.body == body {
 			cl.cursor[user] = l.seq
+			cl.markBusy(user)
 			return l, false
 		}
 	}

@@ -3,6 +3,7 @@ package irc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -442,9 +443,11 @@ func TestLineLogAhead(t *testing.T) {
 		t.Errorf("a's second z after b rejoined: first %v, the first z %v", first, l.archived == z)
 	}
 
-	// The sweep forgets the lines and the cursors before them.
-	g.claimLine(c, "b", "peer", "later", t0.Add(2*lineTTL))
-	if cl := g.chans[c]; len(cl.ahead) != 0 || len(cl.ownCursor) != 0 || len(cl.floor) != 0 {
+	// The sweep forgets the lines and the cursors before them; the
+	// channel, with a line still young, stays.
+	g.claimLine(c, "b", "peer", "alive", t0.Add(lineTTL-10*time.Second))
+	g.claimLine(c, "b", "peer", "later", t0.Add(lineTTL+30*time.Second))
+	if cl := g.chans[c]; len(cl.lines) != 2 || len(cl.ahead) != 0 || len(cl.ownCursor) != 0 || len(cl.floor) != 0 {
 		t.Errorf("after the sweep: %d lines ahead, cursors %v, floors %v", len(cl.ahead), cl.ownCursor, cl.floor)
 	}
 }
@@ -472,5 +475,60 @@ func TestLineLogViews(t *testing.T) {
 	}
 	if !va.equal(&roomView{room: "r", nick: "al", fulls: []string{"a/1"}}) || va.equal(nil) || va.equal(&roomView{room: "r", nick: "al"}) {
 		t.Error("roomView.equal")
+	}
+}
+
+// Another connection queues a user's copies of a line only when that
+// user's connection queued (or had queued for it) its copies of every
+// line before: a user's copies stay in the order their connection got
+// the lines.
+func TestLineLogIncludable(t *testing.T) {
+	var g lineLog
+	c := lineChan{"srv", "#c"}
+	t0 := time.Now()
+	fold := strings.ToLower
+	for _, u := range []string{"x", "b", "a"} {
+		g.joined(c, u, 0)
+	}
+	views := map[string]*roomView{"x": {room: "r", nick: "ex"}, "b": {room: "r", nick: "bee"}}
+	has := func(what string, seq uint64, want bool) {
+		t.Helper()
+		if _, in := g.includable(c, views, seq, fold)["b"]; in != want {
+			t.Errorf("%s: b included %v, want %v", what, in, want)
+		}
+	}
+	// a's message (its copies queued by each connection): x matched it,
+	// b not yet.
+	g.ownLines(c, "a", "al", []string{"hi"}, true, t0)
+	if _, first := g.claimLine(c, "x", "al", "hi", t0); first {
+		t.Fatal("a's line: first")
+	}
+	g.done(c, "x")
+	l1, _ := g.claimLine(c, "x", "peer", "yo", t0)
+	has("a line after a's that b has not queued", l1.seq, false)
+	// b matches a's line: busy until it queued its copies.
+	g.claimLine(c, "b", "al", "hi", t0)
+	has("b busy with a's line", l1.seq, false)
+	g.done(c, "b")
+	has("b done with a's line", l1.seq, true)
+	g.queuedWith([]*sharedLine{l1}, "x", views)
+	// A line whose copies were queued for b does not hold it back.
+	l2, _ := g.claimLine(c, "x", "peer", "again", t0)
+	has("after a line queued for b", l2.seq, true)
+	// One said by b's nick (from another client) is b's to queue.
+	g.queuedWith([]*sharedLine{l2}, "x", views)
+	l3, _ := g.claimLine(c, "x", "BEE", "mine", t0)
+	g.queuedWith([]*sharedLine{l3}, "x", views)
+	l4, _ := g.claimLine(c, "x", "peer", "next", t0)
+	has("after b's own line", l4.seq, false)
+	g.claimLine(c, "b", "peer", "yo", t0)
+	g.claimLine(c, "b", "peer", "again", t0)
+	g.claimLine(c, "b", "BEE", "mine", t0)
+	for range 3 {
+		g.done(c, "b")
+	}
+	has("b caught up", l4.seq, true)
+	if v := g.includable(c, views, l4.seq, fold); fmt.Sprint(v) != fmt.Sprint(views) {
+		t.Errorf("all included: %v, want the views as they are", v)
 	}
 }

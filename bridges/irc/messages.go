@@ -24,6 +24,7 @@ func (n *network) handle(ctx context.Context, m *irc.Message) {
 	if n.banReply(m) || n.whoisReply(ctx, m) || n.presenceReply(ctx, m) {
 		return
 	}
+	n.hideGone(m)
 	n.presenceEvent(m)
 	switch m.Command {
 	case "CAP":
@@ -213,7 +214,11 @@ func (n *network) roomMessage(ctx context.Context, ch *channel, nick, body strin
 	}
 	sid, queued := stanza.NewID(), false
 	if nick != "" {
-		sid, queued = n.record(ctx, ch, nick, body, nil, &copies, nil, build)
+		var release func()
+		sid, queued, release = n.record(ctx, ch, nick, body, nil, &copies, nil, build)
+		if release != nil {
+			defer release()
+		}
 	}
 	n.sendCopies(ctx, &copies, sid, queued, "cannot queue a groupchat message")
 }
@@ -461,7 +466,10 @@ func (n *network) reflect(ctx context.Context, ch *channel, orig *xmlel.Element,
 		}
 		copies.add(msg, ch.jid(n))
 	}
-	sid, queued := n.record(ctx, ch, n.nick, body, n.sentAs(ch.name, body), &copies, own, nil)
+	sid, queued, release := n.record(ctx, ch, n.nick, body, n.sentAs(ch.name, body), &copies, own, nil)
+	if release != nil {
+		defer release()
+	}
 	n.sendCopies(ctx, &copies, sid, queued, "cannot queue a reflection")
 }
 

@@ -5,7 +5,10 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
+
+	irc "gopkg.in/irc.v4"
 
 	"passerelle/bridges"
 	"passerelle/component/form"
@@ -108,9 +111,12 @@ func (b *Bridge) channelCommand(ctx context.Context, u *bridges.User, a mapping.
 //
 // own, when not nil, is the user's message as recorded before it was
 // sent (expectOwn); parts are then its parts.
-func (n *network) record(ctx context.Context, ch *channel, nick, body string, parts []string, copies *roomCopies, own *ownLines, other copyFunc) (sid string, queued bool) {
+//
+// release, when not nil, is called once the caller queued copies: the
+// line was matched (see lineLog.done).
+func (n *network) record(ctx context.Context, ch *channel, nick, body string, parts []string, copies *roomCopies, own *ownLines, other copyFunc) (sid string, queued bool, release func()) {
 	if !ch.settings.Record {
-		return stanza.NewID(), false
+		return stanza.NewID(), false, nil
 	}
 	var a *archived
 	var mine *sharedLine // the line, archived by another connection
@@ -134,6 +140,7 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, pa
 			l, first := n.b.lines.claimLine(c, n.user, nick, body, time.Now())
 			if !first {
 				a, mine = l.archived, l
+				release = func() { n.b.lines.done(c, n.user) }
 				return nil
 			}
 			a, lines, bodies = l.archived, []*sharedLine{l}, []string{body}
@@ -143,8 +150,10 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, pa
 			Lines: parts, After: last, Since: a.at.Add(-lineTTL), Joined: joined}
 		var views map[string]*roomView
 		all := copies
-		if other != nil {
-			views = n.b.lines.viewsOf(c)
+		if _, shown := n.views[n.fold(ch.name)]; other != nil && shown && parts == nil {
+			// Only a connection that shows the channel itself: it hides
+			// those it sees leave (hideGone).
+			views = n.b.lines.includable(c, n.b.lines.viewsOf(c), lines[0].seq, n.fold)
 			all = n.othersCopies(copies, views, nick, bodies, other)
 		}
 		if len(all.msgs) > 0 {
@@ -164,23 +173,23 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, pa
 	})
 	if err != nil {
 		n.b.host.Log().Warn("cannot archive an irc message", "user", n.user, "err", err)
-		return stanza.NewID(), false
+		return stanza.NewID(), false, release
 	}
 	if queued {
-		return strconv.FormatInt(id, 10), true // its copies are queued: not waited for
+		return strconv.FormatInt(id, 10), true, nil // its copies are queued: not waited for
 	}
 	// Waited for outside withKey: the connection archiving it may need
 	// the keys' lock again.
 	id, err = a.wait(ctx)
 	if err != nil {
-		return stanza.NewID(), false // the connection archiving it said why
+		return stanza.NewID(), false, release // the connection archiving it said why
 	}
 	if mine != nil {
 		if v := n.b.lines.covered(mine, n.user, n.fold); v != nil && v.room == ch.jid(n) {
 			copies.drop(v.fulls)
 		}
 	}
-	return strconv.FormatInt(id, 10), false
+	return strconv.FormatInt(id, 10), false, release
 }
 
 // copyFunc builds the copy of a line of text body for the resource full
@@ -261,6 +270,9 @@ func (n *network) publish(ctx context.Context) {
 		ch := n.chans[key]
 		var v *roomView
 		if ch != nil && n.c != nil && ch.settings.Record && ch.state.shown() && len(ch.resources) > 0 {
+			if n.views[key].view.shows(n, ch) {
+				continue
+			}
 			v = &roomView{room: ch.jid(n), nick: n.nick, fulls: make([]string, 0, len(ch.resources))}
 			for full := range ch.resources {
 				v.fulls = append(v.fulls, full)
@@ -291,6 +303,59 @@ func (n *network) publish(ctx context.Context) {
 		if _, open := n.windows[key]; !open {
 			n.b.lines.show(sv.c, n.user, nil)
 			delete(n.views, key)
+		}
+	}
+}
+
+// joining tells the lineLog that this connection sends a JOIN of ch
+// (lineLog.joining), when ch keeps history.
+func (n *network) joining(ch *channel) {
+	if !ch.settings.Record {
+		return
+	}
+	n.b.withKey(n.b.runCtx, n.server, ch.name, func(key string) error {
+		n.b.lines.joining(lineChan{n.server, key}, n.user)
+		return nil
+	})
+}
+
+// shows reports whether v is what n shows of ch (without building it).
+func (v *roomView) shows(n *network, ch *channel) bool {
+	if v == nil || v.room != ch.jid(n) || v.nick != n.nick || len(v.fulls) != len(ch.resources) {
+		return false
+	}
+	for _, full := range v.fulls {
+		if ch.resources[full] == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// hideGone hides from the lineLog, as this connection sees it, the view
+// of a connection here whose nick leaves a channel (PART, KICK), the
+// server (QUIT) or changes (NICK): the lines after are not queued for it
+// by others, in case this connection archives them before its own
+// connection has seen it go.
+func (n *network) hideGone(m *irc.Message) {
+	var nick string
+	var names []string
+	switch m.Command {
+	case "PART":
+		nick, names = m.Name, strings.Split(m.Param(0), ",")
+	case "KICK":
+		nick, names = m.Param(1), []string{m.Param(0)}
+	case "QUIT", "NICK":
+		nick = m.Name
+	default:
+		return
+	}
+	if nick == "" || n.fold(nick) == n.fold(n.nick) {
+		return // its own: publish hides it
+	}
+	for key, sv := range n.views {
+		if names == nil || slices.ContainsFunc(names, func(name string) bool { return n.fold(name) == key }) {
+			n.b.lines.hideNick(sv.c, nick, n.fold)
 		}
 	}
 }

@@ -300,15 +300,93 @@ func TestSharedCopiesOwn(t *testing.T) {
 	}
 }
 
-// A resource that joined after the connection last showed the lineLog
-// its view still gets the line: its connection queues what the archiving
-// one did not.
+// A resource that joined after the view the archiving connection used
+// still gets the line: its connection queues what was not queued for it.
 func TestSharedCopiesNewResource(t *testing.T) {
 	fx := newRoomFixture(t)
 	fx.join(t, "bob", "bob@example.org/r2")
+	// The view of bob's connection as it was before r2 joined.
+	fx.h.Run(func(context.Context) {
+		n := fx.b.networkOf("bob@example.org", "localhost")
+		sv := n.views["#c"]
+		stale := &roomView{room: sv.view.room, nick: sv.view.nick, fulls: []string{"bob@example.org/r"}}
+		fx.b.lines.show(sv.c, "bob@example.org", stale)
+		n.views["#c"] = shownView{sv.c, stale}
+	})
+	// alice's connection archives the line, bob's gets it last.
+	releaseBob, releaseCarol := fx.srv.holdFrom("bob"), fx.srv.holdFrom("carol")
 	fx.srv.say("", ":peer!u@h PRIVMSG #c :to r2 too")
+	fx.sync(t, "alice")
+	releaseCarol()
+	releaseBob()
 	fx.sync(t)
 	fx.once(t, "to r2 too", roomJID("#c")+"/peer", fx.column(t, `SELECT id FROM irc_history WHERE body = 'to r2 too'`), append(allR, "bob@example.org/r2")...)
+}
+
+// A user kicked from the channel gets no copy of a line said after it,
+// although its connection has not handled the KICK yet when another
+// archives the line: that one saw the KICK and hid the user's view.
+func TestSharedCopiesKicked(t *testing.T) {
+	fx := newRoomFixture(t)
+	releaseBob := fx.srv.holdFrom("bob")
+	fx.srv.say("", ":op!u@h KICK #c bob :out")
+	fx.srv.mu.Lock()
+	delete(fx.srv.in, "bob")
+	fx.srv.mu.Unlock()
+	fx.srv.say("", ":peer!u@h PRIVMSG #c :after the kick")
+	fx.sync(t, "alice", "carol")
+	releaseBob()
+	fx.h.Expect(t, "bob's kicked self-presence", func(e *xmlel.Element) bool {
+		return e.Attr("to") == "bob@example.org/r" && e.Attr("type") == "unavailable"
+	})
+	fx.once(t, "after the kick", roomJID("#c")+"/peer", "", allR[0], allR[2])
+}
+
+// A line said again after a user joined the channel is not taken for
+// the one said before it joined: the user gets it once, with its id.
+func TestSharedCopiesRejoined(t *testing.T) {
+	fx := newRoomFixture(t)
+	fx.handle(t, "bob@example.org/r", "<presence xmlns='jabber:component:accept' from='bob@example.org/r' to='"+roomJID("#c")+"/bob' type='unavailable'/>")
+	fx.srv.mu.Lock()
+	delete(fx.srv.in, "bob")
+	fx.srv.mu.Unlock()
+	fx.srv.say("", ":peer!u@h PRIVMSG #c :ok")
+	fx.sync(t, "alice", "carol")
+	fx.join(t, "bob", "bob@example.org/r")
+	fx.sync(t)
+	fx.srv.say("", ":peer!u@h PRIVMSG #c :ok")
+	fx.sync(t)
+	got := fx.copies("ok")["bob@example.org/r"]
+	var ids []string
+	for _, m := range got {
+		ids = append(ids, stanzaID(m))
+	}
+	last := fx.column(t, `SELECT max(id) FROM irc_history WHERE body = 'ok'`)
+	if len(got) != 1 || ids[0] != last {
+		t.Errorf("bob, back in the channel: copies of the second ok with stanza-ids %v, want one, %s", ids, last)
+	}
+}
+
+// A message that cannot be sent is withdrawn from the lines the other
+// connections match: a later line with its text is not taken for it.
+func TestSharedCopiesWithdrawn(t *testing.T) {
+	fx := newRoomFixture(t)
+	fx.h.Run(func(context.Context) {
+		n := fx.b.networkOf("alice@example.org", "localhost")
+		n.c.close("")
+	})
+	fx.h.Expect(t, "alice's connection lost", func(e *xmlel.Element) bool {
+		return e.Attr("to") == "alice@example.org" && strings.Contains(e.ChildText("", "body"), "ost")
+	})
+	fx.handle(t, "alice@example.org/r", "<message xmlns='jabber:component:accept' from='alice@example.org/r' to='"+roomJID("#c")+"' type='groupchat' id='w1'><body>unsent</body></message>")
+	fx.h.Expect(t, "the refusal", func(e *xmlel.Element) bool { return e.Attr("id") == "w1" && e.Attr("type") == "error" })
+	fx.h.Run(func(context.Context) {
+		for c, cl := range fx.b.lines.chans {
+			if len(cl.ahead) != 0 {
+				t.Errorf("%v: %d lines recorded ahead after the refusal, want 0", c, len(cl.ahead))
+			}
+		}
+	})
 }
 
 // When the line and the copies cannot be written, each connection queues
