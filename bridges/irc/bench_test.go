@@ -1,12 +1,12 @@
 package irc
 
 import (
-	"os"
 	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
