@@ -55,6 +55,7 @@ type sharedLine struct {
 	// it (by), when it did (see lineLog.queuedWith); set before its
 	// archived.finish.
 	queued map[string]*roomView
+	skip   map[string]bool // users of queued left out (see includable)
 	by     string
 }
 
@@ -102,6 +103,9 @@ type chanLines struct {
 	// copies of a later line are not queued for them by another
 	// connection (see includable), which would put them first.
 	busy map[string]int
+	// joinSeq is, by user, the last line claimed when their connection
+	// last sent a JOIN (joining).
+	joinSeq map[string]uint64
 }
 
 // ownKey names a connection's cursor in the messages of one sender.
@@ -131,6 +135,10 @@ type lineLog struct {
 	// covered). A channel's map is never changed once handed out
 	// (viewsOf): a change replaces it.
 	views map[lineChan]map[string]*roomView
+	// hidden is, by channel and user, the (folded) nick another
+	// connection saw leave (hideNick): a view with that nick is not shown
+	// again until the user's connection joins again or left.
+	hidden map[lineChan]map[string]string
 }
 
 // roomView is what a connection shows of a channel, for the copies of
@@ -151,10 +159,14 @@ func (v *roomView) equal(w *roomView) bool {
 	return v.room == w.room && v.nick == w.nick && slices.Equal(v.fulls, w.fulls)
 }
 
-// show records user's view of c (nil: it shows nothing of c).
-func (g *lineLog) show(c lineChan, user string, v *roomView) {
+// show records user's view of c (nil: it shows nothing of c), unless
+// another connection saw its nick leave (hideNick).
+func (g *lineLog) show(c lineChan, user string, v *roomView, fold func(string) string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if nick, ok := g.hidden[c][user]; ok && v != nil && fold(v.nick) == nick {
+		v = nil
+	}
 	g.showLocked(c, user, v)
 }
 
@@ -191,16 +203,17 @@ func (g *lineLog) viewsOf(c lineChan) map[string]*roomView {
 
 // queuedWith records, before their archived.finish, that the copies of
 // lines were queued with them by user's connection for the connections
-// shown in views (see covered).
-func (g *lineLog) queuedWith(lines []*sharedLine, user string, views map[string]*roomView) {
+// shown in views but those in skip (see covered).
+func (g *lineLog) queuedWith(lines []*sharedLine, user string, views map[string]*roomView, skip map[string]bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for _, l := range lines {
-		l.queued, l.by = views, user
+		l.queued, l.skip, l.by = views, skip, user
 	}
 }
 
-// markBusy counts a line user's connection matched. Callers hold g.mu.
+// markBusy counts a line user's connection matched or archives. Callers
+// hold g.mu.
 func (cl *chanLines) markBusy(user string) {
 	if cl.busy == nil {
 		cl.busy = map[string]int{}
@@ -208,8 +221,17 @@ func (cl *chanLines) markBusy(user string) {
 	cl.busy[user]++
 }
 
+// busyWith counts a line of c user's connection archives as its own.
+func (g *lineLog) busyWith(c lineChan, user string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if cl := g.chans[c]; cl != nil {
+		cl.markBusy(user)
+	}
+}
+
 // done records that user's connection queued its copies of a line of c
-// it matched (claimLine returned it, not first).
+// it matched or archived (claimLine, busyWith).
 func (g *lineLog) done(c lineChan, user string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -223,12 +245,20 @@ func (g *lineLog) done(c lineChan, user string) {
 // joining records that user's connection is sending a JOIN of c: the
 // lines claimed so far are none of its own (a line said again after it
 // joined is not taken for one said before).
-func (g *lineLog) joining(c lineChan, user string) {
+//
+// Until another connection here has matched or archived a line after it
+// (see caughtUp), that one may still have lines before it to handle which
+// this one never got: this one queues no copies for it.
+func (g *lineLog) joining(c lineChan, user string, now time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if cl := g.chans[c]; cl != nil {
-		cl.cursor[user] = g.seq
+	cl := g.lines(c, now)
+	cl.cursor[user] = g.seq
+	if cl.joinSeq == nil {
+		cl.joinSeq = map[string]uint64{}
 	}
+	cl.joinSeq[user] = g.seq
+	delete(g.hidden[c], user)
 }
 
 // hideNick hides the views of c whose nick is nick (as fold folds it):
@@ -241,44 +271,49 @@ func (g *lineLog) hideNick(c lineChan, nick string, fold func(string) string) {
 	for user, v := range g.views[c] {
 		if fold(v.nick) == nick {
 			g.showLocked(c, user, nil)
+			if g.hidden == nil {
+				g.hidden = map[lineChan]map[string]string{}
+			}
+			if g.hidden[c] == nil {
+				g.hidden[c] = map[string]string{}
+			}
+			g.hidden[c][user] = nick
 		}
 	}
 }
 
-// includable returns views without the users whose copies of the line
-// at seq another connection may not queue: their connection has not
-// queued its copies of every line before it yet (busy, or a line after
-// its cursors whose copies were not queued for them with it). The
-// copies of each user are queued in the order their connection got the
-// lines. views is returned as is when all are.
-func (g *lineLog) includable(c lineChan, views map[string]*roomView, seq uint64, fold func(string) string) map[string]*roomView {
+// includable returns the users of views whose copies of the line at seq
+// the connection of by may not queue (nil: none): their connection has
+// not queued its copies of every line before it yet (busy, or a line
+// after its cursors whose copies were not queued for them with it), or
+// may have lines to handle that by's never got (it matched or archived
+// no line since by's joined). The copies of each user are queued in the
+// order their connection got the lines.
+func (g *lineLog) includable(c lineChan, views map[string]*roomView, seq uint64, by string, fold func(string) string) (skip map[string]bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	cl := g.chans[c]
 	if cl == nil {
-		return views
+		return nil
 	}
-	var out map[string]*roomView
 	for user := range views {
-		if cl.caughtUp(user, seq, fold) {
+		if user == by || cl.caughtUp(user, seq, cl.joinSeq[by], fold) {
 			continue
 		}
-		if out == nil {
-			out = maps.Clone(views)
+		if skip == nil {
+			skip = map[string]bool{}
 		}
-		delete(out, user)
+		skip[user] = true
 	}
-	if out == nil {
-		return views
-	}
-	return out
+	return skip
 }
 
 // caughtUp reports whether user's connection queued its copies of every
-// line of cl before seq, or those it did not were queued for it. Callers
-// hold the lineLog's lock.
-func (cl *chanLines) caughtUp(user string, seq uint64, fold func(string) string) bool {
-	if cl.busy[user] > 0 {
+// line of cl before seq, or those it did not were queued for it, and
+// has matched or archived a line after since (see joining). Callers hold
+// the lineLog's lock.
+func (cl *chanLines) caughtUp(user string, seq, since uint64, fold func(string) string) bool {
+	if cl.busy[user] > 0 || cl.cursor[user] < since {
 		return false
 	}
 	after := cl.cursor[user]
@@ -306,7 +341,7 @@ func (cl *chanLines) caughtUp(user string, seq uint64, fold func(string) string)
 // (see covered). Callers hold the lineLog's lock.
 func (l *sharedLine) coversLocked(user string, fold func(string) string) *roomView {
 	v := l.queued[user]
-	if v == nil || user == l.by || fold(v.nick) == fold(l.nick) {
+	if v == nil || user == l.by || l.skip[user] || fold(v.nick) == fold(l.nick) {
 		return nil
 	}
 	return v
@@ -362,6 +397,7 @@ func (g *lineLog) left(c lineChan, user string) {
 	defer g.mu.Unlock()
 	delete(g.in[c], user)
 	g.showLocked(c, user, nil)
+	delete(g.hidden[c], user)
 	if cl := g.chans[c]; cl != nil {
 		// The messages recorded ahead so far reach it now or never.
 		if cl.floor == nil {
@@ -431,6 +467,7 @@ func (g *lineLog) claimLine(c lineChan, user, nick, body string, now time.Time) 
 	a := &archived{at: now, done: make(chan struct{})}
 	l := g.add(cl, nick, body, "", a)
 	cl.cursor[user] = l.seq
+	cl.markBusy(user)
 	return l, true
 }
 
@@ -559,4 +596,5 @@ func (cl *chanLines) prune() {
 	}
 	maps.DeleteFunc(cl.ownCursor, func(_ ownKey, seq uint64) bool { return seq < oldest })
 	maps.DeleteFunc(cl.floor, func(_ string, seq uint64) bool { return seq < oldest })
+	maps.DeleteFunc(cl.joinSeq, func(_ string, seq uint64) bool { return seq < oldest })
 }

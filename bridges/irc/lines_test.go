@@ -3,7 +3,6 @@ package irc
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -410,7 +409,7 @@ func TestLineLogAhead(t *testing.T) {
 	// Copies queued by a for a and b's views: b's is covered, but not
 	// for a line whose nick is b's own (b said it, from another client).
 	views := map[string]*roomView{"a": {room: "r", nick: "al"}, "b": {room: "r", nick: "bo", fulls: []string{"b/1"}}}
-	g.queuedWith(xl, "a", views)
+	g.queuedWith(xl, "a", views, nil)
 	if v := g.covered(xl[0], "b", fold); v != views["b"] {
 		t.Errorf("b's copy of a's line: covered by %v", v)
 	}
@@ -459,9 +458,9 @@ func TestLineLogViews(t *testing.T) {
 	c := lineChan{"srv", "#c"}
 	g.joined(c, "a", 0)
 	va := &roomView{room: "r", nick: "al", fulls: []string{"a/1"}}
-	g.show(c, "a", va)
+	g.show(c, "a", va, strings.ToLower)
 	before := g.viewsOf(c)
-	g.show(c, "b", &roomView{room: "r", nick: "bo"})
+	g.show(c, "b", &roomView{room: "r", nick: "bo"}, strings.ToLower)
 	if len(before) != 1 || len(g.viewsOf(c)) != 2 {
 		t.Errorf("views: %v then %v", before, g.viewsOf(c))
 	}
@@ -469,9 +468,23 @@ func TestLineLogViews(t *testing.T) {
 	if v := g.viewsOf(c); len(v) != 1 || v["a"] != nil {
 		t.Errorf("after a left: %v", v)
 	}
-	g.show(c, "b", nil)
+	g.show(c, "b", nil, strings.ToLower)
 	if v, ok := g.views[c]; ok {
 		t.Errorf("nobody shown: %v", v)
+	}
+	// b's nick seen leaving by another connection: b's connection, not
+	// there yet, does not show it again until it joins again.
+	g.joined(c, "b", 0)
+	g.show(c, "b", &roomView{room: "r", nick: "bo"}, strings.ToLower)
+	g.hideNick(c, "BO", strings.ToLower)
+	g.show(c, "b", &roomView{room: "r", nick: "bo", fulls: []string{"b/2"}}, strings.ToLower)
+	if v := g.viewsOf(c); v["b"] != nil {
+		t.Errorf("b's view shown again after its nick left: %v", v)
+	}
+	g.joining(c, "b", time.Now())
+	g.show(c, "b", &roomView{room: "r", nick: "bo"}, strings.ToLower)
+	if v := g.viewsOf(c); v["b"] == nil {
+		t.Error("b's view not shown after it joined again")
 	}
 	if !va.equal(&roomView{room: "r", nick: "al", fulls: []string{"a/1"}}) || va.equal(nil) || va.equal(&roomView{room: "r", nick: "al"}) {
 		t.Error("roomView.equal")
@@ -493,7 +506,7 @@ func TestLineLogIncludable(t *testing.T) {
 	views := map[string]*roomView{"x": {room: "r", nick: "ex"}, "b": {room: "r", nick: "bee"}}
 	has := func(what string, seq uint64, want bool) {
 		t.Helper()
-		if _, in := g.includable(c, views, seq, fold)["b"]; in != want {
+		if in := !g.includable(c, views, seq, "x", fold)["b"]; in != want {
 			t.Errorf("%s: b included %v, want %v", what, in, want)
 		}
 	}
@@ -511,14 +524,14 @@ func TestLineLogIncludable(t *testing.T) {
 	has("b busy with a's line", l1.seq, false)
 	g.done(c, "b")
 	has("b done with a's line", l1.seq, true)
-	g.queuedWith([]*sharedLine{l1}, "x", views)
+	g.queuedWith([]*sharedLine{l1}, "x", views, nil)
 	// A line whose copies were queued for b does not hold it back.
 	l2, _ := g.claimLine(c, "x", "peer", "again", t0)
 	has("after a line queued for b", l2.seq, true)
 	// One said by b's nick (from another client) is b's to queue.
-	g.queuedWith([]*sharedLine{l2}, "x", views)
+	g.queuedWith([]*sharedLine{l2}, "x", views, nil)
 	l3, _ := g.claimLine(c, "x", "BEE", "mine", t0)
-	g.queuedWith([]*sharedLine{l3}, "x", views)
+	g.queuedWith([]*sharedLine{l3}, "x", views, nil)
 	l4, _ := g.claimLine(c, "x", "peer", "next", t0)
 	has("after b's own line", l4.seq, false)
 	g.claimLine(c, "b", "peer", "yo", t0)
@@ -528,7 +541,35 @@ func TestLineLogIncludable(t *testing.T) {
 		g.done(c, "b")
 	}
 	has("b caught up", l4.seq, true)
-	if v := g.includable(c, views, l4.seq, fold); fmt.Sprint(v) != fmt.Sprint(views) {
-		t.Errorf("all included: %v, want the views as they are", v)
+	if skip := g.includable(c, views, l4.seq, "x", fold); skip != nil {
+		t.Errorf("all included: skipped %v", skip)
+	}
+
+	// b archives a line itself whose copies are not queued with it (its
+	// write failed, or another instance had it): busy until it queued
+	// them (record's release).
+	if _, first := g.claimLine(c, "b", "peer", "b first", t0); !first {
+		t.Fatal("b's line: not first")
+	}
+	g.claimLine(c, "x", "peer", "b first", t0)
+	g.done(c, "x")
+	l6, _ := g.claimLine(c, "x", "peer", "after b's", t0)
+	has("b archiving a line not queued yet", l6.seq, false)
+	g.done(c, "b")
+	has("b done with its line", l6.seq, true)
+
+	// y joins: until b matched or archived a line since, it may have
+	// lines to handle that y never got; y queues none for it.
+	g.joining(c, "y", t0)
+	l7, _ := g.claimLine(c, "y", "peer", "y's first", t0)
+	if skip := g.includable(c, views, l7.seq, "y", fold); !skip["b"] || !skip["x"] {
+		t.Errorf("after y joined: skipped %v, want b and x (neither matched a line since)", skip)
+	}
+	g.claimLine(c, "b", "peer", "y's first", t0)
+	g.done(c, "b")
+	l8, _ := g.claimLine(c, "y", "peer", "y's second", t0)
+	g.done(c, "y")
+	if skip := g.includable(c, views, l8.seq, "y", fold); skip["b"] {
+		t.Errorf("b matched a line after y joined: skipped %v", skip)
 	}
 }

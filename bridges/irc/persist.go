@@ -138,23 +138,29 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, pa
 			a, lines = n.b.lines.ownLines(c, n.user, nick, parts, false, time.Now())
 		default:
 			l, first := n.b.lines.claimLine(c, n.user, nick, body, time.Now())
+			release = func() { n.b.lines.done(c, n.user) } // claimLine counted it
 			if !first {
 				a, mine = l.archived, l
-				release = func() { n.b.lines.done(c, n.user) }
 				return nil
 			}
 			a, lines, bodies = l.archived, []*sharedLine{l}, []string{body}
+		}
+		if parts != nil {
+			n.b.lines.busyWith(c, n.user)
+			release = func() { n.b.lines.done(c, n.user) }
 		}
 		last, joined := n.b.lines.known(c)
 		line := store.IRCLine{Server: n.server, Channel: key, Nick: nick, Body: body, Stamp: a.at,
 			Lines: parts, After: last, Since: a.at.Add(-lineTTL), Joined: joined}
 		var views map[string]*roomView
+		var skip map[string]bool
 		all := copies
 		if _, shown := n.views[n.fold(ch.name)]; other != nil && shown && parts == nil {
 			// Only a connection that shows the channel itself: it hides
 			// those it sees leave (hideGone).
-			views = n.b.lines.includable(c, n.b.lines.viewsOf(c), lines[0].seq, n.fold)
-			all = n.othersCopies(copies, views, nick, bodies, other)
+			views = n.b.lines.viewsOf(c)
+			skip = n.b.lines.includable(c, views, lines[0].seq, n.user, n.fold)
+			all = n.othersCopies(copies, views, skip, nick, bodies, other)
 		}
 		if len(all.msgs) > 0 {
 			line.Echo = all.echo(n.b.host.Domain())
@@ -165,8 +171,14 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, pa
 		}
 		id, queued = l.ID, l.Queued
 		if queued && len(all.msgs) > len(copies.msgs) {
-			n.b.lines.queuedWith(lines, n.user, views)
+			n.b.lines.queuedWith(lines, n.user, views, skip)
 			*copies = *all // all were queued: the caller names and sends them
+		}
+		if queued {
+			// This user's copies are queued: the others may queue the
+			// next line's for it (includable).
+			n.b.lines.done(c, n.user)
+			release = nil
 		}
 		a.finish(l.ID, err)
 		return err
@@ -197,19 +209,19 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, pa
 type copyFunc func(room, full, body string) *xmlel.Element
 
 // othersCopies returns copies followed by the copies, built by other, of
-// each of bodies for the users shown in views but this connection's and
-// those whose nick is nick (they said it, from another client: their
+// each of bodies for the users shown in views but this connection's,
+// those in skip (see lineLog.includable) and those whose nick is nick (they said it, from another client: their
 // connection shows it as their own; see lineLog.covered). Each user's
 // copies of bodies are in their order.
-func (n *network) othersCopies(copies *roomCopies, views map[string]*roomView, nick string, bodies []string, other copyFunc) *roomCopies {
-	if len(views) == 0 || (len(views) == 1 && views[n.user] != nil) {
+func (n *network) othersCopies(copies *roomCopies, views map[string]*roomView, skip map[string]bool, nick string, bodies []string, other copyFunc) *roomCopies {
+	if len(views) <= len(skip)+1 {
 		return copies
 	}
 	all := &roomCopies{msgs: slices.Clip(copies.msgs), sids: slices.Clip(copies.sids)}
 	folded := n.fold(nick)
 	for _, b := range bodies {
 		for user, v := range views {
-			if user == n.user || n.fold(v.nick) == folded {
+			if user == n.user || skip[user] || n.fold(v.nick) == folded {
 				continue
 			}
 			for _, full := range v.fulls {
@@ -285,9 +297,9 @@ func (n *network) publish(ctx context.Context) {
 		n.b.withKey(ctx, n.server, name, func(k string) error {
 			c := lineChan{n.server, k}
 			if old := n.views[key]; old.view != nil && old.c != c {
-				n.b.lines.show(old.c, n.user, nil)
+				n.b.lines.show(old.c, n.user, nil, n.fold)
 			}
-			n.b.lines.show(c, n.user, v)
+			n.b.lines.show(c, n.user, v, n.fold)
 			if v == nil {
 				delete(n.views, key)
 			} else {
@@ -301,7 +313,7 @@ func (n *network) publish(ctx context.Context) {
 	}
 	for key, sv := range n.views {
 		if _, open := n.windows[key]; !open {
-			n.b.lines.show(sv.c, n.user, nil)
+			n.b.lines.show(sv.c, n.user, nil, n.fold)
 			delete(n.views, key)
 		}
 	}
@@ -314,7 +326,7 @@ func (n *network) joining(ch *channel) {
 		return
 	}
 	n.b.withKey(n.b.runCtx, n.server, ch.name, func(key string) error {
-		n.b.lines.joining(lineChan{n.server, key}, n.user)
+		n.b.lines.joining(lineChan{n.server, key}, n.user, time.Now())
 		return nil
 	})
 }
@@ -353,10 +365,16 @@ func (n *network) hideGone(m *irc.Message) {
 	if nick == "" || n.fold(nick) == n.fold(n.nick) {
 		return // its own: publish hides it
 	}
-	for key, sv := range n.views {
-		if names == nil || slices.ContainsFunc(names, func(name string) bool { return n.fold(name) == key }) {
-			n.b.lines.hideNick(sv.c, nick, n.fold)
+	// Every channel here, shown yet or not: one not shown yet may be by
+	// the time its next line comes.
+	for key, ch := range n.chans {
+		if !ch.settings.Record || (names != nil && !slices.ContainsFunc(names, func(name string) bool { return n.fold(name) == key })) {
+			continue
 		}
+		n.b.withKey(n.b.runCtx, n.server, ch.name, func(k string) error {
+			n.b.lines.hideNick(lineChan{n.server, k}, nick, n.fold)
+			return nil
+		})
 	}
 }
 

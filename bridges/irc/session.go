@@ -262,7 +262,7 @@ func (n *network) forget() {
 	}
 	n.windows = nil
 	for _, sv := range n.views {
-		n.b.lines.show(sv.c, n.user, nil)
+		n.b.lines.show(sv.c, n.user, nil, n.fold)
 	}
 	n.views = nil
 	n.dropListRequests()

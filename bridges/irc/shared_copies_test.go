@@ -310,7 +310,7 @@ func TestSharedCopiesNewResource(t *testing.T) {
 		n := fx.b.networkOf("bob@example.org", "localhost")
 		sv := n.views["#c"]
 		stale := &roomView{room: sv.view.room, nick: sv.view.nick, fulls: []string{"bob@example.org/r"}}
-		fx.b.lines.show(sv.c, "bob@example.org", stale)
+		fx.b.lines.show(sv.c, "bob@example.org", stale, strings.ToLower)
 		n.views["#c"] = shownView{sv.c, stale}
 	})
 	// alice's connection archives the line, bob's gets it last.
@@ -419,4 +419,32 @@ func TestSharedCopiesLeft(t *testing.T) {
 	fx.srv.say("", ":peer!u@h PRIVMSG #c :after carol")
 	fx.sync(t, "alice", "bob")
 	fx.once(t, "after carol", roomJID("#c")+"/peer", "", allR[:2]...)
+}
+
+// Each user gets the lines in the order their connection got them: a
+// line another connection archives after one this user's connection has
+// not handled yet (alice's own message, whose copies each connection
+// queues) is not queued for the user by that connection.
+func TestSharedCopiesOrder(t *testing.T) {
+	fx := newRoomFixture(t)
+	release := fx.srv.holdFrom("bob")
+	fx.handle(t, "alice@example.org/r", "<message xmlns='jabber:component:accept' from='alice@example.org/r' to='"+roomJID("#c")+"' type='groupchat' id='o1'><body>first</body></message>")
+	// The server relayed it (held for bob) before the peer's line.
+	fx.h.WaitMessage(t, "carol's first", func(e *xmlel.Element) bool {
+		return e.Attr("to") == "carol@example.org/r" && e.ChildText("", "body") == "first"
+	})
+	fx.srv.say("", ":peer!u@h PRIVMSG #c :second")
+	fx.sync(t, "alice", "carol")
+	release()
+	fx.sync(t)
+	var order []string
+	for _, m := range fx.h.Messages() {
+		if m.Attr("to") == "bob@example.org/r" && m.Attr("type") == "groupchat" {
+			order = append(order, m.ChildText("", "body"))
+		}
+	}
+	if strings.Join(order, ",") != "first,second" {
+		t.Errorf("bob got %v, want first then second", order)
+	}
+	fx.once(t, "second", roomJID("#c")+"/peer", fx.column(t, `SELECT id FROM irc_history WHERE body = 'second'`), allR...)
 }
