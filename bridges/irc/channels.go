@@ -133,6 +133,7 @@ func (n *network) join(ctx context.Context, name, full, reqNick string, hist his
 	}
 	if n.registered && !ch.state.joinSent() {
 		ch.sentJoin()
+		n.joining(ch)
 		params := []string{ch.name}
 		if ch.key != "" {
 			params = append(params, ch.key)
@@ -153,6 +154,7 @@ func (n *network) flushJoins() {
 	for _, ch := range n.chans {
 		if !ch.state.joinSent() {
 			ch.sentJoin()
+			n.joining(ch)
 			chans = append(chans, ch)
 		}
 	}

@@ -44,7 +44,7 @@ func (n *network) labeledResponse(ctx context.Context, label string, m *irc.Mess
 			return true
 		}
 		if ch := n.chans[p.channel]; ch != nil {
-			n.reflect(ctx, ch, p.st, p.body)
+			n.reflect(ctx, ch, p.st, p.body, nil)
 		}
 	case m.Command == "ACK" || m.Command == "BATCH":
 		return true

@@ -42,6 +42,13 @@ func (b *Bridge) handleChannel(ctx context.Context, u *bridges.User, st *xmlel.E
 	nick := stanza.Resource(st.Attr("to"))
 	switch st.Local {
 	case "presence":
+		// The resources in the room may have changed: the lineLog sees
+		// it now rather than at the next IRC message (publish).
+		defer func() {
+			if n := b.networkOf(u.JID, a.Server); n != nil {
+				n.publish(ctx)
+			}
+		}()
 		typ := st.Attr("type")
 		if typ == "unavailable" || typ == "error" {
 			if n := b.networkOf(u.JID, a.Server); n != nil {

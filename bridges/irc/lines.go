@@ -1,7 +1,12 @@
 package irc
 
 import (
+	"cmp"
 	"context"
+	"errors"
+	"maps"
+	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -45,6 +50,13 @@ type sharedLine struct {
 	nick, body string
 	own        string // the user who sent it, or ""
 	*archived
+	// queued are the views of the connections here whose users' copies
+	// of this line were queued with it by the connection that archived
+	// it (by), when it did (see lineLog.queuedWith); set before its
+	// archived.finish.
+	queued map[string]*roomView
+	skip   map[string]bool // users of queued left out (see includable)
+	by     string
 }
 
 // archived is a message being, or having been, archived.
@@ -76,7 +88,28 @@ func (l *archived) wait(ctx context.Context) (int64, error) {
 type chanLines struct {
 	lines  []*sharedLine
 	cursor map[string]uint64
+	// ahead are the lines of messages recorded before they were sent
+	// (ownLines with ahead), in seq order. A server relays each user's
+	// messages in the order they were sent, but not in that order among
+	// the others' lines: a connection matches them by sender, the first
+	// after its cursor for that sender (ownCursor), and after the floor
+	// its connection set as it left the channel (a line recorded before
+	// that it never gets).
+	ahead     []*sharedLine
+	ownCursor map[ownKey]uint64
+	floor     map[string]uint64
+	// busy counts, by user, the lines their connection matched and has
+	// not finished queuing its copies of (see done): until it has, the
+	// copies of a later line are not queued for them by another
+	// connection (see includable), which would put them first.
+	busy map[string]int
+	// joinSeq is, by user, the last line claimed when their connection
+	// last sent a JOIN (joining).
+	joinSeq map[string]uint64
 }
+
+// ownKey names a connection's cursor in the messages of one sender.
+type ownKey struct{ user, sender string }
 
 // lineLog is the bridge's recent lines, by channel.
 type lineLog struct {
@@ -95,6 +128,234 @@ type lineLog struct {
 	// window open). newest and first are kept while one is: a channel
 	// left by the last is forgotten, and joined again, starts anew.
 	in map[lineChan]map[string]bool
+	// views is, by channel, what each connection here in it shows of
+	// it (see roomView): the connection that archives a line queues its
+	// copies for all of them in the same transaction, and the others,
+	// when the line reaches them, queue only what it could not (see
+	// covered). A channel's map is never changed once handed out
+	// (viewsOf): a change replaces it.
+	views map[lineChan]map[string]*roomView
+	// hidden is, by channel and user, the (folded) nick another
+	// connection saw leave (hideNick): a view with that nick is not shown
+	// again until the user's connection joins again or left.
+	hidden map[lineChan]map[string]string
+}
+
+// roomView is what a connection shows of a channel, for the copies of
+// its lines: the room's JID as its user's clients know it, its nick
+// there, and the resources in the room (sorted). Never changed once
+// shown.
+type roomView struct {
+	room  string
+	nick  string
+	fulls []string
+}
+
+// equal reports whether v and w show the same.
+func (v *roomView) equal(w *roomView) bool {
+	if v == nil || w == nil {
+		return v == w
+	}
+	return v.room == w.room && v.nick == w.nick && slices.Equal(v.fulls, w.fulls)
+}
+
+// show records user's view of c (nil: it shows nothing of c), unless
+// another connection saw its nick leave (hideNick).
+func (g *lineLog) show(c lineChan, user string, v *roomView, fold func(string) string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if nick, ok := g.hidden[c][user]; ok && v != nil && fold(v.nick) == nick {
+		v = nil
+	}
+	g.showLocked(c, user, v)
+}
+
+func (g *lineLog) showLocked(c lineChan, user string, v *roomView) {
+	old := g.views[c]
+	if old[user] == v {
+		return
+	}
+	views := make(map[string]*roomView, len(old)+1)
+	for u, w := range old {
+		if u != user {
+			views[u] = w
+		}
+	}
+	if v != nil {
+		views[user] = v
+	}
+	if g.views == nil {
+		g.views = map[lineChan]map[string]*roomView{}
+	}
+	if len(views) == 0 {
+		delete(g.views, c)
+		return
+	}
+	g.views[c] = views
+}
+
+// viewsOf returns the views of c's connections here (not to be changed).
+func (g *lineLog) viewsOf(c lineChan) map[string]*roomView {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.views[c]
+}
+
+// queuedWith records, before their archived.finish, that the copies of
+// lines were queued with them by user's connection for the connections
+// shown in views but those in skip (see covered).
+func (g *lineLog) queuedWith(lines []*sharedLine, user string, views map[string]*roomView, skip map[string]bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, l := range lines {
+		l.queued, l.skip, l.by = views, skip, user
+	}
+}
+
+// markBusy counts a line user's connection matched or archives. Callers
+// hold g.mu.
+func (cl *chanLines) markBusy(user string) {
+	if cl.busy == nil {
+		cl.busy = map[string]int{}
+	}
+	cl.busy[user]++
+}
+
+// busyWith counts a line of c user's connection archives as its own.
+func (g *lineLog) busyWith(c lineChan, user string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if cl := g.chans[c]; cl != nil {
+		cl.markBusy(user)
+	}
+}
+
+// done records that user's connection queued its copies of a line of c
+// it matched or archived (claimLine, busyWith).
+func (g *lineLog) done(c lineChan, user string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if cl := g.chans[c]; cl != nil && cl.busy[user] > 0 {
+		if cl.busy[user]--; cl.busy[user] == 0 {
+			delete(cl.busy, user)
+		}
+	}
+}
+
+// joining records that user's connection is sending a JOIN of c: the
+// lines claimed so far are none of its own (a line said again after it
+// joined is not taken for one said before).
+//
+// Until another connection here has matched or archived a line after it
+// (see caughtUp), that one may still have lines before it to handle which
+// this one never got: this one queues no copies for it.
+func (g *lineLog) joining(c lineChan, user string, now time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	cl := g.lines(c, now)
+	cl.cursor[user] = g.seq
+	if cl.joinSeq == nil {
+		cl.joinSeq = map[string]uint64{}
+	}
+	cl.joinSeq[user] = g.seq
+	delete(g.hidden[c], user)
+}
+
+// hideNick hides the views of c whose nick is nick (as fold folds it):
+// a connection saw it leave c or the server, or change, before its own
+// connection did; the lines after are not queued for it by others.
+func (g *lineLog) hideNick(c lineChan, nick string, fold func(string) string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	nick = fold(nick)
+	for user, v := range g.views[c] {
+		if fold(v.nick) == nick {
+			g.showLocked(c, user, nil)
+			if g.hidden == nil {
+				g.hidden = map[lineChan]map[string]string{}
+			}
+			if g.hidden[c] == nil {
+				g.hidden[c] = map[string]string{}
+			}
+			g.hidden[c][user] = nick
+		}
+	}
+}
+
+// includable returns the users of views whose copies of the line at seq
+// the connection of by may not queue (nil: none): their connection has
+// not queued its copies of every line before it yet (busy, or a line
+// after its cursors whose copies were not queued for them with it), or
+// may have lines to handle that by's never got (it matched or archived
+// no line since by's joined). The copies of each user are queued in the
+// order their connection got the lines.
+func (g *lineLog) includable(c lineChan, views map[string]*roomView, seq uint64, by string, fold func(string) string) (skip map[string]bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	cl := g.chans[c]
+	if cl == nil {
+		return nil
+	}
+	for user := range views {
+		if user == by || cl.caughtUp(user, seq, cl.joinSeq[by], fold) {
+			continue
+		}
+		if skip == nil {
+			skip = map[string]bool{}
+		}
+		skip[user] = true
+	}
+	return skip
+}
+
+// caughtUp reports whether user's connection queued its copies of every
+// line of cl before seq, or those it did not were queued for it, and
+// has matched or archived a line after since (see joining). Callers hold
+// the lineLog's lock.
+func (cl *chanLines) caughtUp(user string, seq, since uint64, fold func(string) string) bool {
+	if cl.busy[user] > 0 || cl.cursor[user] < since {
+		return false
+	}
+	after := cl.cursor[user]
+	from, _ := slices.BinarySearchFunc(cl.lines, after+1, func(l *sharedLine, seq uint64) int { return cmp.Compare(l.seq, seq) })
+	for _, l := range cl.lines[from:] {
+		if l.seq >= seq {
+			break
+		}
+		if l.own != user && l.coversLocked(user, fold) == nil {
+			return false
+		}
+	}
+	for _, l := range cl.ahead {
+		if l.seq >= seq {
+			break
+		}
+		if l.own != user && l.seq > max(cl.ownCursor[ownKey{user, l.own}], cl.floor[user]) && l.coversLocked(user, fold) == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// coversLocked reports whether user's copies of l were queued with it
+// (see covered). Callers hold the lineLog's lock.
+func (l *sharedLine) coversLocked(user string, fold func(string) string) *roomView {
+	v := l.queued[user]
+	if v == nil || user == l.by || l.skip[user] || fold(v.nick) == fold(l.nick) {
+		return nil
+	}
+	return v
+}
+
+// covered returns the view of user's connection for which the copies of
+// l were queued with it (nil: none were, the connection queues its own).
+// Those of the connection that archived it, and of one whose nick is the
+// line's (its user said it, from another client: its connection shows
+// it as their own), are not among them.
+func (g *lineLog) covered(l *sharedLine, user string, fold func(string) string) *roomView {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return l.coversLocked(user, fold)
 }
 
 // known returns the id of c's last line archived or found (0: none yet)
@@ -135,6 +396,15 @@ func (g *lineLog) left(c lineChan, user string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	delete(g.in[c], user)
+	g.showLocked(c, user, nil)
+	delete(g.hidden[c], user)
+	if cl := g.chans[c]; cl != nil {
+		// The messages recorded ahead so far reach it now or never.
+		if cl.floor == nil {
+			cl.floor = map[string]uint64{}
+		}
+		cl.floor[user] = g.seq
+	}
 	if len(g.in[c]) == 0 {
 		delete(g.in, c)
 		delete(g.first, c)
@@ -164,32 +434,97 @@ func (g *lineLog) archived(c lineChan, nick string, l store.ArchivedLine, fromIR
 // claim returns the message of the line user's connection got, and
 // whether the caller archives it (then it calls finish).
 func (g *lineLog) claim(c lineChan, user, nick, body string, now time.Time) (*archived, bool) {
+	l, first := g.claimLine(c, user, nick, body, now)
+	return l.archived, first
+}
+
+// claimLine is claim, returning the line.
+func (g *lineLog) claimLine(c lineChan, user, nick, body string, now time.Time) (*sharedLine, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	cl := g.lines(c, now)
+	for _, l := range cl.ahead {
+		k := ownKey{user, l.own}
+		if l.own != user && l.nick == nick && l.body == body && l.seq > max(cl.ownCursor[k], cl.floor[user]) {
+			if cl.ownCursor == nil {
+				cl.ownCursor = map[ownKey]uint64{}
+			}
+			cl.ownCursor[k] = l.seq
+			cl.markBusy(user)
+			return l, false
+		}
+	}
 	after := cl.cursor[user]
-	for _, l := range cl.lines {
-		if l.seq > after && l.own != user && l.nick == nick && l.body == body {
+	// The lines are in seq order: those after the cursor, from the first.
+	from, _ := slices.BinarySearchFunc(cl.lines, after+1, func(l *sharedLine, seq uint64) int { return cmp.Compare(l.seq, seq) })
+	for _, l := range cl.lines[from:] {
+		if l.own != user && l.nick == nick && l.body == body {
 			cl.cursor[user] = l.seq
-			return l.archived, false
+			cl.markBusy(user)
+			return l, false
 		}
 	}
 	a := &archived{at: now, done: make(chan struct{})}
-	cl.cursor[user] = g.add(cl, nick, body, "", a)
-	return a, true
+	l := g.add(cl, nick, body, "", a)
+	cl.cursor[user] = l.seq
+	cl.markBusy(user)
+	return l, true
 }
 
 // own returns the message user sends, which the caller archives (then it
 // calls finish), and which the others get as the IRC lines parts.
 func (g *lineLog) own(c lineChan, user, nick string, parts []string, now time.Time) *archived {
+	a, _ := g.ownLines(c, user, nick, parts, false, now)
+	return a
+}
+
+// ownLines is own, returning the lines too. ahead tells that the message
+// is recorded before it is sent: the others' copies are then matched to
+// it in its sender's order (see chanLines.ahead). A message recorded
+// after it was sent (the server's echo of it) is matched in the channel's
+// order, as a line from IRC: the others may have got it first.
+func (g *lineLog) ownLines(c lineChan, user, nick string, parts []string, ahead bool, now time.Time) (*archived, []*sharedLine) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	cl := g.lines(c, now)
 	a := &archived{at: now, done: make(chan struct{})}
-	for _, p := range parts {
-		g.add(cl, nick, p, user, a)
+	lines := make([]*sharedLine, len(parts))
+	for i, p := range parts {
+		if ahead {
+			g.seq++
+			lines[i] = &sharedLine{seq: g.seq, nick: nick, body: p, own: user, archived: a}
+			cl.ahead = append(cl.ahead, lines[i])
+			continue
+		}
+		lines[i] = g.add(cl, nick, p, user, a)
 	}
-	return a
+	return a, lines
+}
+
+// ownLines is a message recorded by ownLines before it was sent: its
+// channel, its parts, its lines and the message.
+type ownLines struct {
+	c     lineChan
+	parts []string
+	lines []*sharedLine
+	a     *archived
+}
+
+// errWithdrawn is the archive's answer for a message that was not sent.
+var errWithdrawn = errors.New("the message was not sent")
+
+// withdraw forgets the lines of o (nil: none), a message not sent after
+// all, and finishes it with errWithdrawn.
+func (g *lineLog) withdraw(o *ownLines) {
+	if o == nil {
+		return
+	}
+	g.mu.Lock()
+	if cl := g.chans[o.c]; cl != nil {
+		cl.ahead = slices.DeleteFunc(cl.ahead, func(l *sharedLine) bool { return slices.Contains(o.lines, l) })
+	}
+	g.mu.Unlock()
+	o.a.finish(0, errWithdrawn)
 }
 
 // lines returns c's lines, the expired ones forgotten. Callers hold g.mu.
@@ -201,7 +536,9 @@ func (g *lineLog) lines(c lineChan, now time.Time) *chanLines {
 		for c, cl := range g.chans {
 			if cl.expire(now) {
 				delete(g.chans, c)
+				continue
 			}
+			cl.prune()
 		}
 		// The last lines of the channels no connection here is in
 		// (archived as it left, or with no window opened).
@@ -222,21 +559,42 @@ func (g *lineLog) lines(c lineChan, now time.Time) *chanLines {
 	return cl
 }
 
-// add appends a line of a to cl and returns its seq. Callers hold g.mu.
-func (g *lineLog) add(cl *chanLines, nick, body, own string, a *archived) uint64 {
+// add appends a line of a to cl and returns it. Callers hold g.mu.
+func (g *lineLog) add(cl *chanLines, nick, body, own string, a *archived) *sharedLine {
 	g.seq++
-	cl.lines = append(cl.lines, &sharedLine{seq: g.seq, nick: nick, body: body, own: own, archived: a})
-	return g.seq
+	l := &sharedLine{seq: g.seq, nick: nick, body: body, own: own, archived: a}
+	cl.lines = append(cl.lines, l)
+	return l
 }
 
 // expire forgets the lines older than lineTTL and reports whether none
 // is left. Callers hold the lineLog's lock.
 func (cl *chanLines) expire(now time.Time) bool {
+	cl.lines, cl.ahead = expireLines(cl.lines, now), expireLines(cl.ahead, now)
+	return len(cl.lines) == 0 && len(cl.ahead) == 0
+}
+
+// expireLines returns ls without its lines older than lineTTL.
+func expireLines(ls []*sharedLine, now time.Time) []*sharedLine {
 	i := 0
-	for i < len(cl.lines) && now.Sub(cl.lines[i].at) > lineTTL {
-		cl.lines[i] = nil
+	for i < len(ls) && now.Sub(ls[i].at) > lineTTL {
+		ls[i] = nil
 		i++
 	}
-	cl.lines = cl.lines[i:]
-	return len(cl.lines) == 0
+	return ls[i:]
+}
+
+// prune forgets the cursors in senders' messages and the floors that are
+// before all of cl's lines: they no longer tell anything.
+func (cl *chanLines) prune() {
+	oldest := uint64(math.MaxUint64)
+	if len(cl.lines) > 0 {
+		oldest = cl.lines[0].seq
+	}
+	if len(cl.ahead) > 0 {
+		oldest = min(oldest, cl.ahead[0].seq)
+	}
+	maps.DeleteFunc(cl.ownCursor, func(_ ownKey, seq uint64) bool { return seq < oldest })
+	maps.DeleteFunc(cl.floor, func(_ string, seq uint64) bool { return seq < oldest })
+	maps.DeleteFunc(cl.joinSeq, func(_ string, seq uint64) bool { return seq < oldest })
 }

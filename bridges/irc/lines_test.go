@@ -384,3 +384,192 @@ func TestArchiveLeaveFailures(t *testing.T) {
 	}
 	in("network forgotten", false)
 }
+
+// A message recorded before it was sent (ahead) is matched in its
+// sender's order, whatever the server relayed between; one withdrawn is
+// matched no more; a connection that left the channel since it was
+// recorded (it never gets it) does not take a later line for it; and the
+// copies queued with a line cover only the users they were for.
+func TestLineLogAhead(t *testing.T) {
+	var g lineLog
+	c := lineChan{"srv", "#c"}
+	t0 := time.Now()
+	g.joined(c, "a", 0)
+	g.joined(c, "b", 0)
+	fold := func(s string) string { return strings.ToLower(s) }
+
+	// a says "x", recorded ahead; b gets a peer's line first, then a's.
+	x, xl := g.ownLines(c, "a", "al", []string{"x"}, true, t0)
+	if l, first := g.claimLine(c, "b", "peer", "between", t0); !first || l.own != "" {
+		t.Fatalf("the peer's line: first %v", first)
+	}
+	if l, first := g.claimLine(c, "b", "al", "x", t0); first || l.archived != x {
+		t.Fatalf("a's line after another: first %v, not a's", first)
+	}
+	// Copies queued by a for a and b's views: b's is covered, but not
+	// for a line whose nick is b's own (b said it, from another client).
+	views := map[string]*roomView{"a": {room: "r", nick: "al"}, "b": {room: "r", nick: "bo", fulls: []string{"b/1"}}}
+	g.queuedWith(xl, "a", views, nil)
+	if v := g.covered(xl[0], "b", fold); v != views["b"] {
+		t.Errorf("b's copy of a's line: covered by %v", v)
+	}
+	if v := g.covered(xl[0], "a", fold); v != nil {
+		t.Errorf("a's copy, queued by a: covered by %v", v)
+	}
+	views["b"] = &roomView{room: "r", nick: "AL"}
+	if v := g.covered(xl[0], "b", fold); v != nil {
+		t.Errorf("b, whose nick is the line's: covered by %v", v)
+	}
+
+	// A message not sent after all is withdrawn: the same text from IRC
+	// is a line of its own, and the withdrawn one's waiters get an error.
+	y, _ := g.ownLines(c, "a", "al", []string{"y"}, true, t0)
+	g.withdraw(&ownLines{c: c, parts: []string{"y"}, lines: func() []*sharedLine { l := g.chans[c].ahead; return l[len(l)-1:] }(), a: y})
+	if _, err := y.wait(context.Background()); !errors.Is(err, errWithdrawn) {
+		t.Errorf("the withdrawn message: %v", err)
+	}
+	if _, first := g.claimLine(c, "b", "al", "y", t0); !first {
+		t.Error("a line with a withdrawn message's text: not first")
+	}
+
+	// b leaves before a's "z" reaches it, and joins again: a's next "z"
+	// is not taken for the one b never got.
+	z, _ := g.ownLines(c, "a", "al", []string{"z"}, true, t0)
+	g.left(c, "b")
+	g.joined(c, "b", 0)
+	z2, _ := g.ownLines(c, "a", "al", []string{"z"}, true, t0)
+	if l, first := g.claimLine(c, "b", "al", "z", t0); first || l.archived != z2 || l.archived == z {
+		t.Errorf("a's second z after b rejoined: first %v, the first z %v", first, l.archived == z)
+	}
+
+	// The sweep forgets the lines and the cursors before them; the
+	// channel, with a line still young, stays.
+	g.claimLine(c, "b", "peer", "alive", t0.Add(lineTTL-10*time.Second))
+	g.claimLine(c, "b", "peer", "later", t0.Add(lineTTL+30*time.Second))
+	if cl := g.chans[c]; len(cl.lines) != 2 || len(cl.ahead) != 0 || len(cl.ownCursor) != 0 || len(cl.floor) != 0 {
+		t.Errorf("after the sweep: %d lines ahead, cursors %v, floors %v", len(cl.ahead), cl.ownCursor, cl.floor)
+	}
+}
+
+// What a connection shows is replaced, never changed: a map handed out
+// stays as it was; leaving the channel hides it.
+func TestLineLogViews(t *testing.T) {
+	var g lineLog
+	c := lineChan{"srv", "#c"}
+	g.joined(c, "a", 0)
+	va := &roomView{room: "r", nick: "al", fulls: []string{"a/1"}}
+	g.show(c, "a", va, strings.ToLower)
+	before := g.viewsOf(c)
+	g.show(c, "b", &roomView{room: "r", nick: "bo"}, strings.ToLower)
+	if len(before) != 1 || len(g.viewsOf(c)) != 2 {
+		t.Errorf("views: %v then %v", before, g.viewsOf(c))
+	}
+	g.left(c, "a")
+	if v := g.viewsOf(c); len(v) != 1 || v["a"] != nil {
+		t.Errorf("after a left: %v", v)
+	}
+	g.show(c, "b", nil, strings.ToLower)
+	if v, ok := g.views[c]; ok {
+		t.Errorf("nobody shown: %v", v)
+	}
+	// b's nick seen leaving by another connection: b's connection, not
+	// there yet, does not show it again until it joins again.
+	g.joined(c, "b", 0)
+	g.show(c, "b", &roomView{room: "r", nick: "bo"}, strings.ToLower)
+	g.hideNick(c, "BO", strings.ToLower)
+	g.show(c, "b", &roomView{room: "r", nick: "bo", fulls: []string{"b/2"}}, strings.ToLower)
+	if v := g.viewsOf(c); v["b"] != nil {
+		t.Errorf("b's view shown again after its nick left: %v", v)
+	}
+	g.joining(c, "b", time.Now())
+	g.show(c, "b", &roomView{room: "r", nick: "bo"}, strings.ToLower)
+	if v := g.viewsOf(c); v["b"] == nil {
+		t.Error("b's view not shown after it joined again")
+	}
+	if !va.equal(&roomView{room: "r", nick: "al", fulls: []string{"a/1"}}) || va.equal(nil) || va.equal(&roomView{room: "r", nick: "al"}) {
+		t.Error("roomView.equal")
+	}
+}
+
+// Another connection queues a user's copies of a line only when that
+// user's connection queued (or had queued for it) its copies of every
+// line before: a user's copies stay in the order their connection got
+// the lines.
+func TestLineLogIncludable(t *testing.T) {
+	var g lineLog
+	c := lineChan{"srv", "#c"}
+	t0 := time.Now()
+	fold := strings.ToLower
+	for _, u := range []string{"x", "b", "a"} {
+		g.joined(c, u, 0)
+	}
+	views := map[string]*roomView{"x": {room: "r", nick: "ex"}, "b": {room: "r", nick: "bee"}}
+	has := func(what string, seq uint64, want bool) {
+		t.Helper()
+		if in := !g.includable(c, views, seq, "x", fold)["b"]; in != want {
+			t.Errorf("%s: b included %v, want %v", what, in, want)
+		}
+	}
+	// a's message (its copies queued by each connection): x matched it,
+	// b not yet.
+	g.ownLines(c, "a", "al", []string{"hi"}, true, t0)
+	if _, first := g.claimLine(c, "x", "al", "hi", t0); first {
+		t.Fatal("a's line: first")
+	}
+	g.done(c, "x")
+	l1, _ := g.claimLine(c, "x", "peer", "yo", t0)
+	has("a line after a's that b has not queued", l1.seq, false)
+	// b matches a's line: busy until it queued its copies.
+	g.claimLine(c, "b", "al", "hi", t0)
+	has("b busy with a's line", l1.seq, false)
+	g.done(c, "b")
+	has("b done with a's line", l1.seq, true)
+	g.queuedWith([]*sharedLine{l1}, "x", views, nil)
+	// A line whose copies were queued for b does not hold it back.
+	l2, _ := g.claimLine(c, "x", "peer", "again", t0)
+	has("after a line queued for b", l2.seq, true)
+	// One said by b's nick (from another client) is b's to queue.
+	g.queuedWith([]*sharedLine{l2}, "x", views, nil)
+	l3, _ := g.claimLine(c, "x", "BEE", "mine", t0)
+	g.queuedWith([]*sharedLine{l3}, "x", views, nil)
+	l4, _ := g.claimLine(c, "x", "peer", "next", t0)
+	has("after b's own line", l4.seq, false)
+	g.claimLine(c, "b", "peer", "yo", t0)
+	g.claimLine(c, "b", "peer", "again", t0)
+	g.claimLine(c, "b", "BEE", "mine", t0)
+	for range 3 {
+		g.done(c, "b")
+	}
+	has("b caught up", l4.seq, true)
+	if skip := g.includable(c, views, l4.seq, "x", fold); skip != nil {
+		t.Errorf("all included: skipped %v", skip)
+	}
+
+	// b archives a line itself whose copies are not queued with it (its
+	// write failed, or another instance had it): busy until it queued
+	// them (record's release).
+	if _, first := g.claimLine(c, "b", "peer", "b first", t0); !first {
+		t.Fatal("b's line: not first")
+	}
+	g.claimLine(c, "x", "peer", "b first", t0)
+	g.done(c, "x")
+	l6, _ := g.claimLine(c, "x", "peer", "after b's", t0)
+	has("b archiving a line not queued yet", l6.seq, false)
+	g.done(c, "b")
+	has("b done with its line", l6.seq, true)
+
+	// y joins: until b matched or archived a line since, it may have
+	// lines to handle that y never got; y queues none for it.
+	g.joining(c, "y", t0)
+	l7, _ := g.claimLine(c, "y", "peer", "y's first", t0)
+	if skip := g.includable(c, views, l7.seq, "y", fold); !skip["b"] || !skip["x"] {
+		t.Errorf("after y joined: skipped %v, want b and x (neither matched a line since)", skip)
+	}
+	g.claimLine(c, "b", "peer", "y's first", t0)
+	g.done(c, "b")
+	l8, _ := g.claimLine(c, "y", "peer", "y's second", t0)
+	g.done(c, "y")
+	if skip := g.includable(c, views, l8.seq, "y", fold); skip["b"] {
+		t.Errorf("b matched a line after y joined: skipped %v", skip)
+	}
+}

@@ -3,8 +3,12 @@ package irc
 import (
 	"context"
 	"math"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
+
+	irc "gopkg.in/irc.v4"
 
 	"passerelle/bridges"
 	"passerelle/component/form"
@@ -95,50 +99,137 @@ func (b *Bridge) channelCommand(ctx context.Context, u *bridges.User, a mapping.
 // When this connection archives the line, its copies are queued with it,
 // in one transaction (store.IRCLine.Echo), and queued is true: the
 // caller sends them (sendCopies) without queuing them again.
-func (n *network) record(ctx context.Context, ch *channel, nick, body string, parts []string, copies *roomCopies) (sid string, queued bool) {
+//
+// The copies of a line from IRC for the other users whose connection
+// here shows the channel (lineLog.views) are queued in that transaction
+// too, built by other (nil: none are), so that a line costs one write
+// rather than one for each user. When the line reaches their connection,
+// it drops from copies those that were queued so (see lineLog.covered):
+// copies is then left with those of the resources that joined since, or
+// all of them when none was. When queued, copies holds all the copies
+// queued, the others' too.
+//
+// own, when not nil, is the user's message as recorded before it was
+// sent (expectOwn); parts are then its parts.
+//
+// release, when not nil, is called once the caller queued copies: the
+// line was matched (see lineLog.done).
+func (n *network) record(ctx context.Context, ch *channel, nick, body string, parts []string, copies *roomCopies, own *ownLines, other copyFunc) (sid string, queued bool, release func()) {
 	if !ch.settings.Record {
-		return stanza.NewID(), false
+		return stanza.NewID(), false, nil
 	}
 	var a *archived
+	var mine *sharedLine // the line, archived by another connection
 	var id int64
 	err := n.b.withKey(ctx, n.server, ch.name, func(key string) error {
 		c := lineChan{n.server, key}
-		if parts != nil {
-			a = n.b.lines.own(c, n.user, nick, parts, time.Now())
-		} else {
-			var first bool
-			if a, first = n.b.lines.claim(c, n.user, nick, body, time.Now()); !first {
+		var lines []*sharedLine
+		bodies := parts
+		switch {
+		case own != nil && own.c == c:
+			a, lines, parts, bodies = own.a, own.lines, own.parts, own.parts
+		case own != nil:
+			// The keys changed since (a new case mapping): the lines
+			// recorded are left to expire, unmatched.
+			n.b.lines.withdraw(own)
+			other = nil
+			fallthrough
+		case parts != nil:
+			a, lines = n.b.lines.ownLines(c, n.user, nick, parts, false, time.Now())
+		default:
+			l, first := n.b.lines.claimLine(c, n.user, nick, body, time.Now())
+			release = func() { n.b.lines.done(c, n.user) } // claimLine counted it
+			if !first {
+				a, mine = l.archived, l
 				return nil
 			}
+			a, lines, bodies = l.archived, []*sharedLine{l}, []string{body}
+		}
+		if parts != nil {
+			n.b.lines.busyWith(c, n.user)
+			release = func() { n.b.lines.done(c, n.user) }
 		}
 		last, joined := n.b.lines.known(c)
 		line := store.IRCLine{Server: n.server, Channel: key, Nick: nick, Body: body, Stamp: a.at,
 			Lines: parts, After: last, Since: a.at.Add(-lineTTL), Joined: joined}
-		if len(copies.msgs) > 0 {
-			line.Echo = copies.echo(n.b.host.Domain())
+		var views map[string]*roomView
+		var skip map[string]bool
+		all := copies
+		if _, shown := n.views[n.fold(ch.name)]; other != nil && shown && parts == nil {
+			// Only a connection that shows the channel itself: it hides
+			// those it sees leave (hideGone).
+			views = n.b.lines.viewsOf(c)
+			skip = n.b.lines.includable(c, views, lines[0].seq, n.user, n.fold)
+			all = n.othersCopies(copies, views, skip, nick, bodies, other)
+		}
+		if len(all.msgs) > 0 {
+			line.Echo = all.echo(n.b.host.Domain())
 		}
 		l, err := n.b.db.ArchiveIRCLine(ctx, line)
 		if err == nil {
 			n.b.lines.archived(c, nick, l, parts == nil, a)
 		}
 		id, queued = l.ID, l.Queued
+		if queued && len(all.msgs) > len(copies.msgs) {
+			n.b.lines.queuedWith(lines, n.user, views, skip)
+			*copies = *all // all were queued: the caller names and sends them
+		}
+		if queued {
+			// This user's copies are queued: the others may queue the
+			// next line's for it (includable).
+			n.b.lines.done(c, n.user)
+			release = nil
+		}
 		a.finish(l.ID, err)
 		return err
 	})
 	if err != nil {
 		n.b.host.Log().Warn("cannot archive an irc message", "user", n.user, "err", err)
-		return stanza.NewID(), false
+		return stanza.NewID(), false, release
 	}
 	if queued {
-		return strconv.FormatInt(id, 10), true // its copies are queued: not waited for
+		return strconv.FormatInt(id, 10), true, nil // its copies are queued: not waited for
 	}
 	// Waited for outside withKey: the connection archiving it may need
 	// the keys' lock again.
 	id, err = a.wait(ctx)
 	if err != nil {
-		return stanza.NewID(), false // the connection archiving it said why
+		return stanza.NewID(), false, release // the connection archiving it said why
 	}
-	return strconv.FormatInt(id, 10), false
+	if mine != nil {
+		if v := n.b.lines.covered(mine, n.user, n.fold); v != nil && v.room == ch.jid(n) {
+			copies.drop(v.fulls)
+		}
+	}
+	return strconv.FormatInt(id, 10), false, release
+}
+
+// copyFunc builds the copy of a line of text body for the resource full
+// of a user whose clients know the room as room.
+type copyFunc func(room, full, body string) *xmlel.Element
+
+// othersCopies returns copies followed by the copies, built by other, of
+// each of bodies for the users shown in views but this connection's,
+// those in skip (see lineLog.includable) and those whose nick is nick (they said it, from another client: their
+// connection shows it as their own; see lineLog.covered). Each user's
+// copies of bodies are in their order.
+func (n *network) othersCopies(copies *roomCopies, views map[string]*roomView, skip map[string]bool, nick string, bodies []string, other copyFunc) *roomCopies {
+	if len(views) <= len(skip)+1 {
+		return copies
+	}
+	all := &roomCopies{msgs: slices.Clip(copies.msgs), sids: slices.Clip(copies.sids)}
+	folded := n.fold(nick)
+	for _, b := range bodies {
+		for user, v := range views {
+			if user == n.user || skip[user] || n.fold(v.nick) == folded {
+				continue
+			}
+			for _, full := range v.fulls {
+				all.add(other(v.room, full, b), v.room)
+			}
+		}
+	}
+	return all
 }
 
 // syncWindows opens the user's archive window (see store.OpenIRCWindow)
@@ -178,6 +269,119 @@ func (n *network) syncWindows(ctx context.Context) {
 		}
 		delete(n.windows, key)
 	}
+	n.publish(ctx)
+}
+
+// publish shows the bridge's lineLog what this connection shows of each
+// channel whose window is open (lineLog.show): the room's JID, its nick
+// and the resources in the room, while the channel is shown and keeps
+// history. A change the lineLog has not seen yet costs nothing but the
+// connection's own copies (see record).
+func (n *network) publish(ctx context.Context) {
+	for key, name := range n.windows {
+		ch := n.chans[key]
+		var v *roomView
+		if ch != nil && n.c != nil && ch.settings.Record && ch.state.shown() && len(ch.resources) > 0 {
+			if n.views[key].view.shows(n, ch) {
+				continue
+			}
+			v = &roomView{room: ch.jid(n), nick: n.nick, fulls: make([]string, 0, len(ch.resources))}
+			for full := range ch.resources {
+				v.fulls = append(v.fulls, full)
+			}
+			slices.Sort(v.fulls)
+		}
+		if v.equal(n.views[key].view) {
+			continue
+		}
+		n.b.withKey(ctx, n.server, name, func(k string) error {
+			c := lineChan{n.server, k}
+			if old := n.views[key]; old.view != nil && old.c != c {
+				n.b.lines.show(old.c, n.user, nil, n.fold)
+			}
+			n.b.lines.show(c, n.user, v, n.fold)
+			if v == nil {
+				delete(n.views, key)
+			} else {
+				if n.views == nil {
+					n.views = map[string]shownView{}
+				}
+				n.views[key] = shownView{c, v}
+			}
+			return nil
+		})
+	}
+	for key, sv := range n.views {
+		if _, open := n.windows[key]; !open {
+			n.b.lines.show(sv.c, n.user, nil, n.fold)
+			delete(n.views, key)
+		}
+	}
+}
+
+// joining tells the lineLog that this connection sends a JOIN of ch
+// (lineLog.joining), when ch keeps history.
+func (n *network) joining(ch *channel) {
+	if !ch.settings.Record {
+		return
+	}
+	n.b.withKey(n.b.runCtx, n.server, ch.name, func(key string) error {
+		n.b.lines.joining(lineChan{n.server, key}, n.user, time.Now())
+		return nil
+	})
+}
+
+// shows reports whether v is what n shows of ch (without building it).
+func (v *roomView) shows(n *network, ch *channel) bool {
+	if v == nil || v.room != ch.jid(n) || v.nick != n.nick || len(v.fulls) != len(ch.resources) {
+		return false
+	}
+	for _, full := range v.fulls {
+		if ch.resources[full] == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// hideGone hides from the lineLog, as this connection sees it, the view
+// of a connection here whose nick leaves a channel (PART, KICK), the
+// server (QUIT) or changes (NICK): the lines after are not queued for it
+// by others, in case this connection archives them before its own
+// connection has seen it go.
+func (n *network) hideGone(m *irc.Message) {
+	var nick string
+	var names []string
+	switch m.Command {
+	case "PART":
+		nick, names = m.Name, strings.Split(m.Param(0), ",")
+	case "KICK":
+		nick, names = m.Param(1), []string{m.Param(0)}
+	case "QUIT", "NICK":
+		nick = m.Name
+	default:
+		return
+	}
+	if nick == "" || n.fold(nick) == n.fold(n.nick) {
+		return // its own: publish hides it
+	}
+	// Every channel here, shown yet or not: one not shown yet may be by
+	// the time its next line comes.
+	for key, ch := range n.chans {
+		if !ch.settings.Record || (names != nil && !slices.ContainsFunc(names, func(name string) bool { return n.fold(name) == key })) {
+			continue
+		}
+		n.b.withKey(n.b.runCtx, n.server, ch.name, func(k string) error {
+			n.b.lines.hideNick(lineChan{n.server, k}, nick, n.fold)
+			return nil
+		})
+	}
+}
+
+// shownView is a view a connection showed (publish), and where.
+type shownView struct {
+	c    lineChan
+	view *roomView
 }
 
 // closeWindow closes the user's window on the channel name and, once

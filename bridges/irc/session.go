@@ -34,6 +34,7 @@ type network struct {
 	watch    watchState                  // the IRC contacts whose presence is followed (presence.go)
 	whois    map[string]*whoisReq        // WHOIS under way, by folded nick (whois.go)
 	windows  map[string]string           // channels whose archive window is open: folded name → name (see syncWindows)
+	views    map[string]shownView        // what it shows the lineLog of each channel: folded name → view (see publish)
 	// fence checks the lease under which the instance held the user when
 	// the network started (bridges.Host.Fence): once it fails, the
 	// connection is closed without a word and not opened again.
@@ -260,6 +261,10 @@ func (n *network) forget() {
 		}
 	}
 	n.windows = nil
+	for _, sv := range n.views {
+		n.b.lines.show(sv.c, n.user, nil, n.fold)
+	}
+	n.views = nil
 	n.dropListRequests()
 	n.failEchoes()
 	n.watchLost()
