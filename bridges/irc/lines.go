@@ -103,9 +103,6 @@ type chanLines struct {
 	// copies of a later line are not queued for them by another
 	// connection (see includable), which would put them first.
 	busy map[string]int
-	// joinSeq is, by user, the last line claimed when their connection
-	// last sent a JOIN (joining).
-	joinSeq map[string]uint64
 }
 
 // ownKey names a connection's cursor in the messages of one sender.
@@ -139,6 +136,15 @@ type lineLog struct {
 	// connection saw leave (hideNick): a view with that nick is not shown
 	// again until the user's connection joins again or left.
 	hidden map[lineChan]map[string]string
+	// joins is, by channel and user, the last line claimed when their
+	// connection last sent a JOIN there, for lineTTL (see joining).
+	joins map[lineChan]map[string]joinMark
+}
+
+// joinMark is when a connection sent a JOIN: the last line claimed then.
+type joinMark struct {
+	seq uint64
+	at  time.Time
 }
 
 // roomView is what a connection shows of a channel, for the copies of
@@ -252,12 +258,16 @@ func (g *lineLog) done(c lineChan, user string) {
 func (g *lineLog) joining(c lineChan, user string, now time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	cl := g.lines(c, now)
-	cl.cursor[user] = g.seq
-	if cl.joinSeq == nil {
-		cl.joinSeq = map[string]uint64{}
+	if cl := g.chans[c]; cl != nil {
+		cl.cursor[user] = g.seq
 	}
-	cl.joinSeq[user] = g.seq
+	if g.joins == nil {
+		g.joins = map[lineChan]map[string]joinMark{}
+	}
+	if g.joins[c] == nil {
+		g.joins[c] = map[string]joinMark{}
+	}
+	g.joins[c][user] = joinMark{g.seq, now}
 	delete(g.hidden[c], user)
 }
 
@@ -296,8 +306,9 @@ func (g *lineLog) includable(c lineChan, views map[string]*roomView, seq uint64,
 	if cl == nil {
 		return nil
 	}
+	since := g.joins[c][by].seq
 	for user := range views {
-		if user == by || cl.caughtUp(user, seq, cl.joinSeq[by], fold) {
+		if user == by || cl.caughtUp(user, seq, since, fold) {
 			continue
 		}
 		if skip == nil {
@@ -313,7 +324,7 @@ func (g *lineLog) includable(c lineChan, views map[string]*roomView, seq uint64,
 // has matched or archived a line after since (see joining). Callers hold
 // the lineLog's lock.
 func (cl *chanLines) caughtUp(user string, seq, since uint64, fold func(string) string) bool {
-	if cl.busy[user] > 0 || cl.cursor[user] < since {
+	if cl.busy[user] > 0 || (since > 0 && cl.cursor[user] <= since) {
 		return false
 	}
 	after := cl.cursor[user]
@@ -398,6 +409,9 @@ func (g *lineLog) left(c lineChan, user string) {
 	delete(g.in[c], user)
 	g.showLocked(c, user, nil)
 	delete(g.hidden[c], user)
+	if len(g.hidden[c]) == 0 {
+		delete(g.hidden, c)
+	}
 	if cl := g.chans[c]; cl != nil {
 		// The messages recorded ahead so far reach it now or never.
 		if cl.floor == nil {
@@ -489,6 +503,11 @@ func (g *lineLog) ownLines(c lineChan, user, nick string, parts []string, ahead 
 	cl := g.lines(c, now)
 	a := &archived{at: now, done: make(chan struct{})}
 	lines := make([]*sharedLine, len(parts))
+	if ahead {
+		// Busy from now: the others may get it before its echo is
+		// queued (see done).
+		cl.markBusy(user)
+	}
 	for i, p := range parts {
 		if ahead {
 			g.seq++
@@ -514,8 +533,9 @@ type ownLines struct {
 var errWithdrawn = errors.New("the message was not sent")
 
 // withdraw forgets the lines of o (nil: none), a message not sent after
-// all, and finishes it with errWithdrawn.
-func (g *lineLog) withdraw(o *ownLines) {
+// all, and finishes it with errWithdrawn; its user is busy with it no
+// more.
+func (g *lineLog) withdraw(o *ownLines, user string) {
 	if o == nil {
 		return
 	}
@@ -524,6 +544,7 @@ func (g *lineLog) withdraw(o *ownLines) {
 		cl.ahead = slices.DeleteFunc(cl.ahead, func(l *sharedLine) bool { return slices.Contains(o.lines, l) })
 	}
 	g.mu.Unlock()
+	g.done(o.c, user)
 	o.a.finish(0, errWithdrawn)
 }
 
@@ -539,6 +560,12 @@ func (g *lineLog) lines(c lineChan, now time.Time) *chanLines {
 				continue
 			}
 			cl.prune()
+		}
+		for c, marks := range g.joins {
+			maps.DeleteFunc(marks, func(_ string, m joinMark) bool { return now.Sub(m.at) > lineTTL })
+			if len(marks) == 0 {
+				delete(g.joins, c)
+			}
 		}
 		// The last lines of the channels no connection here is in
 		// (archived as it left, or with no window opened).
@@ -596,5 +623,4 @@ func (cl *chanLines) prune() {
 	}
 	maps.DeleteFunc(cl.ownCursor, func(_ ownKey, seq uint64) bool { return seq < oldest })
 	maps.DeleteFunc(cl.floor, func(_ string, seq uint64) bool { return seq < oldest })
-	maps.DeleteFunc(cl.joinSeq, func(_ string, seq uint64) bool { return seq < oldest })
 }

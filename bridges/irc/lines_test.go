@@ -424,7 +424,7 @@ func TestLineLogAhead(t *testing.T) {
 	// A message not sent after all is withdrawn: the same text from IRC
 	// is a line of its own, and the withdrawn one's waiters get an error.
 	y, _ := g.ownLines(c, "a", "al", []string{"y"}, true, t0)
-	g.withdraw(&ownLines{c: c, parts: []string{"y"}, lines: func() []*sharedLine { l := g.chans[c].ahead; return l[len(l)-1:] }(), a: y})
+	g.withdraw(&ownLines{c: c, parts: []string{"y"}, lines: func() []*sharedLine { l := g.chans[c].ahead; return l[len(l)-1:] }(), a: y}, "a")
 	if _, err := y.wait(context.Background()); !errors.Is(err, errWithdrawn) {
 		t.Errorf("the withdrawn message: %v", err)
 	}
@@ -571,5 +571,40 @@ func TestLineLogIncludable(t *testing.T) {
 	g.done(c, "y")
 	if skip := g.includable(c, views, l8.seq, "y", fold); skip["b"] {
 		t.Errorf("b matched a line after y joined: skipped %v", skip)
+	}
+}
+
+// A user's own message is counted from when it is recorded, before it
+// is sent: another connection that gets it, then a line after it, leaves
+// the user out of that line's copies until the echo is queued (or the
+// message withdrawn). A JOIN's mark lasts lineTTL.
+func TestLineLogSenderBusy(t *testing.T) {
+	var g lineLog
+	c := lineChan{"srv", "#c"}
+	t0 := time.Now()
+	fold := strings.ToLower
+	views := map[string]*roomView{"x": {room: "r", nick: "ex"}, "a": {room: "r", nick: "al"}}
+	o := &ownLines{c: c, parts: []string{"hi"}}
+	o.a, o.lines = g.ownLines(c, "a", "al", o.parts, true, t0)
+	g.claimLine(c, "x", "al", "hi", t0)
+	g.done(c, "x")
+	l, _ := g.claimLine(c, "x", "peer", "yo", t0)
+	if !g.includable(c, views, l.seq, "x", fold)["a"] {
+		t.Error("a, whose echo is not queued yet: included")
+	}
+	g.done(c, "a")
+	if g.includable(c, views, l.seq, "x", fold)["a"] {
+		t.Error("a, its echo queued: left out")
+	}
+	w := &ownLines{c: c, parts: []string{"unsent"}}
+	w.a, w.lines = g.ownLines(c, "a", "al", w.parts, true, t0)
+	g.withdraw(w, "a")
+	if g.includable(c, views, l.seq, "x", fold)["a"] {
+		t.Error("a, its message withdrawn: left out")
+	}
+	g.joining(c, "x", t0)
+	g.claimLine(c, "x", "peer", "later", t0.Add(lineTTL+time.Second))
+	if len(g.joins) != 0 {
+		t.Errorf("a JOIN's mark after lineTTL: %v", g.joins)
 	}
 }

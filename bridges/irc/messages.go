@@ -420,7 +420,7 @@ func (b *Bridge) groupchat(ctx context.Context, u *bridges.User, st *xmlel.Eleme
 	}
 	if e != nil {
 		n.dropEcho(p)
-		n.b.lines.withdraw(own)
+		n.b.lines.withdraw(own, n.user)
 		bridges.Refuse(b.host, st, e)
 		return
 	}

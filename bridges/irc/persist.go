@@ -127,15 +127,19 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, pa
 		bodies := parts
 		switch {
 		case own != nil && own.c == c:
+			// Counted busy as it was recorded (ownLines).
 			a, lines, parts, bodies = own.a, own.lines, own.parts, own.parts
+			release = func() { n.b.lines.done(c, n.user) }
 		case own != nil:
 			// The keys changed since (a new case mapping): the lines
 			// recorded are left to expire, unmatched.
-			n.b.lines.withdraw(own)
+			n.b.lines.withdraw(own, n.user)
 			other = nil
 			fallthrough
 		case parts != nil:
 			a, lines = n.b.lines.ownLines(c, n.user, nick, parts, false, time.Now())
+			n.b.lines.busyWith(c, n.user)
+			release = func() { n.b.lines.done(c, n.user) }
 		default:
 			l, first := n.b.lines.claimLine(c, n.user, nick, body, time.Now())
 			release = func() { n.b.lines.done(c, n.user) } // claimLine counted it
@@ -144,10 +148,6 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, pa
 				return nil
 			}
 			a, lines, bodies = l.archived, []*sharedLine{l}, []string{body}
-		}
-		if parts != nil {
-			n.b.lines.busyWith(c, n.user)
-			release = func() { n.b.lines.done(c, n.user) }
 		}
 		last, joined := n.b.lines.known(c)
 		line := store.IRCLine{Server: n.server, Channel: key, Nick: nick, Body: body, Stamp: a.at,
