@@ -445,14 +445,8 @@ func (g *lineLog) archived(c lineChan, nick string, l store.ArchivedLine, fromIR
 	}
 }
 
-// claim returns the message of the line user's connection got, and
-// whether the caller archives it (then it calls finish).
-func (g *lineLog) claim(c lineChan, user, nick, body string, now time.Time) (*archived, bool) {
-	l, first := g.claimLine(c, user, nick, body, now)
-	return l.archived, first
-}
-
-// claimLine is claim, returning the line.
+// claimLine returns the line user's connection got, and whether the
+// caller archives it (then it calls finish).
 func (g *lineLog) claimLine(c lineChan, user, nick, body string, now time.Time) (*sharedLine, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -485,18 +479,13 @@ func (g *lineLog) claimLine(c lineChan, user, nick, body string, now time.Time) 
 	return l, true
 }
 
-// own returns the message user sends, which the caller archives (then it
-// calls finish), and which the others get as the IRC lines parts.
-func (g *lineLog) own(c lineChan, user, nick string, parts []string, now time.Time) *archived {
-	a, _ := g.ownLines(c, user, nick, parts, false, now)
-	return a
-}
-
-// ownLines is own, returning the lines too. ahead tells that the message
-// is recorded before it is sent: the others' copies are then matched to
-// it in its sender's order (see chanLines.ahead). A message recorded
-// after it was sent (the server's echo of it) is matched in the channel's
-// order, as a line from IRC: the others may have got it first.
+// ownLines returns the message user sends, which the caller archives
+// (then it calls finish), and which the others get as the IRC lines
+// parts, and its lines. ahead tells that the message is recorded before
+// it is sent: the others' copies are then matched to it in its sender's
+// order (see chanLines.ahead). A message recorded after it was sent (the
+// server's echo of it) is matched in the channel's order, as a line from
+// IRC: the others may have got it first.
 func (g *lineLog) ownLines(c lineChan, user, nick string, parts []string, ahead bool, now time.Time) (*archived, []*sharedLine) {
 	g.mu.Lock()
 	defer g.mu.Unlock()

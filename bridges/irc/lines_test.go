@@ -608,3 +608,16 @@ func TestLineLogSenderBusy(t *testing.T) {
 		t.Errorf("a JOIN's mark after lineTTL: %v", g.joins)
 	}
 }
+
+// claim is claimLine, returning the message.
+func (g *lineLog) claim(c lineChan, user, nick, body string, now time.Time) (*archived, bool) {
+	l, first := g.claimLine(c, user, nick, body, now)
+	return l.archived, first
+}
+
+// own returns the message user sends, which the caller archives (then it
+// calls finish), and which the others get as the IRC lines parts.
+func (g *lineLog) own(c lineChan, user, nick string, parts []string, now time.Time) *archived {
+	a, _ := g.ownLines(c, user, nick, parts, false, now)
+	return a
+}

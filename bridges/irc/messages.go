@@ -197,7 +197,7 @@ func (n *network) answerCTCP(nick, cmd, arg string) {
 // roomMessage sends a groupchat message from ch (or ch/nick) to every
 // resource in it.
 func (n *network) roomMessage(ctx context.Context, ch *channel, nick, body string, m *irc.Message) {
-	build := func(room, full, body string) *xmlel.Element {
+	build := func(room, full string) *xmlel.Element {
 		from := room
 		if nick != "" {
 			from += "/" + nick
@@ -210,7 +210,7 @@ func (n *network) roomMessage(ctx context.Context, ch *channel, nick, body strin
 	}
 	var copies roomCopies
 	for full := range ch.resources {
-		copies.add(build(ch.jid(n), full, body), ch.jid(n))
+		copies.add(build(ch.jid(n), full), ch.jid(n))
 	}
 	sid, queued := stanza.NewID(), false
 	if nick != "" {

@@ -124,11 +124,10 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, pa
 	err := n.b.withKey(ctx, n.server, ch.name, func(key string) error {
 		c := lineChan{n.server, key}
 		var lines []*sharedLine
-		bodies := parts
 		switch {
 		case own != nil && own.c == c:
 			// Counted busy as it was recorded (ownLines).
-			a, lines, parts, bodies = own.a, own.lines, own.parts, own.parts
+			a, lines, parts = own.a, own.lines, own.parts
 			release = func() { n.b.lines.done(c, n.user) }
 		case own != nil:
 			// The keys changed since (a new case mapping): the lines
@@ -147,7 +146,7 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, pa
 				a, mine = l.archived, l
 				return nil
 			}
-			a, lines, bodies = l.archived, []*sharedLine{l}, []string{body}
+			a, lines = l.archived, []*sharedLine{l}
 		}
 		last, joined := n.b.lines.known(c)
 		line := store.IRCLine{Server: n.server, Channel: key, Nick: nick, Body: body, Stamp: a.at,
@@ -160,7 +159,7 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, pa
 			// those it sees leave (hideGone).
 			views = n.b.lines.viewsOf(c)
 			skip = n.b.lines.includable(c, views, lines[0].seq, n.user, n.fold)
-			all = n.othersCopies(copies, views, skip, nick, bodies, other)
+			all = n.othersCopies(copies, views, skip, nick, other)
 		}
 		if len(all.msgs) > 0 {
 			line.Echo = all.echo(n.b.host.Domain())
@@ -204,29 +203,27 @@ func (n *network) record(ctx context.Context, ch *channel, nick, body string, pa
 	return strconv.FormatInt(id, 10), false, release
 }
 
-// copyFunc builds the copy of a line of text body for the resource full
-// of a user whose clients know the room as room.
-type copyFunc func(room, full, body string) *xmlel.Element
+// copyFunc builds the copy of a line for the resource full of a user
+// whose clients know the room as room.
+type copyFunc func(room, full string) *xmlel.Element
 
-// othersCopies returns copies followed by the copies, built by other, of
-// each of bodies for the users shown in views but this connection's,
-// those in skip (see lineLog.includable) and those whose nick is nick (they said it, from another client: their
-// connection shows it as their own; see lineLog.covered). Each user's
-// copies of bodies are in their order.
-func (n *network) othersCopies(copies *roomCopies, views map[string]*roomView, skip map[string]bool, nick string, bodies []string, other copyFunc) *roomCopies {
+// othersCopies returns copies followed by the copies, built by other,
+// for the users shown in views but this connection's, those in skip
+// (see lineLog.includable) and those whose nick is nick (they said it,
+// from another client: their connection shows it as their own; see
+// lineLog.covered).
+func (n *network) othersCopies(copies *roomCopies, views map[string]*roomView, skip map[string]bool, nick string, other copyFunc) *roomCopies {
 	if len(views) <= len(skip)+1 {
 		return copies
 	}
 	all := &roomCopies{msgs: slices.Clip(copies.msgs), sids: slices.Clip(copies.sids)}
 	folded := n.fold(nick)
-	for _, b := range bodies {
-		for user, v := range views {
-			if user == n.user || skip[user] || n.fold(v.nick) == folded {
-				continue
-			}
-			for _, full := range v.fulls {
-				all.add(other(v.room, full, b), v.room)
-			}
+	for user, v := range views {
+		if user == n.user || skip[user] || n.fold(v.nick) == folded {
+			continue
+		}
+		for _, full := range v.fulls {
+			all.add(other(v.room, full), v.room)
 		}
 	}
 	return all
