@@ -34,6 +34,9 @@ type Host struct {
 	Settings bridges.Settings
 	// Logs keeps what the bridge logs.
 	Logs *LogBuffer
+	// OnQueued, when set, is called with the stanzas given to Queued
+	// before they are recorded.
+	OnQueued func(sts ...*xmlel.Element)
 	// Uncommitted keeps the messages out of the outbox (keys and links
 	// are still committed): benchmarks measure the bridge, not SQLite.
 	Uncommitted bool
@@ -160,6 +163,9 @@ func (h *Host) Deliver(ctx context.Context, key string, links []store.MessageID,
 
 // Queued records sts as committed messages: the bridge committed them.
 func (h *Host) Queued(sts ...*xmlel.Element) {
+	if h.OnQueued != nil {
+		h.OnQueued(sts...)
+	}
 	for _, st := range sts {
 		h.record(st, true)
 	}

@@ -528,13 +528,22 @@ func (g *lineLog) withdraw(o *ownLines, user string) {
 	if o == nil {
 		return
 	}
+	g.unexpect(o)
+	g.done(o.c, user)
+	o.a.finish(0, errWithdrawn)
+}
+
+// unexpect forgets o's lines, archived but not sent after all, so that
+// no connection matches a later line to them.
+func (g *lineLog) unexpect(o *ownLines) {
+	if o == nil {
+		return
+	}
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	if cl := g.chans[o.c]; cl != nil {
 		cl.ahead = slices.DeleteFunc(cl.ahead, func(l *sharedLine) bool { return slices.Contains(o.lines, l) })
 	}
-	g.mu.Unlock()
-	g.done(o.c, user)
-	o.a.finish(0, errWithdrawn)
 }
 
 // lines returns c's lines, the expired ones forgotten. Callers hold g.mu.

@@ -3,8 +3,11 @@ package irc
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"passerelle/bridges"
 	"passerelle/bridges/bridgetest"
 	"passerelle/component/stanza"
 	"passerelle/component/xmlel"
@@ -130,6 +133,75 @@ func TestReflectionNotArchived(t *testing.T) {
 	if got := fx.archive(t, "#c"); got != "hello" {
 		t.Errorf("archive: %q, want %q", got, "hello")
 	}
+}
+
+// The echo of the user's own message is queued before its line goes to a
+// server without echo-message (reflectFirst): here, when the echo is
+// queued, the server has not got the line.
+func TestReflectionBeforeSending(t *testing.T) {
+	fx := echoFixture(t)
+	got := make(chan string, 1)
+	var once sync.Once
+	fx.h.OnQueued = func(sts ...*xmlel.Element) {
+		once.Do(func() {
+			select {
+			case l := <-fx.f.lines:
+				got <- l
+			case <-time.After(300 * time.Millisecond):
+				got <- ""
+			}
+		})
+	}
+	fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='#c%localhost@irc.example' type='groupchat' id='x1'><body>first</body></message>")
+	fx.h.Run(func(context.Context) { fx.h.OnQueued = nil })
+	if l := <-got; l != "" {
+		t.Fatalf("the server got %q before the echo was queued", l)
+	}
+	fx.f.expect(t, "PRIVMSG #c first")
+	if got := fx.archive(t, "#c"); got != "hello first" {
+		t.Errorf("archive: %q, want %q", got, "hello first")
+	}
+}
+
+// A message whose line cannot be queued to the server after its echo was
+// (the connection closed between the check and the queuing) is refused
+// after its echo: the user's client shows it failed. The line recorded
+// for the other connections is forgotten, so that a later line with the
+// same text is not taken for it.
+func TestReflectionThenUnsent(t *testing.T) {
+	fx := echoFixture(t)
+	st, err := xmlel.Parse("<message xmlns='jabber:component:accept' from='" + testUser + "/r' to='#c%localhost@irc.example' type='groupchat' id='u1'><body>unsent</body></message>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx.h.Run(func(ctx context.Context) {
+		// On the user's goroutine: the connection's loss is not handled
+		// before the message.
+		fx.b.networkOf(testUser, "localhost").c.close("")
+		fx.b.Handle(ctx, &bridges.User{JID: testUser, Full: testUser + "/r"}, st)
+	})
+	echoed, refused := false, false
+	for _, m := range fx.h.Stanzas() {
+		switch {
+		case m.Attr("id") == "u1" && m.Attr("type") == "groupchat" && m.Attr("to") == testUser+"/r":
+			echoed = true
+		case m.Attr("id") == "u1" && m.Attr("type") == "error":
+			if !echoed {
+				t.Errorf("refused before its echo: %s", m)
+			}
+			refused = true
+		}
+	}
+	if !echoed || !refused {
+		t.Fatalf("echoed %v, refused %v; want both", echoed, refused)
+	}
+	fx.h.Run(func(context.Context) {
+		for c, cl := range fx.b.lines.chans {
+			if len(cl.ahead) != 0 {
+				t.Errorf("%v: %d lines recorded ahead after the refusal, want 0", c, len(cl.ahead))
+			}
+		}
+	})
 }
 
 // A line from IRC, archived by this connection, costs one commit too:
