@@ -333,6 +333,30 @@ func (c *conn) send(line string) error {
 	return nil
 }
 
+// sendAll queues lines, all of them or, when the connection is closing
+// or they do not all fit, none.
+func (c *conn) sendAll(lines []string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.stopped || c.quit != nil:
+		return errClosed
+	case len(c.queue)+len(lines) > queueSize:
+		return errQueueFull
+	}
+	c.queue = append(c.queue, lines...)
+	c.startWriter()
+	return nil
+}
+
+// closing reports whether the connection is closing or closed: nothing
+// more can be queued.
+func (c *conn) closing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopped || c.quit != nil
+}
+
 // room reports how many lines can be queued now.
 func (c *conn) room() int {
 	c.mu.Lock()

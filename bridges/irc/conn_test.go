@@ -72,10 +72,20 @@ func TestConnRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	queued(t, c, 0)
-	for i := 0; i < queueSize; i++ {
+	for i := 0; i < queueSize-2; i++ {
 		if err := c.send("PRIVMSG #c :x"); err != nil {
 			t.Fatalf("line %d: %v", i, err)
 		}
+	}
+	// The lines of one message: all of them or none.
+	if err := c.sendAll([]string{"PRIVMSG #c :1", "PRIVMSG #c :2", "PRIVMSG #c :3"}); !errors.Is(err, errQueueFull) {
+		t.Fatalf("three lines with room for two: %v", err)
+	}
+	if c.room() != 2 {
+		t.Fatalf("room = %d after a message that did not fit, want 2", c.room())
+	}
+	if err := c.sendAll([]string{"PRIVMSG #c :1", "PRIVMSG #c :2"}); err != nil {
+		t.Fatal(err)
 	}
 	if err := c.send("PRIVMSG #c :x"); !errors.Is(err, errQueueFull) {
 		t.Fatalf("send on a full queue: %v", err)
@@ -83,9 +93,15 @@ func TestConnRefusals(t *testing.T) {
 	if c.room() != 0 {
 		t.Fatalf("room = %d on a full queue", c.room())
 	}
+	if c.closing() {
+		t.Fatal("closing before close")
+	}
 	c.close("QUIT :bye")
 	if err := c.send("PRIVMSG #c :late"); !errors.Is(err, errClosed) {
 		t.Fatalf("send while closing: %v", err)
+	}
+	if err := c.sendAll([]string{"PRIVMSG #c :late"}); !errors.Is(err, errClosed) || !c.closing() {
+		t.Fatalf("sendAll while closing: %v, closing %v", err, c.closing())
 	}
 	server.Close() // the blocked write fails: the connection stops
 	select {

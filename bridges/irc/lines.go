@@ -493,8 +493,8 @@ func (g *lineLog) ownLines(c lineChan, user, nick string, parts []string, ahead 
 	a := &archived{at: now, done: make(chan struct{})}
 	lines := make([]*sharedLine, len(parts))
 	if ahead {
-		// Busy from now: the others may get it before its echo is
-		// queued (see done).
+		// Busy from now until its echo is queued (see done): no other
+		// connection queues this user's copy of a later line before it.
 		cl.markBusy(user)
 	}
 	for i, p := range parts {
@@ -521,9 +521,10 @@ type ownLines struct {
 // errWithdrawn is the archive's answer for a message that was not sent.
 var errWithdrawn = errors.New("the message was not sent")
 
-// withdraw forgets the lines of o (nil: none), a message not sent after
-// all, and finishes it with errWithdrawn; its user is busy with it no
-// more.
+// withdraw forgets the lines of o (nil: none), recorded for a message
+// that record archives under other keys (the channel's case mapping
+// changed since), and finishes it with errWithdrawn; its user is busy
+// with it no more.
 func (g *lineLog) withdraw(o *ownLines, user string) {
 	if o == nil {
 		return

@@ -350,9 +350,10 @@ func (n *network) textLines(target, body string) ([]string, *stanza.Error) {
 	return lines, nil
 }
 
-// ready reports why lines lines cannot be queued to the server now, or nil.
+// ready reports why a message of lines lines cannot be queued to the
+// server now, or nil.
 func (n *network) ready(lines int) *stanza.Error {
-	if n.c == nil || !n.registered {
+	if n.c == nil || !n.registered || n.c.closing() {
 		return stanza.Errorf("recipient-unavailable", "Not connected to "+n.server+".")
 	}
 	if n.c.room() < lines {
@@ -363,17 +364,31 @@ func (n *network) ready(lines int) *stanza.Error {
 	return nil
 }
 
-// sendText sends lines to target, refusing everything when they do not
-// all fit in the queue. With echo-message and labeled-response, every
+// sendText sends lines to target, all of them or, when they do not all
+// fit in the queue, none. With echo-message and labeled-response, every
 // line carries a label and p (when not nil) waits for their echoes.
 func (n *network) sendText(target string, lines []string, p *pendingEcho) *stanza.Error {
 	if e := n.ready(len(lines)); e != nil {
 		return e
 	}
+	built, e := n.privmsgs(target, lines, p)
+	if e == nil {
+		e = n.queueLines(built)
+	}
+	return e
+}
+
+// privmsgs builds the PRIVMSG lines of text to target; with echo-message
+// and labeled-response, each with a label that p (when not nil) waits for.
+func (n *network) privmsgs(target string, lines []string, p *pendingEcho) ([]string, *stanza.Error) {
+	built := make([]string, len(lines))
 	base := stanza.NewID()
 	for i, l := range lines {
 		line, err := buildLine("PRIVMSG", target, l)
-		if err == nil && n.labeled() {
+		if err != nil {
+			return nil, stanza.Errorf("recipient-unavailable", "Cannot send to "+n.server+": "+err.Error())
+		}
+		if n.labeled() {
 			label := base + "." + strconv.Itoa(i)
 			line = "@label=" + label + " " + line
 			if p != nil {
@@ -381,17 +396,38 @@ func (n *network) sendText(target string, lines []string, p *pendingEcho) *stanz
 				n.echoes[label] = p
 			}
 		}
-		if err == nil {
-			err = n.c.send(line)
-		}
-		if err != nil {
-			return stanza.Errorf("recipient-unavailable", "Cannot send to "+n.server+": "+err.Error())
-		}
+		built[i] = line
+	}
+	return built, nil
+}
+
+// queueLines queues lines to the server, all of them or none.
+func (n *network) queueLines(lines []string) *stanza.Error {
+	if err := n.c.sendAll(lines); err != nil {
+		return stanza.Errorf("recipient-unavailable", "Cannot send to "+n.server+": "+err.Error())
 	}
 	return nil
 }
 
 // groupchat handles a groupchat message from a resource to ch.
+//
+// A message to a server without echo-message is archived (when the
+// channel keeps history) and its echo queued before its lines are queued
+// to the server, as biboumi reflects a message before it sends it. Sent
+// first, the line reached the other users' connections here (hundreds
+// of them) while the echo was being committed, and the echo then waited
+// for a CPU behind their copies: in BenchmarkIRCGateway at 500 users (the
+// gateway alone, three runs each) the echo's p99 went from 18.8–24.1 ms
+// to 11.7–13.7 ms, for no change to the server's copy beyond the runs'
+// spread (p50 2.94–3.00 ms before, 2.76–3.18 after). The line therefore
+// waits for that commit, as the echo did (a stalled store holds both).
+// As before, a line queued may still be lost with its connection before
+// it is written. Only a connection closed by another goroutine between
+// the check (ready) and the queuing (conn.sendAll, all lines or none)
+// leaves an echo and an archived message that the server never got: the
+// user then gets the error after the echo, and the line recorded for the
+// other connections here is forgotten (another instance sharing the
+// archive may still take a later line with the same text for it).
 func (b *Bridge) groupchat(ctx context.Context, u *bridges.User, st *xmlel.Element, n *network, ch *channel) {
 	if _, ok := ch.resources[u.Full]; !ok {
 		bridges.Refuse(b.host, st, stanza.Errorf("not-acceptable", "Join the room before sending messages to it."))
@@ -417,15 +453,17 @@ func (b *Bridge) groupchat(ctx context.Context, u *bridges.User, st *xmlel.Eleme
 	if n.labeled() {
 		p = &pendingEcho{st: st, channel: n.fold(ch.name), body: body}
 	}
+	var built []string
 	if e == nil && p == nil {
-		e = n.ready(len(lines))
+		if e = n.ready(len(lines)); e == nil {
+			built, e = n.privmsgs(ch.name, lines, nil)
+		}
 	}
 	if e == nil && p == nil {
-		// Without echoes, the message is reflected (archived, its echo
-		// queued) before it is sent: see reflectFirst.
+		// Without echoes, the message is reflected before it is sent.
 		own := n.expectOwn(ctx, ch, body)
 		n.reflect(ctx, ch, st, body, own)
-		if e = n.sendText(ch.name, lines, nil); e != nil {
+		if e = n.queueLines(built); e != nil {
 			n.b.lines.unexpect(own)
 		}
 	} else if e == nil {
@@ -436,20 +474,6 @@ func (b *Bridge) groupchat(ctx context.Context, u *bridges.User, st *xmlel.Eleme
 		bridges.Refuse(b.host, st, e)
 	}
 }
-
-// reflectFirst: a message to a server without echo-message is archived
-// and its echo queued before its lines are queued to the server, as
-// biboumi reflects a message before it sends it. Sent first, the line
-// reached the other users' connections here (hundreds of them) while the
-// echo was being committed, and the echo then waited for a CPU behind
-// their copies: in BenchmarkIRCGateway at 500 users (the gateway alone,
-// three runs each) the echo's p99 went from 18.8–24.1 ms to 11.7–13.7 ms,
-// for no change to the server's copy beyond the runs' spread (p50
-// 2.94–3.00 ms before, 2.76–3.18 after). As before, a line queued may
-// still be lost with its connection before it is written. A connection
-// that closes between the check (ready) and the queuing leaves an echo
-// and an archived message that the server never got: the user then gets
-// the error too, and the line recorded for the others is forgotten.
 
 // reflect sends the user's own message back to every resource in the
 // room, as a room does: orig's id and the elements a client may rely on

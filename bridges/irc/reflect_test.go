@@ -136,7 +136,7 @@ func TestReflectionNotArchived(t *testing.T) {
 }
 
 // The echo of the user's own message is queued before its line goes to a
-// server without echo-message (reflectFirst): here, when the echo is
+// server without echo-message (see groupchat): here, when the echo is
 // queued, the server has not got the line.
 func TestReflectionBeforeSending(t *testing.T) {
 	fx := echoFixture(t)
@@ -154,8 +154,13 @@ func TestReflectionBeforeSending(t *testing.T) {
 	}
 	fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='#c%localhost@irc.example' type='groupchat' id='x1'><body>first</body></message>")
 	fx.h.Run(func(context.Context) { fx.h.OnQueued = nil })
-	if l := <-got; l != "" {
-		t.Fatalf("the server got %q before the echo was queued", l)
+	select {
+	case l := <-got:
+		if l != "" {
+			t.Fatalf("the server got %q before the echo was queued", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the echo was not queued")
 	}
 	fx.f.expect(t, "PRIVMSG #c first")
 	if got := fx.archive(t, "#c"); got != "hello first" {
@@ -163,14 +168,33 @@ func TestReflectionBeforeSending(t *testing.T) {
 	}
 }
 
-// A message whose line cannot be queued to the server after its echo was
-// (the connection closed between the check and the queuing) is refused
-// after its echo: the user's client shows it failed. The line recorded
-// for the other connections is forgotten, so that a later line with the
-// same text is not taken for it.
-func TestReflectionThenUnsent(t *testing.T) {
+// echoedRefused returns whether the message id was echoed to the sender
+// and whether it was refused with condition; a refusal must not come
+// before the echo.
+func (fx *fixture) echoedRefused(t *testing.T, id, condition string) (echoed, refused bool) {
+	t.Helper()
+	for _, m := range fx.h.Stanzas() {
+		switch {
+		case m.Attr("id") == id && m.Attr("type") == "groupchat" && m.Attr("to") == testUser+"/r":
+			if refused {
+				t.Errorf("echoed after its refusal: %s", m)
+			}
+			echoed = true
+		case m.Attr("id") == id && m.Attr("type") == "error":
+			if e := m.Child("", "error"); e == nil || e.Child(stanza.NSStanzas, condition) == nil {
+				t.Errorf("refused with %s, want %s", m, condition)
+			}
+			refused = true
+		}
+	}
+	return echoed, refused
+}
+
+// A message to a connection that is closing (its loss not handled yet)
+// is refused as before: not echoed, not archived.
+func TestReflectionClosing(t *testing.T) {
 	fx := echoFixture(t)
-	st, err := xmlel.Parse("<message xmlns='jabber:component:accept' from='" + testUser + "/r' to='#c%localhost@irc.example' type='groupchat' id='u1'><body>unsent</body></message>")
+	st, err := xmlel.Parse("<message xmlns='jabber:component:accept' from='" + testUser + "/r' to='#c%localhost@irc.example' type='groupchat' id='c1'><body>closing</body></message>")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,18 +204,29 @@ func TestReflectionThenUnsent(t *testing.T) {
 		fx.b.networkOf(testUser, "localhost").c.close("")
 		fx.b.Handle(ctx, &bridges.User{JID: testUser, Full: testUser + "/r"}, st)
 	})
-	echoed, refused := false, false
-	for _, m := range fx.h.Stanzas() {
-		switch {
-		case m.Attr("id") == "u1" && m.Attr("type") == "groupchat" && m.Attr("to") == testUser+"/r":
-			echoed = true
-		case m.Attr("id") == "u1" && m.Attr("type") == "error":
-			if !echoed {
-				t.Errorf("refused before its echo: %s", m)
-			}
-			refused = true
-		}
+	if echoed, refused := fx.echoedRefused(t, "c1", "recipient-unavailable"); echoed || !refused {
+		t.Errorf("echoed %v, refused %v; want refused only", echoed, refused)
 	}
+	if got := fx.archive(t, "#c"); got != "hello" {
+		t.Errorf("archive: %q, want %q", got, "hello")
+	}
+}
+
+// A message whose lines cannot be queued to the server after its echo
+// was (the connection closed by another goroutine meanwhile; here by the
+// echo's queuing) is refused after its echo: the user's client shows it
+// failed. The line recorded for the other connections is forgotten, so
+// that a later line with the same text is not taken for it; the archive
+// keeps the message.
+func TestReflectionThenUnsent(t *testing.T) {
+	fx := echoFixture(t)
+	var once sync.Once
+	fx.h.OnQueued = func(sts ...*xmlel.Element) {
+		once.Do(func() { fx.b.networkOf(testUser, "localhost").c.close("") })
+	}
+	fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='#c%localhost@irc.example' type='groupchat' id='u1'><body>unsent</body></message>")
+	fx.h.Run(func(context.Context) { fx.h.OnQueued = nil })
+	echoed, refused := fx.echoedRefused(t, "u1", "recipient-unavailable")
 	if !echoed || !refused {
 		t.Fatalf("echoed %v, refused %v; want both", echoed, refused)
 	}
@@ -202,6 +237,9 @@ func TestReflectionThenUnsent(t *testing.T) {
 			}
 		}
 	})
+	if got := fx.archive(t, "#c"); got != "hello unsent" {
+		t.Errorf("archive: %q, want %q", got, "hello unsent")
+	}
 }
 
 // A line from IRC, archived by this connection, costs one commit too:

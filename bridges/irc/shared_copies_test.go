@@ -367,8 +367,8 @@ func TestSharedCopiesRejoined(t *testing.T) {
 	}
 }
 
-// A message that cannot be sent is withdrawn from the lines the other
-// connections match: a later line with its text is not taken for it.
+// A message refused before it is sent (the connection lost) records
+// nothing for the other connections to match.
 func TestSharedCopiesWithdrawn(t *testing.T) {
 	fx := newRoomFixture(t)
 	fx.h.Run(func(context.Context) {
