@@ -453,26 +453,35 @@ func (b *Bridge) groupchat(ctx context.Context, u *bridges.User, st *xmlel.Eleme
 	if n.labeled() {
 		p = &pendingEcho{st: st, channel: n.fold(ch.name), body: body}
 	}
-	var built []string
-	if e == nil && p == nil {
-		if e = n.ready(len(lines)); e == nil {
-			built, e = n.privmsgs(ch.name, lines, nil)
-		}
-	}
-	if e == nil && p == nil {
-		// Without echoes, the message is reflected before it is sent.
-		own := n.expectOwn(ctx, ch, body)
-		n.reflect(ctx, ch, st, body, own)
-		if e = n.queueLines(built); e != nil {
-			n.b.lines.unexpect(own)
-		}
-	} else if e == nil {
+	switch {
+	case e != nil:
+	case p != nil:
 		e = n.sendText(ch.name, lines, p)
+	default:
+		e = n.reflectAndSend(ctx, ch, st, body, lines)
 	}
 	if e != nil {
 		n.dropEcho(p)
 		bridges.Refuse(b.host, st, e)
 	}
+}
+
+// reflectAndSend reflects the user's message to ch, then queues its lines
+// to the server (a server without echoes: see groupchat).
+func (n *network) reflectAndSend(ctx context.Context, ch *channel, st *xmlel.Element, body string, lines []string) *stanza.Error {
+	if e := n.ready(len(lines)); e != nil {
+		return e
+	}
+	built, e := n.privmsgs(ch.name, lines, nil)
+	if e != nil {
+		return e
+	}
+	own := n.expectOwn(ctx, ch, body)
+	n.reflect(ctx, ch, st, body, own)
+	if e = n.queueLines(built); e != nil {
+		n.b.lines.unexpect(own)
+	}
+	return e
 }
 
 // reflect sends the user's own message back to every resource in the

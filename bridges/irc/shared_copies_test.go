@@ -25,6 +25,8 @@ type relayIRC struct {
 	in    map[string]bool     // nicks in #c
 	hold  map[string][]string // lines held back from a nick (see holdFrom)
 	held  map[string]bool
+	said  map[string]bool // "nick text" of the lines relayed to #c
+	heard chan struct{}   // closed and replaced when a line is relayed
 }
 
 func newRelayIRC(t *testing.T) *relayIRC {
@@ -32,7 +34,8 @@ func newRelayIRC(t *testing.T) *relayIRC {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &relayIRC{ln: ln, conns: map[string]net.Conn{}, in: map[string]bool{}, hold: map[string][]string{}, held: map[string]bool{}}
+	s := &relayIRC{ln: ln, conns: map[string]net.Conn{}, in: map[string]bool{}, hold: map[string][]string{}, held: map[string]bool{},
+		said: map[string]bool{}, heard: make(chan struct{})}
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
 		ln.Close()
@@ -101,6 +104,11 @@ func (s *relayIRC) serve(c net.Conn) {
 		case "PRIVMSG":
 			if strings.HasPrefix(params, "#c ") {
 				s.relay(nick, ":"+nick+"!u@h PRIVMSG "+params)
+				s.mu.Lock()
+				s.said[nick+" "+lastParam(params)] = true
+				close(s.heard)
+				s.heard = make(chan struct{})
+				s.mu.Unlock()
 			}
 		}
 	}
@@ -119,6 +127,27 @@ func (s *relayIRC) relay(from, line string) {
 			continue
 		}
 		s.conns[nick].Write([]byte(line + "\r\n"))
+	}
+}
+
+// relayed waits until the server has relayed nick's text to #c: the
+// bridge queues a user's line to its connection and returns, and a line
+// said to the others after that could reach them first.
+func (s *relayIRC) relayed(t *testing.T, nick, text string) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		s.mu.Lock()
+		ok, heard := s.said[nick+" "+text], s.heard
+		s.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-heard:
+		case <-timeout:
+			t.Fatalf("the server did not relay %s's %q", nick, text)
+		}
 	}
 }
 
@@ -287,6 +316,7 @@ func TestSharedCopiesOwn(t *testing.T) {
 	// her connection still matches alice's to the line alice archived.
 	release := fx.srv.holdFrom("carol")
 	fx.handle(t, "alice@example.org/r", "<message xmlns='jabber:component:accept' from='alice@example.org/r' to='"+roomJID("#c")+"' type='groupchat' id='m1'><body>mine</body></message>")
+	fx.srv.relayed(t, "alice", "mine")
 	fx.srv.say("carol", ":peer!u@h PRIVMSG #c :between")
 	release()
 	fx.srv.say("alice", ":peer!u@h PRIVMSG #c :between")
@@ -399,6 +429,7 @@ func TestSharedCopiesFail(t *testing.T) {
 	fx.sync(t)
 	fx.once(t, "unarchived", roomJID("#c")+"/peer", "", allR...)
 	fx.handle(t, "alice@example.org/r", "<message xmlns='jabber:component:accept' from='alice@example.org/r' to='"+roomJID("#c")+"' type='groupchat' id='m2'><body>mine unarchived</body></message>")
+	fx.srv.relayed(t, "alice", "mine unarchived")
 	fx.sync(t)
 	fx.once(t, "mine unarchived", roomJID("#c")+"/alice", "", allR...)
 	lift()
