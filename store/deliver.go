@@ -97,7 +97,8 @@ func (s *Store) inGroup(ctx context.Context, write func(g groupTx) error) error 
 // writes per commit in the IRC benchmark at 500 users, against 30 with
 // it). On more processors they run beside the commit and the groups grow
 // the same way; gathering still lets those waiting for a processor in.
-// A write that goes first (see First) does not wait for the others.
+// A write that goes first (see First) does not wait for the others:
+// neither when it commits the group nor when it is queued in it.
 func (g *groupCommit) gather(r *groupWrite) {
 	if r.first {
 		return
@@ -106,8 +107,9 @@ func (g *groupCommit) gather(r *groupWrite) {
 	for range maxGathers {
 		g.mu.Lock()
 		n := len(g.queue)
+		waiting := n > 1 && g.queue[1].first // see enqueue
 		g.mu.Unlock()
-		if n >= maxGroup {
+		if n >= maxGroup || waiting {
 			return
 		}
 		runtime.Gosched()

@@ -28,7 +28,9 @@ package main
 // PASSERELLE_BENCH_TRACE=<dir> records passerelle's execution trace
 // during the XMPP→IRC latency phase into <dir>/<gateway>-<N>-x2i-latency.trace.
 // PASSERELLE_BENCH_GATEWAY_ENV="GOMAXPROCS=2 GOGC=50" adds those
-// variables to passerelle's (and base's) environment.
+// variables (space-separated NAME=value) to passerelle's and base's
+// environment; a base built without procs.go (the halving of GOMAXPROCS)
+// runs on all the processors unless this sets GOMAXPROCS.
 // PASSERELLE_BENCH_ROUNDS=50 sets the rounds of the latency phase (default
 // benchRounds, 200: a p99 of fewer than 200 rounds is their slowest).
 // PASSERELLE_TEST_DB=postgres runs passerelle (and base) on PostgreSQL, a

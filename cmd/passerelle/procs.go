@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"runtime"
+	"strconv"
 )
 
 // The gateway shares its machine with the servers every stanza goes
@@ -14,7 +15,9 @@ import (
 // a burst of work for hundreds of users does not keep those servers
 // waiting for a processor: on two cores the latencies' tails were
 // shorter, and the CPU per delivered stanza no higher (README,
-// "Processors").
+// "Processors"). The number is worked out once, at start: a container
+// given more or fewer processors later keeps it (setting it stops the
+// runtime's own updates), until the gateway restarts.
 
 // setProcs sets the processors the gateway's goroutines run on, and
 // returns their number.
@@ -27,10 +30,10 @@ func setProcs() int {
 }
 
 // procs returns the processors to use when the runtime would use n and
-// the GOMAXPROCS variable is env: n when the variable is set, half of n
-// otherwise.
+// the GOMAXPROCS variable is env: n when the variable holds a number the
+// runtime took (above 0), half of n otherwise.
 func procs(env string, n int) int {
-	if env != "" {
+	if v, err := strconv.Atoi(env); err == nil && v > 0 {
 		return n
 	}
 	return max(1, n/2)

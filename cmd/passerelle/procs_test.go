@@ -14,6 +14,9 @@ func TestProcs(t *testing.T) {
 		{"2", 2, 2}, // the runtime read GOMAXPROCS: left as it is
 		{"1", 1, 1},
 		{"16", 16, 16},
+		{"0", 4, 2}, // not taken by the runtime: as if unset
+		{"x", 4, 2},
+		{"-1", 4, 2},
 	} {
 		if got := procs(c.env, c.n); got != c.want {
 			t.Errorf("procs(%q, %d) = %d, want %d", c.env, c.n, got, c.want)
