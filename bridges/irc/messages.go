@@ -2,6 +2,7 @@ package irc
 
 import (
 	"context"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -478,6 +479,20 @@ func (n *network) reflectAndSend(ctx context.Context, ch *channel, st *xmlel.Ele
 	}
 	own := n.expectOwn(ctx, ch, body)
 	n.reflect(ctx, ch, st, body, own)
+	// The echo is committed and the outbox's pump readied (Queued): the
+	// user's goroutine yields before queuing the line, so that on one
+	// processor (procs.go) the pump usually runs, and writes the echo,
+	// before the line goes out. Otherwise starting or waking the
+	// connection's writer here took the pump's place at the head of the
+	// run queue, and the server's relay of the line then woke every other
+	// user's connection ahead of it. Not a guarantee: the pump may not be
+	// listening (its window of unconfirmed batches full, the store
+	// failing), the echo may not be in its next read, or its read may
+	// give the processor away. BenchmarkIRCGateway, 500 users, two runs
+	// each: the echo's p50 from 2.6-2.9 to 1.2-1.5 ms, its p99 from
+	// 8.9-10.4 to 7.3-7.9 ms, and the line's p99 to IRC from 9.8-10.3 to
+	// 7.1-7.3 ms.
+	runtime.Gosched()
 	if e = n.queueLines(built); e != nil {
 		n.b.lines.unexpect(own)
 	}

@@ -27,6 +27,10 @@ package main
 // <dir>/<gateway>-<N>-fanout.data (perf report -i … --no-children).
 // PASSERELLE_BENCH_TRACE=<dir> records passerelle's execution trace
 // during the XMPP→IRC latency phase into <dir>/<gateway>-<N>-x2i-latency.trace.
+// PASSERELLE_BENCH_GATEWAY_ENV="GOMAXPROCS=2 GOGC=50" adds those
+// variables (space-separated NAME=value) to passerelle's and base's
+// environment; a base built without procs.go (the halving of GOMAXPROCS)
+// runs on all the processors unless this sets GOMAXPROCS.
 // PASSERELLE_BENCH_ROUNDS=50 sets the rounds of the latency phase (default
 // benchRounds, 200: a p99 of fewer than 200 rounds is their slowest).
 // PASSERELLE_TEST_DB=postgres runs passerelle (and base) on PostgreSQL, a
@@ -255,6 +259,10 @@ func benchIRCGateway(b *testing.B, gateway string, n int) {
 			"PASSERELLE_HTTP_LISTEN":       fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b)),
 		}
 		httpAddr = env["PASSERELLE_HTTP_LISTEN"]
+		for _, kv := range strings.Fields(os.Getenv("PASSERELLE_BENCH_GATEWAY_ENV")) {
+			k, v, _ := strings.Cut(kv, "=")
+			env[k] = v
+		}
 		bin := os.Getenv("PASSERELLE_BENCH_BASE")
 		if gateway == "passerelle" {
 			bin = harness.BuildBinary(b)

@@ -17,6 +17,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"syscall"
@@ -56,6 +57,7 @@ func run() int {
 		}
 		return 2
 	}
+	setProcs()
 	cfg, err := config.Load()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "passerelle: bad configuration: %v\n", err)
@@ -123,7 +125,7 @@ func run() int {
 		defer srv.Close()
 	}
 
-	log.Info("starting", "version", version(), "domains", cfg.Domains(), "xmpp", cfg.XMPPAddr, "allow", cfg.AllowDefault())
+	log.Info("starting", "version", version(), "domains", cfg.Domains(), "xmpp", cfg.XMPPAddr, "allow", cfg.AllowDefault(), "procs", runtime.GOMAXPROCS(0))
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go releaseWhenIdle(runCtx)
