@@ -93,9 +93,9 @@ func (s *Store) inGroup(ctx context.Context, write func(g groupTx) error) error 
 // maxGathers turns). On one processor (GOMAXPROCS=1) the caller would
 // otherwise take its write alone: the others woken with it (the users
 // of a channel, each handed the same line by their own IRC connection)
-// have not run yet, and a fan-out would cost a commit per user (1.7
-// writes per commit in the IRC benchmark at 500 users, against 30 with
-// it). On more processors they run beside the commit and the groups grow
+// have not run yet, and a fan-out would cost a commit per user (1.6-2.0
+// writes per commit in the IRC benchmark's fan-out at 500 users, against
+// 43-63 with it). On more processors they run beside the commit and the groups grow
 // the same way; gathering still lets those waiting for a processor in.
 // A write that goes first (see First) does not wait for the others:
 // neither when it commits the group nor when it is queued in it.
