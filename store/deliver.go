@@ -95,8 +95,9 @@ func (s *Store) inGroup(ctx context.Context, write func(g groupTx) error) error 
 // of a channel, each handed the same line by their own IRC connection)
 // have not run yet, and a fan-out would cost a commit per user (1.6-2.0
 // writes per commit in the IRC benchmark's fan-out at 500 users, against
-// 43-63 with it). On more processors they run beside the commit and the groups grow
-// the same way; gathering still lets those waiting for a processor in.
+// 43-63 with it). On more processors they run beside the commit and the
+// groups grow the same way; gathering still lets those waiting for a
+// processor in.
 // A write that goes first (see First) does not wait for the others:
 // neither when it commits the group nor when it is queued in it.
 func (g *groupCommit) gather(r *groupWrite) {
@@ -118,10 +119,9 @@ func (g *groupCommit) gather(r *groupWrite) {
 		g.mu.Unlock()
 		// Two turns: now and then the scheduler runs a goroutine that
 		// yielded again before those that were waiting.
-		if still = still + 1; grew {
+		if grew {
 			still = 0
-		}
-		if still == 2 {
+		} else if still++; still == 2 {
 			return
 		}
 	}

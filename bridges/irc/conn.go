@@ -319,19 +319,7 @@ func readLine(r *bufio.Reader) (string, error) {
 
 // send queues a line (already built by buildLine). It never waits: a
 // full queue refuses the line.
-func (c *conn) send(line string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch {
-	case c.stopped || c.quit != nil:
-		return errClosed
-	case len(c.queue) >= queueSize:
-		return errQueueFull
-	}
-	c.queue = append(c.queue, line)
-	c.startWriter()
-	return nil
-}
+func (c *conn) send(line string) error { return c.sendAll([]string{line}) }
 
 // sendAll queues lines, all of them or, when the connection is closing
 // or they do not all fit, none.
@@ -339,7 +327,7 @@ func (c *conn) sendAll(lines []string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
-	case c.stopped || c.quit != nil:
+	case c.closingLocked():
 		return errClosed
 	case len(c.queue)+len(lines) > queueSize:
 		return errQueueFull
@@ -354,8 +342,11 @@ func (c *conn) sendAll(lines []string) error {
 func (c *conn) closing() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.stopped || c.quit != nil
+	return c.closingLocked()
 }
+
+// closingLocked is closing with c.mu held.
+func (c *conn) closingLocked() bool { return c.stopped || c.quit != nil }
 
 // room reports how many lines can be queued now.
 func (c *conn) room() int {
@@ -380,7 +371,7 @@ func (c *conn) sendPrio(line string) {
 func (c *conn) close(quitLine string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.stopped || c.quit != nil {
+	if c.closingLocked() {
 		return
 	}
 	c.quit = &quitLine

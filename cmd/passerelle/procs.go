@@ -21,13 +21,11 @@ import (
 // processors later keeps it until the gateway restarts.
 
 // setProcs sets the processors the gateway's goroutines run on, unless
-// the GOMAXPROCS variable did, and returns their number.
-func setProcs() int {
-	n, set := procs(os.Getenv("GOMAXPROCS"), runtime.GOMAXPROCS(0))
-	if set {
+// the GOMAXPROCS variable did.
+func setProcs() {
+	if n, set := procs(os.Getenv("GOMAXPROCS"), runtime.GOMAXPROCS(0)); set {
 		runtime.GOMAXPROCS(n)
 	}
-	return n
 }
 
 // procs returns the processors to use when the runtime would use n and
