@@ -103,6 +103,7 @@ type Component struct {
 	started    time.Time
 	outboxWake chan struct{}
 	outbox     outboxState // owned by the running pump
+	flush      flushState  // see Flushed
 	// idleProbe and probeTimeout detect a server that went silent.
 	idleProbe, probeTimeout time.Duration
 	// confirmWait, routeProbeWait, handBackCheck and standbyBackoff
