@@ -119,6 +119,10 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 	unrouted := time.Now()
 	confirmWait := time.NewTimer(c.confirmWait)
 	defer confirmWait.Stop()
+	pendingAfter := c.store.PendingStanzasAfter
+	if c.pendingAfter != nil {
+		pendingAfter = c.pendingAfter
+	}
 	for {
 		if wait := time.Until(o.retryAt); wait > 0 && !pause(ctx, stop, wait) {
 			return
@@ -158,7 +162,7 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 		}
 		if len(inflight) < outboxWindow && !drained {
 			snap := c.flush.snapshot()
-			items, err := c.store.PendingStanzasAfter(ctx, c.opts.Domain, after, outboxBatch)
+			items, err := pendingAfter(ctx, c.opts.Domain, after, outboxBatch)
 			if err != nil {
 				if ctx.Err() != nil {
 					return

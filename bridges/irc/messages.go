@@ -489,7 +489,7 @@ func (n *network) reflectAndSend(ctx context.Context, ch *channel, st *xmlel.Ele
 // to take the user's echo (echoFirst).
 const echoFirstWait = 10 * time.Millisecond
 
-// echoFirst waits, echoFirstWait at most, for the XMPP server to take the
+// echoFirst waits, echoFirstWait at most (Bridge.echoWait), for the XMPP server to take the
 // user's echo just committed (bridges.Host.Flushed) before the line goes
 // to the IRC server. The server's relay of the line wakes the connection
 // of every other user in the channel at once, and their copies follow:
@@ -506,7 +506,7 @@ func (n *network) echoFirst(ctx context.Context) {
 		return
 	default:
 	}
-	t := time.NewTimer(echoFirstWait)
+	t := time.NewTimer(n.b.echoWait)
 	defer t.Stop()
 	select {
 	case <-done:
