@@ -13,14 +13,19 @@ import "sync"
 //
 // Commits are numbered by the Flushed calls that follow them: the pump
 // takes the number reached before each read (snapshot), and a read that
-// reaches the end passes it on to its batch (flight.flushed).
+// reaches the end passes it on to its batch (flight.flushed). The calls
+// between two snapshots share one channel, so that what waits grows with
+// the pump's reads, not with the calls (a pump that cannot read or gets
+// no confirmation keeps its waiters until it stops).
 type flushState struct {
 	mu      sync.Mutex
 	seq     uint64 // Flushed calls so far
-	pumping bool   // a pump runs (on a stream that is up)
-	waiters []flushWaiter
+	pumping bool   // a pump runs: between its start and its stop
+	next    chan struct{}
+	waiting []flushWaiter
 }
 
+// flushWaiter is the channel of the Flushed calls up to seq, a snapshot.
 type flushWaiter struct {
 	seq  uint64
 	done chan struct{}
@@ -34,10 +39,12 @@ var closedFlush = func() chan struct{} {
 }()
 
 // Flushed implements bridges.Host: the channel is closed once the server
-// has confirmed everything committed to the outbox before the call, or
-// once the stream ends. Without a stream up, it is closed already. It
-// wakes the pump, so that a pump with nothing left to read reads again
-// and the wait ends even when the caller committed nothing.
+// has confirmed everything committed to the outbox before the call (a
+// batch whose confirmation did not come back counts as confirmed when the
+// pump stops waiting for it), or once the pump stops; it is closed
+// already while no pump runs (no stream, or the stream's route not known
+// yet). It wakes the pump, so that a pump with nothing left to read reads
+// again and the wait ends even when the caller committed nothing.
 func (c *Component) Flushed() <-chan struct{} {
 	f := &c.flush
 	f.mu.Lock()
@@ -46,11 +53,13 @@ func (c *Component) Flushed() <-chan struct{} {
 		f.mu.Unlock()
 		return closedFlush
 	}
-	w := flushWaiter{seq: f.seq, done: make(chan struct{})}
-	f.waiters = append(f.waiters, w)
+	if f.next == nil {
+		f.next = make(chan struct{})
+	}
+	done := f.next
 	f.mu.Unlock()
 	c.Queued()
-	return w.done
+	return done
 }
 
 // snapshot is the number of the last commit the pump's next read sees
@@ -58,20 +67,24 @@ func (c *Component) Flushed() <-chan struct{} {
 func (f *flushState) snapshot() uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.next != nil {
+		f.waiting = append(f.waiting, flushWaiter{seq: f.seq, done: f.next})
+		f.next = nil
+	}
 	return f.seq
 }
 
-// through releases the waiters of the commits numbered up to seq: the
-// server has confirmed them.
+// through releases the Flushed calls numbered up to seq: the server has
+// confirmed their commits.
 func (f *flushState) through(seq uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := 0
-	for n < len(f.waiters) && f.waiters[n].seq <= seq {
-		close(f.waiters[n].done)
+	for n < len(f.waiting) && f.waiting[n].seq <= seq {
+		close(f.waiting[n].done)
 		n++
 	}
-	f.waiters = append(f.waiters[:0], f.waiters[n:]...)
+	f.waiting = append(f.waiting[:0], f.waiting[n:]...)
 }
 
 // start and stop bracket a pump: while none runs, nobody waits (stop
@@ -86,8 +99,12 @@ func (f *flushState) stop() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.pumping = false
-	for _, w := range f.waiters {
+	for _, w := range f.waiting {
 		close(w.done)
 	}
-	f.waiters = nil
+	f.waiting = nil
+	if f.next != nil {
+		close(f.next)
+		f.next = nil
+	}
 }

@@ -30,64 +30,35 @@ func waitReleased(t *testing.T, ch <-chan struct{}, what string) {
 	}
 }
 
-func waitPumping(t *testing.T, c *Component) {
-	t.Helper()
-	waitFor(t, "the pump", func() bool {
-		c.flush.mu.Lock()
-		defer c.flush.mu.Unlock()
-		return c.flush.pumping
-	})
+// watchReads makes each read of c's pump report how many stanzas it
+// found on reads, until open is closed.
+func watchReads(reads chan<- int, open <-chan struct{}) func(*Component) {
+	return func(c *Component) {
+		c.pendingAfter = func(ctx context.Context, domain string, after int64, limit int) ([]store.OutboxItem, error) {
+			items, err := c.store.PendingStanzasAfter(ctx, domain, after, limit)
+			select {
+			case reads <- len(items):
+			case <-open:
+			case <-ctx.Done():
+			}
+			return items, err
+		}
+	}
 }
 
-// Flushed is released once the server has confirmed the batch holding
-// what was committed before the call, not before; with nothing committed
-// since the last confirmation, by the pump's next read; and, for a batch
-// the server does not confirm, when the stream ends.
-func TestFlushedAfterConfirmation(t *testing.T) {
-	srv := newFakeServer(t, "s")
-	srv.holdSelfPings.Store(true)
-	ctx := context.Background()
-	c, _, st := startComponent(t, srv, &fakeBridge{}, "s")
-	isPing := func(e *xmlel.Element) bool { return e.Local == "iq" && e.Attr("to") == c.Domain() }
-	fc := srv.accept(t)
-	waitPumping(t, c)
-
-	if err := c.SendMessage(ctx, stanza.Message("", "u@example.org", "chat", "m1", "one")); err != nil {
-		t.Fatal(err)
-	}
-	done := c.Flushed()
-	fc.expect(t, "m1", hasID("m1"))
-	ping := fc.expect(t, "its confirmation", isPing)
-	if released(done) {
-		t.Fatal("released before the server confirmed the batch")
-	}
-	srv.route(fc, ping)
-	waitReleased(t, done, "after the confirmation")
-
-	// Nothing committed since: a read that finds nothing releases it.
-	waitFor(t, "an empty outbox", func() bool { n, err := st.CountStanzas(ctx, c.Domain()); return err == nil && n == 0 })
-	waitReleased(t, c.Flushed(), "with nothing committed")
-
-	if err := c.SendMessage(ctx, stanza.Message("", "u@example.org", "chat", "m2", "two")); err != nil {
-		t.Fatal(err)
-	}
-	done = c.Flushed()
-	fc.expect(t, "m2", hasID("m2"))
-	fc.expect(t, "its confirmation", isPing) // held, never routed back
-	if released(done) {
-		t.Fatal("released before the server confirmed the batch")
-	}
-	fc.nc.Close()
-	waitReleased(t, done, "when the stream ended")
-}
-
-// settled returns once the pump has read the outbox to its end with no
-// batch under way, so that the test's next Flushed is the first thing to
-// wake it.
-func settled(t *testing.T, c *Component) {
+// untilEmpty waits for the pump's reads up to one that found nothing.
+func untilEmpty(t *testing.T, reads <-chan int) {
 	t.Helper()
-	waitPumping(t, c)
-	waitReleased(t, c.Flushed(), "on a settled outbox")
+	for {
+		select {
+		case n := <-reads:
+			if n == 0 {
+				return
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the pump did not read the outbox to its end")
+		}
+	}
 }
 
 // enqueue commits stanzas without waking the pump (Flushed does).
@@ -123,89 +94,76 @@ func expectBatch(t *testing.T, c *Component, fc *fakeConn, n int) *xmlel.Element
 	return ping
 }
 
-// The confirmation of the batch that holds a commit releases its
-// Flushed, with a later batch still unconfirmed; the confirmation of a
-// batch that filled the pump's read (outboxBatch stanzas) does not: the
-// commit may be in the next one.
-func TestFlushedByItsBatch(t *testing.T) {
+// startWatched starts a component whose pump reports each read on the
+// returned channel and waits for the test to take it (until the test
+// ends), on a server that hands the component's confirmations to the
+// test; it returns once the pump's first reads found nothing.
+func startWatched(t *testing.T) (*Component, *fakeServer, *fakeConn, <-chan int) {
+	t.Helper()
 	srv := newFakeServer(t, "s")
 	srv.holdSelfPings.Store(true)
-	c, _, _ := startComponent(t, srv, &fakeBridge{}, "s")
+	reads, open := make(chan int), make(chan struct{})
+	t.Cleanup(func() { close(open) })
+	c, _, _ := startComponent(t, srv, &fakeBridge{}, "s", watchReads(reads, open))
 	fc := srv.accept(t)
-	settled(t, c)
+	untilEmpty(t, reads)
+	return c, srv, fc, reads
+}
 
+// Flushed is released by the confirmation of the batch holding what was
+// committed before it, not before; with nothing committed, by the read it
+// wakes; and, for a batch the server does not confirm, when the pump
+// stops with the stream.
+func TestFlushedAfterConfirmation(t *testing.T) {
+	c, srv, fc, reads := startWatched(t)
+
+	enqueue(t, c, "m1")
+	done := c.Flushed()
+	untilEmpty(t, reads)
+	ping := expectBatch(t, c, fc, 1)
+	if released(done) {
+		t.Fatal("released before the server confirmed the batch")
+	}
+	srv.route(fc, ping)
+	waitReleased(t, done, "after the confirmation")
+	untilEmpty(t, reads) // the pump's read after the confirmation
+
+	done = c.Flushed()
+	untilEmpty(t, reads)
+	waitReleased(t, done, "with nothing committed")
+
+	enqueue(t, c, "m2")
+	done = c.Flushed()
+	untilEmpty(t, reads)
+	expectBatch(t, c, fc, 1) // its ping, held: never confirmed
+	if released(done) {
+		t.Fatal("released before the server confirmed the batch")
+	}
+	fc.nc.Close()
+	waitReleased(t, done, "when the stream ended")
+}
+
+// The confirmation of the batch that holds a commit releases its
+// Flushed, with a later batch still unconfirmed.
+func TestFlushedByItsBatch(t *testing.T) {
+	c, srv, fc, reads := startWatched(t)
 	enqueue(t, c, "a")
 	done := c.Flushed()
+	untilEmpty(t, reads)
 	pingA := expectBatch(t, c, fc, 1)
 	enqueue(t, c, "b")
 	c.Queued()
+	untilEmpty(t, reads)
 	expectBatch(t, c, fc, 1) // b's ping, held
 	srv.route(fc, pingA)
 	waitReleased(t, done, "by its batch's confirmation, with the next one under way")
-
-	fc.nc.Close()
-	fc = srv.accept(t)
-	srv.route(fc, expectBatch(t, c, fc, 1)) // b again, unconfirmed on the last stream
-	settled(t, c)
-	ids := make([]string, outboxBatch+10)
-	for i := range ids {
-		ids[i] = fmt.Sprintf("m%d", i)
-	}
-	enqueue(t, c, ids...)
-	done = c.Flushed()
-	ping1 := expectBatch(t, c, fc, outboxBatch)
-	ping2 := expectBatch(t, c, fc, 10)
-	confirmed := c.m.OutboxConfirmed.Load()
-	srv.route(fc, ping1)
-	waitFor(t, "the full batch's confirmation", func() bool { return c.m.OutboxConfirmed.Load() == confirmed+outboxBatch })
-	if released(done) {
-		t.Fatal("released by the confirmation of a full batch")
-	}
-	srv.route(fc, ping2)
-	waitReleased(t, done, "by the last batch's confirmation")
-}
-
-// watchReads makes each read of c's pump report how many stanzas it
-// found on reads, until open is closed.
-func watchReads(reads chan<- int, open <-chan struct{}) func(*Component) {
-	return func(c *Component) {
-		c.pendingAfter = func(ctx context.Context, domain string, after int64, limit int) ([]store.OutboxItem, error) {
-			items, err := c.store.PendingStanzasAfter(ctx, domain, after, limit)
-			select {
-			case reads <- len(items):
-			case <-open:
-			case <-ctx.Done():
-			}
-			return items, err
-		}
-	}
-}
-
-// untilEmpty waits for the pump's reads up to one that found nothing.
-func untilEmpty(t *testing.T, reads <-chan int) {
-	t.Helper()
-	for {
-		select {
-		case n := <-reads:
-			if n == 0 {
-				return
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("the pump did not read the outbox to its end")
-		}
-	}
 }
 
 // A Flushed call after the pump read its commit, while that batch is
 // under way: the read it wakes finds nothing more, and the batch's
 // confirmation releases it even with a later batch under way.
 func TestFlushedAfterItsRead(t *testing.T) {
-	srv := newFakeServer(t, "s")
-	srv.holdSelfPings.Store(true)
-	reads, open := make(chan int), make(chan struct{})
-	c, _, _ := startComponent(t, srv, &fakeBridge{}, "s", watchReads(reads, open))
-	fc := srv.accept(t)
-	untilEmpty(t, reads)
+	c, srv, fc, reads := startWatched(t)
 	enqueue(t, c, "a")
 	c.Queued()
 	untilEmpty(t, reads)
@@ -214,11 +172,32 @@ func TestFlushedAfterItsRead(t *testing.T) {
 	enqueue(t, c, "b")
 	c.Queued()
 	untilEmpty(t, reads)
-	close(open)
 	pingA := expectBatch(t, c, fc, 1)
 	expectBatch(t, c, fc, 1) // b's ping, held
 	srv.route(fc, pingA)
 	waitReleased(t, done, "by its batch's confirmation, with the next one under way")
+}
+
+// The confirmation of a batch that filled the pump's read (outboxBatch
+// stanzas) does not release Flushed: the commit may be in the next one.
+func TestFlushedNotByAFullBatch(t *testing.T) {
+	c, srv, fc, reads := startWatched(t)
+	ids := make([]string, outboxBatch+10)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("m%d", i)
+	}
+	enqueue(t, c, ids...)
+	done := c.Flushed()
+	untilEmpty(t, reads)
+	ping1 := expectBatch(t, c, fc, outboxBatch)
+	ping2 := expectBatch(t, c, fc, 10)
+	srv.route(fc, ping1)
+	untilEmpty(t, reads) // the pump's read after the confirmation
+	if released(done) {
+		t.Fatal("released by the confirmation of a full batch")
+	}
+	srv.route(fc, ping2)
+	waitReleased(t, done, "by the last batch's confirmation")
 }
 
 // Without a stream, nothing is worth waiting for.

@@ -80,7 +80,6 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 	var inflight []flight
 	c.flush.start()
 	defer func() {
-		c.flush.stop()
 		for _, f := range inflight {
 			f.forget()
 		}
@@ -105,6 +104,9 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 			c.removeSent(ctx)
 		}
 	}()
+	// Run first of the deferred calls: the waiters need not wait for
+	// the removals above.
+	defer c.flush.stop()
 	// after is the last id written to this stream, or confirmed on an
 	// earlier one and still in the store (its removal failed): what the
 	// server confirmed is never read again.

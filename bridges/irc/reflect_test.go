@@ -329,14 +329,25 @@ func TestLineAfterEchoTaken(t *testing.T) {
 // the line goes to the server all the same after echoWait.
 func TestLineWhenEchoNotTaken(t *testing.T) {
 	fx := echoFixture(t)
-	asked := make(chan struct{}, 1)
+	fx.b.echoWait = time.Second
+	early := make(chan string, 1)
 	fx.h.OnFlushed = func() <-chan struct{} {
-		asked <- struct{}{}
+		go func() {
+			select {
+			case l := <-fx.f.lines:
+				early <- l
+			case <-time.After(300 * time.Millisecond):
+				early <- ""
+			}
+		}()
 		return make(chan struct{}) // never closed
 	}
 	fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='#c%localhost@irc.example' type='groupchat' id='t2'><body>untaken</body></message>")
 	select {
-	case <-asked:
+	case l := <-early:
+		if l != "" {
+			t.Fatalf("the server got %q without the bridge waiting for the echo to be taken", l)
+		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the bridge did not wait for the echo to be taken")
 	}
