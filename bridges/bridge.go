@@ -216,6 +216,12 @@ type Host interface {
 	// (store.IRCLine.Echo), each stanza with its "from" set: they are
 	// sent as SendMessage's are.
 	Queued(sts ...*xmlel.Element)
+	// Flushed returns a channel closed once the XMPP server has confirmed
+	// what the bridge committed to the outbox before the call, or once
+	// the component stops sending it (closed already while it does not:
+	// no stream). It may take as long as the outbox's backlog, or as long
+	// as a failing store: a caller bounds its wait.
+	Flushed() <-chan struct{}
 	// IQ sends an IQ get/set and waits for its answer.
 	IQ(ctx context.Context, iq *xmlel.Element) (*xmlel.Element, error)
 	// Post runs fn on user's goroutine (the owner of that user's state).

@@ -103,6 +103,7 @@ type Component struct {
 	started    time.Time
 	outboxWake chan struct{}
 	outbox     outboxState // owned by the running pump
+	flush      flushState  // see Flushed
 	// idleProbe and probeTimeout detect a server that went silent.
 	idleProbe, probeTimeout time.Duration
 	// confirmWait, routeProbeWait, handBackCheck and standbyBackoff
@@ -113,6 +114,9 @@ type Component struct {
 	// sentThrough is the store's StanzasSentThrough, unless a test holds
 	// or refuses the outbox's removals.
 	sentThrough func(ctx context.Context, domain string, last int64) error
+	// pendingAfter is the store's PendingStanzasAfter, unless a test
+	// watches the pump's reads.
+	pendingAfter func(ctx context.Context, domain string, after int64, limit int) ([]store.OutboxItem, error)
 	// sharedRoutes is set once the server delivered this domain's stanzas
 	// over a sibling's stream (ejabberd): it then accepts our stanzas on
 	// any of the group's streams, which Send uses while ours is down.

@@ -52,6 +52,11 @@ type flight struct {
 	// which comes back to this component; otherwise it is a ping to the
 	// domain, which a balancing server may answer elsewhere.
 	routed bool
+	// flushed, when not 0, is the last commit numbered by Flushed that
+	// the outbox held when the batch was read, or when a read after it
+	// found nothing more (flush.go): the batch's confirmation shows the
+	// server has those commits.
+	flushed uint64
 }
 
 // pump sends the persistent outbox over session s, oldest first, until the
@@ -73,6 +78,7 @@ type flight struct {
 func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) {
 	o := &c.outbox
 	var inflight []flight
+	c.flush.start()
 	defer func() {
 		for _, f := range inflight {
 			f.forget()
@@ -98,6 +104,9 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 			c.removeSent(ctx)
 		}
 	}()
+	// Run first of the deferred calls: the waiters need not wait for
+	// the removals above.
+	defer c.flush.stop()
 	// after is the last id written to this stream, or confirmed on an
 	// earlier one and still in the store (its removal failed): what the
 	// server confirmed is never read again.
@@ -112,6 +121,10 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 	unrouted := time.Now()
 	confirmWait := time.NewTimer(c.confirmWait)
 	defer confirmWait.Stop()
+	pendingAfter := c.store.PendingStanzasAfter
+	if c.pendingAfter != nil {
+		pendingAfter = c.pendingAfter
+	}
 	for {
 		if wait := time.Until(o.retryAt); wait > 0 && !pause(ctx, stop, wait) {
 			return
@@ -150,7 +163,8 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 			continue
 		}
 		if len(inflight) < outboxWindow && !drained {
-			items, err := c.store.PendingStanzasAfter(ctx, c.opts.Domain, after, outboxBatch)
+			snap := c.flush.snapshot()
+			items, err := pendingAfter(ctx, c.opts.Domain, after, outboxBatch)
 			if err != nil {
 				if ctx.Err() != nil {
 					return
@@ -164,11 +178,21 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 				if !ok {
 					return // the stream broke: the batch is sent again after reconnecting
 				}
+				if len(items) < outboxBatch {
+					f.flushed = snap // the read reached the end
+				}
 				inflight = append(inflight, f)
 				after = items[len(items)-1].ID
 				continue
 			}
 			drained = true
+			// Every commit before snap is in a batch under way or
+			// confirmed.
+			if len(inflight) == 0 {
+				c.flush.through(snap)
+			} else {
+				inflight[len(inflight)-1].flushed = snap
+			}
 		}
 		var wake <-chan struct{}
 		if len(inflight) < outboxWindow {
@@ -241,6 +265,9 @@ func (c *Component) pump(ctx context.Context, s *session, stop <-chan struct{}) 
 		inflight = inflight[1:]
 		o.sent = append(o.sent, f.ids...)
 		c.m.OutboxConfirmed.Add(int64(len(f.ids)))
+		if f.flushed > 0 {
+			c.flush.through(f.flushed)
+		}
 	}
 }
 

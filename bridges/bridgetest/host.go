@@ -37,6 +37,9 @@ type Host struct {
 	// OnQueued, when set, is called with the stanzas given to Queued
 	// before they are recorded.
 	OnQueued func(sts ...*xmlel.Element)
+	// OnFlushed, when set, gives what Flushed returns (a closed channel
+	// when nil: the test host has no server to wait for).
+	OnFlushed func() <-chan struct{}
 	// Uncommitted keeps the messages out of the outbox (keys and links
 	// are still committed): benchmarks measure the bridge, not SQLite.
 	Uncommitted bool
@@ -169,6 +172,16 @@ func (h *Host) Queued(sts ...*xmlel.Element) {
 	for _, st := range sts {
 		h.record(st, true)
 	}
+}
+
+// Flushed is OnFlushed's channel, or a closed one.
+func (h *Host) Flushed() <-chan struct{} {
+	if h.OnFlushed != nil {
+		return h.OnFlushed()
+	}
+	ch := make(chan struct{})
+	close(ch)
+	return ch
 }
 
 func (h *Host) IQ(ctx context.Context, iq *xmlel.Element) (*xmlel.Element, error) {

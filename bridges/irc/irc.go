@@ -57,6 +57,7 @@ type Bridge struct {
 	banTimeout   time.Duration // how long a ban list request may go unanswered
 	pruneEvery   time.Duration // how often the archive is pruned
 	whoisTimeout time.Duration // how long a WHOIS may go unanswered
+	echoWait     time.Duration // how long a line waits for its echo to be taken (echoFirst)
 }
 
 // New returns an IRC bridge.
@@ -64,7 +65,7 @@ func New(opts Options) *Bridge {
 	if opts.Sealer == nil {
 		opts.Sealer = &store.Sealer{}
 	}
-	return &Bridge{opts: opts, sessions: map[string]map[string]*network{}, conns: map[*conn]string{}, joinTimeout: time.Minute, banTimeout: 30 * time.Second, pruneEvery: pruneEvery, whoisTimeout: whoisTimeout,
+	return &Bridge{opts: opts, sessions: map[string]map[string]*network{}, conns: map[*conn]string{}, joinTimeout: time.Minute, banTimeout: 30 * time.Second, pruneEvery: pruneEvery, whoisTimeout: whoisTimeout, echoWait: echoFirstWait,
 		dialer: &dialer{allowPrivate: opts.AllowPrivate, resolver: net.DefaultResolver}}
 }
 

@@ -286,3 +286,70 @@ func TestRoomCopiesCut(t *testing.T) {
 		t.Errorf("a copy with a child after its stanza-id: %+v, want nil", e)
 	}
 }
+
+// A user's line goes to the server once the XMPP server has taken the
+// echo (bridges.Host.Flushed), which the bridge asks after committing it.
+func TestLineAfterEchoTaken(t *testing.T) {
+	fx := echoFixture(t)
+	fx.b.echoWait = time.Minute
+	echoed := make(chan bool, 1)
+	early := make(chan string, 1)
+	fx.h.OnFlushed = func() <-chan struct{} {
+		e, _ := fx.echoedRefused(t, "t1", "")
+		echoed <- e
+		// The echo is taken once nothing reached the server for a while.
+		taken := make(chan struct{})
+		go func() {
+			defer close(taken)
+			select {
+			case l := <-fx.f.lines:
+				early <- l
+			case <-time.After(300 * time.Millisecond):
+				early <- ""
+			}
+		}()
+		return taken
+	}
+	fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='#c%localhost@irc.example' type='groupchat' id='t1'><body>taken</body></message>")
+	select {
+	case e := <-echoed:
+		if !e {
+			t.Fatal("the bridge asked whether the echo was taken before committing it")
+		}
+	default:
+		t.Fatal("the bridge did not wait for the echo to be taken")
+	}
+	if l := <-early; l != "" {
+		t.Fatalf("the server got %q before the echo was taken", l)
+	}
+	fx.f.expect(t, "PRIVMSG #c taken")
+}
+
+// When the XMPP server does not take the echo (no confirmation comes),
+// the line goes to the server all the same after echoWait.
+func TestLineWhenEchoNotTaken(t *testing.T) {
+	fx := echoFixture(t)
+	fx.b.echoWait = time.Second
+	early := make(chan string, 1)
+	fx.h.OnFlushed = func() <-chan struct{} {
+		go func() {
+			select {
+			case l := <-fx.f.lines:
+				early <- l
+			case <-time.After(300 * time.Millisecond):
+				early <- ""
+			}
+		}()
+		return make(chan struct{}) // never closed
+	}
+	fx.handle(t, "<message xmlns='jabber:component:accept' from='"+testUser+"/r' to='#c%localhost@irc.example' type='groupchat' id='t2'><body>untaken</body></message>")
+	select {
+	case l := <-early:
+		if l != "" {
+			t.Fatalf("the server got %q without the bridge waiting for the echo to be taken", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the bridge did not wait for the echo to be taken")
+	}
+	fx.f.expect(t, "PRIVMSG #c untaken")
+}
