@@ -22,6 +22,9 @@ type relayIRC struct {
 	ln    net.Listener
 	mu    sync.Mutex
 	conns map[string]net.Conn // by nick, once registered
+	open  map[net.Conn]bool   // every connection accepted, until the test ends
+	ended bool                // the test's cleanup began: a connection is closed as it comes
+	shut  bool                // new connections are closed as they come (a test's server going away)
 	in    map[string]bool     // nicks in #c
 	hold  map[string][]string // lines held back from a nick (see holdFrom)
 	held  map[string]bool
@@ -34,13 +37,16 @@ func newRelayIRC(t *testing.T) *relayIRC {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &relayIRC{ln: ln, conns: map[string]net.Conn{}, in: map[string]bool{}, hold: map[string][]string{}, held: map[string]bool{},
+	s := &relayIRC{ln: ln, conns: map[string]net.Conn{}, open: map[net.Conn]bool{}, in: map[string]bool{}, hold: map[string][]string{}, held: map[string]bool{},
 		said: map[string]bool{}, heard: make(chan struct{})}
 	var wg sync.WaitGroup
+	// Every connection is closed at the end, registered or not: the
+	// bridge may still be reconnecting one (a test that closed it).
 	t.Cleanup(func() {
 		ln.Close()
 		s.mu.Lock()
-		for _, c := range s.conns {
+		s.ended = true
+		for c := range s.open {
 			c.Close()
 		}
 		s.mu.Unlock()
@@ -54,6 +60,19 @@ func newRelayIRC(t *testing.T) *relayIRC {
 			if err != nil {
 				return
 			}
+			s.mu.Lock()
+			if s.ended {
+				s.mu.Unlock()
+				c.Close()
+				return
+			}
+			if s.shut {
+				s.mu.Unlock()
+				c.Close()
+				continue
+			}
+			s.open[c] = true
+			s.mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -401,6 +420,11 @@ func TestSharedCopiesRejoined(t *testing.T) {
 // nothing for the other connections to match.
 func TestSharedCopiesWithdrawn(t *testing.T) {
 	fx := newRoomFixture(t)
+	// The connection does not come back before the message (the bridge
+	// reconnects it at once).
+	fx.srv.mu.Lock()
+	fx.srv.shut = true
+	fx.srv.mu.Unlock()
 	fx.h.Run(func(context.Context) {
 		n := fx.b.networkOf("alice@example.org", "localhost")
 		n.c.close("")
