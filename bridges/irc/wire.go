@@ -152,7 +152,9 @@ func parseLine(line string) (m *irc.Message, err error) {
 			m, err = nil, fmt.Errorf("malformed irc line: %v", r)
 		}
 	}()
-	m, err = irc.ParseMessage(line)
+	// Leading spaces are skipped as the reader skips them (command):
+	// the library takes " @ PING" for the command "@".
+	m, err = irc.ParseMessage(strings.TrimLeft(line, " "))
 	if err == nil && m.Prefix == nil {
 		m.Prefix = &irc.Prefix{}
 	}
